@@ -1,0 +1,75 @@
+"""The policy seam: what every scaling policy implements.
+
+A policy sees a :class:`~orchestrator.context.Context` each step and returns an action
+index into its :class:`~agent.actions.ActionSet` with the probability it had of choosing
+it (1.0 for a deterministic choice). It then learns from the reward of that action.
+Every random choice draws from the policy's own generator, seeded at construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from agent.actions import ActionSet
+from orchestrator.context import Context
+
+
+class PolicyError(ValueError):
+    """A policy built with a bad hyperparameter; the message names it and its value."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision: the action index, its propensity, and the full probability vector
+    over the action set (shape ``(n_actions,)``) when the policy knows it."""
+
+    action: int
+    probability: float = 1.0
+    probabilities: tuple[float, ...] | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """The interface of DESIGN.md ("Policies")."""
+
+    name: str
+    actions: ActionSet
+
+    def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
+        """Choose an action for ``context``. ``info`` carries what only some backends
+        know (``oracle_replicas`` in the simulator, ``t_s``, ``step``)."""
+
+    def update(self, context: Context, action: int, reward: float, next_context: Context) -> None:
+        """Learn from the reward of ``action`` taken in ``context``."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: parameters, learned state, generator state."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class BasePolicy:
+    """Shared plumbing: a seeded generator, a name, an action set, state of the rng."""
+
+    name = "base"
+
+    def __init__(self, actions: ActionSet, seed: int | np.random.SeedSequence | None = None) -> None:
+        self.actions = actions
+        self.rng = np.random.default_rng(seed)
+
+    def update(self, context: Context, action: int, reward: float, next_context: Context) -> None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {"name": self.name, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("name") != self.name:
+            raise PolicyError(f"state is for policy {state.get('name')!r}, not {self.name!r}")
+        self.rng.bit_generator.state = state["rng"]

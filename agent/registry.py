@@ -1,0 +1,67 @@
+"""The policy registry: ``make_policy(name, **params)``.
+
+Policies register a factory under a name. A typo gets the closest name suggested.
+Factories receive ``seed`` and ``max_replicas`` from the runner plus the user's
+parameters; a parameter the policy does not take is reported by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+
+from agent.base import Policy, PolicyError
+
+_REGISTRY: dict[str, Callable[..., Policy]] = {}
+
+
+def register(name: str, factory: Callable[..., Policy], *, replace: bool = False) -> None:
+    """Make ``factory`` available as ``name`` (``replace=True`` to override one)."""
+    if name in _REGISTRY and not replace:
+        raise PolicyError(f"a policy named {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def policy_names() -> list[str]:
+    """Registered names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def make_policy(name: str, *, defaults: dict | None = None, **params) -> Policy:
+    """Build the policy registered as ``name`` with ``params``.
+
+    ``defaults`` (``seed``, ``max_replicas``, ``slo_ms``, ...) are what the runner knows;
+    each is passed only if the policy takes it and ``params`` does not set it.
+    """
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), _REGISTRY, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {policy_names()}"
+        raise PolicyError(f"unknown policy {name!r}{hint}")
+    factory = _REGISTRY[name]
+    sig = inspect.signature(factory)
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    if not accepts_any:
+        for key in params:
+            if key not in sig.parameters:
+                close = difflib.get_close_matches(key, list(sig.parameters), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise PolicyError(f"policy {name!r} has no parameter {key!r}{hint}")
+    for key, value in (defaults or {}).items():
+        if key not in params and (accepts_any or key in sig.parameters):
+            params[key] = value
+    try:
+        return factory(**params)
+    except TypeError as exc:
+        raise PolicyError(f"policy {name!r}: {exc}") from None
+
+
+def _register_builtins() -> None:
+    from agent.policies.oracle import Oracle
+    from agent.policies.static import Static
+
+    register("static", Static)
+    register("oracle", Oracle)
+
+
+_register_builtins()

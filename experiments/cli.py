@@ -1,0 +1,210 @@
+"""``scalelab``: a thin shim over the library (every command is one library call).
+
+Examples::
+
+    scalelab compare                      # evaluation week on the simulator, every policy
+    scalelab run experiments/configs/step-demo.yaml --runs 3 --seed 1
+    scalelab run CONFIG --resume runs/step-demo-20261123-101500
+    scalelab report runs/step-demo-20261123-101500
+    scalelab workload show evaluation-week-v1 --out week.png
+    scalelab calibrate --out calibration.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+
+EPILOG = __doc__.split("Examples::", 1)[1]
+
+
+def _config_path(name: str) -> Path:
+    """A config file path, or the name of a shipped config (``compare``)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    shipped = resources.files("experiments.configs").joinpath(f"{name}.yaml")
+    if shipped.is_file():
+        return Path(str(shipped))
+    return p
+
+
+def cmd_run(args) -> int:
+    from experiments.metrics import format_table
+    from experiments.runner import run_experiment
+
+    overrides = {k: v for k, v in (("runs", args.runs), ("seed", args.seed)) if v is not None}
+    if args.resume:
+        result = run_experiment(None, resume=args.resume, workers=args.workers, command=_command())
+    else:
+        from experiments.config import load_config
+
+        cfg = load_config(_config_path(args.config), **overrides)
+        result = run_experiment(cfg, out=args.out, workers=args.workers, command=_command())
+    print(format_table(result.summary))
+    print(f"\nrun folder: {result.path}  ({result.seconds:.1f} s)")
+    print(f"report:     {result.path / 'report.html'}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    args.config = "compare"
+    args.resume = None
+    return cmd_run(args)
+
+
+def cmd_report(args) -> int:
+    from experiments.report import write_report
+
+    for d in args.dirs:
+        print(write_report(Path(d)))
+    return 0
+
+
+def _parse_params(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--param {item!r} must be KEY=VALUE")
+        k, v = item.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def cmd_workload_show(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from injector.workloads import make_workload
+
+    wl = make_workload({"kind": args.name, **_parse_params(args.param)})
+    series = wl.series(args.step)
+    t_h = np.arange(series.shape[0]) * args.step / 3600.0
+    unit = "users" if wl.loop == "closed" else "req/s"
+    print(f"workload      {wl.name} ({wl.loop}-loop, {unit})")
+    print(f"duration      {wl.duration_s:.0f} s ({wl.duration_s / 3600:.2f} h), {series.shape[0]} steps of {args.step:g} s")
+    print(f"min/mean/max  {series.min():.1f} / {series.mean():.1f} / {series.max():.1f} {unit}")
+    print(f"p50/p95/p99   {np.percentile(series, 50):.1f} / {np.percentile(series, 95):.1f} / {np.percentile(series, 99):.1f}")
+    if wl.think_s is not None:
+        print(f"think time    uniform {wl.think_s[0]:g}..{wl.think_s[1]:g} s")
+    out = Path(args.out or f"{wl.name}.png")
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.plot(t_h, series, lw=0.8)
+    ax.set_xlabel("time (h)")
+    ax.set_ylabel(unit)
+    ax.set_title(wl.name)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    print(f"plot          {out}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tqdm.auto import tqdm
+
+    from simulator.calibration import calibrate, paper_table
+    from simulator.models import PROFILES
+
+    app = PROFILES[args.profile]
+    n = len(paper_table(args.min_steps))
+    with tqdm(total=n, desc="calibrate", unit="cell") as bar:
+        res = calibrate(app, min_steps=args.min_steps, steps=args.steps, seed=args.seed, progress=bar.update)
+    t = res.table
+    for row in t.itertuples():
+        print(f"{row.users:3d} users {row.containers:2d} replicas  paper {row.mean_p95_ms:7.1f} ms  "
+              f"sim {row.sim_p95_ms:7.1f} ms  {row.error:+6.1%}")
+    print(f"median |error| {res.median_abs_error:.1%}, max |error| {res.max_abs_error:.1%} "
+          f"over {n} cells with >= {args.min_steps} steps")
+    out = Path(args.out)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for reps, g in t.groupby("containers"):
+        line = ax.plot(g.users, g.mean_p95_ms, "o-", label=f"paper, {reps} replicas")[0]
+        ax.plot(g.users, g.sim_p95_ms, "x--", color=line.get_color(), label=f"sim, {reps} replicas")
+    ax.set_yscale("log")
+    ax.set_xlabel("users")
+    ax.set_ylabel("mean p95 (ms)")
+    ax.set_title(f"profile {args.profile}: median |error| {res.median_abs_error:.1%}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    t.to_csv(out.with_suffix(".csv"), index=False)
+    print(f"plot {out}, table {out.with_suffix('.csv')}")
+    return 0
+
+
+def _command() -> str:
+    return "scalelab " + " ".join(sys.argv[1:])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scalelab", description="Horizontal autoscaling with contextual bandits: a testbed.",
+        epilog="examples:" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def run_opts(p):
+        p.add_argument("--runs", type=int, help="runs per policy (overrides the config)")
+        p.add_argument("--seed", type=int, help="root seed (overrides the config)")
+        p.add_argument("--out", default="runs", help="parent folder of the run folder (default: runs)")
+        p.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
+
+    p = sub.add_parser("run", help="run an experiment config")
+    p.add_argument("config", nargs="?", help="a YAML file, or the name of a shipped config")
+    p.add_argument("--resume", help="finish the run in this folder without redoing finished episodes")
+    run_opts(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="the quick start: evaluation week on the simulator, every policy")
+    run_opts(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="(re)write the plots and report.html of run folders")
+    p.add_argument("dirs", nargs="+")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("workload", help="workloads")
+    wsub = p.add_subparsers(dest="workload_command", required=True)
+    w = wsub.add_parser("show", help="plot a workload and print its statistics")
+    w.add_argument("name")
+    w.add_argument("--param", action="append", help="KEY=VALUE (YAML value), repeatable")
+    w.add_argument("--step", type=float, default=5.0, help="sampling step, s (default 5)")
+    w.add_argument("--out", help="PNG path (default NAME.png)")
+    w.set_defaults(func=cmd_workload_show)
+
+    p = sub.add_parser("calibrate", help="draw the simulator against the paper's p95 table")
+    p.add_argument("--profile", default="paper")
+    p.add_argument("--min-steps", type=int, default=100, help="cells measured on at least this many steps")
+    p.add_argument("--steps", type=int, default=150, help="simulated 5 s steps per cell")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="calibration.png")
+    p.set_defaults(func=cmd_calibrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run" and not args.config and not args.resume:
+        parser.error("run needs a CONFIG or --resume DIR")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"scalelab: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

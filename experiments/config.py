@@ -1,0 +1,272 @@
+"""Typed experiment configs, loaded from YAML and checked key by key.
+
+An unknown key, a wrong type or an out-of-range value raises :class:`ConfigError`
+with the key's path, the value and, for a typo, the closest valid key::
+
+    config: unknown key 'cluster.max_replica' (value 12); did you mean 'max_replicas'?
+
+Example (``experiments/configs/compare.yaml`` is a complete one)::
+
+    name: step-demo
+    backend: sim
+    seed: 1
+    runs: 3
+    workload: {kind: step, before: 5, after: 40, at_s: 300, duration_s: 900}
+    policies:
+      - {name: static, replicas: 3}
+      - {name: oracle}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BACKENDS = ("sim", "replay", "live")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key, the value and the rule."""
+
+
+@dataclass
+class AppConfig:
+    """The scaled service. ``profile`` picks defaults (``paper``, ``sandbox``); every
+    other key overrides one of them. Units: cores, MiB, ms."""
+
+    profile: str = "paper"
+    demand: dict[str, Any] | None = None
+    cpu_request: float | None = None
+    cpu_limit: float | None = None
+    memory_request_mib: float | None = None
+    memory_limit_mib: float | None = None
+    overhead_ms: float | None = None
+    burst_cores: float | None = None
+
+
+@dataclass
+class ClusterConfig:
+    """Deployment bounds and behaviour (replicas, seconds)."""
+
+    min_replicas: int = 1
+    max_replicas: int = 10
+    initial_replicas: int = 1
+    startup_seconds: float = 5.0
+    balancer: str = "round-robin"
+    think_s: list[float] | None = None  # closed users' think time [low, high], s
+
+
+@dataclass
+class ContextConfig:
+    """Span/metric buffers and window: a ``preset`` (``default``, ``paper``,
+    ``paper-doc``) and optional overrides."""
+
+    preset: str = "default"
+    span_buffer: int | None = None
+    metric_buffer: int | None = None
+    window_s: float | None = None
+    rps_mode: str | None = None
+
+
+@dataclass
+class PolicySpec:
+    """One policy: its registry ``name``, an optional ``label`` for tables, and its
+    parameters (any other key)."""
+
+    name: str
+    label: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class RewardConfig:
+    name: str = "slo-binary-v1"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment.
+
+    name: used for the run folder. backend: ``sim`` (``replay``/``live`` come later).
+    seed: root of every generator. runs: independent repetitions per policy.
+    step_seconds: control period, s. slo_ms: p95 objective, ms.
+    steps: steps per run (default: the workload's duration / step_seconds).
+    """
+
+    name: str = "experiment"
+    backend: str = "sim"
+    seed: int = 0
+    runs: int = 1
+    step_seconds: float = 5.0
+    slo_ms: float = 600.0
+    steps: int | None = None
+    workload: dict[str, Any] = field(default_factory=lambda: {"kind": "paper-sim-v1"})
+    app: AppConfig = field(default_factory=AppConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    policies: list[PolicySpec] = field(default_factory=lambda: [PolicySpec("static")])
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def to_dict(self) -> dict:
+        """Plain data, as YAML would hold it (policy params inlined)."""
+        d = dataclasses.asdict(self)
+        d["policies"] = [
+            {"name": p.name, **({"label": p.label} if p.label else {}), **p.params} for p in self.policies
+        ]
+        d["reward"] = {"name": self.reward.name, **self.reward.params}
+        return d
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _convert(value, tp, path: str):
+    """Check ``value`` against the annotation ``tp``; return it converted."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"config: {path}={value!r} has the wrong type")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if tp is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config: {path}={value!r} must be a list")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config: {path}={value!r} must be a mapping")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config: {path}={value!r} must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config: {path}={value!r} must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config: {path}={value!r} must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config: {path}={value!r} must be a string")
+        return value
+    raise ConfigError(f"config: {path}: unsupported type {_type_name(tp)}")
+
+
+def _unknown(path: str, key: str, value, valid) -> ConfigError:
+    close = difflib.get_close_matches(str(key), list(valid), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+    where = f"{path}.{key}" if path else key
+    return ConfigError(f"config: unknown key {where!r} (value {value!r}){hint}")
+
+
+def _build(cls, data, path: str):
+    if cls is PolicySpec or cls is RewardConfig:
+        return _build_named(cls, data, path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path or 'the file'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown(path, key, value, names)
+        kwargs[key] = _convert(value, hints[key], f"{path}.{key}" if path else key)
+    return cls(**kwargs)
+
+
+def _build_named(cls, data, path: str):
+    """``{name: x, label: y, **params}`` or just ``"x"``."""
+    if isinstance(data, str):
+        data = {"name": data}
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise ConfigError(f"config: {path}={data!r} needs a 'name' (a string)")
+    data = dict(data)
+    name = data.pop("name")
+    if cls is PolicySpec:
+        label = data.pop("label", None)
+        if label is not None and not isinstance(label, str):
+            raise ConfigError(f"config: {path}.label={label!r} must be a string")
+        return PolicySpec(name=name, label=label, params=data)
+    return RewardConfig(name=name, params=data)
+
+
+def _check_ranges(cfg: ExperimentConfig) -> None:
+    def need(cond, key, value, rule):
+        if not cond:
+            raise ConfigError(f"config: {key}={value!r} {rule}")
+
+    need(cfg.backend in BACKENDS, "backend", cfg.backend, f"must be one of {list(BACKENDS)}")
+    need(cfg.runs >= 1, "runs", cfg.runs, "must be >= 1")
+    need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    need(cfg.step_seconds > 0, "step_seconds", cfg.step_seconds, "must be > 0")
+    need(cfg.slo_ms > 0, "slo_ms", cfg.slo_ms, "must be > 0")
+    need(cfg.steps is None or cfg.steps >= 1, "steps", cfg.steps, "must be >= 1")
+    need(isinstance(cfg.workload.get("kind"), str), "workload.kind", cfg.workload.get("kind"),
+         "must name a workload")
+    c = cfg.cluster
+    need(c.min_replicas >= 1, "cluster.min_replicas", c.min_replicas, "must be >= 1")
+    need(c.max_replicas >= c.min_replicas, "cluster.max_replicas", c.max_replicas,
+         f"must be >= cluster.min_replicas ({c.min_replicas})")
+    need(c.min_replicas <= c.initial_replicas <= c.max_replicas, "cluster.initial_replicas",
+         c.initial_replicas, f"must be within [{c.min_replicas}, {c.max_replicas}]")
+    need(c.think_s is None or (len(c.think_s) == 2 and 0 <= c.think_s[0] <= c.think_s[1]),
+         "cluster.think_s", c.think_s, "must be [low, high] with 0 <= low <= high")
+    need(len(cfg.policies) >= 1, "policies", cfg.policies, "must list at least one policy")
+    labels = [p.display for p in cfg.policies]
+    dup = {x for x in labels if labels.count(x) > 1}
+    need(not dup, "policies", sorted(dup), "are listed twice: give each a distinct 'label'")
+
+
+def load_config(source: str | Path | dict, **overrides) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from a YAML path, a YAML string or a mapping;
+    ``overrides`` (``runs=2``, ``seed=3``) replace top-level keys."""
+    if isinstance(source, dict):
+        data = source
+    else:
+        text = Path(source).read_text() if Path(str(source)).is_file() else None
+        if text is None:
+            if isinstance(source, Path) or str(source).endswith((".yaml", ".yml")):
+                raise ConfigError(f"config: file {str(source)!r} does not exist")
+            text = str(source)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config: not valid YAML ({exc})".replace("\n", " ")) from None
+    data = dict(data or {})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = _build(ExperimentConfig, data, "")
+    _check_ranges(cfg)
+    return cfg
+
+
+def save_config(cfg: ExperimentConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

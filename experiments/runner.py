@@ -1,0 +1,220 @@
+"""The experiment runner: runs × policies, in parallel processes, into a run folder.
+
+A run folder holds::
+
+    config.yaml      the resolved config
+    command.txt      the command line (or the API call) that made it
+    versions.json    package versions, git commit, the seeds of every episode
+    oracle.json      the oracle's replicas per load level (simulator)
+    parts/           one folder per episode, written as the episode goes
+    steps.parquet    one row per step per run per policy (episode.COLUMNS)
+    summary.json     the paper-format summary, and summary.csv
+    *.png, report.html
+
+Seeds: ``SeedSequence(seed)`` spawns one child per run; each run's child spawns the
+think-time, demand, arrival and policy streams; policies get one stream each. So every
+policy of run ``r`` faces the same users and the same demands (common random numbers).
+
+``resume``: episodes whose ``parts/<episode>/done`` exists are read back, not rerun; the
+others are rerun from their start (they are deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.config import ConfigError, ExperimentConfig, load_config, save_config
+from experiments.episode import Resolved, resolve, run_episode
+from experiments.metrics import summarize
+from simulator.oracle import OracleTable
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished experiment gives back."""
+
+    path: Path
+    steps: pd.DataFrame
+    summary: pd.DataFrame
+    seconds: float
+
+
+def episode_seeds(seed: int, runs: int, n_policies: int) -> list[dict]:
+    """Integer seeds per run: ``think``, ``demand``, ``arrivals`` and ``policy`` (a list,
+    one per policy), all spawned from ``seed``."""
+    out = []
+    for run_ss in np.random.SeedSequence(seed).spawn(runs):
+        think, demand, arrivals, pol = run_ss.spawn(4)
+        out.append({
+            "think": int(think.generate_state(1)[0]),
+            "demand": int(demand.generate_state(1)[0]),
+            "arrivals": int(arrivals.generate_state(1)[0]),
+            "policy": [int(p.generate_state(1)[0]) for p in pol.spawn(n_policies)],
+        })  # fmt: skip
+    return out
+
+
+def _versions() -> dict:
+    pkgs = {}
+    for name in ("scalelab", "numpy", "numba", "pandas", "pyarrow", "matplotlib", "pyyaml"):
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pkgs[name] = None
+    commit = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip() or None  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"python": platform.python_version(), "packages": pkgs, "git_commit": commit}
+
+
+def _episode_name(policy_label: str, run: int) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in policy_label)
+    return f"{safe}--run{run:03d}"
+
+
+def oracle_levels(cfg: ExperimentConfig, resolved: Resolved, path: Path | None, progress=None):
+    """Per-step load and oracle replicas (``None`` when no oracle is possible)."""
+    wl = resolved.workload
+    loads = wl.series(cfg.step_seconds, resolved.steps)
+    if cfg.backend != "sim":
+        return loads, None
+    cache_file = path / "oracle.json" if path is not None else None
+    table = OracleTable(
+        app=resolved.app, settings=resolved.cluster, context=resolved.context,
+        slo_ms=cfg.slo_ms, open_loop=wl.loop == "open", step_s=cfg.step_seconds,
+        seed=int(np.random.SeedSequence([cfg.seed, 7]).generate_state(1)[0]),
+    )  # fmt: skip
+    if cache_file is not None and cache_file.exists():
+        table.cache = {float(k): int(v) for k, v in json.loads(cache_file.read_text()).items()}
+    oracle = table.for_levels(loads, progress=progress)
+    if cache_file is not None:
+        cache_file.write_text(json.dumps({repr(k): v for k, v in sorted(table.cache.items())}))
+    return loads, oracle
+
+
+def _run_one(args) -> tuple[str, pd.DataFrame]:
+    cfg, resolved, p, run, seeds, loads, oracle, part_dir = args
+    part_dir.mkdir(parents=True, exist_ok=True)
+    for old in part_dir.glob("chunk-*.parquet"):
+        old.unlink()
+    frame = run_episode(cfg, resolved, p, run, seeds, loads, oracle, chunk_dir=part_dir)
+    (part_dir / "done").write_text("ok\n")
+    return part_dir.name, frame
+
+
+def _read_part(part_dir: Path) -> pd.DataFrame:
+    frames = [pd.read_parquet(f) for f in sorted(part_dir.glob("chunk-*.parquet"))]
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_experiment(
+    config: ExperimentConfig | str | Path | dict,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    report: bool = True,
+) -> RunResult:
+    """Run ``config`` into a new folder under ``out`` (default ``runs/``), or finish the
+    run in ``resume``. Returns the steps, the summary and the folder."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    if resume is not None:
+        path = Path(resume)
+        if not (path / "config.yaml").is_file():
+            raise ConfigError(f"--resume {str(path)!r}: no config.yaml there, not a run folder")
+        cfg = load_config(path / "config.yaml")
+    else:
+        cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    resolved = resolve(cfg)
+    if cfg.backend != "sim":
+        raise ConfigError(f"config: backend={cfg.backend!r} is not available in this version; use 'sim'")
+    if resume is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        base = Path(out) if out is not None else Path("runs")
+        path = base / f"{cfg.name}-{stamp}"
+        k = 1
+        while path.exists():
+            k += 1
+            path = base / f"{cfg.name}-{stamp}-{k}"
+        path.mkdir(parents=True)
+        save_config(cfg, path / "config.yaml")
+        (path / "command.txt").write_text((command or " ".join(sys.argv)) + "\n")
+    seeds = episode_seeds(cfg.seed, cfg.runs, len(cfg.policies))
+    (path / "versions.json").write_text(json.dumps({**_versions(), "seed": cfg.seed, "episodes": seeds}, indent=1))
+
+    needs_oracle = cfg.backend == "sim"
+    with tqdm(desc="oracle", unit="level", disable=not progress or not needs_oracle, leave=False) as bar:
+        loads, oracle = oracle_levels(cfg, resolved, path, progress=bar.update)
+
+    jobs, frames = [], {}
+    for run in range(cfg.runs):
+        for p, spec in enumerate(cfg.policies):
+            part = path / "parts" / _episode_name(spec.display, run)
+            if (part / "done").exists():
+                frames[part.name] = _read_part(part)
+                continue
+            s = dict(seeds[run], policy=seeds[run]["policy"][p])
+            jobs.append((cfg, resolved, p, run, s, loads, oracle, part))
+    workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
+    with tqdm(total=len(jobs), desc=cfg.name, unit="episode", disable=not progress) as bar:
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                name, frame = _run_one(job)
+                frames[name] = frame
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_run_one, job) for job in jobs]
+                for fut in as_completed(futures):
+                    name, frame = fut.result()
+                    frames[name] = frame
+                    bar.update(1)
+    order = {spec.display: k for k, spec in enumerate(cfg.policies)}
+    steps = pd.concat(frames.values(), ignore_index=True)
+    steps = steps.sort_values(
+        by=["policy", "run", "step"], key=lambda c: c.map(order) if c.name == "policy" else c
+    ).reset_index(drop=True)
+    steps.to_parquet(path / "steps.parquet", index=False)
+    summary = summarize(steps, cfg)
+    summary_to_files(summary, path)
+    if report:
+        from experiments.report import write_report
+
+        write_report(path, steps=steps, summary=summary, cfg=cfg)
+    return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t0)
+
+
+def summary_to_files(summary: pd.DataFrame, path: Path) -> None:
+    """``summary.json`` (``{"mean", "ci95"}`` per metric) and a flat ``summary.csv``."""
+    records = summary.to_dict(orient="records")
+    (path / "summary.json").write_text(json.dumps(records, indent=1))
+    flat = []
+    for rec in records:
+        row = {"policy": rec["policy"], "runs": rec["runs"]}
+        for key, val in rec.items():
+            if isinstance(val, dict):
+                row[f"{key}_mean"] = val["mean"]
+                row[f"{key}_ci95"] = val["ci95"]
+        flat.append(row)
+    pd.DataFrame(flat).to_csv(path / "summary.csv", index=False)

@@ -1,0 +1,240 @@
+"""The paper's context vector, built from raw signals.
+
+Two raw signals feed it (the same in the simulator and on the live stack):
+
+* **spans**: one per request, with its start instant and duration (Zipkin's
+  ``timestamp`` and ``duration``), kept in a span buffer;
+* **pod samples**: one per pod per scrape, CPU usage (cores) and memory working set (MiB)
+  with the pod's requests and limits, reduced to a mean over pods and kept in a metric
+  buffer.
+
+:class:`ContextBuilder` turns them into a :class:`Context` (paper, section 3):
+``[replicas, p95_ms, rps, cpu_request_ratio, cpu_limit_ratio, mem_request_ratio,
+mem_limit_ratio]``.
+
+Two ways of counting, chosen by :attr:`ContextSettings.rps_mode`:
+
+``window`` (the default, correct)
+    every span that completed inside the last ``window_s`` seconds counts, however many;
+    ``rps = count / window_s``; p95 over the same spans.
+``paper`` (what the paper's code did)
+    only the last ``span_buffer`` spans are kept; of those, the spans whose start lies in
+    the last ``window_s`` seconds count; timestamps are truncated to whole seconds and
+    ``rps = count / (max ts - min ts)`` (``count`` if they all fall in one second).
+    Once the buffer covers less than the window (above ``span_buffer / window_s``
+    requests/s) p95 only sees the newest spans and RPS carries a ±1 s truncation error
+    over a short time base.
+
+An empty window is not an error: p95, mean and RPS are then 0 and ``spans`` is 0.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+FIELDS = (
+    "replicas",
+    "p95_ms",
+    "rps",
+    "cpu_request_ratio",
+    "cpu_limit_ratio",
+    "mem_request_ratio",
+    "mem_limit_ratio",
+)
+RPS_MODES = ("window", "paper")
+
+
+@dataclass(frozen=True)
+class Spans:
+    """A batch of server spans, arrays of shape ``(n,)``.
+
+    start_s: span start (Zipkin ``timestamp``), s. duration_ms: span duration, ms.
+    replica: index of the serving replica (-1 if unknown). error: failed or timed out.
+    """
+
+    start_s: np.ndarray
+    duration_ms: np.ndarray
+    replica: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    error: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def __post_init__(self) -> None:
+        if self.start_s.shape != self.duration_ms.shape:
+            raise ValueError("Spans: start_s and duration_ms must have the same shape")
+
+    def __len__(self) -> int:
+        return int(self.start_s.shape[0])
+
+    @property
+    def end_s(self) -> np.ndarray:
+        """Completion instants, s."""
+        return self.start_s + self.duration_ms / 1000.0
+
+    @staticmethod
+    def empty() -> Spans:
+        return Spans(np.zeros(0), np.zeros(0))
+
+
+@dataclass(frozen=True)
+class PodSamples:
+    """One scrape: per-pod arrays of shape ``(pods,)``.
+
+    cpu_cores: CPU usage rate, cores. memory_mib: working set, MiB. The request and limit
+    arrays are the pod's resources (cores, MiB).
+    """
+
+    cpu_cores: np.ndarray
+    memory_mib: np.ndarray
+    cpu_request: np.ndarray
+    cpu_limit: np.ndarray
+    memory_request_mib: np.ndarray
+    memory_limit_mib: np.ndarray
+
+    def ratios(self) -> np.ndarray | None:
+        """Mean over pods of usage / request and usage / limit, shape ``(4,)``: CPU over
+        request, CPU over limit, memory over request, memory over limit; None if no pod."""
+        if self.cpu_cores.shape[0] == 0:
+            return None
+        return np.array(
+            [
+                np.mean(self.cpu_cores / self.cpu_request),
+                np.mean(self.cpu_cores / self.cpu_limit),
+                np.mean(self.memory_mib / self.memory_request_mib),
+                np.mean(self.memory_mib / self.memory_limit_mib),
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    """Buffers and window.
+
+    span_buffer: spans kept (``paper`` mode; None = as many as the window holds).
+    metric_buffer: pod-sample rows averaged, one row per scrape (5 s).
+    window_s: time window of spans, s.
+    rps_mode: ``window`` (correct) or ``paper`` (the paper's formula).
+    """
+
+    span_buffer: int | None = None
+    metric_buffer: int = 10
+    window_s: float = 10.0
+    rps_mode: str = "window"
+
+    def __post_init__(self) -> None:
+        if self.rps_mode not in RPS_MODES:
+            raise ValueError(f"context.rps_mode={self.rps_mode!r} is not one of {RPS_MODES}")
+        if self.span_buffer is not None and self.span_buffer < 1:
+            raise ValueError(f"context.span_buffer must be >= 1, got {self.span_buffer}")
+        if self.metric_buffer < 1:
+            raise ValueError(f"context.metric_buffer must be >= 1, got {self.metric_buffer}")
+        if self.window_s <= 0:
+            raise ValueError(f"context.window_s must be > 0, got {self.window_s}")
+        if self.rps_mode == "paper" and self.span_buffer is None:
+            raise ValueError("context.rps_mode='paper' needs a span_buffer (the paper: 4000)")
+
+
+#: The paper's code: 4000 spans, 12 samples, 12 s, RPS = count / (max ts - min ts).
+PAPER = ContextSettings(span_buffer=4000, metric_buffer=12, window_s=12.0, rps_mode="paper")
+#: The paper's text: 4000 spans, 10 samples, 10 s.
+PAPER_DOC = ContextSettings(span_buffer=4000, metric_buffer=10, window_s=10.0, rps_mode="paper")
+#: Correct counting with the documented sizes.
+DEFAULT = ContextSettings()
+PRESETS = {"default": DEFAULT, "paper": PAPER, "paper-doc": PAPER_DOC}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the agent sees at one step (units in the field names)."""
+
+    replicas: int
+    p95_ms: float
+    rps: float
+    cpu_request_ratio: float
+    cpu_limit_ratio: float
+    mem_request_ratio: float
+    mem_limit_ratio: float
+    mean_ms: float = 0.0
+    spans: int = 0
+
+    def vector(self) -> np.ndarray:
+        """The paper's 7 features in order, shape ``(7,)``, float64."""
+        return np.array([getattr(self, f) for f in FIELDS], dtype=float)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ContextBuilder:
+    """Keeps the buffers and builds a :class:`Context` on demand."""
+
+    def __init__(self, settings: ContextSettings = DEFAULT) -> None:
+        self.settings = settings
+        self._chunks: deque[tuple[np.ndarray, np.ndarray]] = deque()  # (key_s, duration_ms)
+        self._metrics: deque[np.ndarray] = deque(maxlen=settings.metric_buffer)
+        self._buffered = 0
+
+    def add_spans(self, spans: Spans) -> None:
+        """Add a batch of spans, oldest first."""
+        if len(spans) == 0:
+            return
+        key = spans.start_s if self.settings.rps_mode == "paper" else spans.end_s
+        self._chunks.append((np.asarray(key, float), np.asarray(spans.duration_ms, float)))
+        self._buffered += len(spans)
+        cap = self.settings.span_buffer
+        if cap is not None:
+            while self._buffered - len(self._chunks[0][0]) >= cap:
+                self._buffered -= len(self._chunks.popleft()[0])
+
+    def add_pod_samples(self, pods: PodSamples) -> None:
+        """Add one scrape; a scrape with no pod adds nothing."""
+        row = pods.ratios()
+        if row is not None:
+            self._metrics.append(row)
+
+    def _window(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
+        s = self.settings
+        lo = now_s - s.window_s
+        if s.rps_mode == "window":
+            while self._chunks and (self._chunks[0][0].shape[0] == 0 or self._chunks[0][0].max() <= lo):
+                self._buffered -= len(self._chunks.popleft()[0])
+        if not self._chunks:
+            return np.zeros(0), np.zeros(0)
+        key = np.concatenate([c[0] for c in self._chunks])
+        dur = np.concatenate([c[1] for c in self._chunks])
+        if s.span_buffer is not None and key.shape[0] > s.span_buffer:
+            key, dur = key[-s.span_buffer :], dur[-s.span_buffer :]
+        inside = (key > lo) & (key <= now_s)
+        return key[inside], dur[inside]
+
+    def build(self, now_s: float, replicas: int) -> Context:
+        """The context at ``now_s`` for ``replicas`` ready replicas."""
+        key, dur = self._window(now_s)
+        n = int(dur.shape[0])
+        if n == 0:
+            p95 = mean = rps = 0.0
+        else:
+            p95 = float(np.percentile(dur, 95))
+            mean = float(dur.mean())
+            if self.settings.rps_mode == "window":
+                rps = n / self.settings.window_s
+            else:
+                secs = np.floor(key)
+                span = float(secs.max() - secs.min())
+                rps = n / span if span > 0 else float(n)
+        if self._metrics:
+            ratios = np.mean(np.stack(self._metrics), axis=0)
+        else:
+            ratios = np.zeros(4)
+        return Context(
+            replicas=int(replicas),
+            p95_ms=p95,
+            rps=rps,
+            cpu_request_ratio=float(ratios[0]),
+            cpu_limit_ratio=float(ratios[1]),
+            mem_request_ratio=float(ratios[2]),
+            mem_limit_ratio=float(ratios[3]),
+            mean_ms=mean,
+            spans=n,
+        )

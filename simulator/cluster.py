@@ -1,0 +1,354 @@
+"""The cluster twin: replicas behind a balancer, closed users or open arrivals.
+
+:class:`SimCluster` owns the event core's state and advances it one step at a time. It
+emits the raw signals the live stack emits: spans (start instant, duration) and one
+resource sample per pod per step, which go through :mod:`orchestrator.context`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from orchestrator.context import PodSamples, Spans
+from simulator import engine as E
+from simulator.models import AppProfile, think_times
+
+BALANCERS = {"round-robin": 0, "least-requests": 1}
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Deployment shape.
+
+    min_replicas, max_replicas: bounds of every scale order.
+    initial_replicas: replicas ready at t = 0.
+    startup_seconds: from a scale-up order to the new replica being ready.
+    balancer: ``round-robin`` or ``least-requests``.
+    think_low_s, think_high_s: closed users' think time, uniform (Locust's ``between``).
+    """
+
+    min_replicas: int = 1
+    max_replicas: int = 10
+    initial_replicas: int = 1
+    startup_seconds: float = 5.0
+    balancer: str = "round-robin"
+    think_low_s: float = 0.0
+    think_high_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            raise ValueError(
+                f"cluster: need 1 <= min_replicas <= max_replicas, got "
+                f"{self.min_replicas}..{self.max_replicas}"
+            )
+        if not self.min_replicas <= self.initial_replicas <= self.max_replicas:
+            raise ValueError(
+                f"cluster.initial_replicas={self.initial_replicas} is outside "
+                f"[{self.min_replicas}, {self.max_replicas}]"
+            )
+        if self.balancer not in BALANCERS:
+            raise ValueError(f"cluster.balancer={self.balancer!r} is not one of {list(BALANCERS)}")
+        if self.startup_seconds < 0:
+            raise ValueError(f"cluster.startup_seconds must be >= 0, got {self.startup_seconds}")
+        if not 0 <= self.think_low_s <= self.think_high_s:
+            raise ValueError("cluster: need 0 <= think_low_s <= think_high_s")
+
+
+@dataclass(frozen=True)
+class StepSignals:
+    """What one step produced: the spans completed in it and one sample per pod."""
+
+    spans: Spans
+    pods: PodSamples
+    ready_replicas: int
+    requests_started: int
+
+
+class SimCluster:
+    """A simulated deployment; time advances only through :meth:`run_to`.
+
+    ``rng_think``, ``rng_demand`` and ``rng_arrivals`` are the generators of the three
+    random models; the core itself is deterministic.
+    """
+
+    def __init__(
+        self,
+        app: AppProfile,
+        settings: ClusterSettings,
+        rng_think: np.random.Generator,
+        rng_demand: np.random.Generator,
+        rng_arrivals: np.random.Generator,
+        max_users: int = 64,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self._rng_think = rng_think
+        self._rng_demand = rng_demand
+        self._rng_arr = rng_arrivals
+        self.now = 0.0
+        nrep = 2 * settings.max_replicas + 4
+        self.rf = np.zeros((nrep, E.N_RF))
+        self.ri = np.zeros((nrep, E.N_RI), dtype=np.int64)
+        self.rf[:, E.RF_NEXT] = np.inf
+        self.act = np.zeros((nrep, 64), dtype=np.int64)
+        self.sf = np.zeros((0, E.N_SF))
+        self.si = np.zeros((0, E.N_SI), dtype=np.int64)
+        self.free_stack = np.zeros(0, dtype=np.int64)
+        self.meta = np.zeros(E.N_META, dtype=np.int64)
+        self.meta[E.M_BALANCER] = BALANCERS[settings.balancer]
+        self.params = np.zeros(E.N_PARAMS)
+        period = app.cfs_period_ms / 1000.0
+        self.params[E.P_OVERHEAD] = app.overhead_ms / 1000.0
+        self.params[E.P_QUOTA] = app.cpu_limit * period
+        self.params[E.P_PERIOD] = period
+        self.params[E.P_BURST] = app.burst_cores
+        self.params[E.P_TIMEOUT_CPU] = app.demand.timeout_s
+        self.params[E.P_CONTENTION] = app.contention
+        self.params[E.P_CONTENTION_CAP] = app.contention_cap
+        self.u_gen = np.zeros(0, dtype=np.int64)
+        self.u_active = np.zeros(0, dtype=np.int64)
+        self.ht = np.zeros(0)
+        self.hs = np.zeros(0, dtype=np.int64)
+        self.hu = np.zeros(0, dtype=np.int64)
+        self.hg = np.zeros(0, dtype=np.int64)
+        self._grow_users(max_users)
+        self._grow_slots(256)
+        self.think_buf = np.zeros(0)
+        self.demand_buf = np.zeros(0)
+        self.open_arrivals = np.zeros(0)
+        self.out_f = np.zeros((4096, 2))
+        self.out_i = np.zeros((4096, 2), dtype=np.int64)
+        self.users = 0
+        self._demands_used = 0  # demands consumed before the last buffer refill
+        for _ in range(settings.initial_replicas):
+            self._start_replica(ready_at=0.0)
+
+    # ------------------------------------------------------------------ capacity
+    def _grow_users(self, n: int) -> None:
+        old = self.u_gen.shape[0]
+        if n <= old:
+            return
+        self.u_gen = np.concatenate([self.u_gen, np.zeros(n - old, dtype=np.int64)])
+        self.u_active = np.concatenate([self.u_active, np.zeros(n - old, dtype=np.int64)])
+        size = self.meta[E.M_HSIZE]
+        # the heap holds at most one live event per user plus stale ones of retired users
+        cap = 2 * n + 16
+        for name, dtype in (("ht", float), ("hs", np.int64), ("hu", np.int64), ("hg", np.int64)):
+            arr = np.zeros(cap, dtype=dtype)
+            arr[:size] = getattr(self, name)[:size]
+            setattr(self, name, arr)
+
+    def _grow_slots(self, n: int) -> None:
+        old = self.sf.shape[0]
+        self.sf = np.concatenate([self.sf, np.zeros((n - old, E.N_SF))])
+        self.si = np.concatenate([self.si, np.zeros((n - old, E.N_SI), dtype=np.int64)])
+        top = self.meta[E.M_FREE_TOP]
+        stack = np.zeros(n, dtype=np.int64)
+        stack[:top] = self.free_stack[:top]
+        stack[top : top + n - old] = np.arange(n - 1, old - 1, -1)
+        self.meta[E.M_FREE_TOP] = top + n - old
+        self.free_stack = stack
+
+    def _compact_heap(self) -> None:
+        """Drop stale events of retired users when the heap grows too large."""
+        size = self.meta[E.M_HSIZE]
+        u = self.hu[:size]
+        live = (self.u_active[u] == 1) & (self.hg[:size] == self.u_gen[u])
+        keep = np.flatnonzero(live)
+        order = np.lexsort((self.hs[keep], self.ht[keep]))  # a sorted array is a heap
+        idx = keep[order]
+        n = idx.shape[0]
+        for name in ("ht", "hs", "hu", "hg"):
+            arr = getattr(self, name)
+            arr[:n] = arr[idx]
+        self.meta[E.M_HSIZE] = n
+
+    # ------------------------------------------------------------------ replicas
+    def _start_replica(self, ready_at: float) -> None:
+        free = np.flatnonzero(self.ri[:, E.RI_STATE] == E.FREE)
+        r = int(free[0])
+        self.rf[r, :] = 0.0
+        self.ri[r, :] = 0
+        self.rf[r, E.RF_TUPD] = self.now
+        self.rf[r, E.RF_PHASE] = self.now % (self.app.cfs_period_ms / 1000.0)
+        self.rf[r, E.RF_PEND] = self.now + self.app.cfs_period_ms / 1000.0
+        self.rf[r, E.RF_BUDGET] = self.params[E.P_QUOTA]
+        self.rf[r, E.RF_READY_AT] = ready_at
+        self.ri[r, E.RI_STATE] = E.READY if ready_at <= self.now else E.STARTING
+        self.rf[r, E.RF_NEXT] = ready_at if ready_at > self.now else np.inf
+
+    @property
+    def requests_started(self) -> int:
+        """Requests sent to a replica since t = 0."""
+        return self._demands_used + int(self.meta[E.M_DEMAND])
+
+    @property
+    def ready_replicas(self) -> int:
+        """Replicas that take traffic."""
+        return int(np.sum(self.ri[:, E.RI_STATE] == E.READY))
+
+    @property
+    def desired_replicas(self) -> int:
+        """Replicas that are starting or ready (the Deployment's ``spec.replicas``)."""
+        s = self.ri[:, E.RI_STATE]
+        return int(np.sum((s == E.READY) | (s == E.STARTING)))
+
+    def scale_to(self, n: int) -> None:
+        """Set the replica count now: start new replicas, or drain the surplus.
+
+        Removal order as a ReplicaSet picks: starting replicas first, then the newest.
+        ``n`` must already be clamped to ``[min, max]`` (the orchestrator does it).
+        """
+        st = self.settings
+        if not st.min_replicas <= n <= st.max_replicas:
+            raise ValueError(f"scale_to({n}) is outside [{st.min_replicas}, {st.max_replicas}]")
+        current = self.desired_replicas
+        for _ in range(n - current):
+            self._start_replica(ready_at=self.now + st.startup_seconds)
+        if n < current:
+            s = self.ri[:, E.RI_STATE]
+            starting = np.flatnonzero(s == E.STARTING)[::-1]
+            ready = np.flatnonzero(s == E.READY)
+            ready = ready[np.argsort(-self.rf[ready, E.RF_READY_AT], kind="stable")]
+            victims = np.concatenate([starting, ready])[: current - n]
+            for r in victims:
+                if self.ri[r, E.RI_STATE] == E.STARTING or self.ri[r, E.RI_N] == 0:
+                    self.ri[r, E.RI_STATE] = E.FREE
+                    self.rf[r, E.RF_NEXT] = np.inf
+                else:
+                    self.ri[r, E.RI_STATE] = E.DRAINING
+
+    # ------------------------------------------------------------------ load
+    def set_users(self, n: int) -> None:
+        """Closed-loop population now: new users send after a think time; removed users
+        stop (their in-flight requests still finish on the server)."""
+        n = int(n)
+        if n == self.users:
+            return
+        if n < 0:
+            raise ValueError(f"users must be >= 0, got {n}")
+        if n > self.u_gen.shape[0]:
+            self._grow_users(max(n, 2 * self.u_gen.shape[0]))
+        if n > self.users:
+            new = np.arange(self.users, n)
+            starts = self.now + think_times(
+                self._rng_think, new.shape[0], self.settings.think_low_s, self.settings.think_high_s
+            )
+            for u, t0 in zip(new, starts, strict=True):
+                self.u_active[u] = 1
+                self.u_gen[u] += 1
+                if self.meta[E.M_HSIZE] >= self.ht.shape[0]:
+                    self._compact_heap()
+                E.heap_push(self.ht, self.hs, self.hu, self.hg, self.meta, t0, u, self.u_gen[u])
+        elif n < self.users:
+            self.u_active[n : self.users] = 0
+            if self.meta[E.M_HSIZE] > self.ht.shape[0] // 2:
+                self._compact_heap()
+        self.users = n
+
+    def add_open_arrivals(self, rate_rps: float, t_end: float) -> None:
+        """Poisson arrivals at ``rate_rps`` from now to ``t_end``."""
+        if rate_rps < 0:
+            raise ValueError(f"rate_rps must be >= 0, got {rate_rps}")
+        span = t_end - self.now
+        count = self._rng_arr.poisson(rate_rps * span) if rate_rps > 0 else 0
+        times = np.sort(self.now + self._rng_arr.uniform(0.0, span, count))
+        pending = self.open_arrivals[self.meta[E.M_OPEN] :]
+        self.open_arrivals = np.concatenate([pending, times])
+        self.meta[E.M_OPEN] = 0
+
+    # ------------------------------------------------------------------ time
+    def _refill(self, which: str) -> None:
+        if which == "think":
+            rest = self.think_buf[self.meta[E.M_THINK] :]
+            more = think_times(
+                self._rng_think, 4096, self.settings.think_low_s, self.settings.think_high_s
+            )
+            self.think_buf = np.concatenate([rest, more])
+            self.meta[E.M_THINK] = 0
+        else:
+            self._demands_used += int(self.meta[E.M_DEMAND])
+            rest = self.demand_buf[self.meta[E.M_DEMAND] :]
+            more = self.app.demand.draw(self._rng_demand, 4096)
+            self.demand_buf = np.concatenate([rest, more])
+            self.meta[E.M_DEMAND] = 0
+
+    def run_to(self, t_end: float) -> StepSignals:
+        """Advance to ``t_end`` and return the spans completed and the pod samples."""
+        if t_end < self.now:
+            raise ValueError(f"cannot run backwards: now={self.now}, t_end={t_end}")
+        chunks_f, chunks_i = [], []
+        self.meta[E.M_OUT] = 0
+        started_before = self.requests_started
+        while True:
+            code, t = E.run_until(
+                t_end, self.rf, self.ri, self.act, self.sf, self.si, self.free_stack,
+                self.ht, self.hs, self.hu, self.hg, self.u_gen, self.u_active,
+                self.think_buf, self.demand_buf, self.open_arrivals,
+                self.out_f, self.out_i, self.meta, self.params, self.now,
+            )  # fmt: skip
+            self.now = t
+            if code == E.DONE:
+                break
+            if code == E.OUT_FULL:
+                o = self.meta[E.M_OUT]
+                chunks_f.append(self.out_f[:o].copy())
+                chunks_i.append(self.out_i[:o].copy())
+                self.meta[E.M_OUT] = 0
+                if o == 0:
+                    self.out_f = np.zeros((2 * self.out_f.shape[0], 2))
+                    self.out_i = np.zeros((2 * self.out_i.shape[0], 2), dtype=np.int64)
+            elif code == E.NEED_THINK:
+                self._refill("think")
+            elif code == E.NEED_DEMAND:
+                self._refill("demand")
+            elif code == E.NEED_SLOTS:
+                self._grow_slots(2 * self.sf.shape[0])
+                if np.any(self.ri[:, E.RI_N] >= self.act.shape[1]):
+                    grown = np.zeros((self.act.shape[0], 2 * self.act.shape[1]), dtype=np.int64)
+                    grown[:, : self.act.shape[1]] = self.act
+                    self.act = grown
+            else:  # NO_REPLICA
+                raise RuntimeError("no ready replica to take a request (min_replicas >= 1?)")
+        started = self.requests_started - started_before
+        o = self.meta[E.M_OUT]
+        chunks_f.append(self.out_f[:o])
+        chunks_i.append(self.out_i[:o])
+        out_f = np.concatenate(chunks_f) if len(chunks_f) > 1 else chunks_f[0].copy()
+        out_i = np.concatenate(chunks_i) if len(chunks_i) > 1 else chunks_i[0].copy()
+        self.meta[E.M_OUT] = 0
+        # open arrivals consumed so far can be dropped
+        if self.meta[E.M_OPEN] > 0:
+            self.open_arrivals = self.open_arrivals[self.meta[E.M_OPEN] :]
+            self.meta[E.M_OPEN] = 0
+        spans = Spans(
+            start_s=out_f[:, 0],
+            duration_ms=out_f[:, 1] * 1000.0,
+            replica=out_i[:, 0],
+            error=out_i[:, 1].astype(bool),
+        )
+        return StepSignals(spans=spans, pods=self._sample_pods(), ready_replicas=self.ready_replicas,
+                           requests_started=started)
+
+    def _sample_pods(self) -> PodSamples:
+        """One sample per live pod: CPU rate and working set over the time it lived."""
+        live = np.flatnonzero(self.ri[:, E.RI_STATE] != E.FREE)
+        alive = np.maximum(self.rf[live, E.RF_ALIVE], 1e-9)
+        cpu = self.rf[live, E.RF_CPU] / alive
+        inflight = self.rf[live, E.RF_NINT] / alive
+        mem = self.app.mem_base_mib + self.app.mem_per_request_mib * inflight
+        self.rf[live, E.RF_CPU] = 0.0
+        self.rf[live, E.RF_NINT] = 0.0
+        self.rf[live, E.RF_ALIVE] = 0.0
+        self.ri[live, E.RI_SERVED] = 0
+        a = self.app
+        return PodSamples(
+            cpu_cores=cpu,
+            memory_mib=mem,
+            cpu_request=np.full(live.shape[0], a.cpu_request),
+            cpu_limit=np.full(live.shape[0], a.cpu_limit),
+            memory_request_mib=np.full(live.shape[0], a.memory_request_mib),
+            memory_limit_mib=np.full(live.shape[0], a.memory_limit_mib),
+        )

@@ -1,0 +1,398 @@
+"""The deterministic discrete-event core of the cluster twin, compiled with numba.
+
+Nothing in here draws a random number: think times, service demands and open-loop
+arrival instants are drawn by :mod:`simulator.cluster` from seeded generators and handed
+in through buffers. Given the same buffers the core produces the same events, bit for bit.
+
+Model (times in seconds, CPU in core-seconds):
+
+* **Replicas** serve their requests by processor sharing. While a replica has CPU budget
+  left in its CFS period, its ``n`` requests share ``min(n, burst_cores)`` cores, each
+  request getting at most one core (one interpreter). Every CPU second consumed is taken
+  from the budget (``quota = cpu_limit * period``); when the budget is spent, the replica
+  is throttled until the period ends, as Linux's CFS bandwidth control does.
+* A **request** is served on one replica; its response time is the time it spent there
+  plus a fixed network/sidecar ``overhead``. Its CPU demand is capped at ``timeout_cpu``
+  (the request is then flagged as timed out).
+* **Closed users** send, wait for the response, think, and send again. User events live
+  in one binary heap keyed by ``(time, sequence)``, so ties run in insertion order.
+* **Open arrivals** come from a sorted array of instants.
+* Replica events (a completion, a budget exhausted, a period boundary while busy, a
+  replica becoming ready) are found by scanning the replicas, of which there are few.
+  At equal times a replica event runs before a user event.
+
+State lives in plain numpy arrays owned by :class:`simulator.cluster.SimCluster`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# replica float columns
+RF_V = 0  # attained service per request (virtual time), core-seconds
+RF_TUPD = 1  # time of the last update, s
+RF_BUDGET = 2  # CPU budget left in the current period, core-seconds
+RF_PEND = 3  # end of the current CFS period, s
+RF_CPU = 4  # CPU consumed since the last sample, core-seconds
+RF_NINT = 5  # integral of in-flight requests since the last sample, request-seconds
+RF_READY_AT = 6  # instant the replica becomes ready, s
+RF_PHASE = 7  # CFS period phase, s
+RF_NEXT = 8  # time of the next replica event, s (inf if none)
+RF_ALIVE = 9  # seconds alive since the last sample
+N_RF = 10
+
+# replica int columns
+RI_STATE = 0
+RI_N = 1  # requests in service
+RI_SERVED = 2  # requests completed since the last sample
+N_RI = 3
+
+# replica states
+FREE = 0
+STARTING = 1
+READY = 2
+DRAINING = 3
+
+# slot columns (one slot per request in service)
+SF_FINISH = 0  # virtual-time finish threshold
+SF_ARRIVE = 1  # arrival instant, s
+N_SF = 2
+SI_USER = 0  # user id, -1 for an open-loop arrival
+SI_TIMEOUT = 1  # 1 if the demand was capped at timeout_cpu
+N_SI = 2
+
+# meta int cells
+M_HSIZE = 0
+M_HSEQ = 1
+M_THINK = 2  # next index in the think buffer
+M_DEMAND = 3  # next index in the demand buffer
+M_OPEN = 4  # next index in the open arrivals array
+M_OUT = 5  # spans written to the output arrays
+M_RR = 6  # round-robin pointer
+M_BALANCER = 7  # 0 round robin, 1 least requests
+M_FREE_TOP = 8  # number of free slots on the free stack
+M_EVENTS = 9  # events processed (statistics)
+N_META = 10
+
+# float parameters
+P_OVERHEAD = 0
+P_QUOTA = 1
+P_PERIOD = 2
+P_BURST = 3
+P_TIMEOUT_CPU = 4
+P_CONTENTION = 5  # extra CPU per unit of useful work for each other request in service
+P_CONTENTION_CAP = 6  # other requests beyond this add no more contention
+N_PARAMS = 7
+
+# return codes of run_until
+DONE = 0
+NEED_THINK = 1
+NEED_DEMAND = 2
+OUT_FULL = 3
+NEED_SLOTS = 4
+NO_REPLICA = 5
+
+EPS = 1e-12
+INF = np.inf
+
+
+@njit(cache=True, inline="always")
+def _heap_less(ht, hs, i, j):
+    return ht[i] < ht[j] or (ht[i] == ht[j] and hs[i] < hs[j])
+
+
+@njit(cache=True)
+def heap_push(ht, hs, hu, hg, meta, t, user, gen):
+    """Push a user event; the caller guarantees capacity (one event per user at most)."""
+    i = meta[M_HSIZE]
+    meta[M_HSIZE] = i + 1
+    ht[i] = t
+    hs[i] = meta[M_HSEQ]
+    meta[M_HSEQ] += 1
+    hu[i] = user
+    hg[i] = gen
+    while i > 0:
+        p = (i - 1) >> 1
+        if _heap_less(ht, hs, i, p):
+            ht[i], ht[p] = ht[p], ht[i]
+            hs[i], hs[p] = hs[p], hs[i]
+            hu[i], hu[p] = hu[p], hu[i]
+            hg[i], hg[p] = hg[p], hg[i]
+            i = p
+        else:
+            break
+
+
+@njit(cache=True)
+def heap_pop(ht, hs, hu, hg, meta):
+    """Remove the top event (the caller has read it)."""
+    n = meta[M_HSIZE] - 1
+    meta[M_HSIZE] = n
+    if n == 0:
+        return
+    ht[0] = ht[n]
+    hs[0] = hs[n]
+    hu[0] = hu[n]
+    hg[0] = hg[n]
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= n:
+            break
+        c = left
+        right = left + 1
+        if right < n and _heap_less(ht, hs, right, left):
+            c = right
+        if _heap_less(ht, hs, c, i):
+            ht[i], ht[c] = ht[c], ht[i]
+            hs[i], hs[c] = hs[c], hs[i]
+            hu[i], hu[c] = hu[c], hu[i]
+            hg[i], hg[c] = hg[c], hg[i]
+            i = c
+        else:
+            break
+
+
+@njit(cache=True, inline="always")
+def _share(c, n, params):
+    """Useful work per second of each of ``n`` requests sharing ``c`` cores."""
+    others = min(n - 1.0, params[P_CONTENTION_CAP])
+    return c / (n * (1.0 + params[P_CONTENTION] * others))
+
+
+@njit(cache=True)
+def advance_replica(rf, ri, r, t, params):
+    """Bring replica ``r`` from its last update to ``t`` (no event of it lies between)."""
+    dt = t - rf[r, RF_TUPD]
+    if dt < 0.0:
+        dt = 0.0
+    n = ri[r, RI_N]
+    if n > 0 and rf[r, RF_BUDGET] > 0.0:
+        c = min(float(n), params[P_BURST])
+        used = c * dt
+        if used > rf[r, RF_BUDGET]:  # rounding: never spend more than the budget
+            used = rf[r, RF_BUDGET]
+            dt_run = used / c
+        else:
+            dt_run = dt
+        rf[r, RF_V] += _share(c, n, params) * dt_run
+        rf[r, RF_BUDGET] -= used
+        rf[r, RF_CPU] += used
+    rf[r, RF_NINT] += n * dt
+    rf[r, RF_ALIVE] += dt
+    if t >= rf[r, RF_PEND]:
+        period = params[P_PERIOD]
+        k = np.floor((t - rf[r, RF_PHASE]) / period) + 1.0
+        rf[r, RF_PEND] = rf[r, RF_PHASE] + k * period
+        if rf[r, RF_PEND] <= t:  # guard against rounding
+            rf[r, RF_PEND] += period
+        rf[r, RF_BUDGET] = params[P_QUOTA]
+    rf[r, RF_TUPD] = t
+
+
+@njit(cache=True)
+def schedule_replica(rf, ri, act, sf, r, params):
+    """Compute the time of replica ``r``'s next event."""
+    state = ri[r, RI_STATE]
+    if state == STARTING:
+        rf[r, RF_NEXT] = rf[r, RF_READY_AT]
+        return
+    n = ri[r, RI_N]
+    if n == 0 or state == FREE:
+        rf[r, RF_NEXT] = INF
+        return
+    t0 = rf[r, RF_TUPD]
+    if rf[r, RF_BUDGET] <= EPS:
+        rf[r, RF_NEXT] = rf[r, RF_PEND]
+        return
+    c = min(float(n), params[P_BURST])
+    s = _share(c, n, params)
+    fmin = INF
+    for k in range(n):
+        f = sf[act[r, k], SF_FINISH]
+        if f < fmin:
+            fmin = f
+    t_complete = t0 + max(fmin - rf[r, RF_V], 0.0) / s
+    t_exhaust = t0 + rf[r, RF_BUDGET] / c
+    if t_exhaust <= t0:  # the budget left is below the clock's resolution
+        rf[r, RF_BUDGET] = 0.0
+        rf[r, RF_NEXT] = rf[r, RF_PEND]
+        return
+    nxt = rf[r, RF_PEND]
+    if t_complete < nxt:
+        nxt = t_complete
+    if t_exhaust < nxt:
+        nxt = t_exhaust
+    rf[r, RF_NEXT] = nxt
+
+
+@njit(cache=True)
+def pick_replica(rf, ri, meta):
+    """Pick a ready replica for a new request; -1 if none is ready."""
+    nrep = ri.shape[0]
+    start = meta[M_RR]
+    best = -1
+    if meta[M_BALANCER] == 0:  # round robin over ready replicas
+        for k in range(nrep):
+            r = (start + k) % nrep
+            if ri[r, RI_STATE] == READY:
+                best = r
+                break
+    else:  # least requests, ties broken by round-robin order
+        bestn = 1 << 60
+        for k in range(nrep):
+            r = (start + k) % nrep
+            if ri[r, RI_STATE] == READY and ri[r, RI_N] < bestn:
+                bestn = ri[r, RI_N]
+                best = r
+    if best >= 0:
+        meta[M_RR] = (best + 1) % nrep
+    return best
+
+
+@njit(cache=True)
+def run_until(
+    t_end,
+    rf,
+    ri,
+    act,
+    sf,
+    si,
+    free_stack,
+    ht,
+    hs,
+    hu,
+    hg,
+    u_gen,
+    u_active,
+    think_buf,
+    demand_buf,
+    open_arrivals,
+    out_f,
+    out_i,
+    meta,
+    params,
+    now,
+):
+    """Process events up to and including ``t_end``.
+
+    Returns ``(code, t)``: ``code`` is DONE when every event up to ``t_end`` ran, or a
+    request for more input (buffers, slots) or output space; ``t`` is the simulated time
+    reached. The call is resumable: call again after refilling.
+    """
+    nrep = ri.shape[0]
+    overhead = params[P_OVERHEAD]
+    tcap = params[P_TIMEOUT_CPU]
+    t = now
+    while True:
+        # earliest replica event
+        rbest = -1
+        trep = INF
+        for r in range(nrep):
+            if ri[r, RI_STATE] != FREE and rf[r, RF_NEXT] < trep:
+                trep = rf[r, RF_NEXT]
+                rbest = r
+        tuser = ht[0] if meta[M_HSIZE] > 0 else INF
+        topen = open_arrivals[meta[M_OPEN]] if meta[M_OPEN] < open_arrivals.shape[0] else INF
+        tarr = tuser if tuser < topen else topen
+        if trep <= tarr:
+            if trep > t_end:
+                break
+            # ---- replica event
+            r = rbest
+            t = trep
+            if ri[r, RI_STATE] == STARTING:
+                advance_replica(rf, ri, r, t, params)
+                ri[r, RI_STATE] = READY
+                schedule_replica(rf, ri, act, sf, r, params)
+                meta[M_EVENTS] += 1
+                continue
+            n = ri[r, RI_N]
+            # completions may need output space and think draws
+            if meta[M_OUT] + n > out_f.shape[0]:
+                return OUT_FULL, t
+            if meta[M_THINK] + n > think_buf.shape[0]:
+                return NEED_THINK, t
+            advance_replica(rf, ri, r, t, params)
+            v = rf[r, RF_V]
+            share = _share(min(float(n), params[P_BURST]), n, params) if n > 0 else 1.0
+            k = 0
+            while k < ri[r, RI_N]:
+                slot = act[r, k]
+                left = sf[slot, SF_FINISH] - v
+                # done, or so close that the clock cannot represent the rest
+                if left <= 1e-12 or t + left / share <= t:
+                    # complete this request
+                    nn = ri[r, RI_N] - 1
+                    act[r, k] = act[r, nn]
+                    ri[r, RI_N] = nn
+                    ri[r, RI_SERVED] += 1
+                    o = meta[M_OUT]
+                    out_f[o, 0] = sf[slot, SF_ARRIVE]
+                    out_f[o, 1] = t - sf[slot, SF_ARRIVE] + overhead
+                    out_i[o, 0] = r
+                    out_i[o, 1] = si[slot, SI_TIMEOUT]
+                    meta[M_OUT] = o + 1
+                    u = si[slot, SI_USER]
+                    if u >= 0 and u_active[u] == 1:
+                        th = think_buf[meta[M_THINK]]
+                        meta[M_THINK] += 1
+                        heap_push(ht, hs, hu, hg, meta, t + overhead + th, u, u_gen[u])
+                    free_stack[meta[M_FREE_TOP]] = slot
+                    meta[M_FREE_TOP] += 1
+                else:
+                    k += 1
+            if ri[r, RI_STATE] == DRAINING and ri[r, RI_N] == 0:
+                ri[r, RI_STATE] = FREE
+            schedule_replica(rf, ri, act, sf, r, params)
+            meta[M_EVENTS] += 1
+            continue
+        if tarr > t_end:
+            break
+        # ---- arrival: a closed user's send or an open arrival
+        from_user = tuser <= topen
+        if from_user:
+            u = hu[0]
+            if hg[0] != u_gen[u] or u_active[u] == 0:  # stale event of a retired user
+                heap_pop(ht, hs, hu, hg, meta)
+                continue
+        if meta[M_DEMAND] >= demand_buf.shape[0]:
+            return NEED_DEMAND, t
+        if meta[M_FREE_TOP] == 0:
+            return NEED_SLOTS, t
+        r = pick_replica(rf, ri, meta)
+        if r < 0:
+            return NO_REPLICA, t
+        if ri[r, RI_N] >= act.shape[1]:
+            return NEED_SLOTS, t
+        t = tarr
+        if from_user:
+            u = hu[0]
+            heap_pop(ht, hs, hu, hg, meta)
+        else:
+            u = -1
+            meta[M_OPEN] += 1
+        advance_replica(rf, ri, r, t, params)
+        d = demand_buf[meta[M_DEMAND]]
+        meta[M_DEMAND] += 1
+        timeout = 0
+        if d > tcap:
+            d = tcap
+            timeout = 1
+        meta[M_FREE_TOP] -= 1
+        slot = free_stack[meta[M_FREE_TOP]]
+        sf[slot, SF_FINISH] = rf[r, RF_V] + d
+        sf[slot, SF_ARRIVE] = t
+        si[slot, SI_USER] = u
+        si[slot, SI_TIMEOUT] = timeout
+        act[r, ri[r, RI_N]] = slot
+        ri[r, RI_N] += 1
+        schedule_replica(rf, ri, act, sf, r, params)
+        meta[M_EVENTS] += 1
+    # bring every live replica to t_end so that samples cover the whole step
+    for r in range(nrep):
+        if ri[r, RI_STATE] != FREE:
+            advance_replica(rf, ri, r, t_end, params)
+            schedule_replica(rf, ri, act, sf, r, params)
+    return DONE, t_end

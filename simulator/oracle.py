@@ -1,0 +1,108 @@
+"""The oracle: the fewest replicas that meet the SLO at a given load.
+
+As the paper's oracle did over its recorded datasets, a load level's answer is the
+smallest replica count whose steady-state p95 samples (one per 5 s step) all stay at
+or below the SLO: their mean **and** their maximum. Here the samples come from the
+simulator itself, run at that load for ``measure_steps`` steps after a warm-up of one
+think cycle. Answers are cached per load level; required replicas grow with the load,
+so the search starts from the previous level's answer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from orchestrator.context import ContextBuilder, ContextSettings
+from simulator.cluster import ClusterSettings, SimCluster
+from simulator.models import AppProfile
+
+
+def steady_state_p95s(
+    app: AppProfile,
+    settings: ClusterSettings,
+    context: ContextSettings,
+    replicas: int,
+    users: int = 0,
+    rate_rps: float | None = None,
+    steps: int = 20,
+    warmup: int = 6,
+    seed: int = 0,
+    step_s: float = 5.0,
+) -> np.ndarray:
+    """Per-step p95 (ms), shape ``(steps,)``, at a fixed load and replica count.
+
+    The load is ``users`` closed users, or ``rate_rps`` open arrivals when given.
+    """
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
+    shaped = ClusterSettings(
+        min_replicas=1, max_replicas=max(replicas, 1), initial_replicas=replicas,
+        startup_seconds=settings.startup_seconds, balancer=settings.balancer,
+        think_low_s=settings.think_low_s, think_high_s=settings.think_high_s,
+    )
+    cluster = SimCluster(app, shaped, *rngs, max_users=max(users, 1))
+    if rate_rps is None:
+        cluster.set_users(users)
+    ctx = ContextBuilder(context)
+    out = np.zeros(steps)
+    for k in range(warmup + steps):
+        now = (k + 1) * step_s
+        if rate_rps is not None:
+            cluster.add_open_arrivals(rate_rps, now)
+        signals = cluster.run_to(now)
+        ctx.add_spans(signals.spans)
+        if k >= warmup:
+            out[k - warmup] = ctx.build(now, replicas).p95_ms
+    return out
+
+
+@dataclass
+class OracleTable:
+    """Fewest replicas meeting ``slo_ms`` per load level, computed lazily and cached."""
+
+    app: AppProfile
+    settings: ClusterSettings
+    context: ContextSettings
+    slo_ms: float
+    open_loop: bool = False
+    step_s: float = 5.0
+    measure_steps: int = 20
+    seed: int = 0
+    cache: dict[float, int] = field(default_factory=dict)
+
+    def _meets(self, load: float, replicas: int) -> bool:
+        warmup = max(6, int(math.ceil(self.settings.think_high_s / self.step_s)) + 2)
+        kwargs = {"rate_rps": load} if self.open_loop else {"users": int(load)}
+        p95 = steady_state_p95s(
+            self.app, self.settings, self.context, replicas, steps=self.measure_steps,
+            warmup=warmup, seed=self.seed, step_s=self.step_s, **kwargs,
+        )
+        return bool(p95.mean() <= self.slo_ms and p95.max() <= self.slo_ms)
+
+    def replicas_for(self, load: float) -> int:
+        """Fewest replicas in ``[min, max]`` meeting the SLO at ``load`` (``max`` if
+        none does)."""
+        load = float(load)
+        if load in self.cache:
+            return self.cache[load]
+        lo, hi = self.settings.min_replicas, self.settings.max_replicas
+        if load <= 0:
+            self.cache[load] = lo
+            return lo
+        below = [v for k, v in self.cache.items() if k < load]
+        n = max([lo, *below])
+        while n < hi and not self._meets(load, n):
+            n += 1
+        self.cache[load] = n
+        return n
+
+    def for_levels(self, levels: np.ndarray, progress=None) -> np.ndarray:
+        """Answers for every value of ``levels`` (shape kept), lowest load first."""
+        levels = np.asarray(levels, dtype=float)
+        for value in np.unique(levels):
+            self.replicas_for(value)
+            if progress is not None:
+                progress(1)
+        return np.array([self.cache[float(v)] for v in levels.ravel()]).reshape(levels.shape)
