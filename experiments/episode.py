@@ -73,7 +73,7 @@ def resolve(cfg: ExperimentConfig) -> Resolved:
         context = ContextSettings(**{**vars(base), **ctx_over})
     except ValueError as exc:
         raise ConfigError(f"config: {exc}") from None
-    steps = cfg.steps or int(math.ceil(workload.duration_s / cfg.step_seconds))
+    steps = cfg.steps or math.ceil(workload.duration_s / cfg.step_seconds)
     return Resolved(app=app, cluster=cluster, context=context, workload=workload, steps=steps)
 
 

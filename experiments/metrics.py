@@ -63,7 +63,7 @@ def summarize(steps: pd.DataFrame, cfg) -> pd.DataFrame:
         g = runs[runs.policy == policy]
         if g.empty:
             continue
-        rows.append({"policy": policy, "runs": int(len(g)), **{m: mean_ci(g[m].to_numpy()) for m in METRICS}})
+        rows.append({"policy": policy, "runs": len(g), **{m: mean_ci(g[m].to_numpy()) for m in METRICS}})
     return pd.DataFrame(rows)
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from experiments.config import load_config  # noqa: E402
-from experiments.metrics import METRICS, format_table  # noqa: E402
+from experiments.config import load_config
+from experiments.metrics import METRICS, format_table
 
 
 def _timeline(steps: pd.DataFrame, run: int) -> pd.DataFrame:

@@ -29,7 +29,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.config import ConfigError, ExperimentConfig, load_config, save_config
-from experiments.episode import Resolved, resolve, run_episode
+from experiments.episode import Resolved, build_policy, resolve, run_episode
 from experiments.metrics import summarize
 from simulator.oracle import OracleTable
 
@@ -147,10 +147,12 @@ def run_experiment(
     else:
         cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     resolved = resolve(cfg)
+    for spec in cfg.policies:  # fail on a bad policy name or parameter before any work
+        build_policy(spec, cfg, seed=0)
     if cfg.backend != "sim":
         raise ConfigError(f"config: backend={cfg.backend!r} is not available in this version; use 'sim'")
     if resume is None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         base = Path(out) if out is not None else Path("runs")
         path = base / f"{cfg.name}-{stamp}"
         k = 1

@@ -72,7 +72,7 @@ class Workload:
 
     def series(self, step_s: float, steps: int | None = None) -> np.ndarray:
         """Values at ``0, step_s, 2 step_s, ...``, shape ``(steps,)``."""
-        n = steps if steps is not None else int(math.ceil(self.duration_s / step_s))
+        n = steps if steps is not None else math.ceil(self.duration_s / step_s)
         return np.array([self.value_at(k * step_s) for k in range(n)], dtype=float)
 
 
@@ -192,7 +192,7 @@ class Ramp(Workload):
 
     def users_at(self, t: float) -> int:
         f = min(max(t / self.duration, 0.0), 1.0)
-        return int(round(self.start + f * (self.end - self.start)))
+        return round(self.start + f * (self.end - self.start))
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ class Trace(Workload):
         object.__setattr__(self, "name", "csv")
         object.__setattr__(self, "loop", "open" if self.open_loop else "closed")
         _check(len(self.t_s) > 0, "csv: the file has no rows")
-        _check(all(b > a for a, b in zip(self.t_s, self.t_s[1:])), "csv: t_s must increase")
+        _check(all(b > a for a, b in zip(self.t_s, self.t_s[1:], strict=False)), "csv: t_s must increase")
         _check(min(self.values) >= 0, "csv: values must be >= 0")
 
     @property
@@ -241,7 +241,7 @@ class Trace(Workload):
     def users_at(self, t: float) -> int:
         if self.open_loop:
             return super().users_at(t)
-        return int(round(self._at(t)))
+        return round(self._at(t))
 
     def rate_at(self, t: float) -> float:
         if not self.open_loop:
@@ -375,7 +375,7 @@ class EvaluationWeek(Workload):
         shape = 0.5 * (1.0 + math.cos(2.0 * math.pi * (h - self.diurnal_peak_hour) / 24.0))
         base = self.diurnal_peak * (self.night_fraction + (1.0 - self.night_fraction) * shape)
         total = base + sum(e.users_at(t) for e in self.exams) + sum(d.users_at(t) for d in self.deadlines)
-        return int(round(total))
+        return round(total)
 
 
 def _evaluation_week(**params) -> EvaluationWeek:

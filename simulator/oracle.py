@@ -73,7 +73,7 @@ class OracleTable:
     cache: dict[float, int] = field(default_factory=dict)
 
     def _meets(self, load: float, replicas: int) -> bool:
-        warmup = max(6, int(math.ceil(self.settings.think_high_s / self.step_s)) + 2)
+        warmup = max(6, math.ceil(self.settings.think_high_s / self.step_s) + 2)
         kwargs = {"rate_rps": load} if self.open_loop else {"users": int(load)}
         p95 = steady_state_p95s(
             self.app, self.settings, self.context, replicas, steps=self.measure_steps,

@@ -1,0 +1,139 @@
+"""Configs, the runner's run folder, determinism, resume, and the CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.cli import main
+from experiments.config import ConfigError, load_config
+from experiments.episode import COLUMNS
+from experiments.metrics import mean_ci
+from experiments.runner import run_experiment
+
+SMALL = {
+    "name": "small",
+    "seed": 3,
+    "runs": 2,
+    "workload": {"kind": "step", "before": 5, "after": 35, "at_s": 60, "duration_s": 240},
+    "cluster": {"max_replicas": 6, "startup_seconds": 5},
+    "policies": [{"name": "static", "replicas": 2}, {"name": "oracle"}],
+}
+
+
+def test_unknown_key_names_the_key_the_value_and_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown key 'cluster.max_replica' \(value 12\); did you mean 'max_replicas'"):
+        load_config({**SMALL, "cluster": {"max_replica": 12}})
+    with pytest.raises(ConfigError, match=r"unknown key 'sedd'.*did you mean 'seed'"):
+        load_config({**SMALL, "sedd": 1})
+
+
+def test_wrong_types_and_ranges_are_rejected():
+    with pytest.raises(ConfigError, match=r"runs='three' must be an integer"):
+        load_config({**SMALL, "runs": "three"})
+    with pytest.raises(ConfigError, match="initial_replicas=9 must be within"):
+        load_config({**SMALL, "cluster": {"max_replicas": 6, "initial_replicas": 9}})
+    with pytest.raises(ConfigError, match="backend='k8s'"):
+        load_config({**SMALL, "backend": "k8s"})
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_config({**SMALL, "policies": ["static", "static"]})
+
+
+def test_shipped_configs_load():
+    for name in ("compare", "step-demo"):
+        cfg = load_config(f"experiments/configs/{name}.yaml")
+        assert cfg.backend == "sim" and cfg.policies
+
+
+def test_mean_ci_is_196_standard_errors():
+    v = np.array([1.0, 2.0, 3.0, 4.0])
+    assert mean_ci(v) == {"mean": 2.5, "ci95": pytest.approx(1.96 * np.std(v, ddof=1) / 2)}
+    assert mean_ci(np.array([5.0])) == {"mean": 5.0, "ci95": 0.0}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return run_experiment(load_config(SMALL), out=out, progress=False, workers=2)
+
+
+def test_run_folder_is_complete(small_run):
+    p = small_run.path
+    for f in ("config.yaml", "command.txt", "versions.json", "steps.parquet", "summary.json", "summary.csv",
+              "report.html", "load.png", "replicas.png", "tradeoff.png", "p95-static.png", "p95-oracle.png"):
+        assert (p / f).is_file(), f
+    steps = pd.read_parquet(p / "steps.parquet")
+    assert list(steps.columns) == list(COLUMNS)
+    assert len(steps) == 2 * 2 * 48
+    assert set(steps.policy) == {"static", "oracle"}
+    summary = json.loads((p / "summary.json").read_text())
+    assert [s["policy"] for s in summary] == ["static", "oracle"]
+    for key in ("violations_per_run", "p95_ms", "replicas", "replica_hours", "scale_changes_per_run",
+                "regret_replicas"):
+        assert set(summary[0][key]) == {"mean", "ci95"}
+    static = steps[steps.policy == "static"]
+    assert (static.target_replicas == 2).all()
+    versions = json.loads((p / "versions.json").read_text())
+    assert versions["seed"] == 3 and len(versions["episodes"]) == 2
+    html = (p / "report.html").read_text()
+    assert "data:image/png;base64" in html and "violations_per_run" in html
+
+
+def test_oracle_orders_the_next_steps_level(small_run):
+    s = small_run.steps
+    for _, oracle in s[s.policy == "oracle"].groupby("run"):
+        levels = oracle.oracle_replicas.to_numpy()
+        assert levels[0] == 1 and levels[-1] >= 3  # 5 users need one replica, 35 users several
+        np.testing.assert_array_equal(oracle.target_replicas.to_numpy()[:-1], levels[1:])
+        assert oracle.violation.iloc[20:].sum() <= 2
+
+
+def test_same_seed_same_steps_other_seed_different(small_run, tmp_path):
+    again = run_experiment(load_config(SMALL), out=tmp_path, progress=False, workers=1, report=False)
+    pd.testing.assert_frame_equal(small_run.steps, again.steps, check_exact=True)
+    other = run_experiment(load_config({**SMALL, "seed": 4}), out=tmp_path, progress=False, report=False)
+    assert not other.steps["p95_ms"].equals(small_run.steps["p95_ms"])
+
+
+def test_resume_finishes_without_redoing_finished_episodes(small_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "killed"
+    shutil.copytree(small_run.path, run_dir)
+    for f in ("steps.parquet", "summary.json", "summary.csv", "report.html"):
+        (run_dir / f).unlink()
+    # one episode "was killed": its marker is gone and only its first chunk remains
+    victim = run_dir / "parts" / "oracle--run001"
+    (victim / "done").unlink()
+    finished = run_dir / "parts" / "static--run000" / "chunk-00000000.parquet"
+    mtime = finished.stat().st_mtime_ns
+    resumed = run_experiment(None, resume=run_dir, progress=False, workers=1)
+    assert finished.stat().st_mtime_ns == mtime  # not redone
+    pd.testing.assert_frame_equal(resumed.steps, small_run.steps, check_exact=True)
+
+
+def test_cli_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\npolicies: [{name: statik}]\nworkload: {kind: constant, users: 3}\n")
+    assert main(["run", str(bad), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did you mean 'static'" in err[0]
+
+
+def test_cli_workload_show(tmp_path, capsys):
+    out = tmp_path / "w.png"
+    assert main(["workload", "show", "evaluation-week-v1", "--param", "days=2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "evaluation-week-v1" in text and "min/mean/max" in text and out.stat().st_size > 1000
+
+
+def test_cli_run_as_a_subprocess(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(json.dumps({**SMALL, "runs": 1, "policies": [{"name": "static", "replicas": 1}]}))
+    res = subprocess.run([sys.executable, "-m", "experiments.cli", "run", str(cfg), "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "violations/run" in res.stdout and "report.html" in res.stdout
