@@ -57,11 +57,17 @@ def make_policy(name: str, *, defaults: dict | None = None, **params) -> Policy:
 
 
 def _register_builtins() -> None:
+    from agent.policies.linucb import HSLinUCB, LinUCB
     from agent.policies.oracle import Oracle
     from agent.policies.static import Static
+    from agent.policies.thresholds import HPA, ThresholdCPU
 
     register("static", Static)
     register("oracle", Oracle)
+    register("hslinucb", HSLinUCB)
+    register("linucb", LinUCB)
+    register("threshold-cpu", ThresholdCPU)
+    register("hpa", HPA)
 
 
 _register_builtins()

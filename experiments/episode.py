@@ -151,7 +151,7 @@ def run_episode(
             rew = reward_fn(prev_ctx, prev_action, context)
             f["reward"][k - 1] = rew
             policy.update(prev_ctx, prev_action, rew, context)
-        info = {"step": k, "t_s": t1}
+        info = {"step": k, "t_s": t1, "current_replicas": cluster.desired_replicas}
         if oracle is not None:
             info["oracle_replicas"] = int(oracle[min(k + 1, n - 1)])
         decision = policy.decide(context, info)

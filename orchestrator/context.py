@@ -157,6 +157,7 @@ class Context:
     mem_limit_ratio: float
     mean_ms: float = 0.0
     spans: int = 0
+    cpu_request_now: float = 0.0  # the newest scrape's CPU / request (what metrics-server shows)
 
     def vector(self) -> np.ndarray:
         """The paper's 7 features in order, shape ``(7,)``, float64."""
@@ -237,4 +238,5 @@ class ContextBuilder:
             mem_limit_ratio=float(ratios[3]),
             mean_ms=mean,
             spans=n,
+            cpu_request_now=float(self._metrics[-1][0]) if self._metrics else 0.0,
         )

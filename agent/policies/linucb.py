@@ -1,0 +1,165 @@
+"""Disjoint LinUCB (Li et al. 2010) and the paper's HSLinUCB wrapper, in numpy.
+
+Per arm ``k``: ``A_k = λ I + Σ x xᵀ``, ``b_k = Σ r x``, ``θ_k = A_k⁻¹ b_k`` and the score
+``θ_k·x + α sqrt(xᵀ A_k⁻¹ x)``. The arm with the highest score is played; ties are broken
+uniformly at random by the policy's own generator, so the probability of the chosen arm
+is ``1 / (number of tied arms)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from agent.actions import ActionSet
+from agent.base import BasePolicy, Decision, PolicyError
+from orchestrator.context import FIELDS, Context
+
+
+class LinUCBCore:
+    """The per-arm statistics; ``d`` features, ``n_arms`` arms.
+
+    ``exact_inverse=True`` recomputes ``A⁻¹`` from ``A`` at every update (what the paper's
+    code did); otherwise a Sherman–Morrison rank-one update keeps it in O(d²).
+    """
+
+    def __init__(self, n_arms: int, d: int, alpha: float = 1.0, lam: float = 1.0, exact_inverse: bool = False):
+        if alpha < 0:
+            raise PolicyError(f"alpha must be >= 0, got {alpha}")
+        if lam <= 0:
+            raise PolicyError(f"lambda must be > 0, got {lam}")
+        self.alpha, self.lam, self.exact_inverse = float(alpha), float(lam), exact_inverse
+        self.A = np.tile(np.eye(d) * lam, (n_arms, 1, 1))
+        self.A_inv = np.tile(np.eye(d) / lam, (n_arms, 1, 1))
+        self.b = np.zeros((n_arms, d))
+
+    def scores(self, x: np.ndarray, arms: np.ndarray | None = None) -> np.ndarray:
+        """UCB score of each arm for the feature vector ``x`` (shape ``(d,)``)."""
+        A_inv = self.A_inv if arms is None else self.A_inv[arms]
+        b = self.b if arms is None else self.b[arms]
+        theta = np.einsum("kij,kj->ki", A_inv, b)
+        width = np.sqrt(np.maximum(np.einsum("i,kij,j->k", x, A_inv, x), 0.0))
+        return theta @ x + self.alpha * width
+
+    def update(self, arm: int, x: np.ndarray, reward: float) -> None:
+        self.A[arm] += np.outer(x, x)
+        self.b[arm] += reward * x
+        if self.exact_inverse:
+            self.A_inv[arm] = np.linalg.inv(self.A[arm])
+        else:
+            Ax = self.A_inv[arm] @ x
+            self.A_inv[arm] -= np.outer(Ax, Ax) / (1.0 + x @ Ax)
+
+    def state(self) -> dict:
+        return {"A": self.A.tolist(), "A_inv": self.A_inv.tolist(), "b": self.b.tolist()}
+
+    def load(self, state: dict) -> None:
+        A, b = np.asarray(state["A"]), np.asarray(state["b"])
+        if A.shape != self.A.shape or b.shape != self.b.shape:
+            raise PolicyError(f"saved LinUCB state has shape {A.shape}, this policy needs {self.A.shape}")
+        self.A, self.b, self.A_inv = A, b, np.asarray(state["A_inv"])
+
+
+def argmax_random(scores: np.ndarray, rng: np.random.Generator) -> tuple[int, float]:
+    """Index of a maximum, ties broken uniformly by ``rng``; and its probability."""
+    best = np.flatnonzero(scores == scores.max())
+    if best.size == 1:
+        return int(best[0]), 1.0
+    return int(rng.choice(best)), 1.0 / best.size
+
+
+class LinUCB(BasePolicy):
+    """General disjoint LinUCB over any action set.
+
+    steps: the incremental action set (default ``[-1, 0, 1]``), or ``fixed: [lo, hi]``
+    for one action per target count. scale: divide the 7 context features by these
+    (default: none); bias: append a constant 1.
+    """
+
+    name = "linucb"
+
+    def __init__(self, alpha: float = 1.0, lam: float = 1.0, steps: list[int] | None = None,
+                 fixed: list[int] | None = None, scale: list[float] | None = None, bias: bool = False,
+                 seed=None) -> None:
+        actions = ActionSet.fixed(*fixed) if fixed else ActionSet.incremental(*(steps or [-1, 0, 1]))
+        super().__init__(actions, seed)
+        if scale is not None and len(scale) != len(FIELDS):
+            raise PolicyError(f"linucb: scale needs {len(FIELDS)} numbers, got {len(scale)}")
+        self.scale = None if scale is None else np.asarray(scale, float)
+        self.bias = bool(bias)
+        self.core = LinUCBCore(len(actions), len(FIELDS) + int(self.bias), alpha, lam)
+
+    def features(self, context: Context) -> np.ndarray:
+        x = context.vector()
+        if self.scale is not None:
+            x = x / self.scale
+        return np.append(x, 1.0) if self.bias else x
+
+    def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
+        s = self.core.scores(self.features(context))
+        a, p = argmax_random(s, self.rng)
+        probs = np.where(s == s.max(), p, 0.0)
+        return Decision(action=a, probability=p, probabilities=tuple(probs))
+
+    def update(self, context: Context, action: int, reward: float, next_context: Context) -> None:
+        self.core.update(action, self.features(context), reward)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "core": self.core.state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.core.load(state["core"])
+
+
+class HSLinUCB(BasePolicy):
+    """The paper's control rule (paper.md, section 3), exactly.
+
+    Actions: 0 = scale down by one, 1 = stay, 2 = the forced scale-up. If the current
+    p95 exceeds ``slo_ms``, scale up by one (probability 1) and do not update the bandit.
+    Otherwise disjoint LinUCB (α = 1, λ = 1, the raw 7 features, no bias, ``A⁻¹``
+    recomputed at each update) picks down or stay. With ``paper_reward`` (default) the
+    bandit learns the paper's binary reward: down pays 1 if the p95 after it is at most
+    the SLO; stay pays 1 if the current p95 is at most the SLO. Otherwise it learns the
+    experiment's configured reward.
+    """
+
+    name = "hslinucb"
+    DOWN, STAY, UP = 0, 1, 2
+
+    def __init__(self, alpha: float = 1.0, lam: float = 1.0, slo_ms: float = 600.0, paper_reward: bool = True,
+                 seed=None) -> None:
+        super().__init__(ActionSet.incremental(-1, 0, 1), seed)
+        if slo_ms <= 0:
+            raise PolicyError(f"hslinucb: slo_ms must be > 0, got {slo_ms}")
+        self.slo_ms = float(slo_ms)
+        self.paper_reward = bool(paper_reward)
+        self.core = LinUCBCore(2, len(FIELDS), alpha, lam, exact_inverse=True)
+
+    def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
+        if context.p95_ms > self.slo_ms:
+            return Decision(action=self.UP, probability=1.0, probabilities=(0.0, 0.0, 1.0), info={"forced": True})
+        s = self.core.scores(context.vector())
+        a, p = argmax_random(s, self.rng)
+        probs = np.append(np.where(s == s.max(), p, 0.0), 0.0)
+        return Decision(action=a, probability=p, probabilities=tuple(probs))
+
+    def reward(self, context: Context, action: int, next_context: Context) -> float:
+        """The paper's binary reward of a bandit action."""
+        measured = next_context if action == self.DOWN else context
+        return 1.0 if measured.p95_ms <= self.slo_ms else 0.0
+
+    def update(self, context: Context, action: int, reward: float, next_context: Context) -> None:
+        if action == self.UP:  # the forced rule: the bandit is not updated
+            return
+        r = self.reward(context, action, next_context) if self.paper_reward else reward
+        self.core.update(action, context.vector(), r)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "core": self.core.state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.core.load(state["core"])
