@@ -95,16 +95,17 @@ class PodSamples:
     def ratios(self) -> np.ndarray | None:
         """Mean over pods of usage / request and usage / limit, shape ``(4,)``: CPU over
         request, CPU over limit, memory over request, memory over limit; None if no pod."""
-        if self.cpu_cores.shape[0] == 0:
+        n = self.cpu_cores.shape[0]
+        if n == 0:
             return None
         return np.array(
             [
-                np.mean(self.cpu_cores / self.cpu_request),
-                np.mean(self.cpu_cores / self.cpu_limit),
-                np.mean(self.memory_mib / self.memory_request_mib),
-                np.mean(self.memory_mib / self.memory_limit_mib),
+                (self.cpu_cores / self.cpu_request).sum(),
+                (self.cpu_cores / self.cpu_limit).sum(),
+                (self.memory_mib / self.memory_request_mib).sum(),
+                (self.memory_mib / self.memory_limit_mib).sum(),
             ]
-        )
+        ) / n
 
 
 @dataclass(frozen=True)
@@ -167,13 +168,29 @@ class Context:
         return asdict(self)
 
 
+def percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear interpolation) by partial sorting.
+
+    >>> percentile(np.arange(1.0, 101.0), 95)
+    95.05
+    """
+    n = values.shape[0]
+    pos = (n - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    part = np.partition(values, (lo, hi)) if hi != lo else np.partition(values, lo)
+    frac = pos - lo
+    return float(part[lo] + (part[hi] - part[lo]) * frac)
+
+
 class ContextBuilder:
     """Keeps the buffers and builds a :class:`Context` on demand."""
 
     def __init__(self, settings: ContextSettings = DEFAULT) -> None:
         self.settings = settings
         self._chunks: deque[tuple[np.ndarray, np.ndarray]] = deque()  # (key_s, duration_ms)
-        self._metrics: deque[np.ndarray] = deque(maxlen=settings.metric_buffer)
+        self._metrics: deque[np.ndarray] = deque()
+        self._metric_sum = np.zeros(4)
         self._buffered = 0
 
     def add_spans(self, spans: Spans) -> None:
@@ -193,6 +210,9 @@ class ContextBuilder:
         row = pods.ratios()
         if row is not None:
             self._metrics.append(row)
+            self._metric_sum = self._metric_sum + row
+            if len(self._metrics) > self.settings.metric_buffer:
+                self._metric_sum = self._metric_sum - self._metrics.popleft()
 
     def _window(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
         s = self.settings
@@ -216,18 +236,15 @@ class ContextBuilder:
         if n == 0:
             p95 = mean = rps = 0.0
         else:
-            p95 = float(np.percentile(dur, 95))
-            mean = float(dur.mean())
+            p95 = percentile(dur, 95.0)
+            mean = float(dur.sum()) / n
             if self.settings.rps_mode == "window":
                 rps = n / self.settings.window_s
             else:
                 secs = np.floor(key)
                 span = float(secs.max() - secs.min())
                 rps = n / span if span > 0 else float(n)
-        if self._metrics:
-            ratios = np.mean(np.stack(self._metrics), axis=0)
-        else:
-            ratios = np.zeros(4)
+        ratios = self._metric_sum / len(self._metrics) if self._metrics else np.zeros(4)
         return Context(
             replicas=int(replicas),
             p95_ms=p95,

@@ -187,13 +187,12 @@ class SimCluster:
     @property
     def ready_replicas(self) -> int:
         """Replicas that take traffic."""
-        return int(np.sum(self.ri[:, E.RI_STATE] == E.READY))
+        return int(E.count_state(self.ri, E.READY))
 
     @property
     def desired_replicas(self) -> int:
         """Replicas that are starting or ready (the Deployment's ``spec.replicas``)."""
-        s = self.ri[:, E.RI_STATE]
-        return int(np.sum((s == E.READY) | (s == E.STARTING)))
+        return int(E.count_state(self.ri, E.READY) + E.count_state(self.ri, E.STARTING))
 
     def scale_to(self, n: int) -> None:
         """Set the replica count now: start new replicas, or drain the surplus.
@@ -334,21 +333,13 @@ class SimCluster:
 
     def _sample_pods(self) -> PodSamples:
         """One sample per live pod: CPU rate and working set over the time it lived."""
-        live = np.flatnonzero(self.ri[:, E.RI_STATE] != E.FREE)
-        alive = np.maximum(self.rf[live, E.RF_ALIVE], 1e-9)
-        cpu = self.rf[live, E.RF_CPU] / alive
-        inflight = self.rf[live, E.RF_NINT] / alive
-        mem = self.app.mem_base_mib + self.app.mem_per_request_mib * inflight
-        self.rf[live, E.RF_CPU] = 0.0
-        self.rf[live, E.RF_NINT] = 0.0
-        self.rf[live, E.RF_ALIVE] = 0.0
-        self.ri[live, E.RI_SERVED] = 0
-        a = self.app
+        cpu, mem = E.sample_pods(self.rf, self.ri, self.app.mem_base_mib, self.app.mem_per_request_mib)
+        a, n = self.app, cpu.shape[0]
         return PodSamples(
             cpu_cores=cpu,
             memory_mib=mem,
-            cpu_request=np.full(live.shape[0], a.cpu_request),
-            cpu_limit=np.full(live.shape[0], a.cpu_limit),
-            memory_request_mib=np.full(live.shape[0], a.memory_request_mib),
-            memory_limit_mib=np.full(live.shape[0], a.memory_limit_mib),
+            cpu_request=np.full(n, a.cpu_request),
+            cpu_limit=np.full(n, a.cpu_limit),
+            memory_request_mib=np.full(n, a.memory_request_mib),
+            memory_limit_mib=np.full(n, a.memory_limit_mib),
         )

@@ -396,3 +396,37 @@ def run_until(
             advance_replica(rf, ri, r, t_end, params)
             schedule_replica(rf, ri, act, sf, r, params)
     return DONE, t_end
+
+
+@njit(cache=True)
+def sample_pods(rf, ri, mem_base, mem_per_request):
+    """CPU rate (cores) and working set (MiB) of every live replica since the last
+    sample, shape ``(live,)`` each; resets the per-sample accumulators."""
+    nrep = ri.shape[0]
+    count = 0
+    for r in range(nrep):
+        if ri[r, RI_STATE] != FREE:
+            count += 1
+    cpu = np.empty(count)
+    mem = np.empty(count)
+    k = 0
+    for r in range(nrep):
+        if ri[r, RI_STATE] != FREE:
+            alive = max(rf[r, RF_ALIVE], 1e-9)
+            cpu[k] = rf[r, RF_CPU] / alive
+            mem[k] = mem_base + mem_per_request * rf[r, RF_NINT] / alive
+            rf[r, RF_CPU] = 0.0
+            rf[r, RF_NINT] = 0.0
+            rf[r, RF_ALIVE] = 0.0
+            ri[r, RI_SERVED] = 0
+            k += 1
+    return cpu, mem
+
+
+@njit(cache=True)
+def count_state(ri, state):
+    n = 0
+    for r in range(ri.shape[0]):
+        if ri[r, RI_STATE] == state:
+            n += 1
+    return n
