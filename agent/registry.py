@@ -57,8 +57,10 @@ def make_policy(name: str, *, defaults: dict | None = None, **params) -> Policy:
 
 
 def _register_builtins() -> None:
+    from agent.policies.bandits import UCB1, EpsilonGreedy, LinTS
     from agent.policies.linucb import HSLinUCB, LinUCB
     from agent.policies.oracle import Oracle
+    from agent.policies.paper_learners import DQN, QLearning
     from agent.policies.static import Static
     from agent.policies.thresholds import HPA, ThresholdCPU
 
@@ -66,6 +68,11 @@ def _register_builtins() -> None:
     register("oracle", Oracle)
     register("hslinucb", HSLinUCB)
     register("linucb", LinUCB)
+    register("lin-ts", LinTS)
+    register("epsilon-greedy", EpsilonGreedy)
+    register("ucb1", UCB1)
+    register("q-learning", QLearning)
+    register("dqn", DQN)
     register("threshold-cpu", ThresholdCPU)
     register("hpa", HPA)
 

@@ -70,32 +70,41 @@ def argmax_random(scores: np.ndarray, rng: np.random.Generator) -> tuple[int, fl
     return int(rng.choice(best)), 1.0 / best.size
 
 
-class LinUCB(BasePolicy):
-    """General disjoint LinUCB over any action set.
+class LinearBandit(BasePolicy):
+    """Shared parts of the contextual bandits over any action set.
 
     steps: the incremental action set (default ``[-1, 0, 1]``), or ``fixed: [lo, hi]``
     for one action per target count. scale: divide the 7 context features by these
     (default: none); bias: append a constant 1.
     """
 
-    name = "linucb"
-
-    def __init__(self, alpha: float = 1.0, lam: float = 1.0, steps: list[int] | None = None,
-                 fixed: list[int] | None = None, scale: list[float] | None = None, bias: bool = False,
-                 seed=None) -> None:
+    def __init__(self, steps: list[int] | None = None, fixed: list[int] | None = None,
+                 scale: list[float] | None = None, bias: bool = False, seed=None) -> None:
         actions = ActionSet.fixed(*fixed) if fixed else ActionSet.incremental(*(steps or [-1, 0, 1]))
         super().__init__(actions, seed)
-        if scale is not None and len(scale) != len(FIELDS):
-            raise PolicyError(f"linucb: scale needs {len(FIELDS)} numbers, got {len(scale)}")
+        if scale is not None and (len(scale) != len(FIELDS) or min(scale) <= 0):
+            raise PolicyError(f"{self.name}: scale needs {len(FIELDS)} positive numbers, got {scale}")
         self.scale = None if scale is None else np.asarray(scale, float)
         self.bias = bool(bias)
-        self.core = LinUCBCore(len(actions), len(FIELDS) + int(self.bias), alpha, lam)
+        self.d = len(FIELDS) + int(self.bias)
 
     def features(self, context: Context) -> np.ndarray:
         x = context.vector()
         if self.scale is not None:
             x = x / self.scale
         return np.append(x, 1.0) if self.bias else x
+
+
+class LinUCB(LinearBandit):
+    """General disjoint LinUCB over any action set (see :class:`LinearBandit`)."""
+
+    name = "linucb"
+
+    def __init__(self, alpha: float = 1.0, lam: float = 1.0, steps: list[int] | None = None,
+                 fixed: list[int] | None = None, scale: list[float] | None = None, bias: bool = False,
+                 seed=None) -> None:
+        super().__init__(steps, fixed, scale, bias, seed)
+        self.core = LinUCBCore(len(self.actions), self.d, alpha, lam)
 
     def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
         s = self.core.scores(self.features(context))
