@@ -7,6 +7,7 @@ the policy decides, and the order is clamped and applied. One row per step.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,33 @@ def resolve(cfg: ExperimentConfig) -> Resolved:
     return Resolved(app=app, cluster=cluster, context=context, workload=workload, steps=steps)
 
 
-def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int):
-    """The policy of ``spec`` with the runner's defaults offered to it."""
+def saved_state_path(load: str, label: str, run: int) -> Path:
+    """The state file a ``load: PATH`` means: PATH itself if it is a file; in a run folder,
+    that policy's state for the same run (run 0 if the folder has fewer runs)."""
+    p = Path(load).expanduser()
+    if p.is_file():
+        return p
+    for candidate in (p / "policies" / f"{episode_name(label, run)}.json",
+                      p / "policies" / f"{episode_name(label, 0)}.json"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config: policies: load={load!r}: no saved state for {label!r} there "
+                      f"(expected a JSON file or a run folder with policies/{episode_name(label, run)}.json)")
+
+
+def episode_name(policy_label: str, run: int) -> str:
+    """Folder and file stem of one (policy, run) episode."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in policy_label)
+    return f"{safe}--run{run:03d}"
+
+
+def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 0):
+    """The policy of ``spec`` with the runner's defaults offered to it; with ``load``
+    (and optionally ``load_label``), its learned state is restored (hot start) and it
+    keeps learning, with its own generator."""
+    params = dict(spec.params)
+    load = params.pop("load", None)
+    load_label = params.pop("load_label", spec.display)
     defaults = {
         "seed": seed,
         "max_replicas": cfg.cluster.max_replicas,
@@ -87,9 +113,17 @@ def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int):
         "step_seconds": cfg.step_seconds,
     }
     try:
-        return make_policy(spec.name, defaults=defaults, **spec.params)
+        policy = make_policy(spec.name, defaults=defaults, **params)
     except ValueError as exc:
         raise ConfigError(f"config: policies: {exc}") from None
+    if load is not None:
+        state = json.loads(saved_state_path(str(load), load_label, run).read_text())
+        try:
+            policy.load_state_dict(state)
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"config: policies: {spec.display}: cannot load {load!r}: {exc}") from None
+        policy.rng = np.random.default_rng(seed)
+    return policy
 
 
 def run_episode(
@@ -114,7 +148,7 @@ def run_episode(
         max_users=int(max(np.max(loads), 1)) if r.workload.loop == "closed" else 64,
     )  # fmt: skip
     ctx = ContextBuilder(r.context)
-    policy = build_policy(spec, cfg, seeds["policy"])
+    policy = build_policy(spec, cfg, seeds["policy"], run)
     reward_fn = make_reward(cfg.reward.name, **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
     lo, hi = r.cluster.min_replicas, r.cluster.max_replicas
     n = r.steps
@@ -180,6 +214,7 @@ def run_episode(
     frame = _frame(cfg, spec, run, f, i, oracle, 0, n)
     if chunk_dir is not None:
         flush(n)
+        (chunk_dir / "policy.json").write_text(json.dumps(policy.state_dict()))
     return frame
 
 

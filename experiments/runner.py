@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.config import ConfigError, ExperimentConfig, load_config, save_config
-from experiments.episode import Resolved, build_policy, resolve, run_episode
+from experiments.episode import Resolved, build_policy, episode_name, resolve, run_episode
 from experiments.metrics import summarize
 from simulator.oracle import OracleTable
 
@@ -83,11 +83,6 @@ def _versions() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return {"python": platform.python_version(), "packages": pkgs, "git_commit": commit}
-
-
-def _episode_name(policy_label: str, run: int) -> str:
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in policy_label)
-    return f"{safe}--run{run:03d}"
 
 
 def oracle_levels(cfg: ExperimentConfig, resolved: Resolved, path: Path | None, progress=None):
@@ -172,7 +167,7 @@ def run_experiment(
     jobs, frames = [], {}
     for run in range(cfg.runs):
         for p, spec in enumerate(cfg.policies):
-            part = path / "parts" / _episode_name(spec.display, run)
+            part = path / "parts" / episode_name(spec.display, run)
             if (part / "done").exists():
                 frames[part.name] = _read_part(part)
                 continue
@@ -192,6 +187,10 @@ def run_experiment(
                     name, frame = fut.result()
                     frames[name] = frame
                     bar.update(1)
+    saved = path / "policies"
+    saved.mkdir(exist_ok=True)
+    for part in sorted((path / "parts").glob("*/policy.json")):
+        (saved / f"{part.parent.name}.json").write_text(part.read_text())
     order = {spec.display: k for k, spec in enumerate(cfg.policies)}
     steps = pd.concat(frames.values(), ignore_index=True)
     steps = steps.sort_values(

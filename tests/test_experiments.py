@@ -137,3 +137,20 @@ def test_cli_run_as_a_subprocess(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "violations/run" in res.stdout and "report.html" in res.stdout
+
+
+def test_hot_start_loads_the_saved_state_and_keeps_learning(tmp_path):
+    cold_cfg = {**SMALL, "runs": 1, "policies": [{"name": "hslinucb"}]}
+    cold = run_experiment(load_config(cold_cfg), out=tmp_path, progress=False, report=False)
+    saved = cold.path / "policies" / "hslinucb--run000.json"
+    state = json.loads(saved.read_text())
+    assert np.asarray(state["core"]["A"]).shape == (2, 7, 7)
+    hot_cfg = {**cold_cfg, "policies": [{"name": "hslinucb", "load": str(cold.path)}]}
+    hot = run_experiment(load_config(hot_cfg), out=tmp_path, progress=False, report=False)
+    after = json.loads((hot.path / "policies" / "hslinucb--run000.json").read_text())
+    a0, a1 = np.asarray(state["core"]["A"]), np.asarray(after["core"]["A"])
+    n_cold = a0[:, 0, 0].sum()  # λ + Σ replicas²: it grew further from the loaded state
+    assert a1[:, 0, 0].sum() > n_cold
+    with pytest.raises(ConfigError, match="no saved state"):
+        run_experiment(load_config({**cold_cfg, "policies": [{"name": "hslinucb", "load": str(tmp_path)}]}),
+                       out=tmp_path, progress=False)

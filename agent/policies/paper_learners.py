@@ -9,6 +9,7 @@ uniformly. Hot start: ``greedy_start: 1`` acts greedily from the first step.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -115,7 +116,7 @@ class MLP:
     """A small ReLU network with He-uniform initialisation, Huber loss and Adam, numpy only."""
 
     def __init__(self, sizes: tuple[int, ...], rng: np.random.Generator, lr: float = 0.01) -> None:
-        self.W = [rng.uniform(-np.sqrt(6 / a), np.sqrt(6 / a), (a, b)) for a, b in zip(sizes, sizes[1:], strict=False)]
+        self.W = [rng.uniform(-np.sqrt(6 / a), np.sqrt(6 / a), (a, b)) for a, b in itertools.pairwise(sizes)]
         self.b = [np.zeros(b) for b in sizes[1:]]
         self.lr, self.t = lr, 0
         self.m = [np.zeros_like(p) for p in self.W + self.b]
