@@ -61,6 +61,7 @@ def _register_builtins() -> None:
     from agent.policies.linucb import HSLinUCB, LinUCB
     from agent.policies.oracle import Oracle
     from agent.policies.paper_learners import DQN, QLearning
+    from agent.policies.serverless import KPA, Invok, PrairieLearn, PrairieLearnNotes
     from agent.policies.static import Static
     from agent.policies.thresholds import HPA, ThresholdCPU
 
@@ -73,6 +74,10 @@ def _register_builtins() -> None:
     register("ucb1", UCB1)
     register("q-learning", QLearning)
     register("dqn", DQN)
+    register("kpa", KPA)
+    register("prairielearn-notes", PrairieLearnNotes)
+    register("prairielearn", PrairieLearn)
+    register("invok", Invok)
     register("threshold-cpu", ThresholdCPU)
     register("hpa", HPA)
 

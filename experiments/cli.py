@@ -143,6 +143,39 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_dataset_record(args) -> int:
+    from tqdm.auto import tqdm
+
+    from simulator.models import PROFILES
+    from simulator.replay import record_dataset
+
+    app = PROFILES[args.profile]
+    replicas = tuple(range(1, args.max_replicas + 1))
+    with tqdm(total=2 * 10 * len(replicas), desc="record", unit="cell") as bar:
+        data = record_dataset(app, replicas=replicas, samples=args.samples, seed=args.seed, progress=bar.update)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data.to_parquet(out, index=False)
+    print(f"{len(data)} samples ({data.users.nunique()} user levels x {data.replicas.nunique()} replica counts "
+          f"x {args.samples}) -> {out}")
+    return 0
+
+
+def cmd_paper(args) -> int:
+    import time
+
+    from experiments.paper import EXPERIMENTS, format_comparison, reproduce_paper
+
+    t0 = time.perf_counter()
+    only = tuple(args.only) if args.only else EXPERIMENTS
+    table, results = reproduce_paper(args.out, real_week=args.real_week, runs=args.runs, only=only)
+    print(format_comparison(table))
+    for name, res in results.items():
+        print(f"{name:22s} {res.path / 'report.html'}")
+    print(f"\n{time.perf_counter() - t0:.0f} s; comparison in {Path(args.out) / 'paper-comparison.md'}")
+    return 0
+
+
 def _command() -> str:
     return "scalelab " + " ".join(sys.argv[1:])
 
@@ -182,6 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--step", type=float, default=5.0, help="sampling step, s (default 5)")
     w.add_argument("--out", help="PNG path (default NAME.png)")
     w.set_defaults(func=cmd_workload_show)
+
+    p = sub.add_parser("paper", help="run the HSLinUCB paper's experiments and print ours beside its tables")
+    p.add_argument("--out", default="runs/paper")
+    p.add_argument("--real-week", help="the paper's real-week pattern.json (default: $SCALELAB_REAL_WEEK)")
+    p.add_argument("--runs", type=int, help="runs per policy (default: the paper's 10)")
+    p.add_argument("--only", nargs="+", help="a subset of the experiments")
+    p.set_defaults(func=cmd_paper)
+
+    p = sub.add_parser("dataset", help="datasets for the replay backend")
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    d = dsub.add_parser("record", help="record p95 and the context by users x replicas (the paper's collector)")
+    d.add_argument("--backend", default="sim", choices=["sim"], help="where to measure (sim for now)")
+    d.add_argument("--profile", default="paper")
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--samples", type=int, default=20, help="samples per (users, replicas) cell")
+    d.add_argument("--max-replicas", type=int, default=10)
+    d.add_argument("--out", required=True, help="Parquet file to write")
+    d.set_defaults(func=cmd_dataset_record)
 
     p = sub.add_parser("calibrate", help="draw the simulator against the paper's p95 table")
     p.add_argument("--profile", default="paper")

@@ -99,7 +99,8 @@ class RewardConfig:
 class ExperimentConfig:
     """A whole experiment.
 
-    name: used for the run folder. backend: ``sim`` (``replay``/``live`` come later).
+    name: used for the run folder. backend: ``sim`` or ``replay`` (``live`` comes later).
+    dataset: the recorded dataset a ``replay`` backend serves (``scalelab dataset record``).
     seed: root of every generator. runs: independent repetitions per policy.
     step_seconds: control period, s. slo_ms: p95 objective, ms.
     steps: steps per run (default: the workload's duration / step_seconds).
@@ -112,6 +113,7 @@ class ExperimentConfig:
     step_seconds: float = 5.0
     slo_ms: float = 600.0
     steps: int | None = None
+    dataset: str | None = None  # backend: replay
     workload: dict[str, Any] = field(default_factory=lambda: {"kind": "paper-sim-v1"})
     app: AppConfig = field(default_factory=AppConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

@@ -19,16 +19,17 @@ from agent.registry import make_policy
 from agent.rewards import make_reward
 from experiments.config import ConfigError, ExperimentConfig, PolicySpec
 from injector.workloads import Workload, WorkloadError, make_workload
-from orchestrator.context import PRESETS, ContextBuilder, ContextSettings
+from orchestrator.context import PRESETS, Context, ContextBuilder, ContextSettings
 from simulator.cluster import ClusterSettings, SimCluster
 from simulator.models import PROFILES, AppProfile
+from simulator.replay import DatasetError, Replay, load_dataset
 
 #: Columns of steps.parquet, in order.
 COLUMNS = (
     "run", "policy", "step", "t_s", "users", "replicas", "target_replicas", "p95_ms",
     "mean_ms", "rps", "cpu_request_ratio", "cpu_limit_ratio", "mem_request_ratio",
     "mem_limit_ratio", "spans", "action", "probability", "reward", "violation",
-    "oracle_replicas",
+    "oracle_replicas", "probabilities",
 )  # fmt: skip
 
 
@@ -126,6 +127,66 @@ def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 
     return policy
 
 
+class SimBackend:
+    """The simulator and the context code, one step at a time."""
+
+    def __init__(self, r: Resolved, seeds: dict, loads: np.ndarray) -> None:
+        self.closed = r.workload.loop == "closed"
+        self.cluster = SimCluster(
+            r.app, r.cluster,
+            np.random.default_rng(seeds["think"]), np.random.default_rng(seeds["demand"]),
+            np.random.default_rng(seeds["arrivals"]),
+            max_users=int(max(np.max(loads), 1)) if self.closed else 64,
+        )  # fmt: skip
+        self.ctx = ContextBuilder(r.context)
+
+    @property
+    def desired_replicas(self) -> int:
+        return self.cluster.desired_replicas
+
+    def scale_to(self, n: int) -> None:
+        self.cluster.scale_to(n)
+
+    def step(self, load: float, t1: float) -> Context:
+        if self.closed:
+            self.cluster.set_users(int(load))
+        else:
+            self.cluster.add_open_arrivals(float(load), t1)
+        signals = self.cluster.run_to(t1)
+        self.ctx.add_spans(signals.spans)
+        self.ctx.add_pod_samples(signals.pods)
+        return self.ctx.build(t1, signals.ready_replicas)
+
+
+class ReplayBackend:
+    """Recorded samples per (users, replicas), served in order (the paper's replay)."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        if not cfg.dataset:
+            raise ConfigError("config: backend='replay' needs dataset: PATH (scalelab dataset record --out PATH)")
+        c = cfg.cluster
+        try:
+            self.replay = Replay(load_dataset(cfg.dataset), c.min_replicas, c.max_replicas, c.initial_replicas)
+        except DatasetError as exc:
+            raise ConfigError(f"config: dataset: {exc}") from None
+
+    @property
+    def desired_replicas(self) -> int:
+        return self.replay.desired_replicas
+
+    def scale_to(self, n: int) -> None:
+        self.replay.scale_to(n)
+
+    def step(self, load: float, t1: float) -> Context:
+        return self.replay.context(int(load))
+
+
+def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndarray):
+    if cfg.backend == "replay":
+        return ReplayBackend(cfg)
+    return SimBackend(r, seeds, loads)
+
+
 def run_episode(
     cfg: ExperimentConfig,
     resolved: Resolved,
@@ -141,24 +202,18 @@ def run_episode(
     there every ``chunk_steps`` steps so that a killed run keeps what it did."""
     spec = cfg.policies[policy_index]
     r = resolved
-    cluster = SimCluster(
-        r.app, r.cluster,
-        np.random.default_rng(seeds["think"]), np.random.default_rng(seeds["demand"]),
-        np.random.default_rng(seeds["arrivals"]),
-        max_users=int(max(np.max(loads), 1)) if r.workload.loop == "closed" else 64,
-    )  # fmt: skip
-    ctx = ContextBuilder(r.context)
+    backend = make_backend(cfg, r, seeds, loads)
     policy = build_policy(spec, cfg, seeds["policy"], run)
     reward_fn = make_reward(cfg.reward.name, **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
     lo, hi = r.cluster.min_replicas, r.cluster.max_replicas
     n = r.steps
     step_s = cfg.step_seconds
-    closed = r.workload.loop == "closed"
     f = {k: np.zeros(n) for k in ("t_s", "users", "p95_ms", "mean_ms", "rps", "cpu_request_ratio",
                                    "cpu_limit_ratio", "mem_request_ratio", "mem_limit_ratio",
                                    "probability", "reward")}  # fmt: skip
     i = {k: np.zeros(n, dtype=np.int64) for k in ("replicas", "target_replicas", "spans", "action")}
     f["reward"][:] = np.nan
+    probs: list[str] = [""] * n  # the full probability vector, JSON, when the policy gives it
     prev_ctx = prev_action = None
     written = 0
 
@@ -166,34 +221,27 @@ def run_episode(
         nonlocal written
         if chunk_dir is None or upto <= written:
             return
-        frame = _frame(cfg, spec, run, f, i, oracle, written, upto)
+        frame = _frame(cfg, spec, run, f, i, oracle, written, upto, probs)
         frame.to_parquet(chunk_dir / f"chunk-{written:08d}.parquet", index=False)
         written = upto
 
     for k in range(n):
         t1 = (k + 1) * step_s
         load = loads[k]
-        if closed:
-            cluster.set_users(int(load))
-        else:
-            cluster.add_open_arrivals(float(load), t1)
-        signals = cluster.run_to(t1)
-        ctx.add_spans(signals.spans)
-        ctx.add_pod_samples(signals.pods)
-        context = ctx.build(t1, signals.ready_replicas)
+        context = backend.step(load, t1)
         if prev_ctx is not None:
             rew = reward_fn(prev_ctx, prev_action, context)
             f["reward"][k - 1] = rew
             policy.update(prev_ctx, prev_action, rew, context)
-        info = {"step": k, "t_s": t1, "current_replicas": cluster.desired_replicas}
+        info = {"step": k, "t_s": t1, "current_replicas": backend.desired_replicas}
         if oracle is not None:
             info["oracle_replicas"] = int(oracle[min(k + 1, n - 1)])
         decision = policy.decide(context, info)
         order = policy.actions.order(decision.action)
-        current = cluster.desired_replicas
+        current = backend.desired_replicas
         target = order.target(current, lo, hi)
         if target != current:
-            cluster.scale_to(target)
+            backend.scale_to(target)
         f["t_s"][k] = t1
         f["users"][k] = load
         f["p95_ms"][k] = context.p95_ms
@@ -204,6 +252,8 @@ def run_episode(
         f["mem_request_ratio"][k] = context.mem_request_ratio
         f["mem_limit_ratio"][k] = context.mem_limit_ratio
         f["probability"][k] = decision.probability
+        if decision.probabilities is not None:
+            probs[k] = json.dumps([round(float(v), 6) for v in decision.probabilities])
         i["replicas"][k] = context.replicas
         i["target_replicas"][k] = target
         i["spans"][k] = context.spans
@@ -211,14 +261,14 @@ def run_episode(
         prev_ctx, prev_action = context, decision.action
         if chunk_dir is not None and (k + 1) % chunk_steps == 0:
             flush(k)  # the last row's reward is not known yet
-    frame = _frame(cfg, spec, run, f, i, oracle, 0, n)
+    frame = _frame(cfg, spec, run, f, i, oracle, 0, n, probs)
     if chunk_dir is not None:
         flush(n)
         (chunk_dir / "policy.json").write_text(json.dumps(policy.state_dict()))
     return frame
 
 
-def _frame(cfg, spec, run, f, i, oracle, lo, hi) -> pd.DataFrame:
+def _frame(cfg, spec, run, f, i, oracle, lo, hi, probs) -> pd.DataFrame:
     n = hi - lo
     data = {
         "run": np.full(n, run, dtype=np.int64),
@@ -231,6 +281,7 @@ def _frame(cfg, spec, run, f, i, oracle, lo, hi) -> pd.DataFrame:
         elif col in i:
             data[col] = i[col][lo:hi]
     data["violation"] = f["p95_ms"][lo:hi] > cfg.slo_ms
+    data["probabilities"] = probs[lo:hi]
     data["oracle_replicas"] = (
         oracle[lo:hi].astype(np.int64) if oracle is not None else np.full(n, -1, dtype=np.int64)
     )

@@ -116,6 +116,12 @@ def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.Data
         )
         rows.append(f"<tr><td>{html.escape(str(rec['policy']))}</td><td>{rec['runs']}</td>{cells}</tr>")
     head = "".join(f"<th>{m}</th>" for m in ("policy", "runs", *METRICS))
+    never = [str(p) for p, g in steps.groupby("policy", sort=False) if (g["probability"] >= 1.0).all()]
+    warning = ""
+    if never:
+        warning = ("<p><b>Off-policy evaluation:</b> these policies never explored (every logged propensity "
+                   f"is 1): {html.escape(', '.join(never))}. Estimates of another policy's value from their "
+                   "records (experiments.ope) are meaningless.</p>")
     versions = (path / "versions.json").read_text() if (path / "versions.json").exists() else "{}"
     command = (path / "command.txt").read_text() if (path / "command.txt").exists() else ""
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>scalelab: {html.escape(cfg.name)}</title>
@@ -124,7 +130,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}img{{max-width:100%
 </head><body><h1>scalelab run: {html.escape(cfg.name)}</h1>
 <p>backend <b>{cfg.backend}</b>, workload <b>{html.escape(str(cfg.workload.get('kind')))}</b>, {cfg.runs} run(s),
 seed {cfg.seed}, SLO {cfg.slo_ms:g} ms, step {cfg.step_seconds:g} s. Mean ± 1.96·SE over runs.</p>
-<table><tr>{head}</tr>{''.join(rows)}</table>
+<table><tr>{head}</tr>{''.join(rows)}</table>{warning}
 <h2>Figures</h2>{''.join(_img(p) for p in pngs)}
 <h2>Config</h2><pre>{html.escape((path / 'config.yaml').read_text())}</pre>
 <h2>Command and versions</h2><pre>{html.escape(command)}\n{html.escape(versions[:4000])}</pre>

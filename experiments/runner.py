@@ -89,6 +89,12 @@ def oracle_levels(cfg: ExperimentConfig, resolved: Resolved, path: Path | None, 
     """Per-step load and oracle replicas (``None`` when no oracle is possible)."""
     wl = resolved.workload
     loads = wl.series(cfg.step_seconds, resolved.steps)
+    if cfg.backend == "replay":
+        from experiments.episode import ReplayBackend
+
+        replay = ReplayBackend(cfg).replay
+        levels = {u: replay.oracle(int(u), cfg.slo_ms) for u in np.unique(loads)}
+        return loads, np.array([levels[u] for u in loads])
     if cfg.backend != "sim":
         return loads, None
     cache_file = path / "oracle.json" if path is not None else None
@@ -144,8 +150,8 @@ def run_experiment(
     resolved = resolve(cfg)
     for spec in cfg.policies:  # fail on a bad policy name or parameter before any work
         build_policy(spec, cfg, seed=0)
-    if cfg.backend != "sim":
-        raise ConfigError(f"config: backend={cfg.backend!r} is not available in this version; use 'sim'")
+    if cfg.backend not in ("sim", "replay"):
+        raise ConfigError(f"config: backend={cfg.backend!r} is not available in this version; use 'sim' or 'replay'")
     if resume is None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         base = Path(out) if out is not None else Path("runs")
@@ -160,7 +166,7 @@ def run_experiment(
     seeds = episode_seeds(cfg.seed, cfg.runs, len(cfg.policies))
     (path / "versions.json").write_text(json.dumps({**_versions(), "seed": cfg.seed, "episodes": seeds}, indent=1))
 
-    needs_oracle = cfg.backend == "sim"
+    needs_oracle = cfg.backend in ("sim", "replay")
     with tqdm(desc="oracle", unit="level", disable=not progress or not needs_oracle, leave=False) as bar:
         loads, oracle = oracle_levels(cfg, resolved, path, progress=bar.update)
 

@@ -1,0 +1,133 @@
+"""The replay backend, as the paper's simulator worked, and the dataset recorder.
+
+A **dataset** holds, for users in steps of 5 and replicas 1..10, 20 context samples each
+(the paper's ``dataset_collector``), measured on some backend: one row per sample with
+``users, replicas, sample`` and the context fields. Recording from the simulator with
+the ``paper`` profile stands in for the paper's D1; another seed for D2.
+
+**Replay** answers a step at (users, replicas) with the next sample of that cell,
+cycling through its samples in order (the paper's ``data_index``); scale orders take
+effect at once, as in the paper's replay mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.context import PAPER as PAPER_CONTEXT
+from orchestrator.context import Context, ContextBuilder, ContextSettings
+from simulator.cluster import ClusterSettings, SimCluster
+from simulator.models import AppProfile
+
+CONTEXT_COLUMNS = [f.name for f in fields(Context)]
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot serve a replay; the message names the cell or the file."""
+
+
+def record_dataset(
+    app: AppProfile,
+    users: tuple[int, ...] = tuple(range(5, 55, 5)),
+    replicas: tuple[int, ...] = tuple(range(1, 11)),
+    samples: int = 20,
+    seed: int = 0,
+    context: ContextSettings = PAPER_CONTEXT,
+    settings: ClusterSettings | None = None,
+    step_s: float = 5.0,
+    warmup_steps: int = 12,
+    progress=None,
+) -> pd.DataFrame:
+    """Measure the simulator like the paper's collector: for each replica count, users
+    ascending then descending (the samples split between the two passes), ``samples``
+    context samples per cell."""
+    settings = settings or ClusterSettings()
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
+    rows = []
+    up = samples - samples // 2
+    for n in replicas:
+        shaped = ClusterSettings(min_replicas=1, max_replicas=max(replicas), initial_replicas=n,
+                                 startup_seconds=0.0, balancer=settings.balancer,
+                                 think_low_s=settings.think_low_s, think_high_s=settings.think_high_s)
+        cluster = SimCluster(app, shaped, *rngs, max_users=max(users))
+        builder = ContextBuilder(context)
+        t = 0.0
+        counts = dict.fromkeys(users, 0)
+        for level, take in [(u, up) for u in users] + [(u, samples - up) for u in reversed(users)]:
+            cluster.set_users(level)
+            for k in range(warmup_steps + take):
+                t += step_s
+                sig = cluster.run_to(t)
+                builder.add_spans(sig.spans)
+                builder.add_pod_samples(sig.pods)
+                if k >= warmup_steps:
+                    c = builder.build(t, sig.ready_replicas)
+                    rows.append({"users": level, "replicas": n, "sample": counts[level], **c.to_dict()})
+                    counts[level] += 1
+            if progress is not None:
+                progress(1)
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["users", "replicas", "sample"], kind="stable").reset_index(drop=True)
+
+
+def load_dataset(path: str | Path) -> pd.DataFrame:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DatasetError(f"dataset {str(p)!r} does not exist (record one: scalelab dataset record --out FILE)")
+    frame = pd.read_parquet(p)
+    missing = {"users", "replicas", "sample", *CONTEXT_COLUMNS} - set(frame.columns)
+    if missing:
+        raise DatasetError(f"dataset {str(p)!r} lacks columns {sorted(missing)}")
+    return frame
+
+
+class Replay:
+    """Serves samples in order per (users, replicas) cell, cycling."""
+
+    def __init__(self, dataset: pd.DataFrame, min_replicas: int = 1, max_replicas: int = 10,
+                 initial_replicas: int = 1) -> None:
+        self.cells: dict[tuple[int, int], list[Context]] = {}
+        for (u, r), g in dataset.groupby(["users", "replicas"]):
+            self.cells[(int(u), int(r))] = [Context(**{k: row[k] for k in CONTEXT_COLUMNS})
+                                            for row in g.sort_values("sample").to_dict(orient="records")]
+        self.index: dict[tuple[int, int], int] = {}
+        self.min, self.max = min_replicas, max_replicas
+        self.replicas = initial_replicas
+        self.users_levels = sorted({u for u, _ in self.cells})
+
+    @property
+    def desired_replicas(self) -> int:
+        return self.replicas
+
+    def scale_to(self, n: int) -> None:
+        if not self.min <= n <= self.max:
+            raise ValueError(f"scale_to({n}) is outside [{self.min}, {self.max}]")
+        self.replicas = n
+
+    def context(self, users: int) -> Context:
+        """The next recorded context at ``users`` and the current replica count."""
+        key = (int(users), self.replicas)
+        if key not in self.cells:
+            raise DatasetError(
+                f"the dataset has no samples for {users} users on {self.replicas} replicas "
+                f"(users recorded: {self.users_levels})"
+            )
+        samples = self.cells[key]
+        i = self.index.get(key, 0) % len(samples)
+        self.index[key] = i + 1
+        return samples[i]
+
+    def oracle(self, users: int, slo_ms: float) -> int:
+        """The paper's oracle: fewest replicas whose recorded p95 values (mean and max)
+        are all within the SLO (the maximum replicas if none)."""
+        for n in range(self.min, self.max + 1):
+            cell = self.cells.get((int(users), n))
+            if cell:
+                p95 = np.array([c.p95_ms for c in cell])
+                if p95.mean() <= slo_ms and p95.max() <= slo_ms:
+                    return n
+        return self.max
