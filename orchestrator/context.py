@@ -161,8 +161,12 @@ class Context:
     cpu_request_now: float = 0.0  # the newest scrape's CPU / request (what metrics-server shows)
 
     def vector(self) -> np.ndarray:
-        """The paper's 7 features in order, shape ``(7,)``, float64."""
-        return np.array([getattr(self, f) for f in FIELDS], dtype=float)
+        """The paper's 7 features in order, shape ``(7,)``, float64 (a fresh array)."""
+        return np.array(
+            (self.replicas, self.p95_ms, self.rps, self.cpu_request_ratio, self.cpu_limit_ratio,
+             self.mem_request_ratio, self.mem_limit_ratio),
+            dtype=float,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

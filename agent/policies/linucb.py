@@ -12,10 +12,52 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from agent.actions import ActionSet
 from agent.base import BasePolicy, Decision, PolicyError
 from orchestrator.context import FIELDS, Context
+
+
+@njit(cache=True)
+def _ucb_scores(A_inv, theta, x, alpha):
+    """θ_k·x + α sqrt(xᵀ A_k⁻¹ x) for every arm k."""
+    k, d, _ = A_inv.shape
+    out = np.empty(k)
+    for a in range(k):
+        mean = 0.0
+        width = 0.0
+        for i in range(d):
+            mean += theta[a, i] * x[i]
+            row = 0.0
+            for j in range(d):
+                row += A_inv[a, i, j] * x[j]
+            width += x[i] * row
+        out[a] = mean + alpha * np.sqrt(max(width, 0.0))
+    return out
+
+
+@njit(cache=True)
+def _sherman_morrison(A, A_inv, b, theta, arm, x, reward):
+    """Rank-one update of arm ``arm``: A += x xᵀ, b += r x, A⁻¹ and θ = A⁻¹ b."""
+    d = x.shape[0]
+    ax = np.zeros(d)
+    for i in range(d):
+        b[arm, i] += reward * x[i]
+        for j in range(d):
+            A[arm, i, j] += x[i] * x[j]
+            ax[i] += A_inv[arm, i, j] * x[j]
+    denom = 1.0
+    for i in range(d):
+        denom += x[i] * ax[i]
+    for i in range(d):
+        for j in range(d):
+            A_inv[arm, i, j] -= ax[i] * ax[j] / denom
+    for i in range(d):
+        acc = 0.0
+        for j in range(d):
+            acc += A_inv[arm, i, j] * b[arm, j]
+        theta[arm, i] = acc
 
 
 class LinUCBCore:
@@ -34,23 +76,21 @@ class LinUCBCore:
         self.A = np.tile(np.eye(d) * lam, (n_arms, 1, 1))
         self.A_inv = np.tile(np.eye(d) / lam, (n_arms, 1, 1))
         self.b = np.zeros((n_arms, d))
+        self.theta = np.zeros((n_arms, d))  # A⁻¹ b, kept up to date by update()
 
-    def scores(self, x: np.ndarray, arms: np.ndarray | None = None) -> np.ndarray:
+    def scores(self, x: np.ndarray) -> np.ndarray:
         """UCB score of each arm for the feature vector ``x`` (shape ``(d,)``)."""
-        A_inv = self.A_inv if arms is None else self.A_inv[arms]
-        b = self.b if arms is None else self.b[arms]
-        theta = np.einsum("kij,kj->ki", A_inv, b)
-        width = np.sqrt(np.maximum(np.einsum("i,kij,j->k", x, A_inv, x), 0.0))
-        return theta @ x + self.alpha * width
+        return _ucb_scores(self.A_inv, self.theta, np.ascontiguousarray(x, dtype=np.float64), self.alpha)
 
     def update(self, arm: int, x: np.ndarray, reward: float) -> None:
+        if not self.exact_inverse:
+            _sherman_morrison(self.A, self.A_inv, self.b, self.theta, int(arm), np.asarray(x, dtype=np.float64),
+                              float(reward))
+            return
         self.A[arm] += np.outer(x, x)
         self.b[arm] += reward * x
-        if self.exact_inverse:
-            self.A_inv[arm] = np.linalg.inv(self.A[arm])
-        else:
-            Ax = self.A_inv[arm] @ x
-            self.A_inv[arm] -= np.outer(Ax, Ax) / (1.0 + x @ Ax)
+        self.A_inv[arm] = np.linalg.inv(self.A[arm])
+        self.theta[arm] = self.A_inv[arm] @ self.b[arm]
 
     def state(self) -> dict:
         return {"A": self.A.tolist(), "A_inv": self.A_inv.tolist(), "b": self.b.tolist()}
@@ -60,14 +100,27 @@ class LinUCBCore:
         if A.shape != self.A.shape or b.shape != self.b.shape:
             raise PolicyError(f"saved LinUCB state has shape {A.shape}, this policy needs {self.A.shape}")
         self.A, self.b, self.A_inv = A, b, np.asarray(state["A_inv"])
+        self.theta = np.einsum("kij,kj->ki", self.A_inv, self.b)
 
 
 def argmax_random(scores: np.ndarray, rng: np.random.Generator) -> tuple[int, float]:
     """Index of a maximum, ties broken uniformly by ``rng``; and its probability."""
-    best = np.flatnonzero(scores == scores.max())
-    if best.size == 1:
-        return int(best[0]), 1.0
-    return int(rng.choice(best)), 1.0 / best.size
+    a = int(scores.argmax())
+    ties = scores == scores[a]
+    n = int(ties.sum())
+    if n == 1:
+        return a, 1.0
+    best = np.flatnonzero(ties)
+    return int(best[rng.integers(n)]), 1.0 / n
+
+
+def tie_probabilities(scores: np.ndarray, action: int, p: float) -> tuple[float, ...]:
+    """The probability vector of a greedy choice with random tie-breaking."""
+    if p == 1.0:
+        out = [0.0] * scores.shape[0]
+        out[action] = 1.0
+        return tuple(out)
+    return tuple(np.where(scores == scores.max(), p, 0.0).tolist())
 
 
 class LinearBandit(BasePolicy):
@@ -92,7 +145,9 @@ class LinearBandit(BasePolicy):
         x = context.vector()
         if self.scale is not None:
             x = x / self.scale
-        return np.append(x, 1.0) if self.bias else x
+        if self.bias:
+            x = np.concatenate((x, (1.0,)))
+        return x
 
 
 class LinUCB(LinearBandit):
@@ -109,8 +164,7 @@ class LinUCB(LinearBandit):
     def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
         s = self.core.scores(self.features(context))
         a, p = argmax_random(s, self.rng)
-        probs = np.where(s == s.max(), p, 0.0)
-        return Decision(action=a, probability=p, probabilities=tuple(probs))
+        return Decision(action=a, probability=p, probabilities=tie_probabilities(s, a, p))
 
     def update(self, context: Context, action: int, reward: float, next_context: Context) -> None:
         self.core.update(action, self.features(context), reward)
@@ -152,8 +206,7 @@ class HSLinUCB(BasePolicy):
             return Decision(action=self.UP, probability=1.0, probabilities=(0.0, 0.0, 1.0), info={"forced": True})
         s = self.core.scores(context.vector())
         a, p = argmax_random(s, self.rng)
-        probs = np.append(np.where(s == s.max(), p, 0.0), 0.0)
-        return Decision(action=a, probability=p, probabilities=tuple(probs))
+        return Decision(action=a, probability=p, probabilities=(*tie_probabilities(s, a, p), 0.0))
 
     def reward(self, context: Context, action: int, next_context: Context) -> float:
         """The paper's binary reward of a bandit action."""

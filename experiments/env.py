@@ -1,0 +1,94 @@
+"""A Gymnasium environment over any scalelab backend: ``scalelab/SandboxScaling-v0``.
+
+Observation: the paper's context, ``float64`` of shape ``(7,)`` (``orchestrator.context
+.FIELDS``). Action: an index into an action set (default: down one, stay, up one).
+Reward: the experiment's configured reward. An episode is the experiment's steps;
+``truncated`` at its end, never ``terminated``. ``reset(seed=...)`` seeds the workload's
+random streams and the backend exactly as the runner seeds run 0.
+
+    import gymnasium as gym
+    import experiments.env  # registers the id
+    env = gym.make("scalelab/SandboxScaling-v0", config="experiments/configs/step-demo.yaml")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from agent.actions import ActionSet
+from agent.rewards import make_reward
+from experiments.config import ExperimentConfig, load_config
+from experiments.episode import make_backend, resolve
+from experiments.runner import episode_seeds
+from orchestrator.context import FIELDS, Context
+
+ENV_ID = "scalelab/SandboxScaling-v0"
+
+DEFAULT_CONFIG = {
+    "name": "gym",
+    "workload": {"kind": "step", "before": 5, "after": 30, "at_s": 300, "duration_s": 900},
+    "cluster": {"min_replicas": 1, "max_replicas": 10, "initial_replicas": 1},
+    "policies": [{"name": "static"}],
+}
+
+
+class SandboxScalingEnv(gym.Env):
+    """Scale the sandbox deployment one step (``step_seconds``) at a time."""
+
+    metadata: ClassVar[dict] = {"render_modes": []}
+
+    def __init__(self, config: ExperimentConfig | dict | str | Path | None = None,
+                 steps: list[int] | tuple[int, ...] = (-1, 0, 1)) -> None:
+        self.cfg = config if isinstance(config, ExperimentConfig) else load_config(config or DEFAULT_CONFIG)
+        self.resolved = resolve(self.cfg)
+        self.actions = ActionSet.incremental(*steps)
+        self.loads = self.resolved.workload.series(self.cfg.step_seconds, self.resolved.steps)
+        self.reward_fn = make_reward(self.cfg.reward.name, **{"slo_ms": self.cfg.slo_ms, **self.cfg.reward.params})
+        # replicas, p95 ms, req/s, four usage ratios; values beyond are clipped
+        self._high = np.array([self.cfg.cluster.max_replicas, 1e7, 1e7, 1e3, 1e3, 1e3, 1e3], dtype=np.float64)
+        self.observation_space = gym.spaces.Box(np.zeros(len(FIELDS)), self._high, dtype=np.float64)
+        self.action_space = gym.spaces.Discrete(len(self.actions))
+        self._backend = None
+        self._k = 0
+        self._ctx: Context | None = None
+
+    def _obs(self, c: Context) -> np.ndarray:
+        return np.clip(c.vector(), 0.0, self._high)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        root = int(self.np_random.integers(0, 2**63 - 1))
+        seeds = episode_seeds(root, 1, 1)[0]
+        seeds["policy"] = seeds["policy"][0]
+        self._backend = make_backend(self.cfg, self.resolved, seeds, self.loads)
+        self._k = 0
+        self._ctx = self._backend.step(self.loads[0], self.cfg.step_seconds)
+        return self._obs(self._ctx), {"step": 0, "users": float(self.loads[0])}
+
+    def step(self, action):
+        if self._backend is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        c = self.cfg.cluster
+        current = self._backend.desired_replicas
+        target = self.actions.order(int(action)).target(current, c.min_replicas, c.max_replicas)
+        if target != current:
+            self._backend.scale_to(target)
+        self._k += 1
+        k = min(self._k, len(self.loads) - 1)
+        nxt = self._backend.step(self.loads[k], (self._k + 1) * self.cfg.step_seconds)
+        reward = float(self.reward_fn(self._ctx, int(action), nxt))
+        self._ctx = nxt
+        truncated = self._k >= len(self.loads) - 1
+        info = {"step": self._k, "users": float(self.loads[k]), "target_replicas": target,
+                "violation": nxt.p95_ms > self.cfg.slo_ms}
+        return self._obs(nxt), reward, False, truncated, info
+
+
+if ENV_ID not in gym.registry:
+    gym.register(id=ENV_ID, entry_point="experiments.env:SandboxScalingEnv")
