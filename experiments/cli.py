@@ -164,12 +164,14 @@ def cmd_dataset_record(args) -> int:
 def cmd_paper(args) -> int:
     import time
 
-    from experiments.paper import EXPERIMENTS, format_comparison, reproduce_paper
+    from experiments.paper import EXPERIMENTS, WHY, format_comparison, reproduce_paper
 
     t0 = time.perf_counter()
     only = tuple(args.only) if args.only else EXPERIMENTS
     table, results = reproduce_paper(args.out, real_week=args.real_week, runs=args.runs, only=only)
     print(format_comparison(table))
+    print()
+    print(WHY)
     for name, res in results.items():
         print(f"{name:22s} {res.path / 'report.html'}")
     print(f"\n{time.perf_counter() - t0:.0f} s; comparison in {Path(args.out) / 'paper-comparison.md'}")

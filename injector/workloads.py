@@ -331,7 +331,7 @@ class EvaluationWeek(Workload):
     users(t) = diurnal(t) + sum of exam slots + sum of deadline rushes, rounded.
 
     days: length of the run, days.
-    start_day: the day t = 0 falls on, 00:00 (0 = Monday).
+    start_day, start_hour: when t = 0 falls (day 0 = Monday, hour 0..24).
     diurnal_peak: students working at the daily peak, users.
     diurnal_peak_hour: hour of that peak (the trough is 12 h away), h.
     night_fraction: trough / peak of the diurnal baseline, ratio.
@@ -345,6 +345,7 @@ class EvaluationWeek(Workload):
 
     days: float = 5.0
     start_day: int = 0
+    start_hour: float = 0.0
     diurnal_peak: int = 40
     diurnal_peak_hour: float = 15.0
     night_fraction: float = 0.15
@@ -370,7 +371,7 @@ class EvaluationWeek(Workload):
         return (float(self.submit_every_s[0]), float(self.submit_every_s[1]))
 
     def users_at(self, t: float) -> int:
-        t = t + self.start_day * 86400.0
+        t = t + self.start_day * 86400.0 + self.start_hour * 3600.0
         h = (t / 3600.0) % 24.0
         shape = 0.5 * (1.0 + math.cos(2.0 * math.pi * (h - self.diurnal_peak_hour) / 24.0))
         base = self.diurnal_peak * (self.night_fraction + (1.0 - self.night_fraction) * shape)

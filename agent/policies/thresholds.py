@@ -28,12 +28,16 @@ class ThresholdCPU(BasePolicy):
         super().__init__(ActionSet.fixed(0, max_replicas), seed)
         self.threshold_m, self.cpu_request = float(threshold_m), float(cpu_request)
 
-    def desired(self, context: Context) -> int:
+    def desired(self, context: Context, replicas: int | None = None) -> int:
+        """``replicas`` is the deployment's count (the notebook read it from Kubernetes);
+        the context's ready count when not given."""
+        n = context.replicas if replicas is None else replicas
         millicores = context.cpu_request_now * self.cpu_request * 1000.0
-        return math.ceil(round(context.replicas * millicores / self.threshold_m, 9))
+        return math.ceil(round(n * millicores / self.threshold_m, 9))
 
     def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
-        return Decision(action=min(self.desired(context), len(self.actions) - 1), probability=1.0)
+        d = self.desired(context, (info or {}).get("current_replicas"))
+        return Decision(action=min(d, len(self.actions) - 1), probability=1.0)
 
 
 class HPA(BasePolicy):

@@ -1,0 +1,67 @@
+"""The replay backend, the dataset recorder and `scalelab paper` (reduced)."""
+
+import pandas as pd
+import pytest
+
+from experiments.config import load_config
+from experiments.paper import PAPER_RESULTS, format_comparison, reproduce_paper
+from experiments.runner import run_experiment
+from orchestrator.context import Context
+from simulator.models import PAPER
+from simulator.replay import DatasetError, Replay, record_dataset
+
+
+@pytest.fixture(scope="module")
+def small_dataset():
+    return record_dataset(PAPER, users=(5, 10, 15), replicas=(1, 2, 3), samples=4, seed=1, warmup_steps=3)
+
+
+def test_recorder_grid_and_columns(small_dataset):
+    d = small_dataset
+    assert len(d) == 3 * 3 * 4
+    assert set(d.users) == {5, 10, 15} and set(d.replicas) == {1, 2, 3}
+    assert d.groupby(["users", "replicas"]).size().eq(4).all()
+    # more replicas, lower p95 at 15 users
+    m = d.groupby(["users", "replicas"]).p95_ms.mean()
+    assert m[(15, 1)] > m[(15, 2)] > 0
+
+
+def test_replay_cycles_samples_in_order_and_scales_at_once(small_dataset):
+    rp = Replay(small_dataset, 1, 3, 1)
+    cell = small_dataset[(small_dataset.users == 10) & (small_dataset.replicas == 1)].sort_values("sample")
+    got = [rp.context(10).p95_ms for _ in range(6)]
+    assert got == list(cell.p95_ms) + list(cell.p95_ms[:2])
+    rp.scale_to(3)
+    assert isinstance(rp.context(10), Context) and rp.context(10).replicas == 3
+    with pytest.raises(DatasetError, match="no samples for 20 users"):
+        rp.context(20)
+    assert rp.oracle(5, 600) == 1 and rp.oracle(15, 600) >= 2
+
+
+def test_replay_backend_runs_an_experiment(small_dataset, tmp_path):
+    path = tmp_path / "D.parquet"
+    small_dataset.to_parquet(path)
+    cfg = load_config({"name": "rep", "backend": "replay", "dataset": str(path), "runs": 2,
+                       "workload": {"kind": "step", "before": 5, "after": 15, "at_s": 100, "duration_s": 300},
+                       "cluster": {"max_replicas": 3}, "policies": ["hslinucb", "oracle"]})
+    res = run_experiment(cfg, out=tmp_path, progress=False, report=False)
+    o = res.steps[res.steps.policy == "oracle"]
+    assert (o.oracle_replicas.iloc[-1] >= 2) and o.violation.sum() == 0
+    assert res.steps.probabilities.iloc[0].startswith("[")
+
+
+@pytest.mark.slow
+def test_scalelab_paper_reduced(tmp_path):
+    table, results = reproduce_paper(tmp_path, runs=1, only=("paper-coldstart", "paper-hotstart-seen"),
+                                     progress=False)
+    assert set(results) == {"paper-coldstart", "paper-hotstart-seen"}
+    assert set(table.policy) == {"hslinucb", "dqn", "q-learning", "oracle"}
+    row = table[(table.experiment == "paper-coldstart") & (table.policy == "hslinucb")].iloc[0]
+    assert row.violations_paper == PAPER_RESULTS[("paper-coldstart", "hslinucb")][1]
+    assert row.replicas_ours == pytest.approx(2.98, rel=0.15)
+    assert "ours | paper" in format_comparison(table)
+    md = (tmp_path / "paper-comparison.md").read_text()
+    assert "Why the numbers differ" in md
+    # the hot start loaded the cold-start states
+    cfg = pd.read_json(results["paper-hotstart-seen"].path / "summary.json")
+    assert len(cfg) == 4
