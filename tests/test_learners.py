@@ -118,3 +118,27 @@ def test_dqn_deduplicates_its_memory_and_copies_its_target():
     assert dqn.trained == 2
     for w, t in zip(dqn.net.W, dqn.target.W, strict=True):
         np.testing.assert_array_equal(w, t)
+
+
+@pytest.mark.parametrize("name,params", [
+    ("q-learning", {"greedy_steps": 300}),
+    ("dqn", {"greedy_steps": 300, "batch": 20}),
+])
+def test_paper_learners_regret_falls(name, params):
+    """Two kinds of state (low or high load, with noise so that the de-duplicated replay
+    memory fills); down pays in the low one, stay in the high one."""
+    rng = np.random.default_rng(3)
+    pol = make_policy(name, seed=2, paper_reward=False, slo_ms=600, **params)
+    regret = []
+    for _ in range(1200):
+        high = rng.random() < 0.5
+        u = rng.uniform(-1, 1)
+        c = Context(replicas=3, p95_ms=(400.0 if high else 100.0) + 20 * u, rps=(40.0 if high else 5.0) + u,
+                    cpu_request_ratio=0.9 if high else 0.1, cpu_limit_ratio=0.9 if high else 0.1,
+                    mem_request_ratio=0.3, mem_limit_ratio=0.3)
+        a = pol.decide(c).action
+        best = 1 if high else 0
+        pol.update(c, a, float(a == best), c)
+        regret.append(float(a != best))
+    assert np.mean(regret[-300:]) < 0.5 * np.mean(regret[:100])
+    assert np.mean(regret[-300:]) < 0.1
