@@ -1,0 +1,201 @@
+"""The scaled service: a WSGI app served by gunicorn, one process tree per replica.
+
+Routes:
+
+``GET /compute?cpu=N``
+    the paper's fixed CPU work (``/ConsumeFixedCpu?cpu=200`` did 200 × 1000 list
+    append/pop iterations); answers ``{"cpu": N, "ms": ...}``.
+``POST /run``
+    a JSON body ``{"code": str, "language": "python", "stdin": str, "limits": {...}}``;
+    the program runs sealed (:mod:`sandbox.runner`); answers the run's JSON result.
+``GET /healthz``
+    ``ok`` (503 ``draining`` once the replica was told to drain).
+``GET /metrics``
+    Prometheus text with the names kube-state-metrics and cAdvisor use.
+
+Every request emits a Zipkin SERVER span to Kafka (``KAFKA_BOOTSTRAP``), off the request
+path. Settings come from the environment (``SANDBOX_*``, see :class:`Settings`).
+
+Run one replica: ``gunicorn -w 2 -b 127.0.0.1:8080 sandbox.app:application``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from sandbox import usage
+from sandbox.runner import Limits, Sandbox, SandboxError
+from sandbox.spans import SpanExporter, make_span
+
+MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Replica identity and resources (what the pod spec would say). Units: cores, MiB."""
+
+    pod: str = field(default_factory=lambda: os.environ.get("SANDBOX_POD", f"sandbox-{os.getpid()}"))
+    namespace: str = field(default_factory=lambda: os.environ.get("SANDBOX_NAMESPACE", "default"))
+    container: str = field(default_factory=lambda: os.environ.get("SANDBOX_CONTAINER", "sandbox"))
+    service: str = field(default_factory=lambda: os.environ.get("SANDBOX_SERVICE", "sandbox"))
+    cpu_request: float = field(default_factory=lambda: float(os.environ.get("SANDBOX_CPU_REQUEST", "0.5")))
+    cpu_limit: float = field(default_factory=lambda: float(os.environ.get("SANDBOX_CPU_LIMIT", "0.5")))
+    memory_request_mib: float = field(default_factory=lambda: float(os.environ.get("SANDBOX_MEMORY_REQUEST_MIB", "512")))
+    memory_limit_mib: float = field(default_factory=lambda: float(os.environ.get("SANDBOX_MEMORY_LIMIT_MIB", "512")))
+    kafka_bootstrap: str | None = field(default_factory=lambda: os.environ.get("KAFKA_BOOTSTRAP") or None)
+    allow_network: bool = field(default_factory=lambda: os.environ.get("SANDBOX_ALLOW_NETWORK", "") == "1")
+    cgroup_cpu: str | None = field(default_factory=lambda: os.environ.get("SANDBOX_CGROUP_CPU") or None)
+    cgroup_memory: str | None = field(default_factory=lambda: os.environ.get("SANDBOX_CGROUP_MEMORY") or None)
+    drain_file: str | None = field(default_factory=lambda: os.environ.get("SANDBOX_DRAIN_FILE") or None)
+    root_pid: int = field(default_factory=lambda: int(os.environ.get("SANDBOX_ROOT_PID", "0")) or os.getppid())
+
+
+def consume_fixed_cpu(n: int) -> None:
+    """The paper's work unit: ``n`` × 1000 list append/pop pairs."""
+    items: list[int] = []
+    for _ in range(n):
+        for i in range(1000):
+            items.append(i)
+            items.pop()
+
+
+class App:
+    """The WSGI application (one instance per worker process)."""
+
+    def __init__(self, settings: Settings | None = None, exporter: SpanExporter | None = None) -> None:
+        self.s = settings or Settings()
+        self._exporter = exporter
+        self._sandbox: Sandbox | None = None
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    @property
+    def exporter(self) -> SpanExporter:
+        if self._exporter is None:
+            with self._lock:
+                if self._exporter is None:
+                    self._exporter = SpanExporter(self.s.kafka_bootstrap)
+        return self._exporter
+
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            self._sandbox = Sandbox(allow_network=self.s.allow_network)
+        return self._sandbox
+
+    def __call__(self, environ, start_response):
+        t0 = time.time()
+        p0 = time.perf_counter()
+        path = environ.get("PATH_INFO", "/")
+        status, headers, body = self.route(environ, path)
+        start_response(status, headers)
+        self.requests += 1
+        code = int(status.split()[0])
+        if path not in ("/metrics", "/healthz"):
+            dur = int((time.perf_counter() - p0) * 1e6)
+            self.exporter.submit(make_span(self.s.service, f"{environ.get('REQUEST_METHOD', 'GET').lower()} {path}",
+                                           int(t0 * 1e6), dur, path, code))
+        return [body]
+
+    def route(self, environ, path: str):
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            if path == "/compute" and method == "GET":
+                return self.compute(environ)
+            if path == "/run" and method == "POST":
+                return self.run(environ)
+            if path == "/healthz":
+                return self.healthz()
+            if path == "/metrics":
+                return _text("200 OK", self.metrics(), "text/plain; version=0.0.4")
+            return _json("404 Not Found", {"error": f"no route {method} {path}"})
+        except SandboxError as exc:
+            return _json("503 Service Unavailable", {"error": str(exc)})
+
+    def compute(self, environ):
+        q = parse_qs(environ.get("QUERY_STRING", ""))
+        try:
+            n = int(q.get("cpu", ["200"])[0])
+            if not 0 <= n <= 100_000:
+                raise ValueError
+        except ValueError:
+            return _json("400 Bad Request", {"error": "cpu must be an integer in 0..100000"})
+        t = time.perf_counter()
+        consume_fixed_cpu(n)
+        return _json("200 OK", {"cpu": n, "ms": round((time.perf_counter() - t) * 1000, 3)})
+
+    def run(self, environ):
+        try:
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            size = -1
+        if not 0 < size <= MAX_BODY:
+            return _json("400 Bad Request", {"error": f"body must be 1..{MAX_BODY} bytes of JSON"})
+        try:
+            req = json.loads(environ["wsgi.input"].read(size))
+            if not isinstance(req, dict) or not isinstance(req.get("code"), str):
+                raise ValueError("'code' (a string) is required")
+            limits = Limits(**req.get("limits", {}))
+            stdin = req.get("stdin", "")
+            if not isinstance(stdin, str):
+                raise ValueError("'stdin' must be a string")
+        except (ValueError, TypeError, SandboxError) as exc:
+            return _json("400 Bad Request", {"error": f"bad run request: {exc}"})
+        try:
+            result = self.sandbox.run(req["code"], req.get("language", "python"), stdin, limits)
+        except SandboxError as exc:
+            return _json("400 Bad Request" if "language" in str(exc) else "503 Service Unavailable", {"error": str(exc)})
+        return _json("200 OK", result.to_dict())
+
+    def healthz(self):
+        if self.s.drain_file and os.path.exists(self.s.drain_file):
+            return _text("503 Service Unavailable", "draining\n")
+        return _text("200 OK", "ok\n")
+
+    def metrics(self) -> str:
+        s = self.s
+        measured = usage.cgroup_usage(s.cgroup_cpu, s.cgroup_memory) or usage.tree_usage(s.root_pid)
+        cpu_s, mem_b = measured
+        lbl = f'namespace="{s.namespace}",pod="{s.pod}",container="{s.container}"'
+        ex = self._exporter
+        lines = [
+            "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed in seconds.",
+            "# TYPE container_cpu_usage_seconds_total counter",
+            f"container_cpu_usage_seconds_total{{{lbl}}} {cpu_s:.6f}",
+            "# HELP container_memory_working_set_bytes Current working set in bytes.",
+            "# TYPE container_memory_working_set_bytes gauge",
+            f"container_memory_working_set_bytes{{{lbl}}} {mem_b}",
+            "# HELP kube_pod_container_resource_requests The number of requested resources by a container.",
+            "# TYPE kube_pod_container_resource_requests gauge",
+            f'kube_pod_container_resource_requests{{{lbl},resource="cpu",unit="core"}} {s.cpu_request}',
+            f'kube_pod_container_resource_requests{{{lbl},resource="memory",unit="byte"}} '
+            f"{int(s.memory_request_mib * 2**20)}",
+            "# HELP kube_pod_container_resource_limits The number of limited resources by a container.",
+            "# TYPE kube_pod_container_resource_limits gauge",
+            f'kube_pod_container_resource_limits{{{lbl},resource="cpu",unit="core"}} {s.cpu_limit}',
+            f'kube_pod_container_resource_limits{{{lbl},resource="memory",unit="byte"}} '
+            f"{int(s.memory_limit_mib * 2**20)}",
+            "# TYPE sandbox_spans_sent_total counter",
+            f"sandbox_spans_sent_total{{{lbl}}} {ex.sent if ex else 0}",
+            "# TYPE sandbox_spans_dropped_total counter",
+            f"sandbox_spans_dropped_total{{{lbl}}} {ex.dropped if ex else 0}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _json(status: str, obj) -> tuple[str, list, bytes]:
+    body = json.dumps(obj).encode()
+    return status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))], body
+
+
+def _text(status: str, text: str, ctype: str = "text/plain") -> tuple[str, list, bytes]:
+    body = text.encode()
+    return status, [("Content-Type", ctype), ("Content-Length", str(len(body)))], body
+
+
+application = App()

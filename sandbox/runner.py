@@ -1,0 +1,338 @@
+"""The sealed code runner: one submitted program, one throw-away sandbox.
+
+Each run gets:
+
+* its own temporary directory (removed afterwards) and a user id of its own (100000 +
+  a counter), so the kernel keeps it out of everything else and its process limit
+  counts only its own processes; ``no_new_privs`` is set;
+* a scrubbed environment (``PATH``, ``HOME``, ``LANG`` only);
+* resource limits: CPU time, address space (memory), processes, file size; a wall-clock
+  deadline; stdout and stderr each capped at ``output_bytes`` (the rest is drained and
+  dropped, ``*_truncated`` says so);
+* no network: a new, empty network namespace (``unshare(CLONE_NEWNET)``). Where the
+  kernel refuses it the runner refuses to start, unless the operator opts out with
+  ``allow_network=True``;
+* for Python, an audit hook installed before the program runs that denies opening files
+  outside its directory (the standard library excepted), sockets, ``ctypes`` and
+  ``subprocess`` spawning (``os.fork`` stays allowed: the process limit handles it).
+
+After the program ends (or is killed), every process left under its user id is killed.
+The answer says which limit was hit, if any.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+CLONE_NEWNET = 0x40000000
+PR_SET_NO_NEW_PRIVS = 38
+UID_BASE = 100_000
+_uid_counter = itertools.count()
+_uid_lock = threading.Lock()
+
+#: What the sandbox's Python boot script prints when it denies something.
+DENIED_MARK = "sandbox: denied"
+
+BOOT = r'''
+import os, sys
+_root = os.path.realpath(os.getcwd())
+_allowed = tuple({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+def _inside(path):
+    try:
+        p = os.path.realpath(os.fsdecode(path))
+    except Exception:
+        return False
+    return p == _root or p.startswith(_root + os.sep) or p.startswith(_allowed) or p in ("/dev/null", "/dev/urandom")
+def _hook(event, args):
+    if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)) and not _inside(args[0]):
+        raise PermissionError("%s: file access outside the sandbox: %r" % (MARK, args[0]))
+    if event.startswith("socket.") or event in ("ctypes.dlopen", "ctypes.cdata", "subprocess.Popen",
+                                                   "os.system", "os.exec", "os.posix_spawn", "os.spawn"):
+        raise PermissionError("%s: %s is not allowed in the sandbox" % (MARK, event))
+sys.addaudithook(_hook)
+del _hook
+sys.argv = ["main.py"]
+import runpy
+runpy.run_path("main.py", run_name="__main__")
+'''.replace("MARK", repr(DENIED_MARK))
+
+def _interpreter() -> str:
+    """A Python the sandbox's unprivileged users can execute: the system one when the
+    running interpreter sits in a private directory (``$SCALELAB_SANDBOX_PYTHON`` wins)."""
+    env = os.environ.get("SCALELAB_SANDBOX_PYTHON")
+    if env:
+        return env
+    for candidate in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
+        path = os.path.realpath(candidate)
+        parts = path.split(os.sep)
+        public = all(
+            os.stat(os.sep.join(parts[: k + 1]) or os.sep).st_mode & 0o001 for k in range(len(parts) - 1)
+        ) if os.path.exists(path) else False
+        if public:
+            return candidate
+    return sys.executable
+
+
+#: Languages: the command run in the program's directory (a setting of the service).
+LANGUAGES = {
+    "python": [_interpreter(), "-I", "-S", "-B", "boot.py"],
+}
+def source_file(command: list[str]) -> str:
+    """The file the program's source is written to: the command's ``main.*`` argument
+    (``main.py`` for Python, which ``boot.py`` runs)."""
+    return next((a for a in command if a.startswith("main.")), "main.py")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot run programs safely here (or the request is malformed)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run limits: CPU s, wall s, memory MiB (address space), processes, file size
+    KiB, bytes kept of stdout and of stderr."""
+
+    cpu_seconds: float = 5.0
+    wall_seconds: float = 10.0
+    memory_mib: int = 512
+    processes: int = 32
+    file_size_kib: int = 1024
+    output_bytes: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value <= 0:
+                raise SandboxError(f"limits.{name} must be > 0, got {value}")
+
+
+@dataclass
+class RunResult:
+    """What a run gave: exit code or signal, outputs, timings and the limit hit."""
+
+    exit_code: int | None
+    signal: str | None
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    wall_ms: float
+    cpu_ms: float
+    limit: str | None = None  # cpu, wall, memory, processes, file_size, output
+    denied: list[str] = field(default_factory=list)  # network, filesystem, ... attempts refused
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def network_isolation_available() -> bool:
+    """Whether a child can enter a new network namespace here."""
+    pid = os.fork()
+    if pid == 0:
+        rc = ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET)
+        os._exit(0 if rc == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def _next_uid() -> int:
+    with _uid_lock:
+        return UID_BASE + (os.getpid() % 1000) * 100 + next(_uid_counter) % 100
+
+
+def _kill_uid(uid: int) -> None:
+    """Kill every process of ``uid`` (a helper takes the uid and signals -1)."""
+    if os.getuid() != 0:
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            for _ in range(10_000):  # until no process of the uid is left (forks may race)
+                os.kill(-1, signal.SIGKILL)
+        except OSError:  # ProcessLookupError: none left
+            pass
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+class _Capped(threading.Thread):
+    """Reads a pipe to its end, keeping the first ``cap`` bytes."""
+
+    def __init__(self, stream, cap: int) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.cap = stream, cap
+        self.kept = bytearray()
+        self.truncated = False
+
+    def run(self) -> None:
+        while True:
+            chunk = self.stream.read(65536)
+            if not chunk:
+                break
+            room = self.cap - len(self.kept)
+            if room > 0:
+                self.kept += chunk[:room]
+            if len(chunk) > max(room, 0):
+                self.truncated = True
+
+
+class Sandbox:
+    """Runs programs sealed; ``allow_network=True`` is the explicit opt-out when the
+    kernel cannot give each run its own network namespace."""
+
+    def __init__(self, languages: dict[str, list[str]] | None = None, allow_network: bool = False,
+                 isolate_users: bool | None = None) -> None:
+        self.languages = dict(languages or LANGUAGES)
+        self.isolate_network = network_isolation_available()
+        if not self.isolate_network and not allow_network:
+            raise SandboxError(
+                "cannot create a network namespace here (unshare(CLONE_NEWNET) refused); "
+                "refusing to run programs with network access. Run as root or with CAP_SYS_ADMIN, "
+                "or opt out explicitly with allow_network=True"
+            )
+        self.isolate_users = (os.getuid() == 0) if isolate_users is None else isolate_users
+
+    def run(self, code: str, language: str = "python", stdin: str = "", limits: Limits | None = None) -> RunResult:
+        if language not in self.languages:
+            raise SandboxError(f"language {language!r} is not one of {sorted(self.languages)}")
+        if not isinstance(code, str):
+            raise SandboxError("code must be a string")
+        limits = limits or Limits()
+        workdir = tempfile.mkdtemp(prefix="scalelab-run-")
+        uid = _next_uid() if self.isolate_users else None
+        try:
+            command = self.languages[language]
+            with open(os.path.join(workdir, source_file(command)), "w") as f:
+                f.write(code)
+            if "boot.py" in command:
+                with open(os.path.join(workdir, "boot.py"), "w") as f:
+                    f.write(BOOT)
+            if uid is not None:
+                os.chown(workdir, uid, uid)
+                for name in os.listdir(workdir):
+                    os.chown(os.path.join(workdir, name), uid, uid)
+                os.chmod(workdir, 0o700)
+            return self._execute(workdir, language, stdin, limits, uid)
+        finally:
+            if uid is not None:
+                _kill_uid(uid)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _execute(self, workdir: str, language: str, stdin: str, limits: Limits, uid: int | None) -> RunResult:
+        isolate_net = self.isolate_network
+
+        def preexec() -> None:  # runs in the child, before exec
+            libc = ctypes.CDLL(None, use_errno=True)
+            if isolate_net and libc.unshare(CLONE_NEWNET) != 0:
+                os._exit(126)
+            cpu = int(limits.cpu_seconds + 0.999)
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+            mem = limits.memory_mib * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+            fsize = limits.file_size_kib * 1024
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            if uid is not None:
+                resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            self.languages[language], cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, preexec_fn=preexec, start_new_session=True, close_fds=True,
+        )  # fmt: skip
+        out, err = _Capped(proc.stdout, limits.output_bytes), _Capped(proc.stderr, limits.output_bytes)
+        out.start()
+        err.start()
+        try:
+            proc.stdin.write(stdin.encode())
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        status, usage, wall_hit = None, None, False
+        deadline = t0 + limits.wall_seconds
+        while True:
+            pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                status, usage = st, ru
+                break
+            if time.perf_counter() >= deadline:
+                wall_hit = True
+                _kill_group(proc.pid, uid)
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.005)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall_ms = (time.perf_counter() - t0) * 1000.0
+        _kill_group(proc.pid, uid)  # leftovers (forked children) end with the run
+        out.join(timeout=2)
+        err.join(timeout=2)
+        cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000.0
+        code = proc.returncode
+        if code == 126 and isolate_net and not out.kept and not err.kept:
+            raise SandboxError("the network namespace could not be created for this run")
+        sig = signal.Signals(-code).name if code < 0 else None
+        stderr = err.kept.decode(errors="replace")
+        result = RunResult(
+            exit_code=code if code >= 0 else None, signal=sig, stdout=out.kept.decode(errors="replace"),
+            stderr=stderr, stdout_truncated=out.truncated, stderr_truncated=err.truncated,
+            wall_ms=round(wall_ms, 3), cpu_ms=round(cpu_ms, 3),
+        )  # fmt: skip
+        result.limit = _which_limit(result, limits, wall_hit)
+        result.denied = _denials(stderr)
+        return result
+
+
+def _kill_group(pid: int, uid: int | None) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if uid is not None:
+        _kill_uid(uid)
+
+
+def _which_limit(r: RunResult, limits: Limits, wall_hit: bool) -> str | None:
+    if r.signal in ("SIGXCPU",) or (r.signal == "SIGKILL" and r.cpu_ms >= 1000 * limits.cpu_seconds * 0.95):
+        return "cpu"
+    if wall_hit:
+        return "wall"
+    if r.signal == "SIGXFSZ" or "File too large" in r.stderr:
+        return "file_size"
+    if "MemoryError" in r.stderr or "Cannot allocate memory" in r.stderr:
+        return "memory"
+    if "Resource temporarily unavailable" in r.stderr and ("fork" in r.stderr or "BlockingIOError" in r.stderr):
+        return "processes"
+    if r.stdout_truncated or r.stderr_truncated:
+        return "output"
+    return None
+
+
+def _denials(stderr: str) -> list[str]:
+    out = []
+    if DENIED_MARK in stderr:
+        if "socket." in stderr:
+            out.append("network")
+        if "file access outside" in stderr:
+            out.append("filesystem")
+        if "ctypes" in stderr:
+            out.append("ctypes")
+        if "subprocess" in stderr or "os.exec" in stderr or "os.system" in stderr or "spawn" in stderr:
+            out.append("process-spawn")
+    return out

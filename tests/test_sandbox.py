@@ -1,0 +1,153 @@
+"""The sandbox service: sealed runs of hostile programs, the WSGI routes, and a real
+gunicorn replica on loopback."""
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+
+from sandbox.app import App, Settings, consume_fixed_cpu
+from sandbox.runner import Limits, Sandbox, network_isolation_available
+
+pytestmark = pytest.mark.skipif(os.getuid() != 0 or not network_isolation_available(),
+                                reason="the sealed runner needs root and network namespaces")
+
+LIM = Limits(cpu_seconds=1, wall_seconds=3, memory_mib=256, processes=16, file_size_kib=512, output_bytes=65536)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    return Sandbox()
+
+
+def uid_processes():
+    """Live (not zombie) processes of sandbox users."""
+    rows = subprocess.run(["ps", "-eo", "uid=,stat="], capture_output=True, text=True).stdout.splitlines()
+    return [r for r in rows if 100_000 <= int(r.split()[0]) < 200_000 and not r.split()[1].startswith("Z")]
+
+
+HOSTILE = {
+    "fork-bomb": ("import os\nwhile True:\n    os.fork()", "processes"),
+    "memory-bomb": ("x = []\nwhile True:\n    x.append(bytearray(10**7))", "memory"),
+    "infinite-loop": ("while True:\n    pass", "cpu"),
+    "output-flood": ("import sys\nwhile True:\n    sys.stdout.write('x' * 4096)", None),
+    "sleep-forever": ("import time\ntime.sleep(60)", "wall"),
+    "big-file": ("open('f', 'wb').write(b'x' * 10**7)", "file_size"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_program_gets_a_clear_result_and_leaves_nothing(sandbox, name):
+    code, limit = HOSTILE[name]
+    r = sandbox.run(code, limits=LIM)
+    if name == "output-flood":
+        assert r.stdout_truncated and len(r.stdout) == LIM.output_bytes and r.limit in ("cpu", "output")
+    else:
+        assert r.limit == limit, r
+    assert r.wall_ms < 1000 * (LIM.wall_seconds + 1)
+    assert not uid_processes()  # every process of the run was killed
+
+
+def test_sockets_and_outside_files_are_denied(sandbox):
+    r = sandbox.run("import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)", limits=LIM)
+    assert r.exit_code == 1 and r.denied == ["network"]
+    r = sandbox.run("print(open('/etc/passwd').read())", limits=LIM)
+    assert r.exit_code == 1 and r.denied == ["filesystem"] and "root:" not in r.stdout
+    r = sandbox.run("import ctypes\nctypes.CDLL(None)", limits=LIM)
+    assert "ctypes" in r.denied
+
+
+def test_the_network_namespace_is_empty_even_without_the_python_hook():
+    sh = Sandbox(languages={"sh": ["/bin/sh", "main.sh"]})
+    r = sh.run("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '", language="sh", limits=LIM)
+    assert r.stdout.split() == ["lo"]
+
+
+def test_a_good_program_runs_with_stdin_and_its_directory_is_removed(sandbox):
+    r = sandbox.run("import os\nprint(input()[::-1], os.getcwd())\nopen('out.txt', 'w').write('ok')",
+                    stdin="olleh\n", limits=LIM)
+    assert r.exit_code == 0 and r.limit is None and r.stdout.startswith("hello ")
+    workdir = r.stdout.split()[1]
+    assert not os.path.exists(workdir)
+    assert r.cpu_ms > 0
+
+
+def call(app, method, path, query="", body=b""):
+    env = {}
+    setup_testing_defaults(env)
+    env.update(REQUEST_METHOD=method, PATH_INFO=path, QUERY_STRING=query, CONTENT_LENGTH=str(len(body)))
+    env["wsgi.input"] = io.BytesIO(body)
+    got = {}
+    out = app(env, lambda status, headers: got.update(status=status, headers=headers))
+    return int(got["status"].split()[0]), b"".join(out)
+
+
+def test_wsgi_routes():
+    app = App(Settings(pod="p1", namespace="ns"))
+    code, body = call(app, "GET", "/compute", "cpu=10")
+    assert code == 200 and json.loads(body)["cpu"] == 10
+    assert call(app, "GET", "/compute", "cpu=abc")[0] == 400
+    assert call(app, "GET", "/healthz")[1] == b"ok\n"
+    code, body = call(app, "POST", "/run", body=json.dumps({"code": "print(6*7)"}).encode())
+    assert code == 200 and json.loads(body)["stdout"] == "42\n"
+    assert call(app, "POST", "/run", body=b"{not json")[0] == 400
+    assert call(app, "POST", "/run", body=json.dumps({"code": "1", "language": "cobol"}).encode())[0] == 400
+    assert call(app, "POST", "/run", body=json.dumps({"code": "1", "limits": {"cpu_seconds": -1}}).encode())[0] == 400
+    code, body = call(app, "GET", "/metrics")
+    text = body.decode()
+    for name in ("container_cpu_usage_seconds_total", "container_memory_working_set_bytes",
+                 "kube_pod_container_resource_requests", "kube_pod_container_resource_limits"):
+        assert f'{name}{{namespace="ns",pod="p1",container="sandbox"' in text
+    for _ in range(100):  # no broker configured: the spans are counted as dropped, off the request path
+        if app.exporter.dropped >= 3:
+            break
+        time.sleep(0.02)
+    assert app.exporter.dropped >= 3 and app.exporter.sent == 0
+
+
+def test_compute_is_the_papers_work_unit():
+    t = time.perf_counter()
+    consume_fixed_cpu(200)
+    assert time.perf_counter() - t < 5
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.live
+def test_gunicorn_replica_survives_hostile_programs(tmp_path):
+    port = free_port()
+    env = {**os.environ, "SANDBOX_POD": "replica-0"}
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}",
+                             "--timeout", "30", "sandbox.app:application"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        for code, _ in HOSTILE.values():
+            req = urllib.request.Request(url + "/run", data=json.dumps(
+                {"code": code, "limits": {"cpu_seconds": 1, "wall_seconds": 2, "processes": 16}}).encode(),
+                headers={"Content-Type": "application/json"})
+            assert json.loads(urllib.request.urlopen(req, timeout=10).read())["limit"] is not None
+            assert urllib.request.urlopen(url + "/healthz", timeout=2).read() == b"ok\n"
+        metrics = urllib.request.urlopen(url + "/metrics", timeout=2).read().decode()
+        cpu = float(next(ln for ln in metrics.splitlines() if ln.startswith("container_cpu_usage")).split()[-1])
+        assert cpu > 1.0  # the sandboxed runs' CPU counts toward the replica
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
