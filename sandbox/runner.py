@@ -130,6 +130,7 @@ class RunResult:
     cpu_ms: float
     limit: str | None = None  # cpu, wall, memory, processes, file_size, output
     denied: list[str] = field(default_factory=list)  # network, filesystem, ... attempts refused
+    uid: int | None = None  # the run's own user id (None when not isolated)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -294,6 +295,7 @@ class Sandbox:
             stderr=stderr, stdout_truncated=out.truncated, stderr_truncated=err.truncated,
             wall_ms=round(wall_ms, 3), cpu_ms=round(cpu_ms, 3),
         )  # fmt: skip
+        result.uid = uid
         result.limit = _which_limit(result, limits, wall_hit)
         result.denied = _denials(stderr)
         return result

@@ -27,10 +27,10 @@ def sandbox():
     return Sandbox()
 
 
-def uid_processes():
-    """Live (not zombie) processes of sandbox users."""
+def uid_processes(uid):
+    """Live (not zombie) processes of the user ``uid``."""
     rows = subprocess.run(["ps", "-eo", "uid=,stat="], capture_output=True, text=True).stdout.splitlines()
-    return [r for r in rows if 100_000 <= int(r.split()[0]) < 200_000 and not r.split()[1].startswith("Z")]
+    return [r for r in rows if int(r.split()[0]) == uid and not r.split()[1].startswith("Z")]
 
 
 HOSTILE = {
@@ -52,7 +52,7 @@ def test_hostile_program_gets_a_clear_result_and_leaves_nothing(sandbox, name):
     else:
         assert r.limit == limit, r
     assert r.wall_ms < 1000 * (LIM.wall_seconds + 1)
-    assert not uid_processes()  # every process of the run was killed
+    assert r.uid is not None and not uid_processes(r.uid)  # every process of the run was killed
 
 
 def test_sockets_and_outside_files_are_denied(sandbox):
