@@ -178,6 +178,13 @@ def cmd_paper(args) -> int:
     return 0
 
 
+def cmd_kafka(args) -> int:
+    from orchestrator.kafka_embedded import serve
+
+    serve(brokers=args.brokers, seconds=args.seconds)
+    return 0
+
+
 def _command() -> str:
     return "scalelab " + " ".join(sys.argv[1:])
 
@@ -224,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, help="runs per policy (default: the paper's 10)")
     p.add_argument("--only", nargs="+", help="a subset of the experiments")
     p.set_defaults(func=cmd_paper)
+
+    p = sub.add_parser("kafka", help="start an embedded Kafka-protocol broker (librdkafka mock) and print its address")
+    p.add_argument("--brokers", type=int, default=1)
+    p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C / SIGTERM)")
+    p.set_defaults(func=cmd_kafka)
 
     p = sub.add_parser("dataset", help="datasets for the replay backend")
     dsub = p.add_subparsers(dest="dataset_command", required=True)

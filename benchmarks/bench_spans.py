@@ -1,0 +1,73 @@
+"""Span path speed: the Zipkin collector's ingest rate (target >= 20,000 spans/s on one
+core) and spans shipped through the embedded Kafka from one exporter.
+
+    python benchmarks/bench_spans.py [--spans 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+
+from orchestrator.collectors.zipkin import ZipkinCollector
+from orchestrator.context import ContextBuilder
+from orchestrator.kafka_embedded import EmbeddedKafka
+from sandbox.spans import SpanExporter, make_span
+
+
+def payloads(n_spans: int, per_message: int = 100) -> list[bytes]:
+    now = int(time.time() * 1e6)
+    spans = [make_span("sandbox", "get /compute", now + i, 1000 + i % 5000, "/compute", 200) for i in range(n_spans)]
+    return [json.dumps(spans[k : k + per_message]).encode() for k in range(0, n_spans, per_message)]
+
+
+def ingest_rate(msgs: list[bytes], n: int) -> float:
+    col = ZipkinCollector("unused:0", ContextBuilder(), threading.Lock(), services=["sandbox"])
+    t0 = time.perf_counter()
+    for m in msgs:
+        col.ingest(m)
+    return n / (time.perf_counter() - t0)
+
+
+def through_kafka(n: int) -> tuple[float, float]:
+    kafka = EmbeddedKafka()
+    addr = kafka.start()
+    topic = f"bench-{time.time_ns()}"
+    col = ZipkinCollector(addr, ContextBuilder(), threading.Lock(), services=["sandbox"], topic=topic,
+                          group=topic, offset_reset="earliest")
+    col.start()
+    exp = SpanExporter(addr, topic=topic, batch=500, capacity=n + 1)
+    now = int(time.time() * 1e6)
+    t0 = time.perf_counter()
+    for i in range(n):
+        exp.submit(make_span("sandbox", "get /compute", now + i, 1000, "/compute", 200))
+    submit_s = time.perf_counter() - t0
+    exp.flush(60)
+    while col.stats.kept < n and time.perf_counter() - t0 < 120:
+        time.sleep(0.01)
+    total = time.perf_counter() - t0
+    col.stop()
+    exp.close()
+    kafka.stop()
+    return n / submit_s, col.stats.kept / total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--spans", type=int, default=200_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    msgs = payloads(args.spans)
+    rate = statistics.median(ingest_rate(msgs, args.spans) for _ in range(args.repeats))
+    print(f"zipkin collector ingest (parse + filter + buffer): {rate:,.0f} spans/s (median of {args.repeats}), "
+          f"target >= 20,000")
+    submit, e2e = through_kafka(min(args.spans, 50_000))
+    print(f"exporter submit (request-path cost): {submit:,.0f} spans/s; "
+          f"sandbox exporter -> embedded Kafka -> collector: {e2e:,.0f} spans/s")
+
+
+if __name__ == "__main__":
+    main()
