@@ -40,7 +40,7 @@ def collector_for(broker, topic, group):
     return col
 
 
-def wait_for(cond, seconds=20.0):
+def wait_for(cond, seconds=60.0):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if cond():
