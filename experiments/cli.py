@@ -178,6 +178,33 @@ def cmd_paper(args) -> int:
     return 0
 
 
+def cmd_live(args) -> int:
+    import json
+
+    from orchestrator.scalers.local import ReplicaSpec
+    from orchestrator.stack import LocalStack
+
+    stack = LocalStack(Path(args.dir) if args.dir else None)
+    if args.live_command == "up":
+        spec = ReplicaSpec(cpu_request=args.cpu_request, cpu_limit=args.cpu_limit,
+                           memory_request_mib=args.memory_mib, memory_limit_mib=args.memory_mib)
+        print(json.dumps(stack.up(replicas=args.replicas, spec=spec), indent=1))
+    elif args.live_command == "status":
+        print(json.dumps(stack.status(), indent=1))
+    elif args.live_command == "scale":
+        if not stack.state:
+            raise ValueError(f"no stack is up in {stack.dir}; run `scalelab live up` first")
+        stack.scaler.scale_to(args.replicas)
+        print(json.dumps(stack.status(), indent=1))
+    else:
+        left = stack.down()
+        if left:
+            print(f"scalelab: error: processes still alive after down: {left}", file=sys.stderr)
+            return 1
+        print(json.dumps({"up": False, "dir": str(stack.dir)}))
+    return 0
+
+
 def cmd_kafka(args) -> int:
     from orchestrator.kafka_embedded import serve
 
@@ -232,6 +259,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", help="a subset of the experiments")
     p.set_defaults(func=cmd_paper)
 
+    p = sub.add_parser("live", help="the local live data plane: Kafka, Prometheus, HAProxy, sandbox replicas")
+    lsub = p.add_subparsers(dest="live_command", required=True)
+    for name, text in (("up", "bring the stack up"), ("status", "print one JSON document about the stack"),
+                       ("scale", "set the replica count"), ("down", "stop everything, leave no process")):
+        lp = lsub.add_parser(name, help=text)
+        lp.add_argument("--dir", help="state folder (default $SCALELAB_LIVE_DIR or ~/.scalelab/live)")
+        if name in ("up", "scale"):
+            lp.add_argument("--replicas", type=int, default=1)
+        if name == "up":
+            lp.add_argument("--cpu-request", type=float, default=0.5, help="cores (the paper: 0.5)")
+            lp.add_argument("--cpu-limit", type=float, default=0.5, help="cores, enforced by a CFS quota")
+            lp.add_argument("--memory-mib", type=int, default=512)
+        lp.set_defaults(func=cmd_live)
+
     p = sub.add_parser("kafka", help="start an embedded Kafka-protocol broker (librdkafka mock) and print its address")
     p.add_argument("--brokers", type=int, default=1)
     p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C / SIGTERM)")
@@ -265,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("run needs a CONFIG or --resume DIR")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"scalelab: error: {msg}", file=sys.stderr)
         return 2

@@ -98,8 +98,10 @@ class App:
         code = int(status.split()[0])
         if path not in ("/metrics", "/healthz"):
             dur = int((time.perf_counter() - p0) * 1e6)
+            start = int(t0 * 1e6)
+            queued = _queued_us(environ.get("HTTP_X_REQUEST_START"), start)
             self.exporter.submit(make_span(self.s.service, f"{environ.get('REQUEST_METHOD', 'GET').lower()} {path}",
-                                           int(t0 * 1e6), dur, path, code))
+                                           start - queued, dur + queued, path, code))
         return [body]
 
     def route(self, environ, path: str):
@@ -186,6 +188,19 @@ class App:
             f"sandbox_spans_dropped_total{{{lbl}}} {ex.dropped if ex else 0}",
         ]
         return "\n".join(lines) + "\n"
+
+
+def _queued_us(header: str | None, start_us: int) -> int:
+    """Microseconds between the balancer's ``X-Request-Start: t=<ms>`` and the app's start
+    (0 without a plausible header)."""
+    if not header:
+        return 0
+    try:
+        t_ms = int(header.split("=", 1)[-1])
+    except ValueError:
+        return 0
+    queued = start_us - t_ms * 1000
+    return queued if 0 <= queued <= 60_000_000 else 0
 
 
 def _json(status: str, obj) -> tuple[str, list, bytes]:

@@ -151,3 +151,12 @@ def test_gunicorn_replica_survives_hostile_programs(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_span_starts_when_the_balancer_took_the_request():
+    from sandbox.app import _queued_us
+
+    assert _queued_us("t=1000", 1_005_000) == 5_000  # 5 ms between HAProxy and the app
+    assert _queued_us(None, 1_000_000) == 0
+    assert _queued_us("t=garbage", 1_000_000) == 0
+    assert _queued_us("t=2000", 1_000_000) == 0  # from the future: ignored

@@ -93,7 +93,8 @@ class ZipkinCollector:
             try:
                 if consumer is None:
                     consumer = KafkaConsumer(self.topic, bootstrap_servers=self.bootstrap, group_id=self.group,
-                                             auto_offset_reset=self.offset_reset, enable_auto_commit=True, **kwargs)
+                                             auto_offset_reset=self.offset_reset, enable_auto_commit=True,
+                                             metadata_max_age_ms=5000, **kwargs)
                 for records in consumer.poll(timeout_ms=200, max_records=1000).values():
                     for rec in records:
                         self.ingest(rec.value)

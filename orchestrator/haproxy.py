@@ -1,0 +1,109 @@
+"""A real HAProxy in front of the local replicas, driven through its runtime API.
+
+The configuration declares ``slots`` server slots (``server-template``), all in
+maintenance; the LocalScaler points a slot at a replica (``set server ... addr``) and
+sets it ``ready``, or ``maint`` to drain it (no new requests; in-flight ones finish),
+and reads ``show stat`` to see when a slot has no request left.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import socket
+import time
+from pathlib import Path
+
+from orchestrator.local_processes import spawn, stop
+
+BACKEND = "sandbox"
+
+CONFIG = """global
+    stats socket {sock} mode 600 level admin
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    option http-server-close
+frontend web
+    bind 127.0.0.1:{port}
+    # when the balancer took the request: the replica's span starts there, as a
+    # sidecar proxy's span does (queueing in the replica counts)
+    http-request set-header X-Request-Start t=%[date(0,ms)]
+    default_backend {backend}
+backend {backend}
+    balance {balance}
+    retry-on conn-failure empty-response
+    retries 3
+    server-template s 1-{slots} 127.0.0.1:1 disabled
+"""
+
+
+class HAProxyError(RuntimeError):
+    """HAProxy is missing, did not start, or refused a runtime command."""
+
+
+class HAProxy:
+    """One HAProxy process; ``port`` is the service address, ``sock`` the admin socket."""
+
+    def __init__(self, workdir: Path, port: int, slots: int = 20, balance: str = "leastconn",
+                 pid: int | None = None) -> None:
+        self.dir, self.port, self.slots, self.balance, self.pid = Path(workdir), port, slots, balance, pid
+        self.sock = self.dir / "haproxy.sock"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        exe = shutil.which("haproxy")
+        if exe is None:
+            raise HAProxyError("haproxy is not installed (apt-get install haproxy)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.dir / "haproxy.cfg"
+        cfg.write_text(CONFIG.format(sock=self.sock, port=self.port, backend=BACKEND, balance=self.balance,
+                                     slots=self.slots))
+        self.pid = spawn([exe, "-db", "-f", str(cfg)], self.dir / "haproxy.log")
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            try:
+                self.command("show info")
+                return
+            except (OSError, HAProxyError):
+                time.sleep(0.05)
+        raise HAProxyError(f"haproxy did not open its admin socket; see {self.dir / 'haproxy.log'}")
+
+    def stop(self) -> None:
+        stop(self.pid)
+
+    def command(self, cmd: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(self.sock))
+            s.sendall(cmd.encode() + b"\n")
+            chunks = []
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+        out = b"".join(chunks).decode()
+        if out.lower().startswith(("unknown", "no such", "require")) or "invalid" in out.lower()[:80]:
+            raise HAProxyError(f"haproxy refused {cmd!r}: {out.strip()}")
+        return out
+
+    def enable(self, slot: int, port: int) -> None:
+        self.command(f"set server {BACKEND}/s{slot} addr 127.0.0.1 port {port}")
+        self.command(f"set server {BACKEND}/s{slot} state ready")
+
+    def disable(self, slot: int) -> None:
+        """No new requests to the slot; in-flight ones continue."""
+        self.command(f"set server {BACKEND}/s{slot} state maint")
+
+    def stats(self) -> dict[str, dict]:
+        """``show stat`` rows of the backend's servers, by server name."""
+        text = self.command("show stat").lstrip("# ")
+        rows = csv.DictReader(io.StringIO(text))
+        return {r["svname"]: r for r in rows if r.get("pxname") == BACKEND and r["svname"] not in ("BACKEND", "FRONTEND")}
+
+    def in_flight(self, slot: int) -> int:
+        return int(self.stats().get(f"s{slot}", {}).get("scur") or 0)

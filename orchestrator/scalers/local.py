@@ -1,0 +1,214 @@
+"""LocalScaler: sandbox replicas as process trees on this machine, behind HAProxy.
+
+A replica is a gunicorn serving ``sandbox.app`` on its own port. Scaling up starts one,
+waits until ``/healthz`` answers (its real startup delay), then puts it in the balancer.
+Scaling down drains it: the balancer stops sending first, in-flight requests finish,
+then gunicorn stops gracefully. Each replica's CPU limit is enforced with a CFS quota in
+its own cgroup (cgroup v1 ``cpu``, with ``cpuacct`` and ``memory`` for usage) where the
+kernel lets us; ``cpu_limit_enforced`` says honestly whether it could.
+
+The scaler's state (replicas, ports, pids) lives in ``state_dir/replicas.json``, so any
+process (``scalelab live``, the orchestrator) can take it over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from orchestrator.haproxy import HAProxy
+from orchestrator.local_processes import alive, free_port, spawn, stop, wait_http
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class ScaleError(RuntimeError):
+    """A replica failed to start or to stop."""
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """Resources of every replica (cores, MiB) and its server settings."""
+
+    cpu_request: float = 0.5
+    cpu_limit: float = 0.5
+    memory_request_mib: int = 512
+    memory_limit_mib: int = 512
+    workers: int = 2
+    threads: int = 4
+    namespace: str = "default"
+    service: str = "sandbox"
+    startup_timeout_s: float = 60.0
+    drain_timeout_s: float = 300.0
+
+
+@dataclass
+class Replica:
+    name: str
+    slot: int
+    port: int
+    pid: int
+    state: str = "starting"  # starting, ready, draining
+    started_at: float = field(default_factory=time.time)
+
+
+def _cgroup_dirs(name: str) -> dict[str, Path]:
+    return {c: CGROUP_ROOT / c / "scalelab" / name for c in ("cpu", "cpuacct", "memory")}
+
+
+def make_cgroup(name: str, spec: ReplicaSpec) -> dict[str, Path] | None:
+    """Create the replica's cgroups with its CPU quota and memory limit; None if we may not."""
+    dirs = _cgroup_dirs(name)
+    try:
+        for d in dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+        (dirs["cpu"] / "cpu.cfs_period_us").write_text("100000")
+        (dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(int(spec.cpu_limit * 100000)))
+        (dirs["memory"] / "memory.limit_in_bytes").write_text(str(spec.memory_limit_mib * 2**20))
+        return dirs
+    except OSError:
+        remove_cgroup(name)
+        return None
+
+
+def remove_cgroup(name: str) -> None:
+    for d in _cgroup_dirs(name).values():
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+class LocalScaler:
+    """Starts and drains sandbox replicas; ``scale_to(n)`` is the scale subresource."""
+
+    def __init__(self, state_dir: Path, haproxy: HAProxy, spec: ReplicaSpec = ReplicaSpec(),
+                 kafka_bootstrap: str | None = None, targets_file: Path | None = None) -> None:
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.haproxy, self.spec, self.kafka = haproxy, spec, kafka_bootstrap
+        self.targets_file = targets_file
+        self.replicas: list[Replica] = []
+        self.cpu_limit_enforced: bool | None = None
+        self._counter = 0
+        self._load()
+
+    # -- state
+    @property
+    def _state_file(self) -> Path:
+        return self.dir / "replicas.json"
+
+    def _load(self) -> None:
+        if self._state_file.exists():
+            d = json.loads(self._state_file.read_text())
+            self.replicas = [Replica(**r) for r in d["replicas"]]
+            self.cpu_limit_enforced = d.get("cpu_limit_enforced")
+            self._counter = d.get("counter", 0)
+
+    def _save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"replicas": [asdict(r) for r in self.replicas],
+                                   "cpu_limit_enforced": self.cpu_limit_enforced, "counter": self._counter}))
+        tmp.replace(self._state_file)
+        if self.targets_file is not None:
+            targets = [{"targets": [f"127.0.0.1:{r.port}"], "labels": {"replica": r.name}}
+                       for r in self.replicas]
+            t = self.targets_file.with_suffix(".tmp")
+            t.write_text(json.dumps(targets))
+            t.replace(self.targets_file)
+
+    # -- queries
+    @property
+    def ready_replicas(self) -> int:
+        return sum(r.state == "ready" for r in self.replicas)
+
+    @property
+    def desired_replicas(self) -> int:
+        return sum(r.state in ("starting", "ready") for r in self.replicas)
+
+    # -- actions
+    def scale_to(self, n: int, wait: bool = True) -> None:
+        """Start or drain replicas until ``n`` serve (blocking until ready / drained)."""
+        if n < 0:
+            raise ScaleError(f"cannot scale to {n} replicas")
+        while self.desired_replicas < n:
+            self._start_one()
+        while self.desired_replicas > n:
+            victim = max((r for r in self.replicas if r.state in ("starting", "ready")), key=lambda r: r.started_at)
+            self._drain(victim)
+
+    def _start_one(self) -> Replica:
+        self._counter += 1
+        name = f"sandbox-{self._counter}"
+        used = {r.slot for r in self.replicas}
+        slot = next(s for s in range(1, self.haproxy.slots + 1) if s not in used)
+        port = free_port()
+        cg = make_cgroup(name, self.spec)
+        self.cpu_limit_enforced = cg is not None if self.cpu_limit_enforced in (None, True) else False
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")},
+            "SANDBOX_POD": name, "SANDBOX_NAMESPACE": self.spec.namespace, "SANDBOX_SERVICE": self.spec.service,
+            "SANDBOX_CPU_REQUEST": str(self.spec.cpu_request), "SANDBOX_CPU_LIMIT": str(self.spec.cpu_limit),
+            "SANDBOX_MEMORY_REQUEST_MIB": str(self.spec.memory_request_mib),
+            "SANDBOX_MEMORY_LIMIT_MIB": str(self.spec.memory_limit_mib),
+            "KAFKA_BOOTSTRAP": self.kafka or "",
+        }  # fmt: skip
+        if cg is not None:
+            env["SANDBOX_CGROUP_CPU"] = str(cg["cpuacct"])
+            env["SANDBOX_CGROUP_MEMORY"] = str(cg["memory"])
+
+        def join_cgroup() -> None:
+            if cg is not None:
+                for d in cg.values():
+                    (d / "cgroup.procs").write_text(str(os.getpid()))
+
+        cmd = [sys.executable, "-m", "gunicorn", "-w", str(self.spec.workers), "--threads", str(self.spec.threads),
+               "-b", f"127.0.0.1:{port}", "--graceful-timeout", str(int(self.spec.drain_timeout_s)),
+               "--timeout", "120", "sandbox.app:application"]
+        pid = spawn(cmd, self.dir / f"{name}.log", env=env, preexec=join_cgroup)
+        replica = Replica(name=name, slot=slot, port=port, pid=pid)
+        self.replicas.append(replica)
+        self._save()
+        if not wait_http(f"http://127.0.0.1:{port}/healthz", self.spec.startup_timeout_s, pid=pid):
+            stop(pid)
+            self.replicas.remove(replica)
+            remove_cgroup(name)
+            self._save()
+            raise ScaleError(f"replica {name} did not become healthy; see {self.dir / (name + '.log')}")
+        self.haproxy.enable(slot, port)
+        replica.state = "ready"
+        self._save()
+        return replica
+
+    def _drain(self, r: Replica) -> None:
+        r.state = "draining"
+        self._save()
+        try:
+            self.haproxy.disable(r.slot)
+            end = time.monotonic() + self.spec.drain_timeout_s
+            while self.haproxy.in_flight(r.slot) > 0 and time.monotonic() < end:
+                time.sleep(0.05)
+        finally:
+            stop(r.pid, timeout_s=self.spec.drain_timeout_s)
+            remove_cgroup(r.name)
+            self.replicas.remove(r)
+            self._save()
+
+    def stop_all(self) -> None:
+        for r in list(self.replicas):
+            try:
+                self.haproxy.disable(r.slot)
+            except Exception:
+                pass
+            stop(r.pid, timeout_s=10)
+            remove_cgroup(r.name)
+            self.replicas.remove(r)
+        self._save()
+
+    def status(self) -> list[dict]:
+        return [{**asdict(r), "alive": alive(r.pid)} for r in self.replicas]

@@ -1,0 +1,169 @@
+"""The local live data plane: embedded Kafka, Prometheus, HAProxy and N sandbox replicas.
+
+``LocalStack(dir).up(n)`` starts everything as detached processes and records them in
+``dir/stack.json``; ``status()`` reports one JSON document; ``down()`` stops everything
+and checks that no process is left. Any process can take the stack over from its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+
+from orchestrator.haproxy import HAProxy
+from orchestrator.local_processes import alive, free_port, spawn, stop
+from orchestrator.prometheus_local import LocalPrometheus
+from orchestrator.scalers.local import LocalScaler, ReplicaSpec
+
+#: The paper's topics (DESIGN.md, "The message protocol").
+TOPICS = ("action", "action_result", "state", "locust_order", "locust", "zipkin")
+
+
+def create_topics(bootstrap: str, topics: tuple[str, ...], timeout_s: float = 10.0) -> None:
+    """Create the topics up front (a metadata request per topic; the broker auto-creates
+    them), so consumers that subscribe before the first message see them."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "allow.auto.create.topics": True})
+    try:
+        for t in topics:
+            md = p.list_topics(topic=t, timeout=timeout_s)
+            if t not in md.topics or (md.topics[t].error is not None and "UNKNOWN" in str(md.topics[t].error)):
+                raise StackError(f"could not create Kafka topic {t!r} on {bootstrap}")
+    finally:
+        p.flush(1)
+
+
+class StackError(RuntimeError):
+    """The local stack could not be brought up (the message names the part)."""
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("SCALELAB_LIVE_DIR", Path.home() / ".scalelab" / "live"))
+
+
+class LocalStack:
+    def __init__(self, directory: Path | None = None) -> None:
+        self.dir = Path(directory or default_dir())
+        self.file = self.dir / "stack.json"
+        self.state: dict = json.loads(self.file.read_text()) if self.file.exists() else {}
+
+    # -- parts, rebuilt from the state
+    @property
+    def haproxy(self) -> HAProxy:
+        h = self.state["haproxy"]
+        return HAProxy(self.dir / "haproxy", h["port"], h["slots"], pid=h["pid"])
+
+    @property
+    def prometheus(self) -> LocalPrometheus:
+        p = self.state["prometheus"]
+        return LocalPrometheus(self.dir / "prometheus", p["port"], pid=p["pid"])
+
+    @property
+    def scaler(self) -> LocalScaler:
+        return LocalScaler(self.dir / "replicas", self.haproxy, ReplicaSpec(**self.state["spec"]),
+                           kafka_bootstrap=self.state["kafka"]["bootstrap"],
+                           targets_file=self.prometheus.targets_file)
+
+    @property
+    def service_url(self) -> str:
+        return f"http://127.0.0.1:{self.state['haproxy']['port']}"
+
+    def _save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.file.write_text(json.dumps(self.state, indent=1))
+
+    # -- lifecycle
+    def up(self, replicas: int = 1, spec: ReplicaSpec | None = None, slots: int = 20) -> dict:
+        spec = spec or ReplicaSpec()
+        if self.state and any(alive(self.state[k].get("pid")) for k in ("kafka", "prometheus", "haproxy")
+                              if k in self.state):
+            raise StackError(f"a stack is already up in {self.dir}; run `scalelab live down` first")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state = {"spec": asdict(spec), "started": time.time()}
+        try:
+            log = self.dir / "kafka.log"
+            log.write_text("")
+            pid = spawn([sys.executable, "-m", "orchestrator.kafka_embedded"], log)
+            self.state["kafka"] = {"pid": pid, "bootstrap": self._read_bootstrap(log, pid)}
+            self._save()
+            create_topics(self.state["kafka"]["bootstrap"], TOPICS)
+            prom = LocalPrometheus(self.dir / "prometheus", free_port())
+            prom.start()
+            self.state["prometheus"] = {"pid": prom.pid, "port": prom.port, "url": prom.url}
+            self._save()
+            hap = HAProxy(self.dir / "haproxy", free_port(), slots)
+            hap.start()
+            self.state["haproxy"] = {"pid": hap.pid, "port": hap.port, "slots": slots}
+            self._save()
+            self.scaler.scale_to(replicas)
+        except Exception:
+            self.down()
+            raise
+        return self.status()
+
+    @staticmethod
+    def _read_bootstrap(log: Path, pid: int, timeout_s: float = 20.0) -> str:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            line = log.read_text().strip().splitlines()
+            if line and line[0].startswith("127.0.0.1:"):
+                return line[0]
+            if not alive(pid):
+                break
+            time.sleep(0.05)
+        raise StackError(f"the embedded Kafka did not start; see {log}")
+
+    def status(self) -> dict:
+        if not self.state:
+            return {"up": False, "dir": str(self.dir)}
+        out = {"up": True, "dir": str(self.dir), "service": self.service_url,
+               "kafka": {**self.state["kafka"], "alive": alive(self.state["kafka"]["pid"])}}
+        if "prometheus" in self.state:
+            p = self.state["prometheus"]
+            targets = []
+            try:
+                with urllib.request.urlopen(f"{p['url']}/api/v1/targets", timeout=3) as r:
+                    active = json.loads(r.read())["data"]["activeTargets"]
+                targets = [{"instance": t["labels"].get("instance"), "replica": t["labels"].get("replica"),
+                            "health": t["health"]} for t in active]
+            except OSError as exc:
+                targets = [{"error": f"prometheus did not answer: {exc}"}]
+            out["prometheus"] = {**p, "alive": alive(p["pid"]), "targets": targets}
+        if "haproxy" in self.state:
+            out["haproxy"] = {**self.state["haproxy"], "alive": alive(self.state["haproxy"]["pid"])}
+            sc = self.scaler
+            out["replicas"] = sc.status()
+            out["ready_replicas"] = sc.ready_replicas
+            out["cpu_limit_enforced"] = sc.cpu_limit_enforced
+        return out
+
+    def pids(self) -> list[int]:
+        pids = [self.state[k]["pid"] for k in ("kafka", "prometheus", "haproxy") if k in self.state]
+        if "haproxy" in self.state:
+            pids += [r.pid for r in self.scaler.replicas]
+        return pids
+
+    def down(self) -> list[int]:
+        """Stop everything; returns the pids still alive afterwards (should be none)."""
+        if not self.state:
+            return []
+        pids = self.pids()
+        if "haproxy" in self.state:
+            try:
+                self.scaler.stop_all()
+            except Exception:
+                pass
+        for key in ("haproxy", "prometheus", "kafka"):
+            if key in self.state:
+                stop(self.state[key]["pid"])
+        left = [p for p in pids if alive(p)]
+        if not left:
+            self.file.unlink(missing_ok=True)
+            self.state = {}
+        return left

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages the live stack and its tests use: Prometheus (the real server),
+# HAProxy (the balancer, driven through its runtime API) and kcat (an independent
+# Kafka client for protocol tests). Installs only what is missing.
+set -euo pipefail
+need=()
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v kcat >/dev/null 2>&1 || need+=(kcat)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,158 @@
+"""The local live data plane, started for real on loopback: embedded Kafka, Debian's
+Prometheus, HAProxy and gunicorn replicas; checked against the load a client sends."""
+
+import json
+import multiprocessing
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from orchestrator.collectors.prometheus import PrometheusCollector, PrometheusUnavailable
+from orchestrator.collectors.zipkin import ZipkinCollector
+from orchestrator.context import ContextBuilder, ContextSettings
+from orchestrator.local_processes import alive
+from orchestrator.stack import LocalStack
+
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.skipif(not (shutil.which("prometheus") and shutil.which("haproxy")),
+                       reason="needs Debian's prometheus and haproxy (.ci/run installs them)"),
+]
+
+
+def _client(url: str, think_s: float, stop, out) -> None:
+    records = []
+    while not stop.is_set():
+        t0 = time.time()
+        p0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                ok = r.status == 200
+                r.read()
+        except (urllib.error.URLError, OSError):
+            ok = False
+        records.append((t0, (time.perf_counter() - p0) * 1000, ok))
+        time.sleep(think_s)
+    out.put(records)
+
+
+class Load:
+    """``clients`` closed-loop client processes on ``url`` (their own interpreters, so
+    nothing in the test process skews their clocks); records (start, latency ms, ok)."""
+
+    def __init__(self, url: str, threads: int = 4, think_s: float = 0.02) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._stop = ctx.Event()
+        self._out = ctx.Queue()
+        self._procs = [ctx.Process(target=_client, args=(url, think_s, self._stop, self._out), daemon=True)
+                       for _ in range(threads)]
+        self.records: list[tuple[float, float, bool]] = []
+
+    def __enter__(self):
+        for p in self._procs:
+            p.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for _ in self._procs:
+            self.records += self._out.get(timeout=60)
+        for p in self._procs:
+            p.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = LocalStack(tmp_path_factory.mktemp("live"))
+    s.up(replicas=1)
+    yield s
+    left = s.down()
+    assert left == []
+
+
+def test_context_matches_the_load_sent(stack):
+    builder = ContextBuilder(ContextSettings(window_s=10.0))
+    lock = threading.Lock()
+    col = ZipkinCollector(stack.state["kafka"]["bootstrap"], builder, lock, services=["sandbox"],
+                          group="ctx-test", offset_reset="latest")
+    col.start()
+    time.sleep(3)  # let the consumer join before the load starts
+    # the paper's request (cpu=200, about 20 ms of CPU) from two clients: the replica does
+    # not queue requests, so its spans and the client's clock measure the same thing
+    with Load(stack.service_url + "/compute?cpu=200", threads=2, think_s=0.05) as load:
+        time.sleep(16)
+        now = time.time() - 1.0  # leave a second for the last spans to arrive
+        time.sleep(2)
+    col.stop()
+    with lock:
+        ctx = builder.build(now, replicas=stack.scaler.ready_replicas)
+    rec = np.array([(s, ms) for s, ms, ok in load.records if ok and now - 10 < s + ms / 1000 <= now])
+    client_rps = len(rec) / 10.0
+    client_p95 = float(np.percentile(rec[:, 1], 95))
+    assert ctx.replicas == 1
+    assert ctx.rps == pytest.approx(client_rps, rel=0.10)
+    assert ctx.p95_ms == pytest.approx(client_p95, rel=0.10)
+
+
+def test_prometheus_scrapes_every_replica_with_kubernetes_names(stack):
+    prom = PrometheusCollector(stack.state["prometheus"]["url"])
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        up = prom.targets_up()
+        if len(up) == stack.scaler.ready_replicas and all(up.values()):
+            break
+        time.sleep(1)
+    assert up and all(up.values())
+    pods = prom.sample()
+    assert len(pods.cpu_cores) == stack.scaler.ready_replicas
+    np.testing.assert_allclose(pods.cpu_request, 0.5)
+    np.testing.assert_allclose(pods.memory_limit_mib, 512)
+
+
+def test_scaling_1_3_1_loses_no_request(stack):
+    with Load(stack.service_url + "/compute?cpu=5", threads=4) as load:
+        time.sleep(1)
+        stack.scaler.scale_to(3)
+        assert stack.scaler.ready_replicas == 3
+        time.sleep(2)
+        stack.scaler.scale_to(1)
+        time.sleep(1)
+    assert stack.scaler.ready_replicas == 1
+    assert len(load.records) > 100
+    assert all(ok for _, _, ok in load.records), sum(not ok for _, _, ok in load.records)
+    served = stack.haproxy.stats()
+    assert sum(int(r["stot"] or 0) for r in served.values()) >= len(load.records)
+
+
+def test_status_and_a_dead_prometheus(stack):
+    st = stack.status()
+    assert st["up"] and st["ready_replicas"] == 1 and st["kafka"]["alive"]
+    assert st["cpu_limit_enforced"] in (True, False)
+    bad = PrometheusCollector("http://127.0.0.1:1")
+    with pytest.raises(PrometheusUnavailable, match="did not answer"):
+        bad.sample()
+
+
+def test_cli_live_up_status_down_leaves_nothing(tmp_path):
+    d = str(tmp_path / "cli")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "experiments.cli", "live", *a, "--dir", d],  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    up = run("up", "--replicas", "2")
+    assert up.returncode == 0, up.stderr
+    state = json.loads(up.stdout)
+    assert state["ready_replicas"] == 2 and state["kafka"]["bootstrap"].startswith("127.0.0.1:")
+    pids = [state["kafka"]["pid"], state["prometheus"]["pid"], state["haproxy"]["pid"]]
+    pids += [r["pid"] for r in state["replicas"]]
+    st = json.loads(run("status").stdout)
+    assert st["up"] and len(st["replicas"]) == 2
+    down = run("down")
+    assert down.returncode == 0, down.stderr
+    time.sleep(0.5)
+    assert not [p for p in pids if alive(p)]
