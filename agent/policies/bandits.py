@@ -51,16 +51,6 @@ class LinTS(LinearBandit):
             probs, prob = None, float("nan")
         return Decision(action=action, probability=prob, probabilities=None if probs is None else tuple(probs))
 
-    def update(self, context, action, reward, next_context) -> None:
-        self.core.update(action, self.features(context), reward)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "core": self.core.state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.core.load(state["core"])
-
 
 class EpsilonGreedy(LinearBandit):
     """Ridge regression per arm; a uniformly random arm with probability ``epsilon``."""
@@ -82,16 +72,6 @@ class EpsilonGreedy(LinearBandit):
         probs = self.epsilon / k + (1 - self.epsilon) * best / best.sum()
         action = int(self.rng.integers(k)) if self.rng.random() < self.epsilon else argmax_random(s, self.rng)[0]
         return Decision(action=action, probability=float(probs[action]), probabilities=tuple(probs))
-
-    def update(self, context, action, reward, next_context) -> None:
-        self.core.update(action, self.features(context), reward)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "core": self.core.state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.core.load(state["core"])
 
 
 class UCB1(BasePolicy):

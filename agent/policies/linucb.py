@@ -141,6 +141,8 @@ class LinearBandit(BasePolicy):
         self.bias = bool(bias)
         self.d = len(FIELDS) + int(self.bias)
 
+    core: LinUCBCore  # set by each subclass
+
     def features(self, context: Context) -> np.ndarray:
         x = context.vector()
         if self.scale is not None:
@@ -148,6 +150,16 @@ class LinearBandit(BasePolicy):
         if self.bias:
             x = np.concatenate((x, (1.0,)))
         return x
+
+    def update(self, context: Context, action: int, reward: float, next_context: Context) -> None:
+        self.core.update(action, self.features(context), reward)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "core": self.core.state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.core.load(state["core"])
 
 
 class LinUCB(LinearBandit):
@@ -165,16 +177,6 @@ class LinUCB(LinearBandit):
         s = self.core.scores(self.features(context))
         a, p = argmax_random(s, self.rng)
         return Decision(action=a, probability=p, probabilities=tie_probabilities(s, a, p))
-
-    def update(self, context: Context, action: int, reward: float, next_context: Context) -> None:
-        self.core.update(action, self.features(context), reward)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "core": self.core.state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.core.load(state["core"])
 
 
 class HSLinUCB(BasePolicy):
