@@ -15,6 +15,10 @@ ORDER_MODES = ("fixed", "incremental")
 class OrderError(ValueError):
     """An order that cannot be applied; the message names the field and the value."""
 
+    def __init__(self, message: str, transaction_id=None, order=None) -> None:
+        super().__init__(message)
+        self.transaction_id, self.order = transaction_id, order
+
 
 @dataclass(frozen=True)
 class ScaleOrder:
@@ -40,3 +44,72 @@ class ScaleOrder:
 
 
 STAY = ScaleOrder("incremental", 0)
+
+
+# --------------------------------------------------------------------------- messages
+#: Orders the orchestrator understands on topic ``action`` (the paper's vocabulary).
+ORDERS = (
+    "getState", "scaleSUT", "setDeploymentLimit", "LocustMgmt", "getConfig", "ChangeConfig",
+    "setZipkinLookback", "setZipkinService", "getDeploymentState",
+)  # fmt: skip
+LOCUST_ORDERS = ("set_user_level", "step_user_level", "reset", "stop")
+
+
+@dataclass(frozen=True)
+class Order:
+    """A parsed order: its ``transactionId``, name and the raw fields."""
+
+    transaction_id: object
+    name: str
+    fields: dict
+
+
+def parse_order(raw: bytes | str) -> Order:
+    """Parse and check one message of topic ``action``; :class:`OrderError` names the
+    field and the value that are wrong."""
+    import json
+
+    try:
+        msg = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OrderError(f"message is not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(msg, dict):
+        raise OrderError(f"message must be a JSON object, got {type(msg).__name__}")
+    tid = msg.get("transactionId")
+    name = msg.get("order")
+    if name not in ORDERS:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), ORDERS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise OrderError(f"unknown order {name!r}{hint}", transaction_id=tid, order=name)
+    try:
+        if name == "scaleSUT":
+            ScaleOrder(msg.get("mode"), msg.get("level"))
+        elif name == "setDeploymentLimit":
+            lo, hi = msg.get("min"), msg.get("max")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) or not 0 <= lo <= hi:
+                raise OrderError(f"setDeploymentLimit needs integers 0 <= min <= max, got min={lo!r} max={hi!r}")
+        elif name == "LocustMgmt":
+            payload = msg.get("payload")
+            if not isinstance(payload, dict) or payload.get("order") not in LOCUST_ORDERS:
+                raise OrderError(f"LocustMgmt.payload.order must be one of {LOCUST_ORDERS}, got {payload!r}")
+        elif name == "setZipkinLookback":
+            lb = msg.get("lookback")
+            if isinstance(lb, bool) or not isinstance(lb, (int, float)) or lb <= 0:
+                raise OrderError(f"setZipkinLookback.lookback must be a number > 0, got {lb!r}")
+        elif name == "setZipkinService":
+            sv = msg.get("services")
+            if not isinstance(sv, list) or not all(isinstance(s, str) for s in sv):
+                raise OrderError(f"setZipkinService.services must be a list of names, got {sv!r}")
+    except OrderError as exc:
+        raise OrderError(str(exc), transaction_id=tid, order=name) from None
+    return Order(transaction_id=tid, name=name, fields=msg)
+
+
+def result_message(transaction_id, order, ok: bool, reason: str | None = None) -> dict:
+    """The reply on topic ``action_result``."""
+    out = {"transactionId": transaction_id, "order": order, "result": "OK" if ok else "ERROR"}
+    if reason:
+        out["reason"] = reason
+    return out

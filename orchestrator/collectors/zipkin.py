@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -63,13 +64,14 @@ class ZipkinCollector:
     """Consumes ``topic`` on its own thread and feeds ``builder`` (under ``lock``)."""
 
     def __init__(self, bootstrap: str, builder: ContextBuilder, lock: threading.Lock,
-                 services: Iterable[str] = ("sandbox",), topic: str = "zipkin", group: str = "scalelab-orchestrator",
+                 services: Iterable[str] = ("sandbox",), topic: str = "zipkin", group: str = "scalelab-orchestrator-spans",
                  api_version: tuple[int, int] | None = (2, 3), offset_reset: str = "latest") -> None:
         self.bootstrap, self.builder, self.lock, self.topic, self.group = bootstrap, builder, lock, topic, group
         self.offset_reset = offset_reset
         self.services = frozenset(services)
         self.api_version = api_version
         self.stats = ZipkinStats()
+        self.last_span_at: float | None = None  # wall-clock time of the last kept span
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -78,6 +80,7 @@ class ZipkinCollector:
         if len(spans):
             with self.lock:
                 self.builder.add_spans(spans)
+            self.last_span_at = time.time()
         return len(spans)
 
     def start(self) -> None:

@@ -1,0 +1,269 @@
+"""The orchestrator service: orders in on Kafka topic ``action``, answers out.
+
+Threads: the Zipkin collector (spans, continuously), the Prometheus loop (pod samples
+every ``metric_interval_s``), and the order loop. Every order gets a reply on
+``action_result`` naming its ``transactionId``: ``OK``, or ``ERROR`` with a reason.
+``getState`` also answers on ``state`` with the context and how stale each signal is
+(``gaps``). Malformed, unknown and out-of-range orders get ``ERROR``; the service never
+scales outside ``[min, max]`` and never dies on input. When Prometheus or Kafka goes
+away the loops wait and reconnect; the context says how long a signal has been missing.
+
+Run: ``python -m orchestrator --bootstrap 127.0.0.1:PORT --stack-dir DIR`` (the local
+stack's replicas) — see ``--help``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from typing import Protocol
+
+from orchestrator.collectors.zipkin import ZipkinCollector
+from orchestrator.context import ContextBuilder, ContextSettings
+from orchestrator.protocol import Order, OrderError, ScaleOrder, parse_order, result_message
+
+
+class Scaler(Protocol):
+    """What the orchestrator needs of a deployment: the simulated cluster, the
+    LocalScaler and the KubernetesScaler all provide it."""
+
+    @property
+    def desired_replicas(self) -> int: ...
+
+    @property
+    def ready_replicas(self) -> int: ...
+
+    def scale_to(self, n: int) -> None: ...
+
+
+class OrchestratorService:
+    def __init__(self, scaler: Scaler, bootstrap: str | None = None, prometheus_url: str | None = None,
+                 context: ContextSettings | None = None, services: tuple[str, ...] = ("sandbox",),
+                 min_replicas: int = 1, max_replicas: int = 10, metric_interval_s: float = 5.0,
+                 namespace: str = "default", clock: Callable[[], float] = time.time,
+                 api_version: tuple[int, int] | None = (2, 3)) -> None:
+        self.scaler, self.bootstrap, self.prometheus_url = scaler, bootstrap, prometheus_url
+        self.min, self.max = min_replicas, max_replicas
+        self.interval, self.namespace, self.clock, self.api_version = metric_interval_s, namespace, clock, api_version
+        self.lock = threading.Lock()
+        self.settings = context or ContextSettings()
+        self.builder = ContextBuilder(self.settings)
+        self.services = tuple(services)
+        self.last_prometheus_ok: float | None = None
+        self.last_locust: dict | None = None
+        self.prometheus_error: str | None = None
+        self.kafka_error: str | None = None
+        self.orders_handled = 0
+        self.errors = 0
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.zipkin: ZipkinCollector | None = None
+        self._scale_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ orders
+    def handle(self, raw: bytes) -> list[tuple[str, dict]]:
+        """Answer one message of topic ``action``: ``[(topic, message), ...]``."""
+        self.orders_handled += 1
+        try:
+            order = parse_order(raw)
+            return self._dispatch(order)
+        except OrderError as exc:
+            self.errors += 1
+            return [("action_result", result_message(exc.transaction_id, exc.order, False, str(exc)))]
+        except Exception as exc:  # a failing scaler or collector: report, keep serving
+            self.errors += 1
+            tid = _tid(raw)
+            return [("action_result", result_message(tid, None, False, f"{type(exc).__name__}: {exc}"))]
+
+    def _ok(self, order: Order, reason: str | None = None, **extra) -> tuple[str, dict]:
+        return "action_result", {**result_message(order.transaction_id, order.name, True, reason), **extra}
+
+    def _dispatch(self, order: Order) -> list[tuple[str, dict]]:
+        f = order.fields
+        if order.name == "getState":
+            return [("state", self.state_message(order.transaction_id)), self._ok(order)]
+        if order.name == "scaleSUT":
+            current = self.scaler.desired_replicas
+            so = ScaleOrder(f["mode"], f["level"])
+            target = so.target(current, self.min, self.max)
+            wanted = f["level"] if f["mode"] == "fixed" else current + f["level"]
+            note = None if target == wanted else f"clamped from {wanted} to [{self.min}, {self.max}]: {target}"
+            if f.get("waitKubernetes", True):
+                with self._scale_lock:
+                    self.scaler.scale_to(target)
+                if f.get("waitPrometheus", False) and self.prometheus_url:
+                    self._wait_prometheus(target, float(f.get("timeout_s", 60)))
+            else:
+                threading.Thread(target=self._scale_async, args=(target,), daemon=True).start()
+            return [self._ok(order, note, replicas=target)]
+        if order.name == "setDeploymentLimit":
+            self.min, self.max = f["min"], f["max"]
+            return [self._ok(order)]
+        if order.name == "LocustMgmt":
+            return [("locust_order", f["payload"]), self._ok(order)]
+        if order.name == "getConfig":
+            return [self._ok(order, config=self.config())]
+        if order.name == "getDeploymentState":
+            return [self._ok(order, replicas=self.scaler.desired_replicas, ready=self.scaler.ready_replicas,
+                             min=self.min, max=self.max)]
+        if order.name == "setZipkinLookback":
+            self._reconfigure(window_s=float(f["lookback"]))
+            return [self._ok(order)]
+        if order.name == "setZipkinService":
+            self.services = tuple(f["services"])
+            if self.zipkin is not None:
+                self.zipkin.services = frozenset(self.services)
+            return [self._ok(order)]
+        if order.name == "ChangeConfig":
+            comp, n = f.get("component"), f.get("trace_number")
+            if comp not in ("zipkin", "prometheus") or isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise OrderError(f"ChangeConfig needs component zipkin|prometheus and trace_number >= 1, got "
+                                 f"{comp!r}, {n!r}", order.transaction_id, order.name)
+            if comp == "zipkin":
+                self._reconfigure(span_buffer=n)
+            else:
+                self._reconfigure(metric_buffer=n)
+            return [self._ok(order)]
+        raise OrderError(f"order {order.name!r} is not handled", order.transaction_id, order.name)
+
+    def _scale_async(self, target: int) -> None:
+        with self._scale_lock:
+            try:
+                self.scaler.scale_to(target)
+            except Exception:
+                self.errors += 1
+
+    def _reconfigure(self, **changes) -> None:
+        try:
+            settings = replace(self.settings, **changes)
+        except ValueError as exc:
+            raise OrderError(str(exc)) from None
+        with self.lock:
+            self.settings = settings
+            self.builder = ContextBuilder(settings)
+            if self.zipkin is not None:
+                self.zipkin.builder = self.builder
+
+    def config(self) -> dict:
+        return {"context": asdict(self.settings), "services": list(self.services), "min": self.min,
+                "max": self.max, "metric_interval_s": self.interval, "prometheus": self.prometheus_url,
+                "bootstrap": self.bootstrap}
+
+    def state_message(self, transaction_id) -> dict:
+        now = self.clock()
+        with self.lock:
+            ctx = self.builder.build(now, self.scaler.ready_replicas)
+        last_span = self.zipkin.last_span_at if self.zipkin is not None else None
+        gaps = {
+            "prometheus_s": None if self.last_prometheus_ok is None else round(now - self.last_prometheus_ok, 3),
+            "zipkin_s": None if last_span is None else round(now - last_span, 3),
+            "prometheus_error": self.prometheus_error,
+        }
+        return {"transactionId": transaction_id, "order": "getState", "context": ctx.to_dict(),
+                "desired_replicas": self.scaler.desired_replicas, "gaps": gaps, "locust": self.last_locust,
+                "t": now}
+
+    # ------------------------------------------------------------------ loops
+    def _prometheus_loop(self) -> None:
+        from orchestrator.collectors.prometheus import PrometheusCollector, PrometheusUnavailable
+
+        collector = PrometheusCollector(self.prometheus_url, namespace=self.namespace)
+        while not self._stop.is_set():
+            try:
+                pods = collector.sample()
+                with self.lock:
+                    self.builder.add_pod_samples(pods)
+                self.last_prometheus_ok = self.clock()
+                self.prometheus_error = None
+            except PrometheusUnavailable as exc:
+                self.prometheus_error = str(exc)[:300]
+            self._stop.wait(self.interval)
+
+    def _wait_prometheus(self, replicas: int, timeout_s: float) -> None:
+        """Until Prometheus has a fresh sample of every one of ``replicas`` pods."""
+        from orchestrator.collectors.prometheus import PrometheusCollector, PrometheusUnavailable
+
+        collector = PrometheusCollector(self.prometheus_url, namespace=self.namespace)
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            try:
+                if len(collector.sample().cpu_cores) == replicas:
+                    return
+            except PrometheusUnavailable:
+                pass
+            time.sleep(0.5)
+
+    def _order_loop(self) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+
+        kw = {"api_version": self.api_version} if self.api_version else {}
+        consumer = producer = None
+        while not self._stop.is_set():
+            try:
+                if consumer is None:
+                    consumer = KafkaConsumer("action", "locust", bootstrap_servers=self.bootstrap,
+                                             group_id="scalelab-orchestrator-orders", auto_offset_reset="latest",
+                                             metadata_max_age_ms=5000, **kw)
+                    producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=0, **kw)
+                batches = consumer.poll(timeout_ms=200, max_records=100)
+                if consumer.assignment():
+                    self.ready.set()
+                for tp, records in batches.items():
+                    for rec in records:
+                        if tp.topic == "locust":
+                            self._locust_stats(rec.value)
+                            continue
+                        for topic, msg in self.handle(rec.value):
+                            producer.send(topic, json.dumps(msg).encode())
+                        producer.flush(timeout=10)
+            except Exception as exc:  # broker away: reconnect; orders sent meanwhile are the sender's to retry
+                self.kafka_error = f"{type(exc).__name__}: {exc}"[:300]
+                for client in (consumer, producer):
+                    try:
+                        if client is not None:
+                            client.close()
+                    except Exception:
+                        pass
+                consumer = producer = None
+                self._stop.wait(1.0)
+        for client in (consumer, producer):
+            if client is not None:
+                client.close()
+
+    def _locust_stats(self, raw: bytes) -> None:
+        try:
+            stats = json.loads(raw)
+            if isinstance(stats, dict):
+                self.last_locust = stats
+        except ValueError:
+            self.errors += 1
+
+    def start(self) -> None:
+        if self.bootstrap:
+            self.zipkin = ZipkinCollector(self.bootstrap, self.builder, self.lock, services=self.services,
+                                          api_version=self.api_version)
+            self.zipkin.start()
+            self._threads.append(threading.Thread(target=self._order_loop, name="orders", daemon=True))
+        if self.prometheus_url:
+            self._threads.append(threading.Thread(target=self._prometheus_loop, name="prometheus", daemon=True))
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.zipkin is not None:
+            self.zipkin.stop()
+        for t in self._threads:
+            t.join(timeout=10)
+
+
+def _tid(raw: bytes):
+    try:
+        msg = json.loads(raw)
+        return msg.get("transactionId") if isinstance(msg, dict) else None
+    except (ValueError, UnicodeDecodeError):
+        return None

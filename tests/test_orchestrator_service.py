@@ -1,0 +1,96 @@
+"""The orchestrator's order handling: every order answered, never out of [min, max]."""
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator.protocol import OrderError, parse_order
+from orchestrator.service import OrchestratorService
+
+
+class CountingScaler:
+    """A deployment that is always ready at the count it was told (for order logic)."""
+
+    def __init__(self, n=1):
+        self.n = n
+        self.calls = []
+
+    @property
+    def desired_replicas(self):
+        return self.n
+
+    @property
+    def ready_replicas(self):
+        return self.n
+
+    def scale_to(self, n):
+        self.calls.append(n)
+        self.n = n
+
+
+def reply(svc, msg):
+    raw = msg if isinstance(msg, bytes) else json.dumps(msg).encode()
+    return svc.handle(raw)
+
+
+def test_scale_orders_are_clamped_and_answered():
+    sc = CountingScaler(2)
+    svc = OrchestratorService(sc, min_replicas=1, max_replicas=5)
+    out = reply(svc, {"transactionId": 7, "order": "scaleSUT", "mode": "fixed", "level": 9})
+    assert out == [("action_result", {"transactionId": 7, "order": "scaleSUT", "result": "OK",
+                                      "reason": "clamped from 9 to [1, 5]: 5", "replicas": 5})]
+    reply(svc, {"transactionId": 8, "order": "scaleSUT", "mode": "incremental", "level": -2})
+    assert sc.n == 3
+    reply(svc, {"transactionId": 9, "order": "setDeploymentLimit", "min": 2, "max": 3})
+    reply(svc, {"transactionId": 10, "order": "scaleSUT", "mode": "incremental", "level": -5})
+    assert sc.n == 2
+
+
+@given(st.one_of(st.binary(max_size=50), st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=5),
+                                                          max_size=5)))
+def test_any_input_gets_an_answer_and_never_a_scale_outside_the_limits(junk):
+    sc = CountingScaler(3)
+    svc = OrchestratorService(sc, min_replicas=2, max_replicas=4)
+    out = reply(svc, junk if isinstance(junk, bytes) else {**junk, "transactionId": "t"})
+    assert out and out[-1][0] == "action_result" and out[-1][1]["result"] in ("OK", "ERROR")
+    assert all(2 <= n <= 4 for n in sc.calls)
+
+
+def test_errors_name_what_was_wrong():
+    svc = OrchestratorService(CountingScaler())
+    cases = {
+        b"{not json": "not JSON",
+        json.dumps({"transactionId": 1, "order": "scaleSUP"}).encode(): "did you mean 'scaleSUT'",
+        json.dumps({"transactionId": 2, "order": "scaleSUT", "mode": "relative", "level": 1}).encode(): "mode",
+        json.dumps({"transactionId": 3, "order": "scaleSUT", "mode": "fixed", "level": 2.5}).encode(): "level",
+        json.dumps({"transactionId": 4, "order": "setDeploymentLimit", "min": 5, "max": 2}).encode(): "min",
+        json.dumps({"transactionId": 5, "order": "LocustMgmt", "payload": {"order": "dance"}}).encode(): "payload",
+    }
+    for raw, words in cases.items():
+        (topic, msg), = svc.handle(raw)
+        assert topic == "action_result" and msg["result"] == "ERROR" and words in msg["reason"]
+        assert msg["transactionId"] == (json.loads(raw)["transactionId"] if raw.startswith(b"{\"") else None)
+
+
+def test_get_state_forwarding_and_config():
+    svc = OrchestratorService(CountingScaler(2), clock=lambda: 100.0)
+    out = reply(svc, {"transactionId": "a", "order": "getState"})
+    assert [t for t, _ in out] == ["state", "action_result"]
+    state = out[0][1]
+    assert state["transactionId"] == "a" and state["context"]["replicas"] == 2
+    assert state["gaps"]["prometheus_s"] is None  # never collected: said so, not hidden
+    out = reply(svc, {"transactionId": "b", "order": "LocustMgmt",
+                      "payload": {"order": "set_user_level", "level": 20, "spawn_rate": 5}})
+    assert out[0] == ("locust_order", {"order": "set_user_level", "level": 20, "spawn_rate": 5})
+    reply(svc, {"transactionId": "c", "order": "ChangeConfig", "component": "zipkin", "trace_number": 4000})
+    reply(svc, {"transactionId": "d", "order": "setZipkinLookback", "lookback": 12})
+    cfg = reply(svc, {"transactionId": "e", "order": "getConfig"})[0][1]["config"]
+    assert cfg["context"]["span_buffer"] == 4000 and cfg["context"]["window_s"] == 12.0
+
+
+def test_parse_order_keeps_the_transaction_id_on_errors():
+    with pytest.raises(OrderError) as e:
+        parse_order(json.dumps({"transactionId": 42, "order": "scaleSUT", "mode": "fixed", "level": -1}))
+    assert e.value.transaction_id == 42 and e.value.order == "scaleSUT"
