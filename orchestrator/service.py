@@ -207,7 +207,7 @@ class OrchestratorService:
                 if consumer is None:
                     consumer = KafkaConsumer("action", "locust", bootstrap_servers=self.bootstrap,
                                              group_id="scalelab-orchestrator-orders", auto_offset_reset="latest",
-                                             metadata_max_age_ms=5000, **kw)
+                                             metadata_max_age_ms=5000, fetch_max_wait_ms=10, **kw)
                     producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=0, **kw)
                 batches = consumer.poll(timeout_ms=200, max_records=100)
                 if consumer.assignment():
