@@ -1,0 +1,43 @@
+"""``python -m injector --host URL --bootstrap ADDR``: the Locust injector master
+(library mode, headless) obeying ``locust_order``. With ``--workload NAME`` it follows a
+workload's ``users_at(t)`` instead (``--compression`` speeds time up)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m injector", description=__doc__)
+    ap.add_argument("--host", required=True, help="the sandbox service URL")
+    ap.add_argument("--bootstrap", help="Kafka bootstrap (orders on locust_order, stats on locust)")
+    ap.add_argument("--workload", help="follow this workload's users_at(t) (no Kafka orders then)")
+    ap.add_argument("--compression", type=float, default=1.0)
+    ap.add_argument("--seconds", type=float, help="stop after this long")
+    args = ap.parse_args(argv)
+    import gevent
+
+    from injector.master import InjectorMaster
+
+    master = InjectorMaster(args.host, None if args.workload else args.bootstrap)
+    gevent.signal_handler(signal.SIGTERM, master.done.set)
+    gevent.signal_handler(signal.SIGINT, master.done.set)
+    if args.workload:
+        from injector.shape import make_shape
+        from injector.workloads import make_workload
+
+        master.env.shape_class = make_shape(make_workload(args.workload), args.compression)()
+        master.env.shape_class.runner = master.runner
+        master.runner.start_shape()
+    if not master.start():
+        print("injector: error: no partitions of locust_order assigned within 60 s", file=sys.stderr)
+        return 1
+    print("injector ready", flush=True)
+    master.serve(args.seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

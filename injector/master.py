@@ -1,0 +1,118 @@
+"""The injector master: Locust in library mode, obeying ``locust_order`` from Kafka and
+publishing aggregated statistics on ``locust`` every ``report_s`` seconds.
+
+Orders (the paper's): ``set_user_level`` (``level``, ``spawn_rate``, ``reset_stats``),
+``step_user_level`` (``level`` ± k), ``reset`` (statistics), ``stop`` (all users).
+Malformed orders are counted and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import gevent
+import gevent.event
+from locust.env import Environment
+
+from injector.locustfile import SandboxUser
+
+
+class InjectorMaster:
+    def __init__(self, host: str, bootstrap: str | None, report_s: float = 5.0,
+                 api_version: tuple[int, int] | None = (2, 3)) -> None:
+        self.env = Environment(user_classes=[SandboxUser], host=host)
+        self.runner = self.env.create_local_runner()
+        self.bootstrap, self.report_s, self.api_version = bootstrap, report_s, api_version
+        self.bad_orders = 0
+        self.level = 0
+        self._producer = None
+        self.done = gevent.event.Event()
+        self.ready = gevent.event.Event()  # set once the order consumer has its partitions
+        self._jobs: list = []
+
+    def apply(self, order: dict) -> None:
+        name = order.get("order")
+        if name == "set_user_level":
+            level, rate = int(order["level"]), float(order.get("spawn_rate", 100))
+            if str(order.get("reset_stats", "False")) == "True":
+                self.env.stats.reset_all()
+            self._set(level, rate)
+        elif name == "step_user_level":
+            self._set(self.level + int(order["level"]), float(order.get("spawn_rate", 100)))
+        elif name == "reset":
+            self.env.stats.reset_all()
+        elif name == "stop":
+            self.runner.stop()
+            self.level = 0
+        else:
+            raise ValueError(f"unknown locust order {name!r}")
+
+    def _set(self, level: int, rate: float) -> None:
+        level = max(0, level)
+        self.level = level
+        if level == 0:
+            self.runner.stop()
+        else:
+            self.runner.start(level, spawn_rate=max(rate, 0.1))
+
+    def stats(self) -> dict:
+        total = self.env.stats.total
+        return {
+            "t": time.time(), "target_user_count": self.level, "user_count": self.runner.user_count,
+            "num_requests": total.num_requests, "num_failures": total.num_failures,
+            "current_rps": total.current_rps, "avg_response_time": total.avg_response_time,
+            "p95_response_time": total.get_response_time_percentile(0.95) if total.num_requests else 0.0,
+            "bad_orders": self.bad_orders,
+        }
+
+    def _orders(self) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+
+        kw = {"api_version": self.api_version} if self.api_version else {}
+        while True:
+            try:
+                consumer = KafkaConsumer("locust_order", bootstrap_servers=self.bootstrap, group_id="scalelab-injector",
+                                         auto_offset_reset="latest", metadata_max_age_ms=5000, fetch_max_wait_ms=50,
+                                         **kw)
+                self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, **kw)
+                while True:
+                    batches = consumer.poll(timeout_ms=100)
+                    if consumer.assignment():
+                        self.ready.set()
+                    for records in batches.values():
+                        for rec in records:
+                            try:
+                                order = json.loads(rec.value)
+                                if not isinstance(order, dict):
+                                    raise ValueError("not an object")
+                                self.apply(order)
+                            except (ValueError, KeyError, TypeError):
+                                self.bad_orders += 1
+                    gevent.sleep(0)
+            except Exception:
+                gevent.sleep(1.0)
+
+    def _report(self) -> None:
+        while True:
+            gevent.sleep(self.report_s)
+            if self._producer is not None:
+                try:
+                    self._producer.send("locust", json.dumps(self.stats()).encode())
+                except Exception:
+                    pass
+
+    def start(self, timeout_s: float = 60.0) -> bool:
+        """Start listening for orders; True once the order consumer is ready."""
+        if not self.bootstrap:
+            self.ready.set()
+            return True
+        self._jobs = [gevent.spawn(self._orders), gevent.spawn(self._report)]
+        return self.ready.wait(timeout_s)
+
+    def serve(self, seconds: float | None = None) -> None:
+        if not self._jobs:
+            self.start()
+        self.done.wait(seconds)
+        self.runner.quit()
+        gevent.killall(self._jobs, timeout=5)

@@ -1,0 +1,79 @@
+"""The Locust injector: its shape follows the workload; the master obeys locust_order
+from Kafka and reports on topic locust, against the real local stack."""
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from injector.shape import shape_tick
+from injector.workloads import make_workload
+
+# Locust is only ever imported in the injector's own process: its import patches the
+# interpreter with gevent.
+HAS_LOCUST = importlib.util.find_spec("locust") is not None
+
+
+def test_shape_asks_only_the_workload():
+    wl = make_workload({"kind": "step", "before": 2, "after": 7, "at_s": 60, "duration_s": 120})
+    assert shape_tick(wl, 0.5, compression=60.0) == (2, 100.0)  # 0.5 s of wall time = 30 s of workload
+    assert shape_tick(wl, 1.5, compression=60.0)[0] == 7
+    assert shape_tick(wl, 2.5, compression=60.0) is None
+
+
+@pytest.mark.skipif(not HAS_LOCUST, reason="locust is in the live extra")
+def test_locust_shape_class_in_its_own_process():
+    code = ("from injector.shape import make_shape; from injector.workloads import make_workload;"
+            "S = make_shape(make_workload({'kind': 'constant', 'users': 3, 'duration_s': 10}), 2.0);"
+            "s = S(); print(s.tick()); s.start_time -= 6; print(s.tick())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split("\n")[:2] == ["(3, 100.0)", "None"], out.stderr
+
+
+@pytest.mark.live
+@pytest.mark.skipif(not (HAS_LOCUST and shutil.which("prometheus") and shutil.which("haproxy")),
+                    reason="needs locust and the local stack")
+def test_master_obeys_orders_and_reports(tmp_path):
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from orchestrator.stack import LocalStack
+
+    stack = LocalStack(tmp_path / "stack")
+    stack.up(replicas=1)
+    addr = stack.state["kafka"]["bootstrap"]
+    proc = subprocess.Popen([sys.executable, "-m", "injector", "--host", stack.service_url, "--bootstrap", addr],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "injector ready"
+        stats = KafkaConsumer("locust", bootstrap_servers=addr, api_version=(2, 3), group_id="t",
+                              auto_offset_reset="latest", metadata_max_age_ms=5000)
+        prod = KafkaProducer(bootstrap_servers=addr, api_version=(2, 3))
+        time.sleep(3)  # the injector's consumer joins
+        for msg in (b"{not json", json.dumps({"order": "set_user_level", "level": 4, "spawn_rate": 20}).encode()):
+            prod.send("locust_order", msg)
+        prod.flush()
+        seen = None
+        end = time.time() + 60
+        while time.time() < end:
+            for records in stats.poll(timeout_ms=500).values():
+                for rec in records:
+                    s = json.loads(rec.value)
+                    if s["user_count"] == 4 and s["num_requests"] > 20:
+                        seen = s
+            if seen:
+                break
+        assert seen is not None, "no statistics with 4 users"
+        assert seen["num_failures"] == 0 and seen["bad_orders"] == 1
+        served = sum(int(r["stot"] or 0) for r in stack.haproxy.stats().values())
+        assert served >= seen["num_requests"]
+        stats.close()
+        prod.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        assert stack.down() == []
