@@ -9,13 +9,15 @@ and reads ``show stat`` to see when a slot has no request left.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.local_processes import spawn, stop
+from orchestrator.local_processes import alive, reap, spawn, stop
 
 BACKEND = "sandbox"
 
@@ -52,9 +54,11 @@ class HAProxy:
     def __init__(self, workdir: Path, port: int, slots: int = 20, balance: str = "leastconn",
                  pid: int | None = None) -> None:
         self.dir, self.port, self.slots, self.balance, self.pid = Path(workdir), port, slots, balance, pid
-        self.sock = self.dir / "haproxy.sock"
+        # unix socket paths are short (HAProxy: 97 characters): keep it in the temp dir
+        digest = hashlib.sha1(str(self.dir.resolve()).encode()).hexdigest()[:12]
+        self.sock = Path(tempfile.gettempdir()) / f"scalelab-haproxy-{digest}.sock"
 
-    def start(self, timeout_s: float = 10.0) -> None:
+    def start(self, timeout_s: float = 30.0) -> None:
         exe = shutil.which("haproxy")
         if exe is None:
             raise HAProxyError("haproxy is not installed (apt-get install haproxy)")
@@ -69,6 +73,9 @@ class HAProxy:
                 self.command("show info")
                 return
             except (OSError, HAProxyError):
+                reap(self.pid)
+                if not alive(self.pid):
+                    break
                 time.sleep(0.05)
         raise HAProxyError(f"haproxy did not open its admin socket; see {self.dir / 'haproxy.log'}")
 

@@ -212,6 +212,7 @@ class OrchestratorService:
                 batches = consumer.poll(timeout_ms=200, max_records=100)
                 if consumer.assignment():
                     self.ready.set()
+                replied = False
                 for tp, records in batches.items():
                     for rec in records:
                         if tp.topic == "locust":
@@ -219,7 +220,9 @@ class OrchestratorService:
                             continue
                         for topic, msg in self.handle(rec.value):
                             producer.send(topic, json.dumps(msg).encode())
-                        producer.flush(timeout=10)
+                            replied = True
+                if replied:
+                    producer.flush(timeout=10)
             except Exception as exc:  # broker away: reconnect; orders sent meanwhile are the sender's to retry
                 self.kafka_error = f"{type(exc).__name__}: {exc}"[:300]
                 for client in (consumer, producer):

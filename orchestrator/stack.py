@@ -39,6 +39,21 @@ def create_topics(bootstrap: str, topics: tuple[str, ...], timeout_s: float = 10
         p.flush(1)
 
 
+def _start_with_a_free_port(make, attempts: int = 3):
+    """Start a server on a free port; another process may take the port between our
+    probe and its bind, so try again with a new one."""
+    for attempt in range(attempts):
+        server = make(free_port())
+        try:
+            server.start()
+            return server
+        except RuntimeError:
+            server.stop()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 class StackError(RuntimeError):
     """The local stack could not be brought up (the message names the part)."""
 
@@ -93,12 +108,10 @@ class LocalStack:
             self.state["kafka"] = {"pid": pid, "bootstrap": self._read_bootstrap(log, pid)}
             self._save()
             create_topics(self.state["kafka"]["bootstrap"], TOPICS)
-            prom = LocalPrometheus(self.dir / "prometheus", free_port())
-            prom.start()
+            prom = _start_with_a_free_port(lambda port: LocalPrometheus(self.dir / "prometheus", port))
             self.state["prometheus"] = {"pid": prom.pid, "port": prom.port, "url": prom.url}
             self._save()
-            hap = HAProxy(self.dir / "haproxy", free_port(), slots)
-            hap.start()
+            hap = _start_with_a_free_port(lambda port: HAProxy(self.dir / "haproxy", port, slots))
             self.state["haproxy"] = {"pid": hap.pid, "port": hap.port, "slots": slots}
             self._save()
             self.scaler.scale_to(replicas)

@@ -41,7 +41,7 @@ def send(stack, lines):
 
 def read(stack, topic, count, offset):
     out = subprocess.run(["kcat", "-C", "-b", stack.state["kafka"]["bootstrap"], "-t", topic, "-o", str(offset),
-                          "-c", str(count), "-q"], capture_output=True, text=True, timeout=120, check=True)
+                          "-c", str(count), "-q"], capture_output=True, text=True, timeout=300, check=True)
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 

@@ -48,7 +48,8 @@ def test_hostile_program_gets_a_clear_result_and_leaves_nothing(sandbox, name):
     code, limit = HOSTILE[name]
     r = sandbox.run(code, limits=LIM)
     if name == "output-flood":
-        assert r.stdout_truncated and len(r.stdout) == LIM.output_bytes and r.limit in ("cpu", "output")
+        # the CPU limit ends it, or the wall clock when a loaded machine starves it of CPU
+        assert r.stdout_truncated and len(r.stdout) == LIM.output_bytes and r.limit in ("cpu", "output", "wall")
     else:
         assert r.limit == limit, r
     assert r.wall_ms < 1000 * (LIM.wall_seconds + 1)
