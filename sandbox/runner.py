@@ -272,15 +272,17 @@ class Sandbox:
             pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 status, usage = st, ru
+                t_end = time.perf_counter()
                 break
             if time.perf_counter() >= deadline:
                 wall_hit = True
+                t_end = time.perf_counter()  # the program's time ends here; killing it is ours
                 _kill_group(proc.pid, uid)
                 _, status, usage = os.wait4(proc.pid, 0)
                 break
             time.sleep(0.005)
         proc.returncode = os.waitstatus_to_exitcode(status)
-        wall_ms = (time.perf_counter() - t0) * 1000.0
+        wall_ms = (t_end - t0) * 1000.0
         _kill_group(proc.pid, uid)  # leftovers (forked children) end with the run
         out.join(timeout=2)
         err.join(timeout=2)

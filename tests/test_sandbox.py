@@ -52,7 +52,7 @@ def test_hostile_program_gets_a_clear_result_and_leaves_nothing(sandbox, name):
         assert r.stdout_truncated and len(r.stdout) == LIM.output_bytes and r.limit in ("cpu", "output", "wall")
     else:
         assert r.limit == limit, r
-    assert r.wall_ms < 1000 * (LIM.wall_seconds + 1)
+    assert r.wall_ms < 1000 * (LIM.wall_seconds + 0.5)  # the deadline holds (the kill itself is not counted)
     assert r.uid is not None and not uid_processes(r.uid)  # every process of the run was killed
 
 
