@@ -184,6 +184,14 @@ def cmd_live(args) -> int:
     from orchestrator.scalers.local import ReplicaSpec
     from orchestrator.stack import LocalStack
 
+    if args.live_command == "run":
+        from experiments.live import run_live
+        from experiments.metrics import format_table
+
+        res = run_live(_config_path(args.config), out=args.out, command=_command())
+        print(format_table(res.summary))
+        print(f"\nrun folder: {res.path}  ({res.seconds:.1f} s)")
+        return 0
     stack = LocalStack(Path(args.dir) if args.dir else None)
     if args.live_command == "up":
         spec = ReplicaSpec(cpu_request=args.cpu_request, cpu_limit=args.cpu_limit,
@@ -272,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
             lp.add_argument("--cpu-limit", type=float, default=0.5, help="cores, enforced by a CFS quota")
             lp.add_argument("--memory-mib", type=int, default=512)
         lp.set_defaults(func=cmd_live)
+    lp = lsub.add_parser("run", help="run a backend: live experiment on a local stack brought up for it")
+    lp.add_argument("config")
+    lp.add_argument("--out", default="runs")
+    lp.set_defaults(func=cmd_live)
 
     p = sub.add_parser("kafka", help="start an embedded Kafka-protocol broker (librdkafka mock) and print its address")
     p.add_argument("--brokers", type=int, default=1)

@@ -151,7 +151,7 @@ def run_experiment(
     for spec in cfg.policies:  # fail on a bad policy name or parameter before any work
         build_policy(spec, cfg, seed=0)
     if cfg.backend not in ("sim", "replay"):
-        raise ConfigError(f"config: backend={cfg.backend!r} is not available in this version; use 'sim' or 'replay'")
+        raise ConfigError(f"config: backend={cfg.backend!r} runs with `scalelab live run CONFIG`" if cfg.backend == "live" else f"config: backend={cfg.backend!r} is unknown")
     if resume is None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         base = Path(out) if out is not None else Path("runs")
