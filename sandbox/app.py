@@ -95,14 +95,18 @@ class App:
         status, headers, body = self.route(environ, path)
         start_response(status, headers)
         self.requests += 1
+        if path in ("/metrics", "/healthz"):
+            return [body]
+        start = int(t0 * 1e6)
+        queued = _queued_us(environ.get("HTTP_X_REQUEST_START"), start)
+        name = f"{environ.get('REQUEST_METHOD', 'GET').lower()} {path}"
         code = int(status.split()[0])
-        if path not in ("/metrics", "/healthz"):
+
+        def finished() -> None:  # the server calls close() once the response is written
             dur = int((time.perf_counter() - p0) * 1e6)
-            start = int(t0 * 1e6)
-            queued = _queued_us(environ.get("HTTP_X_REQUEST_START"), start)
-            self.exporter.submit(make_span(self.s.service, f"{environ.get('REQUEST_METHOD', 'GET').lower()} {path}",
-                                           start - queued, dur + queued, path, code))
-        return [body]
+            self.exporter.submit(make_span(self.s.service, name, start - queued, dur + queued, path, code))
+
+        return _Body(body, finished)
 
     def route(self, environ, path: str):
         method = environ.get("REQUEST_METHOD", "GET")
@@ -188,6 +192,20 @@ class App:
             f"sandbox_spans_dropped_total{{{lbl}}} {ex.dropped if ex else 0}",
         ]
         return "\n".join(lines) + "\n"
+
+
+class _Body:
+    """A one-chunk WSGI body whose ``close()`` (called after the response is sent) ends
+    the span, so the span covers writing the answer, as a sidecar's span does."""
+
+    def __init__(self, body: bytes, on_close) -> None:
+        self.body, self.on_close = body, on_close
+
+    def __iter__(self):
+        yield self.body
+
+    def close(self) -> None:
+        self.on_close()
 
 
 def _queued_us(header: str | None, start_us: int) -> int:

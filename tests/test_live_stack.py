@@ -8,8 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -28,18 +26,29 @@ pytestmark = [
 
 
 def _client(url: str, think_s: float, stop, out) -> None:
+    """A keep-alive HTTP client (as Locust's is): no connection set-up in the latency."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    path = u.path + ("?" + u.query if u.query else "")
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
     records = []
     while not stop.is_set():
         t0 = time.time()
         p0 = time.perf_counter()
         try:
-            with urllib.request.urlopen(url, timeout=30) as r:
-                ok = r.status == 200
-                r.read()
-        except (urllib.error.URLError, OSError):
+            conn.request("GET", path)
+            r = conn.getresponse()
+            r.read()
+            ok = r.status == 200
+        except (OSError, http.client.HTTPException):
             ok = False
+            conn.close()
+            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
         records.append((t0, (time.perf_counter() - p0) * 1000, ok))
         time.sleep(think_s)
+    conn.close()
     out.put(records)
 
 
@@ -160,3 +169,32 @@ def test_cli_live_up_status_down_leaves_nothing(tmp_path):
     assert down.returncode == 0, down.stderr
     time.sleep(0.5)
     assert not [p for p in pids if alive(p)]
+
+
+def test_prometheus_stopped_for_30s_is_reported_and_caught_up(stack):
+    from orchestrator.prometheus_local import LocalPrometheus
+    from orchestrator.service import OrchestratorService
+
+    svc = OrchestratorService(stack.scaler, prometheus_url=stack.state["prometheus"]["url"], metric_interval_s=1.0)
+    svc.start()
+    try:
+        deadline = time.time() + 60
+        while svc.last_prometheus_ok is None and time.time() < deadline:
+            time.sleep(0.5)
+        assert svc.last_prometheus_ok is not None
+        prom = stack.prometheus
+        prom.stop()
+        time.sleep(30)
+        state = svc.state_message("gap")
+        assert state["gaps"]["prometheus_s"] >= 25 and "did not answer" in state["gaps"]["prometheus_error"]
+        again = LocalPrometheus(prom.dir, prom.port)  # same port, same data: it catches up
+        again.start()
+        stack.state["prometheus"]["pid"] = again.pid
+        stack._save()
+        deadline = time.time() + 60
+        while time.time() < deadline and svc.state_message("x")["gaps"]["prometheus_s"] > 3:
+            time.sleep(1)
+        assert svc.state_message("back")["gaps"]["prometheus_s"] <= 3
+        assert svc.state_message("back")["gaps"]["prometheus_error"] is None
+    finally:
+        svc.stop()

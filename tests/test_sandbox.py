@@ -87,7 +87,10 @@ def call(app, method, path, query="", body=b""):
     env["wsgi.input"] = io.BytesIO(body)
     got = {}
     out = app(env, lambda status, headers: got.update(status=status, headers=headers))
-    return int(got["status"].split()[0]), b"".join(out)
+    body = b"".join(out)
+    if hasattr(out, "close"):
+        out.close()  # as a WSGI server does once the response is sent
+    return int(got["status"].split()[0]), body
 
 
 def test_wsgi_routes():
