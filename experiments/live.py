@@ -17,17 +17,15 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from agent.rewards import make_reward
-from experiments.config import ConfigError, ExperimentConfig, load_config, save_config
+from experiments.config import ConfigError, ExperimentConfig, load_config
 from experiments.episode import COLUMNS, build_policy, episode_name, resolve
-from experiments.metrics import summarize
-from experiments.runner import RunResult, _versions, episode_seeds, summary_to_files
+from experiments.runner import RunResult, finish_run, new_run_folder, write_versions
 from orchestrator.client import OrchestratorClient
 from orchestrator.context import FIELDS, Context
 from orchestrator.scalers.local import ReplicaSpec
@@ -98,13 +96,8 @@ def run_live(config: ExperimentConfig | str | Path, out: str | Path = "runs", st
     resolve(cfg)
     for spec in cfg.policies:
         build_policy(spec, cfg, seed=0)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    path = Path(out) / f"{cfg.name}-{stamp}"
-    path.mkdir(parents=True)
-    save_config(cfg, path / "config.yaml")
-    (path / "command.txt").write_text((command or " ".join(sys.argv)) + "\n")
-    seeds = episode_seeds(cfg.seed, cfg.runs, len(cfg.policies))
-    (path / "versions.json").write_text(json.dumps({**_versions(), "seed": cfg.seed, "episodes": seeds}, indent=1))
+    path = new_run_folder(cfg, out, command)
+    seeds = write_versions(path, cfg)
     a = cfg.app
     spec = ReplicaSpec(cpu_request=a.cpu_request or 0.5, cpu_limit=a.cpu_limit or 0.5,
                        memory_request_mib=int(a.memory_request_mib or 512),
@@ -145,15 +138,5 @@ def run_live(config: ExperimentConfig | str | Path, out: str | Path = "runs", st
             if p.stdout:
                 p.stdout.close()
         stack.down()
-    steps = pd.concat(frames, ignore_index=True)
-    steps.to_parquet(path / "steps.parquet", index=False)
-    saved = path / "policies"
-    saved.mkdir(exist_ok=True)
-    for part in sorted((path / "parts").glob("*/policy.json")):
-        (saved / f"{part.parent.name}.json").write_text(part.read_text())
-    summary = summarize(steps, cfg)
-    summary_to_files(summary, path)
-    from experiments.report import write_report
-
-    write_report(path, steps=steps, summary=summary, cfg=cfg)
+    steps, summary = finish_run(path, cfg, frames)
     return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t_start)

@@ -67,7 +67,7 @@ def episode_seeds(seed: int, runs: int, n_policies: int) -> list[dict]:
     return out
 
 
-def _versions() -> dict:
+def versions() -> dict:
     pkgs = {}
     for name in ("scalelab", "numpy", "numba", "pandas", "pyarrow", "matplotlib", "pyyaml"):
         try:
@@ -153,18 +153,8 @@ def run_experiment(
     if cfg.backend not in ("sim", "replay"):
         raise ConfigError(f"config: backend={cfg.backend!r} runs with `scalelab live run CONFIG`" if cfg.backend == "live" else f"config: backend={cfg.backend!r} is unknown")
     if resume is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        base = Path(out) if out is not None else Path("runs")
-        path = base / f"{cfg.name}-{stamp}"
-        k = 1
-        while path.exists():
-            k += 1
-            path = base / f"{cfg.name}-{stamp}-{k}"
-        path.mkdir(parents=True)
-        save_config(cfg, path / "config.yaml")
-        (path / "command.txt").write_text((command or " ".join(sys.argv)) + "\n")
-    seeds = episode_seeds(cfg.seed, cfg.runs, len(cfg.policies))
-    (path / "versions.json").write_text(json.dumps({**_versions(), "seed": cfg.seed, "episodes": seeds}, indent=1))
+        path = new_run_folder(cfg, out, command)
+    seeds = write_versions(path, cfg)
 
     needs_oracle = cfg.backend in ("sim", "replay")
     with tqdm(desc="oracle", unit="level", disable=not progress or not needs_oracle, leave=False) as bar:
@@ -193,12 +183,42 @@ def run_experiment(
                     name, frame = fut.result()
                     frames[name] = frame
                     bar.update(1)
+    steps, summary = finish_run(path, cfg, list(frames.values()), report=report)
+    return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t0)
+
+
+def new_run_folder(cfg: ExperimentConfig, out: str | Path | None, command: str | None) -> Path:
+    """``out/<name>-<UTC stamp>`` with the resolved config and the command line."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    base = Path(out) if out is not None else Path("runs")
+    path = base / f"{cfg.name}-{stamp}"
+    k = 1
+    while path.exists():
+        k += 1
+        path = base / f"{cfg.name}-{stamp}-{k}"
+    path.mkdir(parents=True)
+    save_config(cfg, path / "config.yaml")
+    (path / "command.txt").write_text((command or " ".join(sys.argv)) + "\n")
+    return path
+
+
+def write_versions(path: Path, cfg: ExperimentConfig) -> list[dict]:
+    """``versions.json`` (packages, commit, every episode's seeds); returns the seeds."""
+    seeds = episode_seeds(cfg.seed, cfg.runs, len(cfg.policies))
+    (path / "versions.json").write_text(json.dumps({**versions(), "seed": cfg.seed, "episodes": seeds}, indent=1))
+    return seeds
+
+
+def finish_run(path: Path, cfg: ExperimentConfig, frames: list[pd.DataFrame],
+               report: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Gather the episodes: saved policy states, ``steps.parquet`` in config order, the
+    summary files and (optionally) the report. Returns ``(steps, summary)``."""
     saved = path / "policies"
     saved.mkdir(exist_ok=True)
     for part in sorted((path / "parts").glob("*/policy.json")):
         (saved / f"{part.parent.name}.json").write_text(part.read_text())
     order = {spec.display: k for k, spec in enumerate(cfg.policies)}
-    steps = pd.concat(frames.values(), ignore_index=True)
+    steps = pd.concat(frames, ignore_index=True)
     steps = steps.sort_values(
         by=["policy", "run", "step"], key=lambda c: c.map(order) if c.name == "policy" else c
     ).reset_index(drop=True)
@@ -209,7 +229,7 @@ def run_experiment(
         from experiments.report import write_report
 
         write_report(path, steps=steps, summary=summary, cfg=cfg)
-    return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t0)
+    return steps, summary
 
 
 def summary_to_files(summary: pd.DataFrame, path: Path) -> None:
