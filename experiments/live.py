@@ -1,13 +1,13 @@
 """``scalelab live run``: an experiment on the live local stack, in wall-clock time.
 
-The parts run as separate processes talking through Kafka, as in the paper: the
-orchestrator (``python -m orchestrator``), the Locust injector (``python -m injector``)
-and the sandbox replicas; the agent loop runs here, through
-:class:`orchestrator.client.OrchestratorClient`. Each step: set the injector's level
-from the workload, wait for the step's end, ``getState``, reward the previous decision,
-decide, ``scaleSUT`` (blocking until the replicas are ready, the paper's
-``waitKubernetes``). The run folder has the same files as a simulated run, so
-``scalelab report`` compares them.
+The parts run as separate processes talking only through Kafka, as in the paper: the
+orchestrator (``python -m orchestrator``), the Locust injector (``python -m injector``),
+the sandbox replicas, and per episode the agent (``python -m agent``), whose config this
+module writes from the experiment (policy, reward, limits, the workload's user level per
+step). The agent records every decision as it goes and saves its policy state each
+step; if it dies, it is started again on the same folder and resumes. Afterwards its
+records become the same run folder as a simulated run, so ``scalelab report`` compares
+them.
 """
 
 from __future__ import annotations
@@ -22,73 +22,125 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agent.rewards import make_reward
+from agent.process import AgentFolder, AgentSpec
 from experiments.config import ConfigError, ExperimentConfig, load_config
-from experiments.episode import COLUMNS, build_policy, episode_name, resolve
+from experiments.episode import COLUMNS, build_policy, episode_name, resolve, saved_state_path
 from experiments.runner import RunResult, finish_run, new_run_folder, write_versions
-from orchestrator.client import OrchestratorClient
-from orchestrator.context import FIELDS, Context
 from orchestrator.scalers.local import ReplicaSpec
 from orchestrator.stack import LocalStack
 
 
-def _context(state: dict) -> Context:
-    c = state["context"]
-    return Context(**{k: c[k] for k in (*FIELDS, "mean_ms", "spans", "cpu_request_now") if k in c})
+class AgentFailed(RuntimeError):
+    """The agent process kept failing (the message has its last words)."""
 
 
-def run_live_episode(cfg: ExperimentConfig, policy_index: int, run: int, seed: int, client: OrchestratorClient,
-                     part_dir: Path, sleep=time.sleep, clock=time.monotonic) -> pd.DataFrame:
+def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int) -> AgentSpec:
+    """The agent config of one episode of ``cfg``."""
     r = resolve(cfg)
     spec = cfg.policies[policy_index]
-    policy = build_policy(spec, cfg, seed, run)
-    reward_fn = make_reward(cfg.reward.name, **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
-    client.order("setDeploymentLimit", min=cfg.cluster.min_replicas, max=cfg.cluster.max_replicas)
-    client.scale("fixed", cfg.cluster.initial_replicas)
-    rows: list[dict] = []
-    prev = None
-    level = None
-    t0 = clock()
-    for k in range(r.steps):
-        users = int(r.workload.users_at(k * cfg.step_seconds))
-        if users != level:
-            client.order("LocustMgmt", payload={"order": "set_user_level", "level": users, "spawn_rate": 100})
-            level = users
-        wait = t0 + (k + 1) * cfg.step_seconds - clock()
-        if wait > 0:
-            sleep(wait)
-        state = client.get_state()
-        ctx = _context(state)
-        if prev is not None:
-            rew = reward_fn(prev[0], prev[1], ctx)
-            rows[-1]["reward"] = rew
-            policy.update(prev[0], prev[1], rew, ctx)
-        current = int(state.get("desired_replicas", ctx.replicas))
-        decision = policy.decide(ctx, {"step": k, "t_s": (k + 1) * cfg.step_seconds, "current_replicas": current})
-        order = policy.actions.order(decision.action)
-        target = order.target(current, cfg.cluster.min_replicas, cfg.cluster.max_replicas)
-        if target != current:
-            client.scale("fixed", target)
+    params = dict(spec.params)
+    load = params.pop("load", None)
+    label = params.pop("load_label", spec.display)
+    hot = str(saved_state_path(str(load), label, run)) if load is not None else None
+    users = [int(r.workload.users_at(k * cfg.step_seconds)) for k in range(r.steps)]
+    return AgentSpec(policy=spec.name, params=params, display=spec.display, seed=int(seed), run=run,
+                     steps=r.steps, step_seconds=float(cfg.step_seconds), slo_ms=float(cfg.slo_ms),
+                     reward=cfg.reward.name, reward_params=dict(cfg.reward.params),
+                     min_replicas=cfg.cluster.min_replicas, max_replicas=cfg.cluster.max_replicas,
+                     initial_replicas=cfg.cluster.initial_replicas, users=users, hot_start=hot)
+
+
+def records_to_steps(records: list[dict], slo_ms: float) -> pd.DataFrame:
+    """The agent's decision records as rows of ``steps.parquet`` (plus ``client_p95_ms``,
+    Locust's p95 at the step, NaN when it had none)."""
+    rows = []
+    for rec in records:
+        c = rec["context"]
+        locust = rec.get("locust") or {}
+        client = locust.get("current_p95_response_time")
         rows.append({
-            "run": run, "policy": spec.display, "step": k, "t_s": (k + 1) * cfg.step_seconds, "users": users,
-            "replicas": ctx.replicas, "target_replicas": target, "p95_ms": ctx.p95_ms, "mean_ms": ctx.mean_ms,
-            "rps": ctx.rps, "cpu_request_ratio": ctx.cpu_request_ratio, "cpu_limit_ratio": ctx.cpu_limit_ratio,
-            "mem_request_ratio": ctx.mem_request_ratio, "mem_limit_ratio": ctx.mem_limit_ratio, "spans": ctx.spans,
-            "action": decision.action, "probability": decision.probability, "reward": np.nan,
-            "violation": ctx.p95_ms > cfg.slo_ms, "oracle_replicas": -1,
-            "probabilities": json.dumps(list(decision.probabilities)) if decision.probabilities else "",
+            "run": rec["run"], "policy": rec["policy"], "step": rec["step"], "t_s": rec["t_s"],
+            "users": rec["users"], "replicas": c["replicas"], "target_replicas": rec["target_replicas"],
+            "p95_ms": c["p95_ms"], "mean_ms": c.get("mean_ms", 0.0), "rps": c["rps"],
+            "cpu_request_ratio": c["cpu_request_ratio"], "cpu_limit_ratio": c["cpu_limit_ratio"],
+            "mem_request_ratio": c["mem_request_ratio"], "mem_limit_ratio": c["mem_limit_ratio"],
+            "spans": c.get("spans", 0), "action": rec["action"], "probability": rec["probability"],
+            "reward": rec["reward"], "violation": c["p95_ms"] > slo_ms, "oracle_replicas": -1,
+            "probabilities": json.dumps(rec["probabilities"]) if rec.get("probabilities") else "",
+            "client_p95_ms": float(client) if client is not None else np.nan,
         })  # fmt: skip
-        pd.DataFrame(rows, columns=list(COLUMNS)).to_parquet(part_dir / "chunk-00000000.parquet", index=False)
-        prev = (ctx, decision.action)
-    (part_dir / "policy.json").write_text(json.dumps(policy.state_dict()))
-    (part_dir / "done").write_text("ok\n")
-    client.order("LocustMgmt", payload={"order": "stop"})
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    return pd.DataFrame(rows, columns=[*COLUMNS, "client_p95_ms"])
+
+
+def run_agent_process(spec: AgentSpec, part: Path, bootstrap: str, restarts: int = 3,
+                      kill_after_records: int | None = None) -> int:
+    """Run ``python -m agent`` for one episode in ``part``, starting it again (it
+    resumes) if it dies; returns how many times it was restarted. ``kill_after_records``
+    (fault tests) kills it with SIGKILL once that many decisions are on disk."""
+    spec.save(part / "agent.yaml")
+    folder = AgentFolder(part)
+    budget = spec.steps * spec.step_seconds * 3 + 120
+    started = 0
+    while True:
+        with open(part / "agent.log", "a") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(part / "agent.yaml"),
+                                     "--bootstrap", bootstrap], stdout=log, stderr=subprocess.STDOUT)
+            end = time.monotonic() + budget
+            while proc.poll() is None:
+                if kill_after_records is not None and len(folder.records()) >= kill_after_records:
+                    proc.kill()
+                    kill_after_records = None
+                if time.monotonic() > end:
+                    proc.kill()
+                time.sleep(0.2)
+        if proc.returncode == 0:
+            return started
+        if proc.returncode == 2 or started >= restarts:
+            tail = (part / "agent.log").read_text().strip().splitlines()[-5:]
+            raise AgentFailed(f"agent for {spec.display} run {spec.run} exited {proc.returncode}: " + " | ".join(tail))
+        started += 1
+
+
+def start_services(stack: LocalStack, min_replicas: int, max_replicas: int, context: str = "default",
+                   think_s: tuple[float, float] | list[float] = (0.0, 2.0),
+                   injector_cpu: int = 200) -> list[subprocess.Popen]:
+    """Start ``python -m orchestrator`` and ``python -m injector`` on ``stack``; each
+    says "ready" on its first line once it listens to Kafka."""
+    addr = stack.state["kafka"]["bootstrap"]
+    env = {**os.environ, "INJECTOR_CPU": str(injector_cpu), "INJECTOR_WAIT_MIN": str(think_s[0]),
+           "INJECTOR_WAIT_MAX": str(think_s[1])}
+    procs: list[subprocess.Popen] = []
+    try:
+        for cmd in ([sys.executable, "-m", "orchestrator", "--stack-dir", str(stack.dir), "--min",
+                     str(min_replicas), "--max", str(max_replicas), "--context", context],
+                    [sys.executable, "-m", "injector", "--host", stack.service_url, "--bootstrap", addr]):
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+            procs.append(p)
+            line = p.stdout.readline().strip()
+            if not line.endswith("ready"):
+                raise RuntimeError(f"{cmd[2]} did not start (said {line!r})")
+    except Exception:
+        stop_services(procs)
+        raise
+    return procs
+
+
+def stop_services(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        if p.stdout:
+            p.stdout.close()
 
 
 def run_live(config: ExperimentConfig | str | Path, out: str | Path = "runs", stack_dir: Path | None = None,
-             command: str | None = None, injector_cpu: int = 200) -> RunResult:
-    """Run ``config`` (``backend: live``) on a local stack brought up for it."""
+             command: str | None = None, injector_cpu: int = 200, kill_agent_after: int | None = None) -> RunResult:
+    """Run ``config`` (``backend: live``) on a local stack brought up for it.
+    ``kill_agent_after`` (fault tests): kill each agent once, after that many decisions."""
     t_start = time.perf_counter()
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     if cfg.backend != "live":
@@ -105,38 +157,23 @@ def run_live(config: ExperimentConfig | str | Path, out: str | Path = "runs", st
     stack = LocalStack(stack_dir or path / "stack")
     stack.up(replicas=cfg.cluster.initial_replicas, spec=spec)
     procs: list[subprocess.Popen] = []
-    client = None
     try:
         addr = stack.state["kafka"]["bootstrap"]
-        think = cfg.cluster.think_s or [0.0, 2.0]
-        env = {**os.environ, "INJECTOR_CPU": str(injector_cpu), "INJECTOR_WAIT_MIN": str(think[0]),
-               "INJECTOR_WAIT_MAX": str(think[1])}
-        for cmd in ([sys.executable, "-m", "orchestrator", "--stack-dir", str(stack.dir), "--min",
-                     str(cfg.cluster.min_replicas), "--max", str(cfg.cluster.max_replicas), "--context", cfg.context.preset],
-                    [sys.executable, "-m", "injector", "--host", stack.service_url, "--bootstrap", addr]):
-            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-            procs.append(p)
-            line = p.stdout.readline().strip()
-            if not line.endswith("ready"):
-                raise RuntimeError(f"{cmd[2]} did not start (said {line!r})")
-        client = OrchestratorClient(addr)
+        procs = start_services(stack, cfg.cluster.min_replicas, cfg.cluster.max_replicas, cfg.context.preset,
+                               think_s=cfg.cluster.think_s or [0.0, 2.0], injector_cpu=injector_cpu)
         frames = []
         for run in range(cfg.runs):
             for k, pspec in enumerate(cfg.policies):
                 part = path / "parts" / episode_name(pspec.display, run)
                 part.mkdir(parents=True, exist_ok=True)
-                frames.append(run_live_episode(cfg, k, run, seeds[run]["policy"][k], client, part))
+                aspec = agent_spec(cfg, k, run, seeds[run]["policy"][k])
+                run_agent_process(aspec, part, addr, kill_after_records=kill_agent_after)
+                frames.append(records_to_steps(AgentFolder(part).records(), cfg.slo_ms))
+                state = json.loads((part / "agent-state.json").read_text())
+                (part / "policy.json").write_text(json.dumps(state["policy"]))
+                (part / "done").write_text("ok\n")
     finally:
-        if client is not None:
-            client.close()
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-            if p.stdout:
-                p.stdout.close()
+        stop_services(procs)
         stack.down()
     steps, summary = finish_run(path, cfg, frames)
     return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t_start)

@@ -16,12 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workload", help="follow this workload's users_at(t) (no Kafka orders then)")
     ap.add_argument("--compression", type=float, default=1.0)
     ap.add_argument("--seconds", type=float, help="stop after this long")
+    ap.add_argument("--report-s", type=float, default=1.0, help="seconds between statistics on topic locust")
     args = ap.parse_args(argv)
     import gevent
 
     from injector.master import InjectorMaster
 
-    master = InjectorMaster(args.host, None if args.workload else args.bootstrap)
+    master = InjectorMaster(args.host, None if args.workload else args.bootstrap, report_s=args.report_s)
     gevent.signal_handler(signal.SIGTERM, master.done.set)
     gevent.signal_handler(signal.SIGINT, master.done.set)
     if args.workload:

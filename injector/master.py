@@ -63,8 +63,15 @@ class InjectorMaster:
             "num_requests": total.num_requests, "num_failures": total.num_failures,
             "current_rps": total.current_rps, "avg_response_time": total.avg_response_time,
             "p95_response_time": total.get_response_time_percentile(0.95) if total.num_requests else 0.0,
-            "bad_orders": self.bad_orders,
+            "current_p95_response_time": self._current_p95(), "bad_orders": self.bad_orders,
         }
+
+    def _current_p95(self) -> float | None:
+        """Locust's p95 over about the last 10 s (ms), None before it has 10 s of data."""
+        try:
+            return self.env.stats.total.get_current_response_time_percentile(0.95)
+        except ValueError:
+            return None
 
     def _orders(self) -> None:
         from kafka import KafkaConsumer, KafkaProducer

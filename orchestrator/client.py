@@ -15,16 +15,22 @@ class OrderFailed(RuntimeError):
     """The orchestrator answered ERROR; the message is its reason."""
 
 
+class OrchestratorUnavailable(TimeoutError):
+    """No answer: the broker or the orchestrator is away (the caller may retry)."""
+
+
 class OrchestratorClient:
     def __init__(self, bootstrap: str, timeout_s: float = 60.0, api_version: tuple[int, int] | None = (2, 3)) -> None:
         from kafka import KafkaConsumer, KafkaProducer
 
         kw = {"api_version": api_version} if api_version else {}
         self.timeout = timeout_s
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0, **kw)
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0, max_block_ms=5000,
+                                      reconnect_backoff_max_ms=1000, **kw)
         self.consumer = KafkaConsumer("action_result", "state", bootstrap_servers=bootstrap,
                                       group_id=f"scalelab-agent-{uuid.uuid4().hex[:8]}", auto_offset_reset="latest",
-                                      metadata_max_age_ms=5000, fetch_max_wait_ms=10, **kw)
+                                      metadata_max_age_ms=5000, fetch_max_wait_ms=10,
+                                      reconnect_backoff_max_ms=1000, **kw)
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:8]
         self._results: dict[str, dict] = {}
@@ -35,7 +41,13 @@ class OrchestratorClient:
             self.consumer.poll(timeout_ms=100)
 
     def _poll(self) -> None:
-        for tp, records in self.consumer.poll(timeout_ms=50).items():
+        from kafka.errors import KafkaError
+
+        try:
+            polled = self.consumer.poll(timeout_ms=50)
+        except KafkaError as exc:
+            raise OrchestratorUnavailable(f"reading replies failed: {exc}") from None
+        for tp, records in polled.items():
             for rec in records:
                 try:
                     msg = json.loads(rec.value)
@@ -47,13 +59,18 @@ class OrchestratorClient:
 
     def order(self, name: str, **fields) -> dict:
         """Send one order and return its ``action_result`` (raises :class:`OrderFailed`)."""
+        from kafka.errors import KafkaError
+
         tid = f"{self._prefix}-{next(self._ids)}"
-        self.producer.send("action", json.dumps({"transactionId": tid, "order": name, **fields}).encode())
-        self.producer.flush()
+        try:
+            self.producer.send("action", json.dumps({"transactionId": tid, "order": name, **fields}).encode())
+            self.producer.flush(timeout=self.timeout)
+        except KafkaError as exc:
+            raise OrchestratorUnavailable(f"sending {name} failed: {exc}") from None
         end = time.monotonic() + self.timeout
         while tid not in self._results:
             if time.monotonic() > end:
-                raise TimeoutError(f"no answer to {name} ({tid}) within {self.timeout:g} s")
+                raise OrchestratorUnavailable(f"no answer to {name} ({tid}) within {self.timeout:g} s")
             self._poll()
         result = self._results.pop(tid)
         if result.get("result") != "OK":
@@ -67,7 +84,7 @@ class OrchestratorClient:
         end = time.monotonic() + self.timeout
         while tid not in self._states:
             if time.monotonic() > end:
-                raise TimeoutError(f"no state for {tid}")
+                raise OrchestratorUnavailable(f"no state for {tid}")
             self._poll()
         return self._states.pop(tid)
 

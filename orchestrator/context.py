@@ -171,6 +171,23 @@ class Context:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Context:
+        """The context of a ``state`` message (or :meth:`to_dict`); extra keys are
+        ignored, a missing feature raises ``KeyError`` naming it.
+
+        >>> Context.from_dict({"replicas": 2, "p95_ms": 80.0, "rps": 10.0, "cpu_request_ratio": 0.5,
+        ...                    "cpu_limit_ratio": 0.5, "mem_request_ratio": 0.1, "mem_limit_ratio": 0.1,
+        ...                    "gap": True}).replicas
+        2
+        """
+        missing = [k for k in FIELDS if k not in data]
+        if missing:
+            raise KeyError(f"context has no {', '.join(missing)}")
+        optional = ("mean_ms", "spans", "cpu_request_now")
+        return cls(int(data["replicas"]), *(float(data[k]) for k in FIELDS[1:]),
+                   **{k: type(getattr(cls, k))(data[k]) for k in optional if k in data})
+
 
 def percentile(values: np.ndarray, q: float) -> float:
     """``np.percentile(values, q)`` (linear interpolation) by partial sorting.

@@ -5,16 +5,26 @@
 :class:`EmbeddedKafka` reads. kafka-python talks to it with ``api_version=(2, 3)``.
 The broker lives as long as the process: ``python -m orchestrator.kafka_embedded``
 (or ``scalelab kafka``) prints the address and serves until stopped.
+
+librdkafka picks the mock broker's port itself. To give a restarted broker the same
+address, as a real broker has, :func:`fixed_port_env` preloads a tiny shim
+(``native/fixed_port.c``, compiled once with the system's C compiler) that turns the
+broker's ``bind`` to port 0 into a bind to the port we chose.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 ADDRESS = re.compile(r"bootstrap\.servers=(\S+)")
 
@@ -67,6 +77,39 @@ class EmbeddedKafka:
         if self._producer is not None:
             self._producer.flush(1)
             self._producer = None
+
+
+SHIM_SOURCE = Path(__file__).parent / "native" / "fixed_port.c"
+
+
+def _shim_library() -> Path:
+    """Compile the fixed-port shim once per source version, into a user cache."""
+    src = SHIM_SOURCE.read_bytes()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "scalelab"
+    lib = cache / f"fixed_port-{hashlib.sha256(src).hexdigest()[:12]}.so"
+    if lib.exists():
+        return lib
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise KafkaError("a fixed Kafka port needs a C compiler (cc or gcc) to build native/fixed_port.c")
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = lib.with_suffix(f".{os.getpid()}.tmp")
+    done = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(tmp), str(SHIM_SOURCE), "-ldl"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise KafkaError(f"building the fixed-port shim failed: {done.stderr.strip()}")
+    tmp.replace(lib)
+    return lib
+
+
+def fixed_port_env(port: int, env: dict | None = None) -> dict:
+    """The environment that makes ``python -m orchestrator.kafka_embedded`` listen on
+    ``127.0.0.1:port``."""
+    env = dict(os.environ if env is None else env)
+    preload = env.get("LD_PRELOAD", "")
+    env["LD_PRELOAD"] = f"{_shim_library()}{' ' + preload if preload else ''}"
+    env["SCALELAB_FIXED_PORT"] = str(int(port))
+    return env
 
 
 def serve(brokers: int = 1, seconds: float | None = None) -> None:

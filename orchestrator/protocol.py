@@ -77,6 +77,9 @@ def parse_order(raw: bytes | str) -> Order:
         raise OrderError(f"message must be a JSON object, got {type(msg).__name__}")
     tid = msg.get("transactionId")
     name = msg.get("order")
+    if tid is None or isinstance(tid, bool) or not isinstance(tid, str | int) or tid == "":
+        raise OrderError(f"order {name!r} has no transactionId (a string or integer) to answer to, "
+                         f"got {tid!r}; not carried out", order=name if isinstance(name, str) else None)
     if name not in ORDERS:
         import difflib
 

@@ -44,7 +44,8 @@ class OrchestratorService:
                  context: ContextSettings | None = None, services: tuple[str, ...] = ("sandbox",),
                  min_replicas: int = 1, max_replicas: int = 10, metric_interval_s: float = 5.0,
                  namespace: str = "default", clock: Callable[[], float] = time.time,
-                 api_version: tuple[int, int] | None = (2, 3)) -> None:
+                 api_version: tuple[int, int] | None = (2, 3), fetch_wait_ms: int = 50) -> None:
+        self.fetch_wait_ms = fetch_wait_ms  # the order consumer's long-poll wait: idle CPU vs round trip
         self.scaler, self.bootstrap, self.prometheus_url = scaler, bootstrap, prometheus_url
         self.min, self.max = min_replicas, max_replicas
         self.interval, self.namespace, self.clock, self.api_version = metric_interval_s, namespace, clock, api_version
@@ -207,7 +208,7 @@ class OrchestratorService:
                 if consumer is None:
                     consumer = KafkaConsumer("action", "locust", bootstrap_servers=self.bootstrap,
                                              group_id="scalelab-orchestrator-orders", auto_offset_reset="latest",
-                                             metadata_max_age_ms=5000, fetch_max_wait_ms=10, **kw)
+                                             metadata_max_age_ms=5000, fetch_max_wait_ms=self.fetch_wait_ms, **kw)
                     producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=0, **kw)
                 batches = consumer.poll(timeout_ms=200, max_records=100)
                 if consumer.assignment():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import urllib.request
@@ -16,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from orchestrator.haproxy import HAProxy
+from orchestrator.kafka_embedded import fixed_port_env
 from orchestrator.local_processes import alive, free_port, spawn, stop
 from orchestrator.prometheus_local import LocalPrometheus
 from orchestrator.scalers.local import LocalScaler, ReplicaSpec
@@ -102,12 +104,7 @@ class LocalStack:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state = {"spec": asdict(spec), "started": time.time()}
         try:
-            log = self.dir / "kafka.log"
-            log.write_text("")
-            pid = spawn([sys.executable, "-m", "orchestrator.kafka_embedded"], log)
-            self.state["kafka"] = {"pid": pid, "bootstrap": self._read_bootstrap(log, pid)}
-            self._save()
-            create_topics(self.state["kafka"]["bootstrap"], TOPICS)
+            self.start_kafka()
             prom = _start_with_a_free_port(lambda port: LocalPrometheus(self.dir / "prometheus", port))
             self.state["prometheus"] = {"pid": prom.pid, "port": prom.port, "url": prom.url}
             self._save()
@@ -119,6 +116,35 @@ class LocalStack:
             self.down()
             raise
         return self.status()
+
+    def start_kafka(self, attempts: int = 3) -> str:
+        """Start the embedded broker on a fixed port (the same one again after
+        :meth:`kill_kafka`), create the topics; returns the bootstrap address."""
+        log = self.dir / "kafka.log"
+        for attempt in range(attempts):
+            port = self.state.get("kafka", {}).get("port") or free_port()
+            log.write_text("")
+            pid = spawn([sys.executable, "-m", "orchestrator.kafka_embedded"], log, env=fixed_port_env(port))
+            try:
+                bootstrap = self._read_bootstrap(log, pid)
+            except StackError:
+                stop(pid)
+                if attempt == attempts - 1 or "port" in self.state.get("kafka", {}):
+                    raise
+                continue
+            if bootstrap != f"127.0.0.1:{port}":
+                stop(pid)
+                raise StackError(f"the embedded Kafka listens on {bootstrap}, not on port {port}; see {log}")
+            self.state["kafka"] = {"pid": pid, "port": port, "bootstrap": bootstrap}
+            self._save()
+            create_topics(bootstrap, TOPICS)
+            return bootstrap
+        raise AssertionError("unreachable")
+
+    def kill_kafka(self) -> None:
+        """Kill the broker (SIGKILL, as a crash): its topics and groups are lost, its
+        address stays reserved for :meth:`start_kafka`."""
+        stop(self.state["kafka"]["pid"], sig=signal.SIGKILL)
 
     @staticmethod
     def _read_bootstrap(log: Path, pid: int, timeout_s: float = 20.0) -> str:

@@ -2,6 +2,7 @@
 replicas as separate processes talking through Kafka."""
 
 import importlib.util
+import json
 import shutil
 
 import pandas as pd
@@ -18,20 +19,30 @@ pytestmark = [
 
 
 def test_live_run_writes_the_same_run_folder_as_a_simulated_run(tmp_path):
-    res = run_live("experiments/configs/live-demo.yaml", out=tmp_path, command="test")
+    res = run_live("experiments/configs/live-demo.yaml", out=tmp_path, command="test", kill_agent_after=4)
     p = res.path
     for f in ("config.yaml", "command.txt", "versions.json", "steps.parquet", "summary.json", "summary.csv",
-              "report.html", "policies/static-2--run000.json", "policies/hslinucb--run000.json"):
+              "report.html", "policies/threshold-cpu--run000.json", "policies/hslinucb--run000.json"):
         assert (p / f).is_file(), f
     steps = pd.read_parquet(p / "steps.parquet")
-    assert len(steps) == 2 * 12
-    static = steps[steps.policy == "static-2"]
-    assert static.replicas.iloc[-1] == 2  # the orchestrator scaled the local replicas
+    assert len(steps) == 2 * 15
+    for policy, g in steps.groupby("policy"):  # the orchestrator scaled the local replicas up
+        print(g[["step", "users", "replicas", "target_replicas", "p95_ms", "client_p95_ms", "rps"]])
+        assert g.replicas.iloc[0] == 1 and g.replicas.max() >= 2, policy
     assert (steps.rps.iloc[5:] > 0).all() and (steps.p95_ms.iloc[5:] > 0).all()
     loaded = steps[steps.users == 10]
     assert loaded.rps.mean() > 2  # ten Locust users are seen in the spans
+    for policy in ("threshold-cpu", "hslinucb"):  # each agent was killed after 4 decisions and resumed
+        part = p / "parts" / f"{policy}--run000"
+        assert "resuming at step" in (part / "agent.log").read_text()
+        assert sorted(steps[steps.policy == policy].step) == list(range(15))
+    # p95 from the spans agrees with what Locust measured (its last-10 s p95) within 15 %
+    summary = json.loads((p / "summary.json").read_text())
+    for row in summary:
+        ratio = row["p95_ms"]["mean"] / row["client_p95_ms"]["mean"]
+        print(row["policy"], row["p95_ms"]["mean"], row["client_p95_ms"]["mean"], ratio)
+        assert 0.85 <= ratio <= 1.15, row
     stack_pids = []
-    import json
 
     state_file = p / "stack" / "stack.json"
     if state_file.exists():

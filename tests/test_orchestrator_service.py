@@ -67,11 +67,13 @@ def test_errors_name_what_was_wrong():
         json.dumps({"transactionId": 3, "order": "scaleSUT", "mode": "fixed", "level": 2.5}).encode(): "level",
         json.dumps({"transactionId": 4, "order": "setDeploymentLimit", "min": 5, "max": 2}).encode(): "min",
         json.dumps({"transactionId": 5, "order": "LocustMgmt", "payload": {"order": "dance"}}).encode(): "payload",
+        json.dumps({"order": "scaleSUT", "mode": "fixed", "level": 2}).encode(): "no transactionId",
     }
     for raw, words in cases.items():
         (topic, msg), = svc.handle(raw)
         assert topic == "action_result" and msg["result"] == "ERROR" and words in msg["reason"]
-        assert msg["transactionId"] == (json.loads(raw)["transactionId"] if raw.startswith(b"{\"") else None)
+        assert msg["transactionId"] == (json.loads(raw).get("transactionId") if raw.startswith(b"{\"") else None)
+    assert svc.scaler.desired_replicas == 1  # the order without a transactionId was not carried out
 
 
 def test_get_state_forwarding_and_config():

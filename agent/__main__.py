@@ -1,0 +1,54 @@
+"""``python -m agent --config agent.yaml --bootstrap HOST:PORT``: the agent process.
+
+Runs :func:`agent.process.run_agent` against the orchestrator over Kafka. This entry
+point is the one place of ``agent/`` that plugs in a network client: it hands
+``orchestrator.client.OrchestratorClient`` (the paper's CogscalingLib) to the loop,
+which itself sees only the :class:`agent.process.Orchestrator` protocol. Restarted with
+the same ``--folder``, it resumes where it stopped. Exit codes: 0 done, 2 bad config,
+3 the orchestrator stayed away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agent.process import AgentConfigError, AgentSpec, run_agent
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m agent", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, help="the agent config (YAML), see agent.process.AgentSpec")
+    ap.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port")
+    ap.add_argument("--folder", help="where records and state go (default: the config's folder)")
+    ap.add_argument("--timeout", type=float, default=15.0,
+                    help="seconds to wait for one answer before sending the order again")
+    args = ap.parse_args(argv)
+    try:
+        spec = AgentSpec.load(args.config)
+    except AgentConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    from orchestrator.client import OrchestratorClient
+
+    client = OrchestratorClient(args.bootstrap, timeout_s=args.timeout)
+    print("agent ready", flush=True)
+    try:
+        result = run_agent(spec, client, args.folder or Path(args.config).parent,
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
+    except AgentConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except TimeoutError as exc:
+        print(f"agent: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        client.close()
+    print(f"agent done: {result.steps_done} steps (resumed at {result.resumed_at}, {result.retries} retries)",
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
