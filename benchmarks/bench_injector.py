@@ -1,7 +1,9 @@
 """Requests per second one Locust injector process sustains against `/compute?cpu=0`
 on the local stack (4 replicas, 1 core each, so the injector is the bottleneck).
 
-    python benchmarks/bench_injector.py [--users 50] [--seconds 15]
+    python benchmarks/bench_injector.py [--users 50] [--seconds 15] [--workers 0]
+
+``--workers N`` runs a Locust master with N worker processes instead of one process.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--workers", type=int, default=0)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         stack = LocalStack(Path(d))
@@ -31,7 +34,8 @@ def main() -> None:
             env = {"INJECTOR_CPU": "0", "INJECTOR_WAIT_MIN": "0", "INJECTOR_WAIT_MAX": "0"}
             import os
 
-            proc = subprocess.Popen([sys.executable, "-m", "injector", "--host", stack.service_url, "--bootstrap", addr],
+            proc = subprocess.Popen([sys.executable, "-m", "injector", "--host", stack.service_url, "--bootstrap", addr,
+                                     "--workers", str(args.workers)],
                                     stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
             assert proc.stdout.readline().strip() == "injector ready"
             from kafka import KafkaConsumer, KafkaProducer
@@ -55,7 +59,8 @@ def main() -> None:
                 if first and last and last["t"] - first["t"] >= args.seconds:
                     break
             rps = (last["num_requests"] - first["num_requests"]) / (last["t"] - first["t"])
-            print(f"one Locust injector process, {args.users} users, wait 0, /compute?cpu=0: {rps:,.0f} req/s "
+            who = f"a Locust master + {args.workers} workers" if args.workers else "one Locust injector process"
+            print(f"{who}, {args.users} users, wait 0, /compute?cpu=0: {rps:,.0f} req/s "
                   f"({last['num_failures']} failures)")
             proc.terminate()
             proc.wait(timeout=30)

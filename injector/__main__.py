@@ -5,6 +5,7 @@ workload's ``users_at(t)`` instead (``--compression`` speeds time up)."""
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 
@@ -12,6 +13,10 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m injector", description=__doc__)
     ap.add_argument("--host", required=True, help="the sandbox service URL")
+    ap.add_argument("--workers", type=int, default=0, help="Locust worker processes (0: one process)")
+    ap.add_argument("--worker", action="store_true", help="be a worker of the master at --master-port")
+    ap.add_argument("--master-port", type=int, default=0)
+    ap.add_argument("--users", type=int, help="start this many users now (no Kafka needed)")
     ap.add_argument("--bootstrap", help="Kafka bootstrap (orders on locust_order, stats on locust)")
     ap.add_argument("--workload", help="follow this workload's users_at(t) (no Kafka orders then)")
     ap.add_argument("--compression", type=float, default=1.0)
@@ -20,9 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import gevent
 
-    from injector.master import InjectorMaster
+    from injector.master import InjectorMaster, run_worker
 
-    master = InjectorMaster(args.host, None if args.workload else args.bootstrap, report_s=args.report_s)
+    if args.worker:
+        run_worker(args.host, args.master_port)
+        return 0
+    master = InjectorMaster(args.host, None if args.workload else args.bootstrap, report_s=args.report_s,
+                            workers=args.workers, master_port=args.master_port)
     gevent.signal_handler(signal.SIGTERM, master.done.set)
     gevent.signal_handler(signal.SIGINT, master.done.set)
     if args.workload:
@@ -35,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     if not master.start():
         print("injector: error: no partitions of locust_order assigned within 60 s", file=sys.stderr)
         return 1
+    if args.users:
+        master.apply({"order": "set_user_level", "level": args.users, "spawn_rate": args.users})
     print("injector ready", flush=True)
     master.serve(args.seconds)
+    print(json.dumps({"stats": master.stats(), "workers": len(master.workers)}), flush=True)
     return 0
 
 

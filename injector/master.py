@@ -4,11 +4,17 @@ publishing aggregated statistics on ``locust`` every ``report_s`` seconds.
 Orders (the paper's): ``set_user_level`` (``level``, ``spawn_rate``, ``reset_stats``),
 ``step_user_level`` (``level`` ± k), ``reset`` (statistics), ``stop`` (all users).
 Malformed orders are counted and ignored.
+
+With ``workers=N`` it is a Locust master that starts N worker processes
+(``python -m injector --worker``) on loopback and spreads the users over them, for load
+that one process (one core) cannot make; statistics are the master's aggregate.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import gevent
@@ -20,9 +26,22 @@ from injector.locustfile import SandboxUser
 
 class InjectorMaster:
     def __init__(self, host: str, bootstrap: str | None, report_s: float = 5.0,
-                 api_version: tuple[int, int] | None = (2, 3)) -> None:
+                 api_version: tuple[int, int] | None = (2, 3), workers: int = 0, master_port: int = 0) -> None:
         self.env = Environment(user_classes=[SandboxUser], host=host)
-        self.runner = self.env.create_local_runner()
+        self.workers: list[subprocess.Popen] = []
+        if workers > 0:
+            self.runner = self.env.create_master_runner("127.0.0.1", master_port or _free_port())
+            port = self.runner.master_bind_port
+            self.workers = [subprocess.Popen([sys.executable, "-m", "injector", "--worker", "--master-port", str(port),
+                                              "--host", host]) for _ in range(workers)]
+            end = time.monotonic() + 60
+            while self.runner.worker_count < workers:
+                if time.monotonic() > end:
+                    self.close_workers()
+                    raise RuntimeError(f"only {self.runner.worker_count} of {workers} Locust workers connected")
+                gevent.sleep(0.1)
+        else:
+            self.runner = self.env.create_local_runner()
         self.bootstrap, self.report_s, self.api_version = bootstrap, report_s, api_version
         self.bad_orders = 0
         self.level = 0
@@ -123,3 +142,27 @@ class InjectorMaster:
         self.done.wait(seconds)
         self.runner.quit()
         gevent.killall(self._jobs, timeout=5)
+        self.close_workers()
+
+    def close_workers(self) -> None:
+        for w in self.workers:
+            try:
+                w.wait(timeout=10)  # runner.quit() told them to stop
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_worker(host: str, master_port: int) -> None:
+    """A Locust worker process: takes its users from the master on loopback."""
+    env = Environment(user_classes=[SandboxUser], host=host)
+    runner = env.create_worker_runner("127.0.0.1", master_port)
+    runner.greenlet.join()

@@ -77,3 +77,43 @@ def test_master_obeys_orders_and_reports(tmp_path):
         proc.wait(timeout=30)
         proc.stdout.close()
         assert stack.down() == []
+
+
+@pytest.mark.live
+def test_master_with_two_worker_processes_spreads_the_users(tmp_path):
+    import http.server
+    import os
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            seen.append(self.path)
+            body = b'{"cpu": 0, "ms": 0.1}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "INJECTOR_WAIT_MIN": "0.05", "INJECTOR_WAIT_MAX": "0.1", "INJECTOR_CPU": "0"}
+        out = subprocess.run([sys.executable, "-m", "injector", "--host", f"http://127.0.0.1:{server.server_port}",
+                              "--workers", "2", "--users", "6", "--seconds", "8"],
+                             capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        final = json.loads(out.stdout.strip().splitlines()[-1])
+        assert final["workers"] == 2
+        n = final["stats"]["num_requests"]
+        assert n > 100 and final["stats"]["num_failures"] == 0
+        assert all(p.startswith("/compute?cpu=0") for p in seen)
+        assert 0.9 * n <= len(seen) <= n + 20  # the master's aggregate is what the server saw
+    finally:
+        server.shutdown()
