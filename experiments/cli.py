@@ -188,7 +188,7 @@ def cmd_live(args) -> int:
         from experiments.live import run_live
         from experiments.metrics import format_table
 
-        res = run_live(_config_path(args.config), out=args.out, command=_command())
+        res = run_live(_config_path(args.config), out=args.out, command=_command(), bootstrap=args.bootstrap)
         print(format_table(res.summary))
         print(f"\nrun folder: {res.path}  ({res.seconds:.1f} s)")
         return 0
@@ -280,9 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
             lp.add_argument("--cpu-limit", type=float, default=0.5, help="cores, enforced by a CFS quota")
             lp.add_argument("--memory-mib", type=int, default=512)
         lp.set_defaults(func=cmd_live)
-    lp = lsub.add_parser("run", help="run a backend: live experiment on a local stack brought up for it")
+    lp = lsub.add_parser("run", help="run a backend: live experiment on a local stack brought up for it, "
+                                     "or on a cluster whose orchestrator and injector listen on --bootstrap")
     lp.add_argument("config")
     lp.add_argument("--out", default="runs")
+    lp.add_argument("--bootstrap", help="Kafka of a running testbed (e.g. kafka:9092 in k8s/): no local stack")
     lp.set_defaults(func=cmd_live)
 
     p = sub.add_parser("kafka", help="start an embedded Kafka-protocol broker (librdkafka mock) and print its address")

@@ -138,8 +138,11 @@ def stop_services(procs: list[subprocess.Popen]) -> None:
 
 
 def run_live(config: ExperimentConfig | str | Path, out: str | Path = "runs", stack_dir: Path | None = None,
-             command: str | None = None, injector_cpu: int = 200, kill_agent_after: int | None = None) -> RunResult:
-    """Run ``config`` (``backend: live``) on a local stack brought up for it.
+             command: str | None = None, injector_cpu: int = 200, kill_agent_after: int | None = None,
+             bootstrap: str | None = None) -> RunResult:
+    """Run ``config`` (``backend: live``) on a local stack brought up for it, or, given
+    ``bootstrap``, against a running testbed whose orchestrator and injector listen on
+    that Kafka (a Kubernetes cluster set up from ``k8s/``): only the agents start here.
     ``kill_agent_after`` (fault tests): kill each agent once, after that many decisions."""
     t_start = time.perf_counter()
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
@@ -154,13 +157,17 @@ def run_live(config: ExperimentConfig | str | Path, out: str | Path = "runs", st
     spec = ReplicaSpec(cpu_request=a.cpu_request or 0.5, cpu_limit=a.cpu_limit or 0.5,
                        memory_request_mib=int(a.memory_request_mib or 512),
                        memory_limit_mib=int(a.memory_limit_mib or 512))
-    stack = LocalStack(stack_dir or path / "stack")
-    stack.up(replicas=cfg.cluster.initial_replicas, spec=spec)
+    stack = None if bootstrap else LocalStack(stack_dir or path / "stack")
+    if stack is not None:
+        stack.up(replicas=cfg.cluster.initial_replicas, spec=spec)
     procs: list[subprocess.Popen] = []
     try:
-        addr = stack.state["kafka"]["bootstrap"]
-        procs = start_services(stack, cfg.cluster.min_replicas, cfg.cluster.max_replicas, cfg.context.preset,
-                               think_s=cfg.cluster.think_s or [0.0, 2.0], injector_cpu=injector_cpu)
+        if stack is not None:
+            addr = stack.state["kafka"]["bootstrap"]
+            procs = start_services(stack, cfg.cluster.min_replicas, cfg.cluster.max_replicas, cfg.context.preset,
+                                   think_s=cfg.cluster.think_s or [0.0, 2.0], injector_cpu=injector_cpu)
+        else:
+            addr = bootstrap
         frames = []
         for run in range(cfg.runs):
             for k, pspec in enumerate(cfg.policies):
@@ -174,6 +181,7 @@ def run_live(config: ExperimentConfig | str | Path, out: str | Path = "runs", st
                 (part / "done").write_text("ok\n")
     finally:
         stop_services(procs)
-        stack.down()
+        if stack is not None:
+            stack.down()
     steps, summary = finish_run(path, cfg, frames)
     return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t_start)

@@ -9,8 +9,11 @@ replica_hours          sum over steps of ready replicas × step length, replica-
 scale_changes_per_run  steps whose ordered replica count differs from the previous one
 regret_replicas        mean over steps of (ready replicas − oracle replicas); NaN with no
                        oracle. Positive: over-provisioned; negative: under.
-client_p95_ms          live runs only: mean over steps of the load generator's own p95
-                       (Locust's, over its last ~10 s), ms — to check ``p95_ms`` against.
+client_p95_ms          live runs only: mean of the load generator's own p95 (Locust's, over
+                       its last ~10 s), ms, over the steps where both it and the spans
+                       measured something;
+p95_vs_client          live runs only: mean span p95 over those same steps / client_p95_ms
+                       (1.0 when the orchestrator's p95 is what the users saw).
 
 Each becomes ``{"mean": m, "ci95": 1.96 * std(ddof=1) / sqrt(runs)}`` (ci95 = 0 for
 one run).
@@ -42,9 +45,15 @@ def per_run(steps: pd.DataFrame, step_seconds: float) -> pd.DataFrame:
             "replica_hours": float(g["replicas"].sum() * step_seconds / 3600.0),
             "scale_changes_per_run": float(np.count_nonzero(np.diff(target))),
             "regret_replicas": float((g["replicas"] - g["oracle_replicas"]).mean()) if has_oracle else np.nan,
-            **({"client_p95_ms": float(g["client_p95_ms"].mean())} if "client_p95_ms" in g else {}),
+            **(_client_p95(g) if "client_p95_ms" in g else {}),
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _client_p95(g: pd.DataFrame) -> dict:
+    both = g["client_p95_ms"].notna() & (g["spans"] > 0)
+    client = float(g["client_p95_ms"][both].mean()) if both.any() else np.nan
+    return {"client_p95_ms": client, "p95_vs_client": float(g["p95_ms"][both].mean()) / client}
 
 
 def mean_ci(values: np.ndarray) -> dict:
@@ -66,7 +75,7 @@ def summarize(steps: pd.DataFrame, cfg) -> pd.DataFrame:
         g = runs[runs.policy == policy]
         if g.empty:
             continue
-        metrics = (*METRICS, "client_p95_ms") if "client_p95_ms" in runs else METRICS
+        metrics = (*METRICS, "client_p95_ms", "p95_vs_client") if "client_p95_ms" in runs else METRICS
         rows.append({"policy": policy, "runs": len(g), **{m: mean_ci(g[m].to_numpy()) for m in metrics}})
     return pd.DataFrame(rows)
 

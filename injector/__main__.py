@@ -15,7 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", required=True, help="the sandbox service URL")
     ap.add_argument("--workers", type=int, default=0, help="Locust worker processes (0: one process)")
     ap.add_argument("--worker", action="store_true", help="be a worker of the master at --master-port")
-    ap.add_argument("--master-port", type=int, default=0)
+    ap.add_argument("--master-port", type=int, default=0, help="the master's port for workers (0: any free one)")
+    ap.add_argument("--master-host", default="127.0.0.1", help="where a --worker finds its master")
+    ap.add_argument("--master-bind", default="127.0.0.1", help="the master's interface for workers (0.0.0.0 in a pod)")
+    ap.add_argument("--expect-workers", type=int, default=0, help="workers started elsewhere (pods) to wait for")
     ap.add_argument("--users", type=int, help="start this many users now (no Kafka needed)")
     ap.add_argument("--bootstrap", help="Kafka bootstrap (orders on locust_order, stats on locust)")
     ap.add_argument("--workload", help="follow this workload's users_at(t) (no Kafka orders then)")
@@ -28,10 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     from injector.master import InjectorMaster, run_worker
 
     if args.worker:
-        run_worker(args.host, args.master_port)
+        run_worker(args.host, args.master_port, args.master_host)
         return 0
     master = InjectorMaster(args.host, None if args.workload else args.bootstrap, report_s=args.report_s,
-                            workers=args.workers, master_port=args.master_port)
+                            workers=args.workers, master_port=args.master_port, expect_workers=args.expect_workers,
+                            bind_host=args.master_bind)
     gevent.signal_handler(signal.SIGTERM, master.done.set)
     gevent.signal_handler(signal.SIGINT, master.done.set)
     if args.workload:

@@ -26,19 +26,21 @@ from injector.locustfile import SandboxUser
 
 class InjectorMaster:
     def __init__(self, host: str, bootstrap: str | None, report_s: float = 5.0,
-                 api_version: tuple[int, int] | None = (2, 3), workers: int = 0, master_port: int = 0) -> None:
+                 api_version: tuple[int, int] | None = (2, 3), workers: int = 0, master_port: int = 0,
+                 expect_workers: int = 0, bind_host: str = "127.0.0.1", wait_workers_s: float = 120.0) -> None:
         self.env = Environment(user_classes=[SandboxUser], host=host)
         self.workers: list[subprocess.Popen] = []
-        if workers > 0:
-            self.runner = self.env.create_master_runner("127.0.0.1", master_port or _free_port())
+        wanted = workers + expect_workers  # local worker processes + workers from elsewhere (pods)
+        if wanted > 0:
+            self.runner = self.env.create_master_runner(bind_host, master_port or _free_port())
             port = self.runner.master_bind_port
             self.workers = [subprocess.Popen([sys.executable, "-m", "injector", "--worker", "--master-port", str(port),
                                               "--host", host]) for _ in range(workers)]
-            end = time.monotonic() + 60
-            while self.runner.worker_count < workers:
+            end = time.monotonic() + wait_workers_s
+            while self.runner.worker_count < wanted:
                 if time.monotonic() > end:
                     self.close_workers()
-                    raise RuntimeError(f"only {self.runner.worker_count} of {workers} Locust workers connected")
+                    raise RuntimeError(f"only {self.runner.worker_count} of {wanted} Locust workers connected")
                 gevent.sleep(0.1)
         else:
             self.runner = self.env.create_local_runner()
@@ -161,8 +163,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_worker(host: str, master_port: int) -> None:
-    """A Locust worker process: takes its users from the master on loopback."""
+def run_worker(host: str, master_port: int, master_host: str = "127.0.0.1") -> None:
+    """A Locust worker process: takes its users from the master."""
     env = Environment(user_classes=[SandboxUser], host=host)
-    runner = env.create_worker_runner("127.0.0.1", master_port)
+    runner = env.create_worker_runner(master_host, master_port)
     runner.greenlet.join()

@@ -1,5 +1,7 @@
-"""``python -m orchestrator``: the orchestrator service on the local stack (or any
-Kafka + Prometheus + scaler). Runs until SIGTERM/SIGINT."""
+"""``python -m orchestrator``: the orchestrator service on the local stack
+(``--stack-dir``) or on a Kubernetes cluster (``--kubernetes``: in-cluster credentials or
+the kubeconfig; ``--deployment`` repeatable, one per pool, the first is the default
+target of ``scaleSUT``). Runs until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -22,19 +24,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max", type=int, default=10)
     ap.add_argument("--context", default="default", choices=sorted(PRESETS))
     ap.add_argument("--service", action="append", help="watched span service name (repeatable; default sandbox)")
+    ap.add_argument("--kubernetes", action="store_true", help="scale Deployments through the Kubernetes API")
+    ap.add_argument("--deployment", action="append", help="Deployment to scale (repeatable: one per pool)")
+    ap.add_argument("--namespace", default="default", help="the Deployments' and pods' namespace")
+    ap.add_argument("--api-host", help="Kubernetes API URL (default: in-cluster, then kubeconfig)")
+    ap.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for ready replicas")
     args = ap.parse_args(argv)
-    if not args.stack_dir:
-        ap.error("--stack-dir is required for now (the Kubernetes scaler is configured in k8s/)")
-    from orchestrator.stack import LocalStack
+    if args.kubernetes == bool(args.stack_dir):
+        ap.error("give exactly one of --stack-dir (local stack) and --kubernetes")
+    if args.kubernetes:
+        if not (args.bootstrap and args.prometheus):
+            ap.error("--kubernetes needs --bootstrap (Kafka) and --prometheus (URL)")
+        from orchestrator.scalers.kubernetes import KubernetesScaler
 
-    stack = LocalStack(Path(args.stack_dir))
-    if not stack.state:
-        print(f"orchestrator: error: no stack is up in {args.stack_dir}", file=sys.stderr)
-        return 2
+        names = args.deployment or ["sandbox"]
+        pools = {n: KubernetesScaler(n, args.namespace, host=args.api_host, ready_timeout_s=args.ready_timeout)
+                 for n in names}
+        scaler, bootstrap, prometheus = pools[names[0]], args.bootstrap, args.prometheus
+    else:
+        from orchestrator.stack import LocalStack
+
+        stack = LocalStack(Path(args.stack_dir))
+        if not stack.state:
+            print(f"orchestrator: error: no stack is up in {args.stack_dir}", file=sys.stderr)
+            return 2
+        scaler, pools = stack.scaler, None
+        bootstrap = args.bootstrap or stack.state["kafka"]["bootstrap"]
+        prometheus = args.prometheus or stack.state["prometheus"]["url"]
     svc = OrchestratorService(
-        stack.scaler, bootstrap=args.bootstrap or stack.state["kafka"]["bootstrap"],
-        prometheus_url=args.prometheus or stack.state["prometheus"]["url"], context=PRESETS[args.context],
+        scaler, bootstrap=bootstrap, prometheus_url=prometheus, context=PRESETS[args.context],
         services=tuple(args.service or ["sandbox"]), min_replicas=args.min, max_replicas=args.max,
+        namespace=args.namespace, pools=pools,
     )  # fmt: skip
     svc.start()
     stop = threading.Event()

@@ -44,7 +44,10 @@ class OrchestratorService:
                  context: ContextSettings | None = None, services: tuple[str, ...] = ("sandbox",),
                  min_replicas: int = 1, max_replicas: int = 10, metric_interval_s: float = 5.0,
                  namespace: str = "default", clock: Callable[[], float] = time.time,
-                 api_version: tuple[int, int] | None = (2, 3), fetch_wait_ms: int = 50) -> None:
+                 api_version: tuple[int, int] | None = (2, 3), fetch_wait_ms: int = 50,
+                 pools: dict[str, Scaler] | None = None) -> None:
+        # several Deployments (node pools): scaleSUT's optional ``deployment`` picks one
+        self.pools = dict(pools or {})
         self.fetch_wait_ms = fetch_wait_ms  # the order consumer's long-poll wait: idle CPU vs round trip
         self.scaler, self.bootstrap, self.prometheus_url = scaler, bootstrap, prometheus_url
         self.min, self.max = min_replicas, max_replicas
@@ -88,18 +91,19 @@ class OrchestratorService:
         if order.name == "getState":
             return [("state", self.state_message(order.transaction_id)), self._ok(order)]
         if order.name == "scaleSUT":
-            current = self.scaler.desired_replicas
+            scaler = self._pool(order)
+            current = scaler.desired_replicas
             so = ScaleOrder(f["mode"], f["level"])
             target = so.target(current, self.min, self.max)
             wanted = f["level"] if f["mode"] == "fixed" else current + f["level"]
             note = None if target == wanted else f"clamped from {wanted} to [{self.min}, {self.max}]: {target}"
             if f.get("waitKubernetes", True):
                 with self._scale_lock:
-                    self.scaler.scale_to(target)
+                    scaler.scale_to(target)
                 if f.get("waitPrometheus", False) and self.prometheus_url:
                     self._wait_prometheus(target, float(f.get("timeout_s", 60)))
             else:
-                threading.Thread(target=self._scale_async, args=(target,), daemon=True).start()
+                threading.Thread(target=self._scale_async, args=(scaler, target), daemon=True).start()
             return [self._ok(order, note, replicas=target)]
         if order.name == "setDeploymentLimit":
             self.min, self.max = f["min"], f["max"]
@@ -131,10 +135,19 @@ class OrchestratorService:
             return [self._ok(order)]
         raise OrderError(f"order {order.name!r} is not handled", order.transaction_id, order.name)
 
-    def _scale_async(self, target: int) -> None:
+    def _pool(self, order: Order) -> Scaler:
+        name = order.fields.get("deployment")
+        if name is None:
+            return self.scaler
+        if name not in self.pools:
+            raise OrderError(f"scaleSUT.deployment {name!r} is not one of {sorted(self.pools) or 'the pools (none)'}",
+                             order.transaction_id, order.name)
+        return self.pools[name]
+
+    def _scale_async(self, scaler: Scaler, target: int) -> None:
         with self._scale_lock:
             try:
-                self.scaler.scale_to(target)
+                scaler.scale_to(target)
             except Exception:
                 self.errors += 1
 
@@ -164,9 +177,12 @@ class OrchestratorService:
             "zipkin_s": None if last_span is None else round(now - last_span, 3),
             "prometheus_error": self.prometheus_error,
         }
-        return {"transactionId": transaction_id, "order": "getState", "context": ctx.to_dict(),
-                "desired_replicas": self.scaler.desired_replicas, "gaps": gaps, "locust": self.last_locust,
-                "t": now}
+        out = {"transactionId": transaction_id, "order": "getState", "context": ctx.to_dict(),
+               "desired_replicas": self.scaler.desired_replicas, "gaps": gaps, "locust": self.last_locust,
+               "t": now}
+        if self.pools:
+            out["pools"] = {n: {"desired": p.desired_replicas, "ready": p.ready_replicas} for n, p in self.pools.items()}
+        return out
 
     # ------------------------------------------------------------------ loops
     def _prometheus_loop(self) -> None:

@@ -13,8 +13,9 @@ PATH = re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments/(?P<name
 
 
 class StubAPIServer:
-    def __init__(self, namespace="default", name="sandbox", replicas=1, ready_delay_s=0.3):
+    def __init__(self, namespace="default", name="sandbox", replicas=1, ready_delay_s=0.3, allowed=None):
         self.ns, self.name, self.spec = namespace, name, replicas
+        self.allowed = allowed  # {(verb, resource)} an RBAC Role grants; None: everything
         self.ready, self.ready_delay = replicas, ready_delay_s
         self.changed_at = time.monotonic()
         self.faults: list[int] = []  # statuses to answer next, one per request
@@ -37,6 +38,10 @@ class StubAPIServer:
                 m = PATH.match(self.path.split("?")[0])
                 resource = "deployments/scale" if m and m["scale"] else "deployments"
                 stub.calls.append((verb, resource))
+                if stub.allowed is not None and (verb, resource) not in stub.allowed:
+                    return self._reply(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+                                             "reason": "Forbidden",
+                                             "message": f"cannot {verb} resource {resource} (RBAC)"})
                 if stub.faults:
                     code = stub.faults.pop(0)
                     return self._reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",

@@ -36,12 +36,12 @@ def test_live_run_writes_the_same_run_folder_as_a_simulated_run(tmp_path):
         part = p / "parts" / f"{policy}--run000"
         assert "resuming at step" in (part / "agent.log").read_text()
         assert sorted(steps[steps.policy == policy].step) == list(range(15))
-    # p95 from the spans agrees with what Locust measured (its last-10 s p95) within 15 %
+    # p95 from the spans agrees with what Locust measured (its last-10 s p95) within 15 %,
+    # on the steps where both measured something
     summary = json.loads((p / "summary.json").read_text())
     for row in summary:
-        ratio = row["p95_ms"]["mean"] / row["client_p95_ms"]["mean"]
-        print(row["policy"], row["p95_ms"]["mean"], row["client_p95_ms"]["mean"], ratio)
-        assert 0.85 <= ratio <= 1.15, row
+        print(row["policy"], row["p95_ms"]["mean"], row["client_p95_ms"]["mean"], row["p95_vs_client"]["mean"])
+        assert 0.85 <= row["p95_vs_client"]["mean"] <= 1.15, row
     stack_pids = []
 
     state_file = p / "stack" / "stack.json"

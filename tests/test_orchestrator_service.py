@@ -96,3 +96,17 @@ def test_parse_order_keeps_the_transaction_id_on_errors():
     with pytest.raises(OrderError) as e:
         parse_order(json.dumps({"transactionId": 42, "order": "scaleSUT", "mode": "fixed", "level": -1}))
     assert e.value.transaction_id == 42 and e.value.order == "scaleSUT"
+
+
+def test_pools_are_scaled_separately_and_reported():
+    cpu, gpu = CountingScaler(), CountingScaler(1)
+    svc = OrchestratorService(cpu, max_replicas=4, pools={"sandbox": cpu, "sandbox-gpu": gpu})
+    reply(svc, {"transactionId": 1, "order": "scaleSUT", "mode": "fixed", "level": 3, "deployment": "sandbox-gpu"})
+    reply(svc, {"transactionId": 2, "order": "scaleSUT", "mode": "incremental", "level": 1})
+    assert (cpu.n, gpu.n) == (2, 3)  # no deployment: the default pool
+    (_topic, msg), = svc.handle(json.dumps({"transactionId": 3, "order": "scaleSUT", "mode": "fixed", "level": 9,
+                                           "deployment": "sandbox-arm"}).encode())
+    assert msg["result"] == "ERROR" and "'sandbox-arm' is not one of ['sandbox', 'sandbox-gpu']" in msg["reason"]
+    assert (cpu.n, gpu.n) == (2, 3)
+    state = svc.state_message("s")
+    assert state["pools"] == {"sandbox": {"desired": 2, "ready": 2}, "sandbox-gpu": {"desired": 3, "ready": 3}}

@@ -1,0 +1,250 @@
+"""k8s/: every overlay renders with kustomize (``kubectl kustomize``) and every object
+validates offline against the Kubernetes schemas (``kubernetes-validate``, strict); the
+orchestrator's RBAC is exactly the least privilege of DESIGN; sandbox pods are hardened
+and their requests/limits agree with what the code assumes; the KubernetesScaler works
+with only the verbs the Role grants."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+OVERLAYS = ("base", "overlays/paper", "overlays/dev", "overlays/gvisor", "overlays/node-pools")
+SANDBOXES = ("sandbox", "sandbox-gpu", "sandbox-arm")
+
+#: DESIGN.md / issue: what the orchestrator may do, in its namespace only.
+ORCHESTRATOR_MAY = {
+    ("apps", "deployments/scale"): {"get", "patch", "update"},
+    ("apps", "deployments"): {"get", "list", "watch"},
+    ("", "pods"): {"get", "list", "watch"},
+}
+
+
+@cache
+def render(overlay: str) -> tuple[dict, ...]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl (with kustomize) is needed to render k8s/; scripts/install-system-deps.sh installs it"
+    out = subprocess.run([kubectl, "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"kustomize {overlay}: {out.stderr}"
+    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+
+
+def objects(overlay: str, kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in render(overlay) if o["kind"] == kind}
+
+
+def sandbox_deployments(overlay: str) -> list[dict]:
+    return [d for name, d in objects(overlay, "Deployment").items() if name in SANDBOXES]
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def quantity_cores(q: str) -> float:
+    return float(q[:-1]) / 1000 if str(q).endswith("m") else float(q)
+
+
+def quantity_mib(q: str) -> float:
+    units = {"Mi": 1, "Gi": 1024}
+    m = re.fullmatch(r"(\d+)(Mi|Gi)", str(q))
+    assert m, f"memory quantity {q!r} is not in Mi or Gi"
+    return int(m[1]) * units[m[2]]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_renders_and_validates_against_the_kubernetes_schemas(overlay):
+    import kubernetes_validate
+
+    docs = render(overlay)
+    assert len(docs) > 20
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)  # raises with the field path
+        assert doc["metadata"].get("namespace", "scalelab") == "scalelab" or doc["kind"] in (
+            "ClusterRole", "ClusterRoleBinding", "RuntimeClass", "Namespace")
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "StatefulSet", "Service", "NetworkPolicy", "Role", "RoleBinding", "Job",
+            "ConfigMap"} <= kinds
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_orchestrator_has_least_privilege_and_nothing_else(overlay):
+    roles = objects(overlay, "Role")
+    bindings = [b for kind in ("RoleBinding", "ClusterRoleBinding") for b in objects(overlay, kind).values()
+                if any(s.get("name") == "orchestrator" and s["kind"] == "ServiceAccount" for s in b["subjects"])]
+    assert [(b["kind"], b["roleRef"]["kind"]) for b in bindings] == [("RoleBinding", "Role")]
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in roles[bindings[0]["roleRef"]["name"]]["rules"]:
+        assert "resourceNames" not in rule or rule["resourceNames"]
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                assert (group, resource) in ORCHESTRATOR_MAY, f"the orchestrator may not touch {group}/{resource}"
+                extra = set(rule["verbs"]) - ORCHESTRATOR_MAY[(group, resource)]
+                assert not extra, f"verbs {sorted(extra)} on {group}/{resource} are beyond least privilege"
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    assert granted == ORCHESTRATOR_MAY
+    deployment = objects(overlay, "Deployment")["orchestrator"]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "orchestrator"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_sandbox_pods_are_hardened_and_drain(overlay):
+    for d in sandbox_deployments(overlay):
+        pod = d["spec"]["template"]["spec"]
+        name = d["metadata"]["name"]
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        (c,) = pod["containers"]
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        tmp = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}["/tmp"]
+        assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}[tmp]
+        assert env_of(c)["TMPDIR"] == "/tmp"
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert c[probe]["httpGet"]["path"] == "/healthz"
+        sleep = float(re.search(r"sleep\((\d+)\)", " ".join(c["lifecycle"]["preStop"]["exec"]["command"]))[1])
+        graceful = float(c["command"][c["command"].index("--graceful-timeout") + 1])
+        assert pod["terminationGracePeriodSeconds"] >= sleep + graceful  # in-flight requests finish
+        assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    runtime = [d["spec"]["template"]["spec"].get("runtimeClassName") for d in sandbox_deployments(overlay)]
+    if overlay == "overlays/gvisor":
+        assert runtime == ["gvisor"] and objects(overlay, "RuntimeClass")["gvisor"]["handler"] == "runsc"
+    else:
+        assert set(runtime) == {None}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_sandbox_network_policy_allows_requests_in_and_spans_to_kafka_only(overlay):
+    policy = objects(overlay, "NetworkPolicy")["sandbox"]["spec"]
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    assert policy["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+    kafka, dns = policy["egress"]
+    assert kafka == {"to": [{"podSelector": {"matchLabels": {"app": "kafka"}}}], "ports": [{"port": 9092, "protocol": "TCP"}]}
+    assert {p["port"] for p in dns["ports"]} == {53} and dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    selected = policy["podSelector"]
+    labels = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in sandbox_deployments(overlay)}
+    for name, lab in labels.items():  # every sandbox pool is under the policy
+        if "matchLabels" in selected:
+            assert selected["matchLabels"].items() <= lab.items(), name
+        else:
+            (expr,) = selected["matchExpressions"]
+            assert lab[expr["key"]] in expr["values"], name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_requests_and_limits_agree_with_the_code_defaults(overlay):
+    from experiments.config import load_config
+    from orchestrator.scalers.local import ReplicaSpec
+    from sandbox.app import Settings
+
+    spec, app = ReplicaSpec(), Settings()
+    assert (spec.cpu_request, spec.cpu_limit, spec.memory_request_mib, spec.memory_limit_mib) == (
+        app.cpu_request, app.cpu_limit, app.memory_request_mib, app.memory_limit_mib) == (0.5, 0.5, 512, 512)
+    cfg_text = objects(overlay, "ConfigMap")["experiment"]["data"]["experiment.yaml"]
+    path = Path(f"/tmp/scalelab-k8s-{overlay.replace('/', '-')}.yaml")
+    path.write_text(cfg_text)
+    cfg = load_config(path)  # the experiment the Job runs is a valid live config
+    assert cfg.backend == "live"
+    for d in sandbox_deployments(overlay):
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        r, env = c["resources"], env_of(c)
+        got = (quantity_cores(r["requests"]["cpu"]), quantity_cores(r["limits"]["cpu"]),
+               quantity_mib(r["requests"]["memory"]), quantity_mib(r["limits"]["memory"]))
+        assert got == (spec.cpu_request, spec.cpu_limit, spec.memory_request_mib, spec.memory_limit_mib)
+        assert got == tuple(float(env[k]) for k in ("SANDBOX_CPU_REQUEST", "SANDBOX_CPU_LIMIT",
+                                                    "SANDBOX_MEMORY_REQUEST_MIB", "SANDBOX_MEMORY_LIMIT_MIB"))
+        assert env["SANDBOX_CONTAINER"] == c["name"]  # the orchestrator's PromQL selects by container name
+        if d["metadata"]["name"] == "sandbox":
+            assert c["name"] == "sandbox"
+            assert (cfg.app.cpu_request, cfg.app.cpu_limit) == got[:2]
+            for p in cfg.policies:  # baselines that know the request are told the deployed one
+                if "cpu_request" in p.params:
+                    assert p.params["cpu_request"] == got[0]
+    args = objects(overlay, "Deployment")["orchestrator"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert int(args[args.index("--max") + 1]) >= cfg.cluster.max_replicas
+    assert args[args.index("--context") + 1] == cfg.context.preset
+
+
+def test_the_node_pools_are_the_base_sandbox_pinned_to_their_nodes():
+    base = objects("base", "Deployment")["sandbox"]
+    deps = objects("overlays/node-pools", "Deployment")
+    args = deps["orchestrator"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--deployment"] == list(SANDBOXES)
+    for pool, key in (("sandbox-gpu", "nvidia.com/gpu.present"), ("sandbox-arm", "kubernetes.io/arch")):
+        d = copy.deepcopy(deps[pool])
+        pod = d["spec"]["template"]["spec"]
+        terms = pod.pop("affinity")["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["key"] == key
+        assert pod.pop("tolerations")
+        (c,) = pod["containers"]
+        assert c.pop("name") == pool
+        for part in ("requests", "limits"):
+            c["resources"][part].pop("nvidia.com/gpu", None)
+        c["env"] = [e for e in c["env"] if e["name"] not in ("SANDBOX_CONTAINER", "SANDBOX_SERVICE")]
+        (b,) = copy.deepcopy(base["spec"]["template"]["spec"]["containers"])
+        b.pop("name")
+        b["env"] = [e for e in b["env"] if e["name"] not in ("SANDBOX_CONTAINER", "SANDBOX_SERVICE")]
+        assert c == b, f"{pool} drifted from k8s/base/sandbox.yaml"
+        assert {k: v for k, v in pod.items() if k != "containers"} == {
+            k: v for k, v in base["spec"]["template"]["spec"].items() if k != "containers"}
+    assert "nvidia.com/gpu" in deps["sandbox-gpu"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_image_is_pinned(overlay):
+    for doc in render(overlay):
+        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+        for c in pod.get("containers", []):
+            image = c["image"]
+            assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
+
+
+def test_dockerfiles_pin_their_base_and_run_as_non_root():
+    for path in (ROOT / "Dockerfile", ROOT / "sandbox" / "Dockerfile"):
+        text = path.read_text()
+        froms = re.findall(r"^FROM (\S+)", text, re.M)
+        assert froms and all(re.search(r":\d+\.\d+\.\d+-slim-bookworm$", f) for f in froms), path
+        user = re.findall(r"^USER (\S+)", text, re.M)
+        assert user and user[-1].split(":")[0] not in ("0", "root"), path
+    # the sandbox image holds only the sandbox package: it imports the standard library and kafka only
+    import ast
+    import sys
+
+    for module in (ROOT / "sandbox").glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            for n in names:
+                top = n.split(".")[0]
+                assert top in sys.stdlib_module_names or top in ("sandbox", "kafka", "__future__"), (module, n)
+
+
+def test_the_kubernetes_scaler_needs_only_the_verbs_the_role_grants():
+    from k8s_stub import StubAPIServer
+
+    from orchestrator.scalers.kubernetes import KubernetesScaler, KubernetesScaleError
+
+    allowed = {(verb, resource) for (group, resource), verbs in ORCHESTRATOR_MAY.items() if group == "apps"
+               for verb in verbs}
+    with StubAPIServer(namespace="scalelab", replicas=1, ready_delay_s=0.05, allowed=allowed) as api:
+        scaler = KubernetesScaler("sandbox", "scalelab", host=api.url, poll_s=0.02)
+        scaler.scale_to(3)
+        assert (scaler.desired_replicas, scaler.ready_replicas) == (3, 3)
+        assert set(api.calls) <= allowed and ("patch", "deployments/scale") in api.calls
+    narrower = allowed - {("patch", "deployments/scale")}
+    with StubAPIServer(namespace="scalelab", allowed=narrower) as api:
+        scaler = KubernetesScaler("sandbox", "scalelab", host=api.url, poll_s=0.02)
+        with pytest.raises(KubernetesScaleError, match="HTTP 403") as err:
+            scaler.scale_to(2)
+        assert err.value.retry is False  # a missing permission is permanent, reported at once
