@@ -18,7 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
-OVERLAYS = ("base", "overlays/paper", "overlays/dev", "overlays/gvisor", "overlays/node-pools")
+OVERLAYS = ("base", "overlays/paper", "overlays/dev", "overlays/gvisor", "overlays/node-pools", "overlays/external")
 SANDBOXES = ("sandbox", "sandbox-gpu", "sandbox-arm")
 
 #: DESIGN.md / issue: what the orchestrator may do, in its namespace only.
@@ -61,19 +61,37 @@ def quantity_mib(q: str) -> float:
     return int(m[1]) * units[m[2]]
 
 
+def _addresses(overlay: str) -> dict[str, str]:
+    """The Kafka bootstrap each part is given."""
+    out = {}
+    for kind in ("Deployment", "Job"):
+        for name, obj in objects(overlay, kind).items():
+            for c in obj["spec"]["template"]["spec"]["containers"]:
+                args = c.get("args", [])
+                if "--bootstrap" in args:
+                    out[name] = args[args.index("--bootstrap") + 1]
+                if "KAFKA_BOOTSTRAP" in env_of(c):
+                    out[name] = env_of(c)["KAFKA_BOOTSTRAP"]
+    assert {"orchestrator", "injector", "experiment", "sandbox"} <= set(out), out
+    return out
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_overlay_renders_and_validates_against_the_kubernetes_schemas(overlay):
     import kubernetes_validate
 
     docs = render(overlay)
-    assert len(docs) > 20
+    assert len(docs) >= 15
     for doc in docs:
         kubernetes_validate.validate(doc, "1.30.0", strict=True)  # raises with the field path
         assert doc["metadata"].get("namespace", "scalelab") == "scalelab" or doc["kind"] in (
             "ClusterRole", "ClusterRoleBinding", "RuntimeClass", "Namespace")
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "StatefulSet", "Service", "NetworkPolicy", "Role", "RoleBinding", "Job",
-            "ConfigMap"} <= kinds
+    assert {"Deployment", "Service", "NetworkPolicy", "Role", "RoleBinding", "Job", "ConfigMap"} <= kinds
+    bundled = {"kafka", "prometheus"} <= set(objects(overlay, "Service"))
+    assert bundled == (overlay != "overlays/external")  # external: your Kafka and Prometheus
+    addresses = _addresses(overlay)
+    assert len(set(addresses.values())) == 1, f"every part must use the same Kafka: {addresses}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -130,7 +148,9 @@ def test_the_sandbox_network_policy_allows_requests_in_and_spans_to_kafka_only(o
     assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
     assert policy["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
     kafka, dns = policy["egress"]
-    assert kafka == {"to": [{"podSelector": {"matchLabels": {"app": "kafka"}}}], "ports": [{"port": 9092, "protocol": "TCP"}]}
+    to = [{"ipBlock": {"cidr": "10.0.0.0/8"}}] if overlay == "overlays/external" else [
+        {"podSelector": {"matchLabels": {"app": "kafka"}}}]
+    assert kafka == {"to": to, "ports": [{"port": 9092, "protocol": "TCP"}]}
     assert {p["port"] for p in dns["ports"]} == {53} and dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
     selected = policy["podSelector"]
     labels = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in sandbox_deployments(overlay)}
@@ -233,7 +253,7 @@ def test_dockerfiles_pin_their_base_and_run_as_non_root():
 def test_the_kubernetes_scaler_needs_only_the_verbs_the_role_grants():
     from k8s_stub import StubAPIServer
 
-    from orchestrator.scalers.kubernetes import KubernetesScaler, KubernetesScaleError
+    from orchestrator.scalers.kubernetes import KubernetesScaleError, KubernetesScaler
 
     allowed = {(verb, resource) for (group, resource), verbs in ORCHESTRATOR_MAY.items() if group == "apps"
                for verb in verbs}
