@@ -68,7 +68,8 @@ def record_datasets(out: Path, progress: bool = True) -> dict[str, Path]:
     return paths
 
 
-def _prepare(name: str, datasets: dict[str, Path], coldstart: Path | None, real_week: Path | None, runs):
+def _prepare(name: str, datasets: dict[str, Path], coldstart: Path | None, real_week: Path | None, runs,
+             steps: int | None = None):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     if cfg.dataset in datasets:
         cfg = replace(cfg, dataset=str(datasets[cfg.dataset]))
@@ -82,6 +83,8 @@ def _prepare(name: str, datasets: dict[str, Path], coldstart: Path | None, real_
     cfg = replace(cfg, policies=policies)
     if runs is not None:
         cfg = replace(cfg, runs=runs)
+    if steps is not None:
+        cfg = replace(cfg, steps=steps)
     return cfg
 
 
@@ -146,8 +149,10 @@ def format_comparison(table: pd.DataFrame) -> str:
 
 
 def reproduce_paper(out: str | Path = "runs/paper", real_week: str | Path | None = None, runs: int | None = None,
-                    only: tuple[str, ...] = EXPERIMENTS, progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Run the paper's experiments into ``out``; returns the comparison and the results."""
+                    only: tuple[str, ...] = EXPERIMENTS, progress: bool = True,
+                    steps: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """Run the paper's experiments into ``out``; returns the comparison and the results.
+    ``runs`` and ``steps`` shorten them (quick looks, CI); the paper's are the default."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     datasets = record_datasets(out, progress)
@@ -161,12 +166,12 @@ def reproduce_paper(out: str | Path = "runs/paper", real_week: str | Path | None
             continue
         if name.startswith("paper-hotstart") and coldstart is None:
             results["paper-coldstart"] = run_experiment(
-                _prepare("paper-coldstart", datasets, None, real, runs), out=out, progress=progress,
+                _prepare("paper-coldstart", datasets, None, real, runs, steps), out=out, progress=progress,
                 command="scalelab paper")
             coldstart = results["paper-coldstart"].path
         if name == "paper-coldstart" and name in results:
             continue
-        cfg = _prepare(name, datasets, coldstart, real, runs)
+        cfg = _prepare(name, datasets, coldstart, real, runs, steps)
         results[name] = run_experiment(cfg, out=out, progress=progress, command="scalelab paper")
         if name == "paper-coldstart":
             coldstart = results[name].path

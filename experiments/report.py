@@ -7,11 +7,8 @@ import html
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
 from experiments.config import load_config
 from experiments.metrics import METRICS, format_table
@@ -24,7 +21,8 @@ def _timeline(steps: pd.DataFrame, run: int) -> pd.DataFrame:
 def plot_load(steps: pd.DataFrame, path: Path, run: int = 0) -> Path:
     g = _timeline(steps, run)
     first = g[g.policy == g.policy.iloc[0]]
-    fig, ax = plt.subplots(figsize=(10, 3))
+    fig = Figure(figsize=(10, 3))
+    ax = fig.subplots()
     ax.plot(first.t_s / 3600.0, first.users, color="black", lw=0.8)
     ax.set_xlabel("time (h)")
     ax.set_ylabel("load (users or req/s)")
@@ -32,13 +30,13 @@ def plot_load(steps: pd.DataFrame, path: Path, run: int = 0) -> Path:
     fig.tight_layout()
     out = path / "load.png"
     fig.savefig(out, dpi=90)
-    plt.close(fig)
     return out
 
 
 def plot_replicas(steps: pd.DataFrame, path: Path, run: int = 0) -> Path:
     g = _timeline(steps, run)
-    fig, ax = plt.subplots(figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5))
+    ax = fig.subplots()
     for policy, p in g.groupby("policy", sort=False):
         ax.step(p.t_s / 3600.0, p.replicas, where="post", lw=0.9, label=policy)
     first = g[g.policy == g.policy.iloc[0]]
@@ -52,7 +50,6 @@ def plot_replicas(steps: pd.DataFrame, path: Path, run: int = 0) -> Path:
     fig.tight_layout()
     out = path / "replicas.png"
     fig.savefig(out, dpi=90)
-    plt.close(fig)
     return out
 
 
@@ -60,7 +57,8 @@ def plot_p95(steps: pd.DataFrame, path: Path, slo_ms: float, run: int = 0) -> li
     g = _timeline(steps, run)
     outs = []
     for policy, p in g.groupby("policy", sort=False):
-        fig, ax = plt.subplots(figsize=(10, 3))
+        fig = Figure(figsize=(10, 3))
+        ax = fig.subplots()
         ax.plot(p.t_s / 3600.0, p.p95_ms, lw=0.7)
         ax.axhline(slo_ms, color="red", ls="--", lw=1, label=f"SLO {slo_ms:g} ms")
         ax.set_yscale("log")
@@ -72,13 +70,13 @@ def plot_p95(steps: pd.DataFrame, path: Path, slo_ms: float, run: int = 0) -> li
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(policy))
         out = path / f"p95-{safe}.png"
         fig.savefig(out, dpi=90)
-        plt.close(fig)
         outs.append(out)
     return outs
 
 
 def plot_tradeoff(summary: pd.DataFrame, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for rec in summary.to_dict(orient="records"):
         x, y = rec["replica_hours"], rec["violations_per_run"]
         ax.errorbar(x["mean"], y["mean"], xerr=x["ci95"], yerr=y["ci95"], fmt="o", capsize=3)
@@ -89,7 +87,6 @@ def plot_tradeoff(summary: pd.DataFrame, path: Path) -> Path:
     fig.tight_layout()
     out = path / "tradeoff.png"
     fig.savefig(out, dpi=90)
-    plt.close(fig)
     return out
 
 

@@ -1,0 +1,98 @@
+"""The notebooks run top to bottom with their small (CI) parameters, through papermill
+in a real Jupyter kernel; their committed files carry no outputs; they import only the
+public API."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+PROJECT = ("orchestrator", "agent", "injector", "simulator", "sandbox", "experiments")
+
+#: CI parameters: small, so that all five run in a few minutes.
+SMALL = {
+    "01-quickstart": {"RUNS": 1, "DAYS": 0.1},
+    "02-reproduce-the-paper": {"RUNS": 1, "STEPS": 1500},
+    "03-bandits-vs-hpa-evaluation-week": {"RUNS": 2, "DAYS": 0.2},
+    "04-write-your-own-policy": {"RUNS": 2, "DURATION_S": 900},
+    "05-live-agent": {"STEPS": 8, "STEP_SECONDS": 2.0, "USERS": [2, 2, 10, 10, 10, 10, 10, 10]},
+}
+
+LIVE_READY = bool(importlib.util.find_spec("locust") and shutil.which("prometheus") and shutil.which("haproxy"))
+
+
+def code_cells(path: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+def test_every_notebook_has_ci_parameters_and_no_outputs():
+    books = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    assert books == sorted(SMALL)
+    for name in books:
+        nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
+        tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, name
+        declared = {t.id for t in ast.walk(ast.parse("".join(tagged[0]["source"]))) if isinstance(t, ast.Name)}
+        assert set(SMALL[name]) <= declared, f"{name}: CI parameters {set(SMALL[name]) - declared} not declared"
+        for c in nb["cells"]:
+            if c["cell_type"] == "code":
+                assert c["outputs"] == [] and c["execution_count"] is None, f"{name}: outputs are committed"
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_notebooks_import_only_public_names(name):
+    for src in code_cells(NOTEBOOKS / f"{name}.ipynb"):
+        tree = ast.parse(src)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PROJECT:
+                parts = node.module.split(".")
+                assert not any(p.startswith("_") for p in parts), f"{name} imports private module {node.module}"
+                for alias in node.names:
+                    assert not alias.name.startswith("_"), f"{name} imports private {node.module}.{alias.name}"
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] in PROJECT:
+                        assert not any(p.startswith("_") for p in alias.name.split(".")), alias.name
+        private = r"\b(?:" + "|".join(PROJECT) + r")(?:\.\w+)*\._\w+"
+        assert not re.search(private, src), f"{name} uses a private name"
+
+
+def test_the_public_api_names_resolve():
+    import experiments
+
+    for name in experiments.__all__:
+        assert getattr(experiments, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        experiments.nope  # noqa: B018
+
+
+def _execute(name: str, tmp_path: Path) -> float:
+    import papermill
+
+    t0 = time.perf_counter()
+    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
+                               parameters=SMALL[name], cwd=str(tmp_path), kernel_name="python3",
+                               progress_bar=False, execution_timeout=600)
+    seconds = time.perf_counter() - t0
+    print(f"{name}: {seconds:.1f} s")
+    return seconds
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(SMALL) if n != "05-live-agent"])
+def test_notebook_runs_top_to_bottom(name, tmp_path):
+    _execute(name, tmp_path)
+
+
+@pytest.mark.live
+@pytest.mark.skipif(not LIVE_READY, reason="needs locust, prometheus and haproxy (.ci/run installs them)")
+def test_the_live_agent_notebook_drives_the_local_stack(tmp_path):
+    _execute("05-live-agent", tmp_path)
