@@ -117,6 +117,8 @@ def cmd_calibrate(args) -> int:
     from simulator.models import PROFILES
 
     app = PROFILES[args.profile]
+    if args.engine == "fluid":
+        return _calibrate_fluid(app, args, plt)
     n = len(paper_table(args.min_steps))
     with tqdm(total=n, desc="calibrate", unit="cell") as bar:
         res = calibrate(app, min_steps=args.min_steps, steps=args.steps, seed=args.seed, progress=bar.update)
@@ -136,6 +138,49 @@ def cmd_calibrate(args) -> int:
     ax.set_ylabel("mean p95 (ms)")
     ax.set_title(f"profile {args.profile}: median |error| {res.median_abs_error:.1%}")
     ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    t.to_csv(out.with_suffix(".csv"), index=False)
+    print(f"plot {out}, table {out.with_suffix('.csv')}")
+    return 0
+
+
+def _calibrate_fluid(app, args, plt) -> int:
+    """The fluid engine against the discrete-event one, on simulator.fluid.GRID for each
+    demand kind: p95 and RPS per cell, utilisation, and the cells outside 15 % / 5 %."""
+    import pandas as pd
+
+    from simulator.fluid import GRID, validate
+    from simulator.models import DEMAND_KINDS
+
+    rows = []
+    for kind in DEMAND_KINDS:
+        for r in validate(app.with_overrides(demand={"kind": kind}), list(GRID), steps=args.steps // 4,
+                          seed=args.seed):
+            rows.append({"demand": kind, **r})
+    t = pd.DataFrame(rows)
+    t["p95_error"] = t.fluid_p95_ms / t.des_p95_ms - 1
+    t["rps_error"] = t.fluid_rps / t.des_rps - 1
+    t["checked"] = t.utilization < 0.9
+    t["within"] = (t.p95_error.abs() <= 0.15) & (t.rps_error.abs() <= 0.05)
+    for r in t.itertuples():
+        flag = "" if not r.checked else ("ok" if r.within else "MISS")
+        print(f"{r.demand:11s} {r.users:3d} users {r.replicas:2d} replicas  util {r.utilization:4.2f}  "
+              f"p95 des {r.des_p95_ms:8.1f} fluid {r.fluid_p95_ms:8.1f} ({r.p95_error:+6.1%})  "
+              f"rps {r.rps_error:+5.1%}  {flag}")
+    checked = t[t.checked]
+    print(f"{int(checked.within.sum())} of {len(checked)} cells below 0.9 utilisation within 15 % (p95) and "
+          f"5 % (RPS); median |p95 error| {checked.p95_error.abs().median():.1%}")
+    out = Path(args.out)
+    fig, axes = plt.subplots(1, len(DEMAND_KINDS), figsize=(5 * len(DEMAND_KINDS), 4))
+    for ax, (kind, g) in zip(axes, t.groupby("demand", sort=False), strict=True):
+        ax.loglog(g.des_p95_ms, g.fluid_p95_ms, "o")
+        lim = [min(g.des_p95_ms.min(), g.fluid_p95_ms.min()) * 0.8, max(g.des_p95_ms.max(), g.fluid_p95_ms.max()) * 1.2]
+        ax.plot(lim, lim, "k-", lw=0.8)
+        ax.fill_between(lim, [v * 0.85 for v in lim], [v * 1.15 for v in lim], alpha=0.15, color="green")
+        ax.set_title(f"{args.profile}, {kind}")
+        ax.set_xlabel("discrete-event p95 (ms)")
+        ax.set_ylabel("fluid p95 (ms)")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     t.to_csv(out.with_suffix(".csv"), index=False)
@@ -309,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=150, help="simulated 5 s steps per cell")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="calibration.png")
+    p.add_argument("--engine", choices=["des", "fluid"], default="des",
+                   help="des: against the paper's table; fluid: the fluid engine against the discrete-event one")
     p.set_defaults(func=cmd_calibrate)
     return parser
 

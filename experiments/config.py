@@ -104,10 +104,13 @@ class ExperimentConfig:
     seed: root of every generator. runs: independent repetitions per policy.
     step_seconds: control period, s. slo_ms: p95 objective, ms.
     steps: steps per run (default: the workload's duration / step_seconds).
+    engine: the simulator's engine (``backend: sim``): ``des`` (every request, the
+    default) or ``fluid`` (a queueing model per step, :mod:`simulator.fluid`).
     """
 
     name: str = "experiment"
     backend: str = "sim"
+    engine: str = "des"
     seed: int = 0
     runs: int = 1
     step_seconds: float = 5.0
@@ -227,6 +230,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"config: {key}={value!r} {rule}")
 
     need(cfg.backend in BACKENDS, "backend", cfg.backend, f"must be one of {list(BACKENDS)}")
+    need(cfg.engine in ("des", "fluid"), "engine", cfg.engine, "must be one of ['des', 'fluid']")
     need(cfg.runs >= 1, "runs", cfg.runs, "must be >= 1")
     need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     need(cfg.step_seconds > 0, "step_seconds", cfg.step_seconds, "must be > 0")

@@ -55,9 +55,23 @@ class SandboxScalingEnv(gym.Env):
         self._backend = None
         self._k = 0
         self._ctx: Context | None = None
+        c = self.cfg.cluster
+        # target replicas by (action, current): the hot loop looks it up
+        self._targets = [[self.actions.order(a).target(n, c.min_replicas, c.max_replicas)
+                          for n in range(c.max_replicas + 1)] for a in range(len(self.actions))]
+        self._obs_cache: dict[int, tuple[Context, np.ndarray]] = {}
 
     def _obs(self, c: Context) -> np.ndarray:
-        return np.clip(c.vector(), 0.0, self._high)
+        """The clipped feature vector (a fresh array); its computation is cached per
+        context object (the fluid engine hands out the same object for the same state)."""
+        hit = self._obs_cache.get(id(c))
+        if hit is not None and hit[0] is c:
+            return hit[1].copy()
+        obs = np.clip(c.vector(), 0.0, self._high)
+        if len(self._obs_cache) > 100_000:
+            self._obs_cache.clear()
+        self._obs_cache[id(c)] = (c, obs)
+        return obs.copy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -72,17 +86,20 @@ class SandboxScalingEnv(gym.Env):
     def step(self, action):
         if self._backend is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        if not self.action_space.contains(action):
+        try:
+            a = int(action)
+        except (TypeError, ValueError):
+            a = -1
+        if a != action or not 0 <= a < len(self._targets):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
-        c = self.cfg.cluster
         current = self._backend.desired_replicas
-        target = self.actions.order(int(action)).target(current, c.min_replicas, c.max_replicas)
+        target = self._targets[a][current]
         if target != current:
             self._backend.scale_to(target)
         self._k += 1
         k = min(self._k, len(self.loads) - 1)
         nxt = self._backend.step(self.loads[k], (self._k + 1) * self.cfg.step_seconds)
-        reward = float(self.reward_fn(self._ctx, int(action), nxt))
+        reward = float(self.reward_fn(self._ctx, a, nxt))
         self._ctx = nxt
         truncated = self._k >= len(self.loads) - 1
         info = {"step": self._k, "users": float(self.loads[k]), "target_replicas": target,

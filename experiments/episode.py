@@ -21,6 +21,7 @@ from experiments.config import ConfigError, ExperimentConfig, PolicySpec
 from injector.workloads import Workload, WorkloadError, make_workload
 from orchestrator.context import PRESETS, Context, ContextBuilder, ContextSettings
 from simulator.cluster import ClusterSettings, SimCluster
+from simulator.fluid import FluidCluster
 from simulator.models import PROFILES, AppProfile
 from simulator.replay import DatasetError, Replay, load_dataset
 
@@ -158,6 +159,23 @@ class SimBackend:
         return self.ctx.build(t1, signals.ready_replicas)
 
 
+class FluidBackend:
+    """The fluid engine: the context from a queueing model per step (no requests)."""
+
+    def __init__(self, r: Resolved) -> None:
+        self.cluster = FluidCluster(r.app, r.cluster, r.context, closed=r.workload.loop == "closed")
+
+    @property
+    def desired_replicas(self) -> int:
+        return self.cluster.desired_replicas
+
+    def scale_to(self, n: int) -> None:
+        self.cluster.scale_to(n)
+
+    def step(self, load: float, t1: float) -> Context:
+        return self.cluster.step(load, t1)
+
+
 class ReplayBackend:
     """Recorded samples per (users, replicas), served in order (the paper's replay)."""
 
@@ -184,6 +202,8 @@ class ReplayBackend:
 def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndarray):
     if cfg.backend == "replay":
         return ReplayBackend(cfg)
+    if cfg.engine == "fluid":
+        return FluidBackend(r)
     return SimBackend(r, seeds, loads)
 
 

@@ -70,9 +70,21 @@ class OracleTable:
     step_s: float = 5.0
     measure_steps: int = 20
     seed: int = 0
+    engine: str = "des"  # or "fluid": the fluid model's p95 decides
     cache: dict[float, int] = field(default_factory=dict)
+    fluid_model: object = None  # engine "fluid": one model, its steady states cached
 
     def _meets(self, load: float, replicas: int) -> bool:
+        if self.engine == "fluid":
+            from simulator.fluid import FluidCluster, FluidModel
+
+            shaped = ClusterSettings(min_replicas=1, max_replicas=replicas, initial_replicas=replicas,
+                                     startup_seconds=0.0, balancer=self.settings.balancer,
+                                     think_low_s=self.settings.think_low_s, think_high_s=self.settings.think_high_s)
+            if self.fluid_model is None:
+                self.fluid_model = FluidModel(self.app, self.settings)
+            fluid = FluidCluster(self.app, shaped, self.context, closed=not self.open_loop, model=self.fluid_model)
+            return fluid.step(load, self.step_s).p95_ms <= self.slo_ms
         warmup = max(6, math.ceil(self.settings.think_high_s / self.step_s) + 2)
         kwargs = {"rate_rps": load} if self.open_loop else {"users": int(load)}
         p95 = steady_state_p95s(

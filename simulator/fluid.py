@@ -1,0 +1,359 @@
+"""The fluid engine: the context of each step from a queueing model, no requests simulated.
+
+Selected by ``engine: fluid`` in an experiment config. It models the same cluster as
+the discrete-event engine (:mod:`simulator.engine`), in steady state per step:
+
+* **Closed users** (think time uniform ``[low, high]``, the response's network overhead
+  added to it): exact **mean-value analysis** of a load-dependent station and a delay
+  station. The station is the ready replicas pooled: with ``j`` requests in the system,
+  the balancer spreads them as evenly as it can and each replica with ``n`` of them
+  progresses at ``min(n, burst_cores) / (1 + contention * min(n - 1, contention_cap))``
+  demand-seconds per second, so the station completes ``sum(rate) / mean demand``
+  requests per second. **Open arrivals**: the same station's birth-death distribution
+  (``p(j) ∝ λ^j / Π μ(i)``); above its capacity a backlog builds up across steps.
+* **CFS quota**: when a replica's cores exceed its CPU limit, a request's wall time adds
+  one stall of ``period - quota / cores`` per budget it exhausts (budget already used at
+  its arrival from the replica's quota utilisation, a fixed point).
+* **p95**: a request that finds ``j`` others goes to a replica with ``j // R`` of them
+  and takes ``demand * n / rate(n)`` (quasi-static processor sharing) plus the overhead;
+  the mixture over the arrival-theorem distribution of ``j`` and 256 quantiles of the
+  demand (from a seeded sample) is the latency distribution. The context's p95 is the
+  **expected sample p95** of the spans in the window (order statistics at
+  ``k / (n + 1)``), so few spans read low, as they do in the discrete-event engine; in
+  ``paper`` mode only the newest ``span_buffer`` spans count and RPS uses the paper's
+  whole-second time base.
+* **Replicas**: ready ``startup_seconds`` after a scale-up order; removed at once on a
+  scale-down.
+
+Deterministic: the same config gives the same numbers (the demand quantiles come from a
+fixed seed). Accuracy against the discrete-event engine is measured by
+:func:`validate` (``scalelab calibrate --engine fluid``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit
+
+from orchestrator.context import Context, ContextSettings
+from simulator.cluster import ClusterSettings
+from simulator.models import AppProfile
+
+QUANTILES = 256
+
+
+@njit(cache=True)
+def _mva(mu: np.ndarray, think_s: float, n_users: int) -> tuple:
+    """Exact MVA, one load-dependent station (``mu[j]``, requests/s with ``j`` present)
+    and a delay station (``think_s``): throughput (req/s), station time (s) and the
+    arrival-theorem marginal ``p(j | N - 1)``, shape ``(N,)``."""
+    prev = np.zeros(n_users + 1)
+    prev[0] = 1.0
+    arrival = prev.copy()
+    x = 0.0
+    r = 0.0
+    for n in range(1, n_users + 1):
+        r = 0.0
+        for j in range(1, n + 1):
+            r += j / mu[j] * prev[j - 1]
+        x = n / (think_s + r)
+        new = np.zeros(n_users + 1)
+        total = 0.0
+        for j in range(1, n + 1):
+            new[j] = x / mu[j] * prev[j - 1]
+            total += new[j]
+        new[0] = max(0.0, 1.0 - total)
+        arrival = prev
+        prev = new
+    return x, r, arrival[:n_users]
+
+
+@dataclass(frozen=True)
+class Steady:
+    """The steady state at one load and replica count."""
+
+    rps: float
+    mean_s: float  # mean response time, s (with the overhead)
+    values: np.ndarray  # latency distribution support, s, sorted
+    cdf: np.ndarray  # cumulative weights, same shape, last = 1
+    in_service: float  # mean requests in service per replica
+    backlog_rate: float = 0.0  # open loop: arrivals above capacity, req/s
+
+    def quantile(self, p: float) -> float:
+        i = int(np.searchsorted(self.cdf, p))
+        return float(self.values[min(i, self.values.shape[0] - 1)])
+
+
+@dataclass
+class FluidModel:
+    """Steady states of ``app`` on ``settings``' cluster, cached per (load, replicas)."""
+
+    app: AppProfile
+    settings: ClusterSettings
+    cache: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        d = self.app.demand
+        sample = np.minimum(np.sort(d.draw(np.random.default_rng(20210823), 50_000)), d.timeout_s)
+        idx = ((np.arange(QUANTILES) + 0.5) / QUANTILES * sample.shape[0]).astype(np.int64)
+        self.points = sample[idx]  # demand quantiles, CPU s
+        self.mean_demand = float(sample.mean())
+        self.overhead = self.app.overhead_ms / 1000.0
+        self.think = 0.5 * (self.settings.think_low_s + self.settings.think_high_s)
+        a = self.app
+        self.period = a.cfs_period_ms / 1000.0
+        self.budget = a.cpu_limit * self.period
+        self.throttles = a.burst_cores > a.cpu_limit
+
+    # -- one replica
+    def rate(self, n: int) -> float:
+        """Demand-seconds completed per second by a replica with ``n`` in service."""
+        if n <= 0:
+            return 0.0
+        a = self.app
+        return min(n, a.burst_cores) / (1.0 + a.contention * min(n - 1, a.contention_cap))
+
+    def wall(self, demand: np.ndarray, n: int, u: float) -> np.ndarray:
+        """Wall time, s, of requests of CPU ``demand`` on a replica with ``n`` in service,
+        its quota used at fraction ``u``."""
+        t0 = demand * n / self.rate(n)
+        cores = min(n, self.app.burst_cores)
+        if cores <= self.app.cpu_limit:
+            return t0
+        stall = max(0.0, self.period - self.budget / cores)
+        used = (np.arange(8) + 0.5) / 8 * self.budget * min(1.0, u)
+        stalls = np.floor((used[None, :] + (t0 * cores)[:, None]) / self.budget).mean(axis=1)
+        return t0 + stalls * stall
+
+    def _station(self, jmax: int, replicas: int, u: float) -> np.ndarray:
+        mu = np.zeros(jmax + 1)
+        mean = np.array([self.mean_demand])
+        per = np.zeros(jmax // replicas + 2)
+        for n in range(1, per.shape[0]):
+            per[n] = n / float(self.wall(mean, n, u)[0])
+        for j in range(1, jmax + 1):
+            base, extra = divmod(j, replicas)
+            mu[j] = extra * per[base + 1] + (replicas - extra) * per[base]
+        return mu
+
+    def _distribution(self, arrival: np.ndarray, replicas: int, u: float) -> tuple[np.ndarray, np.ndarray]:
+        m = np.arange(arrival.shape[0]) // replicas  # others on the arrival's replica
+        weights = np.bincount(m, weights=arrival)
+        vals, wts = [], []
+        for k, w in enumerate(weights):
+            if w > 1e-12:
+                vals.append(self.wall(self.points, k + 1, u) + self.overhead)
+                wts.append(np.full(QUANTILES, w / QUANTILES))
+        v, wt = np.concatenate(vals), np.concatenate(wts)
+        order = np.argsort(v, kind="stable")
+        cdf = np.cumsum(wt[order])
+        return v[order], cdf / cdf[-1]
+
+    # -- the cluster
+    def closed(self, users: int, replicas: int) -> Steady:
+        key = ("closed", users, replicas)
+        if key not in self.cache:
+            self.cache[key] = self._closed(users, replicas)
+        return self.cache[key]
+
+    def _closed(self, users: int, replicas: int) -> Steady:
+        if users <= 0 or replicas <= 0:
+            return Steady(0.0, 0.0, np.zeros(1), np.ones(1), 0.0)
+        u = 0.0
+        for _ in range(30 if self.throttles else 1):
+            mu = self._station(users, replicas, u)
+            x, r, arrival = _mva(mu, self.think + self.overhead, users)
+            u_new = min(1.0, x * self.mean_demand / (replicas * self.app.cpu_limit))
+            done = abs(u_new - u) < 1e-4
+            u = 0.5 * (u + u_new)
+            if done:
+                break
+        values, cdf = self._distribution(arrival, replicas, u)
+        return Steady(x, r + self.overhead, values, cdf, x * r / replicas)
+
+    def capacity(self, replicas: int) -> float:
+        """Requests per second the ready replicas complete when saturated."""
+        key = ("capacity", replicas)
+        if key not in self.cache:
+            self.cache[key] = float(self._station(8 * replicas, replicas, 1.0)[-1]) if replicas > 0 else 0.0
+        return self.cache[key]
+
+    def open(self, rate_rps: float, replicas: int) -> Steady:
+        key = ("open", round(rate_rps, 6), replicas)
+        if key not in self.cache:
+            self.cache[key] = self._open(rate_rps, replicas)
+        return self.cache[key]
+
+    def _open(self, lam: float, replicas: int) -> Steady:
+        if lam <= 0 or replicas <= 0:
+            return Steady(0.0, 0.0, np.zeros(1), np.ones(1), 0.0)
+        u = 0.0
+        for _ in range(30 if self.throttles else 1):
+            jmax = 64 * replicas
+            mu = self._station(jmax, replicas, u)
+            capacity = mu[-1]
+            served = min(lam, capacity * 0.999)
+            p = np.zeros(jmax)
+            p[0] = 1.0
+            for j in range(1, jmax):
+                p[j] = p[j - 1] * served / mu[j]
+                if p[j] < 1e-12 * p[: j + 1].sum():
+                    break
+            p /= p.sum()
+            mean_n = float(np.dot(np.arange(jmax), p))
+            u_new = min(1.0, served * self.mean_demand / (replicas * self.app.cpu_limit))
+            done = abs(u_new - u) < 1e-4
+            u = 0.5 * (u + u_new)
+            if done:
+                break
+        values, cdf = self._distribution(p, replicas, u)  # Poisson arrivals see time averages
+        return Steady(served, mean_n / served + self.overhead, values, cdf, mean_n / replicas,
+                      backlog_rate=max(0.0, lam - capacity))
+
+
+def _model_key(settings: ClusterSettings) -> ClusterSettings:
+    """The model depends only on the think time (not on replica counts or startup)."""
+    return ClusterSettings(think_low_s=settings.think_low_s, think_high_s=settings.think_high_s)
+
+
+def expected_sample_quantile(steady: Steady, n_samples: float, q: float = 95.0) -> float:
+    """The expected ``np.percentile(sample, q)`` (linear interpolation) of ``n_samples``
+    draws, from the order statistics (``E[X_(k)] ~ F^-1(k / (n + 1))``), s."""
+    n = max(1, round(n_samples))
+    if n == 1:
+        return steady.quantile(0.5)
+    pos = (n - 1) * q / 100.0
+    lo = int(pos)
+    frac = pos - lo
+
+    def order(k: int) -> float:  # E[X_(k)] ~ F^-1(E[U_(k)]) = F^-1(k / (n + 1)), k 1-based
+        return steady.quantile(k / (n + 1))
+
+    return order(lo + 1) * (1 - frac) + order(min(lo + 2, n)) * frac
+
+
+@functools.lru_cache(maxsize=32)
+def shared_model(app: AppProfile, settings: ClusterSettings) -> FluidModel:
+    """One model per (app, cluster) in this process, so that every episode, run and
+    ``reset()`` reuses the steady states already solved (they do not depend on the seed)."""
+    return FluidModel(app, settings)
+
+
+class FluidCluster:
+    """The fluid twin of :class:`simulator.cluster.SimCluster`, one step at a time."""
+
+    def __init__(self, app: AppProfile, settings: ClusterSettings, context: ContextSettings,
+                 closed: bool = True, model: FluidModel | None = None) -> None:
+        self.app, self.settings, self.context, self.closed = app, settings, context, closed
+        self.model = model or shared_model(app, _model_key(settings))
+        self.ready_at = [0.0] * settings.initial_replicas
+        self.now = 0.0
+        self.backlog = 0.0  # open loop: requests waiting above capacity
+        self._contexts: dict = {}  # closed loop: (users, replicas) -> Context
+
+    @property
+    def desired_replicas(self) -> int:
+        return len(self.ready_at)
+
+    def ready_replicas(self, t: float) -> int:
+        if self.ready_at[-1] <= t:  # kept sorted: all ready (the usual case)
+            return len(self.ready_at)
+        return sum(1 for r in self.ready_at if r <= t)
+
+    def scale_to(self, n: int) -> None:
+        n = max(self.settings.min_replicas, min(self.settings.max_replicas, int(n)))
+        if n > len(self.ready_at):
+            self.ready_at = self.ready_at + [self.now + self.settings.startup_seconds] * (n - len(self.ready_at))
+        else:
+            self.ready_at = self.ready_at[:n]  # sorted: the newest (not yet ready) go first
+
+    def step(self, load: float, t1: float) -> Context:
+        """The context at ``t1`` with ``load`` users (closed) or req/s (open) since the
+        last step."""
+        dt = t1 - self.now
+        self.now = t1
+        replicas = self.ready_replicas(t1)
+        wait = 0.0
+        if self.closed:
+            key = (int(load), replicas)
+            ctx = self._contexts.get(key)
+            if ctx is None:
+                ctx = self._contexts[key] = self._context(self.model.closed(int(load), replicas), replicas, 0.0)
+            return ctx
+        else:
+            st = self.model.open(float(load), replicas)
+            capacity = self.model.capacity(replicas)
+            self.backlog = max(0.0, self.backlog + (float(load) - capacity) * dt)
+            wait = self.backlog / capacity if capacity > 0 else 0.0
+        return self._context(st, replicas, wait)
+
+    def _context(self, st: Steady, replicas: int, wait_s: float) -> Context:
+        c, a = self.context, self.app
+        window = c.window_s
+        spans = st.rps * window
+        kept = min(spans, c.span_buffer) if c.span_buffer else spans
+        if c.rps_mode == "paper" and kept > 1:
+            base = min(window, kept / st.rps) if st.rps > 0 else window
+            rps = kept / max(1.0, math.floor(base) - 1.0) if base >= 2 else kept
+        else:
+            rps = st.rps
+        p95 = (expected_sample_quantile(st, kept) + wait_s) * 1000.0 if kept >= 1 else 0.0
+        per_replica = max(replicas, 1)
+        n = st.in_service
+        cpu = st.rps * self.model.mean_demand * (1 + a.contention * min(max(n - 1, 0.0), a.contention_cap))
+        cpu /= per_replica
+        mem = a.mem_base_mib + a.mem_per_request_mib * n
+        return Context(
+            replicas=replicas, p95_ms=p95, rps=rps,
+            cpu_request_ratio=cpu / a.cpu_request if replicas else 0.0,
+            cpu_limit_ratio=cpu / a.cpu_limit if replicas else 0.0,
+            mem_request_ratio=mem / a.memory_request_mib if replicas else 0.0,
+            mem_limit_ratio=mem / a.memory_limit_mib if replicas else 0.0,
+            mean_ms=(st.mean_s + wait_s) * 1000.0 if st.rps > 0 else 0.0, spans=round(kept),
+            cpu_request_now=cpu / a.cpu_request if replicas else 0.0,
+        )  # fmt: skip
+
+
+#: The validation grid: users x replicas (closed users, think 0..2 s).
+GRID = ((1, 1), (5, 1), (10, 1), (10, 2), (20, 2), (30, 4), (50, 4), (60, 8), (100, 12))
+
+
+def validate(app: AppProfile, cells: list[tuple[int, int]], steps: int = 40, seed: int = 0,
+             settings: ClusterSettings | None = None, context: ContextSettings | None = None) -> list[dict]:
+    """Fluid against discrete-event, per (users, replicas) cell, steady state: mean over
+    ``steps`` of each engine's per-step p95 and RPS, and the utilisation (CPU / limit)."""
+    from orchestrator.context import ContextBuilder
+    from simulator.cluster import SimCluster
+
+    settings = settings or ClusterSettings()
+    context = context or ContextSettings()
+    out = []
+    for users, replicas in cells:
+        shaped = ClusterSettings(min_replicas=1, max_replicas=replicas, initial_replicas=replicas,
+                                 startup_seconds=settings.startup_seconds, balancer=settings.balancer,
+                                 think_low_s=settings.think_low_s, think_high_s=settings.think_high_s)
+        rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
+        des = SimCluster(app, shaped, *rngs, max_users=max(users, 1))
+        des.set_users(users)
+        fluid = FluidCluster(app, shaped, context)
+        ctx = ContextBuilder(context)
+        d_p95, d_rps = [], []
+        warm = 8
+        for k in range(warm + steps):
+            t = (k + 1) * 5.0
+            sig = des.run_to(t)
+            ctx.add_spans(sig.spans)
+            if k >= warm:
+                c = ctx.build(t, replicas)
+                d_p95.append(c.p95_ms)
+                d_rps.append(c.rps)
+        f = fluid.step(users, 5.0)
+        des_rps = float(np.mean(d_rps))
+        out.append({"users": users, "replicas": replicas, "utilization": des_rps * app.demand.mean_s /
+                    (replicas * app.cpu_limit), "des_p95_ms": float(np.mean(d_p95)), "fluid_p95_ms": f.p95_ms,
+                    "des_rps": des_rps, "fluid_rps": f.rps})
+    return out

@@ -1,0 +1,111 @@
+"""The fluid engine: known answers (MVA by hand, M/M/1-PS, order statistics), agreement
+with the discrete-event engine on a grid, and its place in experiments (``engine: fluid``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orchestrator.context import ContextSettings
+from simulator.cluster import ClusterSettings
+from simulator.fluid import GRID, FluidCluster, FluidModel, Steady, _mva, expected_sample_quantile, validate
+from simulator.models import DEMAND_KINDS, SANDBOX, AppProfile, DemandModel
+
+
+def test_mva_matches_the_machine_repairman_by_hand():
+    s, z = 0.2, 1.0  # one server, constant rate 1/s; think z
+    mu = np.array([0.0, 1 / s, 1 / s, 1 / s])
+    x1, r1, _ = _mva(mu, z, 1)
+    assert (x1, r1) == pytest.approx((1 / (z + s), s))
+    q1 = x1 * r1
+    r2 = s * (1 + q1)
+    x2, r, arrival = _mva(mu, z, 2)
+    assert (x2, r) == pytest.approx((2 / (z + r2), r2))
+    assert arrival == pytest.approx([1 - q1, q1])  # what an arrival sees: the 1-user system
+
+
+def test_open_loop_is_m_m_1_processor_sharing():
+    app = AppProfile(demand=DemandModel(kind="exponential", mean_ms=100.0), cpu_request=1.0, cpu_limit=1.0,
+                     burst_cores=1.0, contention=0.0, overhead_ms=0.0)
+    model = FluidModel(app, ClusterSettings())
+    s = model.mean_demand
+    for lam in (2.0, 5.0, 8.0):
+        st = model.open(lam, 1)
+        assert st.rps == pytest.approx(lam)
+        assert st.mean_s == pytest.approx(s / (1 - lam * s), rel=0.01)  # E[T] = S / (1 - rho)
+
+
+def test_expected_sample_p95_follows_the_order_statistics():
+    values = np.linspace(0.0, 1.0, 10_001)  # uniform(0, 1)
+    st = Steady(1.0, 0.5, values, np.linspace(1 / values.size, 1.0, values.size), 1.0)
+    rng = np.random.default_rng(0)
+    for n in (5, 10, 50, 500):
+        mc = np.mean([np.percentile(rng.uniform(size=n), 95) for _ in range(4000)])
+        assert expected_sample_quantile(st, n) == pytest.approx(mc, abs=0.01)
+    assert expected_sample_quantile(st, 10) < 0.95  # few spans read low, as measured ones do
+
+
+@pytest.mark.parametrize("kind", DEMAND_KINDS)
+def test_fluid_agrees_with_the_discrete_event_engine_below_090_utilisation(kind):
+    """p95 within 15 % and RPS within 5 % on every grid cell below 0.9 utilisation, for the
+    sandbox profile (CPU limit = burst: no CFS bursts). One known exception, checked at
+    its measured error: exponential demand at 50 users on 4 replicas (utilisation 0.52),
+    where the pooled quasi-static model reads p95 23 % low."""
+    rows = validate(SANDBOX.with_overrides(demand={"kind": kind}), list(GRID), steps=30)
+    checked = [r for r in rows if r["utilization"] < 0.9]
+    assert checked, "no cell below 0.9 utilisation"
+    for r in checked:
+        p95_err = r["fluid_p95_ms"] / r["des_p95_ms"] - 1
+        rps_err = r["fluid_rps"] / r["des_rps"] - 1
+        tolerance = 0.30 if (kind, r["users"], r["replicas"]) == ("exponential", 50, 4) else 0.15
+        assert abs(p95_err) <= tolerance, (kind, r)
+        assert abs(rps_err) <= 0.05, (kind, r)
+
+
+def test_replicas_start_after_startup_and_leave_at_once():
+    settings = ClusterSettings(min_replicas=1, max_replicas=5, initial_replicas=1, startup_seconds=10.0)
+    fc = FluidCluster(SANDBOX, settings, ContextSettings())
+    assert fc.step(10, 5.0).replicas == 1
+    fc.scale_to(3)
+    assert fc.desired_replicas == 3
+    assert fc.step(10, 10.0).replicas == 1 and fc.step(10, 15.0).replicas == 3
+    fc.scale_to(1)
+    assert fc.step(10, 20.0).replicas == 1
+    fc.scale_to(99)
+    assert fc.desired_replicas == 5  # clamped to max
+
+
+def test_more_replicas_lower_the_p95_and_the_usage():
+    settings = ClusterSettings(min_replicas=1, max_replicas=8, initial_replicas=1)
+    one = FluidCluster(SANDBOX, settings, ContextSettings()).step(20, 5.0)
+    four = FluidCluster(SANDBOX, ClusterSettings(min_replicas=1, max_replicas=8, initial_replicas=4),
+                        ContextSettings()).step(20, 5.0)
+    assert four.p95_ms < one.p95_ms and four.cpu_request_ratio < one.cpu_request_ratio
+    assert four.rps >= one.rps
+
+
+def test_paper_mode_uses_the_papers_time_base():
+    paper = ContextSettings(span_buffer=4000, metric_buffer=12, window_s=12.0, rps_mode="paper")
+    settings = ClusterSettings(min_replicas=1, max_replicas=4, initial_replicas=4)
+    window = FluidCluster(SANDBOX, settings, ContextSettings(window_s=12.0)).step(40, 5.0)
+    papers = FluidCluster(SANDBOX, settings, paper).step(40, 5.0)
+    assert papers.rps == pytest.approx(window.rps * 12.0 / 11.0, rel=1e-6)  # whole seconds: 12 s read as 11
+
+
+def test_engine_fluid_runs_an_experiment_deterministically(tmp_path):
+    from experiments import load_config, run_experiment
+
+    cfg = load_config("experiments/configs/step-demo.yaml", engine="fluid", runs=2,
+                      policies=[{"name": "hslinucb"}, {"name": "oracle"}])
+    a = run_experiment(cfg, out=tmp_path / "a", progress=False, report=False)
+    b = run_experiment(cfg, out=tmp_path / "b", progress=False, report=False)
+    assert a.steps.equals(b.steps)
+    oracle = a.steps[a.steps.policy == "oracle"]
+    assert (oracle.replicas.iloc[-20:] >= oracle.replicas.iloc[:20].max()).all()  # the step load needs more
+
+
+def test_an_unknown_engine_is_refused():
+    from experiments import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="engine='fluidd' must be one of"):
+        load_config("experiments/configs/step-demo.yaml", engine="fluidd")
