@@ -188,6 +188,25 @@ def _calibrate_fluid(app, args, plt) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from experiments.sweep import SweepError, parse_grid, run_sweep
+
+    try:
+        grid = parse_grid(args.grid)
+        res = run_sweep(_config_path(args.config), grid, args.out, executor=args.executor,
+                        scheduler=args.scheduler, workers=args.workers, band=args.band,
+                        progress=lambda name: print(f"cell done: {name}", flush=True))
+    except SweepError as exc:
+        print(f"scalelab: error: {exc}", file=sys.stderr)
+        return 2
+    print((res.path / "leaderboard.md").read_text())
+    print(f"{len(res.ran)} cells ran, {len(res.skipped)} already done, {len(res.failed)} failed; "
+          f"table {res.path / 'sweep.csv'}")
+    for name, reason in res.failed.items():
+        print(f"FAILED {name}: {reason} (see {res.path / 'cells' / (name + '.error')})", file=sys.stderr)
+    return 1 if res.failed else 0
+
+
 def cmd_dataset_record(args) -> int:
     from tqdm.auto import tqdm
 
@@ -331,6 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--out", default="runs")
     lp.add_argument("--bootstrap", help="Kafka of a running testbed (e.g. kafka:9092 in k8s/): no local stack")
     lp.set_defaults(func=cmd_live)
+
+    p = sub.add_parser("sweep", help="run config variants x seeds (a grid) locally or on a Dask cluster")
+    p.add_argument("config")
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                   help="a dotted config key (or seed, or policy) and its values; repeatable")
+    p.add_argument("--executor", choices=["local", "dask"], default="local")
+    p.add_argument("--scheduler", help="the Dask scheduler's address (executor dask), e.g. tcp://host:8786")
+    p.add_argument("--workers", type=int, help="local processes (default: one per core)")
+    p.add_argument("--out", default="runs/sweep")
+    p.add_argument("--band", type=float, default=0.1, help="relative band of 'equal' cost or violations")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("kafka", help="start an embedded Kafka-protocol broker (librdkafka mock) and print its address")
     p.add_argument("--brokers", type=int, default=1)
