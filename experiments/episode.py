@@ -128,7 +128,20 @@ def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 
     return policy
 
 
-class SimBackend:
+class _ClusterBackend:
+    """A backend whose ``cluster`` takes scale orders (both simulator engines)."""
+
+    cluster: SimCluster | FluidCluster
+
+    @property
+    def desired_replicas(self) -> int:
+        return self.cluster.desired_replicas
+
+    def scale_to(self, n: int) -> None:
+        self.cluster.scale_to(n)
+
+
+class SimBackend(_ClusterBackend):
     """The simulator and the context code, one step at a time."""
 
     def __init__(self, r: Resolved, seeds: dict, loads: np.ndarray) -> None:
@@ -141,13 +154,6 @@ class SimBackend:
         )  # fmt: skip
         self.ctx = ContextBuilder(r.context)
 
-    @property
-    def desired_replicas(self) -> int:
-        return self.cluster.desired_replicas
-
-    def scale_to(self, n: int) -> None:
-        self.cluster.scale_to(n)
-
     def step(self, load: float, t1: float) -> Context:
         if self.closed:
             self.cluster.set_users(int(load))
@@ -159,18 +165,11 @@ class SimBackend:
         return self.ctx.build(t1, signals.ready_replicas)
 
 
-class FluidBackend:
+class FluidBackend(_ClusterBackend):
     """The fluid engine: the context from a queueing model per step (no requests)."""
 
     def __init__(self, r: Resolved) -> None:
         self.cluster = FluidCluster(r.app, r.cluster, r.context, closed=r.workload.loop == "closed")
-
-    @property
-    def desired_replicas(self) -> int:
-        return self.cluster.desired_replicas
-
-    def scale_to(self, n: int) -> None:
-        self.cluster.scale_to(n)
 
     def step(self, load: float, t1: float) -> Context:
         return self.cluster.step(load, t1)

@@ -154,62 +154,65 @@ class FluidModel:
         return v[order], cdf / cdf[-1]
 
     # -- the cluster
-    def closed(self, users: int, replicas: int) -> Steady:
-        key = ("closed", users, replicas)
-        if key not in self.cache:
-            self.cache[key] = self._closed(users, replicas)
-        return self.cache[key]
-
-    def _closed(self, users: int, replicas: int) -> Steady:
-        if users <= 0 or replicas <= 0:
-            return Steady(0.0, 0.0, np.zeros(1), np.ones(1), 0.0)
+    def _settle(self, solve, replicas: int):
+        """Iterate ``solve(u) -> (state, throughput)`` to a fixed point of the quota
+        utilisation ``u`` (once when the replicas cannot burst above their limit)."""
         u = 0.0
         for _ in range(30 if self.throttles else 1):
-            mu = self._station(users, replicas, u)
-            x, r, arrival = _mva(mu, self.think + self.overhead, users)
+            state, x = solve(u)
             u_new = min(1.0, x * self.mean_demand / (replicas * self.app.cpu_limit))
             done = abs(u_new - u) < 1e-4
             u = 0.5 * (u + u_new)
             if done:
                 break
+        return state, u
+
+    def _cached(self, key: tuple, make) -> Steady:
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+    def closed(self, users: int, replicas: int) -> Steady:
+        return self._cached(("closed", users, replicas), lambda: self._closed(users, replicas))
+
+    def _closed(self, users: int, replicas: int) -> Steady:
+        if users <= 0 or replicas <= 0:
+            return Steady(0.0, 0.0, np.zeros(1), np.ones(1), 0.0)
+
+        def solve(u):
+            x, r, arrival = _mva(self._station(users, replicas, u), self.think + self.overhead, users)
+            return (x, r, arrival), x
+
+        (x, r, arrival), u = self._settle(solve, replicas)
         values, cdf = self._distribution(arrival, replicas, u)
         return Steady(x, r + self.overhead, values, cdf, x * r / replicas)
 
     def capacity(self, replicas: int) -> float:
         """Requests per second the ready replicas complete when saturated."""
-        key = ("capacity", replicas)
-        if key not in self.cache:
-            self.cache[key] = float(self._station(8 * replicas, replicas, 1.0)[-1]) if replicas > 0 else 0.0
-        return self.cache[key]
+        return self._cached(("capacity", replicas), lambda: float(self._station(8 * replicas, replicas, 1.0)[-1])
+                            if replicas > 0 else 0.0)
 
     def open(self, rate_rps: float, replicas: int) -> Steady:
-        key = ("open", round(rate_rps, 6), replicas)
-        if key not in self.cache:
-            self.cache[key] = self._open(rate_rps, replicas)
-        return self.cache[key]
+        return self._cached(("open", round(rate_rps, 6), replicas), lambda: self._open(rate_rps, replicas))
 
     def _open(self, lam: float, replicas: int) -> Steady:
         if lam <= 0 or replicas <= 0:
             return Steady(0.0, 0.0, np.zeros(1), np.ones(1), 0.0)
-        u = 0.0
-        for _ in range(30 if self.throttles else 1):
-            jmax = 64 * replicas
+        jmax = 64 * replicas
+
+        def solve(u):
             mu = self._station(jmax, replicas, u)
-            capacity = mu[-1]
-            served = min(lam, capacity * 0.999)
+            served = min(lam, mu[-1] * 0.999)
             p = np.zeros(jmax)
             p[0] = 1.0
             for j in range(1, jmax):
                 p[j] = p[j - 1] * served / mu[j]
                 if p[j] < 1e-12 * p[: j + 1].sum():
                     break
-            p /= p.sum()
-            mean_n = float(np.dot(np.arange(jmax), p))
-            u_new = min(1.0, served * self.mean_demand / (replicas * self.app.cpu_limit))
-            done = abs(u_new - u) < 1e-4
-            u = 0.5 * (u + u_new)
-            if done:
-                break
+            return (p / p.sum(), served, mu[-1]), served
+
+        (p, served, capacity), u = self._settle(solve, replicas)
+        mean_n = float(np.dot(np.arange(jmax), p))
         values, cdf = self._distribution(p, replicas, u)  # Poisson arrivals see time averages
         return Steady(served, mean_n / served + self.overhead, values, cdf, mean_n / replicas,
                       backlog_rate=max(0.0, lam - capacity))
