@@ -59,11 +59,15 @@ class SandboxScalingEnv(gym.Env):
         # target replicas by (action, current): the hot loop looks it up
         self._targets = [[self.actions.order(a).target(n, c.min_replicas, c.max_replicas)
                           for n in range(c.max_replicas + 1)] for a in range(len(self.actions))]
-        self._obs_cache: dict[int, tuple[Context, np.ndarray]] = {}
+        # the fluid engine hands out the same Context object for the same state, so its
+        # observations are worth caching; other backends make a new one every step
+        fluid = self.cfg.backend == "sim" and self.cfg.engine == "fluid"
+        self._obs_cache: dict[int, tuple[Context, np.ndarray]] | None = {} if fluid else None
 
     def _obs(self, c: Context) -> np.ndarray:
-        """The clipped feature vector (a fresh array); its computation is cached per
-        context object (the fluid engine hands out the same object for the same state)."""
+        """The clipped feature vector (a fresh array)."""
+        if self._obs_cache is None:
+            return np.clip(c.vector(), 0.0, self._high)
         hit = self._obs_cache.get(id(c))
         if hit is not None and hit[0] is c:
             return hit[1].copy()

@@ -95,25 +95,21 @@ def cell_config(base: dict, cell: Cell) -> dict:
             if not isinstance(target, dict):
                 raise SweepError(f"grid: {key!r}: {part!r} is not a mapping in the config")
         target[parts[-1]] = value
-    data["name"] = f"{data.get('name', 'sweep')}"
     return data
 
 
-def run_cell(config: dict, out: str | None = None) -> dict:
-    """Run one cell (any process: a local worker or a Dask worker); returns its per-run
-    metrics as records, and how long it took."""
+def run_cell(config: dict) -> dict:
+    """Run one cell (any process: a local worker or a Dask worker) in a scratch folder;
+    returns its per-run metrics as records, and how long it took."""
+    import tempfile
+
     from experiments.metrics import per_run
     from experiments.runner import run_experiment
 
     t0 = time.perf_counter()
     cfg = load_config(config)
-    if out is None:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="scalelab-cell-") as tmp:
-            res = run_experiment(cfg, out=tmp, workers=1, progress=False, report=False)
-    else:
-        res = run_experiment(cfg, out=out, workers=1, progress=False, report=False)
+    with tempfile.TemporaryDirectory(prefix="scalelab-cell-") as tmp:
+        res = run_experiment(cfg, out=tmp, workers=1, progress=False, report=False)
     table = per_run(res.steps, cfg.step_seconds)
     return {"records": json.loads(table.to_json(orient="records")), "seconds": time.perf_counter() - t0}
 

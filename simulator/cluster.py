@@ -7,7 +7,7 @@ resource sample per pod per step, which go through :mod:`orchestrator.context`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -54,6 +54,11 @@ class ClusterSettings:
             raise ValueError(f"cluster.startup_seconds must be >= 0, got {self.startup_seconds}")
         if not 0 <= self.think_low_s <= self.think_high_s:
             raise ValueError("cluster: need 0 <= think_low_s <= think_high_s")
+
+    def held_at(self, replicas: int) -> ClusterSettings:
+        """The same cluster started at, and able to hold, ``replicas`` (steady-state
+        measurements: the oracle, calibration, validation)."""
+        return replace(self, min_replicas=1, max_replicas=max(replicas, 1), initial_replicas=replicas)
 
 
 @dataclass(frozen=True)

@@ -336,9 +336,7 @@ def validate(app: AppProfile, cells: list[tuple[int, int]], steps: int = 40, see
     context = context or ContextSettings()
     out = []
     for users, replicas in cells:
-        shaped = ClusterSettings(min_replicas=1, max_replicas=replicas, initial_replicas=replicas,
-                                 startup_seconds=settings.startup_seconds, balancer=settings.balancer,
-                                 think_low_s=settings.think_low_s, think_high_s=settings.think_high_s)
+        shaped = settings.held_at(replicas)
         rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
         des = SimCluster(app, shaped, *rngs, max_users=max(users, 1))
         des.set_users(users)

@@ -37,12 +37,7 @@ def steady_state_p95s(
     The load is ``users`` closed users, or ``rate_rps`` open arrivals when given.
     """
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
-    shaped = ClusterSettings(
-        min_replicas=1, max_replicas=max(replicas, 1), initial_replicas=replicas,
-        startup_seconds=settings.startup_seconds, balancer=settings.balancer,
-        think_low_s=settings.think_low_s, think_high_s=settings.think_high_s,
-    )
-    cluster = SimCluster(app, shaped, *rngs, max_users=max(users, 1))
+    cluster = SimCluster(app, settings.held_at(replicas), *rngs, max_users=max(users, 1))
     if rate_rps is None:
         cluster.set_users(users)
     ctx = ContextBuilder(context)
@@ -72,18 +67,12 @@ class OracleTable:
     seed: int = 0
     engine: str = "des"  # or "fluid": the fluid model's p95 decides
     cache: dict[float, int] = field(default_factory=dict)
-    fluid_model: object = None  # engine "fluid": one model, its steady states cached
 
     def _meets(self, load: float, replicas: int) -> bool:
         if self.engine == "fluid":
-            from simulator.fluid import FluidCluster, FluidModel
+            from simulator.fluid import FluidCluster  # its steady states are shared per process
 
-            shaped = ClusterSettings(min_replicas=1, max_replicas=replicas, initial_replicas=replicas,
-                                     startup_seconds=0.0, balancer=self.settings.balancer,
-                                     think_low_s=self.settings.think_low_s, think_high_s=self.settings.think_high_s)
-            if self.fluid_model is None:
-                self.fluid_model = FluidModel(self.app, self.settings)
-            fluid = FluidCluster(self.app, shaped, self.context, closed=not self.open_loop, model=self.fluid_model)
+            fluid = FluidCluster(self.app, self.settings.held_at(replicas), self.context, closed=not self.open_loop)
             return fluid.step(load, self.step_s).p95_ms <= self.slo_ms
         warmup = max(6, math.ceil(self.settings.think_high_s / self.step_s) + 2)
         kwargs = {"rate_rps": load} if self.open_loop else {"users": int(load)}
