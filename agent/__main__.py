@@ -1,9 +1,10 @@
 """``python -m agent --config agent.yaml --bootstrap HOST:PORT``: the agent process.
 
 Runs :func:`agent.process.run_agent` against the orchestrator over Kafka. This entry
-point is the one place of ``agent/`` that plugs in a network client: it hands
-``orchestrator.client.OrchestratorClient`` (the paper's CogscalingLib) to the loop,
-which itself sees only the :class:`agent.process.Orchestrator` protocol. Restarted with
+point is the one place of ``agent/`` that plugs in a network client: it wraps
+``orchestrator.client.OrchestratorClient`` (the paper's CogscalingLib) in the live
+backend (``orchestrator.live_backend.OrchestratorBackend``); the loop itself sees only
+the :class:`orchestrator.backend.Backend` protocol. Restarted with
 the same ``--folder``, it resumes where it stopped. Exit codes: 0 done, 2 bad config,
 3 the orchestrator stayed away.
 """
@@ -30,13 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     except AgentConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    from orchestrator.backend import WallClock
     from orchestrator.client import OrchestratorClient
+    from orchestrator.live_backend import OrchestratorBackend
 
     client = OrchestratorClient(args.bootstrap, timeout_s=args.timeout)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    backend = OrchestratorBackend(client, WallClock(), spec.min_replicas, spec.max_replicas, retry_s=spec.retry_s,
+                                  spawn_rate=spec.spawn_rate, log=log)
     print("agent ready", flush=True)
     try:
-        result = run_agent(spec, client, args.folder or Path(args.config).parent,
-                           log=lambda m: print(m, file=sys.stderr, flush=True))
+        result = run_agent(spec, backend, args.folder or Path(args.config).parent, log=log)
     except AgentConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

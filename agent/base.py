@@ -16,20 +16,24 @@ import numpy as np
 
 from agent.actions import ActionSet
 from orchestrator.context import Context
+from orchestrator.errors import UserError
 
 
-class PolicyError(ValueError):
+class PolicyError(UserError):
     """A policy built with a bad hyperparameter; the message names it and its value."""
 
 
 @dataclass(frozen=True)
 class Decision:
     """One decision: the action index, its propensity, and the full probability vector
-    over the action set (shape ``(n_actions,)``) when the policy knows it."""
+    over the action set (shape ``(n_actions,)``) when the policy knows it. ``forced``:
+    the action was imposed by a rule around the learner (the paper's +1 above the SLO),
+    not chosen by it."""
 
     action: int
     probability: float = 1.0
     probabilities: tuple[float, ...] | None = None
+    forced: bool = False
     info: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -1,56 +1,49 @@
-"""The agent process: one policy against the orchestrator, step by step, resumable.
+"""The agent process: one policy against a backend, step by step, resumable.
 
-The loop is the paper's (section 2.3): each step set the injector's user level
-(``LocustMgmt``), wait for the step's end, ``getState``, reward the previous decision,
-learn, decide, ``scaleSUT``. Everything it learns is on disk as it goes, in its folder:
+It runs the one step loop (:class:`agent.loop.StepLoop`) on a wall clock against the
+live backend (``orchestrator.live_backend.OrchestratorBackend``: the injector's level,
+``getState`` and ``scaleSUT`` through the orchestrator), or against any other
+:class:`~orchestrator.backend.Backend` (tests use an in-process simulator). Everything
+it learns is on disk as it goes, in its folder:
 
-- ``decisions.jsonl``: one line per completed decision (step, context, action,
-  probability, probabilities, target, reward, next context, the orchestrator's gaps and
-  the injector's statistics as the state reported them), appended and flushed
-  when the next context arrives;
-- ``agent-state.json``: the policy's state, the next step and the decision still
-  waiting for its reward, written atomically after every step.
+- ``decisions.jsonl``: one :class:`~agent.loop.StepRecord` per line
+  (:meth:`~agent.loop.StepRecord.to_dict` plus ``run`` and ``policy``), appended and
+  fsynced when the step ends;
+- ``agent-state.json``: the policy's state, the next step, the observation it decides
+  on and the decision already taken there (if any), written atomically twice a step:
+  after the decision and after the record.
 
-A restarted agent (same folder) loads the state and carries on at the next step, so an
-interrupted run gives the same decisions as an uninterrupted one against the same
-answers. The orchestrator is reached through the :class:`Orchestrator` protocol, so this
-module imports no network client; ``python -m agent`` plugs in the Kafka one.
+A restarted agent (same folder) loads the state and carries on: a decision already
+taken is carried out (its replica count is absolute, so sending it again is harmless),
+not taken again. So an interrupted run gives the same records as an uninterrupted one
+against the same answers. This module imports no network client; ``python -m agent``
+plugs in the Kafka one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
-from agent.base import Policy
+from agent.base import Decision, Policy
+from agent.loop import LoopSettings, StepLoop, StepRecord
 from agent.registry import make_policy
 from agent.rewards import make_reward
-from orchestrator.context import Context
+from orchestrator.backend import Backend, Clock, Observation, WallClock
+from orchestrator.errors import UserError
 
 RECORDS = "decisions.jsonl"
 STATE = "agent-state.json"
 
 
-class AgentConfigError(ValueError):
+class AgentConfigError(UserError):
     """A malformed agent config; the message names the key and the value."""
-
-
-class Orchestrator(Protocol):
-    """What the agent needs of the orchestrator (``orchestrator.client.OrchestratorClient``
-    over Kafka). A call that gets no answer raises ``TimeoutError``."""
-
-    def order(self, name: str, **fields: Any) -> dict: ...
-
-    def get_state(self) -> dict: ...
-
-    def scale(self, mode: str, level: int, **opts: Any) -> dict: ...
 
 
 @dataclass
@@ -70,7 +63,8 @@ class AgentSpec:
     seed: int = 0
     run: int = 0
     step_seconds: float = 5.0
-    slo_ms: float = 250.0
+    slo_ms: float = 600.0
+    loop: str = "period"
     reward: str = "slo-binary-v1"
     reward_params: dict = field(default_factory=dict)
     min_replicas: int = 1
@@ -82,6 +76,8 @@ class AgentSpec:
     retry_s: float = 180.0
 
     def __post_init__(self) -> None:
+        if self.loop not in ("period", "settle"):
+            raise AgentConfigError(f"agent config: loop={self.loop!r} must be 'period' or 'settle'")
         if not isinstance(self.policy, str) or not self.policy:
             raise AgentConfigError(f"agent config: policy={self.policy!r} must name a registered policy")
         self.display = self.display or self.policy
@@ -194,89 +190,64 @@ class AgentResult:
     retries: int
 
 
-def _call(what: Callable[[], Any], spec: AgentSpec, log: Callable[[str], None], sleep, clock) -> tuple[Any, int]:
-    """``what()``, retried while the orchestrator does not answer (broker or
-    orchestrator away), for at most ``spec.retry_s``; returns (answer, retries)."""
-    end = clock() + spec.retry_s
-    retries = 0
-    while True:
-        try:
-            return what(), retries
-        except TimeoutError as exc:
-            if clock() > end:
-                raise TimeoutError(f"the orchestrator did not answer for {spec.retry_s:g} s: {exc}") from None
-            retries += 1
-            log(f"agent: no answer ({exc}); retrying")
-            sleep(1.0)
-
-
-def run_agent(spec: AgentSpec, orchestrator: Orchestrator, folder: str | Path,
-              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+def run_agent(spec: AgentSpec, backend: Backend, folder: str | Path, clock: Clock | None = None,
               log: Callable[[str], None] = lambda m: None) -> AgentResult:
-    """Run (or resume) ``spec`` against ``orchestrator``, recording in ``folder``."""
+    """Run (or resume) ``spec`` against ``backend``, recording in ``folder``.
+
+    ``clock``: the loop's clock (default: a wall clock starting at the step resumed
+    from). A backend with ``setup(initial_replicas)`` gets it at a fresh start (the
+    live one sets the deployment limits and the initial count); one with
+    ``stop_load()`` gets it at the end."""
     store = AgentFolder(folder)
     policy = build_agent_policy(spec)
     reward_fn = make_reward(spec.reward, **{"slo_ms": spec.slo_ms, **spec.reward_params})
+    settings = LoopSettings(step_seconds=spec.step_seconds, mode=spec.loop, slo_ms=spec.slo_ms)
     saved = store.load_state()
-    retries = 0
-
-    def call(what):
-        nonlocal retries
-        answer, n = _call(what, spec, log, sleep, clock)
-        retries += n
-        return answer
-
-    if saved is None:
-        start, pending = 0, None
-        call(lambda: orchestrator.order("setDeploymentLimit", min=spec.min_replicas, max=spec.max_replicas))
-        call(lambda: orchestrator.scale("fixed", spec.initial_replicas))
-    else:
+    start, before, pending = 0, None, None
+    if saved is not None:
         if saved.get("policy_name") != spec.policy:
             raise AgentConfigError(f"agent folder {store.dir} holds a {saved.get('policy_name')!r} run, "
                                    f"not {spec.policy!r}")
         policy.load_state_dict(saved["policy"])
-        start, pending = int(saved["next_step"]), saved["pending"]
+        start = int(saved["next_step"])
+        before = Observation.from_dict(saved["before"]) if saved.get("before") else None
+        if saved.get("pending"):
+            d = saved["pending"]["decision"]
+            pending = (Decision(action=int(d["action"]), probability=float(d["probability"]),
+                                probabilities=tuple(d["probabilities"]) if d.get("probabilities") else None,
+                                forced=bool(d["forced"])), int(saved["pending"]["requested"]),
+                       int(saved["pending"]["current"]))
         log(f"agent: resuming at step {start}")
-    level = None
-    deadline = clock()
-    for k in range(start, spec.steps + 1):
-        last = k == spec.steps  # one more observation gives the last decision its reward
-        if spec.users and not last and spec.users[k] != level:
-            level = spec.users[k]
-            payload = {"order": "set_user_level", "level": level, "spawn_rate": spec.spawn_rate}
-            call(lambda p=payload: orchestrator.order("LocustMgmt", payload=p))
-        deadline += spec.step_seconds
-        if clock() > deadline + spec.step_seconds:  # late by a step (an outage): observe now, re-anchor
-            deadline = clock()
-        if deadline > clock():
-            sleep(deadline - clock())
-        state = call(orchestrator.get_state)
-        ctx = Context.from_dict(state["context"])
-        if pending is not None:
-            before = Context.from_dict(pending["context"])
-            reward = float(reward_fn(before, pending["action"], ctx))
-            store.append({**pending, "reward": reward, "next_context": ctx.to_dict(), "gaps": state.get("gaps")})
-            policy.update(before, pending["action"], reward, ctx)
-            pending = None
-        if last:
-            store.save_state({"policy_name": spec.policy, "next_step": k + 1, "pending": None,
-                              "policy": policy.state_dict()})
-            if spec.users:  # the load stops with the episode, so the next one starts clean
-                call(lambda: orchestrator.order("LocustMgmt", payload={"order": "stop"}))
-            break
-        current = int(state.get("desired_replicas", ctx.replicas))
-        t_s = (k + 1) * spec.step_seconds
-        decision = policy.decide(ctx, {"step": k, "t_s": t_s, "current_replicas": current})
-        target = policy.actions.order(decision.action).target(current, spec.min_replicas, spec.max_replicas)
-        if target != current:
-            call(lambda n=target: orchestrator.scale("fixed", n))
-        pending = {
-            "run": spec.run, "policy": spec.display, "step": k, "t_s": t_s,
-            "users": spec.users[k] if spec.users else -1, "context": ctx.to_dict(), "current_replicas": current,
-            "action": int(decision.action), "probability": float(decision.probability),
-            "probabilities": list(decision.probabilities) if decision.probabilities else None,
-            "target_replicas": int(target), "locust": state.get("locust"),
-        }  # fmt: skip
-        store.save_state({"policy_name": spec.policy, "next_step": k + 1, "pending": pending,
-                          "policy": policy.state_dict()})
-    return AgentResult(steps_done=spec.steps, resumed_at=start, retries=retries)
+    elif hasattr(backend, "setup"):
+        backend.setup(spec.initial_replicas)
+    clock = clock or getattr(backend, "clock", None) or WallClock()
+    if isinstance(clock, WallClock):
+        clock.rebase(start * spec.step_seconds)
+    loads = spec.users or [0] * spec.steps
+    loop = StepLoop(backend, clock, loads, settings, reward_fn)
+    if hasattr(backend, "drive_load"):
+        backend.drive_load = bool(spec.users)
+
+    def checkpoint(next_step: int, obs: Observation | None, decided: tuple[Decision, int, int] | None) -> None:
+        state = {"policy_name": spec.policy, "next_step": next_step, "before": obs.to_dict() if obs else None,
+                 "pending": None, "policy": policy.state_dict()}
+        if decided is not None:
+            d, requested, current = decided
+            state["pending"] = {"requested": requested, "current": current, "decision": {
+                "action": d.action, "probability": d.probability, "forced": d.forced,
+                "probabilities": list(d.probabilities) if d.probabilities else None}}
+        store.save_state(state)
+
+    if start < spec.steps:
+        for record, following in loop.run(policy, start, before, pending,
+                                           on_decided=lambda k, obs, d, req, cur: checkpoint(k, obs, (d, req, cur))):
+            store.append({"run": spec.run, "policy": spec.display, **record.to_dict()})
+            checkpoint(record.step + 1, following, None)
+        if hasattr(backend, "stop_load"):
+            backend.stop_load()
+    return AgentResult(steps_done=spec.steps, resumed_at=start, retries=getattr(backend, "retries", 0))
+
+
+def records_of(folder: str | Path) -> list[StepRecord]:
+    """The :class:`StepRecord` s an agent folder holds, by step."""
+    return [StepRecord.from_dict(r) for r in AgentFolder(folder).records()]

@@ -29,10 +29,12 @@ from typing import Any
 
 import yaml
 
+from orchestrator.errors import UserError
+
 BACKENDS = ("sim", "replay", "live")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config that cannot be used; the message names the key, the value and the rule."""
 
 
@@ -106,11 +108,16 @@ class ExperimentConfig:
     steps: steps per run (default: the workload's duration / step_seconds).
     engine: the simulator's engine (``backend: sim``): ``des`` (every request, the
     default) or ``fluid`` (a queueing model per step, :mod:`simulator.fluid`).
+    loop: ``period`` (observe, decide, act every ``step_seconds``; the default) or
+    ``settle`` (the paper's: after an order that changed the count, wait until it took
+    effect and was measured; that observation is the step's outcome). See
+    ``agent.loop`` and ``docs/architecture.md``.
     """
 
     name: str = "experiment"
     backend: str = "sim"
     engine: str = "des"
+    loop: str = "period"
     seed: int = 0
     runs: int = 1
     step_seconds: float = 5.0
@@ -231,6 +238,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
 
     need(cfg.backend in BACKENDS, "backend", cfg.backend, f"must be one of {list(BACKENDS)}")
     need(cfg.engine in ("des", "fluid"), "engine", cfg.engine, "must be one of ['des', 'fluid']")
+    need(cfg.loop in ("period", "settle"), "loop", cfg.loop, "must be one of ['period', 'settle']")
     need(cfg.runs >= 1, "runs", cfg.runs, "must be >= 1")
     need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     need(cfg.step_seconds > 0, "step_seconds", cfg.step_seconds, "must be > 0")

@@ -6,6 +6,11 @@ Reward: the experiment's configured reward. An episode is the experiment's steps
 ``truncated`` at its end, never ``terminated``. ``reset(seed=...)`` seeds the workload's
 random streams and the backend exactly as the runner seeds run 0.
 
+The env runs the one step loop (:class:`agent.loop.StepLoop`) with the agent's action
+as the decision: ``info["record"]`` is that step's :class:`~agent.loop.StepRecord`, and
+the other ``info`` keys are read from it. With ``loop: settle`` the observation returned
+is the next step's, and the reward is the settled outcome's.
+
     import gymnasium as gym
     import experiments.env  # registers the id
     env = gym.make("scalelab/SandboxScaling-v0", config="experiments/configs/step-demo.yaml")
@@ -20,10 +25,13 @@ import gymnasium as gym
 import numpy as np
 
 from agent.actions import ActionSet
+from agent.base import Decision
+from agent.loop import StepLoop
 from agent.rewards import make_reward
 from experiments.config import ExperimentConfig, load_config
 from experiments.episode import make_backend, resolve
 from experiments.runner import episode_seeds
+from orchestrator.backend import Observation, VirtualClock
 from orchestrator.context import FIELDS, Context
 
 ENV_ID = "scalelab/SandboxScaling-v0"
@@ -52,13 +60,10 @@ class SandboxScalingEnv(gym.Env):
         self._high = np.array([self.cfg.cluster.max_replicas, 1e7, 1e7, 1e3, 1e3, 1e3, 1e3], dtype=np.float64)
         self.observation_space = gym.spaces.Box(np.zeros(len(FIELDS)), self._high, dtype=np.float64)
         self.action_space = gym.spaces.Discrete(len(self.actions))
-        self._backend = None
+        self._loop: StepLoop | None = None
         self._k = 0
-        self._ctx: Context | None = None
-        c = self.cfg.cluster
-        # target replicas by (action, current): the hot loop looks it up
-        self._targets = [[self.actions.order(a).target(n, c.min_replicas, c.max_replicas)
-                          for n in range(c.max_replicas + 1)] for a in range(len(self.actions))]
+        self._before: Observation | None = None
+        self._decisions = [Decision(action=a) for a in range(len(self.actions))]
         # the fluid engine hands out the same Context object for the same state, so its
         # observations are worth caching; other backends make a new one every step
         fluid = self.cfg.backend == "sim" and self.cfg.engine == "fluid"
@@ -82,33 +87,30 @@ class SandboxScalingEnv(gym.Env):
         root = int(self.np_random.integers(0, 2**63 - 1))
         seeds = episode_seeds(root, 1, 1)[0]
         seeds["policy"] = seeds["policy"][0]
-        self._backend = make_backend(self.cfg, self.resolved, seeds, self.loads)
+        clock = VirtualClock()
+        backend = make_backend(self.cfg, self.resolved, seeds, self.loads, clock)
+        self._loop = StepLoop(backend, clock, self.loads, self.resolved.loop, self.reward_fn)
         self._k = 0
-        self._ctx = self._backend.step(self.loads[0], self.cfg.step_seconds)
-        return self._obs(self._ctx), {"step": 0, "users": float(self.loads[0])}
+        self._before = self._loop.start(0)
+        return self._obs(self._before.context), {"step": 0, "users": float(self.loads[0])}
 
     def step(self, action):
-        if self._backend is None:
+        if self._loop is None or self._before is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         try:
             a = int(action)
         except (TypeError, ValueError):
             a = -1
-        if a != action or not 0 <= a < len(self._targets):
+        if a != action or not 0 <= a < len(self._decisions):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
-        current = self._backend.desired_replicas
-        target = self._targets[a][current]
-        if target != current:
-            self._backend.scale_to(target)
+        record, following = self._loop.act(self._k, self._before, self._decisions[a], self.actions)
         self._k += 1
-        k = min(self._k, len(self.loads) - 1)
-        nxt = self._backend.step(self.loads[k], (self._k + 1) * self.cfg.step_seconds)
-        reward = float(self.reward_fn(self._ctx, a, nxt))
-        self._ctx = nxt
-        truncated = self._k >= len(self.loads) - 1
-        info = {"step": self._k, "users": float(self.loads[k]), "target_replicas": target,
-                "violation": nxt.p95_ms > self.cfg.slo_ms}
-        return self._obs(nxt), reward, False, truncated, info
+        nxt = following if following is not None else record.after
+        self._before = following
+        truncated = following is None
+        info = {"step": self._k, "users": record.load, "target_replicas": record.order.applied,
+                "violation": record.violation, "record": record}
+        return self._obs(nxt.context), record.reward, False, truncated, info
 
 
 if ENV_ID not in gym.registry:

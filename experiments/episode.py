@@ -1,8 +1,9 @@
-"""One episode: one policy, one run, on the simulator.
+"""One episode: one policy, one run, on the simulator or a replay.
 
-Each step of ``step_seconds``: the workload sets the load, the cluster serves it, the
-context is built from the spans and pod samples, the previous decision gets its reward,
-the policy decides, and the order is clamped and applied. One row per step.
+This module composes; it holds no step loop and no backend. It resolves a config into
+settings (:func:`resolve`), builds the backend of ``simulator.backends`` and the policy,
+runs them through the one step loop (:class:`agent.loop.StepLoop`) and turns its
+:class:`~agent.loop.StepRecord` s into rows of ``steps.parquet`` (:func:`records_frame`).
 """
 
 from __future__ import annotations
@@ -15,23 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from agent.loop import ROW_COLUMNS, LoopSettings, StepLoop, StepRecord
 from agent.registry import make_policy
 from agent.rewards import make_reward
 from experiments.config import ConfigError, ExperimentConfig, PolicySpec
 from injector.workloads import Workload, WorkloadError, make_workload
-from orchestrator.context import PRESETS, Context, ContextBuilder, ContextSettings
-from simulator.cluster import ClusterSettings, SimCluster
-from simulator.fluid import FluidCluster
+from orchestrator.backend import Backend, Clock, VirtualClock
+from orchestrator.context import PRESETS, ContextSettings
+from simulator.backends import FluidBackend, ReplayBackend, SimBackend
+from simulator.cluster import ClusterSettings
 from simulator.models import PROFILES, AppProfile
-from simulator.replay import DatasetError, Replay, load_dataset
-
-#: Columns of steps.parquet, in order.
-COLUMNS = (
-    "run", "policy", "step", "t_s", "users", "replicas", "target_replicas", "p95_ms",
-    "mean_ms", "rps", "cpu_request_ratio", "cpu_limit_ratio", "mem_request_ratio",
-    "mem_limit_ratio", "spans", "action", "probability", "reward", "violation",
-    "oracle_replicas", "probabilities",
-)  # fmt: skip
+from simulator.replay import Replay, load_dataset
 
 
 @dataclass(frozen=True)
@@ -43,6 +38,7 @@ class Resolved:
     context: ContextSettings
     workload: Workload
     steps: int
+    loop: LoopSettings
 
 
 def resolve(cfg: ExperimentConfig) -> Resolved:
@@ -77,7 +73,12 @@ def resolve(cfg: ExperimentConfig) -> Resolved:
     except ValueError as exc:
         raise ConfigError(f"config: {exc}") from None
     steps = cfg.steps or math.ceil(workload.duration_s / cfg.step_seconds)
-    return Resolved(app=app, cluster=cluster, context=context, workload=workload, steps=steps)
+    loop = LoopSettings(step_seconds=float(cfg.step_seconds), mode=cfg.loop, slo_ms=float(cfg.slo_ms))
+    return Resolved(app=app, cluster=cluster, context=context, workload=workload, steps=steps, loop=loop)
+
+#: Columns of steps.parquet, in order: the episode, the step's record
+#: (:meth:`agent.loop.StepRecord.row`), the oracle.
+COLUMNS = ("run", "policy", *ROW_COLUMNS, "oracle_replicas")
 
 
 def saved_state_path(load: str, label: str, run: int) -> Path:
@@ -128,82 +129,36 @@ def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 
     return policy
 
 
-class _ClusterBackend:
-    """A backend whose ``cluster`` takes scale orders (both simulator engines)."""
-
-    cluster: SimCluster | FluidCluster
-
-    @property
-    def desired_replicas(self) -> int:
-        return self.cluster.desired_replicas
-
-    def scale_to(self, n: int) -> None:
-        self.cluster.scale_to(n)
+def load_replay(cfg: ExperimentConfig) -> Replay:
+    """The recorded dataset of a ``backend: replay`` config, ready to serve."""
+    if not cfg.dataset:
+        raise ConfigError("config: backend='replay' needs dataset: PATH (scalelab dataset record --out PATH)")
+    c = cfg.cluster
+    return Replay(load_dataset(cfg.dataset), c.min_replicas, c.max_replicas, c.initial_replicas)
 
 
-class SimBackend(_ClusterBackend):
-    """The simulator and the context code, one step at a time."""
-
-    def __init__(self, r: Resolved, seeds: dict, loads: np.ndarray) -> None:
-        self.closed = r.workload.loop == "closed"
-        self.cluster = SimCluster(
-            r.app, r.cluster,
-            np.random.default_rng(seeds["think"]), np.random.default_rng(seeds["demand"]),
-            np.random.default_rng(seeds["arrivals"]),
-            max_users=int(max(np.max(loads), 1)) if self.closed else 64,
-        )  # fmt: skip
-        self.ctx = ContextBuilder(r.context)
-
-    def step(self, load: float, t1: float) -> Context:
-        if self.closed:
-            self.cluster.set_users(int(load))
-        else:
-            self.cluster.add_open_arrivals(float(load), t1)
-        signals = self.cluster.run_to(t1)
-        self.ctx.add_spans(signals.spans)
-        self.ctx.add_pod_samples(signals.pods)
-        return self.ctx.build(t1, signals.ready_replicas)
-
-
-class FluidBackend(_ClusterBackend):
-    """The fluid engine: the context from a queueing model per step (no requests)."""
-
-    def __init__(self, r: Resolved) -> None:
-        self.cluster = FluidCluster(r.app, r.cluster, r.context, closed=r.workload.loop == "closed")
-
-    def step(self, load: float, t1: float) -> Context:
-        return self.cluster.step(load, t1)
-
-
-class ReplayBackend:
-    """Recorded samples per (users, replicas), served in order (the paper's replay)."""
-
-    def __init__(self, cfg: ExperimentConfig) -> None:
-        if not cfg.dataset:
-            raise ConfigError("config: backend='replay' needs dataset: PATH (scalelab dataset record --out PATH)")
-        c = cfg.cluster
-        try:
-            self.replay = Replay(load_dataset(cfg.dataset), c.min_replicas, c.max_replicas, c.initial_replicas)
-        except DatasetError as exc:
-            raise ConfigError(f"config: dataset: {exc}") from None
-
-    @property
-    def desired_replicas(self) -> int:
-        return self.replay.desired_replicas
-
-    def scale_to(self, n: int) -> None:
-        self.replay.scale_to(n)
-
-    def step(self, load: float, t1: float) -> Context:
-        return self.replay.context(int(load))
-
-
-def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndarray):
+def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndarray, clock: Clock) -> Backend:
+    """The backend ``cfg`` names, built from its resolved settings, on ``clock``."""
     if cfg.backend == "replay":
-        return ReplayBackend(cfg)
+        return ReplayBackend(load_replay(cfg), clock)
+    closed = r.workload.loop == "closed"
     if cfg.engine == "fluid":
-        return FluidBackend(r)
-    return SimBackend(r, seeds, loads)
+        return FluidBackend(r.app, r.cluster, r.context, clock, closed=closed)
+    return SimBackend(r.app, r.cluster, r.context, clock, seeds, closed=closed,
+                      max_users=int(max(np.max(loads), 1)) if closed else 64)
+
+
+def records_frame(records: list[StepRecord], run: int, policy: str, oracle: np.ndarray | None) -> pd.DataFrame:
+    """Rows of ``steps.parquet`` for ``records``: ``run``, ``policy``, then
+    :meth:`StepRecord.row`, then ``oracle_replicas`` (-1 without an oracle)."""
+    rows = [r.row() for r in records]
+    frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    frame.insert(0, "policy", [policy] * len(rows))
+    frame.insert(0, "run", np.full(len(rows), run, dtype=np.int64))
+    steps = frame["step"].to_numpy() if rows else np.zeros(0, dtype=np.int64)
+    frame["oracle_replicas"] = (oracle[steps].astype(np.int64) if oracle is not None
+                                else np.full(len(rows), -1, dtype=np.int64))
+    return frame
 
 
 def run_episode(
@@ -217,91 +172,27 @@ def run_episode(
     chunk_dir: Path | None = None,
     chunk_steps: int = 5000,
 ) -> pd.DataFrame:
-    """Run one episode and return its rows; with ``chunk_dir``, rows are also written
-    there every ``chunk_steps`` steps so that a killed run keeps what it did."""
+    """Run one episode through the step loop and return its rows; with ``chunk_dir``,
+    rows are also written there every ``chunk_steps`` steps so that a killed run keeps
+    what it did."""
     spec = cfg.policies[policy_index]
-    r = resolved
-    backend = make_backend(cfg, r, seeds, loads)
+    clock = VirtualClock()
+    backend = make_backend(cfg, resolved, seeds, loads, clock)
     policy = build_policy(spec, cfg, seeds["policy"], run)
     reward_fn = make_reward(cfg.reward.name, **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
-    lo, hi = r.cluster.min_replicas, r.cluster.max_replicas
-    n = r.steps
-    step_s = cfg.step_seconds
-    f = {k: np.zeros(n) for k in ("t_s", "users", "p95_ms", "mean_ms", "rps", "cpu_request_ratio",
-                                   "cpu_limit_ratio", "mem_request_ratio", "mem_limit_ratio",
-                                   "probability", "reward")}  # fmt: skip
-    i = {k: np.zeros(n, dtype=np.int64) for k in ("replicas", "target_replicas", "spans", "action")}
-    f["reward"][:] = np.nan
-    probs: list[str] = [""] * n  # the full probability vector, JSON, when the policy gives it
-    prev_ctx = prev_action = None
+    loop = StepLoop(backend, clock, loads[: resolved.steps], resolved.loop, reward_fn, oracle)
+    records: list[StepRecord] = []
     written = 0
-
-    def flush(upto: int) -> None:
-        nonlocal written
-        if chunk_dir is None or upto <= written:
-            return
-        frame = _frame(cfg, spec, run, f, i, oracle, written, upto, probs)
-        frame.to_parquet(chunk_dir / f"chunk-{written:08d}.parquet", index=False)
-        written = upto
-
-    for k in range(n):
-        t1 = (k + 1) * step_s
-        load = loads[k]
-        context = backend.step(load, t1)
-        if prev_ctx is not None:
-            rew = reward_fn(prev_ctx, prev_action, context)
-            f["reward"][k - 1] = rew
-            policy.update(prev_ctx, prev_action, rew, context)
-        info = {"step": k, "t_s": t1, "current_replicas": backend.desired_replicas}
-        if oracle is not None:
-            info["oracle_replicas"] = int(oracle[min(k + 1, n - 1)])
-        decision = policy.decide(context, info)
-        order = policy.actions.order(decision.action)
-        current = backend.desired_replicas
-        target = order.target(current, lo, hi)
-        if target != current:
-            backend.scale_to(target)
-        f["t_s"][k] = t1
-        f["users"][k] = load
-        f["p95_ms"][k] = context.p95_ms
-        f["mean_ms"][k] = context.mean_ms
-        f["rps"][k] = context.rps
-        f["cpu_request_ratio"][k] = context.cpu_request_ratio
-        f["cpu_limit_ratio"][k] = context.cpu_limit_ratio
-        f["mem_request_ratio"][k] = context.mem_request_ratio
-        f["mem_limit_ratio"][k] = context.mem_limit_ratio
-        f["probability"][k] = decision.probability
-        if decision.probabilities is not None:
-            probs[k] = json.dumps([round(float(v), 6) for v in decision.probabilities])
-        i["replicas"][k] = context.replicas
-        i["target_replicas"][k] = target
-        i["spans"][k] = context.spans
-        i["action"][k] = decision.action
-        prev_ctx, prev_action = context, decision.action
-        if chunk_dir is not None and (k + 1) % chunk_steps == 0:
-            flush(k)  # the last row's reward is not known yet
-    frame = _frame(cfg, spec, run, f, i, oracle, 0, n, probs)
+    for record, _ in loop.run(policy):
+        records.append(record)
+        if chunk_dir is not None and len(records) - written >= chunk_steps:
+            records_frame(records[written:], run, spec.display, oracle).to_parquet(
+                chunk_dir / f"chunk-{written:08d}.parquet", index=False)
+            written = len(records)
+    frame = records_frame(records, run, spec.display, oracle)
     if chunk_dir is not None:
-        flush(n)
+        if len(records) > written:
+            records_frame(records[written:], run, spec.display, oracle).to_parquet(
+                chunk_dir / f"chunk-{written:08d}.parquet", index=False)
         (chunk_dir / "policy.json").write_text(json.dumps(policy.state_dict()))
     return frame
-
-
-def _frame(cfg, spec, run, f, i, oracle, lo, hi, probs) -> pd.DataFrame:
-    n = hi - lo
-    data = {
-        "run": np.full(n, run, dtype=np.int64),
-        "policy": [spec.display] * n,
-        "step": np.arange(lo, hi, dtype=np.int64),
-    }
-    for col in COLUMNS[3:]:
-        if col in f:
-            data[col] = f[col][lo:hi]
-        elif col in i:
-            data[col] = i[col][lo:hi]
-    data["violation"] = f["p95_ms"][lo:hi] > cfg.slo_ms
-    data["probabilities"] = probs[lo:hi]
-    data["oracle_replicas"] = (
-        oracle[lo:hi].astype(np.int64) if oracle is not None else np.full(n, -1, dtype=np.int64)
-    )
-    return pd.DataFrame(data, columns=list(COLUMNS))

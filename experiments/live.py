@@ -17,21 +17,48 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from agent.process import AgentFolder, AgentSpec
+from agent.process import AgentFolder, AgentSpec, records_of
 from experiments.config import ConfigError, ExperimentConfig, load_config
-from experiments.episode import COLUMNS, build_policy, episode_name, resolve, saved_state_path
+from experiments.episode import Resolved, build_policy, episode_name, records_frame, resolve, saved_state_path
 from experiments.runner import RunResult, finish_run, new_run_folder, write_versions
+from orchestrator.errors import PermanentError
 from orchestrator.scalers.local import ReplicaSpec
 from orchestrator.stack import LocalStack
 
 
-class AgentFailed(RuntimeError):
+class AgentFailed(PermanentError):
     """The agent process kept failing (the message has its last words)."""
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """What a live run hands its processes, all read from the resolved config (the same
+    settings the simulator runs with): the replicas' resources, the injector's think
+    time, the orchestrator's context settings and limits."""
+
+    replica: ReplicaSpec
+    think_s: tuple[float, float]
+    context: dict
+    min_replicas: int
+    max_replicas: int
+    initial_replicas: int
+
+
+def live_settings(cfg: ExperimentConfig, r: Resolved | None = None) -> LiveSettings:
+    """The settings of ``cfg`` for the live stack."""
+    r = r or resolve(cfg)
+    a, c = r.app, r.cluster
+    replica = ReplicaSpec(cpu_request=a.cpu_request, cpu_limit=a.cpu_limit,
+                          memory_request_mib=round(a.memory_request_mib),
+                          memory_limit_mib=round(a.memory_limit_mib))
+    return LiveSettings(replica=replica, think_s=(c.think_low_s, c.think_high_s), context=asdict(r.context),
+                        min_replicas=c.min_replicas, max_replicas=c.max_replicas,
+                        initial_replicas=c.initial_replicas)
 
 
 def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int) -> AgentSpec:
@@ -44,32 +71,16 @@ def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int) ->
     hot = str(saved_state_path(str(load), label, run)) if load is not None else None
     users = [int(r.workload.users_at(k * cfg.step_seconds)) for k in range(r.steps)]
     return AgentSpec(policy=spec.name, params=params, display=spec.display, seed=int(seed), run=run,
-                     steps=r.steps, step_seconds=float(cfg.step_seconds), slo_ms=float(cfg.slo_ms),
+                     steps=r.steps, step_seconds=float(cfg.step_seconds), slo_ms=float(cfg.slo_ms), loop=cfg.loop,
                      reward=cfg.reward.name, reward_params=dict(cfg.reward.params),
                      min_replicas=cfg.cluster.min_replicas, max_replicas=cfg.cluster.max_replicas,
                      initial_replicas=cfg.cluster.initial_replicas, users=users, hot_start=hot)
 
 
-def records_to_steps(records: list[dict], slo_ms: float) -> pd.DataFrame:
-    """The agent's decision records as rows of ``steps.parquet`` (plus ``client_p95_ms``,
-    Locust's p95 at the step, NaN when it had none)."""
-    rows = []
-    for rec in records:
-        c = rec["context"]
-        locust = rec.get("locust") or {}
-        client = locust.get("current_p95_response_time")
-        rows.append({
-            "run": rec["run"], "policy": rec["policy"], "step": rec["step"], "t_s": rec["t_s"],
-            "users": rec["users"], "replicas": c["replicas"], "target_replicas": rec["target_replicas"],
-            "p95_ms": c["p95_ms"], "mean_ms": c.get("mean_ms", 0.0), "rps": c["rps"],
-            "cpu_request_ratio": c["cpu_request_ratio"], "cpu_limit_ratio": c["cpu_limit_ratio"],
-            "mem_request_ratio": c["mem_request_ratio"], "mem_limit_ratio": c["mem_limit_ratio"],
-            "spans": c.get("spans", 0), "action": rec["action"], "probability": rec["probability"],
-            "reward": rec["reward"], "violation": c["p95_ms"] > slo_ms, "oracle_replicas": -1,
-            "probabilities": json.dumps(rec["probabilities"]) if rec.get("probabilities") else "",
-            "client_p95_ms": float(client) if client is not None else np.nan,
-        })  # fmt: skip
-    return pd.DataFrame(rows, columns=[*COLUMNS, "client_p95_ms"])
+def records_to_steps(folder: Path, run: int, policy: str) -> pd.DataFrame:
+    """The agent's records as rows of ``steps.parquet`` (the same rows as a simulated
+    run's; ``client_p95_ms`` is Locust's p95 at the step, NaN when it had none)."""
+    return records_frame(records_of(folder), run, policy, None)
 
 
 def run_agent_process(spec: AgentSpec, part: Path, bootstrap: str, restarts: int = 3,
@@ -101,19 +112,28 @@ def run_agent_process(spec: AgentSpec, part: Path, bootstrap: str, restarts: int
         started += 1
 
 
-def start_services(stack: LocalStack, min_replicas: int, max_replicas: int, context: str = "default",
-                   think_s: tuple[float, float] | list[float] = (0.0, 2.0),
-                   injector_cpu: int = 200) -> list[subprocess.Popen]:
+def service_commands(stack_dir: Path, bootstrap: str, service_url: str, settings: LiveSettings,
+                     injector_cpu: int = 200) -> tuple[list[list[str]], dict[str, str]]:
+    """The orchestrator's and the injector's command lines, and the injector's
+    environment, for ``settings``."""
+    env = {"INJECTOR_CPU": str(injector_cpu), "INJECTOR_WAIT_MIN": str(settings.think_s[0]),
+           "INJECTOR_WAIT_MAX": str(settings.think_s[1])}
+    cmds = [[sys.executable, "-m", "orchestrator", "--stack-dir", str(stack_dir), "--min",
+             str(settings.min_replicas), "--max", str(settings.max_replicas),
+             "--context-json", json.dumps(settings.context)],
+            [sys.executable, "-m", "injector", "--host", service_url, "--bootstrap", bootstrap]]
+    return cmds, env
+
+
+def start_services(stack: LocalStack, settings: LiveSettings, injector_cpu: int = 200) -> list[subprocess.Popen]:
     """Start ``python -m orchestrator`` and ``python -m injector`` on ``stack``; each
     says "ready" on its first line once it listens to Kafka."""
     addr = stack.state["kafka"]["bootstrap"]
-    env = {**os.environ, "INJECTOR_CPU": str(injector_cpu), "INJECTOR_WAIT_MIN": str(think_s[0]),
-           "INJECTOR_WAIT_MAX": str(think_s[1])}
+    cmds, extra = service_commands(stack.dir, addr, stack.service_url, settings, injector_cpu)
+    env = {**os.environ, **extra}
     procs: list[subprocess.Popen] = []
     try:
-        for cmd in ([sys.executable, "-m", "orchestrator", "--stack-dir", str(stack.dir), "--min",
-                     str(min_replicas), "--max", str(max_replicas), "--context", context],
-                    [sys.executable, "-m", "injector", "--host", stack.service_url, "--bootstrap", addr]):
+        for cmd in cmds:
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
             procs.append(p)
             line = p.stdout.readline().strip()
@@ -148,24 +168,19 @@ def run_live(config: ExperimentConfig | str | Path, out: str | Path = "runs", st
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     if cfg.backend != "live":
         raise ConfigError(f"config: backend={cfg.backend!r}; scalelab live run needs backend: live")
-    resolve(cfg)
+    settings = live_settings(cfg)
     for spec in cfg.policies:
         build_policy(spec, cfg, seed=0)
     path = new_run_folder(cfg, out, command)
     seeds = write_versions(path, cfg)
-    a = cfg.app
-    spec = ReplicaSpec(cpu_request=a.cpu_request or 0.5, cpu_limit=a.cpu_limit or 0.5,
-                       memory_request_mib=int(a.memory_request_mib or 512),
-                       memory_limit_mib=int(a.memory_limit_mib or 512))
     stack = None if bootstrap else LocalStack(stack_dir or path / "stack")
     if stack is not None:
-        stack.up(replicas=cfg.cluster.initial_replicas, spec=spec)
+        stack.up(replicas=settings.initial_replicas, spec=settings.replica)
     procs: list[subprocess.Popen] = []
     try:
         if stack is not None:
             addr = stack.state["kafka"]["bootstrap"]
-            procs = start_services(stack, cfg.cluster.min_replicas, cfg.cluster.max_replicas, cfg.context.preset,
-                                   think_s=cfg.cluster.think_s or [0.0, 2.0], injector_cpu=injector_cpu)
+            procs = start_services(stack, settings, injector_cpu=injector_cpu)
         else:
             addr = bootstrap
         frames = []
@@ -175,7 +190,7 @@ def run_live(config: ExperimentConfig | str | Path, out: str | Path = "runs", st
                 part.mkdir(parents=True, exist_ok=True)
                 aspec = agent_spec(cfg, k, run, seeds[run]["policy"][k])
                 run_agent_process(aspec, part, addr, kill_after_records=kill_agent_after)
-                frames.append(records_to_steps(AgentFolder(part).records(), cfg.slo_ms))
+                frames.append(records_to_steps(part, run, pspec.display))
                 state = json.loads((part / "agent-state.json").read_text())
                 (part / "policy.json").write_text(json.dumps(state["policy"]))
                 (part / "done").write_text("ok\n")

@@ -7,7 +7,7 @@ A run folder holds::
     versions.json    package versions, git commit, the seeds of every episode
     oracle.json      the oracle's replicas per load level (simulator)
     parts/           one folder per episode, written as the episode goes
-    steps.parquet    one row per step per run per policy (episode.COLUMNS)
+    steps.parquet    one row per step per run per policy (agent.loop.StepRecord.row)
     summary.json     the paper-format summary, and summary.csv
     *.png, report.html
 
@@ -90,9 +90,9 @@ def oracle_levels(cfg: ExperimentConfig, resolved: Resolved, path: Path | None, 
     wl = resolved.workload
     loads = wl.series(cfg.step_seconds, resolved.steps)
     if cfg.backend == "replay":
-        from experiments.episode import ReplayBackend
+        from experiments.episode import load_replay
 
-        replay = ReplayBackend(cfg).replay
+        replay = load_replay(cfg)
         levels = {u: replay.oracle(int(u), cfg.slo_ms) for u in np.unique(loads)}
         return loads, np.array([levels[u] for u in loads])
     if cfg.backend != "sim":

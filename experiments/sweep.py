@@ -36,9 +36,10 @@ import pandas as pd
 import yaml
 
 from experiments.config import ConfigError, load_config
+from orchestrator.errors import UserError
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
     """A malformed grid; the message names the item."""
 
 

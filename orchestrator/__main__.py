@@ -6,13 +6,21 @@ target of ``scaleSUT``). Runs until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from orchestrator.context import PRESETS
+from orchestrator.context import PRESETS, ContextSettings
 from orchestrator.service import OrchestratorService
+
+
+def context_settings(args) -> ContextSettings:
+    """``--context-json`` if given (every field of :class:`ContextSettings`), else the preset."""
+    if args.context_json:
+        return ContextSettings(**json.loads(args.context_json))
+    return PRESETS[args.context]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min", type=int, default=1)
     ap.add_argument("--max", type=int, default=10)
     ap.add_argument("--context", default="default", choices=sorted(PRESETS))
+    ap.add_argument("--context-json", help="the full context settings as JSON (overrides --context), "
+                                           "as a resolved experiment config has them")
     ap.add_argument("--service", action="append", help="watched span service name (repeatable; default sandbox)")
     ap.add_argument("--kubernetes", action="store_true", help="scale Deployments through the Kubernetes API")
     ap.add_argument("--deployment", action="append", help="Deployment to scale (repeatable: one per pool)")
@@ -52,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = args.bootstrap or stack.state["kafka"]["bootstrap"]
         prometheus = args.prometheus or stack.state["prometheus"]["url"]
     svc = OrchestratorService(
-        scaler, bootstrap=bootstrap, prometheus_url=prometheus, context=PRESETS[args.context],
+        scaler, bootstrap=bootstrap, prometheus_url=prometheus, context=context_settings(args),
         services=tuple(args.service or ["sandbox"]), min_replicas=args.min, max_replicas=args.max,
         namespace=args.namespace, pools=pools,
     )  # fmt: skip

@@ -25,7 +25,9 @@ Two ways of counting, chosen by :attr:`ContextSettings.rps_mode`:
     requests/s) p95 only sees the newest spans and RPS carries a ±1 s truncation error
     over a short time base.
 
-An empty window is not an error: p95, mean and RPS are then 0 and ``spans`` is 0.
+An empty window is not an error. With requests in flight (overload), their ages are
+taken as censored latencies, so overload shows as latency; with none, p95, mean and
+RPS are 0. ``spans`` is the count of completed requests either way.
 """
 
 from __future__ import annotations
@@ -250,11 +252,19 @@ class ContextBuilder:
         inside = (key > lo) & (key <= now_s)
         return key[inside], dur[inside]
 
-    def build(self, now_s: float, replicas: int) -> Context:
-        """The context at ``now_s`` for ``replicas`` ready replicas."""
+    def build(self, now_s: float, replicas: int, in_flight_ages_ms: np.ndarray | None = None) -> Context:
+        """The context at ``now_s`` for ``replicas`` ready replicas.
+
+        ``in_flight_ages_ms``: the ages of the requests in flight at ``now_s``. When no
+        request completed in the window, an empty window is not a met SLO: p95 and mean
+        are taken over these ages as censored latencies (``spans`` stays 0)."""
         key, dur = self._window(now_s)
         n = int(dur.shape[0])
-        if n == 0:
+        if n == 0 and in_flight_ages_ms is not None and in_flight_ages_ms.shape[0] > 0:
+            p95 = percentile(np.asarray(in_flight_ages_ms, float), 95.0)
+            mean = float(np.mean(in_flight_ages_ms))
+            rps = 0.0
+        elif n == 0:
             p95 = mean = rps = 0.0
         else:
             p95 = percentile(dur, 95.0)

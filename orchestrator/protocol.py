@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.errors import UserError
+
 ORDER_MODES = ("fixed", "incremental")
 
 
-class OrderError(ValueError):
+class OrderError(UserError):
     """An order that cannot be applied; the message names the field and the value."""
 
     def __init__(self, message: str, transaction_id=None, order=None) -> None:

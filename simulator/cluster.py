@@ -127,6 +127,10 @@ class SimCluster:
         self.out_i = np.zeros((4096, 2), dtype=np.int64)
         self.users = 0
         self._demands_used = 0  # demands consumed before the last buffer refill
+        self.pod_name = [""] * nrep  # per replica slot: the pod in it, its creation instant
+        self.pod_start = np.zeros(nrep)
+        self._pods_made = 0
+        self.last_scrape: tuple = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
         for _ in range(settings.initial_replicas):
             self._start_replica(ready_at=0.0)
 
@@ -181,6 +185,9 @@ class SimCluster:
         self.rf[r, E.RF_PEND] = self.now + self.app.cfs_period_ms / 1000.0
         self.rf[r, E.RF_BUDGET] = self.params[E.P_QUOTA]
         self.rf[r, E.RF_READY_AT] = ready_at
+        self.pod_name[r] = f"sandbox-{self._pods_made}"
+        self.pod_start[r] = self.now
+        self._pods_made += 1
         self.ri[r, E.RI_STATE] = E.READY if ready_at <= self.now else E.STARTING
         self.rf[r, E.RF_NEXT] = ready_at if ready_at > self.now else np.inf
 
@@ -337,14 +344,45 @@ class SimCluster:
                            requests_started=started)
 
     def _sample_pods(self) -> PodSamples:
-        """One sample per live pod: CPU rate and working set over the time it lived."""
+        """One scrape: CPU rate and working set of every live pod over the time it
+        lived since the last scrape. Draining pods are left out of the means (the
+        metrics API and the controllers skip terminating pods) but kept in ``pods``."""
+        live = np.flatnonzero(self.ri[:, E.RI_STATE] != E.FREE)
         cpu, mem = E.sample_pods(self.rf, self.ri, self.app.mem_base_mib, self.app.mem_per_request_mib)
-        a, n = self.app, cpu.shape[0]
+        state = self.ri[live, E.RI_STATE]
+        serving = state != E.DRAINING
+        a, n = self.app, int(serving.sum())
+        self.last_scrape = (live, state, cpu, mem)
         return PodSamples(
-            cpu_cores=cpu,
-            memory_mib=mem,
+            cpu_cores=cpu[serving],
+            memory_mib=mem[serving],
             cpu_request=np.full(n, a.cpu_request),
             cpu_limit=np.full(n, a.cpu_limit),
             memory_request_mib=np.full(n, a.memory_request_mib),
             memory_limit_mib=np.full(n, a.memory_limit_mib),
         )
+
+    def pod_view(self) -> list[tuple[str, str, float, float | None, float, float]]:
+        """The pods of the last scrape: (name, phase, created at s, ready at s or None,
+        CPU cores, working set MiB)."""
+        live, state, cpu, mem = self.last_scrape
+        phases = {E.STARTING: "starting", E.READY: "ready", E.DRAINING: "draining"}
+        out = []
+        for k, r in enumerate(live):
+            ready_at = float(self.rf[r, E.RF_READY_AT])
+            out.append((self.pod_name[r], phases[int(state[k])], float(self.pod_start[r]),
+                        ready_at if state[k] != E.STARTING else None, float(cpu[k]), float(mem[k])))
+        return out
+
+    def in_flight_ages_ms(self) -> np.ndarray:
+        """Ages (now minus arrival) of the requests being served now, ms."""
+        busy = np.flatnonzero((self.ri[:, E.RI_STATE] != E.FREE) & (self.ri[:, E.RI_N] > 0))
+        if busy.shape[0] == 0:
+            return np.zeros(0)
+        slots = np.concatenate([self.act[r, : self.ri[r, E.RI_N]] for r in busy])
+        return (self.now - self.sf[slots, E.SF_ARRIVE]) * 1000.0
+
+    def ready_by(self) -> float:
+        """When every replica ordered so far is ready, s (now if all are)."""
+        starting = self.ri[:, E.RI_STATE] == E.STARTING
+        return float(self.rf[starting, E.RF_READY_AT].max()) if starting.any() else self.now

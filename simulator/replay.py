@@ -20,13 +20,14 @@ import pandas as pd
 
 from orchestrator.context import PAPER as PAPER_CONTEXT
 from orchestrator.context import Context, ContextBuilder, ContextSettings
+from orchestrator.errors import UserError
 from simulator.cluster import ClusterSettings, SimCluster
 from simulator.models import AppProfile
 
 CONTEXT_COLUMNS = [f.name for f in fields(Context)]
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset that cannot serve a replay; the message names the cell or the file."""
 
 

@@ -1,5 +1,6 @@
-"""The agent process loop (agent/process.py) against a deterministic in-process
-orchestrator: records, rewards, clamping, retries, and resuming after a crash."""
+"""The agent process (agent/process.py) through the live backend
+(orchestrator/live_backend.py) against a deterministic in-process orchestrator:
+records, rewards, clamping, retries, and resuming after a crash."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 
 from agent.process import AgentConfigError, AgentFolder, AgentSpec, run_agent
 from agent.rewards import make_reward
+from orchestrator.backend import VirtualClock
 from orchestrator.context import Context
+from orchestrator.live_backend import OrchestratorBackend
 
 
 class Crash(Exception):
@@ -58,17 +61,6 @@ class FakeOrchestrator:
         return {"context": ctx.to_dict(), "desired_replicas": r, "gaps": {"prometheus_s": 1.0}}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += max(s, 0.0)
-
-
 def spec(**kw) -> AgentSpec:
     base = dict(policy="hslinucb", steps=10, seed=7, step_seconds=5.0, slo_ms=100.0, min_replicas=1,
                 max_replicas=4, initial_replicas=1, users=[1, 2, 3, 4, 5, 5, 4, 3, 2, 1])
@@ -76,13 +68,14 @@ def spec(**kw) -> AgentSpec:
 
 
 def run(s, orch, folder):
-    clock = Clock()
-    return run_agent(s, orch, folder, clock=clock, sleep=clock.sleep)
+    clock = VirtualClock()
+    backend = OrchestratorBackend(orch, clock, s.min_replicas, s.max_replicas, retry_s=s.retry_s)
+    return run_agent(s, backend, folder, clock=clock)
 
 
 def comparable(records):
-    return [{k: r[k] for k in ("step", "action", "probability", "reward", "context", "next_context",
-                               "target_replicas", "users")} for r in records]
+    return [{k: r[k] for k in ("step", "decision", "reward", "load", "order")}
+            | {"before": r["before"]["context"], "after": r["after"]["context"]} for r in records]
 
 
 def test_every_step_is_recorded_with_its_reward_and_next_context(tmp_path):
@@ -92,17 +85,17 @@ def test_every_step_is_recorded_with_its_reward_and_next_context(tmp_path):
     assert [r["step"] for r in records] == list(range(10)) and result.resumed_at == 0
     reward = make_reward("slo-binary-v1", slo_ms=100.0)
     for a, b in itertools.pairwise(records):
-        assert a["next_context"] == b["context"]  # the next decision saw what this one was rewarded on
+        assert a["after"] == b["before"]  # period mode: the next decision saw what this one was rewarded on
     for r in records:
-        before, after = Context.from_dict(r["context"]), Context.from_dict(r["next_context"])
-        assert r["reward"] == reward(before, r["action"], after)
-        assert 1 <= r["target_replicas"] <= 4 and 0 < r["probability"] <= 1
+        before, after = Context.from_dict(r["before"]["context"]), Context.from_dict(r["after"]["context"])
+        assert r["reward"] == reward(before, r["decision"]["action"], after)
+        assert 1 <= r["order"]["applied"] <= 4 and 0 < r["decision"]["probability"] <= 1
     assert orch.orders[0] == ("setDeploymentLimit", {"min": 1, "max": 4})
     levels = [f["payload"].get("level") for n, f in orch.orders if n == "LocustMgmt"]
     assert levels == [1, 2, 3, 4, 5, 4, 3, 2, 1, None]  # sent only when the level changes, then stop
     assert orch.orders[-1] == ("LocustMgmt", {"payload": {"order": "stop"}})
     state = json.loads((tmp_path / "agent-state.json").read_text())
-    assert state["next_step"] == 11 and state["pending"] is None
+    assert state["next_step"] == 10 and state["pending"] is None
 
 
 @pytest.mark.parametrize("crash_on", [{"getState": 5}, {"scale": 2}, {"LocustMgmt": 4}])
@@ -143,7 +136,7 @@ def test_hot_start_loads_a_saved_policy_state(tmp_path):
     run(hot, FakeOrchestrator(), tmp_path / "b")
     first = AgentFolder(tmp_path / "b").records()[0]
     cold = AgentFolder(tmp_path / "a").records()[0]
-    assert first["context"] == cold["context"]
+    assert first["before"] == cold["before"]
     state_a = json.loads((tmp_path / "a" / "agent-state.json").read_text())["policy"]
     state_b = json.loads((tmp_path / "b" / "agent-state.json").read_text())["policy"]
     assert state_b["core"]["A"] != state_a["core"]["A"]  # it kept learning from the loaded state

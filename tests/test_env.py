@@ -36,4 +36,4 @@ def test_episode_truncates_at_the_experiments_length():
     while not done:
         _, _, term, trunc, _info = env.step(1)
         done, steps = term or trunc, steps + 1
-    assert steps == 9 and not term
+    assert steps == 10 and not term  # one step per decision, as the runner makes

@@ -205,7 +205,7 @@ class HSLinUCB(BasePolicy):
 
     def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
         if context.p95_ms > self.slo_ms:
-            return Decision(action=self.UP, probability=1.0, probabilities=(0.0, 0.0, 1.0), info={"forced": True})
+            return Decision(action=self.UP, probability=1.0, probabilities=(0.0, 0.0, 1.0), forced=True)
         s = self.core.scores(context.vector())
         a, p = argmax_random(s, self.rng)
         return Decision(action=a, probability=p, probabilities=(*tie_probabilities(s, a, p), 0.0))

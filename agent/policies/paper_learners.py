@@ -49,7 +49,7 @@ class PaperRule(BasePolicy):
 
     def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
         if context.p95_ms > self.slo_ms:
-            return Decision(action=self.UP, probability=1.0, probabilities=(0.0, 0.0, 1.0), info={"forced": True})
+            return Decision(action=self.UP, probability=1.0, probabilities=(0.0, 0.0, 1.0), forced=True)
         g = self.greedy
         self.decisions += 1
         q = self.values(context)

@@ -1,0 +1,246 @@
+"""The step loop: the only one. Simulated and replayed runs, the live agent process and
+the Gymnasium env all run their steps through :class:`StepLoop`.
+
+One step ``k`` (times on the loop's :class:`~orchestrator.backend.Clock`, s):
+
+1. the **observation before** the decision (taken at the end of the previous step);
+2. the policy **decides** on its context (the caller does this: a policy, or the
+   Gymnasium agent's action);
+3. the order is **clamped and applied** (:meth:`Backend.scale_to`);
+4. the step's **outcome** is observed, by the loop mode:
+
+   - ``period`` (default; how HPA and KEDA run): the load moves to step ``k + 1``'s
+     level, the clock runs one ``step_seconds`` and the backend is observed; that
+     observation is both step ``k``'s outcome and step ``k + 1``'s observation before;
+   - ``settle`` (the paper's loop): if the order changed the count, the backend
+     **settles** (the new replicas ready and measured; in replay, a draw of the new
+     cell) and that observation is the outcome; otherwise the outcome is the
+     observation before. Step ``k + 1`` then starts from the clock's now: a step lasts
+     longer than ``step_seconds`` after a change, as the paper's real loop did;
+
+5. the **reward** of (before, action, outcome), and one frozen :class:`StepRecord`.
+
+The outcome is what a step is scored on: a violation is an outcome whose p95 exceeds the
+SLO, or whose window had requests in flight and none completed (censored), or whose
+spans did not arrive. Both observations are recorded, so every run can be scored
+either way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from agent.actions import ActionSet
+from agent.base import Decision, Policy
+from orchestrator.backend import Backend, Clock, Observation, ScaleResult
+from orchestrator.context import Context
+from orchestrator.errors import UserError
+
+LOOP_MODES = ("period", "settle")
+
+#: The context fields, in order: each is a column of the scored observation and, with
+#: ``pre_``, of the observation the decision was made on.
+CONTEXT_FIELDS = tuple(f.name for f in fields(Context))
+
+#: The keys of :meth:`StepRecord.row`, in order.
+ROW_COLUMNS = (
+    "step", "t_s", "users", *CONTEXT_FIELDS, "target_replicas", "requested_replicas", "clamped", "action",
+    "probability", "forced", "probabilities", "reward", "violation", "outcome_t_s", "in_flight", "censored",
+    "missing", "desired_replicas", "client_p95_ms", *("pre_" + f for f in CONTEXT_FIELDS), "pre_in_flight",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """Everything one step did. t_s: when the decision was made, s. load: the offered
+    load during the step (users, or req/s). before: what the decision saw. after: the
+    step's outcome (see the module docstring). reward: of (before, action, after).
+    violation: the outcome breaks the SLO (or could not be measured)."""
+
+    step: int
+    t_s: float
+    load: float
+    before: Observation
+    decision: Decision
+    order: ScaleResult
+    after: Observation
+    reward: float
+    violation: bool
+
+    def row(self) -> dict[str, Any]:
+        """The flat row of ``steps.parquet`` (without ``run`` and ``policy``): the scored
+        observation under the context's own names, the one decided on under ``pre_``."""
+        a, b, d, o = self.after, self.before, self.decision, self.order
+        row: dict[str, Any] = {"step": self.step, "t_s": self.t_s, "users": self.load}
+        ac, bc = a.context, b.context
+        for name in CONTEXT_FIELDS:
+            row[name] = getattr(ac, name)
+        row.update(
+            target_replicas=o.applied, requested_replicas=o.requested, clamped=o.requested != o.applied,
+            action=d.action, probability=d.probability, forced=d.forced,
+            probabilities=json.dumps([round(float(v), 6) for v in d.probabilities]) if d.probabilities else "",
+            reward=self.reward, violation=self.violation, outcome_t_s=a.t_s, in_flight=a.in_flight,
+            censored=a.censored, missing=",".join(a.missing), desired_replicas=a.desired_replicas,
+            client_p95_ms=a.client_p95_ms if a.client_p95_ms is not None else float("nan"),
+        )
+        for name in CONTEXT_FIELDS:
+            row["pre_" + name] = getattr(bc, name)
+        row["pre_in_flight"] = b.in_flight
+        return row
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the agent's ``decisions.jsonl``)."""
+        d = self.decision
+        return {"step": self.step, "t_s": self.t_s, "load": self.load, "before": self.before.to_dict(),
+                "decision": {"action": d.action, "probability": d.probability, "forced": d.forced,
+                             "probabilities": list(d.probabilities) if d.probabilities else None},
+                "order": {"current": self.order.current, "requested": self.order.requested,
+                          "applied": self.order.applied},
+                "after": self.after.to_dict(), "reward": self.reward, "violation": self.violation}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepRecord:
+        d = data["decision"]
+        probs = d.get("probabilities")
+        return cls(step=int(data["step"]), t_s=float(data["t_s"]), load=float(data["load"]),
+                   before=Observation.from_dict(data["before"]),
+                   decision=Decision(action=int(d["action"]), probability=float(d["probability"]),
+                                     probabilities=tuple(probs) if probs else None, forced=bool(d["forced"])),
+                   order=ScaleResult(**data["order"]), after=Observation.from_dict(data["after"]),
+                   reward=float(data["reward"]), violation=bool(data["violation"]))
+
+
+def is_violation(obs: Observation, slo_ms: float) -> bool:
+    """The outcome breaks the SLO: p95 above it, requests in flight with none completed
+    (overload, censored), or no spans to tell."""
+    return obs.context.p95_ms > slo_ms or obs.censored > 0 or "spans" in obs.missing
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How the loop runs: step_seconds, s; mode ``period`` or ``settle``; slo_ms, ms."""
+
+    step_seconds: float = 5.0
+    mode: str = "period"
+    slo_ms: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in LOOP_MODES:
+            raise UserError(f"config: loop={self.mode!r} is not one of {LOOP_MODES}")
+        if not self.step_seconds > 0:
+            raise UserError(f"config: step_seconds={self.step_seconds!r} must be > 0")
+
+
+Reward = Callable[[Context, int, Context], float]
+
+
+class StepLoop:
+    """Runs steps against a backend; the caller supplies each decision (:meth:`act`) or a
+    policy (:meth:`run`).
+
+    loads: the offered load per step (the workload sampled every ``step_seconds``).
+    oracle: per step, the fewest replicas meeting the SLO (simulator and replay), handed
+    to policies in ``info``.
+    """
+
+    def __init__(self, backend: Backend, clock: Clock, loads: Sequence[float] | np.ndarray,
+                 settings: LoopSettings, reward: Reward, oracle: Sequence[int] | np.ndarray | None = None) -> None:
+        self.backend, self.clock, self.settings, self.reward = backend, clock, settings, reward
+        self.loads = [float(x) for x in loads]
+        self.oracle = None if oracle is None else [int(x) for x in oracle]
+        self.steps = len(self.loads)
+        self._deadline = 0.0
+
+    # ------------------------------------------------------------------ time
+    def _tick(self, k: int) -> Observation:
+        """Step ``k``'s load for one ``step_seconds``, then observe."""
+        self.backend.set_load(self.loads[min(k, self.steps - 1)])
+        step_s = self.settings.step_seconds
+        now = self.clock.now()
+        if self.settings.mode == "period":
+            self._deadline += step_s
+            if now > self._deadline + step_s:  # late by more than a step (an outage): re-anchor
+                self._deadline = now
+        else:
+            self._deadline = now + step_s
+        self.clock.sleep_until(self._deadline)
+        return self.backend.observe()
+
+    def start(self, step: int = 0) -> Observation:
+        """Begin (or resume) at ``step``: the observation step ``step`` decides on. In
+        ``period`` mode the steps keep their grid: step ``k`` is observed at
+        ``(k + 1) * step_seconds`` on the clock."""
+        self._deadline = step * self.settings.step_seconds if self.settings.mode == "period" else self.clock.now()
+        return self._tick(step)
+
+    def info(self, k: int, before: Observation) -> dict[str, Any]:
+        """What a policy may know at step ``k`` besides the context."""
+        info = {"step": k, "t_s": before.t_s, "current_replicas": self.backend.desired_replicas,
+                "observation": before}
+        if self.oracle is not None:
+            info["oracle_replicas"] = self.oracle[min(k + 1, self.steps - 1)]
+        return info
+
+    # ------------------------------------------------------------------ one step
+    def act(self, k: int, before: Observation, decision: Decision, actions: ActionSet,
+            requested: int | None = None, current: int | None = None) -> tuple[StepRecord, Observation | None]:
+        """Carry out ``decision`` at step ``k``; returns the step's record and the
+        observation step ``k + 1`` decides on (None after the last step). Resuming a
+        decision taken before a crash: ``requested`` is its replica count and
+        ``current`` the count it was taken at."""
+        if requested is None:
+            requested = self.requested(decision, actions)
+        result = self.backend.scale_to(requested)
+        if current is not None:
+            result = ScaleResult(current, result.requested, result.applied)
+        last = k + 1 >= self.steps
+        if self.settings.mode == "period":
+            after = self._tick(k + 1)
+            following: Observation | None = None if last else after
+        else:
+            after = self.backend.settle() if result.applied != result.current else before
+            following = None if last else self._tick(k + 1)
+        reward = float(self.reward(before.context, decision.action, after.context))
+        record = StepRecord(step=k, t_s=before.t_s, load=self.loads[k], before=before, decision=decision,
+                            order=result, after=after, reward=reward,
+                            violation=is_violation(after, self.settings.slo_ms))
+        return record, following
+
+    def requested(self, decision: Decision, actions: ActionSet) -> int:
+        """The replica count ``decision`` asks for, before clamping."""
+        order = actions.order(decision.action)
+        return order.level if order.mode == "fixed" else self.backend.desired_replicas + order.level
+
+    def run(self, policy: Policy, start: int = 0, before: Observation | None = None,
+            pending: tuple[Decision, int, int] | None = None,
+            on_decided: Callable[[int, Observation, Decision, int, int], None] | None = None,
+            ) -> Iterator[tuple[StepRecord, Observation | None]]:
+        """Run ``policy`` from ``start`` to the end; yields each record, after the
+        policy learned from it, with the next step's observation (for checkpoints).
+
+        Resuming: ``before`` is the observation step ``start`` decides on; ``pending``
+        a decision already taken there, with its requested count and the count it was
+        taken at (it is carried out, not taken again). ``on_decided(k, before,
+        decision, requested, current)`` runs between the decision and the order (the
+        agent process checkpoints there)."""
+        obs = self.start(start) if before is None else before
+        for k in range(start, self.steps):
+            current = None
+            if pending is not None and k == start:
+                decision, requested, current = pending
+            else:
+                decision = policy.decide(obs.context, self.info(k, obs))
+                requested = self.requested(decision, policy.actions)
+            if on_decided is not None:
+                on_decided(k, obs, decision, requested, current if current is not None else self.backend.desired_replicas)
+            record, following = self.act(k, obs, decision, policy.actions, requested, current)
+            policy.update(obs.context, decision.action, record.reward, record.after.context)
+            yield record, following
+            if following is None:
+                break
+            obs = following

@@ -1,0 +1,190 @@
+"""The seams of the one step loop: what a backend, a clock and an observation are.
+
+Types only (and two tiny clocks), so that ``agent/`` -- which owns the loop -- may
+import them without importing any backend. The simulator engines and the replay
+(``simulator/backends.py``) and the live backend (``orchestrator/live_backend.py``, the
+agent's client to the orchestrator) implement :class:`Backend`. See
+``docs/architecture.md``.
+
+Units: times in seconds on the backend's clock, CPU in cores, memory in MiB,
+latencies in ms.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Protocol, runtime_checkable
+
+from orchestrator.context import Context
+
+#: A pod's phase as the loop sees it: ``starting`` (created, not ready yet), ``ready``
+#: (takes traffic), ``draining`` (removed from the balancer, finishing its requests).
+PHASES = ("starting", "ready", "draining")
+
+
+@dataclass(frozen=True, slots=True)
+class PodSample:
+    """One pod at one scrape, as the metrics API and the pod's status show it.
+
+    start_s: when the pod was created, s. ready_s: when it became ready, s (None: not
+    yet). The requests and limits are the pod's (cores, MiB). ``cpu_cores`` and
+    ``memory_mib`` are the usage over the last scrape window; None when the metrics
+    API has no sample of the pod (a missing pod, for the HPA).
+    """
+
+    pod: str
+    phase: str
+    start_s: float
+    ready_s: float | None
+    cpu_request: float
+    cpu_limit: float
+    memory_request_mib: float
+    memory_limit_mib: float
+    cpu_cores: float | None
+    memory_mib: float | None
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"pod {self.pod!r}: phase={self.phase!r} is not one of {PHASES}")
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the loop observed at ``t_s``: the 7-field context plus what it was built
+    from and what the baselines need.
+
+    pods: one :class:`PodSample` per pod of the deployment (empty where the backend has
+    no per-pod view: the fluid engine and replayed datasets). in_flight: requests sent
+    and not yet answered at ``t_s``. censored: in-flight requests whose ages were taken
+    as (censored) latencies because no request completed in the window. missing: the
+    signals that did not arrive (``"spans"``, ``"metrics"``); such a step is marked,
+    never scored as fine. desired_replicas: the deployment's ``spec.replicas``.
+    client_p95_ms: the load generator's own p95 (Locust's, live), ms, when known.
+    """
+
+    t_s: float
+    context: Context
+    desired_replicas: int
+    pods: tuple[PodSample, ...] = ()
+    in_flight: int = 0
+    censored: int = 0
+    missing: tuple[str, ...] = ()
+    client_p95_ms: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"t_s": self.t_s, "context": self.context.to_dict(), "desired_replicas": self.desired_replicas,
+                "pods": [asdict(p) for p in self.pods], "in_flight": self.in_flight, "censored": self.censored,
+                "missing": list(self.missing), "client_p95_ms": self.client_p95_ms}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Observation:
+        """The inverse of :meth:`to_dict`; raises ``KeyError`` naming a missing field."""
+        ctx = Context.from_dict(data["context"])
+        pod_names = {f.name for f in fields(PodSample)}
+        pods = tuple(PodSample(**{k: v for k, v in p.items() if k in pod_names}) for p in data.get("pods") or ())
+        return cls(t_s=float(data["t_s"]), context=ctx,
+                   desired_replicas=int(data.get("desired_replicas", ctx.replicas)), pods=pods,
+                   in_flight=int(data.get("in_flight", 0)), censored=int(data.get("censored", 0)),
+                   missing=tuple(data.get("missing") or ()), client_p95_ms=data.get("client_p95_ms"))
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleResult:
+    """A scale order as carried out: the count before, the count asked for, the count
+    applied (``requested`` clamped to ``[min, max]``)."""
+
+    current: int
+    requested: int
+    applied: int
+
+    @property
+    def clamped(self) -> bool:
+        return self.applied != self.requested
+
+    @property
+    def changed(self) -> bool:
+        return self.applied != self.current
+
+
+def clamp(current: int, requested: int, minimum: int, maximum: int) -> ScaleResult:
+    """The one out-of-range rule of every backend: clamp to ``[minimum, maximum]`` and
+    report it.
+
+    >>> clamp(3, 12, 1, 10)
+    ScaleResult(current=3, requested=12, applied=10)
+    >>> clamp(3, 12, 1, 10).clamped
+    True
+    """
+    return ScaleResult(int(current), int(requested), max(int(minimum), min(int(maximum), int(requested))))
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where the loop's signals come from and its orders go.
+
+    ``set_load`` sets the offered load (users, or req/s for open arrivals) from now on.
+    ``observe`` returns the signals up to the clock's now. ``scale_to`` orders ``n``
+    replicas, clamped (:func:`clamp`) and reported, never raised. ``settle`` waits until
+    the last order took effect and was measured (the paper's ``waitKubernetes`` and
+    ``waitPrometheus``; in replay, a draw of the new cell) and then observes.
+    """
+
+    min_replicas: int
+    max_replicas: int
+
+    @property
+    def desired_replicas(self) -> int: ...
+
+    def set_load(self, level: float) -> None: ...
+
+    def observe(self) -> Observation: ...
+
+    def scale_to(self, n: int) -> ScaleResult: ...
+
+    def settle(self) -> Observation: ...
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Time as the loop sees it, in seconds since the episode began."""
+
+    def now(self) -> float: ...
+
+    def sleep_until(self, t: float) -> None: ...
+
+
+class VirtualClock:
+    """Simulated time: ``sleep_until`` jumps (never backwards); the simulator backends
+    advance their model to ``now()`` when observed."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = float(t)
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep_until(self, t: float) -> None:
+        if t > self.t:
+            self.t = float(t)
+
+
+class WallClock:
+    """Real time from the clock's creation (``time.monotonic``); ``sleep_until`` sleeps.
+    The one place of the loop's logic that reads or waits on the wall clock."""
+
+    def __init__(self, origin_s: float = 0.0) -> None:
+        self._zero = time.monotonic() - origin_s
+
+    def now(self) -> float:
+        return time.monotonic() - self._zero
+
+    def sleep_until(self, t: float) -> None:
+        wait = t - self.now()
+        if wait > 0:
+            time.sleep(wait)
+
+    def rebase(self, t: float) -> None:
+        """Make ``now()`` read ``t`` (a resumed run continues its step grid)."""
+        self._zero = time.monotonic() - t
+

@@ -1,0 +1,47 @@
+"""The project's errors, in the lowest layer so that every package may raise them.
+
+Three branches, as kopf separates its errors:
+
+- :class:`UserError` -- something the user can fix: a malformed config, a bad
+  parameter, a missing dataset, an out-of-range order. The CLI prints its one line
+  and exits with status 2.
+- :class:`TemporaryError` -- an operational fault that may go away (a broker or a
+  Prometheus that does not answer yet); ``retry_after_s`` says when to try again.
+- :class:`PermanentError` -- an operational fault that retrying will not fix (an
+  agent that kept dying, a stack that cannot start).
+
+Anything else is a bug and keeps its traceback: the CLI catches only
+:class:`ScalelabError`.
+"""
+
+from __future__ import annotations
+
+
+class ScalelabError(Exception):
+    """The base of every error the project raises on purpose."""
+
+    exit_code = 1
+
+
+class UserError(ScalelabError, ValueError):
+    """Input the user can fix; the message names the key, the value and the rule."""
+
+    exit_code = 2
+
+
+class OperationalError(ScalelabError):
+    """Something outside the project's code failed (a server, a process, a disk)."""
+
+    exit_code = 3
+
+
+class TemporaryError(OperationalError):
+    """A fault that may go away; try again after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = float(retry_after_s)
+
+
+class PermanentError(OperationalError):
+    """A fault that retrying will not fix."""

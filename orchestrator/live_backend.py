@@ -1,0 +1,115 @@
+"""The live backend: the step loop's :class:`~orchestrator.backend.Backend` over the
+orchestrator's order protocol (the paper's CogscalingLib side).
+
+It speaks to anything with the :class:`Orchestrator` methods -- over Kafka,
+``orchestrator.client.OrchestratorClient``; in tests, an in-process stand-in -- and
+imports no network client itself. Orders that get no answer are sent again for up to
+``retry_s`` seconds (on the loop's clock), then ``TimeoutError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from orchestrator.backend import Clock, Observation, ScaleResult, clamp
+from orchestrator.context import Context
+
+
+class Orchestrator(Protocol):
+    """What the agent needs of the orchestrator. A call that gets no answer raises
+    ``TimeoutError``."""
+
+    def order(self, name: str, **fields: Any) -> dict: ...
+
+    def get_state(self) -> dict: ...
+
+    def scale(self, mode: str, level: int, **opts: Any) -> dict: ...
+
+
+def observation_from_state(state: dict, t_s: float, load: float, metric_gap_s: float = 15.0) -> Observation:
+    """An :class:`Observation` from a ``state`` message. A signal is missing when the
+    orchestrator says so (``gaps``): no Prometheus sample for ``metric_gap_s`` or an
+    error from it; no completed span while load is offered."""
+    ctx = Context.from_dict(state["context"])
+    gaps = state.get("gaps") or {}
+    missing = []
+    if load > 0 and ctx.spans == 0 and int(state.get("in_flight", 0)) == 0:
+        missing.append("spans")
+    prom = gaps.get("prometheus_s")
+    if gaps.get("prometheus_error") or (prom is not None and prom > metric_gap_s):
+        missing.append("metrics")
+    client = (state.get("locust") or {}).get("current_p95_response_time")
+    return Observation(t_s=t_s, context=ctx, desired_replicas=int(state.get("desired_replicas", ctx.replicas)),
+                       in_flight=int(state.get("in_flight", 0)), missing=tuple(missing),
+                       client_p95_ms=float(client) if client is not None else None)
+
+
+class OrchestratorBackend:
+    """Scale orders, the injector's level and ``getState`` through the orchestrator."""
+
+    def __init__(self, orchestrator: Orchestrator, clock: Clock, min_replicas: int, max_replicas: int,
+                 retry_s: float = 180.0, spawn_rate: float = 100.0, drive_load: bool = True,
+                 log: Callable[[str], None] = lambda m: None) -> None:
+        self.orch, self.clock, self.retry_s, self.log = orchestrator, clock, float(retry_s), log
+        self.min_replicas, self.max_replicas = int(min_replicas), int(max_replicas)
+        self.spawn_rate, self.drive_load = float(spawn_rate), drive_load
+        self._desired: int | None = None
+        self.level: float | None = None
+        self.retries = 0
+
+    def _call(self, what: Callable[[], Any]) -> Any:
+        end = self.clock.now() + self.retry_s
+        while True:
+            try:
+                return what()
+            except TimeoutError as exc:
+                if self.clock.now() > end:
+                    raise TimeoutError(f"the orchestrator did not answer for {self.retry_s:g} s: {exc}") from None
+                self.retries += 1
+                self.log(f"agent: no answer ({exc}); retrying")
+                self.clock.sleep_until(self.clock.now() + 1.0)
+
+    def setup(self, initial_replicas: int) -> None:
+        """The deployment limits, then the initial replica count."""
+        self._call(lambda: self.orch.order("setDeploymentLimit", min=self.min_replicas, max=self.max_replicas))
+        self._call(lambda: self.orch.scale("fixed", int(initial_replicas)))
+        self._desired = int(initial_replicas)
+
+    @property
+    def desired_replicas(self) -> int:
+        if self._desired is None:
+            self._desired = int(self._call(self.orch.get_state).get("desired_replicas", self.min_replicas))
+        return self._desired
+
+    def set_load(self, level: float) -> None:
+        if not self.drive_load or level == self.level:
+            return
+        self.level = level
+        payload = {"order": "set_user_level", "level": int(level), "spawn_rate": self.spawn_rate}
+        self._call(lambda: self.orch.order("LocustMgmt", payload=payload))
+
+    def stop_load(self) -> None:
+        """Stop the injector (the end of an episode), so the next one starts clean."""
+        if self.drive_load:
+            self._call(lambda: self.orch.order("LocustMgmt", payload={"order": "stop"}))
+            self.level = None
+
+    def observe(self) -> Observation:
+        state = self._call(self.orch.get_state)
+        self._desired = int(state.get("desired_replicas", self._desired or self.min_replicas))
+        return observation_from_state(state, self.clock.now(), self.level or 0.0)
+
+    def scale_to(self, n: int) -> ScaleResult:
+        result = clamp(self.desired_replicas, n, self.min_replicas, self.max_replicas)
+        if result.changed:
+            self._call(lambda: self.orch.scale("fixed", result.applied, waitKubernetes=False))
+            self._desired = result.applied
+        return result
+
+    def settle(self) -> Observation:
+        """Until the ordered replicas are ready and Prometheus has sampled them (the
+        orchestrator's ``waitKubernetes``/``waitPrometheus``), then a fresh state."""
+        target = self.desired_replicas
+        self._call(lambda: self.orch.scale("fixed", target, waitKubernetes=True, waitPrometheus=True))
+        return self.observe()

@@ -1,0 +1,160 @@
+"""The simulated backends of the step loop: both engines of the cluster twin and the
+replay of recorded measurements, each a :class:`orchestrator.backend.Backend`.
+
+All three run on a :class:`~orchestrator.backend.VirtualClock`: ``observe`` advances
+the model to the clock's now. Scale orders outside ``[min, max]`` are clamped and
+reported (:func:`orchestrator.backend.clamp`), as the orchestrator does on a live stack.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from orchestrator.backend import Clock, Observation, PodSample, ScaleResult, clamp
+from orchestrator.context import ContextBuilder, ContextSettings
+from simulator.cluster import ClusterSettings, SimCluster
+from simulator.fluid import FluidCluster
+from simulator.models import AppProfile
+from simulator.replay import Replay
+
+#: Prometheus' scrape interval in the paper and on the live stack, s: a settled step
+#: waits for one sample of the new replicas.
+SCRAPE_SECONDS = 5.0
+
+
+class _Bounds:
+    """The deployment limits every backend clamps to."""
+
+    min_replicas: int
+    max_replicas: int
+
+    def _clamp(self, n: int) -> ScaleResult:
+        return clamp(self.desired_replicas, n, self.min_replicas, self.max_replicas)  # type: ignore[attr-defined]
+
+
+class SimBackend(_Bounds):
+    """The discrete-event engine: every request simulated; spans and per-pod scrapes go
+    through the same context code as on the live stack.
+
+    seeds: integer seeds of the ``think``, ``demand`` and ``arrivals`` streams.
+    closed: closed-loop users (load = users) or open arrivals (load = req/s).
+    """
+
+    def __init__(self, app: AppProfile, cluster: ClusterSettings, context: ContextSettings, clock: Clock,
+                 seeds: dict, closed: bool = True, max_users: int = 64,
+                 scrape_seconds: float = SCRAPE_SECONDS) -> None:
+        self.app, self.clock, self.closed, self.scrape_s = app, clock, closed, scrape_seconds
+        self.min_replicas, self.max_replicas = cluster.min_replicas, cluster.max_replicas
+        self.cluster = SimCluster(
+            app, cluster, np.random.default_rng(seeds["think"]), np.random.default_rng(seeds["demand"]),
+            np.random.default_rng(seeds["arrivals"]), max_users=max_users if closed else 64)
+        self.builder = ContextBuilder(context)
+        self.load = 0.0
+
+    @property
+    def desired_replicas(self) -> int:
+        return self.cluster.desired_replicas
+
+    def set_load(self, level: float) -> None:
+        self.load = float(level)
+        if self.closed:
+            self.cluster.set_users(int(level))
+
+    def _advance(self) -> None:
+        t = self.clock.now()
+        if t <= self.cluster.now:
+            return
+        if not self.closed:
+            self.cluster.add_open_arrivals(self.load, t)
+        signals = self.cluster.run_to(t)
+        self.builder.add_spans(signals.spans)
+        self.builder.add_pod_samples(signals.pods)
+
+    def observe(self) -> Observation:
+        self._advance()
+        c, a = self.cluster, self.app
+        ages = c.in_flight_ages_ms()
+        ctx = self.builder.build(c.now, c.ready_replicas, ages)
+        pods = tuple(PodSample(name, phase, start, ready, a.cpu_request, a.cpu_limit, a.memory_request_mib,
+                               a.memory_limit_mib, cpu, mem) for name, phase, start, ready, cpu, mem in c.pod_view())
+        return Observation(t_s=c.now, context=ctx, desired_replicas=c.desired_replicas, pods=pods,
+                           in_flight=int(ages.shape[0]), censored=int(ages.shape[0]) if ctx.spans == 0 else 0)
+
+    def scale_to(self, n: int) -> ScaleResult:
+        result = self._clamp(n)
+        if result.changed:
+            self.cluster.scale_to(result.applied)
+        return result
+
+    def settle(self) -> Observation:
+        """Run until the ordered replicas are ready, then one scrape interval more (the
+        paper's ``waitKubernetes`` then ``waitPrometheus``), and observe."""
+        self.clock.sleep_until(self.cluster.ready_by())
+        self._advance()
+        self.clock.sleep_until(self.clock.now() + self.scrape_s)
+        return self.observe()
+
+
+class FluidBackend(_Bounds):
+    """The fluid engine: each observation from a queueing model of the same cluster (no
+    requests, no per-pod view)."""
+
+    def __init__(self, app: AppProfile, cluster: ClusterSettings, context: ContextSettings, clock: Clock,
+                 closed: bool = True, scrape_seconds: float = SCRAPE_SECONDS) -> None:
+        self.clock, self.scrape_s = clock, scrape_seconds
+        self.min_replicas, self.max_replicas = cluster.min_replicas, cluster.max_replicas
+        self.cluster = FluidCluster(app, cluster, context, closed=closed)
+        self.load = 0.0
+
+    @property
+    def desired_replicas(self) -> int:
+        return self.cluster.desired_replicas
+
+    def set_load(self, level: float) -> None:
+        self.load = level
+
+    def observe(self) -> Observation:
+        t = self.clock.now()
+        ctx = self.cluster.step(self.load, t)
+        return Observation(t, ctx, len(self.cluster.ready_at))
+
+    def scale_to(self, n: int) -> ScaleResult:
+        result = self._clamp(n)
+        if result.changed:
+            self.cluster.scale_to(result.applied)
+        return result
+
+    def settle(self) -> Observation:
+        self.clock.sleep_until(max(self.cluster.ready_at))
+        self.clock.sleep_until(self.clock.now() + self.scrape_s)
+        return self.observe()
+
+
+class ReplayBackend(_Bounds):
+    """Recorded samples per (users, replicas), served in order (the paper's replay):
+    every observation draws the next sample of the current cell; an order takes effect
+    at once, so settling is one draw of the new cell."""
+
+    def __init__(self, replay: Replay, clock: Clock) -> None:
+        self.replay, self.clock = replay, clock
+        self.min_replicas, self.max_replicas = replay.min, replay.max
+        self.load = 0
+
+    @property
+    def desired_replicas(self) -> int:
+        return self.replay.replicas
+
+    def set_load(self, level: float) -> None:
+        self.load = int(level)
+
+    def observe(self) -> Observation:
+        ctx = self.replay.context(self.load)
+        return Observation(self.clock.now(), ctx, self.replay.replicas)
+
+    def scale_to(self, n: int) -> ScaleResult:
+        result = self._clamp(n)
+        self.replay.scale_to(result.applied)
+        return result
+
+    def settle(self) -> Observation:
+        return self.observe()
