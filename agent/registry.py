@@ -28,6 +28,31 @@ def policy_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def factory_of(name: str) -> Callable[..., Policy]:
+    """The factory registered as ``name``."""
+    return _REGISTRY[name]
+
+
+def _check_type(policy: str, key: str, value, default) -> None:
+    """A parameter whose default is a number, a flag or a string must be one too."""
+    if key == "seed":
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool)) or hasattr(value, "spawn")
+        rule = "an integer"
+    elif isinstance(default, bool):
+        ok, rule = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
+        rule = "an integer"
+    elif isinstance(default, float):
+        ok, rule = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, rule = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        raise PolicyError(f"policy {policy!r}: parameter {key}={value!r} must be {rule}")
+
+
 def make_policy(name: str, *, defaults: dict | None = None, **params) -> Policy:
     """Build the policy registered as ``name`` with ``params``.
 
@@ -50,6 +75,9 @@ def make_policy(name: str, *, defaults: dict | None = None, **params) -> Policy:
     for key, value in (defaults or {}).items():
         if key not in params and (accepts_any or key in sig.parameters):
             params[key] = value
+    for key, value in params.items():
+        if key in sig.parameters:
+            _check_type(name, key, value, sig.parameters[key].default)
     try:
         return factory(**params)
     except TypeError as exc:

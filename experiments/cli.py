@@ -17,6 +17,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from orchestrator.errors import ScalelabError, UserError
+
 EPILOG = __doc__.split("Examples::", 1)[1]
 
 
@@ -69,7 +71,7 @@ def _parse_params(items: list[str]) -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"--param {item!r} must be KEY=VALUE")
+            raise UserError(f"--param {item!r} must be KEY=VALUE")
         k, v = item.split("=", 1)
         out[k] = yaml.safe_load(v)
     return out
@@ -82,9 +84,12 @@ def cmd_workload_show(args) -> int:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from injector.workloads import make_workload
+    from injector.workloads import WorkloadError, make_workload
 
-    wl = make_workload({"kind": args.name, **_parse_params(args.param)})
+    try:
+        wl = make_workload({"kind": args.name, **_parse_params(args.param)})
+    except WorkloadError as exc:
+        raise UserError(f"workload: {exc}") from None
     series = wl.series(args.step)
     t_h = np.arange(series.shape[0]) * args.step / 3600.0
     unit = "users" if wl.loop == "closed" else "req/s"
@@ -265,7 +270,7 @@ def cmd_live(args) -> int:
         print(json.dumps(stack.status(), indent=1))
     elif args.live_command == "scale":
         if not stack.state:
-            raise ValueError(f"no stack is up in {stack.dir}; run `scalelab live up` first")
+            raise UserError(f"no stack is up in {stack.dir}; run `scalelab live up` first")
         stack.scaler.scale_to(args.replicas)
         print(json.dumps(stack.status(), indent=1))
     else:
@@ -397,10 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("run needs a CONFIG or --resume DIR")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+    except ScalelabError as exc:  # only the project's own errors: a bug keeps its traceback
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"scalelab: error: {msg}", file=sys.stderr)
-        return 2
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ import threading
 import time
 import uuid
 
+from orchestrator.errors import TemporaryError
+
 
 class OrderFailed(RuntimeError):
     """The orchestrator answered ERROR; the message is its reason."""
 
 
-class OrchestratorUnavailable(TimeoutError):
+class OrchestratorUnavailable(TemporaryError, TimeoutError):
     """No answer: the broker or the orchestrator is away (the caller may retry)."""
 
 

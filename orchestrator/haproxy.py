@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from orchestrator.errors import PermanentError
 from orchestrator.local_processes import alive, reap, spawn, stop
 
 BACKEND = "sandbox"
@@ -44,7 +45,7 @@ backend {backend}
 """
 
 
-class HAProxyError(RuntimeError):
+class HAProxyError(PermanentError, RuntimeError):
     """HAProxy is missing, did not start, or refused a runtime command."""
 
 

@@ -26,10 +26,12 @@ import threading
 import time
 from pathlib import Path
 
+from orchestrator.errors import PermanentError
+
 ADDRESS = re.compile(r"bootstrap\.servers=(\S+)")
 
 
-class KafkaError(RuntimeError):
+class KafkaError(PermanentError, RuntimeError):
     """The embedded broker could not start."""
 
 

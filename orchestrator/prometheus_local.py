@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from orchestrator.errors import PermanentError
 from orchestrator.local_processes import spawn, stop, wait_http
 
 CONFIG = """global:
@@ -20,7 +21,7 @@ scrape_configs:
 """
 
 
-class PrometheusError(RuntimeError):
+class PrometheusError(PermanentError, RuntimeError):
     """Prometheus is missing or did not start."""
 
 

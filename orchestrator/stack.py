@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
+from orchestrator.errors import PermanentError
 from orchestrator.haproxy import HAProxy
 from orchestrator.kafka_embedded import fixed_port_env
 from orchestrator.local_processes import alive, free_port, spawn, stop
@@ -56,7 +57,7 @@ def _start_with_a_free_port(make, attempts: int = 3):
     raise AssertionError("unreachable")
 
 
-class StackError(RuntimeError):
+class StackError(PermanentError, RuntimeError):
     """The local stack could not be brought up (the message names the part)."""
 
 

@@ -28,8 +28,21 @@ def test_kpa_panics_at_twice_the_target_and_never_scales_down_in_panic():
 
 def test_kpa_halves_at_most_per_decision():
     k = KPA(target=10, max_replicas=100)
-    assert k.desired(0.0, ready_pods=8, observed=0.0) == 4  # floor(8 / 2)
-    assert k.desired(2.0, 4, 0.0) == 2
+    assert k.desired(0.0, ready_pods=1, observed=0.0) == 0  # created over one pod: not in panic
+    assert k.desired(5.0, ready_pods=8, observed=0.0) == 4  # floor(8 / 2)
+    assert k.desired(7.0, 4, 0.0) == 2
+
+
+def test_kpa_starts_in_panic_over_more_than_one_ready_pod():
+    """Knative's newAutoscaler: created over curC > 1 ready pods, it is in panic mode with
+    maxPanicPods = curC, so it keeps at least that scale until it has data; over one pod
+    it is not."""
+    k = KPA(target=10, max_replicas=100)
+    assert k.desired(0.0, ready_pods=8, observed=0.0) == 8 and k.panic_time == 0.0
+    assert k.desired(30.0, 8, 0.0) == 8  # still in panic: no scale-down
+    assert k.desired(61.0, 8, 0.0) == 4  # 60 s with no over-threshold tick: panic over, halve
+    one = KPA(target=10, max_replicas=100)
+    assert one.desired(0.0, ready_pods=1, observed=0.0) == 0 and one.panic_time is None
 
 
 def test_prairielearn_rules():

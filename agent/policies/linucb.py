@@ -93,14 +93,15 @@ class LinUCBCore:
         self.theta[arm] = self.A_inv[arm] @ self.b[arm]
 
     def state(self) -> dict:
-        return {"A": self.A.tolist(), "A_inv": self.A_inv.tolist(), "b": self.b.tolist()}
+        return {"A": self.A.tolist(), "A_inv": self.A_inv.tolist(), "b": self.b.tolist(), "theta": self.theta.tolist()}
 
     def load(self, state: dict) -> None:
         A, b = np.asarray(state["A"]), np.asarray(state["b"])
         if A.shape != self.A.shape or b.shape != self.b.shape:
             raise PolicyError(f"saved LinUCB state has shape {A.shape}, this policy needs {self.A.shape}")
         self.A, self.b, self.A_inv = A, b, np.asarray(state["A_inv"])
-        self.theta = np.einsum("kij,kj->ki", self.A_inv, self.b)
+        # θ as it was (recomputing it rounds differently, and ties are decided exactly)
+        self.theta = np.asarray(state["theta"]) if "theta" in state else np.einsum("kij,kj->ki", self.A_inv, self.b)
 
 
 def argmax_random(scores: np.ndarray, rng: np.random.Generator) -> tuple[int, float]:

@@ -156,11 +156,17 @@ class MLP:
         self.b = [b.copy() for b in other.b]
 
     def params(self) -> dict:
-        return {"W": [w.tolist() for w in self.W], "b": [b.tolist() for b in self.b]}
+        """Weights and the optimiser's state (Adam's moments and step), JSON-ready."""
+        return {"W": [w.tolist() for w in self.W], "b": [b.tolist() for b in self.b], "t": self.t,
+                "m": [m.tolist() for m in self.m], "v": [v.tolist() for v in self.v]}
 
     def load(self, d: dict) -> None:
-        self.W = [np.asarray(w) for w in d["W"]]
-        self.b = [np.asarray(b) for b in d["b"]]
+        self.W = [np.asarray(w, dtype=float) for w in d["W"]]
+        self.b = [np.asarray(b, dtype=float) for b in d["b"]]
+        if "m" in d:  # states saved before the optimiser's state was kept have none
+            self.t = int(d["t"])
+            self.m = [np.asarray(m, dtype=float) for m in d["m"]]
+            self.v = [np.asarray(v, dtype=float) for v in d["v"]]
 
 
 class DQN(PaperRule):

@@ -29,7 +29,8 @@ class KPA(BasePolicy):
     utilization 0.7 = 70; a CPU-bound sandbox wants about 1). Stable window 60 s, panic
     window 6 s (whole steps, at least one), panic at 200 %, scale-up rate 1000, scale-down
     rate 2; no scale-down while panicking; panic ends 60 s after the last over-threshold
-    tick.
+    tick. As Knative's ``newAutoscaler``, it starts in panic mode when more than one pod
+    is ready at its first tick, keeping at least that count until it has data.
     """
 
     name = "kpa"
@@ -48,8 +49,13 @@ class KPA(BasePolicy):
         self.history: deque[float] = deque(maxlen=self.stable_n)
         self.panic_time: float | None = None
         self.max_panic_pods = 0
+        self.started = False
 
     def desired(self, t: float, ready_pods: int, observed: float) -> int:
+        if not self.started:  # newAutoscaler: in panic mode when created over more than one ready pod
+            self.started = True
+            if ready_pods > 1:
+                self.panic_time, self.max_panic_pods = t, ready_pods
         self.history.append(observed)
         ready = max(1, ready_pods)
         stable = sum(self.history) / len(self.history)
@@ -77,6 +83,16 @@ class KPA(BasePolicy):
         t = float((info or {}).get("t_s", 0.0))
         d = self.desired(t, context.replicas, concurrency(context))
         return Decision(action=min(d, len(self.actions) - 1), probability=1.0)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "history": list(self.history), "panic_time": self.panic_time,
+                "max_panic_pods": self.max_panic_pods, "started": self.started}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.history = deque((float(x) for x in state["history"]), maxlen=self.stable_n)
+        self.panic_time, self.max_panic_pods = state["panic_time"], int(state["max_panic_pods"])
+        self.started = bool(state["started"])
 
 
 class PrairieLearnNotes(BasePolicy):
@@ -155,3 +171,10 @@ class Invok(BasePolicy):
         else:
             self.idle_since = None
         return Decision(action=1, probability=1.0)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "idle_since": self.idle_since}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.idle_since = state["idle_since"]

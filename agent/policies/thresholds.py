@@ -7,12 +7,152 @@ metrics-server would give it, and order a fixed replica count.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from agent.actions import ActionSet
 from agent.base import BasePolicy, Decision, PolicyError
+from orchestrator.backend import Observation
 from orchestrator.context import Context
+
+
+@dataclass(frozen=True)
+class HPAPod:
+    """A pod as ``replica_calculator.go`` sees it (times in s; CPU in millicores).
+
+    phase: ``Running``, ``Pending``, ``Failed`` or ``Succeeded``. deleted: it has a
+    deletion timestamp. ready: its Ready condition (None: no condition).
+    ready_transition_s: that condition's last transition. request_m: the sum of its
+    containers' CPU requests (None: a container has none). metric_m: its CPU usage from
+    the metrics API (None: no metric), sampled at ``metric_t_s`` over ``metric_window_s``.
+    """
+
+    name: str
+    request_m: int | None
+    metric_m: int | None
+    phase: str = "Running"
+    deleted: bool = False
+    ready: bool | None = True
+    start_s: float | None = 0.0
+    ready_transition_s: float = 0.0
+    metric_t_s: float = 0.0
+    metric_window_s: float = 60.0
+
+
+class HPAError(PolicyError):
+    """What the controller reports as a failed metric computation (it then keeps the
+    current scale)."""
+
+
+def group_pods(pods: Sequence[HPAPod], now_s: float, cpu_initialization_period_s: float,
+               delay_of_initial_readiness_status_s: float,
+               metrics: Mapping[str, int] | None = None) -> tuple[int, set[str], set[str]]:
+    """``groupPods`` for the CPU resource: (ready pod count, ignored pods, missing pods).
+    ``metrics``: usage by pod name (default: each pod's ``metric_m``)."""
+    if metrics is None:
+        metrics = {p.name: p.metric_m for p in pods if p.metric_m is not None}
+    ready, ignored, missing = 0, set(), set()
+    for pod in pods:
+        if pod.deleted or pod.phase == "Failed":
+            continue
+        if pod.phase == "Pending":
+            ignored.add(pod.name)
+            continue
+        if pod.name not in metrics:
+            missing.add(pod.name)
+            continue
+        if pod.ready is None or pod.start_s is None:
+            ignore = True
+        elif pod.start_s + cpu_initialization_period_s > now_s:
+            # still in its initialisation period: unready, or no whole metric window since it changed
+            ignore = pod.ready is False or pod.metric_t_s < pod.ready_transition_s + pod.metric_window_s
+        else:
+            # unready and never ready since it started
+            ignore = pod.ready is False and pod.start_s + delay_of_initial_readiness_status_s > pod.ready_transition_s
+        if ignore:
+            ignored.add(pod.name)
+            continue
+        ready += 1
+    return ready, ignored, missing
+
+
+def utilization_ratio(metrics: Mapping[str, int], requests: Mapping[str, int], target: int) -> tuple[float, int, int]:
+    """``GetResourceUtilizationRatio``: (usage ratio, utilization %, raw mean), integer
+    arithmetic in the Go source's order."""
+    total_m = total_r = entries = 0
+    for name, value in metrics.items():
+        if name in requests:
+            total_m += value
+            total_r += requests[name]
+            entries += 1
+    if total_r == 0:
+        raise HPAError("no metrics returned matched known pods")
+    utilization = (total_m * 100) // total_r
+    return utilization / target, utilization, total_m // entries
+
+
+def resource_replicas(current: int, target_utilization: int, pods: Sequence[HPAPod], now_s: float,
+                      tolerance: float = 0.1, cpu_initialization_period_s: float = 300.0,
+                      delay_of_initial_readiness_status_s: float = 30.0,
+                      metrics: Mapping[str, int] | None = None) -> tuple[int, int, int]:
+    """``ReplicaCalculator.GetResourceReplicas`` for CPU: (replicas, utilization %,
+    raw mean usage in millicores). Defaults are kube-controller-manager's flags.
+    ``metrics``: the metrics API's answer by pod name, which may name pods the lister
+    does not have (default: each pod's ``metric_m``)."""
+    metrics = dict({p.name: p.metric_m for p in pods if p.metric_m is not None} if metrics is None else metrics)
+    if not metrics:
+        raise HPAError("unable to get metrics for resource cpu: no metrics returned from resource metrics API")
+    if not pods:
+        raise HPAError("no pods returned by selector while calculating replica count")
+    ready, ignored, missing = group_pods(pods, now_s, cpu_initialization_period_s,
+                                         delay_of_initial_readiness_status_s, metrics)
+    for name in ignored:
+        metrics.pop(name, None)
+    requests = {}
+    for p in pods:
+        if p.request_m is None:
+            raise HPAError("missing request for cpu")
+        requests[p.name] = p.request_m
+    if not metrics:
+        raise HPAError("did not receive metrics for any ready pods")
+    ratio, utilization, raw = utilization_ratio(metrics, requests, target_utilization)
+    rebalance = bool(ignored) and ratio > 1.0
+    if not rebalance and not missing:
+        if abs(1.0 - ratio) <= tolerance:
+            return current, utilization, raw
+        return math.ceil(ratio * ready), utilization, raw
+    if missing:
+        if ratio < 1.0:  # scale-down: missing pods at 100 % of their request
+            for name in missing:
+                metrics[name] = requests[name]
+        elif ratio > 1.0:  # scale-up: at 0 %
+            for name in missing:
+                metrics[name] = 0
+    if rebalance:  # scale-up: unready pods at 0 %
+        for name in ignored:
+            metrics[name] = 0
+    new_ratio, _, _ = utilization_ratio(metrics, requests, target_utilization)
+    if abs(1.0 - new_ratio) <= tolerance or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
+        return current, utilization, raw
+    new_replicas = math.ceil(new_ratio * len(metrics))
+    if (new_ratio < 1.0 and new_replicas > current) or (new_ratio > 1.0 and new_replicas < current):
+        return current, utilization, raw
+    return new_replicas, utilization, raw
+
+
+def hpa_pods(obs: Observation, metric_window_s: float) -> list[HPAPod]:
+    """The observation's pods as the controller sees them: draining pods carry a
+    deletion timestamp; starting pods are Running with Ready false since creation."""
+    out = []
+    for p in obs.pods:
+        metric = None if p.cpu_cores is None else math.ceil(round(p.cpu_cores * 1000.0, 6))
+        out.append(HPAPod(
+            name=p.pod, request_m=math.ceil(round(p.cpu_request * 1000.0, 6)), metric_m=metric,
+            deleted=p.phase == "draining", ready=p.phase != "starting", start_s=p.start_s,
+            ready_transition_s=p.ready_s if p.ready_s is not None else p.start_s,
+            metric_t_s=obs.t_s, metric_window_s=metric_window_s))
+    return out
 
 
 class ThresholdCPU(BasePolicy):
@@ -56,7 +196,8 @@ class HPA(BasePolicy):
 
     def __init__(self, target_utilization: int = 80, behavior: str = "none", tolerance: float = 0.1,
                  sync_seconds: float = 15.0, downscale_window_s: float = 300.0, min_replicas: int = 1,
-                 max_replicas: int = 10, seed=None) -> None:
+                 max_replicas: int = 10, cpu_initialization_period_s: float = 300.0,
+                 initial_readiness_delay_s: float = 30.0, metric_window_s: float = 15.0, seed=None) -> None:
         if behavior not in ("none", "default"):
             raise PolicyError(f"hpa: behavior={behavior!r} must be 'none' (legacy) or 'default'")
         if not 0 < target_utilization:
@@ -69,6 +210,8 @@ class HPA(BasePolicy):
         self.up_events: list[tuple[float, int]] = []
         self.down_events: list[tuple[float, int]] = []
         self.last_sync: float | None = None
+        self.init_period_s, self.readiness_delay_s = float(cpu_initialization_period_s), float(initial_readiness_delay_s)
+        self.metric_window_s = float(metric_window_s)
 
     # -- replica_calculator.go, CPU Utilization, pods sharing one request
     def within(self, ratio: float) -> bool:
@@ -117,8 +260,11 @@ class HPA(BasePolicy):
             return max(rec, self.min_r, limit)
         return rec
 
-    def reconcile(self, t: float, current: int, ready: int, cpu_over_request: float) -> int:
-        """One sync of the controller at ``t`` s; returns the new ``spec.replicas``."""
+    def reconcile(self, t: float, current: int, ready: int, cpu_over_request: float,
+                  observation: Observation | None = None) -> int:
+        """One sync of the controller at ``t`` s; returns the new ``spec.replicas``.
+        With an observation that has pods, the proposal is computed per pod, as
+        ``replica_calculator.go`` does; otherwise from the context's mean."""
         if not self.recommendations:
             self.recommendations.append((t, current))
         if current == 0 and self.min_r != 0:
@@ -128,7 +274,14 @@ class HPA(BasePolicy):
         elif current < self.min_r:
             desired = self.min_r
         else:
-            prop = self.proposal(current, ready, max(current - ready, 0), cpu_over_request)
+            if observation is not None and observation.pods:
+                try:
+                    prop = resource_replicas(current, self.target, hpa_pods(observation, self.metric_window_s), t,
+                                             self.tolerance, self.init_period_s, self.readiness_delay_s)[0]
+                except HPAError:
+                    prop = current  # the controller keeps the scale when it cannot compute
+            else:
+                prop = self.proposal(current, ready, max(current - ready, 0), cpu_over_request)
             if self.behavior == "none":
                 desired = self._legacy(t, current, prop)
             else:
@@ -145,7 +298,7 @@ class HPA(BasePolicy):
         if self.last_sync is not None and t - self.last_sync < self.sync_s - 1e-9:
             return Decision(action=min(current, len(self.actions) - 1), probability=1.0)
         self.last_sync = t
-        desired = self.reconcile(t, current, context.replicas, context.cpu_request_now)
+        desired = self.reconcile(t, current, context.replicas, context.cpu_request_now, info.get("observation"))
         return Decision(action=min(desired, len(self.actions) - 1), probability=1.0)
 
     def state_dict(self) -> dict:

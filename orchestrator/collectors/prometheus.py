@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from orchestrator.context import PodSamples
+from orchestrator.errors import TemporaryError
 
 
-class PrometheusUnavailable(RuntimeError):
+class PrometheusUnavailable(TemporaryError, RuntimeError):
     """Prometheus did not answer; temporary, try again on the next tick."""
 
     retry = True

@@ -12,8 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from orchestrator.errors import PermanentError
 
-class KubernetesScaleError(RuntimeError):
+
+class KubernetesScaleError(PermanentError, RuntimeError):
     """A scale order the API server refused; ``retry`` says whether it is temporary."""
 
     def __init__(self, message: str, retry: bool) -> None:

@@ -20,13 +20,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from orchestrator.errors import PermanentError
 from orchestrator.haproxy import HAProxy
 from orchestrator.local_processes import alive, free_port, spawn, stop, wait_http
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-class ScaleError(RuntimeError):
+class ScaleError(PermanentError, RuntimeError):
     """A replica failed to start or to stop."""
 
 
