@@ -83,10 +83,14 @@ class SandboxScalingEnv(gym.Env):
         return obs.copy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an episode. ``options={"episode_seeds": {...}}`` runs the backend on a
+        runner episode's seeds (``think``, ``demand``, ``arrivals``), to replay it."""
         super().reset(seed=seed)
         root = int(self.np_random.integers(0, 2**63 - 1))
         seeds = episode_seeds(root, 1, 1)[0]
         seeds["policy"] = seeds["policy"][0]
+        if options and "episode_seeds" in options:
+            seeds = dict(options["episode_seeds"])
         clock = VirtualClock()
         backend = make_backend(self.cfg, self.resolved, seeds, self.loads, clock)
         self._loop = StepLoop(backend, clock, self.loads, self.resolved.loop, self.reward_fn)

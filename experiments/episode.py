@@ -161,6 +161,21 @@ def records_frame(records: list[StepRecord], run: int, policy: str, oracle: np.n
     return frame
 
 
+def episode_records(cfg: ExperimentConfig, resolved: Resolved, policy_index: int, run: int, seeds: dict[str, int],
+                    loads: np.ndarray, oracle: np.ndarray | None):
+    """The episode's steps as they happen: yields each :class:`StepRecord`; the policy
+    is returned by the generator when it ends (``StopIteration.value``)."""
+    spec = cfg.policies[policy_index]
+    clock = VirtualClock()
+    backend = make_backend(cfg, resolved, seeds, loads, clock)
+    policy = build_policy(spec, cfg, seeds["policy"], run)
+    reward_fn = make_reward(cfg.reward.name, **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
+    loop = StepLoop(backend, clock, loads[: resolved.steps], resolved.loop, reward_fn, oracle)
+    for record, _ in loop.run(policy):
+        yield record
+    return policy
+
+
 def run_episode(
     cfg: ExperimentConfig,
     resolved: Resolved,
@@ -175,24 +190,27 @@ def run_episode(
     """Run one episode through the step loop and return its rows; with ``chunk_dir``,
     rows are also written there every ``chunk_steps`` steps so that a killed run keeps
     what it did."""
-    spec = cfg.policies[policy_index]
-    clock = VirtualClock()
-    backend = make_backend(cfg, resolved, seeds, loads, clock)
-    policy = build_policy(spec, cfg, seeds["policy"], run)
-    reward_fn = make_reward(cfg.reward.name, **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
-    loop = StepLoop(backend, clock, loads[: resolved.steps], resolved.loop, reward_fn, oracle)
+    label = cfg.policies[policy_index].display
     records: list[StepRecord] = []
     written = 0
-    for record, _ in loop.run(policy):
-        records.append(record)
-        if chunk_dir is not None and len(records) - written >= chunk_steps:
-            records_frame(records[written:], run, spec.display, oracle).to_parquet(
+
+    def flush() -> None:
+        nonlocal written
+        if chunk_dir is not None and len(records) > written:
+            records_frame(records[written:], run, label, oracle).to_parquet(
                 chunk_dir / f"chunk-{written:08d}.parquet", index=False)
             written = len(records)
-    frame = records_frame(records, run, spec.display, oracle)
+
+    steps = episode_records(cfg, resolved, policy_index, run, seeds, loads, oracle)
+    while True:
+        try:
+            records.append(next(steps))
+        except StopIteration as end:
+            policy = end.value
+            break
+        if len(records) - written >= chunk_steps:
+            flush()
+    flush()
     if chunk_dir is not None:
-        if len(records) > written:
-            records_frame(records[written:], run, spec.display, oracle).to_parquet(
-                chunk_dir / f"chunk-{written:08d}.parquet", index=False)
         (chunk_dir / "policy.json").write_text(json.dumps(policy.state_dict()))
-    return frame
+    return records_frame(records, run, label, oracle)

@@ -2,8 +2,15 @@
 
 Per run (one policy, one run), from its steps:
 
-violations_per_run     steps whose p95 exceeds the SLO
-p95_ms                 mean over steps of the step's p95, ms
+Every figure is read off each step's **outcome** (``agent.loop``: in ``period`` mode the
+observation one step after the order, in ``settle`` mode the one after the order took
+effect):
+
+violations_per_run     steps whose outcome breaks the SLO: p95 above it, or requests in
+                       flight with none completed (censored), or no spans to tell
+forced_ups_per_run     steps whose action a rule imposed (the paper's +1 above the SLO)
+missing_per_run        steps whose outcome lacked a signal (spans or metrics)
+p95_ms                 mean over steps of the outcome's p95 (steps with no spans left out), ms
 replicas               mean over steps of the ready replicas
 replica_hours          sum over steps of ready replicas × step length, replica-hours
 scale_changes_per_run  steps whose ordered replica count differs from the previous one
@@ -26,7 +33,7 @@ import pandas as pd
 
 METRICS = (
     "violations_per_run", "p95_ms", "replicas", "replica_hours", "scale_changes_per_run",
-    "regret_replicas",
+    "regret_replicas", "forced_ups_per_run", "missing_per_run",
 )  # fmt: skip
 
 
@@ -40,12 +47,14 @@ def per_run(steps: pd.DataFrame, step_seconds: float) -> pd.DataFrame:
             "policy": policy,
             "run": run,
             "violations_per_run": float(g["violation"].sum()),
-            "p95_ms": float(g["p95_ms"].mean()),
+            "p95_ms": float(g["p95_ms"][g["missing"].str.len() == 0].mean()) if "missing" in g else float(g["p95_ms"].mean()),
             "replicas": float(g["replicas"].mean()),
             "replica_hours": float(g["replicas"].sum() * step_seconds / 3600.0),
             "scale_changes_per_run": float(np.count_nonzero(np.diff(target))),
             "regret_replicas": float((g["replicas"] - g["oracle_replicas"]).mean()) if has_oracle else np.nan,
-            **(_client_p95(g) if "client_p95_ms" in g else {}),
+            "forced_ups_per_run": float(g["forced"].sum()) if "forced" in g else 0.0,
+            "missing_per_run": float((g["missing"].str.len() > 0).sum()) if "missing" in g else 0.0,
+            **(_client_p95(g) if "client_p95_ms" in g and g["client_p95_ms"].notna().any() else {}),
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -75,14 +84,15 @@ def summarize(steps: pd.DataFrame, cfg) -> pd.DataFrame:
         g = runs[runs.policy == policy]
         if g.empty:
             continue
-        metrics = (*METRICS, "client_p95_ms", "p95_vs_client") if "client_p95_ms" in runs else METRICS
+        metrics = (*METRICS, "client_p95_ms", "p95_vs_client") if "p95_vs_client" in runs else METRICS
         rows.append({"policy": policy, "runs": len(g), **{m: mean_ci(g[m].to_numpy()) for m in metrics}})
     return pd.DataFrame(rows)
 
 
 def format_table(summary: pd.DataFrame) -> str:
     """A fixed-width text table of the summary (mean ± ci95)."""
-    heads = ["policy", "runs", "violations/run", "p95 ms", "replicas", "replica-h", "changes/run", "regret"]
+    heads = ["policy", "runs", "violations/run", "p95 ms", "replicas", "replica-h", "changes/run", "regret",
+             "forced-ups/run", "missing/run"]
     lines = []
     for rec in summary.to_dict(orient="records"):
         cells = [str(rec["policy"]), str(rec["runs"])]
@@ -91,7 +101,7 @@ def format_table(summary: pd.DataFrame) -> str:
             if v["mean"] is None:
                 cells.append("-")
             else:
-                digits = 0 if m == "p95_ms" else 2 if m != "violations_per_run" else 1
+                digits = 0 if m == "p95_ms" else 1 if m.endswith("_per_run") and m != "scale_changes_per_run" else 2
                 cells.append(f"{v['mean']:.{digits}f} ± {v['ci95']:.{digits}f}")
         lines.append(cells)
     widths = [max(len(h), *(len(r[k]) for r in lines)) for k, h in enumerate(heads)]

@@ -1,0 +1,176 @@
+"""The one step loop (agent/loop.py): the same experiment through the runner, the
+Gymnasium env and the agent process gives the same records; the two loop modes; empty
+windows under overload; the one clamp rule of every backend."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agent.actions import ActionSet
+from agent.base import Decision
+from agent.loop import ROW_COLUMNS, LoopSettings, StepLoop
+from agent.process import AgentSpec, records_of, run_agent
+from agent.rewards import make_reward
+from experiments.config import load_config
+from experiments.env import SandboxScalingEnv
+from experiments.episode import COLUMNS, episode_records, make_backend, resolve
+from experiments.runner import episode_seeds, run_experiment
+from orchestrator.backend import VirtualClock
+from simulator.backends import ReplayBackend
+from simulator.replay import Replay
+
+CONFIG = {
+    "name": "three-ways", "seed": 5, "runs": 1, "steps": 40,
+    "workload": {"kind": "step", "before": 4, "after": 22, "at_s": 60, "duration_s": 200},
+    "cluster": {"min_replicas": 1, "max_replicas": 5, "initial_replicas": 1, "startup_seconds": 5},
+    "policies": [{"name": "linucb", "alpha": 2.0}],
+}  # fmt: skip
+
+
+def without_propensity(rec):
+    return dataclasses.replace(rec, decision=Decision(rec.decision.action))
+
+
+@pytest.mark.parametrize("loop", ["period", "settle"])
+def test_runner_env_and_agent_process_give_identical_records(tmp_path, loop):
+    cfg = load_config({**CONFIG, "loop": loop})
+    r = resolve(cfg)
+    seeds = dict(episode_seeds(cfg.seed, 1, 1)[0])
+    seeds["policy"] = seeds["policy"][0]
+    loads = r.workload.series(cfg.step_seconds, r.steps)
+    runner = list(episode_records(cfg, r, 0, 0, seeds, loads, None))
+    assert len(runner) == 40 and len({rec.order.applied for rec in runner}) > 1  # it scaled
+
+    # the Gymnasium env, replaying the runner's actions on the same backend seeds
+    env = SandboxScalingEnv(cfg)
+    env.reset(seed=0, options={"episode_seeds": seeds})
+    via_env = [env.step(rec.decision.action)[4]["record"] for rec in runner]
+    assert [without_propensity(x) for x in via_env] == [without_propensity(x) for x in runner]
+
+    # the agent process, against an in-process simulator on a virtual clock
+    clock = VirtualClock()
+    backend = make_backend(cfg, r, seeds, loads, clock)
+    spec = AgentSpec(policy="linucb", params={"alpha": 2.0}, steps=40, seed=seeds["policy"], loop=loop,
+                     min_replicas=1, max_replicas=5, initial_replicas=1, users=[int(u) for u in loads])
+    run_agent(spec, backend, tmp_path / "agent", clock=clock)
+    assert records_of(tmp_path / "agent") == runner
+
+
+def test_rows_are_the_records_fields_and_keep_the_old_column_names():
+    cfg = load_config({**CONFIG, "steps": 6})
+    r = resolve(cfg)
+    seeds = dict(episode_seeds(cfg.seed, 1, 1)[0], policy=1)
+    rec = next(iter(episode_records(cfg, r, 0, 0, seeds, r.workload.series(5.0, 6), None)))
+    assert tuple(rec.row()) == ROW_COLUMNS
+    for old in ("run", "policy", "step", "t_s", "users", "replicas", "target_replicas", "p95_ms", "mean_ms", "rps",
+                "cpu_request_ratio", "spans", "action", "probability", "reward", "violation", "oracle_replicas",
+                "probabilities"):
+        assert old in COLUMNS
+    row = rec.row()
+    assert row["p95_ms"] == rec.after.context.p95_ms and row["pre_p95_ms"] == rec.before.context.p95_ms
+    assert row["violation"] == (rec.after.context.p95_ms > 600 or rec.after.censored > 0)
+
+
+def tiny_replay() -> Replay:
+    """5 users; replicas 1..3; three samples per cell, p95 = 1000 / replicas + sample."""
+    rows = []
+    for n, k in itertools.product((1, 2, 3), range(3)):
+        p95 = 1000.0 / n + k
+        rows.append({"users": 5, "replicas": n, "sample": k, "replicas_": n, "p95_ms": p95, "rps": 10.0,
+                     "cpu_request_ratio": 0.5, "cpu_limit_ratio": 0.5, "mem_request_ratio": 0.1,
+                     "mem_limit_ratio": 0.1, "mean_ms": p95 / 2, "spans": 50, "cpu_request_now": 0.5})
+    frame = pd.DataFrame(rows).drop(columns="replicas_")
+    frame["replicas"] = frame["replicas"].astype(int)
+    return Replay(frame.assign(**{"replicas": frame["replicas"]}), 1, 3, 1)
+
+
+def scripted(loop: str, actions: list[int]):
+    clock = VirtualClock()
+    backend = ReplayBackend(tiny_replay(), clock)
+    lp = StepLoop(backend, clock, [5] * len(actions), LoopSettings(5.0, loop, 600.0),
+                  make_reward("slo-binary-v1", slo_ms=600.0))
+    obs, out = lp.start(), []
+    acts = ActionSet.incremental(-1, 0, 1)
+    for k, a in enumerate(actions):
+        rec, obs = lp.act(k, obs, Decision(a), acts)
+        out.append(rec)
+    return out
+
+
+def test_settle_mode_draws_the_new_cell_at_once_and_scores_it():
+    up, stay = 2, 1
+    recs = scripted("settle", [up, stay, up])
+    # step 0: before = first sample of (5 users, 1 replica); the up order draws (5, 2) at once
+    assert recs[0].before.context.p95_ms == 1000.0
+    assert recs[0].after.context.replicas == 2 and recs[0].after.context.p95_ms == 500.0
+    assert recs[0].violation is False and recs[0].reward == 1.0  # scored on the settled outcome
+    # step 1 (stay): its outcome is its own observation, the next sample of (5, 2)
+    assert recs[1].before.context.p95_ms == 501.0 and recs[1].after is recs[1].before
+    assert recs[2].after.context.replicas == 3
+
+
+def test_period_mode_scores_the_next_observation():
+    recs = scripted("period", [2, 1, 1])
+    assert recs[0].after is recs[1].before
+    assert recs[0].before.context.p95_ms == 1000.0 and recs[0].violation is False  # 1000 ms is not the outcome
+
+
+@pytest.mark.parametrize("engine", ["des", "fluid"])
+def test_settle_on_the_simulator_waits_for_readiness_and_a_sample(engine):
+    cfg = load_config({**CONFIG, "engine": engine, "loop": "settle", "steps": 4,
+                       "cluster": {"max_replicas": 5, "startup_seconds": 7}})
+    r = resolve(cfg)
+    clock = VirtualClock()
+    backend = make_backend(cfg, r, dict(episode_seeds(1, 1, 1)[0], policy=0), np.full(4, 10.0), clock)
+    lp = StepLoop(backend, clock, [10.0] * 4, r.loop, make_reward("slo-binary-v1"))
+    before = lp.start()
+    rec, _ = lp.act(0, before, Decision(0), ActionSet.fixed(3, 3))
+    assert rec.order.applied == 3 and rec.after.context.replicas == 3  # the new replicas are ready
+    assert rec.after.t_s == pytest.approx(before.t_s + 7 + 5)  # ready after 7 s, then one 5-s scrape
+
+
+@pytest.mark.parametrize("engine", ["des", "fluid"])
+def test_every_backend_clamps_and_reports(engine):
+    cfg = load_config({**CONFIG, "engine": engine, "steps": 3})
+    r = resolve(cfg)
+    backend = make_backend(cfg, r, dict(episode_seeds(1, 1, 1)[0], policy=0), np.full(3, 5.0), VirtualClock())
+    res = backend.scale_to(12)
+    assert (res.requested, res.applied, res.clamped) == (12, 5, True) and backend.desired_replicas == 5
+    res = backend.scale_to(0)
+    assert (res.applied, res.clamped) == (1, True)
+    replay = ReplayBackend(tiny_replay(), VirtualClock())
+    assert replay.scale_to(9).applied == 3 and replay.scale_to(-2).applied == 1
+
+
+def test_an_empty_window_under_overload_is_a_violation(tmp_path):
+    """400 students' programs on one sandbox replica: each takes minutes, so the first
+    windows see no completion. Those steps take the in-flight requests' ages as
+    (censored) latencies, and every overloaded step counts as a violation; none reads
+    p95 = 0 (which the context reported before, scoring the worst steps as fine)."""
+    cfg = {"name": "overload", "seed": 1, "runs": 1, "steps": 30, "app": {"profile": "sandbox"},
+           "workload": {"kind": "constant", "users": 400, "duration_s": 150},
+           "cluster": {"min_replicas": 1, "max_replicas": 1, "initial_replicas": 1},
+           "policies": [{"name": "static", "replicas": 1}]}  # fmt: skip
+    steps = run_experiment(cfg, out=tmp_path, progress=False, report=False, workers=1).steps
+    overloaded = steps[steps["step"] >= 2]
+    empty = overloaded[overloaded["spans"] == 0]
+    assert len(empty) >= 5, "the scenario must produce empty windows"
+    assert (empty["censored"] > 0).all() and (empty["p95_ms"] > 600).all()
+    assert overloaded["violation"].all() and (overloaded["p95_ms"] > 0).all()
+
+
+def test_the_context_takes_in_flight_ages_only_when_nothing_completed():
+    from orchestrator.context import ContextBuilder, Spans
+
+    b = ContextBuilder()
+    ages = np.array([1000.0, 2000.0, 30000.0])
+    assert b.build(20.0, 1).p95_ms == 0.0  # no request at all: nothing to say
+    empty = b.build(20.0, 1, ages)
+    assert empty.spans == 0 and empty.p95_ms == pytest.approx(np.percentile(ages, 95))
+    b.add_spans(Spans(np.array([15.0]), np.array([80.0])))
+    assert b.build(20.0, 1, ages).p95_ms == 80.0  # completions in the window: the spans' p95
