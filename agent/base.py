@@ -39,7 +39,7 @@ class Decision:
 
 @runtime_checkable
 class Policy(Protocol):
-    """The interface of DESIGN.md ("Policies")."""
+    """The interface every policy implements (docs/architecture.md, "How to add a policy")."""
 
     name: str
     actions: ActionSet

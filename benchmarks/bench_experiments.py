@@ -1,4 +1,4 @@
-"""End-to-end experiment times on this machine (targets: paper cold-start scale <= 30 s,
+"""End-to-end experiment times on this machine (targets: paper cold-start scale <= 15 s,
 ``scalelab compare`` <= 60 s).
 
 1. The paper's cold-start experiment at its scale: ``paper-sim-v1`` (9000 steps of 5 s),
@@ -60,7 +60,7 @@ def main() -> None:
         times = [paper_coldstart(args.policy, out) for _ in range(args.repeats)]
         wall = statistics.median(t for t, _ in times)
         print(f"paper cold-start scale ({args.policy}, 10 runs x 9000 steps = {times[0][1]} steps): "
-              f"{wall:.1f} s (median of {args.repeats}), target <= 30 s")
+              f"{wall:.1f} s (median of {args.repeats}), target <= 15 s")
         walls = [compare(out) for _ in range(args.repeats)]
         print(f"scalelab compare: {statistics.median(walls):.1f} s (median of {args.repeats}), target <= 60 s")
         if args.paper:

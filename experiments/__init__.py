@@ -15,8 +15,10 @@ Policies
     make_reward, off_policy_evaluate
 Workloads
     make_workload
+The loop
+    StepLoop, LoopSettings, StepRecord, VirtualClock, WallClock, OrchestratorBackend
 Live
-    LocalStack, OrchestratorClient, start_services, stop_services, run_live
+    LocalStack, OrchestratorClient, start_services, stop_services, run_live, live_settings
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ _EXPORTS = {
     "make_workload": "injector.workloads",
     "LocalStack": "orchestrator.stack", "OrchestratorClient": "orchestrator.client",
     "start_services": "experiments.live", "stop_services": "experiments.live", "run_live": "experiments.live",
+    "live_settings": "experiments.live",
+    "StepLoop": "agent.loop", "LoopSettings": "agent.loop", "StepRecord": "agent.loop",
+    "VirtualClock": "orchestrator.backend", "WallClock": "orchestrator.backend",
+    "OrchestratorBackend": "orchestrator.live_backend",
 }  # fmt: skip
 _RENAMED = {"off_policy_evaluate": ("experiments.ope", "evaluate")}
 

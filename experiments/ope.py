@@ -16,12 +16,12 @@ estimates say nothing about actions it never took; :func:`evaluate` flags it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
 
-from orchestrator.context import FIELDS, Context
+from orchestrator.context import Context
 
 
 @dataclass(frozen=True)
@@ -94,14 +94,19 @@ def estimate(x: np.ndarray, actions: np.ndarray, rewards: np.ndarray, propensiti
     return OPEResult(*est, n=n, logging_explored=bool(np.any(propensities < 1.0)))
 
 
+def decided_on(row: dict) -> Context:
+    """The context a logged step's decision was made on: its ``pre_`` columns
+    (``agent.loop.StepRecord.row``), every field of :class:`Context`."""
+    return Context.from_dict({f.name: row["pre_" + f.name] for f in fields(Context)})
+
+
 def evaluate(steps: pd.DataFrame, policy, n_boot: int = 200, seed: int = 0) -> OPEResult:
     """Estimate ``policy``'s value from logged ``steps`` (one policy's rows of a
     ``steps.parquet``). The target's probabilities come from ``policy.decide`` on each
     logged context (its ``probabilities`` if it gives them, else its chosen action)."""
     rows = steps.dropna(subset=["reward"])
     k = len(policy.actions)
-    contexts = [Context(**{f: row[f] for f in FIELDS}, mean_ms=row["mean_ms"], spans=int(row["spans"]))
-                for row in rows.to_dict(orient="records")]
+    contexts = [decided_on(row) for row in rows.to_dict(orient="records")]
     target = np.zeros((len(contexts), k))
     for i, c in enumerate(contexts):
         d = policy.decide(c, {"step": i})

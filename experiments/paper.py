@@ -19,7 +19,7 @@ import pandas as pd
 from experiments.config import load_config
 from experiments.runner import RunResult, run_experiment
 
-#: paper.md, section 5: (experiment, policy) -> mean p95 ms, violations per run, mean replicas
+#: docs/hslinucb.md, the results table: (experiment, policy) -> mean p95 ms, violations per run, mean replicas
 PAPER_RESULTS = {
     ("paper-coldstart", "hslinucb"): (291.4, 6.1, 2.98),
     ("paper-coldstart", "dqn"): (344.6, 560.5, 3.00),

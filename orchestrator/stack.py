@@ -23,7 +23,7 @@ from orchestrator.local_processes import alive, free_port, spawn, stop
 from orchestrator.prometheus_local import LocalPrometheus
 from orchestrator.scalers.local import LocalScaler, ReplicaSpec
 
-#: The paper's topics (DESIGN.md, "The message protocol").
+#: The paper's topics (docs/architecture.md; the order vocabulary is in orchestrator/protocol.py).
 TOPICS = ("action", "action_result", "state", "locust_order", "locust", "zipkin")
 
 

@@ -21,7 +21,7 @@ K8S = ROOT / "k8s"
 OVERLAYS = ("base", "overlays/paper", "overlays/dev", "overlays/gvisor", "overlays/node-pools", "overlays/external")
 SANDBOXES = ("sandbox", "sandbox-gpu", "sandbox-arm")
 
-#: DESIGN.md / issue: what the orchestrator may do, in its namespace only.
+#: docs/kubernetes.md: what the orchestrator may do, in its namespace only.
 ORCHESTRATOR_MAY = {
     ("apps", "deployments/scale"): {"get", "patch", "update"},
     ("apps", "deployments"): {"get", "list", "watch"},

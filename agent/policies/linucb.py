@@ -181,7 +181,7 @@ class LinUCB(LinearBandit):
 
 
 class HSLinUCB(BasePolicy):
-    """The paper's control rule (paper.md, section 3), exactly.
+    """The paper's control rule (docs/hslinucb.md), exactly.
 
     Actions: 0 = scale down by one, 1 = stay, 2 = the forced scale-up. If the current
     p95 exceeds ``slo_ms``, scale up by one (probability 1) and do not update the bandit.

@@ -1,6 +1,6 @@
 """The paper's other learners, inside the same control rule as HSLinUCB.
 
-Both use HSLinUCB's wrapper (paper.md, section 3): a forced +1 when the p95 exceeds the
+Both use HSLinUCB's wrapper (docs/hslinucb.md): a forced +1 when the p95 exceeds the
 SLO (no learning on that step), otherwise a choice between down (0) and stay (1), and
 the paper's binary reward. Their greedy probability ("epsilon" in the paper's code)
 rises linearly from 0 to 1 over ``greedy_steps`` decisions; otherwise they explore

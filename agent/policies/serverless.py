@@ -1,5 +1,5 @@
-"""Baselines from serverless and education platforms (reference/baselines.md, sections
-2, 4 and 5), driven by the context.
+"""Baselines from serverless and education platforms (docs/baselines.md), driven by
+the context.
 
 The context has no per-pod concurrency; these rules use the total in-flight requests
 that Little's law gives, ``rps × mean response time``, and the newest scrape's CPU.

@@ -182,7 +182,7 @@ class ThresholdCPU(BasePolicy):
 
 class HPA(BasePolicy):
     """The Kubernetes HorizontalPodAutoscaler on a CPU Utilization target, as the
-    controller computes it (reference/baselines.md, section 1).
+    controller computes it (docs/baselines.md).
 
     behavior: ``none`` (the legacy path: 300 s max-recommendation window, scale-up limited
     to max(2n, 4) per sync) or ``default`` (``behavior: {}``: scale up by max(4 pods,
