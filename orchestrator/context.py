@@ -33,7 +33,7 @@ RPS are 0. ``spans`` is the count of completed requests either way.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -186,7 +186,7 @@ class Context:
         missing = [k for k in FIELDS if k not in data]
         if missing:
             raise KeyError(f"context has no {', '.join(missing)}")
-        optional = ("mean_ms", "spans", "cpu_request_now")
+        optional = [f.name for f in fields(cls) if f.name not in FIELDS]  # those with defaults
         return cls(int(data["replicas"]), *(float(data[k]) for k in FIELDS[1:]),
                    **{k: type(getattr(cls, k))(data[k]) for k in optional if k in data})
 

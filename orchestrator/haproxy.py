@@ -115,3 +115,39 @@ class HAProxy:
 
     def in_flight(self, slot: int) -> int:
         return int(self.stats().get(f"s{slot}", {}).get("scur") or 0)
+
+    def in_flight_ages_s(self) -> list[float]:
+        """Ages of the requests the backend's servers are serving now, s (``show sess``)."""
+        return session_ages_s(self.command("show sess"), BACKEND)
+
+
+_AGE_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+
+
+def session_ages_s(show_sess: str, backend: str) -> list[float]:
+    r"""From HAProxy's ``show sess`` output, the ages (s) of the streams that have a server
+    of ``backend`` assigned (a request in flight there; idle keep-alive streams have
+    none). Ages are HAProxy's human times (``age=1m5s``), to the second.
+
+    >>> session_ages_s("0x1: proto=tcpv4 src=127.0.0.1:5 fe=sandbox be=sandbox srv=s2 ts=00 age=1m5s calls=3\n"
+    ...                "0x2: proto=tcpv4 src=127.0.0.1:6 fe=sandbox be=sandbox srv=<NONE> ts=00 age=9s calls=1",
+    ...                "sandbox")
+    [65.0]
+    """
+    ages = []
+    for line in show_sess.splitlines():
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part and not part.startswith("rq["))
+        if fields.get("be") != backend or not fields.get("srv", "<NONE>").startswith("s"):
+            continue
+        age, total, num = fields.get("age", ""), 0.0, ""
+        k = 0
+        while k < len(age):
+            if age[k].isdigit():
+                num += age[k]
+                k += 1
+                continue
+            unit = age[k : k + 2] if age[k : k + 2] in ("ms", "us") else age[k]
+            total += float(num or 0) * _AGE_UNITS.get(unit, 0.0)
+            num, k = "", k + len(unit)
+        ages.append(total)
+    return ages

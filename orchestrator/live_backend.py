@@ -41,7 +41,8 @@ def observation_from_state(state: dict, t_s: float, load: float, metric_gap_s: f
         missing.append("metrics")
     client = (state.get("locust") or {}).get("current_p95_response_time")
     return Observation(t_s=t_s, context=ctx, desired_replicas=int(state.get("desired_replicas", ctx.replicas)),
-                       in_flight=int(state.get("in_flight", 0)), missing=tuple(missing),
+                       in_flight=int(state.get("in_flight", 0)), censored=int(state.get("censored", 0)),
+                       missing=tuple(missing),
                        client_p95_ms=float(client) if client is not None else None)
 
 

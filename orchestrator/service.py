@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Protocol
 
+import numpy as np
+
 from orchestrator.collectors.zipkin import ZipkinCollector
 from orchestrator.context import ContextBuilder, ContextSettings
 from orchestrator.protocol import Order, OrderError, ScaleOrder, parse_order, result_message
@@ -169,8 +171,9 @@ class OrchestratorService:
 
     def state_message(self, transaction_id) -> dict:
         now = self.clock()
+        ages = self._in_flight_ages_ms()
         with self.lock:
-            ctx = self.builder.build(now, self.scaler.ready_replicas)
+            ctx = self.builder.build(now, self.scaler.ready_replicas, ages)
         last_span = self.zipkin.last_span_at if self.zipkin is not None else None
         gaps = {
             "prometheus_s": None if self.last_prometheus_ok is None else round(now - self.last_prometheus_ok, 3),
@@ -180,9 +183,23 @@ class OrchestratorService:
         out = {"transactionId": transaction_id, "order": "getState", "context": ctx.to_dict(),
                "desired_replicas": self.scaler.desired_replicas, "gaps": gaps, "locust": self.last_locust,
                "t": now}
+        if ages is not None:  # the balancer's view: in-flight requests, censored when none completed
+            out["in_flight"] = int(ages.shape[0])
+            out["censored"] = int(ages.shape[0]) if ctx.spans == 0 else 0
         if self.pools:
             out["pools"] = {n: {"desired": p.desired_replicas, "ready": p.ready_replicas} for n, p in self.pools.items()}
         return out
+
+    def _in_flight_ages_ms(self):
+        """The ages of the requests in flight at the balancer, ms (None when the scaler
+        cannot tell, as on Kubernetes)."""
+        ages = getattr(self.scaler, "in_flight_ages_ms", None)
+        if ages is None:
+            return None
+        try:
+            return np.asarray(ages(), dtype=float)
+        except Exception:  # the balancer's socket is a best-effort view; the state goes on without it
+            return None
 
     # ------------------------------------------------------------------ loops
     def _prometheus_loop(self) -> None:

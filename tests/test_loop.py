@@ -174,3 +174,26 @@ def test_the_context_takes_in_flight_ages_only_when_nothing_completed():
     assert empty.spans == 0 and empty.p95_ms == pytest.approx(np.percentile(ages, 95))
     b.add_spans(Spans(np.array([15.0]), np.array([80.0])))
     assert b.build(20.0, 1, ages).p95_ms == 80.0  # completions in the window: the spans' p95
+
+
+def test_the_live_balancer_reports_the_ages_of_requests_in_flight():
+    """``show sess`` as Debian's HAProxy 2.6 printed it with three 3-s requests in flight
+    on slot 1 (captured on the local stack), plus the runtime API's own stream."""
+    from orchestrator.haproxy import session_ages_s
+    from orchestrator.live_backend import observation_from_state
+
+    line = ("0x5648272a0aa0: proto=tcpv4 src=127.0.0.1:49562 fe=web be=sandbox srv=s1 ts=00 epoch=0 age=3s "
+            "calls=2 rate=0 cpu=0 lat=0 rq[f=49c40080h,i=0,an=8000h,rx=,wx=,ax=] "
+            "rp[f=80400000h,i=0,an=1400000h,rx=4m56s,wx=,ax=] scf=[8,80h,fd=11] scb=[8,11h,fd=12] exp=1s rc=0 c_exp=")
+    admin = ("0x7f42a003fc70: proto=unix_stream src=unix:1 fe=GLOBAL be=<NONE> srv=<none> ts=00 epoch=0 age=0s "
+             "calls=1 rate=0 cpu=0 lat=0 exp= rc=0 c_exp=")
+    out = "\n".join([line, line.replace("age=3s", "age=1m2s"), admin])
+    assert session_ages_s(out, "sandbox") == [3.0, 62.0]
+    state = {"context": {"replicas": 1, "p95_ms": 62000.0, "rps": 0.0, "cpu_request_ratio": 1.0,
+                         "cpu_limit_ratio": 1.0, "mem_request_ratio": 0.1, "mem_limit_ratio": 0.1, "spans": 0},
+             "desired_replicas": 1, "in_flight": 2, "censored": 2, "gaps": {"prometheus_s": 2.0}}
+    obs = observation_from_state(state, 10.0, load=20)
+    assert (obs.in_flight, obs.censored, obs.missing) == (2, 2, ())
+    from agent.loop import is_violation
+
+    assert is_violation(obs, 600.0)

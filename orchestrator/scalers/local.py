@@ -124,6 +124,11 @@ class LocalScaler:
             t.replace(self.targets_file)
 
     # -- queries
+    def in_flight_ages_ms(self) -> list[float]:
+        """Ages of the requests in flight at the balancer, ms (censored latencies when no
+        request completes in a window)."""
+        return [a * 1000.0 for a in self.haproxy.in_flight_ages_s()]
+
     @property
     def ready_replicas(self) -> int:
         return sum(r.state == "ready" for r in self.replicas)
