@@ -28,6 +28,7 @@ either way.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -83,7 +84,7 @@ class StepRecord:
         row.update(
             target_replicas=o.applied, requested_replicas=o.requested, clamped=o.requested != o.applied,
             action=d.action, probability=d.probability, forced=d.forced,
-            probabilities=json.dumps([round(float(v), 6) for v in d.probabilities]) if d.probabilities else "",
+            probabilities=probabilities_json(d.probabilities) if d.probabilities else "",
             reward=self.reward, violation=self.violation, outcome_t_s=a.t_s, in_flight=a.in_flight,
             censored=a.censored, missing=",".join(a.missing), desired_replicas=a.desired_replicas,
             client_p95_ms=a.client_p95_ms if a.client_p95_ms is not None else float("nan"),
@@ -113,6 +114,13 @@ class StepRecord:
                                      probabilities=tuple(probs) if probs else None, forced=bool(d["forced"])),
                    order=ScaleResult(**data["order"]), after=Observation.from_dict(data["after"]),
                    reward=float(data["reward"]), violation=bool(data["violation"]))
+
+
+@functools.lru_cache(maxsize=4096)
+def probabilities_json(probabilities: tuple[float, ...]) -> str:
+    """A probability vector as the JSON text of ``steps.parquet`` (6 decimals); policies
+    repeat a few vectors, so the text is cached."""
+    return json.dumps([round(float(v), 6) for v in probabilities])
 
 
 def is_violation(obs: Observation, slo_ms: float) -> bool:

@@ -192,13 +192,16 @@ def run_episode(
     what it did."""
     label = cfg.policies[policy_index].display
     records: list[StepRecord] = []
+    frames: list[pd.DataFrame] = []  # one per chunk of rows, each built once
     written = 0
 
     def flush() -> None:
         nonlocal written
-        if chunk_dir is not None and len(records) > written:
-            records_frame(records[written:], run, label, oracle).to_parquet(
-                chunk_dir / f"chunk-{written:08d}.parquet", index=False)
+        if len(records) > written:
+            frame = records_frame(records[written:], run, label, oracle)
+            if chunk_dir is not None:
+                frame.to_parquet(chunk_dir / f"chunk-{written:08d}.parquet", index=False)
+            frames.append(frame)
             written = len(records)
 
     steps = episode_records(cfg, resolved, policy_index, run, seeds, loads, oracle)
@@ -213,4 +216,4 @@ def run_episode(
     flush()
     if chunk_dir is not None:
         (chunk_dir / "policy.json").write_text(json.dumps(policy.state_dict()))
-    return records_frame(records, run, label, oracle)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

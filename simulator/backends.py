@@ -73,12 +73,16 @@ class SimBackend(_Bounds):
     def observe(self) -> Observation:
         self._advance()
         c, a = self.cluster, self.app
-        ages = c.in_flight_ages_ms()
-        ctx = self.builder.build(c.now, c.ready_replicas, ages)
+        ctx = self.builder.build(c.now, c.ready_replicas)
+        in_flight = c.in_flight
+        censored = 0
+        if ctx.spans == 0 and in_flight > 0:  # an empty window under load: censored latencies
+            ctx = self.builder.build(c.now, c.ready_replicas, c.in_flight_ages_ms())
+            censored = in_flight
         pods = tuple(PodSample(name, phase, start, ready, a.cpu_request, a.cpu_limit, a.memory_request_mib,
                                a.memory_limit_mib, cpu, mem) for name, phase, start, ready, cpu, mem in c.pod_view())
         return Observation(t_s=c.now, context=ctx, desired_replicas=c.desired_replicas, pods=pods,
-                           in_flight=int(ages.shape[0]), censored=int(ages.shape[0]) if ctx.spans == 0 else 0)
+                           in_flight=in_flight, censored=censored)
 
     def scale_to(self, n: int) -> ScaleResult:
         result = self._clamp(n)

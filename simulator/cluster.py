@@ -130,6 +130,7 @@ class SimCluster:
         self.pod_name = [""] * nrep  # per replica slot: the pod in it, its creation instant
         self.pod_start = np.zeros(nrep)
         self._pods_made = 0
+        self._resource_arrays: dict[int, tuple[np.ndarray, ...]] = {}
         self.last_scrape: tuple = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
         for _ in range(settings.initial_replicas):
             self._start_replica(ready_at=0.0)
@@ -351,16 +352,23 @@ class SimCluster:
         cpu, mem = E.sample_pods(self.rf, self.ri, self.app.mem_base_mib, self.app.mem_per_request_mib)
         state = self.ri[live, E.RI_STATE]
         serving = state != E.DRAINING
-        a, n = self.app, int(serving.sum())
+        n = int(serving.sum())
         self.last_scrape = (live, state, cpu, mem)
-        return PodSamples(
-            cpu_cores=cpu[serving],
-            memory_mib=mem[serving],
-            cpu_request=np.full(n, a.cpu_request),
-            cpu_limit=np.full(n, a.cpu_limit),
-            memory_request_mib=np.full(n, a.memory_request_mib),
-            memory_limit_mib=np.full(n, a.memory_limit_mib),
-        )
+        req, lim, mreq, mlim = self._resources(n)
+        return PodSamples(cpu_cores=cpu[serving], memory_mib=mem[serving], cpu_request=req, cpu_limit=lim,
+                          memory_request_mib=mreq, memory_limit_mib=mlim)
+
+    def _resources(self, n: int) -> tuple[np.ndarray, ...]:
+        """The requests and limits of ``n`` pods (read-only arrays, made once per count)."""
+        cached = self._resource_arrays.get(n)
+        if cached is None:
+            a = self.app
+            cached = tuple(np.full(n, v) for v in (a.cpu_request, a.cpu_limit, a.memory_request_mib,
+                                                   a.memory_limit_mib))
+            for arr in cached:
+                arr.flags.writeable = False
+            self._resource_arrays[n] = cached
+        return cached
 
     def pod_view(self) -> list[tuple[str, str, float, float | None, float, float]]:
         """The pods of the last scrape: (name, phase, created at s, ready at s or None,
@@ -373,6 +381,11 @@ class SimCluster:
             out.append((self.pod_name[r], phases[int(state[k])], float(self.pod_start[r]),
                         ready_at if state[k] != E.STARTING else None, float(cpu[k]), float(mem[k])))
         return out
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being served now."""
+        return int(self.ri[self.ri[:, E.RI_STATE] != E.FREE, E.RI_N].sum())
 
     def in_flight_ages_ms(self) -> np.ndarray:
         """Ages (now minus arrival) of the requests being served now, ms."""
