@@ -21,8 +21,8 @@ One step ``k`` (times on the loop's :class:`~orchestrator.backend.Clock`, s):
 5. the **reward** of (before, action, outcome), and one frozen :class:`StepRecord`.
 
 The outcome is what a step is scored on: a violation is an outcome whose p95 exceeds the
-SLO, or whose window had requests in flight and none completed (censored), or whose
-spans did not arrive. Both observations are recorded, so every run can be scored
+SLO -- in a window where nothing completed, the p95 of the in-flight requests' ages, a
+lower bound of their latencies (censored) -- or whose spans did not arrive. Both observations are recorded, so every run can be scored
 either way.
 """
 
@@ -124,9 +124,11 @@ def probabilities_json(probabilities: tuple[float, ...]) -> str:
 
 
 def is_violation(obs: Observation, slo_ms: float) -> bool:
-    """The outcome breaks the SLO: p95 above it, requests in flight with none completed
-    (overload, censored), or no spans to tell."""
-    return obs.context.p95_ms > slo_ms or obs.censored > 0 or "spans" in obs.missing
+    """The outcome breaks the SLO: its p95 is above it -- where no request completed,
+    the p95 of the in-flight requests' ages, a lower bound of their latencies, so an
+    overloaded empty window is a violation and a quiet one with a request just sent is
+    not -- or its spans did not arrive (nothing to tell, so never scored as fine)."""
+    return obs.context.p95_ms > slo_ms or "spans" in obs.missing
 
 
 @dataclass(frozen=True)

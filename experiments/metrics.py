@@ -6,8 +6,8 @@ Every figure is read off each step's **outcome** (``agent.loop``: in ``period`` 
 observation one step after the order, in ``settle`` mode the one after the order took
 effect):
 
-violations_per_run     steps whose outcome breaks the SLO: p95 above it, or requests in
-                       flight with none completed (censored), or no spans to tell
+violations_per_run     steps whose outcome breaks the SLO: p95 above it (where nothing
+                       completed, the p95 of the in-flight requests' ages), or no spans
 forced_ups_per_run     steps whose action a rule imposed (the paper's +1 above the SLO)
 missing_per_run        steps whose outcome lacked a signal (spans or metrics)
 p95_ms                 mean over steps of the outcome's p95 (steps with no spans left out), ms
