@@ -51,16 +51,19 @@ class KPA(BasePolicy):
         self.max_panic_pods = 0
         self.started = False
 
-    def desired(self, t: float, ready_pods: int, observed: float) -> int:
-        if not self.started:  # newAutoscaler: in panic mode when created over more than one ready pod
-            self.started = True
-            if ready_pods > 1:
-                self.panic_time, self.max_panic_pods = t, ready_pods
-        self.history.append(observed)
+    def begin(self, t: float, ready_pods: int) -> None:
+        """``newAutoscaler``: created over more than one ready pod, it starts in panic mode
+        with ``maxPanicPods`` = that count."""
+        self.started = True
+        if ready_pods > 1:
+            self.panic_time, self.max_panic_pods = t, ready_pods
+        else:
+            self.panic_time, self.max_panic_pods = None, ready_pods
+
+    def scale(self, t: float, ready_pods: int, stable: float, panic: float) -> int:
+        """``autoscaler.Scale`` on the stable- and panic-window averages of the observed
+        concurrency (requests in flight, all pods together): the desired pod count."""
         ready = max(1, ready_pods)
-        stable = sum(self.history) / len(self.history)
-        recent = list(self.history)[-self.panic_n :]
-        panic = sum(recent) / len(recent)
         max_up = math.ceil(self.up_rate * ready)
         max_down = math.floor(ready / self.down_rate)
         dspc = math.ceil(round(stable / self.target, 9))
@@ -68,16 +71,26 @@ class KPA(BasePolicy):
         desired_stable = min(max(dspc, max_down), max_up)
         desired_panic = min(max(dppc, max_down), max_up)
         over = dppc / ready >= self.threshold
-        if over:
+        if over:  # begin panicking, or extend the panic window
             self.panic_time = t
         elif self.panic_time is not None and t > self.panic_time + self.stable_s:
-            self.panic_time, self.max_panic_pods = None, 0
+            self.panic_time, self.max_panic_pods = None, 0  # the surge has reached the stable window
         desired = desired_stable
-        if self.panic_time is not None:
+        if self.panic_time is not None:  # no scale-down in panic; the larger of stable and panic
             desired = max(desired, desired_panic)
             self.max_panic_pods = max(self.max_panic_pods, desired)
             desired = self.max_panic_pods
         return desired
+
+    def desired(self, t: float, ready_pods: int, observed: float) -> int:
+        """One tick: ``observed`` joins the windows (whole steps), then :meth:`scale`; the
+        first tick creates the autoscaler (:meth:`begin`)."""
+        if not self.started:
+            self.begin(t, ready_pods)
+        self.history.append(observed)
+        stable = sum(self.history) / len(self.history)
+        recent = list(self.history)[-self.panic_n :]
+        return self.scale(t, ready_pods, stable, sum(recent) / len(recent))
 
     def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
         t = float((info or {}).get("t_s", 0.0))
