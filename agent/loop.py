@@ -192,8 +192,9 @@ class StepLoop:
         """What a policy may know at step ``k`` besides the context."""
         info = {"step": k, "t_s": before.t_s, "current_replicas": self.backend.desired_replicas,
                 "observation": before}
-        if self.oracle is not None:
-            info["oracle_replicas"] = self.oracle[min(k + 1, self.steps - 1)]
+        if self.oracle is not None:  # for the load the step's outcome is measured at
+            ahead = 1 if self.settings.mode == "period" else 0
+            info["oracle_replicas"] = self.oracle[min(k + ahead, self.steps - 1)]
         return info
 
     # ------------------------------------------------------------------ one step

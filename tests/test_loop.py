@@ -197,3 +197,12 @@ def test_the_live_balancer_reports_the_ages_of_requests_in_flight():
     from agent.loop import is_violation
 
     assert is_violation(obs, 600.0)
+
+
+@pytest.mark.parametrize("mode, expected", [("period", 2), ("settle", 1)])
+def test_the_oracle_is_told_the_load_its_outcome_is_measured_at(mode, expected):
+    """period: the outcome is observed under the next step's load; settle: under this one's."""
+    clock = VirtualClock()
+    lp = StepLoop(ReplayBackend(tiny_replay(), clock), clock, [5, 5, 5], LoopSettings(5.0, mode, 600.0),
+                  make_reward("slo-binary-v1"), oracle=[1, 2, 3])
+    assert lp.info(0, lp.start())["oracle_replicas"] == expected
