@@ -27,8 +27,9 @@ def test_live_run_writes_the_same_run_folder_as_a_simulated_run(tmp_path):
     steps = pd.read_parquet(p / "steps.parquet")
     assert len(steps) == 2 * 15
     for policy, g in steps.groupby("policy"):  # the orchestrator scaled the local replicas up
-        print(g[["step", "users", "replicas", "target_replicas", "p95_ms", "client_p95_ms", "rps"]])
-        assert g.replicas.iloc[0] == 1 and g.replicas.max() >= 2, policy
+        print(g[["step", "users", "pre_replicas", "replicas", "target_replicas", "p95_ms", "client_p95_ms", "rps"]])
+        # the first decision saw the initial replica; the outcomes show the scale-up
+        assert g.pre_replicas.iloc[0] == 1 and g.replicas.max() >= 2, policy
     assert (steps.rps.iloc[5:] > 0).all() and (steps.p95_ms.iloc[5:] > 0).all()
     loaded = steps[steps.users == 10]
     assert loaded.rps.mean() > 2  # ten Locust users are seen in the spans
