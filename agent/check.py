@@ -1,8 +1,8 @@
 """A checker for registered policies, as Gymnasium's ``check_env`` is for envs.
 
-:func:`check_policy` drives a policy through a small deterministic closed loop (users
-rise and fall; p95 grows with users per replica; per-pod samples as the simulator
-reports them) and raises :class:`PolicyCheckError` naming the first rule broken:
+:func:`check_policy` drives a policy through the step loop (:class:`agent.loop.StepLoop`)
+on a small deterministic backend (users rise and fall; p95 grows with users per
+replica; per-pod samples as the simulator reports them) and raises :class:`PolicyCheckError` naming the first rule broken:
 
 1. every action is in the action set; its probability is in (0, 1];
 2. a probability vector, when given, has one entry per action, sums to 1, and its
@@ -23,14 +23,17 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agent.base import Decision, Policy, PolicyError
+from agent.loop import LoopSettings, StepLoop
 from agent.registry import make_policy, policy_names
-from orchestrator.backend import Observation, PodSample
+from agent.rewards import make_reward
+from orchestrator.backend import Observation, PodSample, ScaleResult, VirtualClock, clamp
 from orchestrator.context import Context
 
+STEP_S = 5.0
 DEFAULTS = {"seed": 0, "max_replicas": 10, "min_replicas": 1, "slo_ms": 600.0, "step_seconds": 5.0}
 
 #: Parameters the registry-wide check uses, so that a learner's decisions come from its
@@ -48,56 +51,84 @@ def _users(k: int) -> int:
     return [0, 0, 2, 6, 12, 20, 30, 40, 48, 48, 40, 30, 20, 12, 6, 2][(k // 4) % 16]
 
 
-def _observe(k: int, replicas: int, users: int) -> Observation:
-    r = max(replicas, 1)
-    per = users / r
-    p95 = 80.0 + 45.0 * per * per / 4.0 + (k * 37) % 11  # a deterministic jitter: no two steps alike
-    cpu = min(1.0, 0.09 * per)
-    ctx = Context(replicas=r, p95_ms=p95, rps=users * 1.5, cpu_request_ratio=cpu, cpu_limit_ratio=cpu,
-                  mem_request_ratio=0.2 + 0.01 * per, mem_limit_ratio=0.2 + 0.01 * per, mean_ms=p95 / 2,
-                  spans=int(users * 15), cpu_request_now=cpu)
-    pods = tuple(PodSample(f"pod-{i}", "ready", 0.0, 5.0, 0.5, 0.5, 512.0, 512.0, cpu * 0.5, 100.0 + 2 * per)
-                 for i in range(r))
-    return Observation(t_s=(k + 1) * 5.0, context=ctx, desired_replicas=r, pods=pods)
+class SyntheticBackend:
+    """A deterministic closed loop for the checker: p95 grows with the users per replica
+    (with a jitter so that no two steps are alike), CPU with it; orders take effect at
+    once, so settling is observing again. Per-pod samples as the simulator gives them."""
+
+    min_replicas, max_replicas = 1, 10
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock, self.replicas, self.users = clock, 1, 0
+
+    @property
+    def desired_replicas(self) -> int:
+        return self.replicas
+
+    def set_load(self, level: float) -> None:
+        self.users = int(level)
+
+    def observe(self) -> Observation:
+        t, r = self.clock.now(), self.replicas
+        per = self.users / r
+        p95 = 80.0 + 45.0 * per * per / 4.0 + round(t * 37 / STEP_S) % 11
+        cpu = min(1.0, 0.09 * per)
+        ctx = Context(replicas=r, p95_ms=p95, rps=self.users * 1.5, cpu_request_ratio=cpu, cpu_limit_ratio=cpu,
+                      mem_request_ratio=0.2 + 0.01 * per, mem_limit_ratio=0.2 + 0.01 * per, mean_ms=p95 / 2,
+                      spans=int(self.users * 15), cpu_request_now=cpu)
+        pods = tuple(PodSample(f"pod-{i}", "ready", 0.0, 5.0, 0.5, 0.5, 512.0, 512.0, cpu * 0.5, 100.0 + 2 * per)
+                     for i in range(r))
+        return Observation(t_s=t, context=ctx, desired_replicas=r, pods=pods)
+
+    def scale_to(self, n: int) -> ScaleResult:
+        result = clamp(self.replicas, n, self.min_replicas, self.max_replicas)
+        self.replicas = result.applied
+        return result
+
+    def settle(self) -> Observation:
+        return self.observe()
 
 
-def _drive(policy: Policy, steps: range, replicas: int, restore_at: int | None = None,
-           params: Mapping[str, Any] | None = None, name: str = "") -> tuple[list[Decision], Policy]:
-    """Run ``policy`` over ``steps`` of the synthetic loop; at ``restore_at``, swap it for
-    a copy restored from its JSON state (built with another seed)."""
-    decisions = []
+def _check_decision(name: str, k: int, d: Decision, n_actions: int) -> None:
+    if not 0.0 < d.probability <= 1.0:
+        raise PolicyCheckError(f"{name}: step {k}: probability {d.probability!r} is not in (0, 1]")
+    if d.probabilities is not None:
+        if len(d.probabilities) != n_actions:
+            raise PolicyCheckError(f"{name}: step {k}: {len(d.probabilities)} probabilities for {n_actions} actions")
+        if not math.isclose(sum(d.probabilities), 1.0, abs_tol=1e-6):
+            raise PolicyCheckError(f"{name}: step {k}: probabilities sum to {sum(d.probabilities)!r}, not 1")
+        if not math.isclose(d.probabilities[d.action], d.probability, abs_tol=1e-6):
+            raise PolicyCheckError(f"{name}: step {k}: the chosen action's entry {d.probabilities[d.action]!r} "
+                                   f"is not its probability {d.probability!r}")
+
+
+def _drive(build: Callable[[int], Policy], steps: int, name: str,
+           restore_at: int | None = None) -> tuple[list[Decision], Policy]:
+    """Run a policy built with seed 3 through the step loop (``settle`` mode) on the
+    synthetic backend; at ``restore_at``, resume as the agent process does, with a
+    policy built with another seed and restored from the JSON of the first one's state."""
+    clock = VirtualClock()
+    loads = [_users(k) for k in range(steps)]
+    loop = StepLoop(SyntheticBackend(clock), clock, loads, LoopSettings(STEP_S, "settle", 600.0),
+                    make_reward("slo-binary-v1", slo_ms=600.0), oracle=[max(1, math.ceil(u / 10)) for u in loads])
+    policy, start, before, decisions = build(3), 0, None, []
     n_actions = len(policy.actions)
-    for k in steps:
-        if restore_at is not None and k == restore_at:
-            state = json.loads(json.dumps(policy.state_dict()))
-            restored = make_policy(name, defaults={**DEFAULTS, "seed": 12345}, **dict(params or {}))
-            restored.load_state_dict(state)
-            policy = restored
-        users = _users(k)
-        before = _observe(k, replicas, users)
-        info = {"step": k, "t_s": before.t_s, "current_replicas": replicas, "observation": before,
-                "oracle_replicas": max(1, math.ceil(users / 10))}
-        d = policy.decide(before.context, info)
-        decisions.append(d)
-        if not (isinstance(d.action, int) and 0 <= d.action < n_actions):
-            raise PolicyCheckError(f"{name}: step {k}: action {d.action!r} is outside 0..{n_actions - 1}")
-        if not 0.0 < d.probability <= 1.0:
-            raise PolicyCheckError(f"{name}: step {k}: probability {d.probability!r} is not in (0, 1]")
-        if d.probabilities is not None:
-            if len(d.probabilities) != n_actions:
-                raise PolicyCheckError(f"{name}: step {k}: {len(d.probabilities)} probabilities for {n_actions} actions")
-            if not math.isclose(sum(d.probabilities), 1.0, abs_tol=1e-6):
-                raise PolicyCheckError(f"{name}: step {k}: probabilities sum to {sum(d.probabilities)!r}, not 1")
-            if not math.isclose(d.probabilities[d.action], d.probability, abs_tol=1e-6):
-                raise PolicyCheckError(f"{name}: step {k}: the chosen action's entry {d.probabilities[d.action]!r} "
-                                       f"is not its probability {d.probability!r}")
-        order = policy.actions.order(d.action)
-        wanted = order.level if order.mode == "fixed" else replicas + order.level
-        replicas = max(1, min(10, wanted))
-        after = _observe(k, replicas, users)
-        reward = 1.0 if after.context.p95_ms <= 600.0 else 0.0
-        policy.update(before.context, d.action, reward, after.context)
-    return decisions, policy
+    while True:
+        try:
+            for record, following in loop.run(policy, start, before,
+                                              on_decided=lambda k, obs, d, req, cur: _check_decision(name, k, d,
+                                                                                                    n_actions)):
+                decisions.append(record.decision)
+                if record.step + 1 == restore_at:
+                    start, before = restore_at, following
+                    break
+            else:
+                return decisions, policy
+        except IndexError as exc:  # the action set's own check
+            raise PolicyCheckError(f"{name}: step {len(decisions)}: {exc}") from None
+        restored = build(12345)
+        restored.load_state_dict(json.loads(json.dumps(policy.state_dict())))
+        policy = restored
 
 
 def check_policy(name: str, params: Mapping[str, Any] | None = None, steps: int = 120) -> None:
@@ -108,14 +139,14 @@ def check_policy(name: str, params: Mapping[str, Any] | None = None, steps: int 
     def build(seed: int) -> Policy:
         return make_policy(name, defaults={**DEFAULTS, "seed": seed}, **params)
 
-    whole, final = _drive(build(3), range(steps), 1, name=name)
+    whole, final = _drive(build, steps, name)
     final_state = json.dumps(final.state_dict(), sort_keys=True)
-    again, _ = _drive(build(3), range(steps), 1, name=name)
+    again, _ = _drive(build, steps, name)
     if whole != again:
         k = next(i for i, (a, b) in enumerate(zip(whole, again, strict=True)) if a != b)
         raise PolicyCheckError(f"{name}: the same seed gave different decisions from step {k}: {whole[k]} / {again[k]}")
     for cut in range(3, steps, 7):
-        resumed, end = _drive(build(3), range(steps), 1, restore_at=cut, params=params, name=name)
+        resumed, end = _drive(build, steps, name, restore_at=cut)
         if resumed != whole:
             k = next(i for i, (a, b) in enumerate(zip(whole, resumed, strict=True)) if a != b)
             raise PolicyCheckError(f"{name}: restored from its state_dict at step {cut}, it decided differently "

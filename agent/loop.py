@@ -96,24 +96,30 @@ class StepRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the agent's ``decisions.jsonl``)."""
-        d = self.decision
         return {"step": self.step, "t_s": self.t_s, "load": self.load, "before": self.before.to_dict(),
-                "decision": {"action": d.action, "probability": d.probability, "forced": d.forced,
-                             "probabilities": list(d.probabilities) if d.probabilities else None},
+                "decision": decision_to_dict(self.decision),
                 "order": {"current": self.order.current, "requested": self.order.requested,
                           "applied": self.order.applied},
                 "after": self.after.to_dict(), "reward": self.reward, "violation": self.violation}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StepRecord:
-        d = data["decision"]
-        probs = d.get("probabilities")
         return cls(step=int(data["step"]), t_s=float(data["t_s"]), load=float(data["load"]),
-                   before=Observation.from_dict(data["before"]),
-                   decision=Decision(action=int(d["action"]), probability=float(d["probability"]),
-                                     probabilities=tuple(probs) if probs else None, forced=bool(d["forced"])),
+                   before=Observation.from_dict(data["before"]), decision=decision_from_dict(data["decision"]),
                    order=ScaleResult(**data["order"]), after=Observation.from_dict(data["after"]),
                    reward=float(data["reward"]), violation=bool(data["violation"]))
+
+
+def decision_to_dict(d: Decision) -> dict[str, Any]:
+    """A decision as JSON-ready data (its ``info`` is not kept)."""
+    return {"action": d.action, "probability": d.probability, "forced": d.forced,
+            "probabilities": list(d.probabilities) if d.probabilities else None}
+
+
+def decision_from_dict(data: Mapping[str, Any]) -> Decision:
+    probs = data.get("probabilities")
+    return Decision(action=int(data["action"]), probability=float(data["probability"]),
+                    probabilities=tuple(probs) if probs else None, forced=bool(data["forced"]))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -185,7 +191,8 @@ class StepLoop:
         """Begin (or resume) at ``step``: the observation step ``step`` decides on. In
         ``period`` mode the steps keep their grid: step ``k`` is observed at
         ``(k + 1) * step_seconds`` on the clock."""
-        self._deadline = step * self.settings.step_seconds if self.settings.mode == "period" else self.clock.now()
+        if self.settings.mode == "period":
+            self._deadline = step * self.settings.step_seconds
         return self._tick(step)
 
     def info(self, k: int, before: Observation) -> dict[str, Any]:
@@ -214,7 +221,7 @@ class StepLoop:
             after = self._tick(k + 1)
             following: Observation | None = None if last else after
         else:
-            after = self.backend.settle() if result.applied != result.current else before
+            after = self.backend.settle() if result.changed else before
             following = None if last else self._tick(k + 1)
         reward = float(self.reward(before.context, decision.action, after.context))
         record = StepRecord(step=k, t_s=before.t_s, load=self.loads[k], before=before, decision=decision,

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from agent.base import Decision, Policy
-from agent.loop import LoopSettings, StepLoop, StepRecord
+from agent.loop import LoopSettings, StepLoop, StepRecord, decision_from_dict, decision_to_dict
 from agent.registry import make_policy
 from agent.rewards import make_reward
 from orchestrator.backend import Backend, Clock, Observation, WallClock
@@ -212,11 +212,8 @@ def run_agent(spec: AgentSpec, backend: Backend, folder: str | Path, clock: Cloc
         start = int(saved["next_step"])
         before = Observation.from_dict(saved["before"]) if saved.get("before") else None
         if saved.get("pending"):
-            d = saved["pending"]["decision"]
-            pending = (Decision(action=int(d["action"]), probability=float(d["probability"]),
-                                probabilities=tuple(d["probabilities"]) if d.get("probabilities") else None,
-                                forced=bool(d["forced"])), int(saved["pending"]["requested"]),
-                       int(saved["pending"]["current"]))
+            p = saved["pending"]
+            pending = (decision_from_dict(p["decision"]), int(p["requested"]), int(p["current"]))
         log(f"agent: resuming at step {start}")
     elif hasattr(backend, "setup"):
         backend.setup(spec.initial_replicas)
@@ -233,9 +230,7 @@ def run_agent(spec: AgentSpec, backend: Backend, folder: str | Path, clock: Cloc
                  "pending": None, "policy": policy.state_dict()}
         if decided is not None:
             d, requested, current = decided
-            state["pending"] = {"requested": requested, "current": current, "decision": {
-                "action": d.action, "probability": d.probability, "forced": d.forced,
-                "probabilities": list(d.probabilities) if d.probabilities else None}}
+            state["pending"] = {"requested": requested, "current": current, "decision": decision_to_dict(d)}
         store.save_state(state)
 
     if start < spec.steps:

@@ -25,6 +25,7 @@ import numpy as np
 
 from orchestrator.collectors.zipkin import ZipkinCollector
 from orchestrator.context import ContextBuilder, ContextSettings
+from orchestrator.errors import ScalelabError
 from orchestrator.protocol import Order, OrderError, ScaleOrder, parse_order, result_message
 
 
@@ -198,7 +199,7 @@ class OrchestratorService:
             return None
         try:
             return np.asarray(ages(), dtype=float)
-        except Exception:  # the balancer's socket is a best-effort view; the state goes on without it
+        except (OSError, ScalelabError):  # the balancer is a best-effort view; the state goes on without it
             return None
 
     # ------------------------------------------------------------------ loops

@@ -22,17 +22,27 @@ from simulator.replay import Replay
 SCRAPE_SECONDS = 5.0
 
 
-class _Bounds:
-    """The deployment limits every backend clamps to."""
+class _Deployment:
+    """What the three backends share: the model of the deployment that takes the orders
+    (the cluster twin of either engine, or the replay), its limits, and the one clamp
+    rule."""
 
+    deployment: SimCluster | FluidCluster | Replay
     min_replicas: int
     max_replicas: int
 
-    def _clamp(self, n: int) -> ScaleResult:
-        return clamp(self.desired_replicas, n, self.min_replicas, self.max_replicas)  # type: ignore[attr-defined]
+    @property
+    def desired_replicas(self) -> int:
+        return self.deployment.desired_replicas
+
+    def scale_to(self, n: int) -> ScaleResult:
+        result = clamp(self.desired_replicas, n, self.min_replicas, self.max_replicas)
+        if result.changed:
+            self.deployment.scale_to(result.applied)
+        return result
 
 
-class SimBackend(_Bounds):
+class SimBackend(_Deployment):
     """The discrete-event engine: every request simulated; spans and per-pod scrapes go
     through the same context code as on the live stack.
 
@@ -45,34 +55,30 @@ class SimBackend(_Bounds):
                  scrape_seconds: float = SCRAPE_SECONDS) -> None:
         self.app, self.clock, self.closed, self.scrape_s = app, clock, closed, scrape_seconds
         self.min_replicas, self.max_replicas = cluster.min_replicas, cluster.max_replicas
-        self.cluster = SimCluster(
+        self.deployment = SimCluster(
             app, cluster, np.random.default_rng(seeds["think"]), np.random.default_rng(seeds["demand"]),
             np.random.default_rng(seeds["arrivals"]), max_users=max_users if closed else 64)
         self.builder = ContextBuilder(context)
         self.load = 0.0
 
-    @property
-    def desired_replicas(self) -> int:
-        return self.cluster.desired_replicas
-
     def set_load(self, level: float) -> None:
         self.load = float(level)
         if self.closed:
-            self.cluster.set_users(int(level))
+            self.deployment.set_users(int(level))
 
     def _advance(self) -> None:
         t = self.clock.now()
-        if t <= self.cluster.now:
+        if t <= self.deployment.now:
             return
         if not self.closed:
-            self.cluster.add_open_arrivals(self.load, t)
-        signals = self.cluster.run_to(t)
+            self.deployment.add_open_arrivals(self.load, t)
+        signals = self.deployment.run_to(t)
         self.builder.add_spans(signals.spans)
         self.builder.add_pod_samples(signals.pods)
 
     def observe(self) -> Observation:
         self._advance()
-        c, a = self.cluster, self.app
+        c, a = self.deployment, self.app
         ctx = self.builder.build(c.now, c.ready_replicas)
         in_flight = c.in_flight
         censored = 0
@@ -84,22 +90,16 @@ class SimBackend(_Bounds):
         return Observation(t_s=c.now, context=ctx, desired_replicas=c.desired_replicas, pods=pods,
                            in_flight=in_flight, censored=censored)
 
-    def scale_to(self, n: int) -> ScaleResult:
-        result = self._clamp(n)
-        if result.changed:
-            self.cluster.scale_to(result.applied)
-        return result
-
     def settle(self) -> Observation:
         """Run until the ordered replicas are ready, then one scrape interval more (the
         paper's ``waitKubernetes`` then ``waitPrometheus``), and observe."""
-        self.clock.sleep_until(self.cluster.ready_by())
+        self.clock.sleep_until(self.deployment.ready_by())
         self._advance()
         self.clock.sleep_until(self.clock.now() + self.scrape_s)
         return self.observe()
 
 
-class FluidBackend(_Bounds):
+class FluidBackend(_Deployment):
     """The fluid engine: each observation from a queueing model of the same cluster (no
     requests, no per-pod view)."""
 
@@ -107,58 +107,39 @@ class FluidBackend(_Bounds):
                  closed: bool = True, scrape_seconds: float = SCRAPE_SECONDS) -> None:
         self.clock, self.scrape_s = clock, scrape_seconds
         self.min_replicas, self.max_replicas = cluster.min_replicas, cluster.max_replicas
-        self.cluster = FluidCluster(app, cluster, context, closed=closed)
+        self.deployment = FluidCluster(app, cluster, context, closed=closed)
         self.load = 0.0
-
-    @property
-    def desired_replicas(self) -> int:
-        return self.cluster.desired_replicas
 
     def set_load(self, level: float) -> None:
         self.load = level
 
     def observe(self) -> Observation:
         t = self.clock.now()
-        ctx = self.cluster.step(self.load, t)
-        return Observation(t, ctx, len(self.cluster.ready_at))
-
-    def scale_to(self, n: int) -> ScaleResult:
-        result = self._clamp(n)
-        if result.changed:
-            self.cluster.scale_to(result.applied)
-        return result
+        ctx = self.deployment.step(self.load, t)
+        return Observation(t, ctx, len(self.deployment.ready_at))
 
     def settle(self) -> Observation:
-        self.clock.sleep_until(max(self.cluster.ready_at))
+        self.clock.sleep_until(max(self.deployment.ready_at))
         self.clock.sleep_until(self.clock.now() + self.scrape_s)
         return self.observe()
 
 
-class ReplayBackend(_Bounds):
+class ReplayBackend(_Deployment):
     """Recorded samples per (users, replicas), served in order (the paper's replay):
     every observation draws the next sample of the current cell; an order takes effect
     at once, so settling is one draw of the new cell."""
 
     def __init__(self, replay: Replay, clock: Clock) -> None:
-        self.replay, self.clock = replay, clock
+        self.deployment, self.clock = replay, clock
         self.min_replicas, self.max_replicas = replay.min, replay.max
         self.load = 0
-
-    @property
-    def desired_replicas(self) -> int:
-        return self.replay.replicas
 
     def set_load(self, level: float) -> None:
         self.load = int(level)
 
     def observe(self) -> Observation:
-        ctx = self.replay.context(self.load)
-        return Observation(self.clock.now(), ctx, self.replay.replicas)
-
-    def scale_to(self, n: int) -> ScaleResult:
-        result = self._clamp(n)
-        self.replay.scale_to(result.applied)
-        return result
+        ctx = self.deployment.context(self.load)
+        return Observation(self.clock.now(), ctx, self.deployment.replicas)
 
     def settle(self) -> Observation:
         return self.observe()

@@ -35,7 +35,7 @@ def calc(current, target, levels, requests, readiness=None, start=None, phase=No
                    metric_m=metric_of.get(f"test-pod-{i}"),
                    phase=(phase or ["Running"] * n)[i],
                    deleted=bool(deleted and deleted[i]),
-                   ready=(readiness or [True] * n)[i] if readiness is None or i < len(readiness) else True,
+                   ready=readiness[i] if readiness and i < len(readiness) else True,
                    start_s=(start or [0.0] * n)[i], ready_transition_s=0.0,
                    metric_t_s=timestamp, metric_window_s=60.0) for i in range(n)]
     return resource_replicas(current, target, pods, NOW, 0.1, INIT, DELAY, metrics=metric_of)
