@@ -77,3 +77,9 @@ class BasePolicy:
         if state.get("name") != self.name:
             raise PolicyError(f"state is for policy {state.get('name')!r}, not {self.name!r}")
         self.rng.bit_generator.state = state["rng"]
+
+    def hot_start(self, seed: int | np.random.SeedSequence | None) -> None:
+        """After :meth:`load_state_dict` of another experiment's final state: go on
+        learning from it in a new experiment, with a new generator (a resumed run
+        does not call this)."""
+        self.rng = np.random.default_rng(seed)

@@ -139,17 +139,27 @@ def is_violation(obs: Observation, slo_ms: float) -> bool:
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """How the loop runs: step_seconds, s; mode ``period`` or ``settle``; slo_ms, ms."""
+    """How the loop runs: step_seconds, s; mode ``period`` or ``settle``; slo_ms, ms;
+    warmup_load (users or req/s) held for warmup_seconds (s) before step 0, if given."""
 
     step_seconds: float = 5.0
     mode: str = "period"
     slo_ms: float = 600.0
+    warmup_load: float | None = None
+    warmup_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in LOOP_MODES:
             raise UserError(f"config: loop={self.mode!r} is not one of {LOOP_MODES}")
         if not self.step_seconds > 0:
             raise UserError(f"config: step_seconds={self.step_seconds!r} must be > 0")
+        if self.warmup_seconds < 0:
+            raise UserError(f"config: warmup.seconds={self.warmup_seconds!r} must be >= 0")
+
+    @property
+    def warmup_s(self) -> float:
+        """How long the warm-up lasts, s (0 without a warm-up load)."""
+        return self.warmup_seconds if self.warmup_load is not None else 0.0
 
 
 Reward = Callable[[Context, int, Context], float]
@@ -188,11 +198,16 @@ class StepLoop:
         return self.backend.observe()
 
     def start(self, step: int = 0) -> Observation:
-        """Begin (or resume) at ``step``: the observation step ``step`` decides on. In
-        ``period`` mode the steps keep their grid: step ``k`` is observed at
-        ``(k + 1) * step_seconds`` on the clock."""
-        if self.settings.mode == "period":
-            self._deadline = step * self.settings.step_seconds
+        """Begin (or resume) at ``step``: the observation step ``step`` decides on. A
+        run that begins holds the warm-up load first, if any. In ``period`` mode the
+        steps keep their grid: step ``k`` is observed at ``warmup_s + (k + 1) *
+        step_seconds`` on the clock."""
+        s = self.settings
+        if step == 0 and s.warmup_load is not None:
+            self.backend.set_load(s.warmup_load)
+            self.clock.sleep_until(self.clock.now() + s.warmup_seconds)
+        if s.mode == "period":
+            self._deadline = s.warmup_s + step * s.step_seconds
         return self._tick(step)
 
     def info(self, k: int, before: Observation) -> dict[str, Any]:

@@ -130,7 +130,6 @@ class AgentSpec:
 def build_agent_policy(spec: AgentSpec) -> Policy:
     """The registry's policy with what the agent knows offered as defaults; a
     ``hot_start`` state is loaded, then the generator is reseeded."""
-    import numpy as np
 
     defaults = {"seed": spec.seed, "max_replicas": spec.max_replicas, "min_replicas": spec.min_replicas,
                 "slo_ms": spec.slo_ms, "step_seconds": spec.step_seconds}
@@ -141,7 +140,7 @@ def build_agent_policy(spec: AgentSpec) -> Policy:
     if spec.hot_start:
         state = json.loads(Path(spec.hot_start).read_text())
         policy.load_state_dict(state.get("policy", state))
-        policy.rng = np.random.default_rng(spec.seed)
+        policy.hot_start(spec.seed)
     return policy
 
 

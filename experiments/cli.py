@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from pathlib import Path
 
 from orchestrator.errors import ScalelabError, UserError
@@ -23,14 +22,9 @@ EPILOG = __doc__.split("Examples::", 1)[1]
 
 
 def _config_path(name: str) -> Path:
-    """A config file path, or the name of a shipped config (``compare``)."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    shipped = resources.files("experiments.configs").joinpath(f"{name}.yaml")
-    if shipped.is_file():
-        return Path(str(shipped))
-    return p
+    from experiments.config import config_path
+
+    return config_path(name)
 
 
 def cmd_run(args) -> int:

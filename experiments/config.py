@@ -78,6 +78,31 @@ class ContextConfig:
 
 
 @dataclass
+class ReplayConfig:
+    """How a ``backend: replay`` serves its samples (defaults: each run on its own).
+
+    index: ``run`` (every run starts each cell at its first sample) or ``experiment``
+    (the paper's ``data_index``: one position per cell, carried from each run of a
+    policy to the next, so the runs are not copies of each other).
+    first_draws: samples drawn at a run's first step; the last is its observation (the
+    paper's first ``getContext`` drew twice).
+    """
+
+    index: str = "run"
+    first_draws: int = 1
+
+
+@dataclass
+class WarmupConfig:
+    """Before step 0: the load held for ``seconds`` (s) on the initial replicas, so a
+    run starts from a measured, loaded state (the paper's real runs: 45 users on 5
+    replicas). ``load``: users (closed workloads) or req/s; none means no warm-up."""
+
+    load: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
 class PolicySpec:
     """One policy: its registry ``name``, an optional ``label`` for tables, and its
     parameters (any other key)."""
@@ -102,7 +127,11 @@ class ExperimentConfig:
     """A whole experiment.
 
     name: used for the run folder. backend: ``sim`` or ``replay`` (``live`` comes later).
-    dataset: the recorded dataset a ``replay`` backend serves (``scalelab dataset record``).
+    dataset: what a ``replay`` backend serves: ``paper-D1`` (the paper's measured p95
+    samples), ``sim-D1``/``sim-D2`` (simulator recordings), a ``.json`` file of p95
+    samples or a ``.parquet`` recording (see ``simulator.datasets``).
+    replay: how the replay serves them (:class:`ReplayConfig`).
+    warmup: a load held before step 0 (:class:`WarmupConfig`).
     seed: root of every generator. runs: independent repetitions per policy.
     step_seconds: control period, s. slo_ms: p95 objective, ms.
     steps: steps per run (default: the workload's duration / step_seconds).
@@ -124,6 +153,8 @@ class ExperimentConfig:
     slo_ms: float = 600.0
     steps: int | None = None
     dataset: str | None = None  # backend: replay
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
     workload: dict[str, Any] = field(default_factory=lambda: {"kind": "paper-sim-v1"})
     app: AppConfig = field(default_factory=AppConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -246,6 +277,12 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(cfg.steps is None or cfg.steps >= 1, "steps", cfg.steps, "must be >= 1")
     need(isinstance(cfg.workload.get("kind"), str), "workload.kind", cfg.workload.get("kind"),
          "must name a workload")
+    need(cfg.replay.index in ("run", "experiment"), "replay.index", cfg.replay.index,
+         "must be one of ['run', 'experiment']")
+    need(cfg.replay.first_draws >= 1, "replay.first_draws", cfg.replay.first_draws, "must be >= 1")
+    w = cfg.warmup
+    need(w.seconds >= 0, "warmup.seconds", w.seconds, "must be >= 0")
+    need(w.load is None or w.load >= 0, "warmup.load", w.load, "must be >= 0")
     c = cfg.cluster
     need(c.min_replicas >= 1, "cluster.min_replicas", c.min_replicas, "must be >= 1")
     need(c.max_replicas >= c.min_replicas, "cluster.max_replicas", c.max_replicas,
@@ -280,6 +317,20 @@ def load_config(source: str | Path | dict, **overrides) -> ExperimentConfig:
     cfg = _build(ExperimentConfig, data, "")
     _check_ranges(cfg)
     return cfg
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file path, or the name of a shipped config (``compare``,
+    ``paper-coldstart``)."""
+    from importlib import resources
+
+    p = Path(name)
+    if p.is_file():
+        return p
+    shipped = resources.files("experiments.configs").joinpath(f"{name}.yaml")
+    if shipped.is_file():
+        return Path(str(shipped))
+    return p
 
 
 def save_config(cfg: ExperimentConfig, path: Path) -> None:

@@ -25,8 +25,9 @@ from orchestrator.backend import Backend, Clock, VirtualClock
 from orchestrator.context import PRESETS, ContextSettings
 from simulator.backends import FluidBackend, ReplayBackend, SimBackend
 from simulator.cluster import ClusterSettings
+from simulator.datasets import BUILTIN, resolve_dataset
 from simulator.models import PROFILES, AppProfile
-from simulator.replay import Replay, load_dataset
+from simulator.replay import Replay
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ def resolve(cfg: ExperimentConfig) -> Resolved:
     except ValueError as exc:
         raise ConfigError(f"config: {exc}") from None
     steps = cfg.steps or math.ceil(workload.duration_s / cfg.step_seconds)
-    loop = LoopSettings(step_seconds=float(cfg.step_seconds), mode=cfg.loop, slo_ms=float(cfg.slo_ms))
+    loop = LoopSettings(step_seconds=float(cfg.step_seconds), mode=cfg.loop, slo_ms=float(cfg.slo_ms),
+                        warmup_load=cfg.warmup.load, warmup_seconds=float(cfg.warmup.seconds))
     return Resolved(app=app, cluster=cluster, context=context, workload=workload, steps=steps, loop=loop)
 
 #: Columns of steps.parquet, in order: the episode, the step's record
@@ -81,14 +83,22 @@ def resolve(cfg: ExperimentConfig) -> Resolved:
 COLUMNS = ("run", "policy", *ROW_COLUMNS, "oracle_replicas")
 
 
-def saved_state_path(load: str, label: str, run: int) -> Path:
+def saved_state_path(load: str, label: str, run: int, load_run: int | str = "same") -> Path:
     """The state file a ``load: PATH`` means: PATH itself if it is a file; in a run folder,
-    that policy's state for the same run (run 0 if the folder has fewer runs)."""
+    that policy's state of run ``load_run``: ``same`` (this run; run 0 if the folder has
+    fewer runs), ``last`` (the folder's last run: the notebooks' hot starts all loaded
+    the state their cold start saved at its end) or a run number."""
     p = Path(load).expanduser()
     if p.is_file():
         return p
-    for candidate in (p / "policies" / f"{episode_name(label, run)}.json",
-                      p / "policies" / f"{episode_name(label, 0)}.json"):
+    if load_run == "last":
+        saved = sorted((p / "policies").glob(f"{episode_name(label, 0).rsplit('--run', 1)[0]}--run*.json"))
+        candidates = saved[-1:]
+    elif load_run == "same":
+        candidates = [p / "policies" / f"{episode_name(label, run)}.json", p / "policies" / f"{episode_name(label, 0)}.json"]
+    else:
+        candidates = [p / "policies" / f"{episode_name(label, int(load_run))}.json"]
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise ConfigError(f"config: policies: load={load!r}: no saved state for {label!r} there "
@@ -108,6 +118,7 @@ def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 
     params = dict(spec.params)
     load = params.pop("load", None)
     load_label = params.pop("load_label", spec.display)
+    load_run = params.pop("load_run", "same")
     defaults = {
         "seed": seed,
         "max_replicas": cfg.cluster.max_replicas,
@@ -120,27 +131,36 @@ def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 
     except ValueError as exc:
         raise ConfigError(f"config: policies: {exc}") from None
     if load is not None:
-        state = json.loads(saved_state_path(str(load), load_label, run).read_text())
+        state = json.loads(saved_state_path(str(load), load_label, run, load_run).read_text())
         try:
             policy.load_state_dict(state)
         except (ValueError, KeyError) as exc:
             raise ConfigError(f"config: policies: {spec.display}: cannot load {load!r}: {exc}") from None
-        policy.rng = np.random.default_rng(seed)
+        policy.hot_start(seed)
     return policy
 
 
 def load_replay(cfg: ExperimentConfig) -> Replay:
-    """The recorded dataset of a ``backend: replay`` config, ready to serve."""
+    """The dataset of a ``backend: replay`` config (:mod:`simulator.datasets`), ready to
+    serve."""
     if not cfg.dataset:
-        raise ConfigError("config: backend='replay' needs dataset: PATH (scalelab dataset record --out PATH)")
+        raise ConfigError(f"config: backend='replay' needs dataset: one of {list(BUILTIN)} or a file "
+                          "(scalelab dataset record --out PATH)")
     c = cfg.cluster
-    return Replay(load_dataset(cfg.dataset), c.min_replicas, c.max_replicas, c.initial_replicas)
+    return Replay(resolve_dataset(cfg.dataset), c.min_replicas, c.max_replicas, c.initial_replicas)
 
 
-def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndarray, clock: Clock) -> Backend:
-    """The backend ``cfg`` names, built from its resolved settings, on ``clock``."""
+def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndarray, clock: Clock,
+                 replay: Replay | None = None) -> Backend:
+    """The backend ``cfg`` names, built from its resolved settings, on ``clock``. A
+    replay serves from ``replay`` when given (its cells' positions carried over from
+    the previous run, ``replay.index: experiment``), else from a fresh one."""
     if cfg.backend == "replay":
-        return ReplayBackend(load_replay(cfg), clock)
+        if replay is None:
+            replay = load_replay(cfg)
+        else:
+            replay.restart(keep_index=cfg.replay.index == "experiment")
+        return ReplayBackend(replay, clock, first_draws=cfg.replay.first_draws)
     closed = r.workload.loop == "closed"
     if cfg.engine == "fluid":
         return FluidBackend(r.app, r.cluster, r.context, clock, closed=closed)
@@ -162,12 +182,13 @@ def records_frame(records: list[StepRecord], run: int, policy: str, oracle: np.n
 
 
 def episode_records(cfg: ExperimentConfig, resolved: Resolved, policy_index: int, run: int, seeds: dict[str, int],
-                    loads: np.ndarray, oracle: np.ndarray | None):
+                    loads: np.ndarray, oracle: np.ndarray | None, replay: Replay | None = None):
     """The episode's steps as they happen: yields each :class:`StepRecord`; the policy
-    is returned by the generator when it ends (``StopIteration.value``)."""
+    is returned by the generator when it ends (``StopIteration.value``). ``replay``:
+    see :func:`make_backend`."""
     spec = cfg.policies[policy_index]
     clock = VirtualClock()
-    backend = make_backend(cfg, resolved, seeds, loads, clock)
+    backend = make_backend(cfg, resolved, seeds, loads, clock, replay)
     policy = build_policy(spec, cfg, seeds["policy"], run)
     reward_fn = make_reward(cfg.reward.name, **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
     loop = StepLoop(backend, clock, loads[: resolved.steps], resolved.loop, reward_fn, oracle)
@@ -186,10 +207,11 @@ def run_episode(
     oracle: np.ndarray | None,
     chunk_dir: Path | None = None,
     chunk_steps: int = 5000,
+    replay: Replay | None = None,
 ) -> pd.DataFrame:
     """Run one episode through the step loop and return its rows; with ``chunk_dir``,
     rows are also written there every ``chunk_steps`` steps so that a killed run keeps
-    what it did."""
+    what it did. ``replay``: see :func:`make_backend`."""
     label = cfg.policies[policy_index].display
     records: list[StepRecord] = []
     frames: list[pd.DataFrame] = []  # one per chunk of rows, each built once
@@ -204,7 +226,7 @@ def run_episode(
             frames.append(frame)
             written = len(records)
 
-    steps = episode_records(cfg, resolved, policy_index, run, seeds, loads, oracle)
+    steps = episode_records(cfg, resolved, policy_index, run, seeds, loads, oracle, replay)
     while True:
         try:
             records.append(next(steps))

@@ -68,7 +68,8 @@ def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int) ->
     params = dict(spec.params)
     load = params.pop("load", None)
     label = params.pop("load_label", spec.display)
-    hot = str(saved_state_path(str(load), label, run)) if load is not None else None
+    load_run = params.pop("load_run", "same")
+    hot = str(saved_state_path(str(load), label, run, load_run)) if load is not None else None
     users = [int(r.workload.users_at(k * cfg.step_seconds)) for k in range(r.steps)]
     return AgentSpec(policy=spec.name, params=params, display=spec.display, seed=int(seed), run=run,
                      steps=r.steps, step_seconds=float(cfg.step_seconds), slo_ms=float(cfg.slo_ms), loop=cfg.loop,

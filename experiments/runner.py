@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.config import ConfigError, ExperimentConfig, load_config, save_config
+from experiments.config import ConfigError, ExperimentConfig, config_path, load_config, save_config
 from experiments.episode import Resolved, build_policy, episode_name, resolve, run_episode
 from experiments.metrics import summarize
 from simulator.oracle import OracleTable
@@ -111,14 +111,54 @@ def oracle_levels(cfg: ExperimentConfig, resolved: Resolved, path: Path | None, 
     return loads, oracle
 
 
-def _run_one(args) -> tuple[str, pd.DataFrame]:
-    cfg, resolved, p, run, seeds, loads, oracle, part_dir = args
-    part_dir.mkdir(parents=True, exist_ok=True)
-    for old in part_dir.glob("chunk-*.parquet"):
-        old.unlink()
-    frame = run_episode(cfg, resolved, p, run, seeds, loads, oracle, chunk_dir=part_dir)
-    (part_dir / "done").write_text("ok\n")
-    return part_dir.name, frame
+def _run_chain(args) -> list[tuple[str, pd.DataFrame]]:
+    """Episodes of one policy run one after the other: one episode, or, with
+    ``replay.index: experiment``, the runs of a policy sharing one replay whose cells'
+    positions (saved after each run as ``replay-index.json``) carry on from run to run."""
+    cfg, resolved, p, episodes, loads, oracle, index_state = args
+    replay = None
+    if index_state is not None:
+        from experiments.episode import load_replay
+
+        replay = load_replay(cfg)
+        replay.load_index_state(index_state)
+    out = []
+    for run, seeds, part_dir in episodes:
+        part_dir.mkdir(parents=True, exist_ok=True)
+        for old in part_dir.glob("chunk-*.parquet"):
+            old.unlink()
+        frame = run_episode(cfg, resolved, p, run, seeds, loads, oracle, chunk_dir=part_dir, replay=replay)
+        if replay is not None:
+            (part_dir / "replay-index.json").write_text(json.dumps(replay.index_state()))
+        (part_dir / "done").write_text("ok\n")
+        out.append((part_dir.name, frame))
+    return out
+
+
+def _jobs(cfg: ExperimentConfig, resolved: Resolved, path: Path, seeds: list[dict], loads, oracle,
+          frames: dict) -> list[tuple]:
+    """The episodes still to run, grouped into chains (see :func:`_run_chain`); the
+    finished ones are read into ``frames``. A shared replay reruns every run after the
+    first unfinished one (each depends on the positions the previous left)."""
+    shared = cfg.backend == "replay" and cfg.replay.index == "experiment"
+    jobs = []
+    for p, spec in enumerate(cfg.policies):
+        chain, state = [], []
+        for run in range(cfg.runs):
+            part = path / "parts" / episode_name(spec.display, run)
+            if (part / "done").exists() and not chain:
+                frames[part.name] = _read_part(part)
+                if shared:
+                    state = json.loads((part / "replay-index.json").read_text())
+                continue
+            episode = (run, dict(seeds[run], policy=seeds[run]["policy"][p]), part)
+            if shared:
+                chain.append(episode)
+            else:
+                jobs.append((cfg, resolved, p, [episode], loads, oracle, None))
+        if chain:
+            jobs.append((cfg, resolved, p, chain, loads, oracle, state))
+    return jobs
 
 
 def _read_part(part_dir: Path) -> pd.DataFrame:
@@ -147,6 +187,8 @@ def run_experiment(
         cfg = load_config(path / "config.yaml")
     else:
         cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    if resume is None:
+        cfg = with_saved_states(cfg, out, progress)
     resolved = resolve(cfg)
     for spec in cfg.policies:  # fail on a bad policy name or parameter before any work
         build_policy(spec, cfg, seed=0)
@@ -160,31 +202,56 @@ def run_experiment(
     with tqdm(desc="oracle", unit="level", disable=not progress or not needs_oracle, leave=False) as bar:
         loads, oracle = oracle_levels(cfg, resolved, path, progress=bar.update)
 
-    jobs, frames = [], {}
-    for run in range(cfg.runs):
-        for p, spec in enumerate(cfg.policies):
-            part = path / "parts" / episode_name(spec.display, run)
-            if (part / "done").exists():
-                frames[part.name] = _read_part(part)
-                continue
-            s = dict(seeds[run], policy=seeds[run]["policy"][p])
-            jobs.append((cfg, resolved, p, run, s, loads, oracle, part))
+    frames: dict[str, pd.DataFrame] = {}
+    jobs = _jobs(cfg, resolved, path, seeds, loads, oracle, frames)
     workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
-    with tqdm(total=len(jobs), desc=cfg.name, unit="episode", disable=not progress) as bar:
+    with tqdm(total=sum(len(job[3]) for job in jobs), desc=cfg.name, unit="episode", disable=not progress) as bar:
         if workers <= 1 or len(jobs) <= 1:
             for job in jobs:
-                name, frame = _run_one(job)
-                frames[name] = frame
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_run_one, job) for job in jobs]
-                for fut in as_completed(futures):
-                    name, frame = fut.result()
+                for name, frame in _run_chain(job):
                     frames[name] = frame
                     bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_run_chain, job) for job in jobs]
+                for fut in as_completed(futures):
+                    for name, frame in fut.result():
+                        frames[name] = frame
+                        bar.update(1)
     steps, summary = finish_run(path, cfg, list(frames.values()), report=report)
     return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t0)
+
+
+def with_saved_states(cfg: ExperimentConfig, out: str | Path | None, progress: bool = True) -> ExperimentConfig:
+    """``cfg`` with every ``load: EXPERIMENT`` (a config's name or file, not a saved
+    state) replaced by the newest finished run folder of that experiment under ``out``;
+    when there is none, that experiment is run first (same ``runs``), so a hot start
+    runs on its own."""
+    from dataclasses import replace
+
+    base = Path(out) if out is not None else Path("runs")
+    policies, done = [], {}
+    for spec in cfg.policies:
+        load = spec.params.get("load")
+        if not isinstance(load, str) or Path(load).expanduser().exists():
+            policies.append(spec)
+            continue
+        source = config_path(load)
+        if not source.is_file():
+            raise ConfigError(f"config: policies: {spec.display}: load={load!r} is neither a saved state, a run "
+                              "folder nor an experiment's config")
+        if load not in done:
+            source_cfg = replace(load_config(source), runs=cfg.runs)
+            finished = sorted((p for p in base.glob(f"{source_cfg.name}-*") if (p / "steps.parquet").is_file()
+                               and load_config(p / "config.yaml").runs >= cfg.runs), key=lambda p: p.stat().st_mtime)
+            if finished:
+                done[load] = finished[-1]
+            else:
+                print(f"{cfg.name}: {spec.display} starts from {source_cfg.name}'s states; running it first")
+                done[load] = run_experiment(source_cfg, out=base, progress=progress, report=False,
+                                            command=f"(for {cfg.name})").path
+        policies.append(replace(spec, params={**spec.params, "load": str(done[load])}))
+    return replace(cfg, policies=policies)
 
 
 def new_run_folder(cfg: ExperimentConfig, out: str | Path | None, command: str | None) -> Path:

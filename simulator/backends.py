@@ -127,17 +127,25 @@ class FluidBackend(_Deployment):
 class ReplayBackend(_Deployment):
     """Recorded samples per (users, replicas), served in order (the paper's replay):
     every observation draws the next sample of the current cell; an order takes effect
-    at once, so settling is one draw of the new cell."""
+    at once, so settling is one draw of the new cell.
 
-    def __init__(self, replay: Replay, clock: Clock) -> None:
+    first_draws: samples drawn by the first observation, which returns the last (the
+    paper's first ``getContext`` of a run drew twice). The cells' positions live in
+    ``replay.index``; hand the same :class:`Replay` to the next run to carry them on."""
+
+    def __init__(self, replay: Replay, clock: Clock, first_draws: int = 1) -> None:
         self.deployment, self.clock = replay, clock
         self.min_replicas, self.max_replicas = replay.min, replay.max
         self.load = 0
+        self.pending_draws = int(first_draws)
 
     def set_load(self, level: float) -> None:
         self.load = int(level)
 
     def observe(self) -> Observation:
+        for _ in range(self.pending_draws - 1):
+            self.deployment.context(self.load)
+        self.pending_draws = 1
         ctx = self.deployment.context(self.load)
         return Observation(self.clock.now(), ctx, self.deployment.replicas)
 

@@ -87,7 +87,9 @@ def load_dataset(path: str | Path) -> pd.DataFrame:
 
 
 class Replay:
-    """Serves samples in order per (users, replicas) cell, cycling."""
+    """Serves samples in order per (users, replicas) cell, cycling. ``index`` holds each
+    cell's next position; :meth:`restart` begins a new run at the initial replicas and,
+    unless told to keep them, the first positions."""
 
     def __init__(self, dataset: pd.DataFrame, min_replicas: int = 1, max_replicas: int = 10,
                  initial_replicas: int = 1) -> None:
@@ -97,8 +99,22 @@ class Replay:
                                             for row in g.sort_values("sample").to_dict(orient="records")]
         self.index: dict[tuple[int, int], int] = {}
         self.min, self.max = min_replicas, max_replicas
-        self.replicas = initial_replicas
+        self.initial = self.replicas = initial_replicas
         self.users_levels = sorted({u for u, _ in self.cells})
+
+    def restart(self, keep_index: bool) -> None:
+        """A new run: back to the initial replicas; the cells' positions are kept
+        (``keep_index``, the paper's shared ``data_index``) or reset."""
+        self.replicas = self.initial
+        if not keep_index:
+            self.index = {}
+
+    def index_state(self) -> list[list[int]]:
+        """The cells' positions, JSON-ready: ``[[users, replicas, next], ...]``."""
+        return [[u, r, i] for (u, r), i in sorted(self.index.items())]
+
+    def load_index_state(self, state: list[list[int]]) -> None:
+        self.index = {(int(u), int(r)): int(i) for u, r, i in state}
 
     @property
     def desired_replicas(self) -> int:

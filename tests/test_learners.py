@@ -76,11 +76,11 @@ def test_lints_reports_an_estimated_probability_vector():
 def test_q_learning_update_by_hand():
     q = QLearning(alpha=0.1, gamma=0.9, seed=0)
     s = Context(2, 140.0, 21.0, 0.44, 0.44, 0.3, 0.3)
-    assert QLearning.state_key(s) == (2, 100.0, 20.0, 0.4, 0.4, 0.3, 0.3)
+    assert q.state_key(s) == (2, 100.0, 20.0, 0.4, 0.4, 0.3, 0.3)
     nxt = Context(1, 260.0, 19.0, 0.7, 0.7, 0.3, 0.3)
-    q.q[QLearning.state_key(nxt)] = [0.5, 2.0]
+    q.q[q.state_key(nxt)] = [0.5, 2.0]
     q.update(s, QLearning.DOWN, reward=0.0, next_context=nxt)  # paper reward: 260 <= 600 -> 1
-    assert q.q[QLearning.state_key(s)][0] == pytest.approx(0.1 * (1.0 + 0.9 * 2.0))
+    assert q.q[q.state_key(s)][0] == pytest.approx(0.1 * (1.0 + 0.9 * 2.0))
     forced = q.decide(Context(2, 900.0, 21.0, 0.4, 0.4, 0.3, 0.3))
     assert forced.action == QLearning.UP and forced.probability == 1.0
 

@@ -66,8 +66,10 @@ def test_hslinucb_forces_up_and_does_not_learn_on_that_step():
 
 def test_hslinucb_paper_reward():
     pol = HSLinUCB(slo_ms=600, seed=0)
-    assert pol.reward(ctx(p95=100), HSLinUCB.DOWN, ctx(p95=700)) == 0.0  # down judged after
-    assert pol.reward(ctx(p95=100), HSLinUCB.DOWN, ctx(p95=500)) == 1.0
+    assert pol.reward(ctx(p95=100), HSLinUCB.DOWN, ctx(p95=700, replicas=1)) == 0.0  # down judged after
+    assert pol.reward(ctx(p95=100), HSLinUCB.DOWN, ctx(p95=500, replicas=1)) == 1.0
+    # a down refused at the minimum (the count did not fall) pays 0, as the notebooks' armDown
+    assert pol.reward(ctx(p95=100, replicas=1), HSLinUCB.DOWN, ctx(p95=100, replicas=1)) == 0.0
     assert pol.reward(ctx(p95=100), HSLinUCB.STAY, ctx(p95=9000)) == 1.0  # stay judged now
     c = ctx(p95=100.0)
     pol.update(c, HSLinUCB.DOWN, reward=123.0, next_context=ctx(p95=700))  # configured reward ignored

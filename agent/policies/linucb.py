@@ -104,6 +104,16 @@ class LinUCBCore:
         self.theta = np.asarray(state["theta"]) if "theta" in state else np.einsum("kij,kj->ki", self.A_inv, self.b)
 
 
+def paper_reward(context: Context, action: int, next_context: Context, slo_ms: float) -> float:
+    """The paper's binary reward of down (0) and stay (1): down pays 1 if it removed a
+    replica and the p95 measured after it is at most the SLO -- a down refused at the
+    minimum pays 0 (the notebooks' ``armDown``); stay pays 1 if the current p95 is at
+    most the SLO."""
+    if action == 0:
+        return 1.0 if next_context.replicas < context.replicas and next_context.p95_ms <= slo_ms else 0.0
+    return 1.0 if context.p95_ms <= slo_ms else 0.0
+
+
 def argmax_random(scores: np.ndarray, rng: np.random.Generator) -> tuple[int, float]:
     """Index of a maximum, ties broken uniformly by ``rng``; and its probability."""
     a = int(scores.argmax())
@@ -187,9 +197,8 @@ class HSLinUCB(BasePolicy):
     p95 exceeds ``slo_ms``, scale up by one (probability 1) and do not update the bandit.
     Otherwise disjoint LinUCB (α = 1, λ = 1, the raw 7 features, no bias, ``A⁻¹``
     recomputed at each update) picks down or stay. With ``paper_reward`` (default) the
-    bandit learns the paper's binary reward: down pays 1 if the p95 after it is at most
-    the SLO; stay pays 1 if the current p95 is at most the SLO. Otherwise it learns the
-    experiment's configured reward.
+    bandit learns the paper's binary reward (:func:`paper_reward`). Otherwise it learns
+    the experiment's configured reward.
     """
 
     name = "hslinucb"
@@ -212,9 +221,8 @@ class HSLinUCB(BasePolicy):
         return Decision(action=a, probability=p, probabilities=(*tie_probabilities(s, a, p), 0.0))
 
     def reward(self, context: Context, action: int, next_context: Context) -> float:
-        """The paper's binary reward of a bandit action."""
-        measured = next_context if action == self.DOWN else context
-        return 1.0 if measured.p95_ms <= self.slo_ms else 0.0
+        """The paper's binary reward of a bandit action (:func:`paper_reward`)."""
+        return paper_reward(context, action, next_context, self.slo_ms)
 
     def update(self, context: Context, action: int, reward: float, next_context: Context) -> None:
         if action == self.UP:  # the forced rule: the bandit is not updated

@@ -5,6 +5,24 @@ SLO (no learning on that step), otherwise a choice between down (0) and stay (1)
 the paper's binary reward. Their greedy probability ("epsilon" in the paper's code)
 rises linearly from 0 to 1 over ``greedy_steps`` decisions; otherwise they explore
 uniformly. Hot start: ``greedy_start: 1`` acts greedily from the first step.
+
+``paper: true`` runs each learner as the paper's notebooks did, quirks included
+(``../shared/paper.md`` section 8, docs/hslinucb.md "The paper's learners"):
+
+- DQN: target network never refreshed (the copy sits under ``counter % 5`` truthy and
+  ``counter % 100 == 0``, which never hold together); trains on 4 of 5 observations;
+  the replay memory keeps duplicates and is de-duplicated every 500 observations;
+  greedy ties go to the first index (``np.argmax``); the Huber loss is Keras' (mean
+  over both outputs).
+- Q-learning: the 5-field state key (replicas, p95 and RPS rounded to 100 ms and 10,
+  CPU and memory request ratios to 0.1); the next state is looked up with the unrounded
+  p95 and RPS, so the bootstrap term is almost always 0; random actions when exploring
+  or when both values are 0, otherwise the first maximum.
+
+Without it (the default) they are the corrected learners: a target network refreshed
+every ``target_every`` trainings, training on every observation, a de-duplicated memory,
+the 7-field state key with the same rounding for the next state, random tie-breaking.
+Both scale the DQN's inputs as the notebook did (replicas/10, p95/20000, RPS/100).
 """
 
 from __future__ import annotations
@@ -17,22 +35,24 @@ import numpy as np
 
 from agent.actions import ActionSet
 from agent.base import BasePolicy, Decision, PolicyError
-from agent.policies.linucb import argmax_random
+from agent.policies.linucb import argmax_random, paper_reward
 from orchestrator.context import Context
 
 
 class PaperRule(BasePolicy):
-    """Forced scale-up above the SLO, two learned arms (down, stay) below it."""
+    """Forced scale-up above the SLO, two learned arms (down, stay) below it.
+
+    paper: the notebooks' variant of the learner (see the module docstring)."""
 
     DOWN, STAY, UP = 0, 1, 2
 
     def __init__(self, slo_ms: float = 600.0, greedy_steps: int = 6000, greedy_start: float = 0.0,
-                 paper_reward: bool = True, seed=None) -> None:
+                 paper_reward: bool = True, paper: bool = False, seed=None) -> None:
         super().__init__(ActionSet.incremental(-1, 0, 1), seed)
         if slo_ms <= 0 or greedy_steps < 1 or not 0 <= greedy_start <= 1:
             raise PolicyError(f"{self.name}: need slo_ms > 0, greedy_steps >= 1, 0 <= greedy_start <= 1")
         self.slo_ms, self.greedy_steps, self.greedy_start = float(slo_ms), int(greedy_steps), float(greedy_start)
-        self.paper_reward = bool(paper_reward)
+        self.paper_reward, self.paper = bool(paper_reward), bool(paper)
         self.decisions = 0
 
     @property
@@ -47,26 +67,28 @@ class PaperRule(BasePolicy):
     def learn(self, context: Context, action: int, reward: float, next_context: Context) -> None:
         raise NotImplementedError
 
+    def choose(self, q: np.ndarray, greedy: float) -> tuple[int, np.ndarray]:
+        """The action among down and stay, and both probabilities: greedy with
+        probability ``greedy`` (ties at random), else uniform."""
+        best = q == q.max()
+        probs = greedy * best / best.sum() + (1 - greedy) / 2
+        if self.rng.random() < greedy:
+            return argmax_random(q, self.rng)[0], probs
+        return int(self.rng.integers(2)), probs
+
     def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
         if context.p95_ms > self.slo_ms:
             return Decision(action=self.UP, probability=1.0, probabilities=(0.0, 0.0, 1.0), forced=True)
         g = self.greedy
         self.decisions += 1
-        q = self.values(context)
-        best = q == q.max()
-        probs = g * best / best.sum() + (1 - g) / 2
-        if self.rng.random() < g:
-            action = argmax_random(q, self.rng)[0]
-        else:
-            action = int(self.rng.integers(2))
+        action, probs = self.choose(self.values(context), g)
         return Decision(action=action, probability=float(probs[action]), probabilities=(*probs, 0.0))
 
     def update(self, context: Context, action: int, reward: float, next_context: Context) -> None:
         if action == self.UP:
             return
         if self.paper_reward:
-            measured = next_context if action == self.DOWN else context
-            reward = 1.0 if measured.p95_ms <= self.slo_ms else 0.0
+            reward = paper_reward(context, action, next_context, self.slo_ms)
         self.learn(context, action, reward, next_context)
 
     def state_dict(self) -> dict:
@@ -79,29 +101,50 @@ class PaperRule(BasePolicy):
 
 class QLearning(PaperRule):
     """Tabular Q-learning over the paper's discretised context: replicas; p95 rounded to
-    100 ms; RPS to 10; the four CPU and memory ratios to 0.1. α = 0.1, γ = 0.9."""
+    100 ms; RPS to 10; the CPU and memory ratios to 0.1 (all four; the request ratios
+    only with ``paper``). α = 0.1, γ = 0.9."""
 
     name = "q-learning"
 
     def __init__(self, alpha: float = 0.1, gamma: float = 0.9, slo_ms: float = 600.0, greedy_steps: int = 6000,
-                 greedy_start: float = 0.0, paper_reward: bool = True, seed=None) -> None:
-        super().__init__(slo_ms, greedy_steps, greedy_start, paper_reward, seed)
+                 greedy_start: float = 0.0, paper_reward: bool = True, paper: bool = False, seed=None) -> None:
+        super().__init__(slo_ms, greedy_steps, greedy_start, paper_reward, paper, seed)
         self.alpha, self.gamma = float(alpha), float(gamma)
         self.q: dict[tuple, list[float]] = {}
 
-    @staticmethod
-    def state_key(c: Context) -> tuple:
+    def state_key(self, c: Context) -> tuple:
+        if self.paper:  # qlearning_coldstart.ipynb, cell 11: select / observe
+            return (int(c.replicas), int(round(c.p95_ms, -2)), int(round(c.rps, -1)),
+                    int(round(c.cpu_request_ratio, 1) * 10), int(round(c.mem_request_ratio, 1) * 10))
         return (
             int(c.replicas), round(c.p95_ms, -2), round(c.rps, -1), round(c.cpu_request_ratio, 1),
             round(c.cpu_limit_ratio, 1), round(c.mem_request_ratio, 1), round(c.mem_limit_ratio, 1),
         )  # fmt: skip
 
+    def next_state_key(self, c: Context) -> tuple:
+        """The key the bootstrap term looks up: the notebook's rounds p95 and RPS to
+        units, not to 100 and 10 (``paper``); otherwise the state's own key."""
+        if self.paper:
+            return (int(c.replicas), round(c.p95_ms), round(c.rps),
+                    int(round(c.cpu_request_ratio, 1) * 10), int(round(c.mem_request_ratio, 1) * 10))
+        return self.state_key(c)
+
     def values(self, context: Context) -> np.ndarray:
         return np.array(self.q.get(self.state_key(context), (0.0, 0.0)))
 
+    def choose(self, q: np.ndarray, greedy: float) -> tuple[int, np.ndarray]:
+        if not self.paper:
+            return super().choose(q, greedy)
+        # explore when a uniform draw exceeds the greedy probability, or both values are 0
+        explore = self.rng.random() > greedy
+        if explore or not q.any():
+            probs = np.full(2, 0.5) if not q.any() else greedy * (np.arange(2) == q.argmax()) + (1 - greedy) / 2
+            return int(self.rng.integers(2)), probs
+        return int(q.argmax()), greedy * (np.arange(2) == q.argmax()) + (1 - greedy) / 2
+
     def learn(self, context, action, reward, next_context) -> None:
         row = self.q.setdefault(self.state_key(context), [0.0, 0.0])
-        target = reward + self.gamma * max(self.q.get(self.state_key(next_context), (0.0, 0.0)))
+        target = reward + self.gamma * max(self.q.get(self.next_state_key(next_context), (0.0, 0.0)))
         row[action] += self.alpha * (target - row[action])
 
     def state_dict(self) -> dict:
@@ -129,13 +172,16 @@ class MLP:
             acts.append(np.maximum(z, 0.0) if k < len(self.W) - 1 else z)
         return acts[-1], acts
 
-    def train(self, x: np.ndarray, action: np.ndarray, target: np.ndarray) -> float:
-        """One Adam step on the Huber loss of ``Q(x, action)`` against ``target``."""
+    def train(self, x: np.ndarray, action: np.ndarray, target: np.ndarray, over_outputs: bool = False) -> float:
+        """One Adam step on the Huber loss of ``Q(x, action)`` against ``target``;
+        ``over_outputs``: averaged over every output as well (Keras' ``fit`` on a target
+        vector equal to the prediction except at ``action``)."""
         q, acts = self.forward(x)
         err = q[np.arange(len(x)), action] - target
-        loss = np.where(np.abs(err) <= 1, 0.5 * err**2, np.abs(err) - 0.5).mean()
+        share = len(x) * (q.shape[1] if over_outputs else 1)
+        loss = np.where(np.abs(err) <= 1, 0.5 * err**2, np.abs(err) - 0.5).sum() / share
         grad = np.zeros_like(q)
-        grad[np.arange(len(x)), action] = np.clip(err, -1, 1) / len(x)
+        grad[np.arange(len(x)), action] = np.clip(err, -1, 1) / share
         grads_w, grads_b = [], []
         for k in range(len(self.W) - 1, -1, -1):
             grads_w.insert(0, acts[k].T @ grad)
@@ -170,28 +216,58 @@ class MLP:
 
 
 class DQN(PaperRule):
-    """The paper's deep Q-learning: MLP 7→24→12→2 on the raw context, Huber loss, Adam
-    (lr 0.01), γ = 0.9, batches of 50 from a de-duplicated replay memory, target network
-    copied every 100 training steps, greedy probability rising over 3000 steps."""
+    """The paper's deep Q-learning: MLP 7→24→12→2 on the context scaled by ``scale``
+    (the notebook's replicas/10, p95/20000, RPS/100, ratios as they are), Huber loss,
+    Adam (lr 0.01), γ = 0.9, batches of 50 from the replay memory, greedy probability
+    rising over 3000 steps. Corrected (default): a de-duplicated memory, training on
+    every observation, the target network copied every ``target_every`` trainings,
+    random ties. ``paper: true``: as the notebook ran (module docstring)."""
 
     name = "dqn"
 
+    #: dqn_coldstart.ipynb, cell 6 (getContext): replicas / max_level, p95 / 20000, rps / 100
+    PAPER_SCALE = (10.0, 20000.0, 100.0, 1.0, 1.0, 1.0, 1.0)
+
     def __init__(self, lr: float = 0.01, gamma: float = 0.9, batch: int = 50, target_every: int = 100,
                  memory: int = 100_000, slo_ms: float = 600.0, greedy_steps: int = 3000, greedy_start: float = 0.0,
-                 paper_reward: bool = True, seed=None) -> None:
-        super().__init__(slo_ms, greedy_steps, greedy_start, paper_reward, seed)
+                 paper_reward: bool = True, paper: bool = False, scale: list[float] | None = None,
+                 clean_every: int = 500, seed=None) -> None:
+        super().__init__(slo_ms, greedy_steps, greedy_start, paper_reward, paper, seed)
         self.gamma, self.batch, self.target_every, self.capacity = float(gamma), int(batch), int(target_every), int(memory)
+        self.scale = np.asarray(self.PAPER_SCALE if scale is None else scale, dtype=float)
+        if self.scale.shape != (7,) or (self.scale <= 0).any():
+            raise PolicyError(f"dqn: scale needs 7 positive numbers, got {scale}")
+        self.clean_every = int(clean_every)
         self.net = MLP((7, 24, 12, 2), self.rng, lr)
         self.target = MLP((7, 24, 12, 2), self.rng, lr)
         self.target.copy_from(self.net)
-        self.memory: dict[tuple, None] = {}  # insertion-ordered set: de-duplicated transitions
+        # corrected: an insertion-ordered set of transitions; paper: a list, duplicates
+        # dropped every ``clean_every`` observations
+        self.memory: dict[tuple, None] = {}
+        self.paper_memory: list[tuple] = []
         self.trained = 0
+        self.observed = 0  # the notebook's learn_step_counter
+
+    def features(self, context: Context) -> np.ndarray:
+        return context.vector() / self.scale
 
     def values(self, context: Context) -> np.ndarray:
-        return self.net.forward(context.vector()[None, :])[0][0]
+        return self.net.forward(self.features(context)[None, :])[0][0]
+
+    def choose(self, q: np.ndarray, greedy: float) -> tuple[int, np.ndarray]:
+        if not self.paper:
+            return super().choose(q, greedy)
+        first = np.arange(2) == q.argmax()  # np.argmax: ties to the first index
+        probs = greedy * first + (1 - greedy) / 2
+        if self.rng.random() < greedy:
+            return int(q.argmax()), probs
+        return int(self.rng.integers(2)), probs
 
     def learn(self, context, action, reward, next_context) -> None:
-        item = (*context.vector(), action, reward, *next_context.vector())
+        item = (*self.features(context), action, reward, *self.features(next_context))
+        if self.paper:
+            self._learn_as_notebook(item)
+            return
         self.memory.pop(item, None)
         self.memory[item] = None
         while len(self.memory) > self.capacity:
@@ -199,21 +275,50 @@ class DQN(PaperRule):
         if len(self.memory) < self.batch:
             return
         keys = list(self.memory)
-        rows = np.array([keys[i] for i in self.rng.choice(len(keys), self.batch, replace=False)])
-        x, a, r, x2 = rows[:, :7], rows[:, 7].astype(int), rows[:, 8], rows[:, 9:]
-        target = r + self.gamma * self.target.forward(x2)[0].max(axis=1)
-        self.net.train(x, a, target)
-        self.trained += 1
+        self._train([keys[i] for i in self.rng.choice(len(keys), self.batch, replace=False)])
         if self.trained % self.target_every == 0:
             self.target.copy_from(self.net)
 
+    def _learn_as_notebook(self, item: tuple) -> None:
+        """``DeepQNetwork.observe`` of dqn_coldstart.ipynb, cell 11."""
+        memory = self.paper_memory
+        if self.observed % self.clean_every == 0:
+            memory[:] = list(dict.fromkeys(memory))  # drop_duplicates, keeping the first
+        memory.append(item)
+        if self.observed % 5 and len(memory) >= self.batch:
+            # the target copy would go here under `observed % 100 == 0`: never true
+            self._train([memory[i] for i in self.rng.choice(len(memory), self.batch, replace=False)],
+                        over_outputs=True)
+        self.observed += 1
+
+    def _train(self, batch: list[tuple], over_outputs: bool = False) -> None:
+        rows = np.array(batch)
+        x, a, r, x2 = rows[:, :7], rows[:, 7].astype(int), rows[:, 8], rows[:, 9:]
+        target = r + self.gamma * self.target.forward(x2)[0].max(axis=1)
+        self.net.train(x, a, target, over_outputs)
+        self.trained += 1
+
     def state_dict(self) -> dict:
+        memory = self.paper_memory if self.paper else self.memory
         return {**super().state_dict(), "net": self.net.params(), "target": self.target.params(),
-                "memory": [list(k) for k in self.memory], "trained": self.trained}
+                "memory": [list(k) for k in memory], "trained": self.trained, "observed": self.observed}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.net.load(state["net"])
         self.target.load(state["target"])
-        self.memory = {tuple(k): None for k in state["memory"]}
         self.trained = int(state["trained"])
+        self.observed = int(state.get("observed", 0))
+        if self.paper:
+            self.paper_memory = [tuple(k) for k in state["memory"]]
+        else:
+            self.memory = {tuple(k): None for k in state["memory"]}
+
+    def hot_start(self, seed) -> None:
+        super().hot_start(seed)
+        if self.paper:
+            # load_model + load_memory of the hot-start notebooks: the target becomes the
+            # loaded network, the memory the saved one de-duplicated, a new Agent's counter
+            self.target.copy_from(self.net)
+            self.paper_memory = list(dict.fromkeys(self.paper_memory))
+            self.observed = 0

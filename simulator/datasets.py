@@ -1,0 +1,169 @@
+"""The datasets a replay serves: by name, or from a file.
+
+``dataset:`` in a config is one of
+
+``paper-D1``
+    the HSLinUCB paper's replay dataset D1 as measured on its real platform:
+    ``simulator/data/paper-D1-p95.json`` holds its p95 samples per (users, replicas)
+    cell in the order its replay served them (reconstructed from the notebooks' logged
+    arrays). The p95 of each sample is the paper's; the other context features, the
+    positions the logs never revealed and the cells the paper never visited come from
+    a recording of the calibrated simulator (``sim-D1``). Column ``source`` says which.
+``sim-D1``, ``sim-D2``
+    recordings of the simulator's ``paper`` profile with the paper's collector (seeds
+    1 and 2; about a second each, made on demand). ``sim-D2`` stands in for the paper's
+    second recording D2, which is not public.
+a ``.json`` file
+    p95 samples in the same format as ``paper-D1-p95.json`` (a second recording such as
+    D2), completed from the simulator the same way (seed 2 unless its ``dataset`` field
+    is ``D1``);
+a ``.parquet`` file
+    a dataset recorded with ``scalelab dataset record``.
+
+Every dataset has one row per sample: ``users, replicas, sample``, the context fields
+and ``source``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from simulator.models import PAPER
+from simulator.replay import DatasetError, load_dataset, record_dataset
+
+#: The shipped p95 samples of the paper's D1 (see simulator/data/README.md).
+PAPER_D1_FILE = "paper-D1-p95.json"
+
+#: The simulator's stand-in recordings: name -> seed of the collector.
+SIMULATED = {"sim-D1": 1, "sim-D2": 2}
+
+BUILTIN = ("paper-D1", *SIMULATED)
+
+
+@dataclass(frozen=True)
+class P95Recording:
+    """p95 samples (ms) measured on some platform, per (users, replicas) cell, in the
+    order a replay serves them; ``None`` where a position is unknown."""
+
+    name: str
+    cells: dict[tuple[int, int], tuple[float | None, ...]]
+    samples_per_cell: int
+    provenance: str
+    origin: str  # the file it was read from
+
+    @property
+    def known(self) -> int:
+        """How many samples are known."""
+        return sum(v is not None for s in self.cells.values() for v in s)
+
+
+def read_p95_recording(path: str | Path | None = None) -> P95Recording:
+    """Read a p95 recording (``paper-D1-p95.json``'s format); the shipped D1 without
+    ``path``. Errors name the file and the field."""
+    if path is None:
+        text = resources.files("simulator.data").joinpath(PAPER_D1_FILE).read_text()
+        origin = f"simulator/data/{PAPER_D1_FILE}"
+    else:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise DatasetError(f"dataset {str(p)!r} does not exist")
+        text, origin = p.read_text(), str(p)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"dataset {origin!r} is not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise DatasetError(f"dataset {origin!r}: expected an object with a 'cells' list "
+                           f"(the format of simulator/data/{PAPER_D1_FILE})")
+    n = data.get("samples_per_cell")
+    if not isinstance(n, int) or n < 1:
+        raise DatasetError(f"dataset {origin!r}: samples_per_cell={n!r} must be a positive integer")
+    cells: dict[tuple[int, int], tuple[float | None, ...]] = {}
+    for i, cell in enumerate(data["cells"]):
+        where = f"dataset {origin!r}: cells[{i}]"
+        if not isinstance(cell, dict):
+            raise DatasetError(f"{where} is not an object")
+        users, replicas, samples = cell.get("users"), cell.get("replicas"), cell.get("samples_ms")
+        if not (isinstance(users, int) and users > 0 and isinstance(replicas, int) and replicas > 0):
+            raise DatasetError(f"{where}: users={users!r} and replicas={replicas!r} must be positive integers")
+        if not isinstance(samples, list) or len(samples) != n:
+            raise DatasetError(f"{where} ({users} users, {replicas} replicas): samples_ms must be a list of "
+                               f"{n} numbers or nulls")
+        for k, v in enumerate(samples):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+                                  or v < 0):
+                raise DatasetError(f"{where} ({users} users, {replicas} replicas): samples_ms[{k}]={v!r} is not a "
+                                   f"latency in ms")
+        if (users, replicas) in cells:
+            raise DatasetError(f"{where}: the cell ({users} users, {replicas} replicas) appears twice")
+        cells[(users, replicas)] = tuple(None if v is None else float(v) for v in samples)
+    name = str(data.get("dataset") or Path(origin).stem)
+    return P95Recording(name=name, cells=cells, samples_per_cell=n, provenance=str(data.get("provenance", "")),
+                        origin=origin)
+
+
+def with_p95_samples(filler: pd.DataFrame, recording: P95Recording) -> pd.DataFrame:
+    """``filler`` (a recorded dataset) with the p95 of every sample ``recording`` knows
+    replaced by the measured one; ``source`` names where each row's p95 came from."""
+    out = filler.copy()
+    out["source"] = "simulator"
+    index = {(int(u), int(r), int(s)): i for i, (u, r, s) in enumerate(
+        zip(out["users"], out["replicas"], out["sample"], strict=True))}
+    p95 = out["p95_ms"].to_numpy(copy=True)
+    source = out["source"].to_numpy(copy=True)
+    for (users, replicas), samples in recording.cells.items():
+        for k, value in enumerate(samples):
+            row = index.get((users, replicas, k))
+            if row is None:
+                raise DatasetError(f"dataset {recording.origin!r}: the simulator's filler has no sample {k} of "
+                                   f"({users} users, {replicas} replicas); its grid is users "
+                                   f"{sorted(set(out['users']))}, replicas {sorted(set(out['replicas']))}")
+            if value is not None:
+                p95[row], source[row] = value, recording.name
+    out["p95_ms"], out["source"] = p95, source
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def simulated(seed: int, samples: int = 20) -> pd.DataFrame:
+    """The simulator's ``paper`` profile recorded with the paper's collector (users
+    5..50 by 5 × replicas 1..10 × ``samples``)."""
+    frame = record_dataset(PAPER, samples=samples, seed=seed)
+    frame["source"] = "simulator"
+    return frame
+
+
+def resolve_dataset(dataset: str) -> pd.DataFrame:
+    """The dataset a config's ``dataset:`` names (see the module docstring); a fresh
+    copy the caller may keep."""
+    if dataset in SIMULATED:
+        return simulated(SIMULATED[dataset]).copy()
+    if dataset == "paper-D1":
+        rec = read_p95_recording()
+        return with_p95_samples(simulated(1, rec.samples_per_cell), rec)
+    p = Path(dataset).expanduser()
+    if p.suffix == ".json":
+        rec = read_p95_recording(p)
+        return with_p95_samples(simulated(1 if rec.name == "D1" else 2, rec.samples_per_cell), rec)
+    if p.suffix == ".parquet" or p.is_file():
+        frame = load_dataset(p)
+        if "source" not in frame.columns:
+            frame["source"] = str(p)
+        return frame
+    raise DatasetError(f"dataset {dataset!r} is neither a file nor one of {list(BUILTIN)} "
+                       "(record one: scalelab dataset record --out FILE)")
+
+
+def describe(dataset: str) -> str:
+    """One line on where a dataset's samples come from (for reports)."""
+    frame = resolve_dataset(dataset)
+    counts = frame["source"].value_counts()
+    parts = ", ".join(f"{n} from {src}" for src, n in counts.items())
+    return f"{dataset}: {len(frame)} samples ({parts})"
