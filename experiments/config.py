@@ -51,6 +51,7 @@ class AppConfig:
     memory_limit_mib: float | None = None
     overhead_ms: float | None = None
     burst_cores: float | None = None
+    sidecar: dict[str, Any] | str | None = None  # a dict of Sidecar fields, or "none"
 
 
 @dataclass

@@ -12,7 +12,7 @@ kind                 loop    what
 ==================== ======= ===============================================================
 paper-sim-v1         closed  the paper's 9000-step staircase: 5..50 users by 5, 50 steps a
                              level, up then down, nine times
-paper-real-week-v1   closed  the paper's 913-step real-cluster pattern, read from ``path``
+paper-real-week-v1   closed  the paper's 913-step real-cluster pattern (shipped; or ``path``)
 evaluation-week-v1   closed  a university evaluation week (see :class:`EvaluationWeek`)
 constant             closed  ``users`` for ``duration_s``
 step                 closed  ``before`` users, then ``after`` from ``at_s``
@@ -119,13 +119,15 @@ def paper_sim_v1(step_s: float = 5.0) -> Pattern:
 
 
 def paper_real_week_v1(path: str | None = None, step_s: float = 5.0) -> Pattern:
-    """The paper's real-cluster pattern (913 steps, 2..49 users), read from ``path``.
+    """The paper's real-cluster pattern (913 steps, 2..49 users): the HSLinUCB
+    repository's ``roles/HSLinUCB/files/real/pattern.json`` (GPL-2.0,
+    github.com/Orange-OpenSource/HSLinUCB), shipped as ``injector/data/real-week-pattern.json``
+    (see ``injector/data/README.md``); ``path`` reads another file of that format."""
+    if path is None:
+        from importlib import resources
 
-    The file is the HSLinUCB repository's ``roles/HSLinUCB/files/real/pattern.json``
-    (GPL-2.0; github.com/Orange-OpenSource/HSLinUCB); scalelab does not ship it.
-    """
-    _check(path is not None, "paper-real-week-v1 needs workload.path: the paper's "
-           "roles/HSLinUCB/files/real/pattern.json from the HSLinUCB repository")
+        text = resources.files("injector.data").joinpath("real-week-pattern.json").read_text()
+        return Pattern(levels=tuple(json.loads(text)), step_s=step_s, label="paper-real-week-v1")
     p = Path(path).expanduser()
     _check(p.is_file(), f"paper-real-week-v1: workload.path={str(p)!r} does not exist")
     try:

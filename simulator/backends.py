@@ -8,6 +8,8 @@ reported (:func:`orchestrator.backend.clamp`), as the orchestrator does on a liv
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from orchestrator.backend import Clock, Observation, PodSample, ScaleResult, clamp
@@ -20,6 +22,18 @@ from simulator.replay import Replay
 #: Prometheus' scrape interval in the paper and on the live stack, s: a settled step
 #: waits for one sample of the new replicas.
 SCRAPE_SECONDS = 5.0
+
+
+def settled_at(ready_s: float, grew: bool, scrape_s: float = SCRAPE_SECONDS, rate_scrapes: int = 2,
+               samples_after: int = 1) -> float:
+    """When the paper's orchestrator accepted an order (``waitKubernetes`` then
+    ``waitPrometheus``, ``orchestrator.py`` 517-590), s: the ordered replicas are ready
+    at ``ready_s``; Prometheus counts them at its next scrape (on the ``scrape_s``
+    grid) -- after a scale-up (``grew``), ``rate_scrapes - 1`` scrapes later, since a
+    new pod's CPU rate needs that many samples before its series exists; then
+    ``samples_after`` more samples (``sample_number_before_accepting_scaling``)."""
+    scrapes = samples_after + (rate_scrapes if grew else 1)
+    return (math.floor(ready_s / scrape_s) + scrapes) * scrape_s
 
 
 class _Deployment:
@@ -48,12 +62,15 @@ class SimBackend(_Deployment):
 
     seeds: integer seeds of the ``think``, ``demand`` and ``arrivals`` streams.
     closed: closed-loop users (load = users) or open arrivals (load = req/s).
+    scrape_seconds, rate_scrapes, samples_after: how :meth:`settle` waits for
+    Prometheus (the paper's: 5 s, 2 samples for a rate, 1 sample after).
     """
 
     def __init__(self, app: AppProfile, cluster: ClusterSettings, context: ContextSettings, clock: Clock,
                  seeds: dict, closed: bool = True, max_users: int = 64,
-                 scrape_seconds: float = SCRAPE_SECONDS) -> None:
+                 scrape_seconds: float = SCRAPE_SECONDS, rate_scrapes: int = 2, samples_after: int = 1) -> None:
         self.app, self.clock, self.closed, self.scrape_s = app, clock, closed, scrape_seconds
+        self.rate_scrapes, self.samples_after = int(rate_scrapes), int(samples_after)
         self.min_replicas, self.max_replicas = cluster.min_replicas, cluster.max_replicas
         self.deployment = SimCluster(
             app, cluster, np.random.default_rng(seeds["think"]), np.random.default_rng(seeds["demand"]),
@@ -85,17 +102,19 @@ class SimBackend(_Deployment):
         if ctx.spans == 0 and in_flight > 0:  # an empty window under load: censored latencies
             ctx = self.builder.build(c.now, c.ready_replicas, c.in_flight_ages_ms())
             censored = in_flight
-        pods = tuple(PodSample(name, phase, start, ready, a.cpu_request, a.cpu_limit, a.memory_request_mib,
-                               a.memory_limit_mib, cpu, mem) for name, phase, start, ready, cpu, mem in c.pod_view())
+        pods = tuple(PodSample(name, phase, start, ready, a.pod_cpu_request, a.pod_cpu_limit, a.pod_memory_request_mib,
+                               a.pod_memory_limit_mib, cpu, mem) for name, phase, start, ready, cpu, mem in c.pod_view())
         return Observation(t_s=c.now, context=ctx, desired_replicas=c.desired_replicas, pods=pods,
                            in_flight=in_flight, censored=censored)
 
     def settle(self) -> Observation:
-        """Run until the ordered replicas are ready, then one scrape interval more (the
-        paper's ``waitKubernetes`` then ``waitPrometheus``), and observe."""
+        """Wait as the paper's orchestrator did after an order (:func:`settled_at`),
+        and observe."""
+        grew = self.deployment.ready_by() > self.clock.now()
         self.clock.sleep_until(self.deployment.ready_by())
         self._advance()
-        self.clock.sleep_until(self.clock.now() + self.scrape_s)
+        self.clock.sleep_until(settled_at(self.clock.now(), grew, self.scrape_s, self.rate_scrapes,
+                                          self.samples_after))
         return self.observe()
 
 
@@ -119,8 +138,11 @@ class FluidBackend(_Deployment):
         return Observation(t, ctx, len(self.deployment.ready_at))
 
     def settle(self) -> Observation:
-        self.clock.sleep_until(max(self.deployment.ready_at))
-        self.clock.sleep_until(self.clock.now() + self.scrape_s)
+        """As :meth:`SimBackend.settle`."""
+        ready = max(self.deployment.ready_at)
+        grew = ready > self.clock.now()
+        self.clock.sleep_until(max(ready, self.clock.now()))
+        self.clock.sleep_until(settled_at(self.clock.now(), grew, self.scrape_s))
         return self.observe()
 
 

@@ -349,7 +349,10 @@ class SimCluster:
         lived since the last scrape. Draining pods are left out of the means (the
         metrics API and the controllers skip terminating pods) but kept in ``pods``."""
         live = np.flatnonzero(self.ri[:, E.RI_STATE] != E.FREE)
-        cpu, mem = E.sample_pods(self.rf, self.ri, self.app.mem_base_mib, self.app.mem_per_request_mib)
+        a, side = self.app, self.app.sidecar
+        cpu, mem = E.sample_pods(self.rf, self.ri, a.mem_base_mib, a.mem_per_request_mib,
+                                 side.idle_cores if side else 0.0, side.cpu_ms_per_request / 1000.0 if side else 0.0,
+                                 side.memory_mib if side else 0.0)
         state = self.ri[live, E.RI_STATE]
         serving = state != E.DRAINING
         n = int(serving.sum())
@@ -363,8 +366,8 @@ class SimCluster:
         cached = self._resource_arrays.get(n)
         if cached is None:
             a = self.app
-            cached = tuple(np.full(n, v) for v in (a.cpu_request, a.cpu_limit, a.memory_request_mib,
-                                                   a.memory_limit_mib))
+            cached = tuple(np.full(n, v) for v in (a.pod_cpu_request, a.pod_cpu_limit, a.pod_memory_request_mib,
+                                                   a.pod_memory_limit_mib))
             for arr in cached:
                 arr.flags.writeable = False
             self._resource_arrays[n] = cached

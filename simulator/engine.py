@@ -399,9 +399,11 @@ def run_until(
 
 
 @njit(cache=True)
-def sample_pods(rf, ri, mem_base, mem_per_request):
-    """CPU rate (cores) and working set (MiB) of every live replica since the last
-    sample, shape ``(live,)`` each; resets the per-sample accumulators."""
+def sample_pods(rf, ri, mem_base, mem_per_request, side_idle, side_s_per_request, side_mem):
+    """CPU rate (cores) and working set (MiB) of every live pod since the last sample,
+    shape ``(live,)`` each -- the app's plus a sidecar's (``side_idle`` cores,
+    ``side_s_per_request`` CPU-s per request completed, ``side_mem`` MiB); resets the
+    per-sample accumulators."""
     nrep = ri.shape[0]
     count = 0
     for r in range(nrep):
@@ -413,8 +415,8 @@ def sample_pods(rf, ri, mem_base, mem_per_request):
     for r in range(nrep):
         if ri[r, RI_STATE] != FREE:
             alive = max(rf[r, RF_ALIVE], 1e-9)
-            cpu[k] = rf[r, RF_CPU] / alive
-            mem[k] = mem_base + mem_per_request * rf[r, RF_NINT] / alive
+            cpu[k] = (rf[r, RF_CPU] + side_s_per_request * ri[r, RI_SERVED]) / alive + side_idle
+            mem[k] = mem_base + mem_per_request * rf[r, RF_NINT] / alive + side_mem
             rf[r, RF_CPU] = 0.0
             rf[r, RF_NINT] = 0.0
             rf[r, RF_ALIVE] = 0.0

@@ -308,16 +308,19 @@ class FluidCluster:
         per_replica = max(replicas, 1)
         n = st.in_service
         cpu = st.rps * self.model.mean_demand * (1 + a.contention * min(max(n - 1, 0.0), a.contention_cap))
-        cpu /= per_replica
         mem = a.mem_base_mib + a.mem_per_request_mib * n
+        if a.sidecar is not None:  # the proxy's share of the pod (models.Sidecar)
+            cpu += a.sidecar.idle_cores * per_replica + st.rps * a.sidecar.cpu_ms_per_request / 1000.0
+            mem += a.sidecar.memory_mib
+        cpu /= per_replica
         return Context(
             replicas=replicas, p95_ms=p95, rps=rps,
-            cpu_request_ratio=cpu / a.cpu_request if replicas else 0.0,
-            cpu_limit_ratio=cpu / a.cpu_limit if replicas else 0.0,
-            mem_request_ratio=mem / a.memory_request_mib if replicas else 0.0,
-            mem_limit_ratio=mem / a.memory_limit_mib if replicas else 0.0,
+            cpu_request_ratio=cpu / a.pod_cpu_request if replicas else 0.0,
+            cpu_limit_ratio=cpu / a.pod_cpu_limit if replicas else 0.0,
+            mem_request_ratio=mem / a.pod_memory_request_mib if replicas else 0.0,
+            mem_limit_ratio=mem / a.pod_memory_limit_mib if replicas else 0.0,
             mean_ms=(st.mean_s + wait_s) * 1000.0 if st.rps > 0 else 0.0, spans=round(kept),
-            cpu_request_now=cpu / a.cpu_request if replicas else 0.0,
+            cpu_request_now=cpu / a.pod_cpu_request if replicas else 0.0,
         )  # fmt: skip
 
 

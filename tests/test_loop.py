@@ -21,7 +21,7 @@ from experiments.env import SandboxScalingEnv
 from experiments.episode import COLUMNS, episode_records, make_backend, resolve
 from experiments.runner import episode_seeds, run_experiment
 from orchestrator.backend import VirtualClock
-from simulator.backends import ReplayBackend
+from simulator.backends import ReplayBackend, settled_at
 from simulator.replay import Replay
 
 CONFIG = {
@@ -131,7 +131,10 @@ def test_settle_on_the_simulator_waits_for_readiness_and_a_sample(engine):
     before = lp.start()
     rec, _ = lp.act(0, before, Decision(0), ActionSet.fixed(3, 3))
     assert rec.order.applied == 3 and rec.after.context.replicas == 3  # the new replicas are ready
-    assert rec.after.t_s == pytest.approx(before.t_s + 7 + 5)  # ready after 7 s, then one 5-s scrape
+    # ready at 5 + 7 = 12 s; Prometheus scrapes at 15 (first sample of the new pods) and
+    # 20 (their CPU rate exists: 3 pods counted), then one more sample: 25 s
+    assert before.t_s == 5.0 and rec.after.t_s == pytest.approx(25.0)
+    assert settled_at(12.0, grew=False) == 20.0  # a scale-down: counted at the next scrape, one more sample
 
 
 @pytest.mark.parametrize("engine", ["des", "fluid"])

@@ -8,6 +8,7 @@ import pytest
 from agent.policies.linucb import HSLinUCB, LinUCB, LinUCBCore
 from agent.policies.thresholds import HPA, ThresholdCPU
 from agent.registry import make_policy
+from orchestrator.backend import Observation, PodSample
 from orchestrator.context import Context
 
 
@@ -91,12 +92,25 @@ def test_state_dict_round_trip_continues_identically():
 
 
 def test_threshold_cpu_is_the_papers_formula():
-    pol = ThresholdCPU(max_replicas=15)
+    pol = ThresholdCPU(max_replicas=15, cpu_request=0.5)
     # 3 pods at 0.9 of a 500 m request: 450 m each -> ceil(3 * 450 / 470) = 3
     assert pol.desired(ctx(replicas=3, cpu=0.9)) == 3
     # at 100 %: ceil(3 * 500 / 470) = 4
     assert pol.desired(ctx(replicas=3, cpu=1.0)) == 4
     assert pol.desired(ctx(replicas=4, cpu=0.1)) == 1
+
+
+def test_threshold_cpu_reads_the_pods_total_cpu_as_metrics_server_reports_it():
+    pol = ThresholdCPU(max_replicas=15)
+
+    def pod(name, cpu, phase="ready"):
+        return PodSample(name, phase, 0.0, 1.0, 0.6, 2.5, 640.0, 1536.0, cpu, 200.0)
+
+    # app 450 m + sidecar 30 m per pod, the draining pod and the one without a sample
+    # left out: mean 480 m over 2 pods -> ceil(2 * 480 / 470) = 3 (the app alone: 2)
+    pods = (pod("a", 0.48), pod("b", 0.48), pod("c", 0.9, "draining"), pod("d", None))
+    obs = Observation(10.0, ctx(replicas=3, cpu=0.1), 3, pods=pods)
+    assert pol.decide(obs.context, {"observation": obs, "current_replicas": 3}).action == 3
 
 
 def hpa(**kw):

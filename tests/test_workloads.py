@@ -33,9 +33,11 @@ def test_paper_real_week_v1_reads_the_given_file(shared_data):
     assert s.mean() == pytest.approx(22.35, abs=0.01)
 
 
-def test_paper_real_week_v1_without_a_path_says_where_to_get_it():
-    with pytest.raises(WorkloadError, match=r"pattern\.json"):
-        make_workload("paper-real-week-v1")
+def test_paper_real_week_v1_is_shipped_and_a_bad_path_is_named():
+    week = make_workload("paper-real-week-v1")
+    assert len(week.levels) == 913 and min(week.levels) == 2 and max(week.levels) == 49
+    with pytest.raises(WorkloadError, match=r"nowhere\.json"):
+        make_workload({"kind": "paper-real-week-v1", "path": "/nowhere.json"})
 
 
 def test_exam_slot_students_arrive_within_the_spread_and_leave_at_the_end():

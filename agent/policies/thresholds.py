@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.actions import ActionSet
 from agent.base import BasePolicy, Decision, PolicyError
-from orchestrator.backend import Observation
+from orchestrator.backend import Observation, PodSample
 from orchestrator.context import Context
 
 
@@ -157,26 +157,39 @@ def hpa_pods(obs: Observation, metric_window_s: float) -> list[HPAPod]:
 
 class ThresholdCPU(BasePolicy):
     """The paper's threshold autoscaler (``real/hpa.ipynb``):
-    ``desired = ceil(n · cpu_millicores / threshold_m)``, n ready replicas, cpu per pod in
-    millicores, threshold 470 m (94 % of the 500 m request)."""
+    ``desired = ceil(n · cpu_millicores / threshold_m)``, n the pods measured, cpu the
+    mean over them of metrics-server's pod CPU -- the sum of its containers, the
+    app's and the sidecar's (``orchestrator.py`` 1229-1241) -- in millicores; threshold
+    470 m (94 % of the app's 500 m request).
+
+    It reads the pods of the observation when the backend reports them (simulator,
+    live); otherwise the context's newest CPU/request ratio times ``cpu_request``, the
+    pod's request in cores (0.6 with the paper's sidecar)."""
 
     name = "threshold-cpu"
 
-    def __init__(self, threshold_m: float = 470.0, cpu_request: float = 0.5, max_replicas: int = 10, seed=None):
+    def __init__(self, threshold_m: float = 470.0, cpu_request: float = 0.6, max_replicas: int = 10, seed=None):
         if threshold_m <= 0 or cpu_request <= 0:
             raise PolicyError("threshold-cpu: threshold_m and cpu_request must be > 0")
         super().__init__(ActionSet.fixed(0, max_replicas), seed)
         self.threshold_m, self.cpu_request = float(threshold_m), float(cpu_request)
 
-    def desired(self, context: Context, replicas: int | None = None) -> int:
+    def desired(self, context: Context, replicas: int | None = None, pods: Sequence[PodSample] = ()) -> int:
         """``replicas`` is the deployment's count (the notebook read it from Kubernetes);
-        the context's ready count when not given."""
-        n = context.replicas if replicas is None else replicas
-        millicores = context.cpu_request_now * self.cpu_request * 1000.0
+        the context's ready count when not given. With ``pods``, n and the CPU are
+        theirs (the pods with a sample, draining ones left out)."""
+        measured = [p.cpu_cores for p in pods if p.cpu_cores is not None and p.phase != "draining"]
+        if measured:
+            n, millicores = len(measured), 1000.0 * sum(measured) / len(measured)
+        else:
+            n = context.replicas if replicas is None else replicas
+            millicores = context.cpu_request_now * self.cpu_request * 1000.0
         return math.ceil(round(n * millicores / self.threshold_m, 9))
 
     def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
-        d = self.desired(context, (info or {}).get("current_replicas"))
+        info = info or {}
+        obs = info.get("observation")
+        d = self.desired(context, info.get("current_replicas"), obs.pods if obs is not None else ())
         return Decision(action=min(d, len(self.actions) - 1), probability=1.0)
 
 
