@@ -9,7 +9,7 @@ Experiments
     summarize, summary_frame, format_table, per_run, write_report, plot_load,
     plot_replicas, plot_p95, plot_tradeoff, configs_dir
 The paper
-    reproduce_paper, comparison, format_comparison, PAPER_RESULTS, default_real_week
+    reproduce_paper, comparison, format_comparison, PAPER_RESULTS, gaps, checks
 Policies
     make_policy, register, policy_names, BasePolicy, Decision, ActionSet, Context,
     make_reward, off_policy_evaluate
@@ -35,7 +35,7 @@ _EXPORTS = {
     "plot_p95": "experiments.report", "plot_tradeoff": "experiments.report",
     "reproduce_paper": "experiments.paper", "comparison": "experiments.paper",
     "format_comparison": "experiments.paper", "PAPER_RESULTS": "experiments.paper",
-    "default_real_week": "experiments.paper",
+    "gaps": "experiments.paper", "checks": "experiments.paper",
     "make_policy": "agent.registry", "register": "agent.registry", "policy_names": "agent.registry",
     "BasePolicy": "agent.base", "Decision": "agent.base", "ActionSet": "agent.actions",
     "make_reward": "agent.rewards", "Context": "orchestrator.context",

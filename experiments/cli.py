@@ -118,6 +118,8 @@ def cmd_calibrate(args) -> int:
     app = PROFILES[args.profile]
     if args.engine == "fluid":
         return _calibrate_fluid(app, args, plt)
+    if args.against == "samples":
+        return _calibrate_samples(app, args, plt)
     n = len(paper_table(args.min_steps))
     with tqdm(total=n, desc="calibrate", unit="cell") as bar:
         res = calibrate(app, min_steps=args.min_steps, steps=args.steps, seed=args.seed, progress=bar.update)
@@ -137,6 +139,52 @@ def cmd_calibrate(args) -> int:
     ax.set_ylabel("mean p95 (ms)")
     ax.set_title(f"profile {args.profile}: median |error| {res.median_abs_error:.1%}")
     ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    t.to_csv(out.with_suffix(".csv"), index=False)
+    print(f"plot {out}, table {out.with_suffix('.csv')}")
+    return 0
+
+
+def _calibrate_samples(app, args, plt) -> int:
+    """The simulator against the paper's D1 samples, per cell: quantiles and the
+    fraction above 600 ms; the old mean-based error beside."""
+    import numpy as np
+
+    from simulator.calibration import calibrate_samples
+
+    res = calibrate_samples(app, steps=args.steps, seed=args.seed)
+    t = res.table
+    for r in t.itertuples():
+        print(f"{r.users:3d} users {r.replicas:2d} replicas  q50 paper {r.paper_q50:7.1f} sim {r.sim_q50:7.1f}  "
+              f"q90 paper {r.paper_q90:7.1f} sim {r.sim_q90:7.1f}  above 600 ms paper {r.paper_above:4.2f} "
+              f"sim {r.sim_above:4.2f}")
+    print(f"against the samples ({len(t)} cells): median |quantile error| {res.median_q_error:.1%}, "
+          f"mean |error of the fraction above 600 ms| {res.mean_above_error:.3f}")
+    print(f"against the means (the old criterion, same cells): median |error| {res.mean_error:.1%}")
+    out = Path(args.out)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    x = np.arange(len(t))
+    left.vlines(x - 0.15, t.paper_q10, t.paper_q90, color="C0", lw=3, label="paper D1 samples, q10-q90")
+    left.plot(x - 0.15, t.paper_q50, "o", color="C0", ms=4)
+    left.vlines(x + 0.15, t.sim_q10, t.sim_q90, color="C1", lw=3, label="simulator, q10-q90")
+    left.plot(x + 0.15, t.sim_q50, "o", color="C1", ms=4)
+    left.axhline(600, color="grey", ls=":", label="SLO 600 ms")
+    left.set_yscale("log")
+    left.set_xticks(x, [f"{u}/{r}" for u, r in zip(t.users, t.replicas, strict=True)], rotation=90, fontsize=7)
+    left.set_xlabel("users / replicas")
+    left.set_ylabel("p95 (ms)")
+    left.legend(fontsize=8)
+    right.plot([0, 1], [0, 1], color="grey", ls=":")
+    right.scatter(t.paper_above, t.sim_above, s=18)
+    for r in t.itertuples():
+        if 0 < r.paper_above < 1 or 0 < r.sim_above < 1:
+            right.annotate(f"{r.users}/{r.replicas}", (r.paper_above, r.sim_above), fontsize=8)
+    right.set_xlabel("paper: fraction of samples above 600 ms")
+    right.set_ylabel("simulator: fraction above 600 ms")
+    right.set_title(f"mean |error| {res.mean_above_error:.3f}")
+    fig.suptitle(f"profile {args.profile} against the paper's D1 samples: median |quantile error| "
+                 f"{res.median_q_error:.1%} (means: {res.mean_error:.1%})")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     t.to_csv(out.with_suffix(".csv"), index=False)
@@ -225,19 +273,13 @@ def cmd_dataset_record(args) -> int:
 
 
 def cmd_paper(args) -> int:
-    import time
+    from experiments.paper import EXPERIMENTS, reproduce_paper
 
-    from experiments.paper import EXPERIMENTS, WHY, format_comparison, reproduce_paper
-
-    t0 = time.perf_counter()
     only = tuple(args.only) if args.only else EXPERIMENTS
-    table, results = reproduce_paper(args.out, real_week=args.real_week, runs=args.runs, only=only)
-    print(format_comparison(table))
-    print()
-    print(WHY)
-    for name, res in results.items():
-        print(f"{name:22s} {res.path / 'report.html'}")
-    print(f"\n{time.perf_counter() - t0:.0f} s; comparison in {Path(args.out) / 'paper-comparison.md'}")
+    reproduce_paper(args.out, runs=args.runs, only=only, d2=args.d2, real_week=args.real_week)
+    report = Path(args.out) / "paper-report.md"
+    print(report.read_text())
+    print(f"report: {report}")
     return 0
 
 
@@ -325,7 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("paper", help="run the HSLinUCB paper's experiments and print ours beside its tables")
     p.add_argument("--out", default="runs/paper")
-    p.add_argument("--real-week", help="the paper's real-week pattern.json (default: $SCALELAB_REAL_WEEK)")
+    p.add_argument("--d2", help="a second recording for the unseen hot start, in paper-D1-p95.json's format "
+                                "(default: sim-D2, the simulator's stand-in; the report says so)")
+    p.add_argument("--real-week", help="another real-week pattern file (default: the paper's, shipped)")
     p.add_argument("--runs", type=int, help="runs per policy (default: the paper's 10)")
     p.add_argument("--only", nargs="+", help="a subset of the experiments")
     p.set_defaults(func=cmd_paper)
@@ -377,7 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="Parquet file to write")
     d.set_defaults(func=cmd_dataset_record)
 
-    p = sub.add_parser("calibrate", help="draw the simulator against the paper's p95 table")
+    p = sub.add_parser("calibrate", help="draw the simulator against the paper's D1 samples (or its table of means)")
+    p.add_argument("--against", choices=["samples", "means"], default="samples",
+                   help="samples: the paper's D1 p95 samples per cell (quantiles, fraction above 600 ms); "
+                        "means: the logged per-cell means (selection-biased)")
     p.add_argument("--profile", default="paper")
     p.add_argument("--min-steps", type=int, default=100, help="cells measured on at least this many steps")
     p.add_argument("--steps", type=int, default=150, help="simulated 5 s steps per cell")

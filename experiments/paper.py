@@ -1,181 +1,269 @@
-"""``scalelab paper``: the HSLinUCB paper's experiments, run and set beside its tables.
+"""``scalelab paper``: the HSLinUCB paper's four experiments, run as the paper ran them
+and set beside its tables.
 
-Steps: record D1 and D2 from the simulator's ``paper`` profile (seeds 1 and 2, the
-paper's collector: users 5..50 by 5 × replicas 1..10 × 20 samples); run
-``paper-coldstart``, then the two hot starts from the cold-start states, then
-``paper-real-week`` on the simulator (when the real-week pattern is available); print
-and write (``paper-comparison.csv`` and ``.md``) our numbers beside the paper's, cell
-by cell, with the relative difference.
+1. ``paper-coldstart``: the replay of the paper's own D1 samples (``dataset:
+   paper-D1``), the paper's replay semantics and learners (docs/hslinucb.md);
+2. ``paper-hotstart-seen`` and 3. ``paper-hotstart-unseen``: from the cold start's
+   final states; the unseen one on ``--d2 PATH`` (a recording in
+   ``paper-D1-p95.json``'s format) or, without it, the simulator's ``sim-D2``;
+4. ``paper-real-week``: the real-cluster pattern on the simulator, the settle loop.
+
+The report (``paper-report.md`` and ``paper-comparison.csv`` in ``out``) has ours
+beside the paper's with absolute differences and both intervals, the reproduction
+checks, one line per gap that remains with its cause, and where every dataset's
+samples come from.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import replace
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-from experiments.config import load_config
+from experiments.config import ExperimentConfig, config_path, load_config
 from experiments.runner import RunResult, run_experiment
 
-#: docs/hslinucb.md, the results table: (experiment, policy) -> mean p95 ms, violations per run, mean replicas
-PAPER_RESULTS = {
-    ("paper-coldstart", "hslinucb"): (291.4, 6.1, 2.98),
-    ("paper-coldstart", "dqn"): (344.6, 560.5, 3.00),
-    ("paper-coldstart", "q-learning"): (437.5, 1118.2, 2.72),
-    ("paper-coldstart", "oracle"): (None, None, 2.8),
-    ("paper-hotstart-seen", "hslinucb"): (280.5, 0.0, 3.02),
-    ("paper-hotstart-seen", "dqn"): (266.1, 0.1, 3.12),
-    ("paper-hotstart-seen", "q-learning"): (304.4, 0.6, 2.93),
-    ("paper-hotstart-seen", "oracle"): (None, None, 2.8),
-    ("paper-hotstart-unseen", "hslinucb"): (255.3, 2.0, 3.24),
-    ("paper-hotstart-unseen", "dqn"): (251.7, 0.0, 3.25),
-    ("paper-hotstart-unseen", "q-learning"): (324.0, 226.1, 2.91),
-    ("paper-hotstart-unseen", "oracle"): (None, None, 3.1),
-    ("paper-real-week", "hslinucb"): (285.3, 4.4, 2.56),
-    ("paper-real-week", "dqn"): (428.0, 108.8, 2.39),
-    ("paper-real-week", "threshold-cpu"): (279.5, 31.9, 2.61),
-    ("paper-real-week", "hpa-legacy"): (None, None, None),
-}
 EXPERIMENTS = ("paper-coldstart", "paper-hotstart-seen", "paper-hotstart-unseen", "paper-real-week")
-CONFIGS = Path(__file__).resolve().parent / "configs"
+METRICS = (("violations_per_run", "violations/run", 1), ("p95_ms", "p95 ms", 1), ("replicas", "replicas", 2))
 
 
-def default_real_week() -> Path | None:
-    """``$SCALELAB_REAL_WEEK``, or the shared copy beside the repository, if present."""
-    env = os.environ.get("SCALELAB_REAL_WEEK")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "hslinucb" / "real-week-pattern.json")
-    return next((c for c in candidates if c.is_file()), None)
+@dataclass(frozen=True)
+class PaperValue:
+    """One number of the paper's tables (its notebooks' saved outputs, 10 runs): the
+    mean and, where the paper gives it, its 1.96·SE interval."""
+
+    mean: float
+    ci95: float | None = None
 
 
-def record_datasets(out: Path, progress: bool = True) -> dict[str, Path]:
-    """D1 and D2 (seeds 1 and 2), recorded once and reused."""
-    from tqdm.auto import tqdm
-
-    from simulator.models import PAPER
-    from simulator.replay import record_dataset
-
-    paths = {}
-    for name, seed in (("D1", 1), ("D2", 2)):
-        path = out / "datasets" / f"{name}.parquet"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tqdm(total=200, desc=f"record {name}", unit="cell", disable=not progress, leave=False) as bar:
-                record_dataset(PAPER, seed=seed, progress=bar.update).to_parquet(path, index=False)
-        paths[name] = path
-    return paths
+def _p(*values):
+    return tuple(v if isinstance(v, PaperValue) or v is None else PaperValue(v) for v in values)
 
 
-def _prepare(name: str, datasets: dict[str, Path], coldstart: Path | None, real_week: Path | None, runs,
-             steps: int | None = None):
-    cfg = load_config(CONFIGS / f"{name}.yaml")
-    if cfg.dataset in datasets:
-        cfg = replace(cfg, dataset=str(datasets[cfg.dataset]))
-    if cfg.workload.get("path") == "REAL_WEEK":
-        cfg = replace(cfg, workload={**cfg.workload, "path": str(real_week)})
-    policies = []
-    for spec in cfg.policies:
-        if spec.params.get("load") == "coldstart":
-            spec = replace(spec, params={**spec.params, "load": str(coldstart)})
-        policies.append(spec)
-    cfg = replace(cfg, policies=policies)
+#: (experiment, policy) -> (violations per run, mean p95 ms, mean replicas); docs/hslinucb.md
+PAPER_RESULTS: dict[tuple[str, str], tuple[PaperValue | None, ...]] = {
+    ("paper-coldstart", "hslinucb"): _p(PaperValue(6.1, 0.6), PaperValue(291.4, 1.6), 2.98),
+    ("paper-coldstart", "dqn"): _p(PaperValue(560.5, 14.7), PaperValue(344.6, 3.7), 3.00),
+    ("paper-coldstart", "q-learning"): _p(PaperValue(1118.2, 13.1), PaperValue(437.5, 4.2), 2.72),
+    ("paper-coldstart", "oracle"): _p(None, None, 2.8),
+    ("paper-hotstart-seen", "hslinucb"): _p(0.0, 280.5, 3.02),
+    ("paper-hotstart-seen", "dqn"): _p(0.1, 266.1, 3.12),
+    ("paper-hotstart-seen", "q-learning"): _p(0.6, 304.4, 2.93),
+    ("paper-hotstart-seen", "oracle"): _p(None, None, 2.8),
+    ("paper-hotstart-unseen", "hslinucb"): _p(2.0, 255.3, 3.24),
+    ("paper-hotstart-unseen", "dqn"): _p(0.0, 251.7, 3.25),
+    ("paper-hotstart-unseen", "q-learning"): _p(PaperValue(226.1, 30.4), 324.0, 2.91),
+    ("paper-hotstart-unseen", "oracle"): _p(None, None, 3.1),
+    ("paper-real-week", "hslinucb"): _p(PaperValue(4.4, 0.5), PaperValue(285.3, 6.6), PaperValue(2.56, 0.08)),
+    ("paper-real-week", "dqn"): _p(PaperValue(108.8, 6.9), PaperValue(428.0, 15.9), 2.39),
+    ("paper-real-week", "threshold-cpu"): _p(PaperValue(31.9, 2.8), PaperValue(279.5, 7.5), 2.61),
+}
+
+#: A difference is a gap when it exceeds both intervals plus this much (violations per
+#: run absolute; p95 and replicas relative to the paper's value).
+GAP_TOLERANCE = {"violations_per_run": 1.0, "p95_ms": 0.03, "replicas": 0.03}
+
+#: Why a gap remains, where it was isolated (docs/hslinucb.md, "What still differs").
+CAUSES = {
+    ("paper-coldstart", "oracle", "replicas"):
+        "by the paper's own oracle rule (a cell's samples all <= 600 ms, mean and max) on the paper's D1 "
+        "samples, 10 users need 2 replicas (one 602.8 ms sample on 1) and 35 users need 4 (35/3 has samples "
+        "up to 745 ms); the paper's logged oracle says 1 and 3, so it came from samples we do not have",
+    ("paper-real-week", "threshold-cpu", "violations_per_run"):
+        "not isolated: the rule's CPU signal on the real cluster (metrics-server's resolution, the sidecar's "
+        "real usage) is not in the paper's logs; ours reads each pod's app + sidecar CPU over the last 5-s "
+        "scrape",
+    ("paper-real-week", "threshold-cpu", "replicas"):
+        "as its violations (same signal)",
+    ("paper-real-week", "threshold-cpu", "p95_ms"):
+        "as its violations (same signal)",
+}
+CAUSES[("paper-hotstart-seen", "oracle", "replicas")] = CAUSES[("paper-coldstart", "oracle", "replicas")]
+UNSEEN_STANDIN = ("the paper's D2 is not public: this experiment ran on sim-D2, a recording of the calibrated "
+                  "simulator, not on the paper's samples (give --d2 PATH)")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A reproduction target (issue 13): what is compared, the rule, and whether it holds."""
+
+    what: str
+    rule: str
+    ours: str
+    ok: bool
+
+
+def prepare(name: str, runs: int | None = None, steps: int | None = None, d2: str | Path | None = None,
+            real_week: str | Path | None = None) -> ExperimentConfig:
+    """The shipped config ``name``, shortened (``runs``, ``steps``) or pointed at other
+    data (``d2`` for the unseen hot start, ``real_week`` for another pattern file)."""
+    cfg = load_config(config_path(name))
     if runs is not None:
         cfg = replace(cfg, runs=runs)
     if steps is not None:
         cfg = replace(cfg, steps=steps)
+    if d2 is not None and name == "paper-hotstart-unseen":
+        cfg = replace(cfg, dataset=str(d2))
+    if real_week is not None and cfg.workload.get("kind") == "paper-real-week-v1":
+        cfg = replace(cfg, workload={**cfg.workload, "path": str(real_week)})
     return cfg
 
 
 def comparison(results: dict[str, RunResult]) -> pd.DataFrame:
-    """Ours beside the paper's, one row per (experiment, policy)."""
+    """Ours beside the paper's, one row per (experiment, policy): for each metric ours
+    (mean, ci95), the paper's (mean, ci95) and the absolute difference."""
     rows = []
     for exp, res in results.items():
         for rec in res.summary.to_dict(orient="records"):
             ref = PAPER_RESULTS.get((exp, rec["policy"]), (None, None, None))
             row = {"experiment": exp, "policy": rec["policy"], "runs": rec["runs"]}
-            for (key, label), paper in zip(
-                (("p95_ms", "p95_ms"), ("violations_per_run", "violations"), ("replicas", "replicas")), ref,
-                strict=True,
-            ):
+            for (key, _, _), paper in zip(METRICS, ref, strict=True):
                 ours = rec[key]["mean"]
-                row[f"{label}_ours"] = ours
-                row[f"{label}_ci95"] = rec[key]["ci95"]
-                row[f"{label}_paper"] = paper
-                row[f"{label}_diff"] = (ours - paper) / paper if paper not in (None, 0) and ours is not None else None
+                row[f"{key}_ours"], row[f"{key}_ours_ci95"] = ours, rec[key]["ci95"]
+                row[f"{key}_paper"] = paper.mean if paper else None
+                row[f"{key}_paper_ci95"] = paper.ci95 if paper else None
+                row[f"{key}_diff"] = ours - paper.mean if paper and ours is not None else None
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-#: Why our numbers differ from the paper's, where they do (printed with the table).
-WHY = """\
-Why the numbers differ:
-- Data. The paper replayed D1/D2, recorded on its Kubernetes cluster; ours are recorded from
-  the simulator's `paper` profile, calibrated to the paper's p95 table (median error about
-  7 %, `scalelab calibrate`). The cells at the SLO's edge decide the violations: on the
-  cluster 25 users on 2 replicas measured 589 ms (just under 600), 35/3 484 ms, 45/4 443 ms;
-  a few percent above that in our datasets turns each up-step of the staircase into a
-  violation before the forced +1, once per cycle (9 cycles per run).
-- Learning dynamics. DQN and Q-learning explore for 3000/6000 steps on raw, unscaled
-  features, as the paper's code did; our DQN (numpy, same architecture and optimiser) is
-  less stable than the paper's Keras one, so its spread over runs is wide.
-- Loop timing. The paper's loop waited for Kubernetes readiness and a fresh Prometheus
-  sample after each scale order; ours runs fixed 5 s steps with a 5 s start-up delay, so
-  rules that re-read the load before a new replica is ready (threshold-cpu) act on
-  stale capacity.
-- Real week. The paper ran 912 steps on its six-node cluster; ours is the simulator with
-  the same pattern, 5 s steps and the paper's context settings.
-"""
+def _num(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def gaps(table: pd.DataFrame, datasets: dict[str, str] | None = None) -> list[tuple[str, str, str, str]]:
+    """``(experiment, policy, metric, cause)`` of every difference larger than both
+    intervals plus :data:`GAP_TOLERANCE`; ``datasets`` (experiment -> dataset) tells
+    which ran on a stand-in for the paper's data."""
+    standin = {e for e, d in (datasets or {}).items() if d.startswith("sim-")}
+    out = []
+    for r in table.to_dict(orient="records"):
+        for key, _, _ in METRICS:
+            paper, diff = r[f"{key}_paper"], r[f"{key}_diff"]
+            if not (_num(paper) and _num(diff)):
+                continue
+            tol = GAP_TOLERANCE[key] * (1 if key == "violations_per_run" else abs(paper))
+            allowed = sum(v for v in (r[f"{key}_ours_ci95"], r[f"{key}_paper_ci95"]) if _num(v)) + tol
+            if abs(diff) > allowed:
+                cause = UNSEEN_STANDIN if r["experiment"] in standin else CAUSES.get(
+                    (r["experiment"], r["policy"], key), "cause not isolated yet")
+                out.append((r["experiment"], r["policy"], key, cause))
+    return out
+
+
+def checks(table: pd.DataFrame) -> list[Check]:
+    """The reproduction targets of issue 13 that the table can tell."""
+    def get(exp, pol, key):
+        m = table[(table.experiment == exp) & (table.policy == pol)]
+        return None if m.empty else float(m.iloc[0][f"{key}_ours"])
+
+    out = []
+    cold = {p: get("paper-coldstart", p, "violations_per_run") for p in ("hslinucb", "dqn", "q-learning")}
+    if cold["hslinucb"] is not None:
+        reps = get("paper-coldstart", "hslinucb", "replicas")
+        out.append(Check("cold start HSLinUCB violations/run", "<= 8", f"{cold['hslinucb']:.1f}", cold["hslinucb"] <= 8))
+        out.append(Check("cold start HSLinUCB replicas", "2.98 ± 5 %", f"{reps:.2f}", abs(reps - 2.98) <= 0.05 * 2.98))
+        for pol, paper in (("dqn", 560.5), ("q-learning", 1118.2)):
+            v = cold[pol]
+            out.append(Check(f"cold start {pol} violations/run", f"{paper} ± 15 %", f"{v:.1f}",
+                             abs(v - paper) <= 0.15 * paper))
+    for pol, limit in (("hslinucb", 2), ("dqn", 2), ("q-learning", 5)):
+        v = get("paper-hotstart-seen", pol, "violations_per_run")
+        if v is not None:
+            out.append(Check(f"hot start (seen) {pol} violations/run", f"<= {limit}", f"{v:.1f}", v <= limit))
+    v = get("paper-real-week", "hslinucb", "violations_per_run")
+    if v is not None:
+        reps = get("paper-real-week", "hslinucb", "replicas")
+        thr = get("paper-real-week", "threshold-cpu", "violations_per_run")
+        out.append(Check("real week HSLinUCB violations/run", "<= 8", f"{v:.1f}", v <= 8))
+        out.append(Check("real week HSLinUCB replicas", "2.56 ± 10 %", f"{reps:.2f}", abs(reps - 2.56) <= 0.256))
+        if thr is not None:
+            out.append(Check("real week HSLinUCB below threshold-cpu", "fewer violations", f"{v:.1f} < {thr:.1f}",
+                             v < thr))
+    return out
 
 
 def format_comparison(table: pd.DataFrame) -> str:
-    def cell(v, ci, p, d, digits):
-        ours = "-" if v is None or pd.isna(v) else f"{v:.{digits}f}±{ci:.{digits}f}"
-        paper = "-" if p is None or pd.isna(p) else f"{p:.{digits}f}"
-        diff = "" if d is None or pd.isna(d) else f" ({d:+.0%})"
-        return f"{ours} | {paper}{diff}"
+    """The fixed-width table: per metric ``ours ± ci | paper (± ci) | ours - paper``."""
+    def cell(r, key, digits):
+        ours, ci, paper, pci, diff = (r[f"{key}_ours"], r[f"{key}_ours_ci95"], r[f"{key}_paper"],
+                                      r[f"{key}_paper_ci95"], r[f"{key}_diff"])
+        a = f"{ours:.{digits}f} ± {ci:.{digits}f}" if _num(ours) else "-"
+        b = "-" if not _num(paper) else f"{paper:.{digits}f}" + (f" ± {pci:.{digits}f}" if _num(pci) else "")
+        c = f"{diff:+.{digits}f}" if _num(diff) else ""
+        return f"{a:>15s} | {b:>15s} | {c:>8s}"
 
-    head = f"{'experiment':22s} {'policy':13s} {'p95 ms: ours | paper':30s} {'violations/run: ours | paper':34s} {'replicas: ours | paper':28s}"
+    head = f"{'experiment':22s} {'policy':13s} " + "  ".join(
+        f"{label + ': ours | paper | diff':>44s}" for _, label, _ in METRICS)
     lines = [head, "-" * len(head)]
     for r in table.to_dict(orient="records"):
-        lines.append(
-            f"{r['experiment']:22s} {r['policy']:13s} "
-            f"{cell(r['p95_ms_ours'], r['p95_ms_ci95'], r['p95_ms_paper'], r['p95_ms_diff'], 0):30s} "
-            f"{cell(r['violations_ours'], r['violations_ci95'], r['violations_paper'], r['violations_diff'], 1):34s} "
-            f"{cell(r['replicas_ours'], r['replicas_ci95'], r['replicas_paper'], r['replicas_diff'], 2):28s}"
-        )
+        lines.append(f"{r['experiment']:22s} {r['policy']:13s} " + "  ".join(
+            f"{cell(r, key, digits):>44s}" for key, _, digits in METRICS))
     return "\n".join(lines)
 
 
-def reproduce_paper(out: str | Path = "runs/paper", real_week: str | Path | None = None, runs: int | None = None,
-                    only: tuple[str, ...] = EXPERIMENTS, progress: bool = True,
-                    steps: int | None = None) -> tuple[pd.DataFrame, dict]:
-    """Run the paper's experiments into ``out``; returns the comparison and the results.
-    ``runs`` and ``steps`` shorten them (quick looks, CI); the paper's are the default."""
+def report_text(table: pd.DataFrame, results: dict[str, RunResult], datasets: dict[str, str],
+                seconds: float | None = None) -> str:
+    """The whole report: the table, the checks, the gaps, the data, the run folders."""
+    from simulator.datasets import describe
+
+    runs = sorted(set(table.runs)) if len(table) else []
+    lines = ["# The HSLinUCB paper, reproduced by scalelab", "",
+             f"Ours: {'/'.join(map(str, runs))} runs per policy, mean ± 1.96·SE; the paper's: its notebooks' saved "
+             "outputs, 10 runs (± where it gives one); diff = ours - paper, absolute.", "", "```",
+             format_comparison(table), "```", "", "## Checks (issue 13's targets)", ""]
+    for c in checks(table):
+        lines.append(f"- {'PASS' if c.ok else 'MISS'}  {c.what}: {c.ours} (target {c.rule})")
+    lines += ["", "## Gaps that remain", ""]
+    found = gaps(table, datasets)
+    for exp, pol, key, cause in found:
+        lines.append(f"- {exp} / {pol} / {key}: {cause}")
+    if not found:
+        lines.append("- none beyond the intervals")
+    lines += ["", "## Data", ""]
+    for exp, ds in datasets.items():
+        lines.append(f"- {exp}: {describe(ds) if ds else 'the simulator (paper profile), no dataset'}")
+    lines += ["", "## Run folders", ""]
+    lines += [f"- {name}: {res.path}" for name, res in results.items()]
+    if seconds is not None:
+        lines += ["", f"{seconds:.0f} s in all."]
+    return "\n".join(lines) + "\n"
+
+
+def reproduce_paper(out: str | Path = "runs/paper", runs: int | None = None, only: tuple[str, ...] = EXPERIMENTS,
+                    progress: bool = True, steps: int | None = None, d2: str | Path | None = None,
+                    real_week: str | Path | None = None) -> tuple[pd.DataFrame, dict[str, RunResult]]:
+    """Run the paper's experiments into ``out`` (the hot starts after the cold start
+    they load); write ``paper-report.md`` and ``paper-comparison.csv`` there. ``runs``
+    and ``steps`` shorten them (quick looks, tests); the paper's are the default."""
+    import time
+
+    t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    datasets = record_datasets(out, progress)
-    real = Path(real_week) if real_week else default_real_week()
+    unknown = sorted(set(only) - set(EXPERIMENTS))
+    if unknown:
+        from experiments.config import ConfigError
+
+        raise ConfigError(f"scalelab paper: unknown experiments {unknown}; choose among {list(EXPERIMENTS)}")
+    order = [n for n in EXPERIMENTS if n in only]
+    if any(n.startswith("paper-hotstart") for n in order) and "paper-coldstart" not in order:
+        order.insert(0, "paper-coldstart")  # the hot starts load its states
     results: dict[str, RunResult] = {}
+    datasets: dict[str, str] = {}
     coldstart = None
-    for name in only:
-        if name == "paper-real-week" and real is None:
-            print("paper-real-week skipped: give --real-week PATH (roles/HSLinUCB/files/real/pattern.json "
-                  "from the HSLinUCB repository) or set SCALELAB_REAL_WEEK")
-            continue
-        if name.startswith("paper-hotstart") and coldstart is None:
-            results["paper-coldstart"] = run_experiment(
-                _prepare("paper-coldstart", datasets, None, real, runs, steps), out=out, progress=progress,
-                command="scalelab paper")
-            coldstart = results["paper-coldstart"].path
-        if name == "paper-coldstart" and name in results:
-            continue
-        cfg = _prepare(name, datasets, coldstart, real, runs, steps)
+    for name in order:
+        cfg = prepare(name, runs, steps, d2, real_week)
+        if coldstart is not None:  # the cold start just run, not an older one in `out`
+            cfg = replace(cfg, policies=[replace(p, params={**p.params, "load": str(coldstart)})
+                                         if p.params.get("load") == "paper-coldstart" else p for p in cfg.policies])
         results[name] = run_experiment(cfg, out=out, progress=progress, command="scalelab paper")
+        datasets[name] = cfg.dataset or ""
         if name == "paper-coldstart":
             coldstart = results[name].path
     table = comparison(results)
     table.to_csv(out / "paper-comparison.csv", index=False)
-    (out / "paper-comparison.md").write_text("```\n" + format_comparison(table) + "\n```\n\n" + WHY)
+    (out / "paper-report.md").write_text(report_text(table, results, datasets, time.perf_counter() - t0))
     return table, results
