@@ -5,10 +5,9 @@
    10 runs, one policy, the paper's context settings, on the simulator, through
    ``run_experiment`` (oracle table, episodes in parallel, steps.parquet, report).
 2. ``scalelab compare`` as the README runs it, in a subprocess.
-3. With ``--paper``: ``scalelab paper`` end to end (datasets, four experiments; target
-   <= 5 minutes).
+``scalelab paper`` has its own benchmark, ``benchmarks/bench_paper.py``.
 
-    python benchmarks/bench_experiments.py [--policy oracle] [--repeats 1] [--paper]
+    python benchmarks/bench_experiments.py [--policy oracle] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -43,18 +42,10 @@ def compare(out: str) -> float:
     return time.perf_counter() - t0
 
 
-def paper(out: str) -> float:
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "experiments.cli", "paper", "--out", out], check=True,
-                   capture_output=True)
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--policy", default="oracle")
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--paper", action="store_true", help="also time scalelab paper")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as out:
         times = [paper_coldstart(args.policy, out) for _ in range(args.repeats)]
@@ -63,10 +54,6 @@ def main() -> None:
               f"{wall:.1f} s (median of {args.repeats}), target <= 15 s")
         walls = [compare(out) for _ in range(args.repeats)]
         print(f"scalelab compare: {statistics.median(walls):.1f} s (median of {args.repeats}), target <= 60 s")
-        if args.paper:
-            walls = [paper(f"{out}/paper-{k}") for k in range(args.repeats)]
-            print(f"scalelab paper: {statistics.median(walls):.1f} s (median of {args.repeats}), target <= 300 s")
-
 
 if __name__ == "__main__":
     main()

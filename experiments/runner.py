@@ -225,8 +225,8 @@ def run_experiment(
 def with_saved_states(cfg: ExperimentConfig, out: str | Path | None, progress: bool = True) -> ExperimentConfig:
     """``cfg`` with every ``load: EXPERIMENT`` (a config's name or file, not a saved
     state) replaced by the newest finished run folder of that experiment under ``out``;
-    when there is none, that experiment is run first (same ``runs``), so a hot start
-    runs on its own."""
+    when there is none, that experiment is run first (same ``runs``, and ``steps`` if
+    set), so a hot start runs on its own."""
     from dataclasses import replace
 
     base = Path(out) if out is not None else Path("runs")
@@ -241,7 +241,8 @@ def with_saved_states(cfg: ExperimentConfig, out: str | Path | None, progress: b
             raise ConfigError(f"config: policies: {spec.display}: load={load!r} is neither a saved state, a run "
                               "folder nor an experiment's config")
         if load not in done:
-            source_cfg = replace(load_config(source), runs=cfg.runs)
+            source_cfg = load_config(source)
+            source_cfg = replace(source_cfg, runs=cfg.runs, steps=cfg.steps or source_cfg.steps)
             finished = sorted((p for p in base.glob(f"{source_cfg.name}-*") if (p / "steps.parquet").is_file()
                                and load_config(p / "config.yaml").runs >= cfg.runs), key=lambda p: p.stat().st_mtime)
             if finished:

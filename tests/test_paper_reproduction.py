@@ -1,0 +1,123 @@
+"""The paper reproduced on its own measurements: the paper-D1 dataset, the paper's
+replay semantics, its learners, and the cold-start figures pinned within issue 13's
+targets (10 runs on the replay: about 20 s)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from agent.policies.paper_learners import DQN, QLearning
+from experiments.config import config_path, load_config
+from experiments.runner import run_experiment
+from orchestrator.backend import VirtualClock
+from orchestrator.context import Context
+from simulator.backends import ReplayBackend
+from simulator.datasets import read_p95_recording, resolve_dataset
+from simulator.replay import DatasetError, Replay
+
+
+def test_paper_d1_serves_the_papers_samples_and_says_where_each_came_from():
+    rec = read_p95_recording()
+    data = resolve_dataset("paper-D1")
+    assert rec.name == "D1" and len(rec.cells) == 39 and rec.known == 726
+    assert len(data) == 10 * 10 * 20 and (data.source == "D1").sum() == 726
+    cell = data[(data.users == 25) & (data.replicas == 2)].sort_values("sample")
+    assert cell.p95_ms.tolist() == list(rec.cells[(25, 2)])  # every position known, in the replay's order
+    assert (cell.p95_ms > 600).mean() == pytest.approx(0.40)  # paper.md 8.11
+    hole = data[(data.users == 20) & (data.replicas == 1)]  # 18 of 20 positions unknown
+    assert (hole.source == "simulator").sum() == 18 and (hole.source == "D1").sum() == 2
+    unseen = data[(data.users == 50) & (data.replicas == 1)]  # never visited by the paper's agents
+    assert set(unseen.source) == {"simulator"}
+
+
+def test_a_p95_file_in_the_same_format_is_a_dataset_and_bad_ones_are_named(tmp_path):
+    good = {"dataset": "D2", "samples_per_cell": 2, "cells": [{"users": 5, "replicas": 1, "samples_ms": [111.0, None]}]}
+    path = tmp_path / "d2.json"
+    path.write_text(json.dumps(good))
+    data = resolve_dataset(str(path))
+    cell = data[(data.users == 5) & (data.replicas == 1)].sort_values("sample")
+    assert cell.p95_ms.iloc[0] == 111.0 and cell.source.tolist() == ["D2", "simulator"]
+    bad = {**good, "cells": [{"users": 5, "replicas": 1, "samples_ms": [111.0, "fast"]}]}
+    path.write_text(json.dumps(bad))
+    with pytest.raises(DatasetError, match=r"cells\[0\] \(5 users, 1 replicas\): samples_ms\[1\]='fast'"):
+        resolve_dataset(str(path))
+    path.write_text(json.dumps({**good, "samples_per_cell": 3}))
+    with pytest.raises(DatasetError, match="a list of 3 numbers"):
+        resolve_dataset(str(path))
+    with pytest.raises(DatasetError, match="neither a file nor one of"):
+        resolve_dataset("D1")
+
+
+def test_replay_positions_carry_over_between_runs_and_the_first_step_draws_twice():
+    data = resolve_dataset("paper-D1")
+    cell = list(read_p95_recording().cells[(25, 2)])
+    replay = Replay(data, 1, 10, 2)
+    first = ReplayBackend(replay, VirtualClock(), first_draws=2)
+    first.set_load(25)
+    assert first.observe().context.p95_ms == cell[1]  # positions 0 and 1 drawn, 1 observed
+    assert first.observe().context.p95_ms == cell[2]
+    replay.restart(keep_index=True)  # the next run of the same notebook
+    second = ReplayBackend(replay, VirtualClock(), first_draws=2)
+    second.set_load(25)
+    assert second.observe().context.p95_ms == cell[4]
+    replay.restart(keep_index=False)
+    assert replay.context(25).p95_ms == cell[0]
+
+
+def test_paper_q_learning_keys_and_its_near_zero_bootstrap_by_hand():
+    q = QLearning(paper=True, seed=0)
+    s = Context(2, 249.0, 21.0, 0.44, 0.44, 0.36, 0.36)
+    assert q.state_key(s) == (2, 200, 20, 4, 4)  # replicas, p95 to 100, rps to 10, ratios to 0.1 (x10)
+    nxt = Context(1, 312.4, 23.4, 0.7, 0.7, 0.3, 0.3)
+    assert q.state_key(nxt) == (1, 300, 20, 7, 3)
+    assert q.next_state_key(nxt) == (1, 312, 23, 7, 3)  # unrounded p95 and rps (to units)
+    q.q[q.state_key(nxt)] = [5.0, 5.0]  # the rounded key of nxt: never looked up
+    q.update(s, QLearning.DOWN, reward=0.0, next_context=nxt)  # down removed a replica, 300 ms: r = 1
+    assert q.q[q.state_key(s)][0] == pytest.approx(0.1 * 1.0)
+    q.q[(1, 312, 23, 7, 3)] = [0.0, 2.0]  # a visited state whose key happens to match
+    q.update(s, QLearning.DOWN, reward=0.0, next_context=nxt)
+    assert q.q[q.state_key(s)][0] == pytest.approx(0.1 + 0.1 * (1.0 + 0.9 * 2.0 - 0.1))
+    # both values 0: a random action even when greedy; otherwise the first maximum
+    fresh = QLearning(paper=True, greedy_start=1.0, seed=1)
+    picks = {fresh.decide(Context(3, 100.0, 5.0, 0.1, 0.1, 0.2, 0.2)).action for _ in range(40)}
+    assert picks == {0, 1}
+    fresh.q[fresh.state_key(Context(3, 100.0, 5.0, 0.1, 0.1, 0.2, 0.2))] = [1.0, 1.0]
+    assert {fresh.decide(Context(3, 100.0, 5.0, 0.1, 0.1, 0.2, 0.2)).action for _ in range(20)} == {0}
+
+
+def test_paper_dqn_never_refreshes_its_target_trains_on_4_of_5_and_cleans_every_500():
+    dqn = DQN(paper=True, seed=3)
+    target = [w.copy() for w in dqn.target.W]
+    rng = np.random.default_rng(0)
+    for k in range(620):
+        c = Context(int(rng.integers(1, 5)), float(rng.uniform(100, 500)), 10.0, 0.5, 0.1, 0.3, 0.1)
+        dqn.update(c, int(k % 2), 0.0, c)  # stay: next = this context, as the notebook stored it
+    # observe k trains when k % 5 != 0 and the memory holds a batch (from k = 49): 4 of 5
+    assert dqn.trained == sum(1 for k in range(49, 620) if k % 5)
+    assert all(np.array_equal(a, b) for a, b in zip(target, dqn.target.W, strict=True))
+    assert len(dqn.paper_memory) == len(set(dqn.paper_memory[:-120])) + 120  # de-duplicated at 500, not since
+    x = dqn.features(Context(10, 20000.0, 100.0, 0.5, 0.1, 0.3, 0.1))
+    np.testing.assert_allclose(x, [1.0, 1.0, 1.0, 0.5, 0.1, 0.3, 0.1])  # replicas/10, p95/20000, rps/100
+
+
+def test_cold_start_on_paper_d1_meets_the_targets(tmp_path):
+    """Issue 13: HSLinUCB <= 8 violations/run at 2.98 replicas ± 5 %; DQN and Q-learning
+    within 15 % of the paper's 560.5 and 1118.2 (10 runs, the paper's loop and learners)."""
+    cfg = load_config(config_path("paper-coldstart"))
+    cfg = replace(cfg, policies=[p for p in cfg.policies if p.name != "oracle"])
+    res = run_experiment(cfg, out=tmp_path, progress=False, report=False)
+    got = {r["policy"]: r for r in res.summary.to_dict(orient="records")}
+    assert got["hslinucb"]["violations_per_run"]["mean"] <= 8
+    assert got["hslinucb"]["replicas"]["mean"] == pytest.approx(2.98, rel=0.05)
+    assert got["dqn"]["violations_per_run"]["mean"] == pytest.approx(560.5, rel=0.15)
+    assert got["q-learning"]["violations_per_run"]["mean"] == pytest.approx(1118.2, rel=0.15)
+    # the runs share the replay's positions: they are not copies of each other
+    per_run = res.steps[res.steps.policy == "hslinucb"].groupby("run").violation.sum()
+    assert per_run.nunique() > 1
+    # every outcome is scored after the order: a forced up is judged on the new cell's draw
+    h = res.steps[res.steps.policy == "hslinucb"]
+    assert (h[h.forced].replicas == h[h.forced].pre_replicas + 1).all()
