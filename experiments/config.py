@@ -304,7 +304,10 @@ def load_config(source: str | Path | dict, **overrides) -> ExperimentConfig:
     if isinstance(source, dict):
         data = source
     else:
-        text = Path(source).read_text() if Path(str(source)).is_file() else None
+        try:  # a path, or the YAML text itself (too long to be a file name, maybe)
+            text = Path(source).read_text() if Path(str(source)).is_file() else None
+        except OSError:
+            text = None
         if text is None:
             if isinstance(source, Path) or str(source).endswith((".yaml", ".yml")):
                 raise ConfigError(f"config: file {str(source)!r} does not exist")

@@ -102,8 +102,8 @@ def prepare(name: str, runs: int | None = None, steps: int | None = None, d2: st
     cfg = load_config(config_path(name))
     if runs is not None:
         cfg = replace(cfg, runs=runs)
-    if steps is not None:
-        cfg = replace(cfg, steps=steps)
+    if steps is not None:  # never beyond the experiment's own length (the real week's 912)
+        cfg = replace(cfg, steps=min(steps, cfg.steps) if cfg.steps else steps)
     if d2 is not None and name == "paper-hotstart-unseen":
         cfg = replace(cfg, dataset=str(d2))
     if real_week is not None and cfg.workload.get("kind") == "paper-real-week-v1":
@@ -205,12 +205,17 @@ def format_comparison(table: pd.DataFrame) -> str:
 
 
 def report_text(table: pd.DataFrame, results: dict[str, RunResult], datasets: dict[str, str],
-                seconds: float | None = None) -> str:
-    """The whole report: the table, the checks, the gaps, the data, the run folders."""
+                seconds: float | None = None, steps: int | None = None) -> str:
+    """The whole report: the table, the checks, the gaps, the data, the run folders.
+    ``steps``: the runs were cut to that many steps (said at the top)."""
     from simulator.datasets import describe
 
     runs = sorted(set(table.runs)) if len(table) else []
-    lines = ["# The HSLinUCB paper, reproduced by scalelab", "",
+    lines = ["# The HSLinUCB paper, reproduced by scalelab", ""]
+    if steps is not None or runs != [10]:
+        lines += [f"**Shortened: {'/'.join(map(str, runs))} runs" + (f" of {steps} steps" if steps else "")
+                  + " -- a quick look, not comparable with the paper's figures (10 runs, full length).**", ""]
+    lines += [
              f"Ours: {'/'.join(map(str, runs))} runs per policy, mean ± 1.96·SE; the paper's: its notebooks' saved "
              "outputs, 10 runs (± where it gives one); diff = ours - paper, absolute.", "", "```",
              format_comparison(table), "```", "", "## Checks (issue 13's targets)", ""]
@@ -265,5 +270,5 @@ def reproduce_paper(out: str | Path = "runs/paper", runs: int | None = None, onl
             coldstart = results[name].path
     table = comparison(results)
     table.to_csv(out / "paper-comparison.csv", index=False)
-    (out / "paper-report.md").write_text(report_text(table, results, datasets, time.perf_counter() - t0))
+    (out / "paper-report.md").write_text(report_text(table, results, datasets, time.perf_counter() - t0, steps))
     return table, results

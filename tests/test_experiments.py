@@ -154,3 +154,15 @@ def test_hot_start_loads_the_saved_state_and_keeps_learning(tmp_path):
     with pytest.raises(ConfigError, match="no saved state"):
         run_experiment(load_config({**cold_cfg, "policies": [{"name": "hslinucb", "load": str(tmp_path)}]}),
                        out=tmp_path, progress=False)
+
+
+def test_the_readmes_example_config_loads_and_resolves():
+    from pathlib import Path
+
+    from experiments.episode import resolve
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text[text.index("```yaml\nname: step-demo") + len("```yaml\n"):]
+    cfg = load_config(block[: block.index("```")])
+    r = resolve(cfg)
+    assert r.app.sidecar is None and cfg.replay.index == "run" and r.loop.warmup_load == 10.0
