@@ -199,13 +199,15 @@ class StepLoop:
 
     def start(self, step: int = 0) -> Observation:
         """Begin (or resume) at ``step``: the observation step ``step`` decides on. A
-        run that begins holds the warm-up load first, if any. In ``period`` mode the
+        run that begins holds the warm-up load first, if any, and observes at its end
+        (discarded: it makes a simulated backend run the warm-up). In ``period`` mode the
         steps keep their grid: step ``k`` is observed at ``warmup_s + (k + 1) *
         step_seconds`` on the clock."""
         s = self.settings
         if step == 0 and s.warmup_load is not None:
             self.backend.set_load(s.warmup_load)
             self.clock.sleep_until(self.clock.now() + s.warmup_seconds)
+            self.backend.observe()  # a simulated backend runs up to now under that load
         if s.mode == "period":
             self._deadline = s.warmup_s + step * s.step_seconds
         return self._tick(step)

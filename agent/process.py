@@ -74,6 +74,8 @@ class AgentSpec:
     spawn_rate: float = 100.0
     hot_start: str | None = None
     retry_s: float = 180.0
+    warmup_load: float | None = None  # users held for warmup_seconds before step 0 (config warmup:)
+    warmup_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loop not in ("period", "settle"):
@@ -96,6 +98,12 @@ class AgentSpec:
         if self.users and (len(self.users) != self.steps
                            or any(isinstance(u, bool) or not isinstance(u, int) or u < 0 for u in self.users)):
             raise AgentConfigError(f"agent config: users must be {self.steps} whole numbers >= 0 (one per step)")
+        if self.warmup_load is not None and (isinstance(self.warmup_load, bool) or not isinstance(
+                self.warmup_load, int | float) or self.warmup_load < 0):
+            raise AgentConfigError(f"agent config: warmup_load={self.warmup_load!r} must be a number >= 0")
+        if isinstance(self.warmup_seconds, bool) or not isinstance(self.warmup_seconds, int | float) \
+                or self.warmup_seconds < 0:
+            raise AgentConfigError(f"agent config: warmup_seconds={self.warmup_seconds!r} must be a number >= 0")
         if not isinstance(self.params, dict) or not isinstance(self.reward_params, dict):
             raise AgentConfigError("agent config: params and reward_params must be mappings")
 
@@ -200,7 +208,8 @@ def run_agent(spec: AgentSpec, backend: Backend, folder: str | Path, clock: Cloc
     store = AgentFolder(folder)
     policy = build_agent_policy(spec)
     reward_fn = make_reward(spec.reward, **{"slo_ms": spec.slo_ms, **spec.reward_params})
-    settings = LoopSettings(step_seconds=spec.step_seconds, mode=spec.loop, slo_ms=spec.slo_ms)
+    settings = LoopSettings(step_seconds=spec.step_seconds, mode=spec.loop, slo_ms=spec.slo_ms,
+                            warmup_load=spec.warmup_load, warmup_seconds=spec.warmup_seconds)
     saved = store.load_state()
     start, before, pending = 0, None, None
     if saved is not None:

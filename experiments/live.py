@@ -75,7 +75,8 @@ def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int) ->
                      steps=r.steps, step_seconds=float(cfg.step_seconds), slo_ms=float(cfg.slo_ms), loop=cfg.loop,
                      reward=cfg.reward.name, reward_params=dict(cfg.reward.params),
                      min_replicas=cfg.cluster.min_replicas, max_replicas=cfg.cluster.max_replicas,
-                     initial_replicas=cfg.cluster.initial_replicas, users=users, hot_start=hot)
+                     initial_replicas=cfg.cluster.initial_replicas, users=users, hot_start=hot,
+                     warmup_load=cfg.warmup.load, warmup_seconds=float(cfg.warmup.seconds))
 
 
 def records_to_steps(folder: Path, run: int, policy: str) -> pd.DataFrame:

@@ -209,3 +209,18 @@ def test_the_oracle_is_told_the_load_its_outcome_is_measured_at(mode, expected):
     lp = StepLoop(ReplayBackend(tiny_replay(), clock), clock, [5, 5, 5], LoopSettings(5.0, mode, 600.0),
                   make_reward("slo-binary-v1"), oracle=[1, 2, 3])
     assert lp.info(0, lp.start())["oracle_replicas"] == expected
+
+
+def test_a_warm_up_holds_its_load_before_step_0_and_shifts_the_grid():
+    cfg = load_config({**CONFIG, "steps": 3, "warmup": {"load": 45, "seconds": 15},
+                       "cluster": {"max_replicas": 10, "initial_replicas": 5}})
+    r = resolve(cfg)
+    clock = VirtualClock()
+    backend = make_backend(cfg, r, dict(episode_seeds(1, 1, 1)[0], policy=0), np.full(3, 2.0), clock)
+    lp = StepLoop(backend, clock, [2.0] * 3, r.loop, make_reward("slo-binary-v1"))
+    before = lp.start()
+    assert before.t_s == pytest.approx(20.0)  # 15 s of warm-up, then step 0's 5 s
+    # the 12-s window still holds the warm-up's 45 users: far more requests than 2 users make
+    assert before.context.rps > 10 and before.context.replicas == 5
+    rec, following = lp.act(0, before, Decision(1), ActionSet.incremental(-1, 0, 1))
+    assert following.t_s == pytest.approx(25.0)
