@@ -1,11 +1,14 @@
 """Which part of the paper's loop moves its numbers: the cold start on the replay, one
-factor changed at a time from the paper's setup (``paper-coldstart``), 10 runs each.
+factor changed at a time from the paper's setup (``paper-coldstart``), 10 runs each;
+with ``--real-week``, the real week on the simulator (``paper-real-week``).
 
     python scripts/paper_factorial.py [--runs 10] [--policies hslinucb dqn q-learning]
+    python scripts/paper_factorial.py --real-week [--policies hslinucb threshold-cpu]
 
 Factors: the dataset (paper-D1 / the simulator's sim-D1), the loop (settle / period),
 the replay's positions (shared across runs / per run), the first step's double draw,
-the learners (the notebooks' / corrected). Prints violations per run and replicas,
+the learners (the notebooks' / corrected). Real week: the sidecar's CPU (none, Istio's
+0.6 ms per request, 3 ms), the pods' start-up time, the loop. Prints violations per run and replicas,
 mean ± 1.96·SE, per policy and setting.
 """
 
@@ -29,16 +32,28 @@ def settings(base):
                                                                           if k != "paper"}) for p in base.policies])
 
 
+def real_week_settings(base):
+    yield "the paper's setup", base
+    yield "no sidecar", replace(base, app=replace(base.app, sidecar="none"))
+    yield "sidecar 3 ms per request", replace(base, app=replace(base.app, sidecar={"cpu_ms_per_request": 3.0}))
+    yield "pod start-up 15 s", replace(base, cluster=replace(base.cluster, startup_seconds=15))
+    yield "pod start-up 30 s", replace(base, cluster=replace(base.cluster, startup_seconds=30))
+    yield "loop period (fixed 5-s steps)", replace(base, loop="period")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--policies", nargs="+", default=["hslinucb", "dqn", "q-learning"])
+    ap.add_argument("--policies", nargs="+")
+    ap.add_argument("--real-week", action="store_true", help="the real week's factors instead")
     args = ap.parse_args()
-    base = load_config(config_path("paper-coldstart"), runs=args.runs)
-    base = replace(base, policies=[p for p in base.policies if p.name in args.policies])
+    name = "paper-real-week" if args.real_week else "paper-coldstart"
+    chosen = args.policies or (["hslinucb", "threshold-cpu"] if args.real_week else ["hslinucb", "dqn", "q-learning"])
+    base = load_config(config_path(name), runs=args.runs)
+    base = replace(base, policies=[p for p in base.policies if p.name in chosen])
     print(f"{'setting':32s} {'policy':12s} {'violations/run':>18s} {'replicas':>14s}")
     with tempfile.TemporaryDirectory() as out:
-        for label, cfg in settings(base):
+        for label, cfg in (real_week_settings if args.real_week else settings)(base):
             res = run_experiment(cfg, out=out, progress=False, report=False)
             for r in res.summary.to_dict(orient="records"):
                 v, n = r["violations_per_run"], r["replicas"]

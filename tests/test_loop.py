@@ -222,5 +222,5 @@ def test_a_warm_up_holds_its_load_before_step_0_and_shifts_the_grid():
     assert before.t_s == pytest.approx(20.0)  # 15 s of warm-up, then step 0's 5 s
     # the 12-s window still holds the warm-up's 45 users: far more requests than 2 users make
     assert before.context.rps > 10 and before.context.replicas == 5
-    rec, following = lp.act(0, before, Decision(1), ActionSet.incremental(-1, 0, 1))
+    _, following = lp.act(0, before, Decision(1), ActionSet.incremental(-1, 0, 1))
     assert following.t_s == pytest.approx(25.0)
