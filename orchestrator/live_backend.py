@@ -72,9 +72,12 @@ class OrchestratorBackend:
                 self.clock.sleep_until(self.clock.now() + 1.0)
 
     def setup(self, initial_replicas: int) -> None:
-        """The deployment limits, then the initial replica count."""
+        """The deployment limits, the initial replica count, then empty span and sample
+        buffers (``resetZipkinPrometheusStats``): an episode sees only its own traffic,
+        not the end of the previous one."""
         self._call(lambda: self.orch.order("setDeploymentLimit", min=self.min_replicas, max=self.max_replicas))
         self._call(lambda: self.orch.scale("fixed", int(initial_replicas)))
+        self._call(lambda: self.orch.order("resetZipkinPrometheusStats"))
         self._desired = int(initial_replicas)
 
     @property

@@ -52,7 +52,7 @@ STAY = ScaleOrder("incremental", 0)
 #: Orders the orchestrator understands on topic ``action`` (the paper's vocabulary).
 ORDERS = (
     "getState", "scaleSUT", "setDeploymentLimit", "LocustMgmt", "getConfig", "ChangeConfig",
-    "setZipkinLookback", "setZipkinService", "getDeploymentState",
+    "setZipkinLookback", "setZipkinService", "getDeploymentState", "resetZipkinPrometheusStats",
 )  # fmt: skip
 LOCUST_ORDERS = ("set_user_level", "step_user_level", "reset", "stop")
 

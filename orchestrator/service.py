@@ -118,6 +118,9 @@ class OrchestratorService:
         if order.name == "getDeploymentState":
             return [self._ok(order, replicas=self.scaler.desired_replicas, ready=self.scaler.ready_replicas,
                              min=self.min, max=self.max)]
+        if order.name == "resetZipkinPrometheusStats":  # a new episode: drop the last one's spans and samples
+            self._reconfigure()
+            return [self._ok(order)]
         if order.name == "setZipkinLookback":
             self._reconfigure(window_s=float(f["lookback"]))
             return [self._ok(order)]

@@ -2,10 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestrator.context import Spans
 from orchestrator.protocol import OrderError, parse_order
 from orchestrator.service import OrchestratorService
 
@@ -90,6 +92,17 @@ def test_get_state_forwarding_and_config():
     reply(svc, {"transactionId": "d", "order": "setZipkinLookback", "lookback": 12})
     cfg = reply(svc, {"transactionId": "e", "order": "getConfig"})[0][1]["config"]
     assert cfg["context"]["span_buffer"] == 4000 and cfg["context"]["window_s"] == 12.0
+
+
+def test_reset_stats_drops_the_spans_and_samples_of_the_previous_episode():
+    svc = OrchestratorService(CountingScaler(2), clock=lambda: 100.0)
+    svc.builder.add_spans(Spans(start_s=np.array([95.0, 96.0]), duration_ms=np.array([900.0, 800.0]),
+                                replica=np.zeros(2, dtype=np.int64), error=np.zeros(2, dtype=bool)))
+    assert reply(svc, {"transactionId": "a", "order": "getState"})[0][1]["context"]["spans"] == 2
+    out = reply(svc, {"transactionId": "b", "order": "resetZipkinPrometheusStats"})
+    assert out[-1][1]["result"] == "OK"
+    ctx = reply(svc, {"transactionId": "c", "order": "getState"})[0][1]["context"]
+    assert ctx["spans"] == 0 and ctx["p95_ms"] == 0.0
 
 
 def test_parse_order_keeps_the_transaction_id_on_errors():
