@@ -26,11 +26,16 @@ def test_paper_sim_v1_equals_the_papers_file(shared_data):
     assert wl.duration_s == 45_000
 
 
-def test_paper_real_week_v1_reads_the_given_file(shared_data):
-    wl = make_workload({"kind": "paper-real-week-v1", "path": str(shared_data / "real-week-pattern.json")})
+def test_paper_real_week_v1_reads_the_given_file(tmp_path):
+    from importlib import resources
+
+    path = tmp_path / "pattern.json"
+    path.write_text(resources.files("injector.data").joinpath("real-week-pattern.json").read_text())
+    wl = make_workload({"kind": "paper-real-week-v1", "path": str(path)})
     s = wl.series(5.0)
     assert s.shape == (913,) and s.min() == 2 and s.max() == 49
     assert s.mean() == pytest.approx(22.35, abs=0.01)
+    assert list(wl.levels) == list(make_workload("paper-real-week-v1").levels)  # the shipped one, read by path
 
 
 def test_paper_real_week_v1_is_shipped_and_a_bad_path_is_named():
