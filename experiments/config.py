@@ -38,6 +38,48 @@ class ConfigError(UserError):
     """A config that cannot be used; the message names the key, the value and the rule."""
 
 
+#: Ceilings on a config's sizes: beyond them a run is refused before any work (one line
+#: naming the key). ``MAX_ROWS`` bounds runs x policies x steps (about 400 bytes a row).
+MAX_RUNS = 1000
+MAX_STEPS = 10_000_000
+MAX_REPLICAS = 1000
+MAX_ROWS = 50_000_000
+#: A YAML config expanding to more nodes than this (an alias bomb) is refused.
+MAX_NODES = 100_000
+
+
+def short(value, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 12] + f"... ({len(text)} chars)"
+
+
+def _walk(data, path: str = "", budget: list | None = None):
+    """Every (path, value) leaf of ``data``; refuses more than :data:`MAX_NODES` nodes."""
+    budget = budget if budget is not None else [MAX_NODES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(f"config: more than {MAX_NODES} values (a YAML alias bomb?); refused")
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _walk(v, f"{path}.{k}" if path else str(k), budget)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _walk(v, f"{path}[{i}]", budget)
+    else:
+        yield path, data
+
+
+def check_finite(data) -> None:
+    """Every number in a config is finite (no key here documents infinity); the error
+    names the first key that is not."""
+    import math
+
+    for path, value in _walk(data):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config: {path}={value!r} must be a finite number")
+
+
 @dataclass
 class AppConfig:
     """The scaled service. ``profile`` picks defaults (``paper``, ``sandbox``); every
@@ -192,35 +234,35 @@ def _convert(value, tp, path: str):
                 return _convert(value, arg, path)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"config: {path}={value!r} has the wrong type")
+        raise ConfigError(errors[0] if errors else f"config: {path}={short(value)} has the wrong type")
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
     if tp is Any:
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"config: {path}={value!r} must be a list")
+            raise ConfigError(f"config: {path}={short(value)} must be a list")
         (item,) = typing.get_args(tp)
         return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"config: {path}={value!r} must be a mapping")
+            raise ConfigError(f"config: {path}={short(value)} must be a mapping")
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"config: {path}={value!r} must be true or false")
+            raise ConfigError(f"config: {path}={short(value)} must be true or false")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config: {path}={value!r} must be an integer")
+            raise ConfigError(f"config: {path}={short(value)} must be an integer")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config: {path}={value!r} must be a number")
+            raise ConfigError(f"config: {path}={short(value)} must be a number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"config: {path}={value!r} must be a string")
+            raise ConfigError(f"config: {path}={short(value)} must be a string")
         return value
     raise ConfigError(f"config: {path}: unsupported type {_type_name(tp)}")
 
@@ -229,14 +271,15 @@ def _unknown(path: str, key: str, value, valid) -> ConfigError:
     close = difflib.get_close_matches(str(key), list(valid), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
     where = f"{path}.{key}" if path else key
-    return ConfigError(f"config: unknown key {where!r} (value {value!r}){hint}")
+    return ConfigError(f"config: unknown key {short(where)} (value {short(value)}){hint}")
 
 
 def _build(cls, data, path: str):
     if cls is PolicySpec or cls is RewardConfig:
         return _build_named(cls, data, path)
     if not isinstance(data, dict):
-        raise ConfigError(f"config: {path or 'the file'} must be a mapping, got {data!r}")
+        raise ConfigError(f"config: {path or 'the file'} must be a mapping of keys (name: ..., backend: ...), "
+                          f"got {type(data).__name__} {short(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -252,13 +295,13 @@ def _build_named(cls, data, path: str):
     if isinstance(data, str):
         data = {"name": data}
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        raise ConfigError(f"config: {path}={data!r} needs a 'name' (a string)")
+        raise ConfigError(f"config: {path}={short(data)} needs a 'name' (a string)")
     data = dict(data)
     name = data.pop("name")
     if cls is PolicySpec:
         label = data.pop("label", None)
         if label is not None and not isinstance(label, str):
-            raise ConfigError(f"config: {path}.label={label!r} must be a string")
+            raise ConfigError(f"config: {path}.label={short(label)} must be a string")
         return PolicySpec(name=name, label=label, params=data)
     return RewardConfig(name=name, params=data)
 
@@ -266,16 +309,16 @@ def _build_named(cls, data, path: str):
 def _check_ranges(cfg: ExperimentConfig) -> None:
     def need(cond, key, value, rule):
         if not cond:
-            raise ConfigError(f"config: {key}={value!r} {rule}")
+            raise ConfigError(f"config: {key}={short(value)} {rule}")
 
     need(cfg.backend in BACKENDS, "backend", cfg.backend, f"must be one of {list(BACKENDS)}")
     need(cfg.engine in ("des", "fluid"), "engine", cfg.engine, "must be one of ['des', 'fluid']")
     need(cfg.loop in ("period", "settle"), "loop", cfg.loop, "must be one of ['period', 'settle']")
-    need(cfg.runs >= 1, "runs", cfg.runs, "must be >= 1")
+    need(1 <= cfg.runs <= MAX_RUNS, "runs", cfg.runs, f"must be within [1, {MAX_RUNS}]")
     need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     need(cfg.step_seconds > 0, "step_seconds", cfg.step_seconds, "must be > 0")
     need(cfg.slo_ms > 0, "slo_ms", cfg.slo_ms, "must be > 0")
-    need(cfg.steps is None or cfg.steps >= 1, "steps", cfg.steps, "must be >= 1")
+    need(cfg.steps is None or 1 <= cfg.steps <= MAX_STEPS, "steps", cfg.steps, f"must be within [1, {MAX_STEPS}]")
     need(isinstance(cfg.workload.get("kind"), str), "workload.kind", cfg.workload.get("kind"),
          "must name a workload")
     need(cfg.replay.index in ("run", "experiment"), "replay.index", cfg.replay.index,
@@ -286,8 +329,9 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(w.load is None or w.load >= 0, "warmup.load", w.load, "must be >= 0")
     c = cfg.cluster
     need(c.min_replicas >= 1, "cluster.min_replicas", c.min_replicas, "must be >= 1")
-    need(c.max_replicas >= c.min_replicas, "cluster.max_replicas", c.max_replicas,
-         f"must be >= cluster.min_replicas ({c.min_replicas})")
+    need(c.min_replicas <= c.max_replicas <= MAX_REPLICAS, "cluster.max_replicas", c.max_replicas,
+         f"must be within [cluster.min_replicas ({c.min_replicas}), {MAX_REPLICAS}]")
+    need(c.startup_seconds >= 0, "cluster.startup_seconds", c.startup_seconds, "must be >= 0")
     need(c.min_replicas <= c.initial_replicas <= c.max_replicas, "cluster.initial_replicas",
          c.initial_replicas, f"must be within [{c.min_replicas}, {c.max_replicas}]")
     need(c.think_s is None or (len(c.think_s) == 2 and 0 <= c.think_s[0] <= c.think_s[1]),
@@ -316,11 +360,26 @@ def load_config(source: str | Path | dict, **overrides) -> ExperimentConfig:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"config: not valid YAML ({exc})".replace("\n", " ")) from None
-    data = dict(data or {})
+        if data is None:
+            what = short(str(source), 60) if text is not None and Path(str(source)).suffix in (".yaml", ".yml") \
+                else "the YAML text"
+            raise ConfigError(f"config: {what} is empty: an experiment needs at least 'policies' "
+                              "(see experiments/configs/step-demo.yaml)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: the file must be a mapping of keys (name: ..., backend: ...), got "
+                          f"{type(data).__name__} {short(data)}")
+    check_finite(data)
+    data = dict(data)
     data.update({k: v for k, v in overrides.items() if v is not None})
     cfg = _build(ExperimentConfig, data, "")
     _check_ranges(cfg)
     return cfg
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """The checks :func:`load_config` makes, for a config built in Python."""
+    check_finite(cfg.to_dict())
+    _check_ranges(cfg)
 
 
 def config_path(name: str | Path) -> Path:

@@ -21,6 +21,8 @@ others are rerun from their start (they are deterministic).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -36,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.config import ConfigError, ExperimentConfig, config_path, load_config, save_config
+from experiments.config import ConfigError, ExperimentConfig, config_path, load_config, save_config, validate
 from experiments.episode import Resolved, build_policy, episode_name, resolve, run_episode
 from experiments.metrics import summarize
 from simulator.oracle import OracleTable
@@ -130,7 +132,7 @@ def _run_chain(args) -> list[tuple[str, pd.DataFrame]]:
         frame = run_episode(cfg, resolved, p, run, seeds, loads, oracle, chunk_dir=part_dir, replay=replay)
         if replay is not None:
             (part_dir / "replay-index.json").write_text(json.dumps(replay.index_state()))
-        (part_dir / "done").write_text("ok\n")
+        mark_done(part_dir, len(frame))
         out.append((part_dir.name, frame))
     return out
 
@@ -146,11 +148,15 @@ def _jobs(cfg: ExperimentConfig, resolved: Resolved, path: Path, seeds: list[dic
         chain, state = [], []
         for run in range(cfg.runs):
             part = path / "parts" / episode_name(spec.display, run)
-            if (part / "done").exists() and not chain:
-                frames[part.name] = _read_part(part)
+            kept = verified_part(part) if (part / "done").exists() and not chain else None
+            if kept is not None:
+                frames[part.name] = kept
                 if shared:
                     state = json.loads((part / "replay-index.json").read_text())
                 continue
+            if (part / "done").exists():
+                print(f"{part.name}: its rows do not match its done marker (damaged or unverifiable); redoing it")
+                (part / "done").unlink()
             episode = (run, dict(seeds[run], policy=seeds[run]["policy"][p]), part)
             if shared:
                 chain.append(episode)
@@ -159,6 +165,47 @@ def _jobs(cfg: ExperimentConfig, resolved: Resolved, path: Path, seeds: list[dic
         if chain:
             jobs.append((cfg, resolved, p, chain, loads, oracle, state))
     return jobs
+
+
+def die_with_parent() -> None:
+    """A pool worker is killed when the process that made it dies (Linux
+    ``PR_SET_PDEATHSIG``), so a SIGKILLed run leaves no worker writing into its folder."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the workers may outlive a killed parent
+        return
+    if os.getppid() == 1:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _chunks_digest(part_dir: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(part_dir.glob("chunk-*.parquet")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def mark_done(part_dir: Path, rows: int) -> None:
+    """``done``: the episode finished; its row count and the checksum of its chunks."""
+    (part_dir / "done").write_text(json.dumps({"rows": int(rows), "sha256": _chunks_digest(part_dir)}) + "\n")
+
+
+def verified_part(part_dir: Path) -> pd.DataFrame | None:
+    """A finished episode's rows if its ``done`` marker and its chunks agree (count and
+    checksum); None (redo it) if it is not finished, damaged or unverifiable."""
+    try:
+        done = json.loads((part_dir / "done").read_text())
+        if not isinstance(done, dict) or _chunks_digest(part_dir) != done.get("sha256"):
+            return None
+        frame = _read_part(part_dir)
+    except (OSError, ValueError):  # no marker, an old one, a chunk that does not parse
+        return None
+    return frame if len(frame) == done.get("rows") else None
 
 
 def _read_part(part_dir: Path) -> pd.DataFrame:
@@ -177,7 +224,6 @@ def run_experiment(
 ) -> RunResult:
     """Run ``config`` into a new folder under ``out`` (default ``runs/``), or finish the
     run in ``resume``. Returns the steps, the summary and the folder."""
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     if resume is not None:
@@ -187,6 +233,7 @@ def run_experiment(
         cfg = load_config(path / "config.yaml")
     else:
         cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    validate(cfg)  # a config built in Python gets the checks a file gets
     if resume is None:
         cfg = with_saved_states(cfg, out, progress)
     resolved = resolve(cfg)
@@ -194,8 +241,57 @@ def run_experiment(
         build_policy(spec, cfg, seed=0)
     if cfg.backend not in ("sim", "replay"):
         raise ConfigError(f"config: backend={cfg.backend!r} runs with `scalelab live run CONFIG`" if cfg.backend == "live" else f"config: backend={cfg.backend!r} is unknown")
+    check_size(cfg, resolved)
     if resume is None:
         path = new_run_folder(cfg, out, command)
+    with folder_lock(path):
+        return _run_in(cfg, resolved, path, workers, progress, report, t0)
+
+
+def check_size(cfg: ExperimentConfig, resolved: Resolved) -> None:
+    """Refuse, before any work, a run that would write more than ``MAX_ROWS`` rows
+    (runs x policies x steps); the message gives the estimate."""
+    from experiments.config import MAX_ROWS, MAX_STEPS
+
+    if resolved.steps > MAX_STEPS:
+        raise ConfigError(f"config: the workload lasts {resolved.steps} steps of {cfg.step_seconds} s, more than "
+                          f"{MAX_STEPS}: shorten it or set steps:")
+    rows = cfg.runs * len(cfg.policies) * resolved.steps
+    if rows > MAX_ROWS:
+        raise ConfigError(f"config: runs={cfg.runs} x {len(cfg.policies)} policies x {resolved.steps} steps = "
+                          f"{rows:,} rows (about {rows * 400 / 1e9:.0f} GB), more than {MAX_ROWS:,}: "
+                          "fewer runs, policies or steps")
+
+
+@contextlib.contextmanager
+def folder_lock(path: Path):
+    """One process at a time in a run folder: a second run or resume of it is refused
+    (``.lock``, an advisory lock the kernel drops when its holder dies)."""
+    import fcntl
+
+    handle = open(path / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(f"run folder {str(path)!r} is in use by {holder}; wait for it or stop it") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _run_in(cfg: ExperimentConfig, resolved: Resolved, path: Path, workers, progress: bool, report: bool,
+            t0: float) -> RunResult:
+    from tqdm.auto import tqdm
+
     seeds = write_versions(path, cfg)
 
     needs_oracle = cfg.backend in ("sim", "replay")
@@ -212,7 +308,7 @@ def run_experiment(
                     frames[name] = frame
                     bar.update(1)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
                 futures = [pool.submit(_run_chain, job) for job in jobs]
                 for fut in as_completed(futures):
                     for name, frame in fut.result():
@@ -264,7 +360,10 @@ def new_run_folder(cfg: ExperimentConfig, out: str | Path | None, command: str |
     while path.exists():
         k += 1
         path = base / f"{cfg.name}-{stamp}-{k}"
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {str(base)!r}: cannot make the run folder there ({exc.strerror})") from None
     save_config(cfg, path / "config.yaml")
     (path / "command.txt").write_text((command or " ".join(sys.argv)) + "\n")
     return path

@@ -47,12 +47,12 @@ def test_pareto_and_banded_ranks_by_hand():
 def test_a_failed_cell_is_reported_and_the_others_finish_and_a_rerun_skips_them(tmp_path):
     with pytest.raises(SweepError, match=r"unknown key 'cluster\.max_replica'"):
         run_sweep(BASE, {"cluster.max_replica": [3]}, tmp_path / "checked")  # configs checked before any run
-    grid = {"policy": ["hslinucb"], "cluster.startup_seconds": [5, -1]}  # -1: refused when the cell runs
+    grid = {"policy": ["hslinucb"], "app.cpu_request": [0.5, -1]}  # -1: refused when the cell runs (the profile)
     res = run_sweep(BASE, grid, tmp_path / "s", workers=1)
     assert len(res.ran) == 1 and len(res.failed) == 1
     (name, reason), = res.failed.items()
-    assert "startup_seconds=-1" in name and "startup" in reason
-    assert "startup" in (tmp_path / "s" / "cells" / f"{name}.error").read_text()
+    assert "cpu_request=-1" in name and "cpu_request" in reason
+    assert "cpu_request" in (tmp_path / "s" / "cells" / f"{name}.error").read_text()
     assert len(res.table) == 2  # the finished cell's 2 runs are in the table
     again = run_sweep(BASE, grid, tmp_path / "s", workers=1)
     assert again.skipped == res.ran and list(again.failed) == [name]  # done cells are not run again

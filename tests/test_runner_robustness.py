@@ -1,0 +1,114 @@
+"""The runner under bad input and bad luck (issue 14, part 5): configs refused with one
+line naming the key before any folder is made, damaged episodes redone on resume, one
+process per run folder, pool workers that die with their parent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments.config import ConfigError, load_config
+from experiments.runner import folder_lock, run_experiment
+
+SMALL = {
+    "name": "robust", "seed": 3, "runs": 2, "steps": 30,
+    "workload": {"kind": "step", "before": 4, "after": 20, "at_s": 60, "duration_s": 150},
+    "policies": [{"name": "static", "replicas": 2}, {"name": "hslinucb"}],
+}  # fmt: skip
+
+BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+    f"{b}: &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdef", "bcdefg", strict=True)]) + "\n"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("- a\n- b\n", "must be a mapping of keys"),
+    ("", "is empty"),
+    ("policies: [static]\ncluster: {startup_seconds: .nan}\n", "cluster.startup_seconds=nan must be a finite number"),
+    ("policies: [static]\nstep_seconds: .inf\n", "step_seconds=inf must be a finite number"),
+    ("policies: [static]\nworkload: {kind: constant, users: .nan, duration_s: 60}\n", "workload.users=nan"),
+    ("policies: [static]\nruns: 1000000\n", "runs=1000000 must be within [1, 1000]"),
+    ("policies: [static]\ncluster: {max_replicas: 100000}\n", "cluster.max_replicas=100000 must be within"),
+    ("policies: [static]\ncluster: {startup_seconds: -1}\n", "startup_seconds=-1.0 must be >= 0"),
+    (BOMB, "alias bomb"),
+])  # fmt: skip
+def test_bad_configs_are_refused_with_one_line_naming_the_key(text, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(text)
+    message = str(err.value)
+    assert words in message and "\n" not in message and len(message) < 400
+
+
+def test_long_values_are_cut_in_messages():
+    with pytest.raises(ConfigError) as err:
+        load_config({"backend": "y" * 5000, "policies": ["static"]})
+    assert "(5002 chars)" in str(err.value) and len(str(err.value)) < 300
+
+
+def test_absurd_sizes_are_refused_before_a_folder_is_made(tmp_path):
+    cfg = {**SMALL, "runs": 1000, "steps": 1_000_000}
+    with pytest.raises(ConfigError, match=r"runs=1000 x 2 policies x 1000000 steps = 2,000,000,000 rows"):
+        run_experiment(cfg, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match=r"--out .*: cannot make the run folder there \(Not a directory\)"):
+        (tmp_path / "file").write_text("x")
+        run_experiment(SMALL, out=tmp_path / "file" / "runs", progress=False)
+
+
+def test_a_damaged_or_missing_chunk_is_redone_on_resume_not_trusted(tmp_path):
+    first = run_experiment(SMALL, out=tmp_path, progress=False, report=False)
+    part = next(p for p in sorted((first.path / "parts").iterdir()) if "hslinucb" in p.name)
+    done = json.loads((part / "done").read_text())
+    assert done["rows"] == 30 and len(done["sha256"]) == 64
+    chunk = next(part.glob("chunk-*.parquet"))
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte
+    chunk.write_bytes(bytes(data))
+    again = run_experiment(None, resume=first.path, progress=False, report=False)
+    assert again.steps.equals(first.steps)  # redone (deterministic), not read back
+    assert json.loads((part / "done").read_text()) == done
+    chunk.unlink()  # a lost chunk
+    third = run_experiment(None, resume=first.path, progress=False, report=False)
+    assert third.steps.equals(first.steps)
+
+
+def test_one_process_at_a_time_in_a_run_folder(tmp_path):
+    first = run_experiment(SMALL, out=tmp_path, progress=False, report=False)
+    with folder_lock(first.path):
+        with pytest.raises(ConfigError, match=r"is in use by pid \d+"):
+            run_experiment(None, resume=first.path, progress=False, report=False)
+    run_experiment(None, resume=first.path, progress=False, report=False)  # free again
+
+
+def test_pool_workers_die_with_their_parent(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from experiments.runner import die_with_parent\n"
+        "pool = ProcessPoolExecutor(2, initializer=die_with_parent)\n"
+        "futures = [pool.submit(time.sleep, 600) for _ in range(2)]\n"
+        "print(' '.join(str(p) for p in pool._processes), flush=True)\n"
+        "time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in parent.stdout.readline().split()]
+    assert len(workers) == 2 and all(_alive(p) for p in workers)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
