@@ -56,6 +56,19 @@ ORDERS = (
 )  # fmt: skip
 LOCUST_ORDERS = ("set_user_level", "step_user_level", "reset", "stop")
 
+#: Ceilings of the config orders (an order beyond them is refused, not clamped).
+MAX_ORDER_BYTES = 65_536
+MAX_REPLICAS = 1000
+MAX_LOOKBACK_S = 3600.0
+MAX_TRACE_NUMBER = 1_000_000
+MAX_WAIT_S = 300.0  # scaleSUT's ``timeout_s`` (waitPrometheus)
+
+
+def _finite(value) -> bool:
+    import math
+
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
 
 @dataclass(frozen=True)
 class Order:
@@ -82,6 +95,9 @@ def parse_order(raw: bytes | str) -> Order:
     if tid is None or isinstance(tid, bool) or not isinstance(tid, str | int) or tid == "":
         raise OrderError(f"order {name!r} has no transactionId (a string or integer) to answer to, "
                          f"got {tid!r}; not carried out", order=name if isinstance(name, str) else None)
+    if len(raw) > MAX_ORDER_BYTES:
+        raise OrderError(f"order {str(name)[:40]!r} of {len(raw)} bytes is larger than {MAX_ORDER_BYTES}; "
+                         "not carried out", transaction_id=tid, order=name if isinstance(name, str) else None)
     if name not in ORDERS:
         import difflib
 
@@ -91,18 +107,24 @@ def parse_order(raw: bytes | str) -> Order:
     try:
         if name == "scaleSUT":
             ScaleOrder(msg.get("mode"), msg.get("level"))
+            wait = msg.get("timeout_s", 60)
+            if not _finite(wait) or not 0 < wait <= MAX_WAIT_S:
+                raise OrderError(f"scaleSUT.timeout_s must be a number in (0, {MAX_WAIT_S:g}], got {wait!r}")
         elif name == "setDeploymentLimit":
             lo, hi = msg.get("min"), msg.get("max")
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) or not 0 <= lo <= hi:
-                raise OrderError(f"setDeploymentLimit needs integers 0 <= min <= max, got min={lo!r} max={hi!r}")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) or not 0 <= lo <= hi \
+                    or hi > MAX_REPLICAS:
+                raise OrderError(f"setDeploymentLimit needs integers 0 <= min <= max <= {MAX_REPLICAS}, got "
+                                 f"min={lo!r} max={hi!r}")
         elif name == "LocustMgmt":
             payload = msg.get("payload")
             if not isinstance(payload, dict) or payload.get("order") not in LOCUST_ORDERS:
                 raise OrderError(f"LocustMgmt.payload.order must be one of {LOCUST_ORDERS}, got {payload!r}")
         elif name == "setZipkinLookback":
             lb = msg.get("lookback")
-            if isinstance(lb, bool) or not isinstance(lb, (int, float)) or lb <= 0:
-                raise OrderError(f"setZipkinLookback.lookback must be a number > 0, got {lb!r}")
+            if not _finite(lb) or not 0 < lb <= MAX_LOOKBACK_S:
+                raise OrderError(f"setZipkinLookback.lookback must be a number in (0, {MAX_LOOKBACK_S:g}] s, "
+                                 f"got {lb!r}")
         elif name == "setZipkinService":
             sv = msg.get("services")
             if not isinstance(sv, list) or not all(isinstance(s, str) for s in sv):

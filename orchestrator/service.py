@@ -26,7 +26,7 @@ import numpy as np
 from orchestrator.collectors.zipkin import ZipkinCollector
 from orchestrator.context import ContextBuilder, ContextSettings
 from orchestrator.errors import ScalelabError
-from orchestrator.protocol import Order, OrderError, ScaleOrder, parse_order, result_message
+from orchestrator.protocol import MAX_TRACE_NUMBER, Order, OrderError, ScaleOrder, parse_order, result_message
 
 
 class Scaler(Protocol):
@@ -40,6 +40,13 @@ class Scaler(Protocol):
     def ready_replicas(self) -> int: ...
 
     def scale_to(self, n: int) -> None: ...
+
+
+#: Orders that change something: each is carried out once per transactionId.
+MUTATING = frozenset({"scaleSUT", "setDeploymentLimit", "LocustMgmt", "ChangeConfig", "setZipkinLookback",
+                      "setZipkinService", "resetZipkinPrometheusStats"})
+#: How many answers are kept to recognise a repeated transactionId.
+ANSWERS_KEPT = 10_000
 
 
 class OrchestratorService:
@@ -70,14 +77,26 @@ class OrchestratorService:
         self._threads: list[threading.Thread] = []
         self.zipkin: ZipkinCollector | None = None
         self._scale_lock = threading.Lock()
+        self._answered: dict[tuple[str, str], list] = {}  # the last answers of changing orders
+        self.started_wall_s = time.time()  # Kafka timestamps are wall clock: older orders are stale
 
     # ------------------------------------------------------------------ orders
     def handle(self, raw: bytes) -> list[tuple[str, dict]]:
-        """Answer one message of topic ``action``: ``[(topic, message), ...]``."""
+        """Answer one message of topic ``action``: ``[(topic, message), ...]``. An order
+        that changes something is carried out once per ``transactionId``: a repeat gets
+        the first answer again (marked ``duplicate``), not a second application."""
         self.orders_handled += 1
         try:
             order = parse_order(raw)
-            return self._dispatch(order)
+            key = (str(order.transaction_id), order.name)
+            if order.name in MUTATING and key in self._answered:
+                return [(topic, {**msg, "duplicate": True}) for topic, msg in self._answered[key]]
+            out = self._dispatch(order)
+            if order.name in MUTATING:
+                self._answered[key] = out
+                while len(self._answered) > ANSWERS_KEPT:
+                    self._answered.pop(next(iter(self._answered)))
+            return out
         except OrderError as exc:
             self.errors += 1
             return [("action_result", result_message(exc.transaction_id, exc.order, False, str(exc)))]
@@ -85,6 +104,32 @@ class OrchestratorService:
             self.errors += 1
             tid = _tid(raw)
             return [("action_result", result_message(tid, None, False, f"{type(exc).__name__}: {exc}"))]
+
+    def handle_batch(self, records: list[tuple[bytes, float]]) -> list[tuple[str, dict]]:
+        """Answer a batch of ``(message, sent_at_s)`` read from topic ``action``, in
+        order. An order sent before this orchestrator started (left in the topic while
+        it was down) is stale and refused; of several ``scaleSUT`` orders of one
+        deployment in the batch, only the newest is carried out, the others are
+        answered as superseded."""
+        newest: dict[str, int] = {}
+        for i, (raw, sent_at) in enumerate(records):
+            head = _scale_head(raw)
+            if head is not None and sent_at >= self.started_wall_s - STALE_SLACK_S:
+                newest[head[1]] = i
+        out = []
+        for i, (raw, sent_at) in enumerate(records):
+            head = _scale_head(raw)
+            if sent_at < self.started_wall_s - STALE_SLACK_S:
+                self.errors += 1
+                out.append(("action_result", result_message(
+                    _tid(raw), None, False, f"stale: sent {self.started_wall_s - sent_at:.0f} s before this "
+                    "orchestrator started; not carried out")))
+            elif head is not None and newest.get(head[1]) != i:
+                out.append(("action_result", result_message(
+                    head[0], "scaleSUT", False, "superseded by a newer scaleSUT in the same batch; not carried out")))
+            else:
+                out.extend(self.handle(raw))
+        return out
 
     def _ok(self, order: Order, reason: str | None = None, **extra) -> tuple[str, dict]:
         return "action_result", {**result_message(order.transaction_id, order.name, True, reason), **extra}
@@ -110,7 +155,15 @@ class OrchestratorService:
             return [self._ok(order, note, replicas=target)]
         if order.name == "setDeploymentLimit":
             self.min, self.max = f["min"], f["max"]
-            return [self._ok(order)]
+            clamped = []
+            for name, scaler in (self.pools or {"default": self.scaler}).items():  # the deployment obeys at once
+                current = scaler.desired_replicas
+                target = min(max(current, self.min), self.max)
+                if target != current:
+                    with self._scale_lock:
+                        scaler.scale_to(target)
+                    clamped.append(f"{name} {current} -> {target}")
+            return [self._ok(order, f"scaled into the new limits: {', '.join(clamped)}" if clamped else None)]
         if order.name == "LocustMgmt":
             return [("locust_order", f["payload"]), self._ok(order)]
         if order.name == "getConfig":
@@ -131,9 +184,10 @@ class OrchestratorService:
             return [self._ok(order)]
         if order.name == "ChangeConfig":
             comp, n = f.get("component"), f.get("trace_number")
-            if comp not in ("zipkin", "prometheus") or isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise OrderError(f"ChangeConfig needs component zipkin|prometheus and trace_number >= 1, got "
-                                 f"{comp!r}, {n!r}", order.transaction_id, order.name)
+            if comp not in ("zipkin", "prometheus") or isinstance(n, bool) or not isinstance(n, int) \
+                    or not 1 <= n <= MAX_TRACE_NUMBER:
+                raise OrderError(f"ChangeConfig needs component zipkin|prometheus and 1 <= trace_number <= "
+                                 f"{MAX_TRACE_NUMBER}, got {comp!r}, {n!r}", order.transaction_id, order.name)
             if comp == "zipkin":
                 self._reconfigure(span_buffer=n)
             else:
@@ -252,13 +306,13 @@ class OrchestratorService:
                     self.ready.set()
                 replied = False
                 for tp, records in batches.items():
-                    for rec in records:
-                        if tp.topic == "locust":
+                    if tp.topic == "locust":
+                        for rec in records:
                             self._locust_stats(rec.value)
-                            continue
-                        for topic, msg in self.handle(rec.value):
-                            producer.send(topic, json.dumps(msg).encode())
-                            replied = True
+                        continue
+                    for topic, msg in self.handle_batch([(rec.value, rec.timestamp / 1000.0) for rec in records]):
+                        producer.send(topic, json.dumps(msg).encode())
+                        replied = True
                 if replied:
                     producer.flush(timeout=10)
             except Exception as exc:  # broker away: reconnect; orders sent meanwhile are the sender's to retry
@@ -300,6 +354,21 @@ class OrchestratorService:
             self.zipkin.stop()
         for t in self._threads:
             t.join(timeout=10)
+
+
+#: An order sent this long before the orchestrator started is still taken (clock skew), s.
+STALE_SLACK_S = 2.0
+
+
+def _scale_head(raw: bytes) -> tuple[object, str] | None:
+    """``(transactionId, deployment)`` of a well-formed ``scaleSUT``, else None."""
+    try:
+        msg = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if isinstance(msg, dict) and msg.get("order") == "scaleSUT" and msg.get("transactionId") is not None:
+        return msg["transactionId"], str(msg.get("deployment", ""))
+    return None
 
 
 def _tid(raw: bytes):

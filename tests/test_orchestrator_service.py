@@ -123,3 +123,56 @@ def test_pools_are_scaled_separately_and_reported():
     assert (cpu.n, gpu.n) == (2, 3)
     state = svc.state_message("s")
     assert state["pools"] == {"sandbox": {"desired": 2, "ready": 2}, "sandbox-gpu": {"desired": 3, "ready": 3}}
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b'{"transactionId": 1, "order": "setZipkinLookback", "lookback": NaN}', "lookback must be a number in (0, 3600]"),
+    (b'{"transactionId": 2, "order": "setZipkinLookback", "lookback": Infinity}', "lookback must be a number"),
+    (b'{"transactionId": 3, "order": "setDeploymentLimit", "min": 1, "max": 1000000}', "max <= 1000"),
+    (b'{"transactionId": 4, "order": "ChangeConfig", "component": "zipkin", "trace_number": 100000000}',
+     "trace_number <= 1000000"),
+    (b'{"transactionId": 5, "order": "scaleSUT", "mode": "fixed", "level": 2, "timeout_s": 1e9}',
+     "timeout_s must be a number in (0, 300]"),
+])  # fmt: skip
+def test_config_orders_must_be_finite_and_within_their_ceilings(raw, words):
+    svc = OrchestratorService(CountingScaler(2), clock=lambda: 100.0)
+    (_, msg), = svc.handle(raw)
+    assert msg["result"] == "ERROR" and words in msg["reason"] and msg["transactionId"] == json.loads(raw)["transactionId"]
+    assert svc.scaler.calls == [] and svc.settings.window_s > 0 and svc.max == 10  # nothing changed
+
+
+def test_a_repeated_transaction_id_is_carried_out_once():
+    svc = OrchestratorService(CountingScaler(2), max_replicas=9)
+    first = reply(svc, {"transactionId": "x", "order": "scaleSUT", "mode": "incremental", "level": 1})
+    again = reply(svc, {"transactionId": "x", "order": "scaleSUT", "mode": "incremental", "level": 1})
+    assert svc.scaler.n == 3 and svc.scaler.calls == [3]
+    assert again[0][1]["duplicate"] is True and again[0][1]["replicas"] == first[0][1]["replicas"] == 3
+
+
+def test_a_new_limit_moves_the_deployment_into_it_at_once():
+    svc = OrchestratorService(CountingScaler(6), max_replicas=10)
+    (_, msg), = reply(svc, {"transactionId": 1, "order": "setDeploymentLimit", "min": 1, "max": 4})
+    assert svc.scaler.n == 4 and "default 6 -> 4" in msg["reason"]
+
+
+def test_an_oversized_order_is_answered_with_an_error_naming_its_size():
+    svc = OrchestratorService(CountingScaler(2))
+    raw = json.dumps({"transactionId": 9, "order": "scaleSUT", "mode": "fixed", "level": 3, "pad": "x" * 70_000})
+    (_, msg), = svc.handle(raw.encode())
+    assert msg["result"] == "ERROR" and msg["transactionId"] == 9 and "bytes is larger than 65536" in msg["reason"]
+    assert svc.scaler.calls == []
+
+
+def test_stale_orders_are_refused_and_a_burst_applies_only_its_newest_scale():
+    svc = OrchestratorService(CountingScaler(2), max_replicas=9)
+    now = svc.started_wall_s
+
+    def order(tid, level):
+        return json.dumps({"transactionId": tid, "order": "scaleSUT", "mode": "fixed", "level": level}).encode()
+
+    out = svc.handle_batch([(order("old", 8), now - 600), (order("a", 3), now + 1), (order("b", 5), now + 2),
+                            (order("c", 4), now + 3)])
+    results = {m["transactionId"]: m for _, m in out}
+    assert "stale" in results["old"]["reason"] and results["old"]["result"] == "ERROR"
+    assert "superseded" in results["a"]["reason"] and "superseded" in results["b"]["reason"]
+    assert results["c"]["result"] == "OK" and svc.scaler.calls == [4]  # one start, not three

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -192,15 +193,24 @@ class LocalScaler:
         return replica
 
     def _drain(self, r: Replica) -> None:
+        """Take ``r`` out of the balancer, let its requests finish (up to the drain
+        timeout), then stop it: gracefully only if something may still be running; a
+        replica that never became ready is killed at once (no graceful wait)."""
+        was_ready = r.state == "ready"
         r.state = "draining"
         self._save()
+        busy = False
         try:
             self.haproxy.disable(r.slot)
             end = time.monotonic() + self.spec.drain_timeout_s
-            while self.haproxy.in_flight(r.slot) > 0 and time.monotonic() < end:
+            while was_ready and self.haproxy.in_flight(r.slot) > 0 and time.monotonic() < end:
                 time.sleep(0.05)
+            busy = was_ready and self.haproxy.in_flight(r.slot) > 0
         finally:
-            stop(r.pid, timeout_s=self.spec.drain_timeout_s)
+            if not was_ready:
+                stop(r.pid, timeout_s=2.0, sig=signal.SIGKILL)
+            else:
+                stop(r.pid, timeout_s=self.spec.drain_timeout_s if busy else 10.0)
             remove_cgroup(r.name)
             self.replicas.remove(r)
             self._save()
