@@ -293,7 +293,10 @@ def cmd_live(args) -> int:
         from experiments.live import run_live
         from experiments.metrics import format_table
 
-        res = run_live(_config_path(args.config), out=args.out, command=_command(), bootstrap=args.bootstrap)
+        if not args.config and not args.resume:
+            raise UserError("scalelab live run: give a CONFIG or --resume FOLDER")
+        res = run_live(_config_path(args.config) if args.config else None, out=args.out, command=_command(),
+                       bootstrap=args.bootstrap, resume=args.resume)
         print(format_table(res.summary))
         print(f"\nrun folder: {res.path}  ({res.seconds:.1f} s)")
         return 0
@@ -389,8 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
         lp.set_defaults(func=cmd_live)
     lp = lsub.add_parser("run", help="run a backend: live experiment on a local stack brought up for it, "
                                      "or on a cluster whose orchestrator and injector listen on --bootstrap")
-    lp.add_argument("config")
+    lp.add_argument("config", nargs="?")
     lp.add_argument("--out", default="runs")
+    lp.add_argument("--resume", help="a live run folder to finish: done episodes are kept, the others continue")
     lp.add_argument("--bootstrap", help="Kafka of a running testbed (e.g. kafka:9092 in k8s/): no local stack")
     lp.set_defaults(func=cmd_live)
 

@@ -16,7 +16,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -159,45 +161,151 @@ def stop_services(procs: list[subprocess.Popen]) -> None:
             p.stdout.close()
 
 
-def run_live(config: ExperimentConfig | str | Path, out: str | Path = "runs", stack_dir: Path | None = None,
+class Supervisor:
+    """Keeps a local stack's services alive during a live run: every ``period_s`` the
+    orchestrator and the injector (restarted with their own command lines if their
+    process ended) and the stack's Kafka and Prometheus (:meth:`LocalStack.heal`); the
+    orchestrator replaces dead replicas itself. ``restarts`` counts each service's
+    restarts; ``services.json`` in ``folder`` holds them as they happen."""
+
+    def __init__(self, stack: LocalStack, settings: LiveSettings, procs: list[subprocess.Popen], folder: Path,
+                 injector_cpu: int = 200, period_s: float = 1.0) -> None:
+        self.stack, self.settings, self.procs, self.folder = stack, settings, procs, folder
+        self.injector_cpu, self.period_s = injector_cpu, period_s
+        self.restarts = {"orchestrator": 0, "injector": 0, "kafka": 0, "prometheus": 0}
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+
+    def start(self) -> Supervisor:
+        self._write()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+        self._write()
+
+    def _write(self) -> None:
+        (self.folder / "services.json").write_text(json.dumps({"restarts": self.restarts,
+                                                               "errors": self.errors[-20:]}, indent=1))
+
+    def check(self) -> list[str]:
+        """One round; returns what was restarted."""
+        started = self.stack.heal()
+        addr = self.stack.state["kafka"]["bootstrap"]
+        cmds, extra = service_commands(self.stack.dir, addr, self.stack.service_url, self.settings, self.injector_cpu)
+        for i, (name, cmd) in enumerate(zip(("orchestrator", "injector"), cmds, strict=True)):
+            if self.procs[i].poll() is not None:
+                if self.procs[i].stdout:
+                    self.procs[i].stdout.close()
+                p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, **extra})
+                line = p.stdout.readline().strip()
+                if not line.endswith("ready"):
+                    raise RuntimeError(f"{name} did not start again (said {line!r})")
+                self.procs[i] = p
+                started.append(name)
+        for name in started:
+            self.restarts[name] += 1
+        if started:
+            self._write()
+        return started
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self.check()
+            except Exception as exc:  # tried again at the next round; the episode's gaps show the outage
+                self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                self._write()
+
+
+def episode_status(part: Path) -> dict | None:
+    """``status.json`` of an episode: ``{"status": "done" | "failed", "rows": n, ...}``."""
+    try:
+        return json.loads((part / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "runs", stack_dir: Path | None = None,
              command: str | None = None, injector_cpu: int = 200, kill_agent_after: int | None = None,
-             bootstrap: str | None = None) -> RunResult:
+             bootstrap: str | None = None, resume: str | Path | None = None,
+             during: Callable[[Path, LocalStack | None], None] | None = None,
+             supervise_s: float = 1.0) -> RunResult:
     """Run ``config`` (``backend: live``) on a local stack brought up for it, or, given
     ``bootstrap``, against a running testbed whose orchestrator and injector listen on
     that Kafka (a Kubernetes cluster set up from ``k8s/``): only the agents start here.
-    ``kill_agent_after`` (fault tests): kill each agent once, after that many decisions."""
+
+    On a local stack a :class:`Supervisor` restarts dead services. Each episode ends
+    with ``status.json``: ``done``, or ``failed`` with the error and the rows it kept
+    (they are in ``steps.parquet``; the run goes on with the next episode). ``resume``:
+    a run folder to finish -- done episodes are kept, the others continue (the agent
+    resumes within its episode from its checkpoint).
+    ``kill_agent_after``, ``during`` (fault tests): kill each agent once after that many
+    decisions; a function called in a thread with the run folder and the stack;
+    ``supervise_s``: the supervisor's period, s."""
     t_start = time.perf_counter()
-    cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    if resume is not None:
+        path = Path(resume)
+        if not (path / "config.yaml").is_file():
+            raise ConfigError(f"--resume {str(path)!r}: no config.yaml there, not a run folder")
+        cfg = load_config(path / "config.yaml")
+    else:
+        cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     if cfg.backend != "live":
         raise ConfigError(f"config: backend={cfg.backend!r}; scalelab live run needs backend: live")
     settings = live_settings(cfg)
     for spec in cfg.policies:
         build_policy(spec, cfg, seed=0)
-    path = new_run_folder(cfg, out, command)
+    if resume is None:
+        path = new_run_folder(cfg, out, command)
     seeds = write_versions(path, cfg)
-    stack = None if bootstrap else LocalStack(stack_dir or path / "stack")
+    episodes = [(run, k, pspec) for run in range(cfg.runs) for k, pspec in enumerate(cfg.policies)]
+    todo = [e for e in episodes
+            if (episode_status(path / "parts" / episode_name(e[2].display, e[0])) or {}).get("status") != "done"]
+    stack = None if bootstrap or not todo else LocalStack(stack_dir or path / "stack")
     if stack is not None:
+        if stack.state:  # a resumed run's stack, left behind by the run that died
+            stack.down()
         stack.up(replicas=settings.initial_replicas, spec=settings.replica)
     procs: list[subprocess.Popen] = []
+    supervisor = None
     try:
         if stack is not None:
             addr = stack.state["kafka"]["bootstrap"]
             procs = start_services(stack, settings, injector_cpu=injector_cpu)
+            supervisor = Supervisor(stack, settings, procs, path, injector_cpu, period_s=supervise_s).start()
         else:
             addr = bootstrap
+        if during is not None:
+            threading.Thread(target=during, args=(path, stack), daemon=True).start()
         frames = []
-        for run in range(cfg.runs):
-            for k, pspec in enumerate(cfg.policies):
-                part = path / "parts" / episode_name(pspec.display, run)
-                part.mkdir(parents=True, exist_ok=True)
-                aspec = agent_spec(cfg, k, run, seeds[run]["policy"][k])
-                run_agent_process(aspec, part, addr, kill_after_records=kill_agent_after)
+        for run, k, pspec in episodes:
+            part = path / "parts" / episode_name(pspec.display, run)
+            part.mkdir(parents=True, exist_ok=True)
+            if (run, k, pspec) not in todo:
                 frames.append(records_to_steps(part, run, pspec.display))
-                state = json.loads((part / "agent-state.json").read_text())
-                (part / "policy.json").write_text(json.dumps(state["policy"]))
-                (part / "done").write_text("ok\n")
+                continue
+            aspec = agent_spec(cfg, k, run, seeds[run]["policy"][k])
+            try:
+                run_agent_process(aspec, part, addr, kill_after_records=kill_agent_after)
+            except AgentFailed as exc:
+                kept = records_to_steps(part, run, pspec.display)
+                frames.append(kept)
+                (part / "status.json").write_text(json.dumps(
+                    {"status": "failed", "error": str(exc)[:1000], "rows": len(kept), "steps": aspec.steps}))
+                continue
+            frames.append(records_to_steps(part, run, pspec.display))
+            state = json.loads((part / "agent-state.json").read_text())
+            (part / "policy.json").write_text(json.dumps(state["policy"]))
+            (part / "status.json").write_text(json.dumps({"status": "done", "rows": len(frames[-1])}))
+            (part / "done").write_text("ok\n")
     finally:
-        stop_services(procs)
+        if supervisor is not None:
+            supervisor.stop()
+        stop_services(supervisor.procs if supervisor is not None else procs)
         if stack is not None:
             stack.down()
     steps, summary = finish_run(path, cfg, frames)

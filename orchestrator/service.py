@@ -78,6 +78,7 @@ class OrchestratorService:
         self.zipkin: ZipkinCollector | None = None
         self._scale_lock = threading.Lock()
         self._answered: dict[tuple[str, str], list] = {}  # the last answers of changing orders
+        self.replicas_replaced = 0  # replicas found dead and replaced (scalers that can)
         self.started_wall_s = time.time()  # Kafka timestamps are wall clock: older orders are stale
 
     # ------------------------------------------------------------------ orders
@@ -237,6 +238,7 @@ class OrchestratorService:
             "prometheus_s": None if self.last_prometheus_ok is None else round(now - self.last_prometheus_ok, 3),
             "zipkin_s": None if last_span is None else round(now - last_span, 3),
             "prometheus_error": self.prometheus_error,
+            "replicas_replaced": self.replicas_replaced,
         }
         out = {"transactionId": transaction_id, "order": "getState", "context": ctx.to_dict(),
                "desired_replicas": self.scaler.desired_replicas, "gaps": gaps, "locust": self.last_locust,
@@ -329,6 +331,17 @@ class OrchestratorService:
             if client is not None:
                 client.close()
 
+    def _health_loop(self, period_s: float = 2.0) -> None:
+        """Every ``period_s``: replicas whose process died are replaced (counted in
+        ``gaps.replicas_replaced`` of every state message)."""
+        while not self._stop.wait(period_s):
+            try:
+                with self._scale_lock:
+                    self.replicas_replaced += len(self.scaler.replace_dead())
+            except Exception as exc:  # a replacement that fails is retried at the next period
+                self.errors += 1
+                print(f"orchestrator: replacing a dead replica failed: {type(exc).__name__}: {exc}", flush=True)
+
     def _locust_stats(self, raw: bytes) -> None:
         try:
             stats = json.loads(raw)
@@ -345,6 +358,8 @@ class OrchestratorService:
             self._threads.append(threading.Thread(target=self._order_loop, name="orders", daemon=True))
         if self.prometheus_url:
             self._threads.append(threading.Thread(target=self._prometheus_loop, name="prometheus", daemon=True))
+        if hasattr(self.scaler, "replace_dead"):
+            self._threads.append(threading.Thread(target=self._health_loop, name="health", daemon=True))
         for t in self._threads:
             t.start()
 

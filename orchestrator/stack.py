@@ -19,7 +19,7 @@ from pathlib import Path
 from orchestrator.errors import PermanentError
 from orchestrator.haproxy import HAProxy
 from orchestrator.kafka_embedded import fixed_port_env
-from orchestrator.local_processes import alive, free_port, spawn, stop
+from orchestrator.local_processes import alive, free_port, reap, spawn, stop
 from orchestrator.prometheus_local import LocalPrometheus
 from orchestrator.scalers.local import LocalScaler, ReplicaSpec
 
@@ -146,6 +146,27 @@ class LocalStack:
         """Kill the broker (SIGKILL, as a crash): its topics and groups are lost, its
         address stays reserved for :meth:`start_kafka`."""
         stop(self.state["kafka"]["pid"], sig=signal.SIGKILL)
+
+    def heal(self) -> list[str]:
+        """Start again, at the same address, the stack's Kafka and Prometheus if their
+        process died; returns the names started (the replicas are the orchestrator's:
+        it replaces dead ones)."""
+        started = []
+        if "kafka" in self.state:
+            reap(self.state["kafka"]["pid"])
+            if not alive(self.state["kafka"]["pid"]):
+                self.start_kafka()
+                started.append("kafka")
+        if "prometheus" in self.state:
+            p = self.state["prometheus"]
+            reap(p["pid"])
+            if not alive(p["pid"]):
+                prom = LocalPrometheus(self.dir / "prometheus", p["port"])
+                prom.start()
+                self.state["prometheus"] = {**p, "pid": prom.pid}
+                self._save()
+                started.append("prometheus")
+        return started
 
     @staticmethod
     def _read_bootstrap(log: Path, pid: int, timeout_s: float = 20.0) -> str:

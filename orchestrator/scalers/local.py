@@ -23,7 +23,7 @@ from pathlib import Path
 
 from orchestrator.errors import PermanentError
 from orchestrator.haproxy import HAProxy
-from orchestrator.local_processes import alive, free_port, spawn, stop, wait_http
+from orchestrator.local_processes import alive, free_port, reap, spawn, stop, wait_http
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -130,9 +130,36 @@ class LocalScaler:
         request completes in a window)."""
         return [a * 1000.0 for a in self.haproxy.in_flight_ages_s()]
 
+    @staticmethod
+    def _dead(r: Replica) -> bool:
+        reap(r.pid)  # a replica that died is a zombie of this process until reaped
+        return not alive(r.pid)
+
     @property
     def ready_replicas(self) -> int:
-        return sum(r.state == "ready" for r in self.replicas)
+        """Replicas ready and alive: a replica whose process died is not counted."""
+        return sum(r.state == "ready" and not self._dead(r) for r in self.replicas)
+
+    def replace_dead(self) -> list[str]:
+        """Replicas whose process died: out of the balancer, forgotten, and replaced by
+        new ones, as a Deployment's controller does (each logged in ``replaced.jsonl``);
+        returns the dead ones' names."""
+        dead = [r for r in self.replicas if r.state == "ready" and self._dead(r)]
+        for r in dead:
+            try:
+                self.haproxy.disable(r.slot)
+            except Exception:  # the balancer's answer does not change what is dead
+                pass
+            remove_cgroup(r.name)
+            self.replicas.remove(r)
+        if dead:
+            self._save()
+            with open(self.dir / "replaced.jsonl", "a") as log:  # the record a run folder keeps
+                for r in dead:
+                    log.write(json.dumps({"t": time.time(), "replica": r.name, "pid": r.pid}) + "\n")
+        for _ in dead:
+            self._start_one()
+        return [r.name for r in dead]
 
     @property
     def desired_replicas(self) -> int:

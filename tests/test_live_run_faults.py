@@ -1,0 +1,92 @@
+"""A live run with its parts killed mid-run (issue 14): Prometheus, the orchestrator and
+a replica, once each. The supervisor restarts the services, the orchestrator replaces
+the replica, the run finishes, its steps show the gaps (a step without a fresh
+Prometheus sample is marked ``metrics``, never scored as fine), and the finished run
+resumes without running anything again."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from agent.process import AgentFolder
+from experiments.live import run_live
+from orchestrator.stack import LocalStack
+
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.skipif(not (importlib.util.find_spec("locust") and shutil.which("prometheus") and shutil.which("haproxy")),
+                       reason="needs locust, prometheus and haproxy"),
+]
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _orchestrator_pid(stack_dir: Path) -> int:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"orchestrator" in cmd and str(stack_dir).encode() in cmd and b"-m" in cmd:
+                return int(entry.name)
+    raise AssertionError("no orchestrator process found")
+
+
+def test_prometheus_the_orchestrator_and_a_replica_killed_mid_run(tmp_path):
+    done: dict = {}
+
+    def faults(path: Path, stack: LocalStack) -> None:
+        try:
+            first = AgentFolder(path / "parts" / "threshold-cpu--run000")
+            _wait_for(lambda: len(first.records()) >= 2, 120, "two decisions")
+            os.kill(stack.state["prometheus"]["pid"], signal.SIGKILL)
+            done["prometheus"] = time.time()
+            _wait_for(lambda: len(first.records()) >= 12, 240, "twelve decisions")
+            os.kill(_orchestrator_pid(stack.dir), signal.SIGKILL)
+            done["orchestrator"] = time.time()
+            second = AgentFolder(path / "parts" / "hslinucb--run000")
+            _wait_for(lambda: len(second.records()) >= 3, 240, "the second episode")
+            replica = LocalStack(stack.dir).scaler.replicas[0]
+            os.kill(replica.pid, signal.SIGKILL)
+            done["replica"] = replica.name
+        except Exception as exc:  # reported by the assertions below
+            done["error"] = repr(exc)
+
+    res = run_live("experiments/configs/live-demo.yaml", out=tmp_path, command="test", during=faults,
+                   supervise_s=20.0)
+    assert "error" not in done and set(done) == {"prometheus", "orchestrator", "replica"}, done
+    p = res.path
+    services = json.loads((p / "services.json").read_text())
+    assert services["restarts"]["prometheus"] >= 1 and services["restarts"]["orchestrator"] >= 1, services
+    steps = pd.read_parquet(p / "steps.parquet")
+    assert len(steps) == 2 * 15  # the run finished: every step of both episodes
+    for part in sorted((p / "parts").iterdir()):
+        assert json.loads((part / "status.json").read_text())["status"] == "done"
+    # Prometheus was down for up to 20 s: the steps without a fresh sample say so
+    first = steps[steps.policy == "threshold-cpu"]
+    assert first.missing.str.contains("metrics").any(), first[["step", "missing"]]
+    summary = json.loads((p / "summary.json").read_text())
+    assert all(row["missing_per_run"]["mean"] >= 0 for row in summary)
+    assert any(row["missing_per_run"]["mean"] > 0 for row in summary)
+    # the dead replica was replaced by the orchestrator
+    replaced = [json.loads(line) for line in next(p.glob("stack/**/replaced.jsonl")).read_text().splitlines()]
+    assert [r["replica"] for r in replaced] == [done["replica"]]
+    # a finished run resumes at once: nothing runs again, the same steps
+    again = run_live(None, resume=p)
+    pd.testing.assert_frame_equal(again.steps, res.steps)
