@@ -25,7 +25,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from urllib.parse import parse_qs
 
 from sandbox import usage
@@ -33,6 +33,11 @@ from sandbox.runner import Limits, Sandbox, SandboxError
 from sandbox.spans import SpanExporter, make_span
 
 MAX_BODY = 1024 * 1024
+
+#: The server's per-run limits: the defaults and the ceiling a request can only lower
+#: (``SANDBOX_LIMITS``: JSON of :class:`sandbox.runner.Limits` fields).
+CEILING = Limits(**json.loads(os.environ.get("SANDBOX_LIMITS") or "{}"))
+LIMIT_KEYS = tuple(f.name for f in fields(Limits))
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,9 @@ class Settings:
     memory_limit_mib: float = field(default_factory=lambda: float(os.environ.get("SANDBOX_MEMORY_LIMIT_MIB", "512")))
     kafka_bootstrap: str | None = field(default_factory=lambda: os.environ.get("KAFKA_BOOTSTRAP") or None)
     allow_network: bool = field(default_factory=lambda: os.environ.get("SANDBOX_ALLOW_NETWORK", "") == "1")
+    # the kernel's seal (sandbox.seal): "1" required, "0" not (gVisor is the seal), unset: required as root
+    require_seal: bool | None = field(default_factory=lambda: {"1": True, "0": False}.get(
+        os.environ.get("SANDBOX_REQUIRE_SEAL", "")))
     cgroup_cpu: str | None = field(default_factory=lambda: os.environ.get("SANDBOX_CGROUP_CPU") or None)
     cgroup_memory: str | None = field(default_factory=lambda: os.environ.get("SANDBOX_CGROUP_MEMORY") or None)
     drain_file: str | None = field(default_factory=lambda: os.environ.get("SANDBOX_DRAIN_FILE") or None)
@@ -85,7 +93,7 @@ class App:
     @property
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
-            self._sandbox = Sandbox(allow_network=self.s.allow_network)
+            self._sandbox = Sandbox(allow_network=self.s.allow_network, require_seal=self.s.require_seal)
         return self._sandbox
 
     def __call__(self, environ, start_response):
@@ -146,7 +154,14 @@ class App:
             req = json.loads(environ["wsgi.input"].read(size))
             if not isinstance(req, dict) or not isinstance(req.get("code"), str):
                 raise ValueError("'code' (a string) is required")
-            limits = Limits(**req.get("limits", {}))
+            asked = req.get("limits", {})
+            if not isinstance(asked, dict):
+                raise ValueError("'limits' must be a mapping")
+            unknown = set(asked) - set(LIMIT_KEYS)
+            if unknown:
+                raise ValueError(f"unknown limits {sorted(unknown)}; known: {list(LIMIT_KEYS)}")
+            # the server's limits are the ceiling: a request may only lower them
+            limits = Limits(**{**asdict(CEILING), **asked}).within(CEILING)
             stdin = req.get("stdin", "")
             if not isinstance(stdin, str):
                 raise ValueError("'stdin' must be a string")

@@ -1,6 +1,11 @@
 """The sealed code runner: one submitted program, one throw-away sandbox.
 
-Each run gets:
+Where the kernel can (root, bubblewrap, cgroups: ``sandbox.seal``), each run is sealed
+by it: its own user, mount, PID, IPC, UTS and network namespaces, a read-only runtime
+and a private ``/tmp`` and ``/dev/shm``, a seccomp filter, and a cgroup counting memory,
+processes and CPU across all of its processes, killed and removed at the end; the run
+dies with the worker that started it. What follows is the second line, kept in both
+modes (and the only one with ``require_seal=False`` where the kernel cannot seal):
 
 * its own temporary directory (removed afterwards) and a user id of its own (100000 +
   a counter), so the kernel keeps it out of everything else and its process limit
@@ -34,6 +39,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
 PR_SET_NO_NEW_PRIVS = 38
@@ -100,8 +106,9 @@ class SandboxError(RuntimeError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-run limits: CPU s, wall s, memory MiB (address space), processes, file size
-    KiB, bytes kept of stdout and of stderr."""
+    """Per-run limits: CPU s, wall s, memory MiB (the whole run's, sealed; else per
+    process), processes (the whole run's), file size KiB, bytes kept of stdout and of
+    stderr. Every value finite and > 0."""
 
     cpu_seconds: float = 5.0
     wall_seconds: float = 10.0
@@ -111,9 +118,17 @@ class Limits:
     output_bytes: int = 256 * 1024
 
     def __post_init__(self) -> None:
+        import math
+
         for name, value in asdict(self).items():
-            if value <= 0:
-                raise SandboxError(f"limits.{name} must be > 0, got {value}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                    or value <= 0:
+                raise SandboxError(f"limits.{name} must be a finite number > 0, got {value!r}")
+
+    def within(self, ceiling: Limits) -> Limits:
+        """These limits, none above ``ceiling`` (the server's): a client may only lower
+        them."""
+        return Limits(**{k: min(v, getattr(ceiling, k)) for k, v in asdict(self).items()})
 
 
 @dataclass
@@ -190,13 +205,16 @@ class _Capped(threading.Thread):
 
 
 class Sandbox:
-    """Runs programs sealed; ``allow_network=True`` is the explicit opt-out when the
-    kernel cannot give each run its own network namespace."""
+    """Runs programs sealed. ``require_seal`` (default): refuse to start where the
+    kernel cannot seal runs (``sandbox.seal``); ``allow_network=True`` is the explicit
+    opt-out when the kernel cannot give each run its own network namespace (unsealed
+    mode only)."""
 
     def __init__(self, languages: dict[str, list[str]] | None = None, allow_network: bool = False,
-                 isolate_users: bool | None = None) -> None:
+                 isolate_users: bool | None = None, require_seal: bool | None = None) -> None:
         self.languages = dict(languages or LANGUAGES)
-        self.isolate_network = network_isolation_available()
+        self.seal = _Seal.make(required=require_seal)
+        self.isolate_network = self.seal is not None or network_isolation_available()
         if not self.isolate_network and not allow_network:
             raise SandboxError(
                 "cannot create a network namespace here (unshare(CLONE_NEWNET) refused); "
@@ -211,6 +229,8 @@ class Sandbox:
         if not isinstance(code, str):
             raise SandboxError("code must be a string")
         limits = limits or Limits()
+        if not isinstance(stdin, str):
+            raise SandboxError("stdin must be a string")
         workdir = tempfile.mkdtemp(prefix="scalelab-run-")
         uid = _next_uid() if self.isolate_users else None
         try:
@@ -232,6 +252,8 @@ class Sandbox:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _execute(self, workdir: str, language: str, stdin: str, limits: Limits, uid: int | None) -> RunResult:
+        if self.seal is not None and uid is not None:
+            return self.seal.execute(self.languages[language], workdir, stdin, limits, uid)
         isolate_net = self.isolate_network
 
         def preexec() -> None:  # runs in the child, before exec
@@ -301,6 +323,123 @@ class Sandbox:
         result.limit = _which_limit(result, limits, wall_hit)
         result.denied = _denials(stderr)
         return result
+
+
+class _Seal:
+    """The kernel's seal (``sandbox.seal``): bubblewrap, seccomp and a cgroup per run."""
+
+    def __init__(self, bwrap: str) -> None:
+        from sandbox import seal
+
+        self.bwrap = bwrap
+        fd, path = tempfile.mkstemp(prefix="scalelab-seccomp-", suffix=".bpf")
+        os.close(fd)
+        self.filter = seal.seccomp_filter(Path(path))
+        self._runs = itertools.count()
+
+    @classmethod
+    def make(cls, required: bool | None) -> _Seal | None:
+        """The seal, or None where the kernel cannot give it and ``required`` is False;
+        ``required=None``: required where the process runs as root."""
+        from sandbox import seal
+
+        required = (os.getuid() == 0) if required is None else required
+        missing = []
+        bwrap = seal.bwrap_path()
+        if bwrap is None:
+            missing.append("bubblewrap (apt-get install bubblewrap)")
+        if os.getuid() != 0:
+            missing.append("root (to give each run its own uid and cgroup)")
+        elif not seal.cgroups_available():
+            missing.append(f"a writable cgroup hierarchy under {seal.CGROUP_ROOT}")
+        if not missing:
+            try:
+                return cls(bwrap)
+            except seal.SealError as exc:
+                missing.append(str(exc))
+        if required:
+            raise SandboxError("the kernel cannot seal runs here: missing " + "; ".join(missing)
+                               + ". Refusing to run programs (require_seal=False runs them behind the "
+                               "audit hook, rlimits and a network namespace only)")
+        return None
+
+    def execute(self, command: list[str], workdir: str, stdin: str, limits: Limits, uid: int) -> RunResult:
+        from sandbox import seal
+
+        cg = seal.RunCgroup(f"run-{os.getpid()}-{next(self._runs)}", limits.memory_mib * 2**20, limits.processes)
+        fd = os.open(self.filter, os.O_RDONLY)
+        try:
+            argv = seal.bwrap_command(self.bwrap, workdir, command, fd, uid, work_bytes=limits.memory_mib * 2**20)
+
+            def preexec() -> None:  # in the child, before exec: its cgroup, its uid, no privileges
+                cg.join()
+                cpu = int(limits.cpu_seconds + 0.999)
+                resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+                fsize = limits.file_size_kib * 1024
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+            env = {"PATH": "/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, preexec_fn=preexec, start_new_session=True,
+                                    close_fds=True, pass_fds=(fd,))
+            out, err = _Capped(proc.stdout, limits.output_bytes), _Capped(proc.stderr, limits.output_bytes)
+            out.start()
+            err.start()
+            feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin.encode()), daemon=True)
+            feeder.start()  # the deadline runs while stdin is written
+            deadline = t0 + limits.wall_seconds
+            wall_hit = False
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    t_end = time.perf_counter()
+                    break
+                if time.perf_counter() >= deadline:
+                    wall_hit, t_end = True, time.perf_counter()
+                    cg.kill_all()
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.005)
+            cg.kill_all()  # whatever is left of the run ends with it
+            out.join(timeout=2)
+            err.join(timeout=2)
+            code = os.waitstatus_to_exitcode(status)
+            if code > 128 and code - 128 in signal.valid_signals():  # bwrap: 128 + the program's signal
+                code = -(code - 128)
+            stderr = err.kept.decode(errors="replace")
+            cpu_s = max(cg.cpu_seconds(), usage.ru_utime + usage.ru_stime)
+            result = RunResult(
+                exit_code=code if code >= 0 else None, signal=signal.Signals(-code).name if code < 0 else None,
+                stdout=out.kept.decode(errors="replace"), stderr=stderr, stdout_truncated=out.truncated,
+                stderr_truncated=err.truncated, wall_ms=round((t_end - t0) * 1000.0, 3),
+                cpu_ms=round(cpu_s * 1000.0, 3), uid=uid,
+            )  # fmt: skip
+            if cg.oom_killed() and not wall_hit:
+                result.limit = "memory"
+            elif cg.pids_hit() and not wall_hit and result.signal != "SIGXCPU":
+                result.limit = "processes"
+            else:
+                result.limit = _which_limit(result, limits, wall_hit)
+            result.denied = _denials(stderr)
+            return result
+        finally:
+            os.close(fd)
+            cg.kill_all()
+            cg.remove()
+
+
+def _feed(pipe, data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except (BrokenPipeError, OSError, ValueError):
+        pass
 
 
 def _kill_group(pid: int, uid: int | None) -> None:

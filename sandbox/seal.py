@@ -1,0 +1,244 @@
+"""The kernel's part of a sandboxed run: bubblewrap namespaces, a seccomp filter and a
+cgroup of its own. The runner (``sandbox.runner``) puts each program inside all three.
+
+- **Namespaces** (``bwrap``, Debian's ``bubblewrap``, run as the run's own unprivileged
+  uid): user, mount, PID, IPC, UTS, network and cgroup. The root is a read-only view of
+  the runtime (``/usr`` and the interpreter's prefix), a private ``/tmp`` and
+  ``/dev/shm`` (tmpfs, gone with the run), a minimal ``/dev``, its own ``/proc`` (its own
+  processes only) and ``/work``, a size-limited tmpfs with its files (read-only). No capabilities; ``--die-with-parent``:
+  the run is killed when the worker that started it dies.
+- **seccomp** (libseccomp through ``ctypes``, exported as BPF for ``bwrap --seccomp``):
+  the system calls a program never needs and an escape would -- ``ptrace``, ``mount``,
+  ``unshare``, ``setns``, ``bpf``, ``keyctl``, ``io_uring``, module loading, ... -- fail
+  with ``EPERM``.
+- **A cgroup per run** (v2, or the v1 ``memory``/``pids``/``cpu`` hierarchies): memory,
+  processes and CPU counted across all of the run's processes; at the end every process
+  left in it is killed and the cgroup removed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+GROUP = "scalelab-runs"
+
+#: System calls refused (EPERM) inside a run.
+DENIED_SYSCALLS = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "mount", "umount2", "pivot_root", "chroot", "unshare",
+    "setns", "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "userfaultfd", "io_uring_setup",
+    "io_uring_enter", "io_uring_register", "init_module", "finit_module", "delete_module", "kexec_load",
+    "kexec_file_load", "reboot", "swapon", "swapoff", "syslog", "acct", "settimeofday", "clock_settime",
+    "clock_adjtime", "adjtimex", "personality", "open_by_handle_at", "name_to_handle_at", "fanotify_init",
+    "lookup_dcookie", "quotactl", "nfsservctl", "vhangup", "move_mount", "open_tree", "fsopen", "fsmount",
+    "fsconfig", "fspick",
+)  # fmt: skip
+
+
+class SealError(RuntimeError):
+    """The kernel cannot seal runs here (no bubblewrap, no user namespaces, no cgroups)."""
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+# ----------------------------------------------------------------------------- seccomp
+def seccomp_filter(path: Path) -> Path:
+    """Write the BPF program refusing :data:`DENIED_SYSCALLS` to ``path``."""
+    name = ctypes.util.find_library("seccomp")
+    if name is None:
+        raise SealError("libseccomp is not installed (Debian: libseccomp2)")
+    lib = ctypes.CDLL(name, use_errno=True)
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    allow, refuse = 0x7FFF0000, 0x00050000 | errno.EPERM  # SCMP_ACT_ALLOW, SCMP_ACT_ERRNO(EPERM)
+    ctx = lib.seccomp_init(allow)
+    if not ctx:
+        raise SealError("seccomp_init failed")
+    try:
+        for call in DENIED_SYSCALLS:
+            nr = lib.seccomp_syscall_resolve_name(call.encode())
+            if nr >= 0 and lib.seccomp_rule_add(ctx, refuse, nr, 0) != 0:
+                raise SealError(f"seccomp: cannot add a rule for {call}")
+        with open(path, "wb") as f:
+            if lib.seccomp_export_bpf(ctx, f.fileno()) != 0:
+                raise SealError("seccomp_export_bpf failed")
+    finally:
+        lib.seccomp_release(ctx)
+    return path
+
+
+# ----------------------------------------------------------------------------- cgroups
+class RunCgroup:
+    """One run's cgroup: ``memory_bytes``, ``pids`` and ``cpu_cores`` for all of its
+    processes. v2 when ``/sys/fs/cgroup`` is unified, else the v1 controllers."""
+
+    def __init__(self, name: str, memory_bytes: int, pids: int, cpu_cores: float = 1.0) -> None:
+        self.v2 = (CGROUP_ROOT / "cgroup.controllers").exists()
+        self.dirs: list[Path] = []
+        try:
+            if self.v2:
+                parent = CGROUP_ROOT / GROUP
+                parent.mkdir(exist_ok=True)
+                (parent / "cgroup.subtree_control").write_text("+memory +pids +cpu")
+                d = parent / name
+                d.mkdir()
+                self.dirs = [d]
+                (d / "memory.max").write_text(str(memory_bytes))
+                (d / "memory.swap.max").write_text("0")
+                (d / "pids.max").write_text(str(pids))
+                (d / "cpu.max").write_text(f"{int(cpu_cores * 100_000)} 100000")
+            else:
+                for controller in ("memory", "pids", "cpu", "cpuacct"):
+                    d = CGROUP_ROOT / controller / GROUP / name
+                    d.mkdir(parents=True)
+                    self.dirs.append(d)
+                mem, pid, cpu, _ = self.dirs
+                (mem / "memory.limit_in_bytes").write_text(str(memory_bytes))
+                swap = mem / "memory.memsw.limit_in_bytes"
+                if swap.exists():
+                    swap.write_text(str(memory_bytes))
+                (pid / "pids.max").write_text(str(pids))
+                (cpu / "cpu.cfs_period_us").write_text("100000")
+                (cpu / "cpu.cfs_quota_us").write_text(str(int(cpu_cores * 100_000)))
+        except OSError as exc:
+            self.remove()
+            raise SealError(f"cannot make the run's cgroup under {CGROUP_ROOT} ({exc})") from None
+
+    def join(self) -> None:
+        """Put the calling process in the cgroup (the child, before it execs)."""
+        for d in self.dirs:
+            (d / "cgroup.procs").write_text(str(os.getpid()))
+
+    def pids(self) -> list[int]:
+        out: set[int] = set()
+        for d in self.dirs:
+            try:
+                out.update(int(x) for x in (d / "cgroup.procs").read_text().split())
+            except OSError:
+                pass
+        return sorted(out)
+
+    def cpu_seconds(self) -> float:
+        """CPU used by all of the run's processes, s."""
+        try:
+            if self.v2:
+                stat = dict(line.split() for line in (self.dirs[0] / "cpu.stat").read_text().splitlines())
+                return int(stat["usage_usec"]) / 1e6
+            return int((self.dirs[3] / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError, KeyError, IndexError):
+            return 0.0
+
+    def oom_killed(self) -> bool:
+        """Whether the memory limit was hit (a process killed or an allocation failed)."""
+        try:
+            if self.v2:
+                events = dict(line.split() for line in (self.dirs[0] / "memory.events").read_text().splitlines())
+                return int(events.get("oom_kill", 0)) > 0 or int(events.get("max", 0)) > 0
+            m = self.dirs[0]
+            control = dict(line.split() for line in (m / "memory.oom_control").read_text().splitlines())
+            return int(control.get("oom_kill", 0)) > 0 or int((m / "memory.failcnt").read_text()) > 0
+        except (OSError, ValueError, IndexError):
+            return False
+
+    def pids_hit(self) -> bool:
+        """Whether a fork was refused by the process limit."""
+        try:
+            d = self.dirs[0] if self.v2 else self.dirs[1]
+            events = dict(line.split() for line in (d / "pids.events").read_text().splitlines())
+            return int(events.get("max", 0)) > 0
+        except (OSError, ValueError, IndexError):
+            return False
+
+    def kill_all(self, timeout_s: float = 10.0) -> None:
+        """SIGKILL every process in the cgroup until none is left."""
+        if self.v2 and self.dirs and (self.dirs[0] / "cgroup.kill").exists():
+            try:
+                (self.dirs[0] / "cgroup.kill").write_text("1")
+            except OSError:
+                pass
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+
+    def remove(self) -> None:
+        for d in reversed(self.dirs):
+            for _ in range(100):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # processes still exiting
+                    time.sleep(0.01)
+        self.dirs = []
+
+
+def cgroups_available() -> bool:
+    """Whether a run's cgroup can be made here (root and a writable hierarchy)."""
+    try:
+        cg = RunCgroup(f"probe-{os.getpid()}", 64 * 2**20, 8)
+    except SealError:
+        return False
+    cg.remove()
+    return True
+
+
+# ----------------------------------------------------------------------------- bwrap
+def runtime_binds(interpreter: str) -> list[str]:
+    """Read-only binds of the runtime: ``/usr`` (and the merged-/usr symlinks), plus the
+    interpreter's prefix when it lives elsewhere."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for link, target in (("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")):
+        if os.path.islink(link):
+            args += ["--symlink", target, link]
+        elif os.path.isdir(link):
+            args += ["--ro-bind", link, link]
+    prefix = os.path.realpath(sys.prefix if os.path.realpath(interpreter).startswith(sys.prefix) else
+                              os.path.dirname(os.path.dirname(os.path.realpath(interpreter))))
+    if not prefix.startswith("/usr"):
+        args += ["--ro-bind", prefix, prefix]
+    for etc in ("/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime"):
+        if os.path.exists(etc):
+            args += ["--ro-bind", etc, etc]
+    return args
+
+
+def bwrap_command(bwrap: str, workdir: str, command: list[str], seccomp_fd: int, uid: int,
+                  work_bytes: int) -> list[str]:
+    """The ``bwrap`` command line running ``command`` in ``/work``: a tmpfs of
+    ``work_bytes`` (what the program writes fills memory of its own cgroup, never the
+    host's disk) holding the files of ``workdir``, read-only."""
+    files = []
+    for name in sorted(os.listdir(workdir)):
+        files += ["--ro-bind", os.path.join(workdir, name), f"/work/{name}"]
+    return [
+        bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--uid", str(uid), "--gid", str(uid), "--hostname", "sandbox",
+        *runtime_binds(command[0]),
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
+        "--size", str(int(work_bytes)), "--perms", "0700", "--tmpfs", "/work", *files,
+        "--chdir", "/work", "--seccomp", str(seccomp_fd),
+        "--", *command,
+    ]  # fmt: skip
