@@ -39,9 +39,15 @@ frontend web
     default_backend {backend}
 backend {backend}
     balance {balance}
-    retry-on conn-failure empty-response
+    # retry only what never reached a replica: a POST /run a replica took is never sent twice
+    retry-on conn-failure
     retries 3
-    server-template s 1-{slots} 127.0.0.1:1 disabled
+    # a replica that fails its health check 3 times in a row is taken out until it passes
+    # again; a check may take 10 s (a replica busy with long runs answers late, not never)
+    option httpchk GET /healthz
+    timeout check 10s
+    default-server inter 1s fall 3 rise 1
+    server-template s 1-{slots} 127.0.0.1:1 disabled check
 """
 
 
