@@ -95,6 +95,37 @@ def _img(p: Path) -> str:
     return f'<img alt="{html.escape(p.stem)}" src="data:image/png;base64,{data}">'
 
 
+#: How steps with missing signals are scored (stated in every report that has some).
+GAP_RULE = ("A step whose outcome lacked a signal is a <i>gap</i>. Every gap is left out of the mean p95; a gap "
+            "without spans while load was offered also counts as a violation (nothing to tell, never scored as "
+            "fine); a stale or failed Prometheus sample does not. <code>missing_per_run</code> counts gaps; "
+            "<code>steps.parquet</code> names the missing signals per step (<code>missing</code>).")
+
+
+def gaps_html(steps: pd.DataFrame, path: Path) -> str:
+    """The report's gap section: how many steps lacked which signal, per policy, the
+    rule, and (live runs) the services restarted and the episodes that failed."""
+    parts = []
+    if "missing" in steps and (steps["missing"].str.len() > 0).any():
+        gap = steps[steps["missing"].str.len() > 0]
+        rows = "".join(f"<tr><td>{html.escape(str(pol))}</td><td>{html.escape(str(sig))}</td><td>{n}</td></tr>"
+                       for (pol, sig), n in gap.groupby(["policy", "missing"], sort=False).size().items())
+        parts.append(f"<h2>Gaps</h2><p>{GAP_RULE}</p><table><tr><th>policy</th><th>missing</th><th>steps</th></tr>"
+                     f"{rows}</table>")
+    services = path / "services.json"
+    if services.exists():
+        restarts = json.loads(services.read_text()).get("restarts", {})
+        if any(restarts.values()):
+            parts.append("<p><b>Services restarted during the run:</b> "
+                         + html.escape(", ".join(f"{k} {v}" for k, v in restarts.items() if v)) + "</p>")
+    failed = [p.parent.name for p in sorted(path.glob("parts/*/status.json"))
+              if json.loads(p.read_text()).get("status") == "failed"]
+    if failed:
+        parts.append("<p><b>Episodes that failed</b> (their rows up to the failure are kept; "
+                     f"<code>scalelab live run --resume</code> continues them): {html.escape(', '.join(failed))}</p>")
+    return "".join(parts)
+
+
 def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.DataFrame | None = None,
                  cfg=None) -> Path:
     """Write the PNGs and ``report.html`` into the run folder ``path``."""
@@ -119,6 +150,7 @@ def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.Data
         warning = ("<p><b>Off-policy evaluation:</b> these policies never explored (every logged propensity "
                    f"is 1): {html.escape(', '.join(never))}. Estimates of another policy's value from their "
                    "records (experiments.ope) are meaningless.</p>")
+    warning += gaps_html(steps, path)
     versions = (path / "versions.json").read_text() if (path / "versions.json").exists() else "{}"
     command = (path / "command.txt").read_text() if (path / "command.txt").exists() else ""
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>scalelab: {html.escape(cfg.name)}</title>

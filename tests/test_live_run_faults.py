@@ -84,6 +84,8 @@ def test_prometheus_the_orchestrator_and_a_replica_killed_mid_run(tmp_path):
     summary = json.loads((p / "summary.json").read_text())
     assert all(row["missing_per_run"]["mean"] >= 0 for row in summary)
     assert any(row["missing_per_run"]["mean"] > 0 for row in summary)
+    report = (p / "report.html").read_text()
+    assert "<h2>Gaps</h2>" in report and "Services restarted during the run" in report
     # the dead replica was replaced by the orchestrator
     replaced = [json.loads(line) for line in next(p.glob("stack/**/replaced.jsonl")).read_text().splitlines()]
     assert [r["replica"] for r in replaced] == [done["replica"]]
