@@ -15,9 +15,11 @@ stack's replicas) — see ``--help``.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from typing import Protocol
 
@@ -79,6 +81,9 @@ class OrchestratorService:
         self._scale_lock = threading.Lock()
         self._answered: dict[tuple[str, str], list] = {}  # the last answers of changing orders
         self.replicas_replaced = 0  # replicas found dead and replaced (scalers that can)
+        # scale orders wait (readiness, Prometheus) on their own thread, not the order loop's
+        self._scaling = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scaling")
+        self._outbox: queue.Queue = queue.Queue()
         self.started_wall_s = time.time()  # Kafka timestamps are wall clock: older orders are stale
 
     # ------------------------------------------------------------------ orders
@@ -106,12 +111,14 @@ class OrchestratorService:
             tid = _tid(raw)
             return [("action_result", result_message(tid, None, False, f"{type(exc).__name__}: {exc}"))]
 
-    def handle_batch(self, records: list[tuple[bytes, float]]) -> list[tuple[str, dict]]:
+    def handle_batch(self, records: list[tuple[bytes, float]],
+                     defer: Callable[[bytes], None] | None = None) -> list[tuple[str, dict]]:
         """Answer a batch of ``(message, sent_at_s)`` read from topic ``action``, in
         order. An order sent before this orchestrator started (left in the topic while
         it was down) is stale and refused; of several ``scaleSUT`` orders of one
         deployment in the batch, only the newest is carried out, the others are
-        answered as superseded."""
+        answered as superseded. ``defer``: scale orders to be carried out there (off the
+        order loop, so a long wait for readiness holds no other order) instead of here."""
         newest: dict[str, int] = {}
         for i, (raw, sent_at) in enumerate(records):
             head = _scale_head(raw)
@@ -128,6 +135,8 @@ class OrchestratorService:
             elif head is not None and newest.get(head[1]) != i:
                 out.append(("action_result", result_message(
                     head[0], "scaleSUT", False, "superseded by a newer scaleSUT in the same batch; not carried out")))
+            elif head is not None and defer is not None:
+                defer(raw)
             else:
                 out.extend(self.handle(raw))
         return out
@@ -312,9 +321,14 @@ class OrchestratorService:
                         for rec in records:
                             self._locust_stats(rec.value)
                         continue
-                    for topic, msg in self.handle_batch([(rec.value, rec.timestamp / 1000.0) for rec in records]):
+                    for topic, msg in self.handle_batch([(rec.value, rec.timestamp / 1000.0) for rec in records],
+                                                        defer=self._defer_scale):
                         producer.send(topic, json.dumps(msg).encode())
                         replied = True
+                while not self._outbox.empty():  # answers of the scale orders carried out meanwhile
+                    topic, msg = self._outbox.get_nowait()
+                    producer.send(topic, json.dumps(msg).encode())
+                    replied = True
                 if replied:
                     producer.flush(timeout=10)
             except Exception as exc:  # broker away: reconnect; orders sent meanwhile are the sender's to retry
@@ -330,6 +344,15 @@ class OrchestratorService:
         for client in (consumer, producer):
             if client is not None:
                 client.close()
+
+    def _defer_scale(self, raw: bytes) -> None:
+        """Carry out a scale order on the scaling thread (one at a time, in order); its
+        answer goes out from the order loop when it is done."""
+        def work() -> None:
+            for reply in self.handle(raw):
+                self._outbox.put(reply)
+
+        self._scaling.submit(work)
 
     def _health_loop(self, period_s: float = 2.0) -> None:
         """Every ``period_s``: replicas whose process died are replaced (counted in
@@ -369,6 +392,7 @@ class OrchestratorService:
             self.zipkin.stop()
         for t in self._threads:
             t.join(timeout=10)
+        self._scaling.shutdown(wait=False, cancel_futures=True)
 
 
 #: An order sent this long before the orchestrator started is still taken (clock skew), s.

@@ -176,3 +176,28 @@ def test_stale_orders_are_refused_and_a_burst_applies_only_its_newest_scale():
     assert "stale" in results["old"]["reason"] and results["old"]["result"] == "ERROR"
     assert "superseded" in results["a"]["reason"] and "superseded" in results["b"]["reason"]
     assert results["c"]["result"] == "OK" and svc.scaler.calls == [4]  # one start, not three
+
+
+def test_a_scale_order_waits_off_the_order_loop():
+    """A scale-up that waits for readiness holds no other order: getState is answered
+    while it waits, and the scale's own answer comes when it is done."""
+    import threading
+
+    release = threading.Event()
+
+    class SlowScaler(CountingScaler):
+        def scale_to(self, n):
+            release.wait(10)  # a replica that takes its time to become ready
+            super().scale_to(n)
+
+    svc = OrchestratorService(SlowScaler(1), max_replicas=5, clock=lambda: 100.0)
+    now = svc.started_wall_s
+    scale = json.dumps({"transactionId": "s", "order": "scaleSUT", "mode": "fixed", "level": 3}).encode()
+    state = json.dumps({"transactionId": "g", "order": "getState"}).encode()
+    out = svc.handle_batch([(scale, now + 1), (state, now + 1)], defer=svc._defer_scale)
+    assert [m["transactionId"] for _, m in out] == ["g", "g"]  # answered at once; the scale still waits
+    assert svc._outbox.empty()
+    release.set()
+    _, msg = svc._outbox.get(timeout=10)
+    assert msg["transactionId"] == "s" and msg["result"] == "OK" and svc.scaler.n == 3
+    svc.stop()
