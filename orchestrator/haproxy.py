@@ -30,9 +30,13 @@ defaults
     timeout connect 5s
     timeout client 300s
     timeout server 300s
+    # a request (headers and body) must arrive within 5 s: a slow body is cut here,
+    # never holding a replica's worker
+    timeout http-request 5s
     option http-server-close
 frontend web
     bind 127.0.0.1:{port}
+    option http-buffer-request
     # when the balancer took the request: the replica's span starts there, as a
     # sidecar proxy's span does (queueing in the replica counts)
     http-request set-header X-Request-Start t=%[date(0,ms)]

@@ -80,3 +80,15 @@ def test_a_replica_failing_its_health_check_is_taken_out(balancer):
     while not _status(hap).startswith("DOWN") and time.monotonic() < end:  # "UP 1/3", "UP 2/3": failures of three
         time.sleep(0.1)
     assert _status(hap).startswith("DOWN")
+
+
+def test_a_slow_request_body_is_cut_at_the_balancer(balancer):
+    import socket
+
+    hap, replica = balancer
+    with socket.create_connection(("127.0.0.1", hap.port), timeout=15) as s:
+        s.sendall(b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        t0 = time.monotonic()
+        answer = s.recv(4096)  # nothing more is sent: the balancer gives up on its own
+    assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - t0 < 12, answer[:60]
+    assert replica.posts == 0  # the replica never saw it
