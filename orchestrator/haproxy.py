@@ -109,8 +109,12 @@ class HAProxy:
             raise HAProxyError(f"haproxy refused {cmd!r}: {out.strip()}")
         return out
 
-    def enable(self, slot: int, port: int) -> None:
+    def enable(self, slot: int, port: int, check_port: int | None = None) -> None:
+        """Requests to ``slot`` go to ``port``; its health checks to ``check_port`` (the
+        replica's control listener) when given."""
         self.command(f"set server {BACKEND}/s{slot} addr 127.0.0.1 port {port}")
+        if check_port is not None:
+            self.command(f"set server {BACKEND}/s{slot} check-port {check_port}")
         self.command(f"set server {BACKEND}/s{slot} state ready")
 
     def disable(self, slot: int) -> None:

@@ -209,6 +209,42 @@ class App:
         return "\n".join(lines) + "\n"
 
 
+def start_control_listener(app: App, port: int, host: str = "127.0.0.1"):
+    """Serve ``/healthz`` and ``/metrics`` of ``app`` on ``port`` from a daemon thread
+    (not the request pool: they answer while every request thread runs a program). The
+    port may be shared by several processes (``SO_REUSEPORT``). Returns the server."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/healthz":
+                status, headers, body = app.healthz()
+            elif path == "/metrics":
+                status, headers, body = _text("200 OK", app.metrics(), "text/plain; version=0.0.4")
+            else:
+                status, headers, body = _json("404 Not Found", {"error": f"no route GET {path} here"})
+            self.send_response(int(status.split()[0]))
+            for k, v in headers:
+                if k.lower() != "content-length":
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    class Server(ThreadingHTTPServer):
+        allow_reuse_port = True
+        daemon_threads = True
+
+    server = Server((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="control", daemon=True).start()
+    return server
+
+
 class _Body:
     """A one-chunk WSGI body whose ``close()`` (called after the response is sent) ends
     the span, so the span covers writing the answer, as a sidecar's span does."""

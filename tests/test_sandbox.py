@@ -160,6 +160,44 @@ def test_gunicorn_replica_survives_hostile_programs(tmp_path):
         proc.wait(timeout=10)
 
 
+def test_health_and_metrics_answer_while_every_request_thread_runs_a_program():
+    import threading
+
+    port, control = free_port(), free_port()
+    env = {**os.environ, "SANDBOX_POD": "replica-busy", "SANDBOX_CONTROL_PORT": str(control)}
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "1", "-b", f"127.0.0.1:{port}",
+                             "--timeout", "30", "-c", "python:sandbox.gunicorn_conf", "sandbox.app:application"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{control}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/run", data=json.dumps(
+            {"code": "import time\ntime.sleep(4)", "limits": {"wall_seconds": 6}}).encode())
+        busy = threading.Thread(target=lambda: urllib.request.urlopen(req, timeout=20).read())
+        busy.start()  # the replica's only request thread now runs a program for 4 s
+        from sandbox import seal
+
+        runs = [seal.CGROUP_ROOT / seal.GROUP, seal.CGROUP_ROOT / "pids" / seal.GROUP]
+        end = time.monotonic() + 10
+        while not any(d.is_dir() and any(x.name.startswith("run-") for x in d.iterdir()) for d in runs):
+            assert time.monotonic() < end, "the program never started"
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        assert urllib.request.urlopen(f"http://127.0.0.1:{control}/healthz", timeout=2).read() == b"ok\n"
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{control}/metrics", timeout=2).read().decode()
+        assert "container_cpu_usage_seconds_total" in metrics and time.monotonic() - t0 < 2
+        assert busy.is_alive()  # answered while the program was still running
+        busy.join(timeout=20)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def test_span_starts_when_the_balancer_took_the_request():
     from sandbox.app import _queued_us
 

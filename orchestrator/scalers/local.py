@@ -56,6 +56,7 @@ class Replica:
     pid: int
     state: str = "starting"  # starting, ready, draining
     started_at: float = field(default_factory=time.time)
+    control_port: int | None = None  # /healthz and /metrics off the request threads
 
 
 def _cgroup_dirs(name: str) -> dict[str, Path]:
@@ -118,7 +119,7 @@ class LocalScaler:
                                    "cpu_limit_enforced": self.cpu_limit_enforced, "counter": self._counter}))
         tmp.replace(self._state_file)
         if self.targets_file is not None:
-            targets = [{"targets": [f"127.0.0.1:{r.port}"], "labels": {"replica": r.name}}
+            targets = [{"targets": [f"127.0.0.1:{r.control_port or r.port}"], "labels": {"replica": r.name}}
                        for r in self.replicas]
             t = self.targets_file.with_suffix(".tmp")
             t.write_text(json.dumps(targets))
@@ -181,7 +182,7 @@ class LocalScaler:
         name = f"sandbox-{self._counter}"
         used = {r.slot for r in self.replicas}
         slot = next(s for s in range(1, self.haproxy.slots + 1) if s not in used)
-        port = free_port()
+        port, control = free_port(), free_port()
         cg = make_cgroup(name, self.spec)
         self.cpu_limit_enforced = cg is not None if self.cpu_limit_enforced in (None, True) else False
         env = {
@@ -190,7 +191,7 @@ class LocalScaler:
             "SANDBOX_CPU_REQUEST": str(self.spec.cpu_request), "SANDBOX_CPU_LIMIT": str(self.spec.cpu_limit),
             "SANDBOX_MEMORY_REQUEST_MIB": str(self.spec.memory_request_mib),
             "SANDBOX_MEMORY_LIMIT_MIB": str(self.spec.memory_limit_mib),
-            "KAFKA_BOOTSTRAP": self.kafka or "",
+            "KAFKA_BOOTSTRAP": self.kafka or "", "SANDBOX_CONTROL_PORT": str(control),
         }  # fmt: skip
         if cg is not None:
             env["SANDBOX_CGROUP_CPU"] = str(cg["cpuacct"])
@@ -203,18 +204,19 @@ class LocalScaler:
 
         cmd = [sys.executable, "-m", "gunicorn", "-w", str(self.spec.workers), "--threads", str(self.spec.threads),
                "-b", f"127.0.0.1:{port}", "--graceful-timeout", str(int(self.spec.drain_timeout_s)),
-               "--timeout", "120", "sandbox.app:application"]
+               "--timeout", "120", "-c", "python:sandbox.gunicorn_conf", "sandbox.app:application"]
         pid = spawn(cmd, self.dir / f"{name}.log", env=env, preexec=join_cgroup)
-        replica = Replica(name=name, slot=slot, port=port, pid=pid)
+        replica = Replica(name=name, slot=slot, port=port, pid=pid, control_port=control)
         self.replicas.append(replica)
         self._save()
-        if not wait_http(f"http://127.0.0.1:{port}/healthz", self.spec.startup_timeout_s, pid=pid):
+        if not (wait_http(f"http://127.0.0.1:{port}/healthz", self.spec.startup_timeout_s, pid=pid)
+                and wait_http(f"http://127.0.0.1:{control}/healthz", self.spec.startup_timeout_s, pid=pid)):
             stop(pid)
             self.replicas.remove(replica)
             remove_cgroup(name)
             self._save()
             raise ScaleError(f"replica {name} did not become healthy; see {self.dir / (name + '.log')}")
-        self.haproxy.enable(slot, port)
+        self.haproxy.enable(slot, port, check_port=control)
         replica.state = "ready"
         self._save()
         return replica
