@@ -42,6 +42,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
+#: A run's host directory is ``<tmp>/scalelab-run-<worker pid>-...``: a worker that died
+#: leaves it, and the next sandbox made on the machine sweeps it (:func:`sweep_leftovers`).
+RUN_PREFIX = "scalelab-run-"
 PR_SET_NO_NEW_PRIVS = 38
 UID_BASE = 100_000
 _uid_counter = itertools.count()
@@ -231,7 +234,7 @@ class Sandbox:
         limits = limits or Limits()
         if not isinstance(stdin, str):
             raise SandboxError("stdin must be a string")
-        workdir = tempfile.mkdtemp(prefix="scalelab-run-")
+        workdir = tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-")
         uid = _next_uid() if self.isolate_users else None
         try:
             command = self.languages[language]
@@ -331,6 +334,7 @@ class _Seal:
     def __init__(self, bwrap: str) -> None:
         from sandbox import seal
 
+        sweep_leftovers()
         self.bwrap = bwrap
         fd, path = tempfile.mkstemp(prefix="scalelab-seccomp-", suffix=".bpf")
         os.close(fd)
@@ -432,6 +436,48 @@ class _Seal:
             os.close(fd)
             cg.kill_all()
             cg.remove()
+
+
+def sweep_leftovers() -> list[str]:
+    """Remove what runs of dead workers left (their processes died with them): run
+    cgroups and host directories named after a worker pid that is gone. Returns what
+    was removed."""
+    from sandbox import seal
+
+    def dead(pid: str) -> bool:
+        try:
+            os.kill(int(pid), 0)
+            return False
+        except ProcessLookupError:
+            return True
+        except (ValueError, PermissionError):
+            return False
+
+    removed = []
+    bases = [seal.CGROUP_ROOT / seal.GROUP] + [seal.CGROUP_ROOT / c / seal.GROUP for c in ("memory", "pids", "cpu",
+                                                                                          "cpuacct")]
+    for base in bases:
+        if base.is_dir():
+            for d in base.iterdir():
+                parts = d.name.split("-")
+                if d.is_dir() and d.name.startswith("run-") and len(parts) >= 3 and dead(parts[1]):
+                    for pid in (d / "cgroup.procs").read_text().split() if (d / "cgroup.procs").exists() else []:
+                        try:
+                            os.kill(int(pid), signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                    try:
+                        d.rmdir()
+                        removed.append(str(d))
+                    except OSError:
+                        pass
+    tmp = Path(tempfile.gettempdir())
+    for d in tmp.glob(f"{RUN_PREFIX}*"):
+        pid = d.name[len(RUN_PREFIX):].split("-", 1)[0]
+        if d.is_dir() and dead(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+    return removed
 
 
 def _feed(pipe, data: bytes) -> None:

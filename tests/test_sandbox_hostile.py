@@ -49,11 +49,12 @@ def leftovers(uid: int) -> list[str]:
             fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
             if fields.get("Uid", "").split()[:1] == [str(uid)] and not fields.get("State", "").strip().startswith("Z"):
                 out.append(f"process {entry.name}")
+    mine = f"-{os.getpid()}-"  # this process's runs (other test workers run programs too)
     for base in (seal.CGROUP_ROOT / seal.GROUP, *(seal.CGROUP_ROOT / c / seal.GROUP for c in ("memory", "pids"))):
         if base.is_dir():
-            out += [f"cgroup {d}" for d in base.iterdir() if d.is_dir() and d.name.startswith("run-")]
-    for d in (Path(tempfile.gettempdir()), Path("/dev/shm")):
-        out += [f"file {f}" for f in d.iterdir() if f.name.startswith(("scalelab-run-", "escape"))]
+            out += [f"cgroup {d}" for d in base.iterdir() if d.is_dir() and d.name.startswith(f"run{mine}")]
+    out += [f"file {f}" for f in Path(tempfile.gettempdir()).iterdir() if f.name.startswith(f"scalelab-run{mine}")]
+    out += [f"file {f}" for f in Path("/dev/shm").iterdir() if f.name.startswith("escape")]
     try:
         out += [f"file {f}" for f in Path("/dev/shm").iterdir() if f.stat().st_uid == uid]
     except OSError:
@@ -205,3 +206,44 @@ def test_the_service_caps_a_requests_limits_and_refuses_non_finite_ones():
     code = "import resource\nprint(resource.getrlimit(resource.RLIMIT_CPU)[0])"
     status, answer = post(json.dumps({"code": code, "limits": {"cpu_seconds": 10_000}}).encode())
     assert status == 200 and int(answer["stdout"]) <= CEILING.cpu_seconds + 1  # raised past the ceiling: capped
+
+
+def test_a_large_stdin_does_not_hold_the_deadline_off(sandbox):
+    r = sandbox.run("import time\ntime.sleep(30)", stdin="x" * (50 * 2**20),
+                    limits=Limits(cpu_seconds=2, wall_seconds=2, memory_mib=256, processes=8))
+    assert r.limit == "wall" and r.wall_ms < 4000, r  # the program never read it; the deadline ran anyway
+    assert not leftovers(r.uid)
+
+
+def test_runs_die_with_their_worker_and_what_is_left_is_swept(tmp_path):
+    import signal as sig
+    import subprocess
+    import sys
+    import time
+
+    from sandbox.runner import RUN_PREFIX, sweep_leftovers
+
+    worker = subprocess.Popen([sys.executable, "-c", "from sandbox.runner import Sandbox\n"
+                               "Sandbox().run('import time\\ntime.sleep(60)', limits=__import__('sandbox.runner')"
+                               ".runner.Limits(wall_seconds=60, cpu_seconds=60))"])
+
+    def run_cgroups():
+        found = []
+        for base in (seal.CGROUP_ROOT / seal.GROUP, seal.CGROUP_ROOT / "pids" / seal.GROUP):
+            if base.is_dir():
+                found += [d for d in base.iterdir() if d.is_dir() and d.name.startswith(f"run-{worker.pid}-")]
+        return found
+
+    end = time.monotonic() + 20
+    while not any((d / "cgroup.procs").read_text().split() for d in run_cgroups()):
+        assert time.monotonic() < end, "the run never started"
+        time.sleep(0.02)
+    os.kill(worker.pid, sig.SIGKILL)  # the worker dies mid-run
+    worker.wait(timeout=10)
+    end = time.monotonic() + 10
+    while any((d / "cgroup.procs").read_text().split() for d in run_cgroups()):
+        assert time.monotonic() < end, "the run outlived its worker"
+        time.sleep(0.02)
+    assert any(Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}{worker.pid}-*"))  # its directory, left behind
+    removed = sweep_leftovers()
+    assert removed and not run_cgroups() and not any(Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}{worker.pid}-*"))
