@@ -124,13 +124,15 @@ class RunCgroup:
             (d / "cgroup.procs").write_text(str(os.getpid()))
 
     def pids(self) -> list[int]:
+        """The live processes in the cgroup (a zombie, dead and waiting for its parent
+        to reap it, still shows in a v1 cgroup: it is left out)."""
         out: set[int] = set()
         for d in self.dirs:
             try:
                 out.update(int(x) for x in (d / "cgroup.procs").read_text().split())
             except OSError:
                 pass
-        return sorted(out)
+        return sorted(p for p in out if alive_pid(p))
 
     def cpu_seconds(self) -> float:
         """CPU used by all of the run's processes, s."""
@@ -193,6 +195,15 @@ class RunCgroup:
                 except OSError:  # processes still exiting
                     time.sleep(0.01)
         self.dirs = []
+
+
+def alive_pid(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def cgroups_available() -> bool:
