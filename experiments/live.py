@@ -25,9 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from agent.process import AgentFolder, AgentSpec, records_of
-from experiments.config import ConfigError, ExperimentConfig, load_config
+from experiments.config import ConfigError, ExperimentConfig
 from experiments.episode import Resolved, build_policy, episode_name, records_frame, resolve, saved_state_path
-from experiments.runner import RunResult, finish_run, new_run_folder, write_versions
+from experiments.runner import RunResult, config_to_run, finish_run, folder_lock, new_run_folder, write_versions
 from orchestrator.errors import PermanentError
 from orchestrator.scalers.local import ReplicaSpec
 from orchestrator.stack import LocalStack
@@ -247,20 +247,23 @@ def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "ru
     decisions; a function called in a thread with the run folder and the stack;
     ``supervise_s``: the supervisor's period, s."""
     t_start = time.perf_counter()
-    if resume is not None:
-        path = Path(resume)
-        if not (path / "config.yaml").is_file():
-            raise ConfigError(f"--resume {str(path)!r}: no config.yaml there, not a run folder")
-        cfg = load_config(path / "config.yaml")
-    else:
-        cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    cfg, path = config_to_run(config, resume)
     if cfg.backend != "live":
         raise ConfigError(f"config: backend={cfg.backend!r}; scalelab live run needs backend: live")
     settings = live_settings(cfg)
     for spec in cfg.policies:
         build_policy(spec, cfg, seed=0)
-    if resume is None:
+    if path is None:
         path = new_run_folder(cfg, out, command)
+    with folder_lock(path):
+        return _run_live_in(cfg, settings, path, stack_dir, injector_cpu, kill_agent_after, bootstrap, during,
+                            supervise_s, t_start)
+
+
+def _run_live_in(cfg: ExperimentConfig, settings: LiveSettings, path: Path, stack_dir: Path | None,
+                 injector_cpu: int, kill_agent_after: int | None, bootstrap: str | None,
+                 during: Callable[[Path, LocalStack | None], None] | None, supervise_s: float,
+                 t_start: float) -> RunResult:
     seeds = write_versions(path, cfg)
     episodes = [(run, k, pspec) for run in range(cfg.runs) for k, pspec in enumerate(cfg.policies)]
     todo = [e for e in episodes

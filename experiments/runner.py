@@ -226,14 +226,7 @@ def run_experiment(
     run in ``resume``. Returns the steps, the summary and the folder."""
 
     t0 = time.perf_counter()
-    if resume is not None:
-        path = Path(resume)
-        if not (path / "config.yaml").is_file():
-            raise ConfigError(f"--resume {str(path)!r}: no config.yaml there, not a run folder")
-        cfg = load_config(path / "config.yaml")
-    else:
-        cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
-    validate(cfg)  # a config built in Python gets the checks a file gets
+    cfg, path = config_to_run(config, resume)
     if resume is None:
         cfg = with_saved_states(cfg, out, progress)
     resolved = resolve(cfg)
@@ -246,6 +239,21 @@ def run_experiment(
         path = new_run_folder(cfg, out, command)
     with folder_lock(path):
         return _run_in(cfg, resolved, path, workers, progress, report, t0)
+
+
+def config_to_run(config: ExperimentConfig | str | Path | dict | None,
+                  resume: str | Path | None) -> tuple[ExperimentConfig, Path | None]:
+    """The checked config to run and, resuming, the run folder (its ``config.yaml``)."""
+    path = None
+    if resume is not None:
+        path = Path(resume)
+        if not (path / "config.yaml").is_file():
+            raise ConfigError(f"--resume {str(path)!r}: no config.yaml there, not a run folder")
+        cfg = load_config(path / "config.yaml")
+    else:
+        cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    validate(cfg)  # a config built in Python gets the checks a file gets
+    return cfg, path
 
 
 def check_size(cfg: ExperimentConfig, resolved: Resolved) -> None:

@@ -119,14 +119,13 @@ class OrchestratorService:
         deployment in the batch, only the newest is carried out, the others are
         answered as superseded. ``defer``: scale orders to be carried out there (off the
         order loop, so a long wait for readiness holds no other order) instead of here."""
+        heads = [_scale_head(raw) for raw, _ in records]
         newest: dict[str, int] = {}
-        for i, (raw, sent_at) in enumerate(records):
-            head = _scale_head(raw)
+        for i, ((_, sent_at), head) in enumerate(zip(records, heads, strict=True)):
             if head is not None and sent_at >= self.started_wall_s - STALE_SLACK_S:
                 newest[head[1]] = i
         out = []
-        for i, (raw, sent_at) in enumerate(records):
-            head = _scale_head(raw)
+        for i, ((raw, sent_at), head) in enumerate(zip(records, heads, strict=True)):
             if sent_at < self.started_wall_s - STALE_SLACK_S:
                 self.errors += 1
                 out.append(("action_result", result_message(

@@ -286,26 +286,8 @@ class Sandbox:
         out, err = _Capped(proc.stdout, limits.output_bytes), _Capped(proc.stderr, limits.output_bytes)
         out.start()
         err.start()
-        try:
-            proc.stdin.write(stdin.encode())
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-        status, usage, wall_hit = None, None, False
-        deadline = t0 + limits.wall_seconds
-        while True:
-            pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                status, usage = st, ru
-                t_end = time.perf_counter()
-                break
-            if time.perf_counter() >= deadline:
-                wall_hit = True
-                t_end = time.perf_counter()  # the program's time ends here; killing it is ours
-                _kill_group(proc.pid, uid)
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.005)
+        status, usage, t_end, wall_hit = _run_until(proc, stdin, t0 + limits.wall_seconds,
+                                                    lambda: _kill_group(proc.pid, uid))
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall_ms = (t_end - t0) * 1000.0
         _kill_group(proc.pid, uid)  # leftovers (forked children) end with the run
@@ -395,21 +377,7 @@ class _Seal:
             out, err = _Capped(proc.stdout, limits.output_bytes), _Capped(proc.stderr, limits.output_bytes)
             out.start()
             err.start()
-            feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin.encode()), daemon=True)
-            feeder.start()  # the deadline runs while stdin is written
-            deadline = t0 + limits.wall_seconds
-            wall_hit = False
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    t_end = time.perf_counter()
-                    break
-                if time.perf_counter() >= deadline:
-                    wall_hit, t_end = True, time.perf_counter()
-                    cg.kill_all()
-                    _, status, usage = os.wait4(proc.pid, 0)
-                    break
-                time.sleep(0.005)
+            status, usage, t_end, wall_hit = _run_until(proc, stdin, t0 + limits.wall_seconds, cg.kill_all)
             cg.kill_all()  # whatever is left of the run ends with it
             out.join(timeout=2)
             err.join(timeout=2)
@@ -480,12 +448,29 @@ def sweep_leftovers() -> list[str]:
     return removed
 
 
-def _feed(pipe, data: bytes) -> None:
-    try:
-        pipe.write(data)
-        pipe.close()
-    except (BrokenPipeError, OSError, ValueError):
-        pass
+def _run_until(proc: subprocess.Popen, stdin: str, deadline: float, kill) -> tuple[int, object, float, bool]:
+    """Feed ``stdin`` (from a thread: the deadline runs while it is written) and wait for
+    ``proc`` until ``deadline`` (``perf_counter`` s), calling ``kill`` then; returns its
+    wait status, its resource usage, when its time ended and whether the deadline hit
+    (the kill itself is not the program's time)."""
+    def feed() -> None:
+        try:
+            proc.stdin.write(stdin.encode())
+            proc.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            return status, usage, time.perf_counter(), False
+        if time.perf_counter() >= deadline:
+            t_end = time.perf_counter()
+            kill()
+            _, status, usage = os.wait4(proc.pid, 0)
+            return status, usage, t_end, True
+        time.sleep(0.005)
 
 
 def _kill_group(pid: int, uid: int | None) -> None:

@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict
 
 import pytest
+from waiting import wait_for
 
 from agent.process import AgentFolder, AgentSpec
 from experiments.live import LiveSettings, run_agent_process, start_services, stop_services
@@ -27,13 +28,6 @@ pytestmark = [
 
 STEPS = 24
 
-
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    end = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_malformed_floods_and_a_broker_restart_mid_run(tmp_path):
@@ -61,7 +55,7 @@ def test_malformed_floods_and_a_broker_restart_mid_run(tmp_path):
 
         runner = threading.Thread(target=agent)
         runner.start()
-        _wait_for(lambda: len(folder.records()) >= 3, 90, "three decisions")
+        wait_for(lambda: len(folder.records()) >= 3, 90, "three decisions")
 
         producer = KafkaProducer(bootstrap_servers=addr, api_version=(2, 3))
         for k in range(1000):
@@ -71,7 +65,7 @@ def test_malformed_floods_and_a_broker_restart_mid_run(tmp_path):
         producer.flush()
         producer.close()
 
-        _wait_for(lambda: len(folder.records()) >= 8, 90, "eight decisions")
+        wait_for(lambda: len(folder.records()) >= 8, 90, "eight decisions")
         stack.kill_kafka()
         time.sleep(4)
         stack.start_kafka()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from waiting import wait_for
 
 from agent.process import AgentFolder
 from experiments.live import run_live
@@ -27,13 +28,6 @@ pytestmark = [
                        reason="needs locust, prometheus and haproxy"),
 ]
 
-
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    end = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _orchestrator_pid(stack_dir: Path) -> int:
@@ -54,14 +48,14 @@ def test_prometheus_the_orchestrator_and_a_replica_killed_mid_run(tmp_path):
     def faults(path: Path, stack: LocalStack) -> None:
         try:
             first = AgentFolder(path / "parts" / "threshold-cpu--run000")
-            _wait_for(lambda: len(first.records()) >= 2, 120, "two decisions")
+            wait_for(lambda: len(first.records()) >= 2, 120, "two decisions")
             os.kill(stack.state["prometheus"]["pid"], signal.SIGKILL)
             done["prometheus"] = time.time()
-            _wait_for(lambda: len(first.records()) >= 12, 240, "twelve decisions")
+            wait_for(lambda: len(first.records()) >= 12, 240, "twelve decisions")
             os.kill(_orchestrator_pid(stack.dir), signal.SIGKILL)
             done["orchestrator"] = time.time()
             second = AgentFolder(path / "parts" / "hslinucb--run000")
-            _wait_for(lambda: len(second.records()) >= 3, 240, "the second episode")
+            wait_for(lambda: len(second.records()) >= 3, 240, "the second episode")
             replica = LocalStack(stack.dir).scaler.replicas[0]
             os.kill(replica.pid, signal.SIGKILL)
             done["replica"] = replica.name

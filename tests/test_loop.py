@@ -120,14 +120,19 @@ def test_period_mode_scores_the_next_observation():
     assert recs[0].before.context.p95_ms == 1000.0 and recs[0].violation is False  # 1000 ms is not the outcome
 
 
+def simulated_loop(cfg, loads: list[float]) -> StepLoop:
+    """A step loop on the backend ``cfg`` names, on a virtual clock, at ``loads``."""
+    r = resolve(cfg)
+    clock = VirtualClock()
+    backend = make_backend(cfg, r, dict(episode_seeds(1, 1, 1)[0], policy=0), np.asarray(loads), clock)
+    return StepLoop(backend, clock, loads, r.loop, make_reward("slo-binary-v1"))
+
+
 @pytest.mark.parametrize("engine", ["des", "fluid"])
 def test_settle_on_the_simulator_waits_for_readiness_and_a_sample(engine):
     cfg = load_config({**CONFIG, "engine": engine, "loop": "settle", "steps": 4,
                        "cluster": {"max_replicas": 5, "startup_seconds": 7}})
-    r = resolve(cfg)
-    clock = VirtualClock()
-    backend = make_backend(cfg, r, dict(episode_seeds(1, 1, 1)[0], policy=0), np.full(4, 10.0), clock)
-    lp = StepLoop(backend, clock, [10.0] * 4, r.loop, make_reward("slo-binary-v1"))
+    lp = simulated_loop(cfg, [10.0] * 4)
     before = lp.start()
     rec, _ = lp.act(0, before, Decision(0), ActionSet.fixed(3, 3))
     assert rec.order.applied == 3 and rec.after.context.replicas == 3  # the new replicas are ready
@@ -214,10 +219,7 @@ def test_the_oracle_is_told_the_load_its_outcome_is_measured_at(mode, expected):
 def test_a_warm_up_holds_its_load_before_step_0_and_shifts_the_grid():
     cfg = load_config({**CONFIG, "steps": 3, "warmup": {"load": 45, "seconds": 15},
                        "cluster": {"max_replicas": 10, "initial_replicas": 5}})
-    r = resolve(cfg)
-    clock = VirtualClock()
-    backend = make_backend(cfg, r, dict(episode_seeds(1, 1, 1)[0], policy=0), np.full(3, 2.0), clock)
-    lp = StepLoop(backend, clock, [2.0] * 3, r.loop, make_reward("slo-binary-v1"))
+    lp = simulated_loop(cfg, [2.0] * 3)
     before = lp.start()
     assert before.t_s == pytest.approx(20.0)  # 15 s of warm-up, then step 0's 5 s
     # the 12-s window still holds the warm-up's 45 users: far more requests than 2 users make
