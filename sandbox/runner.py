@@ -46,6 +46,7 @@ CLONE_NEWNET = 0x40000000
 #: leaves it, and the next sandbox made on the machine sweeps it (:func:`sweep_leftovers`).
 RUN_PREFIX = "scalelab-run-"
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
 UID_BASE = 100_000
 _uid_counter = itertools.count()
 _uid_lock = threading.Lock()
@@ -355,7 +356,10 @@ class _Seal:
         cg = seal.RunCgroup(f"run-{os.getpid()}-{next(self._runs)}", limits.memory_mib * 2**20, limits.processes)
         fd = os.open(self.filter, os.O_RDONLY)
         try:
-            argv = seal.bwrap_command(self.bwrap, workdir, command, fd, uid, work_bytes=limits.memory_mib * 2**20)
+            argv = seal.bwrap_command(self.bwrap, workdir, command, fd, uid, work_bytes=limits.memory_mib * 2**20,
+                                      wall_s=limits.wall_seconds)
+
+            worker = os.getpid()
 
             def preexec() -> None:  # in the child, before exec: its cgroup, its uid, no privileges
                 cg.join()
@@ -367,7 +371,13 @@ class _Seal:
                 os.setgroups([])
                 os.setgid(uid)
                 os.setuid(uid)
-                ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+                # die with the worker from here on (changing uid cleared the setting; bwrap's
+                # own --die-with-parent comes only once it runs): no window where it outlives it
+                libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if os.getppid() != worker:
+                    os._exit(1)
 
             env = {"PATH": "/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
             t0 = time.perf_counter()

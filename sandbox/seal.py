@@ -5,7 +5,9 @@ cgroup of its own. The runner (``sandbox.runner``) puts each program inside all 
   uid): user, mount, PID, IPC, UTS, network and cgroup. The root is a read-only view of
   the runtime (``/usr`` and the interpreter's prefix), a private ``/tmp`` and
   ``/dev/shm`` (tmpfs, gone with the run), a minimal ``/dev``, its own ``/proc`` (its own
-  processes only) and ``/work``, a size-limited tmpfs with its files (read-only). No capabilities; ``--die-with-parent``:
+  processes only) and ``/work``, a size-limited tmpfs with its files (read-only). The
+  program runs under ``timeout`` just past its wall limit, so a run whose worker died
+  ends on its own. No capabilities; ``--die-with-parent``:
   the run is killed when the worker that started it dies.
 - **seccomp** (libseccomp through ``ctypes``, exported as BPF for ``bwrap --seccomp``):
   the system calls a program never needs and an escape would -- ``ptrace``, ``mount``,
@@ -236,11 +238,18 @@ def runtime_binds(interpreter: str) -> list[str]:
     return args
 
 
+#: Inside the sandbox the program runs under ``timeout -s KILL`` set this much past its
+#: wall limit: the worker kills it at the limit; if the worker died first (bwrap's
+#: ``--die-with-parent`` has a start-up window), the run still ends, s.
+WALL_MARGIN_S = 2.0
+
+
 def bwrap_command(bwrap: str, workdir: str, command: list[str], seccomp_fd: int, uid: int,
-                  work_bytes: int) -> list[str]:
+                  work_bytes: int, wall_s: float) -> list[str]:
     """The ``bwrap`` command line running ``command`` in ``/work``: a tmpfs of
     ``work_bytes`` (what the program writes fills memory of its own cgroup, never the
-    host's disk) holding the files of ``workdir``, read-only."""
+    host's disk) holding the files of ``workdir``, read-only; under a ``timeout`` of
+    ``wall_s`` + :data:`WALL_MARGIN_S` (a run never outlives its wall limit by more)."""
     files = []
     for name in sorted(os.listdir(workdir)):
         files += ["--ro-bind", os.path.join(workdir, name), f"/work/{name}"]
@@ -251,5 +260,5 @@ def bwrap_command(bwrap: str, workdir: str, command: list[str], seccomp_fd: int,
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
         "--size", str(int(work_bytes)), "--perms", "0700", "--tmpfs", "/work", *files,
         "--chdir", "/work", "--seccomp", str(seccomp_fd),
-        "--", *command,
+        "--", "/usr/bin/timeout", "-s", "KILL", f"{wall_s + WALL_MARGIN_S:g}", *command,
     ]  # fmt: skip
