@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     client = OrchestratorClient(args.bootstrap, timeout_s=args.timeout)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     backend = OrchestratorBackend(client, WallClock(), spec.min_replicas, spec.max_replicas, retry_s=spec.retry_s,
-                                  spawn_rate=spec.spawn_rate, log=log)
+                                  spawn_rate=spec.spawn_rate, injector_task=spec.injector_task, log=log)
     print("agent ready", flush=True)
     try:
         result = run_agent(spec, backend, args.folder or Path(args.config).parent, log=log)

@@ -9,6 +9,8 @@ it learns is on disk as it goes, in its folder:
 - ``decisions.jsonl``: one :class:`~agent.loop.StepRecord` per line
   (:meth:`~agent.loop.StepRecord.to_dict` plus ``run`` and ``policy``), appended and
   fsynced when the step ends;
+- ``injector.json``: the load generator's statistics when the episode ends (live:
+  Locust's requests, failures and their reasons);
 - ``agent-state.json``: the policy's state, the next step, the observation it decides
   on and the decision already taken there (if any), written atomically twice a step:
   after the decision and after the record.
@@ -40,6 +42,7 @@ from orchestrator.errors import UserError
 
 RECORDS = "decisions.jsonl"
 STATE = "agent-state.json"
+INJECTOR = "injector.json"  # the load generator's statistics at the episode's end (live)
 
 
 class AgentConfigError(UserError):
@@ -51,7 +54,9 @@ class AgentSpec:
     """One agent run. Times in seconds, latencies in milliseconds.
 
     ``users`` is the injector's user level per step (the agent drives the load, as the
-    paper's loop does); empty means the agent leaves the injector alone. ``hot_start``
+    paper's loop does); empty means the agent leaves the injector alone.
+    ``injector_task`` is what the injector's users do (a ``set_task`` order: the paper's
+    ``/compute`` clients or evaluation-week students), sent before the first level. ``hot_start``
     is a policy state file (``agent-state.json`` or a run's ``policy.json``) to start
     from; the policy keeps learning with its own generator (``seed``).
     """
@@ -76,6 +81,7 @@ class AgentSpec:
     retry_s: float = 180.0
     warmup_load: float | None = None  # users held for warmup_seconds before step 0 (config warmup:)
     warmup_seconds: float = 0.0
+    injector_task: dict = field(default_factory=dict)  # the injector's set_task order (empty: leave it)
 
     def __post_init__(self) -> None:
         if self.loop not in ("period", "settle"):
@@ -104,8 +110,9 @@ class AgentSpec:
         if isinstance(self.warmup_seconds, bool) or not isinstance(self.warmup_seconds, int | float) \
                 or self.warmup_seconds < 0:
             raise AgentConfigError(f"agent config: warmup_seconds={self.warmup_seconds!r} must be a number >= 0")
-        if not isinstance(self.params, dict) or not isinstance(self.reward_params, dict):
-            raise AgentConfigError("agent config: params and reward_params must be mappings")
+        if not isinstance(self.params, dict) or not isinstance(self.reward_params, dict) \
+                or not isinstance(self.injector_task, dict):
+            raise AgentConfigError("agent config: params, reward_params and injector_task must be mappings")
 
     @classmethod
     def from_dict(cls, data: Any) -> AgentSpec:
@@ -248,6 +255,8 @@ def run_agent(spec: AgentSpec, backend: Backend, folder: str | Path, clock: Cloc
             checkpoint(record.step + 1, following, None)
         if hasattr(backend, "stop_load"):
             backend.stop_load()
+            if getattr(backend, "injector_stats", None):
+                (store.dir / INJECTOR).write_text(json.dumps(backend.injector_stats, indent=1))
     return AgentResult(steps_done=spec.steps, resumed_at=start, retries=getattr(backend, "retries", 0))
 
 

@@ -56,6 +56,34 @@ def cmd_report(args) -> int:
 
     for d in args.dirs:
         print(write_report(Path(d)))
+    if len(args.dirs) == 2:
+        from experiments.twin import twin_report
+
+        md = twin_report(args.dirs[0], args.dirs[1], args.out)
+        print(md.read_text())
+        print(f"side by side: {md}")
+    return 0
+
+
+def cmd_twin(args) -> int:
+    """One config on the simulator and on the live stack, then the twin report."""
+    from dataclasses import replace
+
+    from experiments.config import load_config
+    from experiments.live import run_live
+    from experiments.runner import run_experiment
+    from experiments.twin import twin_report
+
+    cfg = load_config(_config_path(args.config))
+    if args.runs:
+        cfg = replace(cfg, runs=args.runs)
+    sim = run_experiment(replace(cfg, backend="sim"), out=args.out, command=_command())
+    print(f"simulated: {sim.path} ({sim.seconds:.1f} s)")
+    live = run_live(replace(cfg, backend="live"), out=args.out, command=_command())
+    print(f"live: {live.path} ({live.seconds:.1f} s)")
+    md = twin_report(sim.path, live.path)
+    print(md.read_text())
+    print(f"twin report: {md}")
     return 0
 
 
@@ -113,12 +141,12 @@ def cmd_calibrate(args) -> int:
     from tqdm.auto import tqdm
 
     from simulator.calibration import calibrate, paper_table
-    from simulator.models import PROFILES
+    from simulator.models import find_profile
 
-    app = PROFILES[args.profile]
+    app = find_profile(args.profile)
     if args.engine == "fluid":
         return _calibrate_fluid(app, args, plt)
-    if args.against == "samples":
+    if args.against == "samples" or args.dataset:
         return _calibrate_samples(app, args, plt)
     n = len(paper_table(args.min_steps))
     with tqdm(total=n, desc="calibrate", unit="cell") as bar:
@@ -147,49 +175,100 @@ def cmd_calibrate(args) -> int:
 
 
 def _calibrate_samples(app, args, plt) -> int:
-    """The simulator against the paper's D1 samples, per cell: quantiles and the
-    fraction above 600 ms; the old mean-based error beside."""
-    import numpy as np
+    """The simulator against measured p95 samples per cell (the paper's D1, or a
+    recorded dataset with ``--dataset``): quantiles and the fraction above the SLO;
+    with ``--fit N``, a random search of N profiles first, the best saved by name."""
+    from simulator.calibration import (
+        calibrate_samples,
+        compare_cells,
+        dataset_cells,
+        dataset_utilization,
+        fit_profile,
+    )
+    from simulator.datasets import read_dataset_meta
+    from simulator.models import save_profile
+    from simulator.replay import load_dataset
 
-    from simulator.calibration import calibrate_samples
+    if args.dataset:
+        frame = load_dataset(args.dataset)
+        meta = read_dataset_meta(args.dataset)
+        if meta.replica:  # the profile on the replicas the dataset was measured on
+            app = app.with_overrides(**meta.replica)
+        slo = args.slo_ms or meta.slo_ms
+        used = dataset_utilization(frame)
 
-    res = calibrate_samples(app, steps=args.steps, seed=args.seed)
+        def score(a):
+            return compare_cells(a, dataset_cells(frame), meta.cluster_settings(), meta.context, steps=args.steps,
+                                 seed=args.seed, slo_ms=slo, utilization=used)
+        label = f"dataset {Path(args.dataset).name} ({meta.source or 'recorded'})"
+    else:
+        slo = 600.0
+
+        def score(a):
+            return calibrate_samples(a, steps=args.steps, seed=args.seed)
+        label = "the paper's D1 samples"
+    before = score(app)
+    res = before
+    if args.fit:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=args.fit, desc="fit", unit="profile") as bar:
+            app, res, _ = fit_profile(app, score, candidates=args.fit, seed=args.seed, progress=bar.update)
+        name = args.save or f"{args.profile}-fitted"
+        from dataclasses import replace
+
+        app = replace(app, name=name)
+        print(f"fitted profile saved: {save_profile(app)} (use it as app: {{profile: {name}}})")
     t = res.table
     for r in t.itertuples():
-        print(f"{r.users:3d} users {r.replicas:2d} replicas  q50 paper {r.paper_q50:7.1f} sim {r.sim_q50:7.1f}  "
-              f"q90 paper {r.paper_q90:7.1f} sim {r.sim_q90:7.1f}  above 600 ms paper {r.paper_above:4.2f} "
-              f"sim {r.sim_above:4.2f}")
-    print(f"against the samples ({len(t)} cells): median |quantile error| {res.median_q_error:.1%}, "
-          f"mean |error of the fraction above 600 ms| {res.mean_above_error:.3f}")
+        print(f"{r.users:3d} users {r.replicas:2d} replicas  q50 data {r.data_q50:7.1f} sim {r.sim_q50:7.1f}  "
+              f"q90 data {r.data_q90:7.1f} sim {r.sim_q90:7.1f}  above {slo:g} ms data {r.data_above:4.2f} "
+              f"sim {r.sim_above:4.2f}{'  (saturated)' if r.saturated else ''}")
+    n_ok = int((~t.saturated).sum())
+    if args.fit:
+        print(f"before the fit: median |quantile error| {before.median_q_error:.1%}, worst {before.worst_q_error:.1%}")
+    print(f"against {label} ({n_ok} cells not saturated of {len(t)}): |quantile error| median "
+          f"{res.median_q_error:.1%}, worst {res.worst_q_error:.1%}; |error of the fraction above {slo:g} ms| "
+          f"mean {res.mean_above_error:.3f}, worst {res.worst_above_error:.3f}")
     print(f"against the means (the old criterion, same cells): median |error| {res.mean_error:.1%}")
     out = Path(args.out)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    x = np.arange(len(t))
-    left.vlines(x - 0.15, t.paper_q10, t.paper_q90, color="C0", lw=3, label="paper D1 samples, q10-q90")
-    left.plot(x - 0.15, t.paper_q50, "o", color="C0", ms=4)
-    left.vlines(x + 0.15, t.sim_q10, t.sim_q90, color="C1", lw=3, label="simulator, q10-q90")
-    left.plot(x + 0.15, t.sim_q50, "o", color="C1", ms=4)
-    left.axhline(600, color="grey", ls=":", label="SLO 600 ms")
-    left.set_yscale("log")
-    left.set_xticks(x, [f"{u}/{r}" for u, r in zip(t.users, t.replicas, strict=True)], rotation=90, fontsize=7)
-    left.set_xlabel("users / replicas")
-    left.set_ylabel("p95 (ms)")
-    left.legend(fontsize=8)
-    right.plot([0, 1], [0, 1], color="grey", ls=":")
-    right.scatter(t.paper_above, t.sim_above, s=18)
-    for r in t.itertuples():
-        if 0 < r.paper_above < 1 or 0 < r.sim_above < 1:
-            right.annotate(f"{r.users}/{r.replicas}", (r.paper_above, r.sim_above), fontsize=8)
-    right.set_xlabel("paper: fraction of samples above 600 ms")
-    right.set_ylabel("simulator: fraction above 600 ms")
-    right.set_title(f"mean |error| {res.mean_above_error:.3f}")
-    fig.suptitle(f"profile {args.profile} against the paper's D1 samples: median |quantile error| "
-                 f"{res.median_q_error:.1%} (means: {res.mean_error:.1%})")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    plot_calibration(t, slo, f"profile {app.name} against {label}: |quantile error| median "
+                     f"{res.median_q_error:.1%}, worst {res.worst_q_error:.1%}", out, plt)
     t.to_csv(out.with_suffix(".csv"), index=False)
     print(f"plot {out}, table {out.with_suffix('.csv')}")
     return 0
+
+
+def plot_calibration(t, slo: float, title: str, out: Path, plt) -> None:
+    """Per cell: measured and simulated p95 quantiles (q10-q90 bars, q50 dots), and the
+    fraction of samples above the SLO, measured against simulated."""
+    import numpy as np
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    x = np.arange(len(t))
+    left.vlines(x - 0.15, t.data_q10, t.data_q90, color="C0", lw=3, label="measured, q10-q90")
+    left.plot(x - 0.15, t.data_q50, "o", color="C0", ms=4, label="measured, median")
+    left.vlines(x + 0.15, t.sim_q10, t.sim_q90, color="C1", lw=3, label="simulator, q10-q90")
+    left.plot(x + 0.15, t.sim_q50, "o", color="C1", ms=4, label="simulator, median")
+    for i in np.flatnonzero(t.saturated.to_numpy()):
+        left.axvspan(i - 0.5, i + 0.5, color="grey", alpha=0.12, lw=0)
+    left.axhline(slo, color="grey", ls=":", label=f"SLO {slo:g} ms")
+    left.set_yscale("log")
+    left.set_xticks(x, [f"{u}/{r}" for u, r in zip(t.users, t.replicas, strict=True)], rotation=90, fontsize=7)
+    left.set_xlabel("users / replicas (grey: saturated)")
+    left.set_ylabel("p95 per step (ms)")
+    left.legend(fontsize=8)
+    right.plot([0, 1], [0, 1], color="grey", ls=":")
+    right.scatter(t.data_above, t.sim_above, s=18)
+    for r in t.itertuples():
+        if 0 < r.data_above < 1 or 0 < r.sim_above < 1:
+            right.annotate(f"{r.users}/{r.replicas}", (r.data_above, r.sim_above), fontsize=8)
+    right.set_xlabel(f"measured: fraction of steps above {slo:g} ms")
+    right.set_ylabel(f"simulator: fraction above {slo:g} ms")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
 
 
 def _calibrate_fluid(app, args, plt) -> int:
@@ -254,21 +333,87 @@ def cmd_sweep(args) -> int:
     return 1 if res.failed else 0
 
 
+def _int_list(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"{what} must be integers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{what} must be integers >= 1, got {text!r}")
+    return values
+
+
 def cmd_dataset_record(args) -> int:
+    """The paper's collector on the simulator or on the live local stack."""
     from tqdm.auto import tqdm
 
-    from simulator.models import PROFILES
-    from simulator.replay import record_dataset
+    from experiments.config import load_config
+    from experiments.episode import resolve
+    from simulator.datasets import DatasetMeta, write_dataset_meta
 
-    app = PROFILES[args.profile]
-    replicas = tuple(range(1, args.max_replicas + 1))
-    with tqdm(total=2 * 10 * len(replicas), desc="record", unit="cell") as bar:
-        data = record_dataset(app, replicas=replicas, samples=args.samples, seed=args.seed, progress=bar.update)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    data.to_parquet(out, index=False)
+    users = _int_list(args.users, "--users")
+    replicas = _int_list(args.replicas, "--replicas")
+    if args.config:
+        cfg = load_config(_config_path(args.config))
+    else:
+        cfg = load_config({"name": "dataset", "seed": args.seed, "app": {"profile": args.profile},
+                           "context": {"preset": "paper"}, "workload": {"kind": "constant", "users": max(users)},
+                           "cluster": {"think_s": [0, 2]}, "policies": [{"name": "static"}]})
+    r = resolve(cfg)
+    replica = {k: getattr(r.app, k) for k in ("cpu_request", "cpu_limit", "memory_request_mib", "memory_limit_mib")}
+    meta = DatasetMeta(think_s=(r.cluster.think_low_s, r.cluster.think_high_s), context=r.context,
+                       step_s=float(cfg.step_seconds), slo_ms=float(cfg.slo_ms),
+                       source=args.backend, config=str(args.config or ""), replica=replica)
+    cells = 2 * len(users) * len(replicas)
+    with tqdm(total=cells, desc=f"record ({args.backend})", unit="level") as bar:
+        if args.backend == "live":
+            from experiments.collector import record_live
+
+            data = record_live(cfg, users, replicas, args.samples, out, warmup_steps=args.warmup_steps,
+                               progress=bar.update)
+        else:
+            from simulator.replay import record_dataset
+
+            data = record_dataset(r.app, users=users, replicas=replicas, samples=args.samples, seed=args.seed,
+                                  context=r.context, settings=r.cluster, step_s=float(cfg.step_seconds),
+                                  progress=bar.update)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            data["source"] = "sim"
+            data.to_parquet(out, index=False)
+    write_dataset_meta(out, meta)
+    gaps = int((data.get("missing", "").fillna("") != "").sum()) if "missing" in data else 0
     print(f"{len(data)} samples ({data.users.nunique()} user levels x {data.replicas.nunique()} replica counts "
-          f"x {args.samples}) -> {out}")
+          f"x {args.samples}; {gaps} with missing signals) -> {out} (+ {out.name}.meta.json)")
+    return 0
+
+
+def cmd_corpus(args) -> int:
+    """Build, measure and show the submission corpus."""
+    import json
+
+    from injector.corpus import build_corpus, load_corpus, save_corpus, summary
+
+    if args.corpus_command == "measure":
+        from tqdm.auto import tqdm
+
+        from experiments.corpus import measure_corpus
+
+        corpus = build_corpus() if args.rebuild else load_corpus(args.corpus)
+        with tqdm(total=len(corpus.programs) * args.repeats, desc="measure", unit="run") as bar:
+            measured = measure_corpus(corpus, url=args.url, repeats=args.repeats, progress=bar.update)
+        out = save_corpus(measured, args.out)
+        print(json.dumps(summary(measured), indent=1))
+        print(f"measured on {measured.measured['host']} -> {out}")
+        return 0
+    corpus = load_corpus(args.corpus)
+    print(f"{corpus.name}: {len(corpus.programs)} programs, limits {corpus.limits}")
+    for p in corpus.programs:
+        times = (corpus.measured or {}).get("cpu_ms", {}).get(p.id, [])
+        cpu = f"{sorted(times)[len(times) // 2]:8.1f} ms CPU" if times else "not measured"
+        print(f"  {p.id:22s} {p.kind:14s} meant {p.intent:7s} weight {p.weight:.3f}  {cpu}")
+    if corpus.measured:
+        print(json.dumps(summary(corpus), indent=1))
     return 0
 
 
@@ -356,8 +501,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report", help="(re)write the plots and report.html of run folders")
-    p.add_argument("dirs", nargs="+")
+    p.add_argument("dirs", nargs="+", help="run folders; with two, also their side-by-side (twin) comparison")
+    p.add_argument("--out", help="with two folders: where the comparison goes (default: SECOND/twin)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("twin", help="run a config on the simulator and on the live stack, then compare them")
+    p.add_argument("config", help="a YAML file, or the name of a shipped config (e.g. live-evaluation-week)")
+    p.add_argument("--runs", type=int, help="runs per policy on each backend (default: the config's)")
+    p.add_argument("--out", default="runs", help="parent folder of the two run folders (default: runs)")
+    p.set_defaults(func=cmd_twin)
 
     p = sub.add_parser("workload", help="workloads")
     wsub = p.add_subparsers(dest="workload_command", required=True)
@@ -417,19 +569,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dataset", help="datasets for the replay backend")
     dsub = p.add_subparsers(dest="dataset_command", required=True)
     d = dsub.add_parser("record", help="record p95 and the context by users x replicas (the paper's collector)")
-    d.add_argument("--backend", default="sim", choices=["sim"], help="where to measure (sim for now)")
-    d.add_argument("--profile", default="paper")
-    d.add_argument("--seed", type=int, default=1)
-    d.add_argument("--samples", type=int, default=20, help="samples per (users, replicas) cell")
-    d.add_argument("--max-replicas", type=int, default=10)
-    d.add_argument("--out", required=True, help="Parquet file to write")
+    d.add_argument("--backend", default="sim", choices=["sim", "live"],
+                   help="sim: the simulator; live: a local stack brought up for the recording (default: sim)")
+    d.add_argument("--config", help="take the app, request mix (/compute or corpus students), think time and "
+                                    "context from this config (default: the paper's, with --profile)")
+    d.add_argument("--profile", default="paper", help="app profile without --config (default: paper)")
+    d.add_argument("--users", default="5,10,15,20,25,30,35,40,45,50", help="user levels (default: 5..50 by 5)")
+    d.add_argument("--replicas", default="1,2,3,4,5,6,7,8,9,10", help="replica counts (default: 1..10)")
+    d.add_argument("--seed", type=int, default=1, help="the simulator's seed (default 1)")
+    d.add_argument("--samples", type=int, default=20, help="samples per (users, replicas) cell (default 20)")
+    d.add_argument("--warmup-steps", type=int, default=2, help="live: steps skipped after each level (default 2)")
+    d.add_argument("--out", required=True, help="Parquet file to write (its settings go to FILE.meta.json)")
     d.set_defaults(func=cmd_dataset_record)
+    p = sub.add_parser("corpus", help="the submission corpus: show it, or measure it on a live sandbox")
+    csub = p.add_subparsers(dest="corpus_command", required=True)
+    c = csub.add_parser("show", help="the programs, their kinds and measured CPU times")
+    c.add_argument("corpus", nargs="?", default="v1", help="v1 (shipped) or a corpus file (default: v1)")
+    c.set_defaults(func=cmd_corpus)
+    c = csub.add_parser("measure", help="run every program through POST /run and store the CPU times")
+    c.add_argument("corpus", nargs="?", default="v1", help="v1 (shipped) or a corpus file (default: v1)")
+    c.add_argument("--rebuild", action="store_true", help="measure the programs of the code (injector.corpus) "
+                                                          "instead of the file's")
+    c.add_argument("--url", help="a sandbox service (default: a one-replica local stack brought up for it)")
+    c.add_argument("--repeats", type=int, default=5, help="runs of each program (default 5)")
+    c.add_argument("--out", required=True, help="the measured corpus file to write")
+    c.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("calibrate", help="draw the simulator against the paper's D1 samples (or its table of means)")
     p.add_argument("--against", choices=["samples", "means"], default="samples",
                    help="samples: the paper's D1 p95 samples per cell (quantiles, fraction above 600 ms); "
                         "means: the logged per-cell means (selection-biased)")
-    p.add_argument("--profile", default="paper")
+    p.add_argument("--profile", default="paper", help="a built-in profile, a saved one or a .json (default: paper)")
+    p.add_argument("--dataset", help="a recorded dataset (scalelab dataset record) instead of the paper's samples")
+    p.add_argument("--fit", type=int, default=0, help="search this many profiles around --profile, save the best")
+    p.add_argument("--save", help="name of the fitted profile (default PROFILE-fitted), usable as app: {profile: NAME}")
+    p.add_argument("--slo-ms", type=float, help="the SLO for the fraction above it (default: the dataset's)")
     p.add_argument("--min-steps", type=int, default=100, help="cells measured on at least this many steps")
     p.add_argument("--steps", type=int, default=150, help="simulated 5 s steps per cell")
     p.add_argument("--seed", type=int, default=0)

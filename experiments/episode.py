@@ -26,7 +26,7 @@ from orchestrator.context import PRESETS, ContextSettings
 from simulator.backends import FluidBackend, ReplayBackend, SimBackend
 from simulator.cluster import ClusterSettings
 from simulator.datasets import BUILTIN, resolve_dataset
-from simulator.models import PROFILES, AppProfile
+from simulator.models import AppProfile, find_profile
 from simulator.replay import Replay
 
 
@@ -44,11 +44,13 @@ class Resolved:
 
 def resolve(cfg: ExperimentConfig) -> Resolved:
     """Look up the profile, workload and presets of ``cfg``; errors name the key."""
-    if cfg.app.profile not in PROFILES:
-        raise ConfigError(f"config: app.profile={cfg.app.profile!r} is not one of {sorted(PROFILES)}")
+    try:
+        base = find_profile(cfg.app.profile)
+    except KeyError as exc:
+        raise ConfigError(f"config: {exc.args[0]}") from None
     overrides = {k: v for k, v in vars(cfg.app).items() if k != "profile" and v is not None}
     try:
-        app = PROFILES[cfg.app.profile].with_overrides(**overrides)
+        app = base.with_overrides(**overrides)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"config: app: {exc}") from None
     try:

@@ -49,9 +49,25 @@ class LiveSettings:
     min_replicas: int
     max_replicas: int
     initial_replicas: int
+    task: dict  # the injector's set_task order (what its users do), without the seed
 
 
-def live_settings(cfg: ExperimentConfig, r: Resolved | None = None) -> LiveSettings:
+def injector_task(r: Resolved, injector_cpu: int = 200) -> dict:
+    """What the injector's users do for the resolved config: the app's service demand
+    has one live counterpart. ``fixed-cpu`` (the paper's) is ``GET /compute?cpu=N``
+    clients; ``corpus`` (the ``sandbox`` profile) is students submitting the corpus's
+    programs to ``POST /run``. The think time is the simulator's."""
+    d, c = r.app.demand, r.cluster
+    think = [c.think_low_s, c.think_high_s]
+    if d.kind == "fixed-cpu":
+        return {"task": "compute", "cpu": int(injector_cpu), "think_s": think}
+    if d.kind == "corpus":
+        return {"task": "student", "corpus": d.corpus, "think_s": think}
+    raise ConfigError(f"config: app.demand.kind={d.kind!r} has no live counterpart; a live run needs "
+                      f"'fixed-cpu' (GET /compute) or 'corpus' (students POST /run, the sandbox profile)")
+
+
+def live_settings(cfg: ExperimentConfig, r: Resolved | None = None, injector_cpu: int = 200) -> LiveSettings:
     """The settings of ``cfg`` for the live stack."""
     r = r or resolve(cfg)
     a, c = r.app, r.cluster
@@ -60,10 +76,10 @@ def live_settings(cfg: ExperimentConfig, r: Resolved | None = None) -> LiveSetti
                           memory_limit_mib=round(a.memory_limit_mib))
     return LiveSettings(replica=replica, think_s=(c.think_low_s, c.think_high_s), context=asdict(r.context),
                         min_replicas=c.min_replicas, max_replicas=c.max_replicas,
-                        initial_replicas=c.initial_replicas)
+                        initial_replicas=c.initial_replicas, task=injector_task(r, injector_cpu))
 
 
-def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int) -> AgentSpec:
+def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int, injector_cpu: int = 200) -> AgentSpec:
     """The agent config of one episode of ``cfg``."""
     r = resolve(cfg)
     spec = cfg.policies[policy_index]
@@ -78,7 +94,8 @@ def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int) ->
                      reward=cfg.reward.name, reward_params=dict(cfg.reward.params),
                      min_replicas=cfg.cluster.min_replicas, max_replicas=cfg.cluster.max_replicas,
                      initial_replicas=cfg.cluster.initial_replicas, users=users, hot_start=hot,
-                     warmup_load=cfg.warmup.load, warmup_seconds=float(cfg.warmup.seconds))
+                     warmup_load=cfg.warmup.load, warmup_seconds=float(cfg.warmup.seconds),
+                     injector_task={**injector_task(r, injector_cpu), "seed": int(seed)})
 
 
 def records_to_steps(folder: Path, run: int, policy: str) -> pd.DataFrame:
@@ -120,7 +137,9 @@ def service_commands(stack_dir: Path, bootstrap: str, service_url: str, settings
                      injector_cpu: int = 200) -> tuple[list[list[str]], dict[str, str]]:
     """The orchestrator's and the injector's command lines, and the injector's
     environment, for ``settings``."""
-    env = {"INJECTOR_CPU": str(injector_cpu), "INJECTOR_WAIT_MIN": str(settings.think_s[0]),
+    task = settings.task
+    env = {"INJECTOR_TASK": task["task"], "INJECTOR_CPU": str(task.get("cpu", injector_cpu)),
+           "INJECTOR_CORPUS": str(task.get("corpus", "v1")), "INJECTOR_WAIT_MIN": str(settings.think_s[0]),
            "INJECTOR_WAIT_MAX": str(settings.think_s[1])}
     cmds = [[sys.executable, "-m", "orchestrator", "--stack-dir", str(stack_dir), "--min",
              str(settings.min_replicas), "--max", str(settings.max_replicas),
@@ -250,7 +269,7 @@ def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "ru
     cfg, path = config_to_run(config, resume)
     if cfg.backend != "live":
         raise ConfigError(f"config: backend={cfg.backend!r}; scalelab live run needs backend: live")
-    settings = live_settings(cfg)
+    settings = live_settings(cfg, injector_cpu=injector_cpu)
     for spec in cfg.policies:
         build_policy(spec, cfg, seed=0)
     if path is None:
@@ -273,6 +292,8 @@ def _run_live_in(cfg: ExperimentConfig, settings: LiveSettings, path: Path, stac
         if stack.state:  # a resumed run's stack, left behind by the run that died
             stack.down()
         stack.up(replicas=settings.initial_replicas, spec=settings.replica)
+        (path / "stack.json").write_text(json.dumps({"cpu_limit_enforced": stack.scaler.cpu_limit_enforced,
+                                                     "replica": asdict(settings.replica), "task": settings.task}))
     procs: list[subprocess.Popen] = []
     supervisor = None
     try:
@@ -291,7 +312,7 @@ def _run_live_in(cfg: ExperimentConfig, settings: LiveSettings, path: Path, stac
             if (run, k, pspec) not in todo:
                 frames.append(records_to_steps(part, run, pspec.display))
                 continue
-            aspec = agent_spec(cfg, k, run, seeds[run]["policy"][k])
+            aspec = agent_spec(cfg, k, run, seeds[run]["policy"][k], injector_cpu)
             try:
                 run_agent_process(aspec, part, addr, kill_after_records=kill_agent_after)
             except AgentFailed as exc:
@@ -312,4 +333,27 @@ def _run_live_in(cfg: ExperimentConfig, settings: LiveSettings, path: Path, stac
         if stack is not None:
             stack.down()
     steps, summary = finish_run(path, cfg, frames)
+    write_injector_summary(path)
     return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t_start)
+
+
+def write_injector_summary(path: Path) -> dict:
+    """``injector.json`` of a live run folder: per policy, the load generator's requests
+    and failed requests (summed over runs), the failure rate and the reasons (a student's
+    submission fails only when its answer is not what the program was meant to get)."""
+    out: dict[str, dict] = {}
+    for part in sorted((path / "parts").glob("*--run*")):
+        f = part / "injector.json"
+        if not f.exists():
+            continue
+        stats = json.loads(f.read_text())
+        policy = part.name.rsplit("--run", 1)[0]
+        agg = out.setdefault(policy, {"requests": 0, "failures": 0, "reasons": {}})
+        agg["requests"] += int(stats.get("num_requests", 0))
+        agg["failures"] += int(stats.get("num_failures", 0))
+        for reason, n in (stats.get("failures") or {}).items():
+            agg["reasons"][reason] = agg["reasons"].get(reason, 0) + int(n)
+    for agg in out.values():
+        agg["failure_rate"] = agg["failures"] / agg["requests"] if agg["requests"] else None
+    (path / "injector.json").write_text(json.dumps(out, indent=1))
+    return out

@@ -2,8 +2,10 @@
 publishing aggregated statistics on ``locust`` every ``report_s`` seconds.
 
 Orders (the paper's): ``set_user_level`` (``level``, ``spawn_rate``, ``reset_stats``),
-``step_user_level`` (``level`` ± k), ``reset`` (statistics), ``stop`` (all users).
-Malformed orders are counted and ignored.
+``step_user_level`` (``level`` ± k), ``reset`` (statistics), ``stop`` (all users); and
+``set_task`` (what users do: ``task`` ``compute`` or ``student``, ``think_s``, ``cpu``,
+``corpus``, ``seed``; :class:`injector.locustfile.Task`), which the experiment sends
+before its first step. Malformed orders are counted and ignored.
 
 With ``workers=N`` it is a Locust master that starts N worker processes
 (``python -m injector --worker``) on loopback and spreads the users over them, for load
@@ -13,6 +15,7 @@ that one process (one core) cannot make; statistics are the master's aggregate.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,22 +23,25 @@ import time
 import gevent
 import gevent.event
 from locust.env import Environment
+from locust.runners import MasterRunner
 
-from injector.locustfile import SandboxUser
+from injector import locustfile
+from injector.locustfile import USER_CLASSES
 
 
 class InjectorMaster:
     def __init__(self, host: str, bootstrap: str | None, report_s: float = 5.0,
                  api_version: tuple[int, int] | None = (2, 3), workers: int = 0, master_port: int = 0,
                  expect_workers: int = 0, bind_host: str = "127.0.0.1", wait_workers_s: float = 120.0) -> None:
-        self.env = Environment(user_classes=[SandboxUser], host=host)
+        self.env = Environment(user_classes=list(USER_CLASSES.values()), host=host)
         self.workers: list[subprocess.Popen] = []
         wanted = workers + expect_workers  # local worker processes + workers from elsewhere (pods)
         if wanted > 0:
             self.runner = self.env.create_master_runner(bind_host, master_port or _free_port())
             port = self.runner.master_bind_port
             self.workers = [subprocess.Popen([sys.executable, "-m", "injector", "--worker", "--master-port", str(port),
-                                              "--host", host]) for _ in range(workers)]
+                                              "--host", host], env={**os.environ, "INJECTOR_PROCESS_INDEX": str(i + 1)})
+                            for i in range(workers)]
             end = time.monotonic() + wait_workers_s
             while self.runner.worker_count < wanted:
                 if time.monotonic() > end:
@@ -66,6 +72,14 @@ class InjectorMaster:
         elif name == "stop":
             self.runner.stop()
             self.level = 0
+        elif name == "set_task":
+            before = locustfile.CURRENT["task"].kind
+            locustfile.set_task(order)
+            if isinstance(self.runner, MasterRunner):
+                self.runner.send_message("set_task", order)  # to every worker
+            if self.level and locustfile.CURRENT["task"].kind != before:
+                self.runner.stop()  # users of the old kind leave; the level comes back as the new kind
+                self._set(self.level, float(order.get("spawn_rate", 100)))
         else:
             raise ValueError(f"unknown locust order {name!r}")
 
@@ -75,7 +89,8 @@ class InjectorMaster:
         if level == 0:
             self.runner.stop()
         else:
-            self.runner.start(level, spawn_rate=max(rate, 0.1))
+            kind = USER_CLASSES[locustfile.CURRENT["task"].kind]
+            self.runner.start(level, spawn_rate=max(rate, 0.1), user_classes=[kind])
 
     def stats(self) -> dict:
         total = self.env.stats.total
@@ -85,7 +100,13 @@ class InjectorMaster:
             "current_rps": total.current_rps, "avg_response_time": total.avg_response_time,
             "p95_response_time": total.get_response_time_percentile(0.95) if total.num_requests else 0.0,
             "current_p95_response_time": self._current_p95(), "bad_orders": self.bad_orders,
+            "task": locustfile.CURRENT["task"].kind, "failures": self._failures(),
         }
+
+    def _failures(self) -> dict[str, int]:
+        """Failed requests by reason (Locust's error report), the 20 most frequent."""
+        errors = sorted(self.env.stats.errors.values(), key=lambda e: -e.occurrences)[:20]
+        return {f"{e.method} {e.name}: {e.error}"[:200]: e.occurrences for e in errors}
 
     def _current_p95(self) -> float | None:
         """Locust's p95 over about the last 10 s (ms), None before it has 10 s of data."""
@@ -165,6 +186,7 @@ def _free_port() -> int:
 
 def run_worker(host: str, master_port: int, master_host: str = "127.0.0.1") -> None:
     """A Locust worker process: takes its users from the master."""
-    env = Environment(user_classes=[SandboxUser], host=host)
+    env = Environment(user_classes=list(USER_CLASSES.values()), host=host)
     runner = env.create_worker_runner(master_host, master_port)
+    runner.register_message("set_task", lambda environment, msg, **kw: locustfile.set_task(msg.data))
     runner.greenlet.join()

@@ -26,8 +26,12 @@ def make_shape(workload: Workload, compression: float = 1.0, spawn_rate: float =
     if workload.loop != "closed":
         raise ValueError(f"workload {workload.name!r} is open-loop; Locust users need a closed workload")
 
+    from injector.locustfile import CURRENT, USER_CLASSES
+
     class WorkloadShape(LoadTestShape):
         def tick(self):
-            return shape_tick(workload, self.get_run_time(), compression, spawn_rate)
+            tick = shape_tick(workload, self.get_run_time(), compression, spawn_rate)
+            # only the users of the injector's task (the paper's clients or students)
+            return None if tick is None else (*tick, [USER_CLASSES[CURRENT["task"].kind]])
 
     return WorkloadShape

@@ -21,6 +21,9 @@ csv                  either  columns ``t_s`` and ``users`` (closed) or ``t_s`` a
                              (open), step-wise between rows
 open-constant        open    ``rate_rps`` arrivals per second for ``duration_s``
 ==================== ======= ===============================================================
+
+Every kind also takes ``time_compression`` and ``user_scale`` (:class:`Compressed`): the
+same calendar faster and with fewer users, for a live run on one machine.
 """
 
 from __future__ import annotations
@@ -381,6 +384,43 @@ class EvaluationWeek(Workload):
         return round(total)
 
 
+@dataclass(frozen=True)
+class Compressed(Workload):
+    """``inner`` with time sped up ``time_compression`` times and users scaled by
+    ``user_scale``, so a week fits a live run on one machine:
+    ``users_at(t) = round(user_scale * inner.users_at(t * time_compression))``, think
+    times divided by ``time_compression`` (a student thinks 12 times faster in a week
+    run 12 times faster), length divided by it. Any workload takes these two keys; the
+    simulator and the live injector read the same wrapped workload."""
+
+    inner: Workload = field(default_factory=lambda: Constant())
+    time_compression: float = 1.0
+    user_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.inner.name)
+        object.__setattr__(self, "loop", self.inner.loop)
+        _check(math.isfinite(self.time_compression) and self.time_compression > 0,
+               f"{self.inner.name}: time_compression must be > 0, got {self.time_compression}")
+        _check(math.isfinite(self.user_scale) and self.user_scale > 0,
+               f"{self.inner.name}: user_scale must be > 0, got {self.user_scale}")
+
+    @property
+    def duration_s(self) -> float:
+        return self.inner.duration_s / self.time_compression
+
+    @property
+    def think_s(self) -> tuple[float, float] | None:
+        t = self.inner.think_s
+        return None if t is None else (t[0] / self.time_compression, t[1] / self.time_compression)
+
+    def users_at(self, t: float) -> int:
+        return round(self.user_scale * self.inner.users_at(t * self.time_compression))
+
+    def rate_at(self, t: float) -> float:
+        return self.user_scale * self.time_compression * self.inner.rate_at(t * self.time_compression)
+
+
 def _evaluation_week(**params) -> EvaluationWeek:
     params = dict(params)
     if "exams" in params:
@@ -422,10 +462,19 @@ def make_workload(spec: Mapping | str) -> Workload:
         close = difflib.get_close_matches(str(kind), REGISTRY, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known: {sorted(REGISTRY)}"
         raise WorkloadError(f"workload.kind={kind!r} is not a workload{hint}")
+    compression, scale = spec.pop("time_compression", None), spec.pop("user_scale", None)
     try:
-        return REGISTRY[kind](**spec)
+        workload = REGISTRY[kind](**spec)
     except TypeError as exc:
         raise WorkloadError(f"workload {kind!r}: {exc}") from None
+    if compression is None and scale is None:
+        return workload
+    try:
+        return Compressed(inner=workload, time_compression=float(1.0 if compression is None else compression),
+                          user_scale=float(1.0 if scale is None else scale))
+    except (TypeError, ValueError):
+        raise WorkloadError(f"workload {kind!r}: time_compression and user_scale must be numbers, got "
+                            f"{compression!r} and {scale!r}") from None
 
 
 def workload_params(kind: str) -> list[str]:

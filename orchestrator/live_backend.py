@@ -47,17 +47,22 @@ def observation_from_state(state: dict, t_s: float, load: float, metric_gap_s: f
 
 
 class OrchestratorBackend:
-    """Scale orders, the injector's level and ``getState`` through the orchestrator."""
+    """Scale orders, the injector's level and ``getState`` through the orchestrator.
+    ``injector_task``: a ``set_task`` order for the injector (what its users do), sent
+    once before the first level."""
 
     def __init__(self, orchestrator: Orchestrator, clock: Clock, min_replicas: int, max_replicas: int,
                  retry_s: float = 180.0, spawn_rate: float = 100.0, drive_load: bool = True,
-                 log: Callable[[str], None] = lambda m: None) -> None:
+                 injector_task: dict | None = None, log: Callable[[str], None] = lambda m: None) -> None:
         self.orch, self.clock, self.retry_s, self.log = orchestrator, clock, float(retry_s), log
         self.min_replicas, self.max_replicas = int(min_replicas), int(max_replicas)
         self.spawn_rate, self.drive_load = float(spawn_rate), drive_load
         self._desired: int | None = None
         self.level: float | None = None
         self.retries = 0
+        self.injector_task = dict(injector_task or {})
+        self.injector_stats: dict = {}  # the injector's last statistics, read when the load stops
+        self._task_sent = not self.injector_task
 
     def _call(self, what: Callable[[], Any]) -> Any:
         end = self.clock.now() + self.retry_s
@@ -78,6 +83,8 @@ class OrchestratorBackend:
         self._call(lambda: self.orch.order("setDeploymentLimit", min=self.min_replicas, max=self.max_replicas))
         self._call(lambda: self.orch.scale("fixed", int(initial_replicas)))
         self._call(lambda: self.orch.order("resetZipkinPrometheusStats"))
+        if self.drive_load:  # the injector's counts start with the episode
+            self._call(lambda: self.orch.order("LocustMgmt", payload={"order": "reset"}))
         self._desired = int(initial_replicas)
 
     @property
@@ -89,13 +96,19 @@ class OrchestratorBackend:
     def set_load(self, level: float) -> None:
         if not self.drive_load or level == self.level:
             return
+        if not self._task_sent:  # what users do, before the first level (also after a resume)
+            task = {"order": "set_task", **self.injector_task}
+            self._call(lambda: self.orch.order("LocustMgmt", payload=task))
+            self._task_sent = True
         self.level = level
         payload = {"order": "set_user_level", "level": int(level), "spawn_rate": self.spawn_rate}
         self._call(lambda: self.orch.order("LocustMgmt", payload=payload))
 
     def stop_load(self) -> None:
-        """Stop the injector (the end of an episode), so the next one starts clean."""
+        """Stop the injector (the end of an episode), so the next one starts clean;
+        its last statistics (requests, failures by reason) go to ``injector_stats``."""
         if self.drive_load:
+            self.injector_stats = self._call(self.orch.get_state).get("locust") or {}
             self._call(lambda: self.orch.order("LocustMgmt", payload={"order": "stop"}))
             self.level = None
 

@@ -54,7 +54,7 @@ ORDERS = (
     "getState", "scaleSUT", "setDeploymentLimit", "LocustMgmt", "getConfig", "ChangeConfig",
     "setZipkinLookback", "setZipkinService", "getDeploymentState", "resetZipkinPrometheusStats",
 )  # fmt: skip
-LOCUST_ORDERS = ("set_user_level", "step_user_level", "reset", "stop")
+LOCUST_ORDERS = ("set_user_level", "step_user_level", "reset", "stop", "set_task")
 
 #: Ceilings of the config orders (an order beyond them is refused, not clamped).
 MAX_ORDER_BYTES = 65_536

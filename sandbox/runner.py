@@ -432,8 +432,7 @@ def sweep_leftovers() -> list[str]:
             return False
 
     removed = []
-    bases = [seal.CGROUP_ROOT / seal.GROUP] + [seal.CGROUP_ROOT / c / seal.GROUP for c in ("memory", "pids", "cpu",
-                                                                                          "cpuacct")]
+    bases = [seal.CGROUP_ROOT / seal.GROUP] + [seal.run_group_base(c) for c in ("memory", "pids", "cpu", "cpuacct")]
     for base in bases:
         if base.is_dir():
             for d in base.iterdir():

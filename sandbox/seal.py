@@ -84,9 +84,33 @@ def seccomp_filter(path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- cgroups
+def own_cgroup(controller: str) -> str:
+    """The calling process's cgroup path in the v1 hierarchy holding ``controller``
+    ("/" when at the root or unknown), from ``/proc/self/cgroup``."""
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controller in controllers.split(","):
+                return path or "/"
+    except (OSError, ValueError):
+        pass
+    return "/"
+
+
+def run_group_base(controller: str) -> Path:
+    """Where runs' cgroups go for a v1 ``controller``. CPU (``cpu``, ``cpuacct``) runs
+    nest under the calling replica's own cgroup, so the replica's CFS quota covers its
+    submissions and its ``cpuacct.usage`` counts their CPU, as a pod's container does
+    for what it starts; memory and pids stay at the root (a run's memory bomb meets
+    its own limit, never the replica's)."""
+    own = own_cgroup(controller) if controller in ("cpu", "cpuacct") else "/"
+    return CGROUP_ROOT / controller / own.lstrip("/") / GROUP
+
+
 class RunCgroup:
     """One run's cgroup: ``memory_bytes``, ``pids`` and ``cpu_cores`` for all of its
-    processes. v2 when ``/sys/fs/cgroup`` is unified, else the v1 controllers."""
+    processes. v2 when ``/sys/fs/cgroup`` is unified, else the v1 controllers (CPU
+    ones nested under the caller's own cgroup: :func:`run_group_base`)."""
 
     def __init__(self, name: str, memory_bytes: int, pids: int, cpu_cores: float = 1.0) -> None:
         self.v2 = (CGROUP_ROOT / "cgroup.controllers").exists()
@@ -105,7 +129,7 @@ class RunCgroup:
                 (d / "cpu.max").write_text(f"{int(cpu_cores * 100_000)} 100000")
             else:
                 for controller in ("memory", "pids", "cpu", "cpuacct"):
-                    d = CGROUP_ROOT / controller / GROUP / name
+                    d = run_group_base(controller) / name
                     d.mkdir(parents=True)
                     self.dirs.append(d)
                 mem, pid, cpu, _ = self.dirs
@@ -114,8 +138,12 @@ class RunCgroup:
                 if swap.exists():
                     swap.write_text(str(memory_bytes))
                 (pid / "pids.max").write_text(str(pids))
-                (cpu / "cpu.cfs_period_us").write_text("100000")
-                (cpu / "cpu.cfs_quota_us").write_text(str(int(cpu_cores * 100_000)))
+                try:
+                    (cpu / "cpu.cfs_period_us").write_text("100000")
+                    (cpu / "cpu.cfs_quota_us").write_text(str(int(cpu_cores * 100_000)))
+                except OSError as exc:  # above the replica's own quota: the replica's bounds the run
+                    if exc.errno != errno.EINVAL:
+                        raise
         except OSError as exc:
             self.remove()
             raise SealError(f"cannot make the run's cgroup under {CGROUP_ROOT} ({exc})") from None

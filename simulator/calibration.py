@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.context import PAPER as PAPER_CONTEXT
+from orchestrator.context import ContextSettings
 from simulator.cluster import ClusterSettings
 from simulator.models import PAPER, AppProfile
 from simulator.oracle import steady_state_p95s
@@ -67,17 +68,73 @@ QUANTILES = (0.1, 0.5, 0.9)
 
 @dataclass(frozen=True)
 class SampleCalibration:
-    """The simulator against the paper's D1 samples, per cell (``table``): the paper's
-    known samples and the simulator's per-step p95 at the same cell, their quantiles
-    (``q10, q50, q90``, ms) and fraction above the SLO (``above``). Headlines:
-    ``median_q_error`` (median over cells and quantiles of the relative error),
-    ``mean_above_error`` (mean absolute error of the fraction above the SLO, over
-    cells) and ``mean_error`` (the old criterion: median relative error of the mean)."""
+    """The simulator against measured p95 samples, per (users, replicas) cell
+    (``table``): the measured samples (columns ``data_*``) and the simulator's per-step
+    p95 at the same cell (``sim_*``): quantiles ``q10, q50, q90`` (ms), the fraction
+    above the SLO (``above``), the mean; ``saturated`` marks a cell whose replicas used
+    0.9 or more of their CPU limit as measured (``utilization``: its p95 grows without
+    bound, so no steady-state profile matches it step for step). Headlines over the cells not saturated:
+    ``median_q_error`` and ``worst_q_error`` (relative error of the quantiles),
+    ``mean_above_error`` and ``worst_above_error`` (absolute error of the fraction above
+    the SLO), ``mean_error`` (the old criterion: median relative error of the mean)."""
 
     table: pd.DataFrame
     median_q_error: float
     mean_above_error: float
     mean_error: float
+    worst_q_error: float = float("nan")
+    worst_above_error: float = float("nan")
+
+
+def dataset_cells(frame: pd.DataFrame) -> dict[tuple[int, int], np.ndarray]:
+    """A recorded dataset's p95 samples (ms) per (users, replicas) cell, without the
+    samples whose signals were missing."""
+    ok = frame if "missing" not in frame else frame[frame.missing.fillna("") == ""]
+    return {(int(u), int(r)): g.sort_values("sample").p95_ms.to_numpy(float)
+            for (u, r), g in ok.groupby(["users", "replicas"])}
+
+
+def dataset_utilization(frame: pd.DataFrame) -> dict[tuple[int, int], float]:
+    """The replicas' measured CPU usage / limit per (users, replicas) cell (the mean of
+    the context's ``cpu_limit_ratio``)."""
+    return {(int(u), int(r)): float(g.cpu_limit_ratio.mean()) for (u, r), g in frame.groupby(["users", "replicas"])}
+
+
+def compare_cells(app: AppProfile, cells: dict[tuple[int, int], np.ndarray], settings: ClusterSettings | None = None,
+                  context: ContextSettings = PAPER_CONTEXT, steps: int = 80, seed: int = 0, slo_ms: float = 600.0,
+                  utilization: dict[tuple[int, int], float] | None = None, progress=None) -> SampleCalibration:
+    """Compare ``app`` with measured p95 samples ``cells``: ``steps`` steady-state steps
+    of the simulator per cell (think time and context as measured: ``settings``,
+    ``context``). ``utilization``: the measured CPU usage / limit of the replicas per
+    cell (:func:`dataset_utilization`), for ``saturated``."""
+    settings = settings or ClusterSettings()
+    rows = []
+    for (users, replicas), known in sorted(cells.items()):
+        sim = steady_state_p95s(app, settings, context, replicas, users=users, steps=steps, warmup=6, seed=seed)
+        row = {"users": users, "replicas": replicas, "known": len(known),
+               "data_mean": known.mean(), "sim_mean": sim.mean(),
+               "data_above": float((known > slo_ms).mean()), "sim_above": float((sim > slo_ms).mean())}
+        for q in QUANTILES:
+            row[f"data_q{round(q * 100)}"] = float(np.quantile(known, q))
+            row[f"sim_q{round(q * 100)}"] = float(np.quantile(sim, q))
+        row["utilization"] = (utilization or {}).get((users, replicas), np.nan)
+        row["saturated"] = bool(row["utilization"] >= 0.9)
+        rows.append(row)
+        if progress is not None:
+            progress(1)
+    t = pd.DataFrame(rows)
+    for q in QUANTILES:
+        name = f"q{round(q * 100)}"
+        t[f"{name}_error"] = (t[f"sim_{name}"] - t[f"data_{name}"]) / t[f"data_{name}"]
+    t["above_error"] = t.sim_above - t.data_above
+    ok = t[~t.saturated]
+    q_err = np.concatenate([ok[f"q{round(q * 100)}_error"].abs().to_numpy() for q in QUANTILES])
+    if len(q_err) == 0:
+        q_err = np.array([np.nan])
+    return SampleCalibration(
+        table=t, median_q_error=float(np.median(q_err)), worst_q_error=float(np.max(q_err)),
+        mean_above_error=float(ok.above_error.abs().mean()), worst_above_error=float(ok.above_error.abs().max()),
+        mean_error=float(((ok.sim_mean - ok.data_mean) / ok.data_mean).abs().median()))
 
 
 def calibrate_samples(app: AppProfile = PAPER, steps: int = 80, seed: int = 0, min_known: int = 10,
@@ -88,69 +145,61 @@ def calibrate_samples(app: AppProfile = PAPER, steps: int = 80, seed: int = 0, m
     from simulator.datasets import read_p95_recording
 
     rec = read_p95_recording()
-    rows = []
-    for (users, replicas), samples in sorted(rec.cells.items()):
-        known = np.array([v for v in samples if v is not None])
-        if len(known) < min_known:
-            continue
-        sim = steady_state_p95s(app, ClusterSettings(), PAPER_CONTEXT, replicas, users=users, steps=steps,
-                                warmup=6, seed=seed)
-        row = {"users": users, "replicas": replicas, "known": len(known),
-               "paper_mean": known.mean(), "sim_mean": sim.mean(),
-               "paper_above": float((known > slo_ms).mean()), "sim_above": float((sim > slo_ms).mean())}
-        for q in QUANTILES:
-            row[f"paper_q{round(q * 100)}"] = float(np.quantile(known, q))
-            row[f"sim_q{round(q * 100)}"] = float(np.quantile(sim, q))
-        rows.append(row)
-        if progress is not None:
-            progress(1)
-    t = pd.DataFrame(rows)
-    q_err = np.concatenate([((t[f"sim_q{round(q * 100)}"] - t[f"paper_q{round(q * 100)}"])
-                             / t[f"paper_q{round(q * 100)}"]).abs().to_numpy() for q in QUANTILES])
-    return SampleCalibration(
-        table=t, median_q_error=float(np.median(q_err)),
-        mean_above_error=float((t.sim_above - t.paper_above).abs().mean()),
-        mean_error=float(((t.sim_mean - t.paper_mean) / t.paper_mean).abs().median()))
+    cells = {cell: np.array([v for v in samples if v is not None]) for cell, samples in rec.cells.items()}
+    cells = {cell: v for cell, v in cells.items() if len(v) >= min_known}
+    return compare_cells(app, cells, ClusterSettings(), PAPER_CONTEXT, steps, seed, slo_ms, progress=progress)
 
 
-#: The profile fields :func:`fit_to_samples` searches, with the relative spread of the
-#: search around the starting profile.
-FIT_FIELDS = {"demand.cpu_ms": 0.12, "demand.cv": 0.3, "overhead_ms": 0.3, "contention": 0.5}
+#: The profile fields :func:`fit_profile` searches, per demand kind, with the relative
+#: spread of the search around the starting profile.
+FIT_FIELDS = {
+    "fixed-cpu": {"demand.cpu_ms": 0.12, "demand.cv": 0.3, "overhead_ms": 0.3, "contention": 0.5},
+    "corpus": {"demand.scale": 0.5, "demand.add_ms": 1.5, "overhead_ms": 0.8},
+    "sandbox": {"demand.median_ms": 0.4, "demand.sigma": 0.3, "overhead_ms": 0.8},
+    "exponential": {"demand.mean_ms": 0.4, "overhead_ms": 0.8},
+}
 
 
 def sample_loss(result: SampleCalibration) -> float:
-    """What :func:`fit_to_samples` minimises: the error of the fraction above the SLO
+    """What :func:`fit_profile` minimises: the error of the fraction above the SLO
     (what produces violations) plus half the quantiles' median relative error."""
     return result.mean_above_error + 0.5 * result.median_q_error
 
 
+#: Where a field at 0 starts its search (a factor of 0 would keep it there).
+FIT_FLOOR = {"demand.add_ms": 50.0, "overhead_ms": 10.0}
+
+
 def _perturbed(app: AppProfile, rng: np.random.Generator) -> AppProfile:
     demand, top = {}, {}
-    for key, spread in FIT_FIELDS.items():
+    for key, spread in FIT_FIELDS[app.demand.kind].items():
         factor = float(np.exp(rng.uniform(-spread, spread)))
-        if key.startswith("demand."):
-            name = key.split(".", 1)[1]
-            demand[name] = getattr(app.demand, name) * factor
-        else:
-            top[key] = getattr(app, key) * factor
+        owner, name = (app.demand, key.split(".", 1)[1]) if key.startswith("demand.") else (app, key)
+        value = getattr(owner, name) or FIT_FLOOR.get(key, 0.0)
+        (demand if owner is app.demand else top)[name] = value * factor
     return app.with_overrides(demand=demand, **top)
 
 
-def fit_to_samples(app: AppProfile = PAPER, candidates: int = 40, seed: int = 0, steps: int = 80,
-                   progress=None) -> tuple[AppProfile, SampleCalibration, list[tuple[float, AppProfile]]]:
-    """Random search around ``app`` over :data:`FIT_FIELDS`, scored by
-    :func:`sample_loss` against the paper's D1 samples; returns the best profile, its
-    calibration and every candidate's loss (the starting profile first)."""
+def fit_profile(app: AppProfile, score, candidates: int = 40, seed: int = 0,
+                progress=None) -> tuple[AppProfile, SampleCalibration, list[tuple[float, AppProfile]]]:
+    """Random search around ``app`` over :data:`FIT_FIELDS` of its demand kind, scored by
+    :func:`sample_loss` of ``score(profile)`` (a :class:`SampleCalibration`); returns the
+    best profile, its calibration and every candidate's loss (the starting one first)."""
     rng = np.random.default_rng(seed)
-    tried = []
-    best_app, best = app, calibrate_samples(app, steps=steps)
-    tried.append((sample_loss(best), app))
+    best_app, best = app, score(app)
+    tried = [(sample_loss(best), app)]
     for _ in range(candidates):
         cand = _perturbed(app, rng)
-        res = calibrate_samples(cand, steps=steps)
+        res = score(cand)
         tried.append((sample_loss(res), cand))
         if sample_loss(res) < sample_loss(best):
             best_app, best = cand, res
         if progress is not None:
             progress(1)
     return best_app, best, tried
+
+
+def fit_to_samples(app: AppProfile = PAPER, candidates: int = 40, seed: int = 0, steps: int = 80,
+                   progress=None) -> tuple[AppProfile, SampleCalibration, list[tuple[float, AppProfile]]]:
+    """:func:`fit_profile` against the paper's D1 samples."""
+    return fit_profile(app, lambda a: calibrate_samples(a, steps=steps), candidates, seed, progress)

@@ -29,12 +29,15 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.context import PAPER as PAPER_CONTEXT
+from orchestrator.context import ContextSettings
+from simulator.cluster import ClusterSettings
 from simulator.models import PAPER
 from simulator.replay import DatasetError, load_dataset, record_dataset
 
@@ -167,3 +170,52 @@ def describe(dataset: str) -> str:
     counts = frame["source"].value_counts()
     parts = ", ".join(f"{n} from {src}" for src, n in counts.items())
     return f"{dataset}: {len(frame)} samples ({parts})"
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """How a recorded dataset was measured (``FILE.meta.json`` beside ``FILE``): the
+    users' think time (s), the context settings, the step (s), the SLO (ms), where it
+    was measured (``source``, e.g. ``live:student``, ``sim``) and the config it came from.
+    Calibration simulates each cell under the same settings. A dataset without it was
+    measured the paper's way (think 0-2 s, the paper's context, 5 s, 600 ms)."""
+
+    think_s: tuple[float, float] = (0.0, 2.0)
+    context: ContextSettings = PAPER_CONTEXT
+    step_s: float = 5.0
+    slo_ms: float = 600.0
+    source: str = ""
+    config: str = ""
+    replica: dict | None = None  # the replicas' cpu_request, cpu_limit (cores), memory_*_mib as measured
+
+    def cluster_settings(self) -> ClusterSettings:
+        return ClusterSettings(think_low_s=self.think_s[0], think_high_s=self.think_s[1])
+
+    def to_dict(self) -> dict:
+        return {"think_s": list(self.think_s), "context": asdict(self.context), "step_s": self.step_s,
+                "slo_ms": self.slo_ms, "source": self.source, "config": self.config, "replica": self.replica}
+
+
+def meta_path(path: str | Path) -> Path:
+    return Path(str(path) + ".meta.json")
+
+
+def write_dataset_meta(path: str | Path, meta: DatasetMeta) -> Path:
+    out = meta_path(path)
+    out.write_text(json.dumps(meta.to_dict(), indent=1) + "\n")
+    return out
+
+
+def read_dataset_meta(path: str | Path) -> DatasetMeta:
+    """The meta of a recorded dataset (defaults when it has none); ``DatasetError``
+    naming the file when it is malformed."""
+    p = meta_path(path)
+    if not p.is_file():
+        return DatasetMeta()
+    try:
+        d = json.loads(p.read_text())
+        return DatasetMeta(think_s=tuple(float(x) for x in d["think_s"]), context=ContextSettings(**d["context"]),
+                           step_s=float(d["step_s"]), slo_ms=float(d["slo_ms"]), source=str(d.get("source", "")),
+                           config=str(d.get("config", "")), replica=d.get("replica"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"dataset meta {p}: malformed ({type(exc).__name__}: {exc})") from None

@@ -6,11 +6,26 @@ Units: demands in CPU seconds, times in seconds, memory in MiB.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import functools
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
-DEMAND_KINDS = ("fixed-cpu", "exponential", "sandbox")
+DEMAND_KINDS = ("fixed-cpu", "exponential", "sandbox", "corpus")
+
+
+@functools.lru_cache(maxsize=8)
+def corpus_demand(corpus: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """The measured CPU times of a submission corpus (s), their probabilities and the
+    corpus's CPU-time limit (s): :func:`injector.corpus.demand_samples`."""
+    from injector.corpus import demand_samples, load_corpus
+
+    c = load_corpus(corpus)
+    values, probs = demand_samples(c)
+    return values, probs, float(c.limits["cpu_seconds"])
 
 
 @dataclass(frozen=True)
@@ -22,7 +37,12 @@ class DemandModel:
         spread of coefficient of variation ``cv`` (0 gives a constant);
         ``exponential``: exponential with mean ``mean_ms``;
         ``sandbox``: a submitted program: lognormal with median ``median_ms`` and shape
-        ``sigma`` (heavy tailed), cut at the sandbox's CPU-time limit ``timeout_ms``.
+        ``sigma`` (heavy tailed), cut at the sandbox's CPU-time limit ``timeout_ms``;
+        ``corpus``: a submission of the corpus ``corpus`` (``v1``: the shipped one, or a
+        file), drawn from its CPU times measured in the live sandbox (empirical, the
+        programs killed at the CPU limit included), times ``scale``, plus ``add_ms`` of
+        CPU (what calibration fits: the replica's own work around each run, and runs
+        slowed by each other); the limit is the corpus's.
     """
 
     kind: str = "fixed-cpu"
@@ -32,19 +52,24 @@ class DemandModel:
     median_ms: float = 300.0
     sigma: float = 1.2
     timeout_ms: float = 30_000.0
+    corpus: str = "v1"
+    scale: float = 1.0
+    add_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in DEMAND_KINDS:
             raise ValueError(f"demand.kind={self.kind!r} is not one of {DEMAND_KINDS}")
-        for name in ("cpu_ms", "mean_ms", "median_ms", "timeout_ms"):
+        for name in ("cpu_ms", "mean_ms", "median_ms", "timeout_ms", "scale"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"demand.{name} must be > 0, got {getattr(self, name)}")
-        if self.cv < 0 or self.sigma < 0:
-            raise ValueError("demand.cv and demand.sigma must be >= 0")
+        if self.cv < 0 or self.sigma < 0 or self.add_ms < 0:
+            raise ValueError("demand.cv, demand.sigma and demand.add_ms must be >= 0")
 
     @property
     def timeout_s(self) -> float:
-        """CPU-time cap of one request, s (infinite except for ``sandbox``)."""
+        """CPU-time cap of one request, s (infinite except for ``sandbox`` and ``corpus``)."""
+        if self.kind == "corpus":  # a run stopped at the limit, and the replica's work around it
+            return corpus_demand(self.corpus)[2] * self.scale + self.add_ms / 1000.0
         return self.timeout_ms / 1000.0 if self.kind == "sandbox" else np.inf
 
     @property
@@ -54,6 +79,9 @@ class DemandModel:
             return self.cpu_ms / 1000.0
         if self.kind == "exponential":
             return self.mean_ms / 1000.0
+        if self.kind == "corpus":
+            values, probs, _ = corpus_demand(self.corpus)
+            return float((values * probs).sum()) * self.scale + self.add_ms / 1000.0
         return self.median_ms / 1000.0 * float(np.exp(self.sigma**2 / 2))
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -66,6 +94,9 @@ class DemandModel:
             return rng.gamma(shape, mean / shape, n)
         if self.kind == "exponential":
             return rng.exponential(self.mean_ms / 1000.0, n)
+        if self.kind == "corpus":
+            values, probs, _ = corpus_demand(self.corpus)
+            return values[rng.choice(len(values), size=n, p=probs)] * self.scale + self.add_ms / 1000.0
         return rng.lognormal(np.log(self.median_ms / 1000.0), self.sigma, n)
 
 
@@ -195,16 +226,24 @@ class AppProfile:
 #: Apache with several worker processes, hence two cores of burst within the quota.
 PAPER = AppProfile(sidecar=Sidecar())
 
-#: A sandbox service running student submissions: lognormal CPU time, median 500 ms,
-#: p95 about 0.97 s, cut at a 10 s CPU limit; one-core replicas.
+#: A sandbox service running student submissions: the CPU times of the submission corpus
+#: (``injector/data/corpus-v1.json``) measured in the live sandbox (median about 30 ms,
+#: 3.5 % stopped at the 2 s CPU limit), on one-core replicas. ``demand.scale``,
+#: ``demand.add_ms`` and ``overhead_ms`` are fitted to the live stack of this project's
+#: sandbox service (``simulator/data/live-sandbox-students.parquet``: corpus students,
+#: users 8, 16, 24 x replicas 1, 2, 3 of half a core, 10 samples per cell, recorded with
+#: ``scalelab dataset record --backend live``; ``scalelab calibrate --dataset ...
+#: --profile sandbox --steps 300 --fit 40``): a submission costs its replica about 0.43 s
+#: of CPU (the run's own 0.19 s, the sandbox's setup and the server), as the replicas'
+#: cgroups measured (0.3-0.4 s). See docs/evaluation-week.md.
 SANDBOX = AppProfile(
     name="sandbox",
-    demand=DemandModel(kind="sandbox", median_ms=500.0, sigma=0.4, timeout_ms=10_000.0),
+    demand=DemandModel(kind="corpus", corpus="v1", scale=1.352, add_ms=178.1),
     cpu_request=1.0,
     cpu_limit=1.0,
     memory_request_mib=512.0,
     memory_limit_mib=1024.0,
-    overhead_ms=20.0,
+    overhead_ms=13.8,
     burst_cores=1.0,
     contention=0.0,
     mem_base_mib=150.0,
@@ -212,6 +251,49 @@ SANDBOX = AppProfile(
 )
 
 PROFILES = {"paper": PAPER, "sandbox": SANDBOX}
+
+
+def profiles_dir() -> Path:
+    """Where fitted profiles are saved and looked up by name: ``$SCALELAB_PROFILES``, or
+    ``~/.scalelab/profiles``."""
+    return Path(os.environ.get("SCALELAB_PROFILES") or Path.home() / ".scalelab" / "profiles").expanduser()
+
+
+def profile_to_dict(app: AppProfile) -> dict:
+    return asdict(app)
+
+
+def profile_from_dict(data: dict) -> AppProfile:
+    """An :class:`AppProfile` from :func:`profile_to_dict`'s mapping (``ValueError``
+    naming a bad field)."""
+    data = dict(data)
+    demand = DemandModel(**data.pop("demand", {}))
+    sidecar = data.pop("sidecar", None)
+    return AppProfile(demand=demand, sidecar=Sidecar(**sidecar) if sidecar else None, **data)
+
+
+def save_profile(app: AppProfile, path: Path | None = None) -> Path:
+    """Save ``app`` as JSON (default: ``profiles_dir() / (app.name + ".json")``)."""
+    path = path or profiles_dir() / f"{app.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(profile_to_dict(app), indent=1) + "\n")
+    return path
+
+
+def find_profile(name: str) -> AppProfile:
+    """A built-in profile, a saved one by name (in :func:`profiles_dir`) or a JSON file;
+    ``KeyError`` saying where it looked."""
+    if name in PROFILES:
+        return PROFILES[name]
+    path = Path(name).expanduser() if name.endswith(".json") else profiles_dir() / f"{name}.json"
+    if not path.is_file():
+        saved = sorted(p.stem for p in profiles_dir().glob("*.json")) if profiles_dir().is_dir() else []
+        raise KeyError(f"app.profile={name!r} is not a built-in profile ({sorted(PROFILES)}), a saved one "
+                       f"({saved} in {profiles_dir()}) or a .json file")
+    try:
+        return profile_from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise KeyError(f"app.profile={name!r}: {path} is not a saved profile ({exc})") from None
 
 
 def think_times(rng: np.random.Generator, n: int, low_s: float, high_s: float) -> np.ndarray:

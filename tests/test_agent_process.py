@@ -91,7 +91,9 @@ def test_every_step_is_recorded_with_its_reward_and_next_context(tmp_path):
         assert r["reward"] == reward(before, r["decision"]["action"], after)
         assert 1 <= r["order"]["applied"] <= 4 and 0 < r["decision"]["probability"] <= 1
     assert orch.orders[0] == ("setDeploymentLimit", {"min": 1, "max": 4})
-    levels = [f["payload"].get("level") for n, f in orch.orders if n == "LocustMgmt"]
+    injector = [f["payload"] for n, f in orch.orders if n == "LocustMgmt"]
+    assert injector[0] == {"order": "reset"}  # the episode's statistics start with it
+    levels = [p.get("level") for p in injector[1:]]
     assert levels == [1, 2, 3, 4, 5, 4, 3, 2, 1, None]  # sent only when the level changes, then stop
     assert orch.orders[-1] == ("LocustMgmt", {"payload": {"order": "stop"}})
     state = json.loads((tmp_path / "agent-state.json").read_text())

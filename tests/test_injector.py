@@ -29,9 +29,9 @@ def test_shape_asks_only_the_workload():
 def test_locust_shape_class_in_its_own_process():
     code = ("from injector.shape import make_shape; from injector.workloads import make_workload;"
             "S = make_shape(make_workload({'kind': 'constant', 'users': 3, 'duration_s': 10}), 2.0);"
-            "s = S(); print(s.tick()); s.start_time -= 6; print(s.tick())")
+            "s = S(); t = s.tick(); print(t[:2], [c.__name__ for c in t[2]]); s.start_time -= 6; print(s.tick())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.split("\n")[:2] == ["(3, 100.0)", "None"], out.stderr
+    assert out.stdout.split("\n")[:2] == ["(3, 100.0) ['SandboxUser']", "None"], out.stderr
 
 
 @pytest.mark.live

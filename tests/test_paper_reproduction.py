@@ -129,7 +129,7 @@ def test_calibration_against_the_samples_reports_quantiles_fractions_and_the_old
     res = calibrate_samples(steps=40)
     t = res.table.set_index(["users", "replicas"])
     assert len(t) == 36  # the cells with all 20 samples known
-    assert t.loc[(25, 2), "paper_above"] == pytest.approx(0.40) and t.loc[(10, 1), "paper_above"] == 0.05
+    assert t.loc[(25, 2), "data_above"] == pytest.approx(0.40) and t.loc[(10, 1), "data_above"] == 0.05
     assert (t.sim_q10 <= t.sim_q50).all() and (t.sim_q50 <= t.sim_q90).all()
     # the calibrated profile: within 15 % on the quantiles' median, 0.05 on the fractions
     assert res.median_q_error < 0.15 and res.mean_above_error < 0.05 and res.mean_error < 0.15

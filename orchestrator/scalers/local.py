@@ -79,8 +79,13 @@ def make_cgroup(name: str, spec: ReplicaSpec) -> dict[str, Path] | None:
 
 
 def remove_cgroup(name: str) -> None:
+    """Remove the replica's cgroups (and the empty group its sandboxed runs nested in)."""
+    from sandbox.seal import GROUP
+
     for d in _cgroup_dirs(name).values():
         try:
+            if (d / GROUP).is_dir():
+                (d / GROUP).rmdir()
             d.rmdir()
         except OSError:
             pass

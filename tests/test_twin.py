@@ -1,0 +1,157 @@
+"""The twin: the paper's collector on any backend, calibration against any recorded
+dataset, fitted profiles by name, and the side-by-side report of two run folders."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.collector import collect
+from experiments.twin import config_differences, twin_table
+from orchestrator.backend import VirtualClock
+from orchestrator.context import PAPER as PAPER_CONTEXT
+from simulator.backends import SimBackend
+from simulator.calibration import compare_cells, dataset_cells, dataset_utilization, fit_profile
+from simulator.cluster import ClusterSettings
+from simulator.datasets import DatasetMeta, read_dataset_meta, write_dataset_meta
+from simulator.models import PAPER, find_profile, save_profile
+
+
+def _sim_backend(app=PAPER, seed=1):
+    clock = VirtualClock()
+    settings = ClusterSettings(min_replicas=1, max_replicas=4, initial_replicas=1, startup_seconds=0.0)
+    seeds = dict(zip(("think", "demand", "arrivals"), np.random.SeedSequence(seed).generate_state(3), strict=True))
+    return SimBackend(app, settings, PAPER_CONTEXT, clock, seeds, max_users=40), clock
+
+
+def test_the_collector_measures_every_cell_up_then_down_and_writes_rows_as_it_goes(tmp_path):
+    backend, clock = _sim_backend()
+    rows = tmp_path / "rows.jsonl"
+    levels = []
+    frame = collect(backend, clock, users=(5, 15), replicas=(1, 2), samples=3, warmup_steps=1, source="sim",
+                    rows_file=rows, progress=levels.append)
+    assert len(frame) == 2 * 2 * 3 and len(levels) == 2 * 2 * 2
+    assert sorted(frame.groupby(["users", "replicas"]).size().to_dict().items()) == [
+        ((5, 1), 3), ((5, 2), 3), ((15, 1), 3), ((15, 2), 3)]
+    assert (frame.ready_replicas == frame.replicas).all() and set(frame.source) == {"sim"}
+    written = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert len(written) == len(frame)
+    # the order of measurement: replicas 1, users 5 (2 samples) 15 (2) then 15 (1) 5 (1); then replicas 2
+    assert [(r["users"], r["replicas"], r["sample"]) for r in written[:6]] == [
+        (5, 1, 0), (5, 1, 1), (15, 1, 0), (15, 1, 1), (15, 1, 2), (5, 1, 2)]
+    assert backend.load == 5 and clock.now() > 0
+    # more users on one replica means a higher p95
+    p95 = frame.groupby(["users", "replicas"]).p95_ms.median()
+    assert p95[(15, 1)] > p95[(5, 1)]
+
+
+def test_the_simulator_calibrated_against_its_own_recording_is_close_and_a_wrong_profile_is_not():
+    backend, clock = _sim_backend(seed=4)
+    frame = collect(backend, clock, users=(10, 25), replicas=(1, 2), samples=40, warmup_steps=4)
+    cells = dataset_cells(frame)
+    same = compare_cells(PAPER, cells, ClusterSettings(), PAPER_CONTEXT, steps=40, seed=9, slo_ms=600.0)
+    slow = PAPER.with_overrides(demand={"cpu_ms": PAPER.demand.cpu_ms * 1.5})
+    wrong = compare_cells(slow, cells, ClusterSettings(), PAPER_CONTEXT, steps=40, seed=9, slo_ms=600.0)
+    assert same.median_q_error < 0.15
+    assert wrong.median_q_error > 2 * same.median_q_error
+    # a fit from the wrong profile moves its CPU demand back toward the truth
+    fitted, res, tried = fit_profile(slow, lambda a: compare_cells(a, cells, ClusterSettings(), PAPER_CONTEXT,
+                                                                   steps=30, seed=9), candidates=8, seed=0)
+    assert len(tried) == 9 and res.median_q_error <= wrong.median_q_error
+    assert abs(fitted.demand.cpu_ms - PAPER.demand.cpu_ms) < abs(slow.demand.cpu_ms - PAPER.demand.cpu_ms)
+
+
+def test_saturated_cells_are_marked_and_left_out_of_the_headline():
+    cells = {(5, 1): np.array([100.0, 110.0]), (50, 1): np.array([9000.0, 9500.0])}
+    frame = pd.DataFrame({"users": [5, 5, 50, 50], "replicas": [1] * 4, "cpu_limit_ratio": [0.3, 0.4, 0.95, 0.97]})
+    used = dataset_utilization(frame)
+    assert used == {(5, 1): pytest.approx(0.35), (50, 1): pytest.approx(0.96)}
+    res = compare_cells(PAPER, cells, steps=10, utilization=used)
+    t = res.table.set_index(["users", "replicas"])
+    assert not t.loc[(5, 1), "saturated"] and t.loc[(50, 1), "saturated"]
+    assert res.worst_q_error == pytest.approx(t.loc[(5, 1), ["q10_error", "q50_error", "q90_error"]].abs().max())
+
+
+def test_a_fitted_profile_is_saved_and_found_by_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALELAB_PROFILES", str(tmp_path))
+    from dataclasses import replace
+
+    fitted = replace(PAPER.with_overrides(overhead_ms=31.0, demand={"cpu_ms": 50.0}), name="my-cluster")
+    path = save_profile(fitted)
+    assert path == tmp_path / "my-cluster.json"
+    assert find_profile("my-cluster") == fitted
+    assert find_profile(str(path)) == fitted
+    with pytest.raises(KeyError, match="my-cluster"):
+        find_profile("my-clustr")
+    from experiments.config import load_config
+    from experiments.episode import resolve
+
+    cfg = load_config({"name": "x", "app": {"profile": "my-cluster", "cpu_limit": 0.6, "cpu_request": 0.6},
+                       "workload": {"kind": "constant", "users": 3, "duration_s": 20},
+                       "policies": [{"name": "static"}]})
+    assert resolve(cfg).app == fitted.with_overrides(cpu_limit=0.6, cpu_request=0.6)
+
+
+def test_dataset_meta_round_trips_and_defaults_to_the_paper(tmp_path):
+    f = tmp_path / "d.parquet"
+    assert read_dataset_meta(f) == DatasetMeta()
+    meta = DatasetMeta(think_s=(5.0, 20.0), step_s=5.0, slo_ms=3000.0, source="live", config="x.yaml")
+    write_dataset_meta(f, meta)
+    assert read_dataset_meta(f) == meta
+    (tmp_path / "d.parquet.meta.json").write_text("{}")
+    with pytest.raises(Exception, match="meta"):
+        read_dataset_meta(f)
+
+
+def _steps(policy, runs, p95, replicas, violation):
+    rows = []
+    for run in range(runs):
+        for step, (p, r, v) in enumerate(zip(p95, replicas, violation[run], strict=True)):
+            rows.append({"policy": policy, "run": run, "step": step, "t_s": 5.0 * (step + 1), "p95_ms": p,
+                         "replicas": r, "rps": 1.0, "violation": v, "missing": "", "client_p95_ms": p * 1.1})
+    return pd.DataFrame(rows)
+
+
+def test_the_twin_table_by_hand():
+    sim = pd.concat([_steps("a", 2, [100, 200, 400, 800], [1, 1, 2, 2], [[0, 0, 0, 1], [0, 0, 1, 1]]),
+                     _steps("b", 2, [100, 100, 100, 100], [3, 3, 3, 3], [[0, 0, 0, 0], [0, 0, 0, 0]])])
+    live = pd.concat([_steps("a", 2, [100, 100, 400, 400], [1, 2, 2, 2], [[0, 0, 1, 1], [0, 0, 1, 1]]),
+                      _steps("b", 2, [200, 200, 200, 200], [3, 3, 3, 3], [[0, 0, 0, 0], [0, 0, 0, 1]])])
+    t = twin_table(sim, live, step_s=5.0).set_index("policy")
+    assert t.loc["a", "sim_violations"] == 1.5 and t.loc["a", "live_violations"] == 2.0
+    assert t.loc["a", "live_violations_ci95"] == 0.0 and not t.loc["a", "violations_within"]
+    assert t.loc["b", "live_violations"] == 0.5
+    assert t.loc["b", "live_violations_ci95"] == pytest.approx(1.96 * np.std([0, 1], ddof=1) / np.sqrt(2))
+    assert t.loc["b", "violations_within"]  # 0 is inside 0.5 ± 0.98
+    assert t.loc["a", "sim_replica_hours"] == pytest.approx(6 * 5 / 3600)
+    # per-step p95 error of a: 0, 1, 0, 1 -> median 0.5; of b: 0.5 everywhere
+    assert t.loc["a", "p95_error_median"] == pytest.approx(0.5) and t.loc["b", "p95_error_median"] == 0.5
+    assert t.loc["a", "orchestrator_vs_locust_p95"] == pytest.approx(0.1 / 1.1)
+    # ranking by violations then replica-hours: b first on both
+    assert t.loc["b", "sim_rank"] == 1 and t.loc["b", "live_rank"] == 1 and t.loc["a", "live_rank"] == 2
+
+
+def test_config_differences_leave_out_the_backend():
+    a = {"name": "x", "backend": "sim", "runs": 10, "slo_ms": 600, "workload": {"kind": "step", "at_s": 5}}
+    b = {"name": "x", "backend": "live", "runs": 2, "slo_ms": 600, "workload": {"kind": "step", "at_s": 6}}
+    assert config_differences(a, b) == ["workload.at_s: 5 -> 6"]
+    assert config_differences(a, {**a, "backend": "live"}) == []
+
+
+def test_scalelab_report_of_two_run_folders_puts_them_side_by_side(tmp_path, capsys):
+    from experiments.cli import main
+    from experiments.runner import run_experiment
+
+    cfg = {"name": "tw", "seed": 3, "runs": 2, "steps": 12, "slo_ms": 3000, "app": {"profile": "sandbox"},
+           "workload": {"kind": "evaluation-week-v1", "start_day": 1, "start_hour": 13.9, "days": 0.02,
+                        "time_compression": 12, "user_scale": 0.1},
+           "cluster": {"max_replicas": 3}, "policies": [{"name": "hslinucb"}, {"name": "static", "replicas": 2}]}
+    a = run_experiment(cfg, out=tmp_path, progress=False).path
+    b = run_experiment({**cfg, "seed": 4}, out=tmp_path, progress=False).path
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "side")]) == 0
+    md = (tmp_path / "side" / "twin.md").read_text()
+    assert "| hslinucb |" in md and "| static |" in md and "DIFFER beyond the backend: seed: 3 -> 4" in md
+    assert (tmp_path / "side" / "twin.png").stat().st_size > 10_000
+    t = pd.read_csv(tmp_path / "side" / "twin.csv")
+    assert set(t.policy) == {"hslinucb", "static"} and (t.steps_compared > 0).all()
