@@ -96,6 +96,7 @@ def bench_injector(seconds: float, repeats: int) -> float:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.handle_error = lambda request, address: None  # Locust drops its connections when it stops
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         rates = [_injector(f"http://127.0.0.1:{server.server_port}", 50, seconds)["num_requests"] / seconds

@@ -79,9 +79,13 @@ def cmd_twin(args) -> int:
         cfg = replace(cfg, runs=args.runs)
     sim = run_experiment(replace(cfg, backend="sim"), out=args.out, command=_command())
     print(f"simulated: {sim.path} ({sim.seconds:.1f} s)")
-    live = run_live(replace(cfg, backend="live"), out=args.out, command=_command())
-    print(f"live: {live.path} ({live.seconds:.1f} s)")
-    md = twin_report(sim.path, live.path)
+    if args.live:  # a live run made before (the simulator recalibrated since, say)
+        live_path = Path(args.live)
+    else:
+        live = run_live(replace(cfg, backend="live"), out=args.out, command=_command())
+        print(f"live: {live.path} ({live.seconds:.1f} s)")
+        live_path = live.path
+    md = twin_report(sim.path, live_path)
     print(md.read_text())
     print(f"twin report: {md}")
     return 0
@@ -509,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="a YAML file, or the name of a shipped config (e.g. live-evaluation-week)")
     p.add_argument("--runs", type=int, help="runs per policy on each backend (default: the config's)")
     p.add_argument("--out", default="runs", help="parent folder of the two run folders (default: runs)")
+    p.add_argument("--live", metavar="FOLDER", help="compare with this live run folder instead of running live")
     p.set_defaults(func=cmd_twin)
 
     p = sub.add_parser("workload", help="workloads")

@@ -140,14 +140,21 @@ def twin_report(sim_dir: str | Path, live_dir: str | Path, out: str | Path | Non
                      f"{r.p95_error_median:.0%} / {r.p95_error_worst:.0%} | {r.steps_compared} |")
     lines += ["", "| policy | live requests | failed, not as the program meant | orchestrator p95 vs Locust's "
               "(median per-step relative gap) | live steps with a missing signal |", "|---|---|---|---|---|"]
+    window = (cfg_live.get("context") or {}).get("window_s")
     for r in t.itertuples():
         rate = "n/a" if r.live_failure_rate is None or pd.isna(r.live_failure_rate) else f"{r.live_failure_rate:.2%}"
         lines.append(f"| {r.policy} | {r.live_requests if r.live_requests is not None else 'n/a'} | {rate} | "
                      f"{r.orchestrator_vs_locust_p95:.1%} | {r.live_missing_steps} |")
-    reasons = {k: v for agg in injector.values() for k, v in agg.get("reasons", {}).items()}
+    reasons: dict[str, int] = {}
+    for agg in injector.values():
+        for k, v in agg.get("reasons", {}).items():
+            reasons[k] = reasons.get(k, 0) + int(v)
     if reasons:
         lines += ["", "Failure reasons (all policies): " + "; ".join(f"{k}: {v}" for k, v in sorted(
             reasons.items(), key=lambda kv: -kv[1])[:8])]
+    lines += ["", "The orchestrator's p95 is over its context window (spans of the last "
+              f"{window or 'preset'} s); Locust's is its current p95 over about the last 10 s, rounded to two "
+              "significant digits: a gap between them is partly the windows."]
     same = len(t) and (t.sim_rank == t.live_rank).all()
     lines += ["", f"Ranking (by violations, then replica-hours): {'the same' if same else 'DIFFERENT'} on both.",
               "Intervals are mean ± 1.96 SE over runs (nan with one run).", "", "![twin](twin.png)"]

@@ -45,15 +45,13 @@ def test_expected_sample_p95_follows_the_order_statistics():
     assert expected_sample_quantile(st, 10) < 0.95  # few spans read low, as measured ones do
 
 
-@pytest.mark.parametrize("kind", DEMAND_KINDS)
+@pytest.mark.parametrize("kind", [k for k in DEMAND_KINDS if k != "corpus"])
 def test_fluid_agrees_with_the_discrete_event_engine_below_090_utilisation(kind):
     """p95 within 15 % and RPS within 5 % on every grid cell below 0.9 utilisation, for the
     sandbox profile (CPU limit = burst: no CFS bursts). Known exceptions, checked at
     their measured errors: exponential demand at 50 users on 4 replicas (utilisation
-    0.52), where the pooled quasi-static model reads p95 23 % low; the measured corpus
-    (a mixture with 6 % of its mass at the 2 s CPU limit) at 1 user on 1 replica, the
-    only grid cell of that demand below 0.9 utilisation, where it reads p95 25 % low
-    from 3-4 spans per window: the fluid engine is not validated for corpus demand."""
+    0.52), where the pooled quasi-static model reads p95 23 % low. The measured corpus is
+    not validated: see the next test."""
     demand = {"kind": kind}
     if kind == "sandbox":  # the lognormal the sandbox profile used before the corpus was measured
         demand = {"kind": kind, "median_ms": 500.0, "sigma": 0.4, "timeout_ms": 10_000.0}
@@ -63,10 +61,21 @@ def test_fluid_agrees_with_the_discrete_event_engine_below_090_utilisation(kind)
     for r in checked:
         p95_err = r["fluid_p95_ms"] / r["des_p95_ms"] - 1
         rps_err = r["fluid_rps"] / r["des_rps"] - 1
-        known = {("exponential", 50, 4): 0.30, ("corpus", 1, 1): 0.30}
-        tolerance = known.get((kind, r["users"], r["replicas"]), 0.15)
-        assert abs(p95_err) <= tolerance, (kind, r)
-        assert abs(rps_err) <= 0.05, (kind, r)
+        known = {("exponential", 50, 4): (0.30, 0.05)}  # (p95, RPS)
+        p95_tol, rps_tol = known.get((kind, r["users"], r["replicas"]), (0.15, 0.05))
+        assert abs(p95_err) <= p95_tol, (kind, r)
+        assert abs(rps_err) <= rps_tol, (kind, r)
+
+
+def test_the_fluid_engine_reads_the_corpus_p95_low_a_known_limit():
+    """The measured corpus (a mixture with 3.5 % of its mass at the 2 s CPU limit, the
+    sandbox profile's demand) is where the fluid engine is NOT validated: on the grid
+    cells below 0.9 utilisation it reads the p95 25-60 % low. docs/evaluation-week.md
+    says so; the discrete-event engine is the default."""
+    rows = [r for r in validate(SANDBOX, list(GRID), steps=30) if r["utilization"] < 0.9]
+    assert rows
+    errors = [r["fluid_p95_ms"] / r["des_p95_ms"] - 1 for r in rows]
+    assert min(errors) < -0.2
 
 
 def test_replicas_start_after_startup_and_leave_at_once():
