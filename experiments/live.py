@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -49,7 +49,7 @@ class LiveSettings:
     min_replicas: int
     max_replicas: int
     initial_replicas: int
-    task: dict  # the injector's set_task order (what its users do), without the seed
+    task: dict = field(default_factory=lambda: {"task": "compute", "cpu": 200})  # the injector's set_task order
 
 
 def injector_task(r: Resolved, injector_cpu: int = 200) -> dict:
