@@ -75,7 +75,7 @@ def bench_stack(replicas: int, seconds: float, repeats: int) -> dict:
 
 
 def bench_injector(seconds: float, repeats: int) -> float:
-    from injector.corpus import load_corpus
+    from injector.corpus import intended_answer, load_corpus
 
     corpus = load_corpus()
     by_code = {p.code: p for p in corpus.programs}
@@ -85,8 +85,7 @@ def bench_injector(seconds: float, repeats: int) -> float:
 
         def do_POST(self):
             p = by_code[json.loads(self.rfile.read(int(self.headers["Content-Length"])))["code"]]
-            body = json.dumps({"exit_code": {"ok": 0, "error": 1}.get(p.intent),
-                               "limit": {"cpu": "cpu", "memory": "memory", "output": "cpu"}.get(p.intent)}).encode()
+            body = json.dumps(intended_answer(p)).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -252,6 +252,14 @@ def as_intended(program: Program, outcome: str) -> bool:
     return outcome == program.intent
 
 
+def intended_answer(program: Program) -> dict:
+    """A ``POST /run`` answer with the outcome ``program`` is meant to get (for a
+    stand-in of the sandbox: tests and the injector benchmark)."""
+    return {"exit_code": {"ok": 0, "error": 1}.get(program.intent),
+            "limit": {"cpu": "cpu", "memory": "memory", "output": "cpu"}.get(program.intent),
+            "cpu_ms": 1.0, "wall_ms": 1.0, "stdout": program.stdout or "", "uid": 100001}
+
+
 # ----------------------------------------------------------------------------- measuring
 def measure(corpus: Corpus, post: Callable[[dict], dict], repeats: int = 5, host: str = "",
             progress: Callable[[int], None] | None = None) -> Corpus:

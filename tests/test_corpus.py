@@ -16,6 +16,7 @@ from injector.corpus import (
     as_intended,
     build_corpus,
     demand_samples,
+    intended_answer,
     load_corpus,
     outcome_of,
     summary,
@@ -71,6 +72,8 @@ def test_outcomes_name_the_answer_and_intent_allows_the_equivalent_ones():
     ok = Program("o", "correct", "ok", 0.1, "print(1)")
     assert as_intended(loop, "cpu") and as_intended(loop, "wall") and not as_intended(loop, "ok")
     assert as_intended(ok, "ok") and not as_intended(ok, "wall") and not as_intended(ok, "error")
+    for program in build_corpus().programs:  # the stand-in's answers are the intended ones
+        assert as_intended(program, outcome_of(intended_answer(program))), program.id
 
 
 def test_the_demand_is_the_measured_distribution_with_its_timeout_mass():

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from injector.corpus import load_corpus
+from injector.corpus import intended_answer, load_corpus
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.live,
@@ -35,10 +35,7 @@ def _judge_server():
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             program = by_code[body["code"]]
             seen.append((program.kind, body["limits"]))
-            limit = {"cpu": "cpu", "memory": "memory", "output": "cpu"}.get(program.intent)
-            answer = {"exit_code": {"ok": 0, "error": 1}.get(program.intent), "limit": limit, "cpu_ms": 1.0,
-                      "wall_ms": 1.0, "stdout": program.stdout or "", "uid": 100001}
-            out = json.dumps(answer).encode()
+            out = json.dumps(intended_answer(program)).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(out)))
             self.end_headers()
