@@ -55,7 +55,7 @@ def test_students_on_master_and_workers_take_their_task_over_kafka():
     from orchestrator.stack import create_topics
 
     server, seen = _judge_server()
-    kafka = subprocess.Popen([sys.executable, "-m", "orchestrator.kafka_embedded", "120"], stdout=subprocess.PIPE,
+    kafka = subprocess.Popen([sys.executable, "-m", "orchestrator.kafka_embedded"], stdout=subprocess.PIPE,  # until stopped
                              text=True)
     inj = None
     try:
