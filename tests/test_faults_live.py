@@ -4,10 +4,7 @@ malformed messages on ``action`` and on ``zipkin``, then the Kafka broker killed
 agent keep running, the agent's records stay whole, and spans, orders and Locust
 statistics flow again after the broker returns."""
 
-import importlib.util
-import shutil
 import threading
-import time
 from dataclasses import asdict
 
 import pytest
@@ -19,11 +16,11 @@ from orchestrator.context import DEFAULT
 from orchestrator.local_processes import alive
 from orchestrator.scalers.local import ReplicaSpec
 from orchestrator.stack import LocalStack
+from tests.tools import requires
 
 pytestmark = [
     pytest.mark.live,
-    pytest.mark.skipif(not (importlib.util.find_spec("locust") and shutil.which("prometheus") and shutil.which("haproxy")),
-                       reason="needs locust, prometheus and haproxy"),
+    requires("locust", "prometheus", "haproxy"),
 ]
 
 STEPS = 24
@@ -67,7 +64,8 @@ def test_malformed_floods_and_a_broker_restart_mid_run(tmp_path):
 
         wait_for(lambda: len(folder.records()) >= 8, 90, "eight decisions")
         stack.kill_kafka()
-        time.sleep(4)
+        # the broker stays away until the agent has seen the outage and is retrying
+        wait_for(lambda: "retrying" in (part / "agent.log").read_text(), 120, "the agent to retry without a broker")
         stack.start_kafka()
         assert stack.state["kafka"]["bootstrap"] == addr  # the broker came back at its address
 

@@ -4,7 +4,6 @@ check is taken out of the rotation."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 import urllib.error
@@ -15,8 +14,9 @@ import pytest
 
 from orchestrator.haproxy import HAProxy
 from orchestrator.local_processes import free_port
+from tests.tools import requires
 
-pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy (.ci/run installs it)")
+pytestmark = requires("haproxy")
 
 
 class Replica(ThreadingHTTPServer):

@@ -3,7 +3,6 @@ from Kafka and reports on topic locust, against the real local stack."""
 
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ import pytest
 
 from injector.shape import shape_tick
 from injector.workloads import make_workload
+from tests.tools import requires
+from tests.waiting import wait_for
 
 # Locust is only ever imported in the injector's own process: its import patches the
 # interpreter with gevent.
@@ -25,7 +26,7 @@ def test_shape_asks_only_the_workload():
     assert shape_tick(wl, 2.5, compression=60.0) is None
 
 
-@pytest.mark.skipif(not HAS_LOCUST, reason="locust is in the live extra")
+@requires("locust")
 def test_locust_shape_class_in_its_own_process():
     code = ("from injector.shape import make_shape; from injector.workloads import make_workload;"
             "S = make_shape(make_workload({'kind': 'constant', 'users': 3, 'duration_s': 10}), 2.0);"
@@ -35,8 +36,7 @@ def test_locust_shape_class_in_its_own_process():
 
 
 @pytest.mark.live
-@pytest.mark.skipif(not (HAS_LOCUST and shutil.which("prometheus") and shutil.which("haproxy")),
-                    reason="needs locust and the local stack")
+@requires("locust", "prometheus", "haproxy")
 def test_master_obeys_orders_and_reports(tmp_path):
     from kafka import KafkaConsumer, KafkaProducer
 
@@ -52,7 +52,9 @@ def test_master_obeys_orders_and_reports(tmp_path):
         stats = KafkaConsumer("locust", bootstrap_servers=addr, api_version=(2, 3), group_id="t",
                               auto_offset_reset="latest", metadata_max_age_ms=5000)
         prod = KafkaProducer(bootstrap_servers=addr, api_version=(2, 3))
-        time.sleep(3)  # the injector's consumer joins
+        # "injector ready" comes once its order consumer holds its partitions; ours too
+        wait_for(lambda: stats.poll(timeout_ms=200) is not None and bool(stats.assignment()), 60,
+                 "the statistics consumer to hold its partitions")
         for msg in (b"{not json", json.dumps({"order": "set_user_level", "level": 4, "spawn_rate": 20}).encode()):
             prod.send("locust_order", msg)
         prod.flush()

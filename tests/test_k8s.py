@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -16,9 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.tools import find_tool, requires
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 OVERLAYS = ("base", "overlays/paper", "overlays/dev", "overlays/gvisor", "overlays/node-pools", "overlays/external")
+#: the tests that render k8s/ need a kubectl whose kustomize reads the overlays
+KUBECTL = requires("kubectl")
 SANDBOXES = ("sandbox", "sandbox-gpu", "sandbox-arm")
 
 #: docs/kubernetes.md: what the orchestrator may do, in its namespace only.
@@ -31,8 +34,7 @@ ORCHESTRATOR_MAY = {
 
 @cache
 def render(overlay: str) -> tuple[dict, ...]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl (with kustomize) is needed to render k8s/; scripts/install-system-deps.sh installs it"
+    kubectl = find_tool("kubectl")
     out = subprocess.run([kubectl, "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, f"kustomize {overlay}: {out.stderr}"
     return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
@@ -77,6 +79,7 @@ def _addresses(overlay: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+@KUBECTL
 def test_every_overlay_renders_and_validates_against_the_kubernetes_schemas(overlay):
     import kubernetes_validate
 
@@ -95,6 +98,7 @@ def test_every_overlay_renders_and_validates_against_the_kubernetes_schemas(over
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+@KUBECTL
 def test_the_orchestrator_has_least_privilege_and_nothing_else(overlay):
     roles = objects(overlay, "Role")
     bindings = [b for kind in ("RoleBinding", "ClusterRoleBinding") for b in objects(overlay, kind).values()
@@ -115,6 +119,7 @@ def test_the_orchestrator_has_least_privilege_and_nothing_else(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+@KUBECTL
 def test_sandbox_pods_are_hardened_and_drain(overlay):
     for d in sandbox_deployments(overlay):
         pod = d["spec"]["template"]["spec"]
@@ -143,6 +148,7 @@ def test_sandbox_pods_are_hardened_and_drain(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+@KUBECTL
 def test_the_sandbox_network_policy_allows_requests_in_and_spans_to_kafka_only(overlay):
     policy = objects(overlay, "NetworkPolicy")["sandbox"]["spec"]
     assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
@@ -163,6 +169,7 @@ def test_the_sandbox_network_policy_allows_requests_in_and_spans_to_kafka_only(o
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+@KUBECTL
 def test_requests_and_limits_agree_with_the_code_defaults(overlay):
     from experiments.config import load_config
     from orchestrator.scalers.local import ReplicaSpec
@@ -196,6 +203,7 @@ def test_requests_and_limits_agree_with_the_code_defaults(overlay):
     assert args[args.index("--context") + 1] == cfg.context.preset
 
 
+@KUBECTL
 def test_the_node_pools_are_the_base_sandbox_pinned_to_their_nodes():
     base = objects("base", "Deployment")["sandbox"]
     deps = objects("overlays/node-pools", "Deployment")
@@ -222,6 +230,7 @@ def test_the_node_pools_are_the_base_sandbox_pinned_to_their_nodes():
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+@KUBECTL
 def test_every_image_is_pinned(overlay):
     for doc in render(overlay):
         pod = doc.get("spec", {}).get("template", {}).get("spec", {})

@@ -1,20 +1,18 @@
 """`scalelab live run` end to end on the real local stack: orchestrator, injector and
 replicas as separate processes talking through Kafka."""
 
-import importlib.util
 import json
-import shutil
 
 import pandas as pd
 import pytest
 
 from experiments.live import run_live
 from orchestrator.local_processes import alive
+from tests.tools import requires
 
 pytestmark = [
     pytest.mark.live,
-    pytest.mark.skipif(not (importlib.util.find_spec("locust") and shutil.which("prometheus") and shutil.which("haproxy")),
-                       reason="needs locust, prometheus and haproxy"),
+    requires("locust", "prometheus", "haproxy"),
 ]
 
 

@@ -6,10 +6,8 @@ resumes without running anything again."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -21,11 +19,11 @@ from waiting import wait_for
 from agent.process import AgentFolder
 from experiments.live import run_live
 from orchestrator.stack import LocalStack
+from tests.tools import requires
 
 pytestmark = [
     pytest.mark.live,
-    pytest.mark.skipif(not (importlib.util.find_spec("locust") and shutil.which("prometheus") and shutil.which("haproxy")),
-                       reason="needs locust, prometheus and haproxy"),
+    requires("locust", "prometheus", "haproxy"),
 ]
 
 

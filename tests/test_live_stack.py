@@ -3,7 +3,6 @@ Prometheus, HAProxy and gunicorn replicas; checked against the load a client sen
 
 import json
 import multiprocessing
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,11 +16,12 @@ from orchestrator.collectors.zipkin import ZipkinCollector
 from orchestrator.context import ContextBuilder, ContextSettings
 from orchestrator.local_processes import alive
 from orchestrator.stack import LocalStack
+from tests.tools import requires
+from tests.waiting import wait_for
 
 pytestmark = [
     pytest.mark.live,
-    pytest.mark.skipif(not (shutil.which("prometheus") and shutil.which("haproxy")),
-                       reason="needs Debian's prometheus and haproxy (.ci/run installs them)"),
+    requires("prometheus", "haproxy"),
 ]
 
 
@@ -92,13 +92,16 @@ def test_context_matches_the_load_sent(stack):
     col = ZipkinCollector(stack.state["kafka"]["bootstrap"], builder, lock, services=["sandbox"],
                           group="ctx-test", offset_reset="latest")
     col.start()
-    time.sleep(3)  # let the consumer join before the load starts
+    wait_for(col.assigned.is_set, 60, "the span consumer to hold its partitions")
     # the paper's request (cpu=200, about 20 ms of CPU) from two clients: the replica does
     # not queue requests, so its spans and the client's clock measure the same thing
     with Load(stack.service_url + "/compute?cpu=200", threads=2, think_s=0.05) as load:
-        time.sleep(16)
-        now = time.time() - 1.0  # leave a second for the last spans to arrive
-        time.sleep(2)
+        wait_for(lambda: col.last_span_at is not None, 60, "the first span")
+        first = col.last_span_at
+        # a full 10 s window of spans, 2 s after the first (the clients have started)
+        wait_for(lambda: (col.latest_end_s or 0) >= first + 12.0, 60, "12 s of spans")
+        now = time.time() - 1.0
+        wait_for(lambda: (col.latest_end_s or 0) > now + 0.5, 60, "the spans ending after the window")
     col.stop()
     with lock:
         ctx = builder.build(now, replicas=stack.scaler.ready_replicas)
@@ -112,31 +115,32 @@ def test_context_matches_the_load_sent(stack):
 
 def test_prometheus_scrapes_every_replica_with_kubernetes_names(stack):
     prom = PrometheusCollector(stack.state["prometheus"]["url"])
-    deadline = time.time() + 30
-    while time.time() < deadline:
+
+    def every_target_up():
         up = prom.targets_up()
-        if len(up) == stack.scaler.ready_replicas and all(up.values()):
-            break
-        time.sleep(1)
-    assert up and all(up.values())
-    while time.time() < deadline + 30:  # a rate needs two scrapes of every pod
-        pods = prom.sample()
-        if len(pods.cpu_cores) == stack.scaler.ready_replicas:
-            break
-        time.sleep(1)
-    assert len(pods.cpu_cores) == stack.scaler.ready_replicas
+        return len(up) == stack.scaler.ready_replicas and all(up.values())
+
+    wait_for(every_target_up, 30, "Prometheus to scrape every replica")
+    # a rate needs two scrapes of every pod
+    wait_for(lambda: len(prom.sample().cpu_cores) == stack.scaler.ready_replicas, 30, "a CPU rate of every pod")
+    pods = prom.sample()
     np.testing.assert_allclose(pods.cpu_request, 0.5)
     np.testing.assert_allclose(pods.memory_limit_mib, 512)
 
 
 def test_scaling_1_3_1_loses_no_request(stack):
+    def served() -> dict[str, int]:
+        return {name: int(r["stot"] or 0) for name, r in stack.haproxy.stats().items()}
+
     with Load(stack.service_url + "/compute?cpu=5", threads=4) as load:
-        time.sleep(1)
+        wait_for(lambda: sum(served().values()) >= 50, 60, "50 requests on one replica")
         stack.scaler.scale_to(3)
         assert stack.scaler.ready_replicas == 3
-        time.sleep(2)
+        # every replica serves: the balancer has them all
+        wait_for(lambda: sum(1 for n in served().values() if n >= 20) >= 3, 60, "20 requests on each of 3 replicas")
         stack.scaler.scale_to(1)
-        time.sleep(1)
+        before = sum(served().values())
+        wait_for(lambda: sum(served().values()) >= before + 50, 60, "50 more requests after draining to 1")
     assert stack.scaler.ready_replicas == 1
     assert len(load.records) > 100
     assert all(ok for _, _, ok in load.records), sum(not ok for _, _, ok in load.records)
@@ -167,8 +171,7 @@ def test_cli_live_up_status_down_leaves_nothing(tmp_path):
     assert st["up"] and len(st["replicas"]) == 2
     down = run("down")
     assert down.returncode == 0, down.stderr
-    time.sleep(0.5)
-    assert not [p for p in pids if alive(p)]
+    wait_for(lambda: not [p for p in pids if alive(p)], 10, "every process of the stack to be reaped")
 
 
 def test_prometheus_stopped_for_30s_is_reported_and_caught_up(stack):
@@ -178,22 +181,18 @@ def test_prometheus_stopped_for_30s_is_reported_and_caught_up(stack):
     svc = OrchestratorService(stack.scaler, prometheus_url=stack.state["prometheus"]["url"], metric_interval_s=1.0)
     svc.start()
     try:
-        deadline = time.time() + 60
-        while svc.last_prometheus_ok is None and time.time() < deadline:
-            time.sleep(0.5)
-        assert svc.last_prometheus_ok is not None
+        wait_for(lambda: svc.last_prometheus_ok is not None, 60, "a first Prometheus sample")
         prom = stack.prometheus
         prom.stop()
-        time.sleep(30)
+        # the orchestrator sees the gap grow to 25 s and more (Prometheus stays stopped)
+        wait_for(lambda: svc.state_message("gap")["gaps"]["prometheus_s"] >= 25, 90, "a 25 s Prometheus gap")
         state = svc.state_message("gap")
         assert state["gaps"]["prometheus_s"] >= 25 and "did not answer" in state["gaps"]["prometheus_error"]
         again = LocalPrometheus(prom.dir, prom.port)  # same port, same data: it catches up
         again.start()
         stack.state["prometheus"]["pid"] = again.pid
         stack._save()
-        deadline = time.time() + 60
-        while time.time() < deadline and svc.state_message("x")["gaps"]["prometheus_s"] > 3:
-            time.sleep(1)
+        wait_for(lambda: svc.state_message("x")["gaps"]["prometheus_s"] <= 3, 60, "Prometheus to catch up")
         assert svc.state_message("back")["gaps"]["prometheus_s"] <= 3
         assert svc.state_message("back")["gaps"]["prometheus_error"] is None
     finally:

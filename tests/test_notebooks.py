@@ -5,14 +5,14 @@ public API."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.tools import requires
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -27,7 +27,6 @@ SMALL = {
     "05-live-agent": {"STEPS": 8, "STEP_SECONDS": 2.0, "USERS": [2, 2, 10, 10, 10, 10, 10, 10]},
 }
 
-LIVE_READY = bool(importlib.util.find_spec("locust") and shutil.which("prometheus") and shutil.which("haproxy"))
 
 
 def code_cells(path: Path) -> list[str]:
@@ -93,6 +92,6 @@ def test_notebook_runs_top_to_bottom(name, tmp_path):
 
 
 @pytest.mark.live
-@pytest.mark.skipif(not LIVE_READY, reason="needs locust, prometheus and haproxy (.ci/run installs them)")
+@requires("locust", "prometheus", "haproxy")
 def test_the_live_agent_notebook_drives_the_local_stack(tmp_path):
     _execute("05-live-agent", tmp_path)

@@ -2,18 +2,17 @@
 (an independent Kafka client): orders, replies, malformed floods."""
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from orchestrator.stack import LocalStack
+from tests.tools import requires
 
 pytestmark = [
     pytest.mark.live,
-    pytest.mark.skipif(not all(shutil.which(x) for x in ("kcat", "prometheus", "haproxy")),
-                       reason="needs kcat, prometheus, haproxy (scripts/install-system-deps.sh)"),
+    requires("kcat", "prometheus", "haproxy"),
 ]
 
 

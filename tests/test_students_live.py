@@ -4,7 +4,6 @@ a small live dataset recording."""
 
 import http.server
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -14,11 +13,11 @@ import pytest
 import yaml
 
 from injector.corpus import intended_answer, load_corpus
+from tests.tools import requires
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.live,
-              pytest.mark.skipif(not (shutil.which("prometheus") and shutil.which("haproxy")),
-                                 reason="needs the local stack (scripts/install-system-deps.sh)")]
+              requires("locust", "prometheus", "haproxy")]
 
 
 def _judge_server():

@@ -72,6 +72,8 @@ class ZipkinCollector:
         self.api_version = api_version
         self.stats = ZipkinStats()
         self.last_span_at: float | None = None  # wall-clock time of the last kept span
+        self.latest_end_s: float | None = None  # the latest end (epoch s) of a kept span
+        self.assigned = threading.Event()  # set once the consumer holds its partitions (readiness)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -81,6 +83,8 @@ class ZipkinCollector:
             with self.lock:
                 self.builder.add_spans(spans)
             self.last_span_at = time.time()
+            end = float(spans.end_s.max())
+            self.latest_end_s = end if self.latest_end_s is None else max(self.latest_end_s, end)
         return len(spans)
 
     def start(self) -> None:
@@ -101,6 +105,8 @@ class ZipkinCollector:
                 for records in consumer.poll(timeout_ms=200, max_records=1000).values():
                     for rec in records:
                         self.ingest(rec.value)
+                if not self.assigned.is_set() and consumer.assignment():
+                    self.assigned.set()
             except Exception:  # broker away: wait and reconnect, the buffer keeps what it has
                 if consumer is not None:
                     try:
