@@ -28,7 +28,6 @@ def _config_path(name: str) -> Path:
 
 
 def cmd_run(args) -> int:
-    from experiments.metrics import format_table
     from experiments.runner import run_experiment
 
     overrides = {k: v for k, v in (("runs", args.runs), ("seed", args.seed)) if v is not None}
@@ -39,7 +38,7 @@ def cmd_run(args) -> int:
 
         cfg = load_config(_config_path(args.config), **overrides)
         result = run_experiment(cfg, out=args.out, workers=args.workers, command=_command())
-    print(format_table(result.summary))
+    print(result.table())
     print(f"\nrun folder: {result.path}  ({result.seconds:.1f} s)")
     print(f"report:     {result.path / 'report.html'}")
     return 0
@@ -52,16 +51,25 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from experiments.report import write_report
+    """One folder: rewrite its figures and report. Several: also one report comparing them."""
+    from experiments.report import folder_summary, write_comparison, write_report
 
-    for d in args.dirs:
-        print(write_report(Path(d)))
-    if len(args.dirs) == 2:
-        from experiments.twin import twin_report
+    folders = [Path(d) for d in args.dirs]
+    for d in folders:  # every folder checked before any work
+        folder_summary(d)
+    for d in folders:
+        print(f"report:     {write_report(d)}")
+    if len(folders) > 1:
+        out = Path(args.out) if args.out else folders[0].parent / ("comparison-" + "-vs-".join(d.name for d in folders))[:120]
+        print(f"comparison: {write_comparison(folders, out)}")
+        if len(folders) == 2:  # two runs of one config (a simulated and a live one, say): step by step
+            from experiments.twin import twin_report
 
-        md = twin_report(args.dirs[0], args.dirs[1], args.out)
-        print(md.read_text())
-        print(f"side by side: {md}")
+            live = {d: "backend: live" in (d / "config.yaml").read_text() for d in folders}
+            sim, measured = sorted(folders, key=lambda d: live[d])
+            md = twin_report(sim, measured, out)
+            print(md.read_text())
+            print(f"twin:       {md}")
     return 0
 
 
@@ -440,13 +448,12 @@ def cmd_live(args) -> int:
 
     if args.live_command == "run":
         from experiments.live import run_live
-        from experiments.metrics import format_table
 
         if not args.config and not args.resume:
             raise UserError("scalelab live run: give a CONFIG or --resume FOLDER")
         res = run_live(_config_path(args.config) if args.config else None, out=args.out, command=_command(),
                        bootstrap=args.bootstrap, resume=args.resume)
-        print(format_table(res.summary))
+        print(res.table())
         print(f"\nrun folder: {res.path}  ({res.seconds:.1f} s)")
         return 0
     stack = LocalStack(Path(args.dir) if args.dir else None)
@@ -504,9 +511,13 @@ def build_parser() -> argparse.ArgumentParser:
     run_opts(p)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("report", help="(re)write the plots and report.html of run folders")
-    p.add_argument("dirs", nargs="+", help="run folders; with two, also their side-by-side (twin) comparison")
-    p.add_argument("--out", help="with two folders: where the comparison goes (default: SECOND/twin)")
+    p = sub.add_parser("report", help="(re)write the figures and report.html of run folders; with several, "
+                                      "also one report comparing them")
+    p.add_argument("dirs", nargs="+", metavar="RUN_FOLDER",
+                   help="finished run folders; with two or more, also comparison.html (a simulated and a live "
+                        "run: also their twin report)")
+    p.add_argument("--out", help="with several folders: the comparison's folder (default: "
+                                 "comparison-A-vs-B beside the first folder)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("twin", help="run a config on the simulator and on the live stack, then compare them")

@@ -334,7 +334,8 @@ def _run_live_in(cfg: ExperimentConfig, settings: LiveSettings, path: Path, stac
             stack.down()
     steps, summary = finish_run(path, cfg, frames)
     write_injector_summary(path)
-    return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t_start)
+    return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t_start,
+                     config=cfg)
 
 
 def write_injector_summary(path: Path) -> dict:

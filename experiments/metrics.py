@@ -1,4 +1,5 @@
-"""The paper-format summary: per policy, mean ± 1.96·SE over runs.
+"""The summary of a run folder: per policy, the mean over runs ± a 95 % Student-t
+interval (``t(0.975, runs − 1) · SD / √runs``; with 3 runs t = 4.30, not 1.96).
 
 Per run (one policy, one run), from its steps:
 
@@ -22,14 +23,18 @@ client_p95_ms          live runs only: mean of the load generator's own p95 (Loc
 p95_vs_client          live runs only: mean span p95 over those same steps / client_p95_ms
                        (1.0 when the orchestrator's p95 is what the users saw).
 
-Each becomes ``{"mean": m, "ci95": 1.96 * std(ddof=1) / sqrt(runs)}`` (ci95 = 0 for
-one run).
+Each becomes ``{"mean": m, "ci95": t(0.975, runs-1) * std(ddof=1) / sqrt(runs)}``
+(ci95 = 0 for one run). ``pareto_rank`` ranks the policies by non-dominated sorting on
+(violations_per_run, replica_hours), both lower-better: rank 1 is the Pareto front (no
+other policy has both fewer violations and fewer replica-hours). The oracle is a
+reference and is not ranked.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 METRICS = (
     "violations_per_run", "p95_ms", "replicas", "replica_hours", "scale_changes_per_run",
@@ -46,6 +51,7 @@ def per_run(steps: pd.DataFrame, step_seconds: float) -> pd.DataFrame:
         rows.append({
             "policy": policy,
             "run": run,
+            "steps": len(g),
             "violations_per_run": float(g["violation"].sum()),
             "p95_ms": float(g["p95_ms"][g["missing"].str.len() == 0].mean()) if "missing" in g else float(g["p95_ms"].mean()),
             "replicas": float(g["replicas"].mean()),
@@ -65,14 +71,46 @@ def _client_p95(g: pd.DataFrame) -> dict:
     return {"client_p95_ms": client, "p95_vs_client": float(g["p95_ms"][both].mean()) / client}
 
 
+def t95(runs: int) -> float:
+    """The two-sided 95 % Student-t factor for ``runs`` values (``runs − 1`` degrees of
+    freedom): 12.71 for 2, 4.30 for 3, 2.26 for 10; 0 for one run."""
+    return float(stats.t.ppf(0.975, runs - 1)) if runs > 1 else 0.0
+
+
 def mean_ci(values: np.ndarray) -> dict:
-    """``{"mean", "ci95"}`` of per-run values (NaN-aware)."""
+    """``{"mean", "ci95"}`` of per-run values (NaN-aware): the mean and the half-width of
+    its 95 % Student-t interval."""
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
     if v.size == 0:
         return {"mean": None, "ci95": None}
-    ci = 1.96 * v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else 0.0
+    ci = t95(v.size) * v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else 0.0
     return {"mean": float(v.mean()), "ci95": float(ci)}
+
+
+def pareto_ranks(violations: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Non-dominated sorting on (violations, cost), both lower-better; 1 = the front.
+
+    >>> pareto_ranks(np.array([0, 5, 1, 6]), np.array([10, 2, 12, 3])).tolist()
+    [1, 1, 2, 2]
+    """
+    v, c = np.asarray(violations, float), np.asarray(cost, float)
+    rank = np.zeros(len(v), dtype=int)
+    left = set(range(len(v)))
+    r = 1
+    while left:
+        front = {i for i in left if not any(v[j] <= v[i] and c[j] <= c[i] and (v[j] < v[i] or c[j] < c[i])
+                                            for j in left)}
+        for i in front:
+            rank[i] = r
+        left -= front
+        r += 1
+    return rank
+
+
+def is_reference(policy: str) -> bool:
+    """The oracle (it reads the coming load) is drawn and tabled, never ranked."""
+    return str(policy).split("[")[0].split(":")[0] == "oracle"
 
 
 def summarize(steps: pd.DataFrame, cfg) -> pd.DataFrame:
@@ -86,26 +124,112 @@ def summarize(steps: pd.DataFrame, cfg) -> pd.DataFrame:
             continue
         metrics = (*METRICS, "client_p95_ms", "p95_vs_client") if "p95_vs_client" in runs else METRICS
         rows.append({"policy": policy, "runs": len(g), **{m: mean_ci(g[m].to_numpy()) for m in metrics}})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    return with_pareto_ranks(out)
 
 
-def format_table(summary: pd.DataFrame) -> str:
-    """A fixed-width text table of the summary (mean ± ci95)."""
-    heads = ["policy", "runs", "violations/run", "p95 ms", "replicas", "replica-h", "changes/run", "regret",
-             "forced-ups/run", "missing/run"]
+def with_pareto_ranks(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with a ``pareto_rank`` column (None for the oracle)."""
+    out = summary.copy()
+    ranked = [i for i, p in enumerate(out["policy"]) if not is_reference(p)] if len(out) else []
+    out["pareto_rank"] = None
+    if ranked:
+        v = np.array([out["violations_per_run"].iloc[i]["mean"] for i in ranked], float)
+        c = np.array([out["replica_hours"].iloc[i]["mean"] for i in ranked], float)
+        ranks = pareto_ranks(v, c)
+        col = out.columns.get_loc("pareto_rank")
+        for i, r in zip(ranked, ranks, strict=True):
+            out.iat[i, col] = int(r)
+    return out
+
+
+#: what each column of the summary means, in the terminal table's order: (metric, head, meaning)
+COLUMNS = (
+    ("violations_per_run", "violations/run",
+     "steps of a run whose outcome broke the SLO: p95 above it (with nothing completed, the in-flight "
+     "requests' ages), or no spans while load was offered"),
+    ("p95_ms", "p95 ms", "per-step p95 latency (over the context window), averaged over a run's steps"),
+    ("replicas", "replicas", "ready replicas, averaged over a run's steps"),
+    ("replica_hours", "replica-h", "the cost: ready replicas x step length, summed over a run, hours"),
+    ("scale_changes_per_run", "changes/run", "steps whose ordered replica count differs from the previous one"),
+    ("regret_replicas", "regret", "mean (ready - oracle) replicas: > 0 over-provisioned, < 0 under-provisioned"),
+    ("forced_ups_per_run", "forced-ups/run", "steps where a rule imposed the action (the paper's +1 above the SLO)"),
+    ("missing_per_run", "missing/run", "steps whose outcome lacked a signal (spans or metrics)"),
+)  # fmt: skip
+
+PARETO_TEXT = ("pareto: rank by non-dominated sorting on (violations/run, replica-h), both lower-better; "
+               "1 (*) = the Pareto front: no other policy has both fewer violations and fewer replica-hours")
+
+ORACLE_TEXT = ("oracle: a reference, not ranked. Each step it orders the fewest replicas whose steady-state p95 "
+               "stayed under the SLO at the coming step's load in separate simulator runs (simulator.oracle). "
+               "It can still violate: new replicas need the startup delay before they serve, queues built "
+               "before a jump take time to drain (steady state is not the transient), a step's p95 is noisy "
+               "beyond the steps it was measured on, and max_replicas caps it.")
+
+
+def experiment_lines(cfg, steps_per_run: int | None = None, runs: int | None = None) -> list[str]:
+    """What was run: backend, workload, steps and their length, SLO, runs, interval."""
+    w = dict(cfg.workload)
+    kind = w.pop("kind", "?")
+    params = ", ".join(f"{k}={v}" for k, v in w.items())
+    n = runs or cfg.runs
+    steps = steps_per_run or cfg.steps
+    length = f"{steps} steps of {cfg.step_seconds:g} s ({steps * cfg.step_seconds / 3600:.2f} h)" if steps else (
+        f"steps of {cfg.step_seconds:g} s")
+    engine = f", engine {cfg.engine}" if cfg.backend == "sim" else ""
+    return [
+        f"experiment  {cfg.name}: backend {cfg.backend}{engine}, loop {cfg.loop}, seed {cfg.seed}",
+        f"workload    {kind}" + (f" ({params})" if params else ""),
+        f"per run     {length}; SLO: p95 <= {cfg.slo_ms:g} ms per step",
+        f"runs        {n} per policy; ± is a 95 % Student-t interval over runs (t = {t95(n):.2f})" if n > 1
+        else "runs        1 per policy: no interval",
+    ]
+
+
+def _cell(v: dict, metric: str) -> str:
+    if v["mean"] is None:
+        return "-"
+    digits = 0 if metric == "p95_ms" else 1 if metric.endswith("_per_run") and metric != "scale_changes_per_run" else 2
+    return f"{v['mean']:.{digits}f} ± {v['ci95']:.{digits}f}"
+
+
+def ranked(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary's rows by Pareto rank, then violations, then cost; the oracle last."""
+    if "pareto_rank" not in summary:
+        summary = with_pareto_ranks(summary)
+    key = pd.DataFrame({
+        "rank": [r if r is not None and r == r else 10**6 for r in summary["pareto_rank"]],
+        "v": [v["mean"] if v["mean"] is not None else np.inf for v in summary["violations_per_run"]],
+        "c": [v["mean"] if v["mean"] is not None else np.inf for v in summary["replica_hours"]],
+    }, index=summary.index)  # fmt: skip
+    return summary.loc[key.sort_values(["rank", "v", "c"], kind="stable").index]
+
+
+def format_table(summary: pd.DataFrame, cfg=None, steps_per_run: int | None = None, glossary: bool = True) -> str:
+    """The summary as text: what was run (with ``cfg``), the table ranked by Pareto rank
+    (mean ± 95 % t-interval), the front, and a glossary of every column."""
+    heads = ["pareto", "policy", "runs", *(h for _, h, _ in COLUMNS)]
     lines = []
-    for rec in summary.to_dict(orient="records"):
-        cells = [str(rec["policy"]), str(rec["runs"])]
-        for m in METRICS:
-            v = rec[m]
-            if v["mean"] is None:
-                cells.append("-")
-            else:
-                digits = 0 if m == "p95_ms" else 1 if m.endswith("_per_run") and m != "scale_changes_per_run" else 2
-                cells.append(f"{v['mean']:.{digits}f} ± {v['ci95']:.{digits}f}")
-        lines.append(cells)
+    table = ranked(summary)
+    for rec in table.to_dict(orient="records"):
+        rank = rec.get("pareto_rank")
+        mark = "ref" if rank is None or rank != rank else f"{int(rank)}{'*' if rank == 1 else ''}"
+        lines.append([mark, str(rec["policy"]), str(rec["runs"]), *(_cell(rec[m], m) for m, _, _ in COLUMNS)])
     widths = [max(len(h), *(len(r[k]) for r in lines)) for k, h in enumerate(heads)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True))]
+    out = [*experiment_lines(cfg, steps_per_run, int(summary["runs"].max())), ""] if cfg is not None else []
+    out.append("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)))
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
+    front = [f"{r['policy']} ({r['violations_per_run']['mean']:.1f} violations, {r['replica_hours']['mean']:.2f} "
+             f"replica-h)" for r in table.to_dict(orient="records") if r.get("pareto_rank") == 1]
+    if front:
+        out += ["", "best (the Pareto front): " + "; ".join(front)]
+    if glossary:
+        out += ["", "columns:"]
+        slo = f" (SLO {cfg.slo_ms:g} ms)" if cfg is not None else ""
+        for _, head, text in COLUMNS:
+            out.append(f"  {head:15s} {text}{slo if head == 'violations/run' else ''}")
+        out.append(f"  {'pareto':15s} {PARETO_TEXT.split(': ', 1)[1]}")
+        if any(is_reference(p) for p in summary["policy"]):
+            out += ["", ORACLE_TEXT]
     return "\n".join(out)

@@ -222,7 +222,7 @@ def report_text(table: pd.DataFrame, results: dict[str, RunResult], datasets: di
         lines += [f"**Shortened: {'/'.join(map(str, runs))} runs" + (f" of {steps} steps" if steps else "")
                   + " -- a quick look, not comparable with the paper's figures (10 runs, full length).**", ""]
     lines += [
-             f"Ours: {'/'.join(map(str, runs))} runs per policy, mean ± 1.96·SE; the paper's: its notebooks' saved "
+             f"Ours: {'/'.join(map(str, runs))} runs per policy, mean ± 95 % Student-t interval; the paper's: its notebooks' saved "
              "outputs, 10 runs (± where it gives one); diff = ours - paper, absolute.", "", "```",
              format_comparison(table), "```", "", "## Checks (issue 13's targets)", ""]
     for c in checks(table):

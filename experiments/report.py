@@ -1,98 +1,321 @@
-"""Plots (PNG) and one self-contained HTML report for a run folder."""
+"""Figures and one self-contained HTML report for a run folder, and a comparison of
+several run folders (``scalelab report A B ...``).
+
+PNGs (for a paper; every policy keeps one colour, line style and marker everywhere,
+from :func:`policy_styles`):
+
+- ``tradeoff.png``  violations per run against replica-hours, mean and 95 % t-interval
+  (clipped at 0), the Pareto front drawn, labels placed so that they do not overlap;
+- ``replicas.png``  small multiples: one panel per policy, its ready replicas against the
+  oracle's level, averaged per time bin (a minute up to a day, so that a week stays
+  readable);
+- ``p95.png``       small multiples: per-bin median and maximum of the per-step p95
+  against the SLO, and the violations per bin;
+- ``zoom.png``      the hour around the workload's steepest rise (an exam start), step by
+  step: replicas, the oracle's level, load and violations;
+- ``load.png``      the offered load.
+
+``report.html`` leads with the experiment and a glossary, ranks the policies (Pareto
+front marked), and holds interactive figures (Plotly, its JavaScript inlined: hover,
+zoom, click a legend entry to hide a policy, double-click to keep only it) that work
+offline, then the PNGs, the gaps, the config and the versions.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from experiments.config import load_config
-from experiments.metrics import METRICS, format_table
+from experiments.metrics import (
+    COLUMNS,
+    ORACLE_TEXT,
+    PARETO_TEXT,
+    experiment_lines,
+    is_reference,
+    pareto_ranks,
+    ranked,
+    t95,
+    with_pareto_ranks,
+)
+
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">", "p", "*")
+#: tab20 reordered: its 10 dark colours first, then their light twins
+PALETTE = [colormaps["tab20"](i) for i in (*range(0, 20, 2), *range(1, 20, 2))]
+#: time bins a timeline may use, s: the smallest giving at most MAX_BINS points
+BINS_S = (5, 60, 300, 900, 3600, 4 * 3600, 86400)
+MAX_BINS = 400
 
 
-def _timeline(steps: pd.DataFrame, run: int) -> pd.DataFrame:
-    return steps[steps.run == run]
+def policy_styles(policies) -> dict[str, dict]:
+    """One colour, line style and marker per policy, in order (20 colours; the style and
+    marker change with each round of colours, so no two of 80 policies look alike)."""
+    out = {}
+    for k, p in enumerate(dict.fromkeys(policies)):
+        if is_reference(p):
+            out[p] = {"color": "black", "ls": ":", "marker": "*"}
+            continue
+        out[p] = {"color": PALETTE[k % 20], "ls": LINESTYLES[(k // 20 + k) % 4], "marker": MARKERS[k % len(MARKERS)]}
+    return out
+
+
+def _hex(rgba) -> str:
+    return "#" + "".join(f"{round(c * 255):02x}" for c in rgba[:3]) if not isinstance(rgba, str) else rgba
+
+
+def time_bin_s(duration_s: float, step_s: float) -> float:
+    """The smallest bin of :data:`BINS_S` (at least one step) giving <= MAX_BINS bins."""
+    for b in BINS_S:
+        if b >= step_s and duration_s / b <= MAX_BINS:
+            return float(b)
+    return float(BINS_S[-1])
+
+
+def _bin_label(bin_s: float) -> str:
+    return {5: "5 s", 60: "minute", 300: "5 minutes", 900: "15 minutes", 3600: "hour", 14400: "4 hours",
+            86400: "day"}.get(int(bin_s), f"{bin_s:g} s")
+
+
+def binned(steps: pd.DataFrame, bin_s: float) -> pd.DataFrame:
+    """Per policy and time bin, over every run: mean replicas, mean oracle level, mean load,
+    q10, median, q90 and max of the per-step p95 (steps with spans), violations per run."""
+    measured = steps["p95_ms"].where(steps["p95_ms"] > 0)  # a step with no span has no p95
+    g = steps.assign(bin=(steps.t_s // bin_s) * bin_s, p95=measured)
+    runs = max(int(steps.run.nunique()), 1)
+    out = g.groupby(["policy", "bin"], sort=False).agg(
+        replicas=("replicas", "mean"), oracle=("oracle_replicas", "mean"), users=("users", "mean"),
+        p95_q10=("p95", lambda v: v.quantile(0.1)), p95_median=("p95", "median"),
+        p95_q90=("p95", lambda v: v.quantile(0.9)), p95_max=("p95", "max"), violations=("violation", "sum"),
+    ).reset_index()  # fmt: skip
+    out["violations"] = out["violations"] / runs
+    out["hour"] = out["bin"] / 3600.0
+    return out
+
+
+def _grid(n: int, ncols: int = 3) -> tuple[int, int]:
+    ncols = min(ncols, n)
+    return math.ceil(n / ncols), ncols
+
+
+def _timeline_axes(n: int, title: str, ylabel: str):
+    rows, cols = _grid(n)
+    fig = Figure(figsize=(4.6 * cols, 1.75 * rows + 0.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for ax in axes[(rows - 1) * cols:]:
+        ax.set_xlabel("time (h)")
+    for ax in axes[::cols]:
+        ax.set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=11)
+    return fig, axes
+
+
+def _policies(steps: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(steps.policy))
 
 
 def plot_load(steps: pd.DataFrame, path: Path, run: int = 0) -> Path:
-    g = _timeline(steps, run)
-    first = g[g.policy == g.policy.iloc[0]]
-    fig = Figure(figsize=(10, 3))
+    first = steps[(steps.run == run) & (steps.policy == steps.policy.iloc[0])]
+    fig = Figure(figsize=(10, 2.8), layout="constrained")
     ax = fig.subplots()
     ax.plot(first.t_s / 3600.0, first.users, color="black", lw=0.8)
     ax.set_xlabel("time (h)")
     ax.set_ylabel("load (users or req/s)")
-    ax.set_title(f"load, run {run}")
-    fig.tight_layout()
+    ax.set_title(f"offered load, run {run}")
     out = path / "load.png"
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=100)
     return out
 
 
-def plot_replicas(steps: pd.DataFrame, path: Path, run: int = 0) -> Path:
-    g = _timeline(steps, run)
-    fig = Figure(figsize=(10, 3.5))
-    ax = fig.subplots()
-    for policy, p in g.groupby("policy", sort=False):
-        ax.step(p.t_s / 3600.0, p.replicas, where="post", lw=0.9, label=policy)
-    first = g[g.policy == g.policy.iloc[0]]
-    if (first.oracle_replicas >= 0).all():
-        ax.step(first.t_s / 3600.0, first.oracle_replicas, where="post", lw=0.8, ls=":", color="black",
-                label="oracle level")
-    ax.set_xlabel("time (h)")
-    ax.set_ylabel("ready replicas")
-    ax.set_title(f"replicas, run {run}")
-    ax.legend(fontsize=7, ncol=4)
-    fig.tight_layout()
+def plot_replicas(steps: pd.DataFrame, path: Path, styles: dict | None = None) -> Path:
+    """Small multiples: each policy's ready replicas and the oracle's level, per bin."""
+    styles = styles or policy_styles(_policies(steps))
+    bin_s = time_bin_s(float(steps.t_s.max()) + 1, float(steps.t_s.diff().abs().median() or 5))
+    b = binned(steps, bin_s)
+    pols = _policies(steps)
+    fig, axes = _timeline_axes(len(pols), f"ready replicas per policy (mean per {_bin_label(bin_s)}, all runs); "
+                                          "grey: the oracle's level", "replicas")
+    for ax, pol in zip(axes, pols, strict=False):
+        p = b[b.policy == pol]
+        if (p.oracle >= 0).all():
+            ax.fill_between(p.hour, p.oracle, step="post", color="0.85", lw=0)
+        st = styles[pol]
+        ax.step(p.hour, p.replicas, where="post", color=st["color"], lw=1.1)
+        ax.set_title(pol, fontsize=9, loc="left")
+        ax.grid(alpha=0.3)
     out = path / "replicas.png"
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=100)
     return out
 
 
-def plot_p95(steps: pd.DataFrame, path: Path, slo_ms: float, run: int = 0) -> list[Path]:
-    g = _timeline(steps, run)
-    outs = []
-    for policy, p in g.groupby("policy", sort=False):
-        fig = Figure(figsize=(10, 3))
-        ax = fig.subplots()
-        ax.plot(p.t_s / 3600.0, p.p95_ms, lw=0.7)
-        ax.axhline(slo_ms, color="red", ls="--", lw=1, label=f"SLO {slo_ms:g} ms")
+def plot_p95(steps: pd.DataFrame, path: Path, slo_ms: float, styles: dict | None = None) -> Path:
+    """Small multiples: per-bin median and max of the per-step p95 against the SLO; the
+    panel title gives the violations per run."""
+    styles = styles or policy_styles(_policies(steps))
+    bin_s = time_bin_s(float(steps.t_s.max()) + 1, float(steps.t_s.diff().abs().median() or 5))
+    b = binned(steps, bin_s)
+    pols = _policies(steps)
+    fig, axes = _timeline_axes(len(pols), f"per-step p95 per {_bin_label(bin_s)} (all runs): line the median, band "
+                                          f"q10-q90, red dots the bins whose worst step broke the SLO ({slo_ms:g} ms, "
+                                          "dashed)", "p95 (ms)")
+    runs = max(int(steps.run.nunique()), 1)
+    floor = max(1.0, 0.5 * float(np.nanpercentile(b.p95_q10, 5))) if b.p95_q10.notna().any() else 1.0
+    for ax, pol in zip(axes, pols, strict=False):
+        p = b[b.policy == pol]
+        st = styles[pol]
+        ax.fill_between(p.hour, p.p95_q10, p.p95_q90, step="post", color=st["color"], alpha=0.3, lw=0)
+        ax.step(p.hour, p.p95_median, where="post", color=st["color"], lw=1.1)
+        worst = p[p.p95_max > slo_ms]
+        ax.plot(worst.hour, worst.p95_max, ".", color="red", ms=3)
+        ax.axhline(slo_ms, color="red", ls="--", lw=0.9)
+        v = float(steps[steps.policy == pol].violation.sum()) / runs
+        ax.set_title(f"{pol}: {v:.1f} violations/run", fontsize=9, loc="left")
         ax.set_yscale("log")
-        ax.set_xlabel("time (h)")
-        ax.set_ylabel("p95 (ms)")
-        ax.set_title(f"p95 against the SLO: {policy}, run {run}")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(policy))
-        out = path / f"p95-{safe}.png"
-        fig.savefig(out, dpi=90)
-        outs.append(out)
-    return outs
+        ax.set_ylim(bottom=floor)
+        ax.grid(alpha=0.3)
+    out = path / "p95.png"
+    fig.savefig(out, dpi=100)
+    return out
 
 
-def plot_tradeoff(summary: pd.DataFrame, path: Path) -> Path:
-    fig = Figure(figsize=(6, 4))
+def steepest_rise(steps: pd.DataFrame, window_s: float = 900.0) -> float:
+    """The time (s) where the load rises most over ``window_s``: an exam's start."""
+    first = steps[(steps.run == steps.run.min()) & (steps.policy == steps.policy.iloc[0])]
+    t, u = first.t_s.to_numpy(float), first.users.to_numpy(float)
+    if len(t) < 2:
+        return float(t[0]) if len(t) else 0.0
+    lag = max(1, int(np.searchsorted(t, t[0] + window_s)))
+    lag = min(lag, len(u) - 1)
+    rise = u[lag:] - u[:-lag]
+    return float(t[int(np.argmax(rise))])
+
+
+def plot_zoom(steps: pd.DataFrame, path: Path, styles: dict | None = None, run: int = 0,
+              before_s: float = 900.0, after_s: float = 2700.0) -> Path:
+    """Small multiples, step by step, of the hour around the steepest load rise: ready
+    replicas, the oracle's level (grey), the load (right axis) and violations (red ticks)."""
+    styles = styles or policy_styles(_policies(steps))
+    at = steepest_rise(steps)
+    lo, hi = at - before_s, at + after_s
+    z = steps[(steps.run == run) & (steps.t_s >= lo) & (steps.t_s < hi)]
+    pols = _policies(steps)
+    umax = float(z.users.max()) if len(z) and z.users.max() > 0 else 1.0
+    top = float(max(z.replicas.max(), z.oracle_replicas.max(), 1)) if len(z) else 1.0
+    fig, axes = _timeline_axes(len(pols), f"zoom on the steepest rise of the load: {lo / 3600:.2f} h to {hi / 3600:.2f} h "
+                                          f"of run {run}, every step\ngrey: the oracle's level; thin black: the load "
+                                          f"(peak {umax:.0f}) scaled to the panel; red ticks: violations", "replicas")
+    for ax, pol in zip(axes, pols, strict=False):
+        p = z[z.policy == pol]
+        h = p.t_s / 3600.0
+        if (p.oracle_replicas >= 0).all():
+            ax.fill_between(h, p.oracle_replicas, step="post", color="0.85", lw=0)
+        ax.plot(h, p.users / umax * top, color="black", lw=0.6, alpha=0.7)
+        st = styles[pol]
+        ax.step(h, p.replicas, where="post", color=st["color"], lw=1.3)
+        bad = p[p.violation.astype(bool)]
+        ax.plot(bad.t_s / 3600.0, np.full(len(bad), -0.05 * top), "|", color="red", ms=7, mew=1.2)
+        ax.set_ylim(-0.12 * top, top * 1.08)
+        ax.set_title(pol, fontsize=9, loc="left")
+        ax.grid(alpha=0.3)
+    out = path / "zoom.png"
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def _place_labels(ax, xs, ys, labels, fig) -> None:
+    """Annotate points, trying offsets around each until its box overlaps no label placed
+    and no marker."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    centres = ax.transData.transform(np.column_stack([xs, ys])) if len(xs) else np.zeros((0, 2))
+    placed = [Bbox.from_bounds(cx - 5, cy - 5, 10, 10) for cx, cy in centres]
+    offsets = [(6, 6), (6, -12), (-6, 6), (-6, -12), (10, 16), (10, -22), (-10, 16), (-10, -22), (16, 0), (-16, 0),
+               (6, 28), (6, -34), (-6, 28), (-6, -34)]
+    order = np.argsort(xs)
+    for i in order:
+        for k, (dx, dy) in enumerate(offsets):
+            ha = "left" if dx >= 0 else "right"
+            t = ax.annotate(labels[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=8,
+                            ha=ha, va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5}
+                            if abs(dy) > 12 else None)
+            box = t.get_window_extent(renderer).expanded(1.05, 1.15)
+            if not any(box.overlaps(b) for b in placed) or k == len(offsets) - 1:
+                placed.append(box)
+                break
+            t.remove()
+
+
+def plot_tradeoff(summary: pd.DataFrame, path: Path, styles: dict | None = None, name: str = "tradeoff.png",
+                  title: str | None = None) -> Path:
+    """Violations per run against replica-hours: mean and 95 % t-interval (clipped at
+    0), one marker and colour per policy, the Pareto front drawn."""
+    summary = with_pareto_ranks(summary) if "pareto_rank" not in summary else summary
+    styles = styles or policy_styles(summary.policy)
+    fig = Figure(figsize=(11, 7), layout="constrained")
     ax = fig.subplots()
+    xs, ys, labels = [], [], []
     for rec in summary.to_dict(orient="records"):
         x, y = rec["replica_hours"], rec["violations_per_run"]
-        ax.errorbar(x["mean"], y["mean"], xerr=x["ci95"], yerr=y["ci95"], fmt="o", capsize=3)
-        ax.annotate(rec["policy"], (x["mean"], y["mean"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("replica-hours per run")
+        if x["mean"] is None or y["mean"] is None:
+            continue
+        st = styles.get(rec["policy"], {"color": "grey", "marker": "o"})
+        xerr = [[min(x["ci95"], x["mean"])], [x["ci95"]]]
+        yerr = [[min(y["ci95"], y["mean"])], [y["ci95"]]]
+        ax.errorbar(x["mean"], y["mean"], xerr=xerr, yerr=yerr, fmt=st["marker"], color=st["color"], ms=8, capsize=3,
+                    lw=1, mfc="white" if rec.get("pareto_rank") not in (1,) else st["color"], label=rec["policy"])
+        xs.append(x["mean"])
+        ys.append(y["mean"])
+        labels.append(rec["policy"])
+    front = summary[summary.pareto_rank == 1]
+    if len(front):
+        fx = np.array([r["mean"] for r in front.replica_hours])
+        fy = np.array([r["mean"] for r in front.violations_per_run])
+        o = np.argsort(fx)
+        ax.step(fx[o], fy[o], where="post", color="black", lw=1, ls="--", alpha=0.6, zorder=0,
+                label="Pareto front")
+    ax.set_xlabel("replica-hours per run (cost)")
     ax.set_ylabel("SLO violations per run")
-    ax.set_title("cost against SLO (mean ± 1.96 SE)")
-    fig.tight_layout()
-    out = path / "tradeoff.png"
-    fig.savefig(out, dpi=90)
+    ax.set_ylim(bottom=0)
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 4:  # spread costs: a log axis keeps the cheap ones apart
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.set_xscale("log")
+        ax.set_xlim(min(xs) / 1.3, max(xs) * 1.6)
+        lo, hi = ax.get_xlim()
+        ticks = [m * 10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+                 for m in (1, 2, 3, 5)]
+        ax.set_xticks([t for t in ticks if lo <= t <= hi])
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("replica-hours per run (cost, log scale)")
+    else:
+        ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    runs = int(summary.runs.max()) if len(summary) else 1
+    ax.set_title(title or f"cost against SLO violations: mean ± 95 % t-interval over {runs} runs; filled: the Pareto "
+                          "front (dashed)", fontsize=10)
+    ax.legend(fontsize=8, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    _place_labels(ax, np.array(xs), np.array(ys), labels, fig)
+    out = path / name
+    fig.savefig(out, dpi=100)
     return out
 
 
 def _img(p: Path) -> str:
     data = base64.b64encode(p.read_bytes()).decode()
-    return f'<img alt="{html.escape(p.stem)}" src="data:image/png;base64,{data}">'
+    return f'<figure><img alt="{html.escape(p.stem)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(p.name)}</figcaption></figure>'
 
 
 #: How steps with missing signals are scored (stated in every report that has some).
@@ -126,6 +349,123 @@ def gaps_html(steps: pd.DataFrame, path: Path) -> str:
     return "".join(parts)
 
 
+# -- interactive figures (Plotly, JavaScript inlined once) ----------------------------
+
+
+def _plotly_divs(figures: list) -> list[str]:
+    """HTML of Plotly figures; the first carries plotly.js inlined (offline, no CDN)."""
+    return [f.to_html(full_html=False, include_plotlyjs=(k == 0), config={"displaylogo": False})
+            for k, f in enumerate(figures)]
+
+
+def interactive_tradeoff(summary: pd.DataFrame, styles: dict, group: pd.Series | None = None):
+    import plotly.graph_objects as go
+
+    summary = with_pareto_ranks(summary) if "pareto_rank" not in summary else summary
+    fig = go.Figure()
+    for rec in summary.to_dict(orient="records"):
+        x, y = rec["replica_hours"], rec["violations_per_run"]
+        if x["mean"] is None or y["mean"] is None:
+            continue
+        st = styles.get(rec["policy"], {"color": "grey"})
+        front = rec.get("pareto_rank") == 1
+        hover = (f"<b>{html.escape(str(rec['policy']))}</b><br>violations/run {y['mean']:.1f} ± {y['ci95']:.1f}"
+                 f"<br>replica-h {x['mean']:.2f} ± {x['ci95']:.2f}<br>p95 {rec['p95_ms']['mean'] or 0:.0f} ms"
+                 f"<br>changes/run {rec['scale_changes_per_run']['mean']:.1f}<br>pareto rank "
+                 f"{rec.get('pareto_rank') or 'ref'}")
+        fig.add_trace(go.Scatter(
+            x=[x["mean"]], y=[y["mean"]], mode="markers+text", name=str(rec["policy"]), text=[str(rec["policy"])],
+            textposition="top center", hovertemplate=hover + "<extra></extra>",
+            marker={"size": 11, "color": _hex(st["color"]), "symbol": "circle" if front else "circle-open",
+                    "line": {"width": 2, "color": _hex(st["color"])}},
+            error_x={"type": "data", "symmetric": False, "array": [x["ci95"]], "arrayminus": [min(x["ci95"], x["mean"])]},
+            error_y={"type": "data", "symmetric": False, "array": [y["ci95"]], "arrayminus": [min(y["ci95"], y["mean"])]},
+        ))  # fmt: skip
+    front = summary[summary.pareto_rank == 1]
+    if len(front):
+        fx = np.array([r["mean"] for r in front.replica_hours])
+        fy = np.array([r["mean"] for r in front.violations_per_run])
+        o = np.argsort(fx)
+        fig.add_trace(go.Scatter(x=fx[o], y=fy[o], mode="lines", line={"shape": "hv", "dash": "dash", "color": "black"},
+                                 name="Pareto front", hoverinfo="skip"))
+    fig.update_layout(title="violations per run against replica-hours (filled: the Pareto front)", height=560,
+                      xaxis_title="replica-hours per run", yaxis_title="SLO violations per run", template="plotly_white")
+    fig.update_xaxes(rangemode="tozero")
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def interactive_timelines(steps: pd.DataFrame, styles: dict, slo_ms: float):
+    """Replicas and p95 per time bin, every policy, with a range slider; a legend click
+    hides a policy in both panels."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    bin_s = time_bin_s(float(steps.t_s.max()) + 1, float(steps.t_s.diff().abs().median() or 5))
+    if bin_s > 60 and len(steps) / max(steps.policy.nunique(), 1) / max(steps.run.nunique(), 1) <= 3000:
+        bin_s = max(60.0, float(steps.t_s.diff().abs().median() or 5))
+    b = binned(steps, bin_s)
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.45, 0.4, 0.15],
+                        subplot_titles=(f"ready replicas (mean per {_bin_label(bin_s)}, all runs)",
+                                        f"per-step p95, median per {_bin_label(bin_s)} (ms, log); dashed: SLO",
+                                        "load"))
+    first = True
+    for pol in _policies(steps):
+        p = b[b.policy == pol]
+        color = _hex(styles[pol]["color"])
+        dash = {"-": "solid", "--": "dash", "-.": "dashdot", ":": "dot"}[styles[pol]["ls"]]
+        fig.add_trace(go.Scatter(x=p.hour, y=p.replicas, name=str(pol), legendgroup=str(pol), line={"color": color,
+                                 "dash": dash, "shape": "hv", "width": 1.4}), row=1, col=1)
+        fig.add_trace(go.Scatter(x=p.hour, y=p.p95_median, name=str(pol), legendgroup=str(pol),
+                                 showlegend=False, line={"color": color, "dash": dash, "shape": "hv", "width": 1.1}),
+                      row=2, col=1)
+        if first:
+            fig.add_trace(go.Scatter(x=p.hour, y=p.users, name="load", line={"color": "black", "width": 1}),
+                          row=3, col=1)
+            if (p.oracle >= 0).all():
+                fig.add_trace(go.Scatter(x=p.hour, y=p.oracle, name="oracle level", line={"color": "grey", "width": 1,
+                                         "dash": "dot", "shape": "hv"}), row=1, col=1)
+            first = False
+    fig.add_hline(y=slo_ms, line_dash="dash", line_color="red", row=2, col=1)
+    fig.update_yaxes(type="log", row=2, col=1)
+    fig.update_xaxes(title_text="time (h)", row=3, col=1)
+    fig.update_layout(height=820, template="plotly_white", hovermode="x unified",
+                      legend={"title": "click: hide; double-click: only this"})
+    return fig
+
+
+# -- the report ------------------------------------------------------------------------
+
+
+def summary_table_html(summary: pd.DataFrame, label: str = "policy") -> str:
+    """The ranked summary as an HTML table, the Pareto front marked ★."""
+    heads = ["pareto", label, "runs", *(h for _, h, _ in COLUMNS)]
+    rows = []
+    for rec in ranked(summary).to_dict(orient="records"):
+        rank = rec.get("pareto_rank")
+        mark = "ref" if rank is None or rank != rank else f"{int(rank)}{' ★' if rank == 1 else ''}"
+        cells = "".join("<td>-</td>" if rec[m]["mean"] is None else
+                        f"<td>{rec[m]['mean']:.2f} ± {rec[m]['ci95']:.2f}</td>" for m, _, _ in COLUMNS)
+        style = ' class="front"' if rank == 1 else ""
+        rows.append(f"<tr{style}><td>{mark}</td><td>{html.escape(str(rec['policy']))}</td><td>{rec['runs']}</td>"
+                    f"{cells}</tr>")
+    return f"<table><tr>{''.join(f'<th>{h}</th>' for h in heads)}</tr>{''.join(rows)}</table>"
+
+
+def glossary_html(slo_ms: float | None) -> str:
+    items = [(h, t + (f" (SLO {slo_ms:g} ms)" if h == "violations/run" and slo_ms else "")) for _, h, t in COLUMNS]
+    items.append(("pareto", PARETO_TEXT.split(": ", 1)[1]))
+    items.append(("±", "a 95 % Student-t interval over runs: t(0.975, runs − 1) · SD / √runs"))
+    return "<dl>" + "".join(f"<dt>{html.escape(h)}</dt><dd>{html.escape(t)}</dd>" for h, t in items) + "</dl>"
+
+
+STYLE = """body{font-family:sans-serif;max-width:1250px;margin:auto;padding:0 12px}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}tr.front td{background:#eef7ee}img{max-width:100%}
+pre{background:#f6f6f6;padding:8px;overflow-x:auto}dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;
+font-size:13px}dt{font-weight:bold}dd{margin:0}figure{margin:14px 0}figcaption{font-size:12px;color:#666}
+.lead{background:#f3f6fb;padding:8px 12px;border-left:4px solid #4a76b8}"""
+
+
 def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.DataFrame | None = None,
                  cfg=None) -> Path:
     """Write the PNGs and ``report.html`` into the run folder ``path``."""
@@ -134,16 +474,19 @@ def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.Data
     steps = steps if steps is not None else pd.read_parquet(path / "steps.parquet")
     if summary is None:
         summary = pd.DataFrame(json.loads((path / "summary.json").read_text()))
-    pngs = [plot_load(steps, path), plot_replicas(steps, path), plot_tradeoff(summary, path)]
-    pngs += plot_p95(steps, path, cfg.slo_ms)
-    rows = []
-    for rec in summary.to_dict(orient="records"):
-        cells = "".join(
-            "<td>-</td>" if rec[m]["mean"] is None else f"<td>{rec[m]['mean']:.2f} ± {rec[m]['ci95']:.2f}</td>"
-            for m in METRICS
-        )
-        rows.append(f"<tr><td>{html.escape(str(rec['policy']))}</td><td>{rec['runs']}</td>{cells}</tr>")
-    head = "".join(f"<th>{m}</th>" for m in ("policy", "runs", *METRICS))
+    summary = with_pareto_ranks(summary)
+    for old in path.glob("p95-*.png"):  # one file per policy before; p95.png holds them all now
+        old.unlink()
+    styles = policy_styles(_policies(steps))
+    pngs = [plot_tradeoff(summary, path, styles), plot_replicas(steps, path, styles),
+            plot_p95(steps, path, cfg.slo_ms, styles), plot_zoom(steps, path, styles), plot_load(steps, path)]
+    interactive = _plotly_divs([interactive_tradeoff(summary, styles), interactive_timelines(steps, styles, cfg.slo_ms)])
+    steps_per_run = int(steps.groupby(["policy", "run"]).size().max()) if len(steps) else 0
+    lead = "<br>".join(html.escape(line) for line in experiment_lines(cfg, steps_per_run, int(summary.runs.max())))
+    front = [f"<b>{html.escape(str(r['policy']))}</b> ({r['violations_per_run']['mean']:.1f} violations, "
+             f"{r['replica_hours']['mean']:.2f} replica-h)" for r in ranked(summary).to_dict(orient="records")
+             if r.get("pareto_rank") == 1]
+    oracle = f"<p>{html.escape(ORACLE_TEXT)}</p>" if any(is_reference(p) for p in summary.policy) else ""
     never = [str(p) for p, g in steps.groupby("policy", sort=False) if (g["probability"] >= 1.0).all()]
     warning = ""
     if never:
@@ -153,18 +496,101 @@ def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.Data
     warning += gaps_html(steps, path)
     versions = (path / "versions.json").read_text() if (path / "versions.json").exists() else "{}"
     command = (path / "command.txt").read_text() if (path / "command.txt").exists() else ""
+    plugins = (path / "plugins.json").read_text() if (path / "plugins.json").exists() else ""
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>scalelab: {html.escape(cfg.name)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}img{{max-width:100%}}pre{{background:#f6f6f6;padding:8px}}</style>
-</head><body><h1>scalelab run: {html.escape(cfg.name)}</h1>
-<p>backend <b>{cfg.backend}</b>, workload <b>{html.escape(str(cfg.workload.get('kind')))}</b>, {cfg.runs} run(s),
-seed {cfg.seed}, SLO {cfg.slo_ms:g} ms, step {cfg.step_seconds:g} s. Mean ± 1.96·SE over runs.</p>
-<table><tr>{head}</tr>{''.join(rows)}</table>{warning}
-<h2>Figures</h2>{''.join(_img(p) for p in pngs)}
+<style>{STYLE}</style></head><body><h1>scalelab run: {html.escape(cfg.name)}</h1>
+<p class="lead">{lead}</p>
+<h2>Results, ranked</h2>
+<p>Best (the Pareto front on violations and replica-hours): {'; '.join(front) or 'none'}.</p>
+{summary_table_html(summary)}
+<h3>What the columns mean</h3>{glossary_html(cfg.slo_ms)}{oracle}{warning}
+<h2>Interactive figures</h2><p>Hover for values, drag to zoom (double-click resets), click a policy in a legend
+to hide it, double-click to show it alone.</p>{''.join(interactive)}
+<h2>Figures (PNG, in the run folder)</h2>{''.join(_img(p) for p in pngs)}
 <h2>Config</h2><pre>{html.escape((path / 'config.yaml').read_text())}</pre>
+{f'<h2>Imported from outside scalelab</h2><pre>{html.escape(plugins)}</pre>' if plugins else ''}
 <h2>Command and versions</h2><pre>{html.escape(command)}\n{html.escape(versions[:4000])}</pre>
-<pre>{html.escape(format_table(summary))}</pre>
 </body></html>"""
     out = path / "report.html"
     out.write_text(doc)
     return out
+
+
+# -- several run folders ----------------------------------------------------------------
+
+
+def folder_summary(folder: Path) -> tuple[object, pd.DataFrame]:
+    """A run folder's config and summary (``summary.json``)."""
+    folder = Path(folder)
+    for need in ("config.yaml", "summary.json"):
+        if not (folder / need).is_file():
+            from experiments.config import ConfigError
+
+            raise ConfigError(f"report: {str(folder)!r} has no {need}; is it a finished run folder?")
+    return load_config(folder / "config.yaml"), pd.DataFrame(json.loads((folder / "summary.json").read_text()))
+
+
+def write_comparison(folders: list[Path], out: Path) -> Path:
+    """Compare run folders in one report (``comparison.html``, ``comparison.csv``,
+    ``comparison.png``): every (folder, policy) in one ranked table and one trade-off
+    plot, with what differs between the configs."""
+    from experiments.twin import config_differences
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [Path(f).name for f in folders]
+    if len(set(names)) < len(names):
+        names = [f"{k}:{n}" for k, n in enumerate(names)]
+    frames, cfgs = [], []
+    for name, folder in zip(names, folders, strict=True):
+        cfg, summary = folder_summary(Path(folder))
+        cfgs.append(cfg)
+        frames.append(summary.assign(policy=[f"{name} / {p}" for p in summary.policy], folder=name))
+    table = with_pareto_ranks(pd.concat(frames, ignore_index=True))
+    styles = policy_styles(table.policy)
+    png = plot_tradeoff(table, out, styles, name="comparison.png",
+                        title="run folders compared: violations per run against replica-hours (95 % t-intervals)")
+    flat = []
+    for rec in table.to_dict(orient="records"):
+        row = {"folder": rec["folder"], "policy": rec["policy"], "runs": rec["runs"], "pareto_rank": rec["pareto_rank"]}
+        for m, _, _ in COLUMNS:
+            row[f"{m}_mean"], row[f"{m}_ci95"] = rec[m]["mean"], rec[m]["ci95"]
+        flat.append(row)
+    pd.DataFrame(flat).to_csv(out / "comparison.csv", index=False)
+    base = cfgs[0].to_dict()
+    diffs = []
+    for name, cfg in zip(names[1:], cfgs[1:], strict=True):
+        d = config_differences(base, cfg.to_dict())
+        backend = "" if cfg.backend == cfgs[0].backend else f" (backend {cfgs[0].backend} -> {cfg.backend})"
+        diffs.append(f"<li><b>{html.escape(names[0])}</b> → <b>{html.escape(name)}</b>{html.escape(backend)}: "
+                     + (html.escape("; ".join(d)) if d else "the same experiment otherwise") + "</li>")
+    leads = "".join(f"<p class='lead'><b>{html.escape(n)}</b><br>" + "<br>".join(
+        html.escape(x) for x in experiment_lines(c, runs=c.runs)) + "</p>" for n, c in zip(names, cfgs, strict=True))
+    caveat = ("" if all(c.slo_ms == cfgs[0].slo_ms and c.workload == cfgs[0].workload for c in cfgs) else
+              "<p><b>The folders ran different workloads or SLOs:</b> their violations and costs are not on one "
+              "scale; the ranking across them is only indicative.</p>")
+    div = _plotly_divs([interactive_tradeoff(table, styles)])[0]
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>scalelab: comparison</title>
+<style>{STYLE}</style></head><body><h1>scalelab: {len(folders)} run folders compared</h1>{leads}
+<h2>What differs</h2><ul>{''.join(diffs) or '<li>one folder</li>'}</ul>{caveat}
+<h2>Every policy of every folder, ranked</h2>{summary_table_html(table, label="folder / policy")}
+<h3>What the columns mean</h3>{glossary_html(cfgs[0].slo_ms)}
+<h2>Interactive</h2>{div}<h2>PNG</h2>{_img(png)}</body></html>"""
+    (out / "comparison.html").write_text(doc)
+    return out / "comparison.html"
+
+
+__all__ = [
+    "binned",
+    "pareto_ranks",
+    "plot_load",
+    "plot_p95",
+    "plot_replicas",
+    "plot_tradeoff",
+    "plot_zoom",
+    "policy_styles",
+    "t95",
+    "time_bin_s",
+    "write_comparison",
+    "write_report",
+]

@@ -6,8 +6,11 @@ A run folder holds::
     command.txt      the command line (or the API call) that made it
     versions.json    package versions, git commit, the seeds of every episode
     oracle.json      the oracle's replicas per load level (simulator)
-    parts/           one folder per episode, written as the episode goes
+    parts/           one folder per episode, written as the episode goes; once the run is
+                     complete its step chunks are removed (steps.parquet holds them)
     steps.parquet    one row per step per run per policy (agent.loop.StepRecord.row)
+    complete.json    the run finished: the row count and checksum of steps.parquet
+    policies/        each episode's saved policy state (``load:`` reads them)
     summary.json     the paper-format summary, and summary.csv
     *.png, report.html
 
@@ -16,7 +19,8 @@ think-time, demand, arrival and policy streams; policies get one stream each. So
 policy of run ``r`` faces the same users and the same demands (common random numbers).
 
 ``resume``: episodes whose ``parts/<episode>/done`` exists are read back, not rerun; the
-others are rerun from their start (they are deterministic).
+others are rerun from their start (they are deterministic). A complete run is read back
+from ``steps.parquet`` and only its summary and report are rewritten.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import pandas as pd
 
 from experiments.config import ConfigError, ExperimentConfig, config_path, load_config, save_config, validate
 from experiments.episode import Resolved, build_policy, episode_name, resolve, run_episode
-from experiments.metrics import summarize
+from experiments.metrics import format_table, summarize
 from simulator.oracle import OracleTable
 
 
@@ -52,6 +56,17 @@ class RunResult:
     steps: pd.DataFrame
     summary: pd.DataFrame
     seconds: float
+    config: ExperimentConfig | None = None
+
+    @property
+    def steps_per_run(self) -> int:
+        """Steps of the longest run (one policy, one run)."""
+        return int(self.steps.groupby(["policy", "run"]).size().max()) if len(self.steps) else 0
+
+    def table(self) -> str:
+        """The summary as the terminal prints it: the experiment, the ranked table, the
+        Pareto front and the glossary (``experiments.metrics.format_table``)."""
+        return format_table(self.summary, self.config, steps_per_run=self.steps_per_run)
 
 
 def episode_seeds(seed: int, runs: int, n_policies: int) -> list[dict]:
@@ -300,6 +315,10 @@ def _run_in(cfg: ExperimentConfig, resolved: Resolved, path: Path, workers, prog
             t0: float) -> RunResult:
     from tqdm.auto import tqdm
 
+    complete = completed_steps(path)
+    if complete is not None:  # resuming a finished run: nothing to redo
+        steps, summary = finish_run(path, cfg, [complete], report=report)
+        return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t0, config=cfg)
     seeds = write_versions(path, cfg)
 
     needs_oracle = cfg.backend in ("sim", "replay")
@@ -323,7 +342,7 @@ def _run_in(cfg: ExperimentConfig, resolved: Resolved, path: Path, workers, prog
                         frames[name] = frame
                         bar.update(1)
     steps, summary = finish_run(path, cfg, list(frames.values()), report=report)
-    return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t0)
+    return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t0, config=cfg)
 
 
 def with_saved_states(cfg: ExperimentConfig, out: str | Path | None, progress: bool = True) -> ExperimentConfig:
@@ -398,6 +417,7 @@ def finish_run(path: Path, cfg: ExperimentConfig, frames: list[pd.DataFrame],
         by=["policy", "run", "step"], key=lambda c: c.map(order) if c.name == "policy" else c
     ).reset_index(drop=True)
     steps.to_parquet(path / "steps.parquet", index=False)
+    compact_parts(path, len(steps))
     summary = summarize(steps, cfg)
     summary_to_files(summary, path)
     if report:
@@ -405,6 +425,31 @@ def finish_run(path: Path, cfg: ExperimentConfig, frames: list[pd.DataFrame],
 
         write_report(path, steps=steps, summary=summary, cfg=cfg)
     return steps, summary
+
+
+def _file_digest(f: Path) -> str:
+    return hashlib.sha256(f.read_bytes()).hexdigest()
+
+
+def compact_parts(path: Path, rows: int) -> None:
+    """Mark the run complete (``complete.json``: rows and checksum of ``steps.parquet``)
+    and remove what ``steps.parquet`` and ``policies/`` now hold: the episodes' step
+    chunks and policy states. Their small status files stay."""
+    (path / "complete.json").write_text(json.dumps({"rows": int(rows), "sha256": _file_digest(path / "steps.parquet")}))
+    for f in [*path.glob("parts/*/chunk-*.parquet"), *path.glob("parts/*/policy.json")]:
+        f.unlink()
+
+
+def completed_steps(path: Path) -> pd.DataFrame | None:
+    """A complete run's steps, if ``complete.json`` and ``steps.parquet`` agree."""
+    try:
+        done = json.loads((path / "complete.json").read_text())
+        if _file_digest(path / "steps.parquet") != done["sha256"]:
+            return None
+        steps = pd.read_parquet(path / "steps.parquet")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return steps if len(steps) == done["rows"] else None
 
 
 def summary_to_files(summary: pd.DataFrame, path: Path) -> None:

@@ -36,6 +36,7 @@ import pandas as pd
 import yaml
 
 from experiments.config import ConfigError, load_config
+from experiments.metrics import pareto_ranks
 from orchestrator.errors import UserError
 
 
@@ -233,21 +234,6 @@ def gather(out: Path, all_cells: list[Cell]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _pareto_ranks(v: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Non-dominated sorting on (violations, cost), both lower-better; 1 = the front."""
-    rank = np.zeros(len(v), dtype=int)
-    left = set(range(len(v)))
-    r = 1
-    while left:
-        front = {i for i in left if not any(v[j] <= v[i] and c[j] <= c[i] and (v[j] < v[i] or c[j] < c[i])
-                                            for j in left)}
-        for i in front:
-            rank[i] = r
-        left -= front
-        r += 1
-    return rank
-
-
 def _banded_rank(primary: np.ndarray, other: np.ndarray, band: float) -> np.ndarray:
     """Rank by ``primary`` (lower better) among the entries whose ``other`` lies within
     ``band`` (relative) of theirs; ties broken by ``other``. Returns the rank of each
@@ -270,7 +256,7 @@ def leaderboard(table: pd.DataFrame, group_keys: list[str], band: float = 0.1) -
             violations=("violations_per_run", "mean"), replica_hours=("replica_hours", "mean"),
             p95_ms=("p95_ms", "mean"), runs=("run", "size")).reset_index()
         v, c = agg.violations.to_numpy(), agg.replica_hours.to_numpy()
-        agg["pareto_rank"] = _pareto_ranks(v, c)
+        agg["pareto_rank"] = pareto_ranks(v, c)
         agg["rank_violations_at_equal_cost"] = _banded_rank(v, c, band)
         agg["rank_cost_at_equal_violations"] = _banded_rank(c, v, band)
         for col, value in zip(cols, key if isinstance(key, tuple) else (key,), strict=True):

@@ -8,7 +8,7 @@ runs), then :func:`twin_report` on the two run folders (also ``scalelab report A
 - the twin's error per policy: the per-step p95 error ``|sim - live| / live`` over the
   steps both measured (live steps with a missing signal are left out), median and
   worst (95th percentile of the steps, so that one stray step does not decide);
-- violations per run and replica-hours of each policy on each backend (mean ± 1.96 SE),
+- violations per run and replica-hours of each policy on each backend (mean ± 95 % Student-t interval),
   whether each simulated mean falls inside the live run's interval, and the ranking of
   the policies on both;
 - whether the live replicas' CPU limit was a CFS quota (``stack.json``).
@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments.metrics import mean_ci
+
 
 def _per_run(steps: pd.DataFrame, step_s: float) -> pd.DataFrame:
     g = steps.groupby(["policy", "run"])
@@ -32,11 +34,11 @@ def _per_run(steps: pd.DataFrame, step_s: float) -> pd.DataFrame:
 
 
 def _mean_ci(v: pd.Series) -> tuple[float, float]:
-    v = v.dropna().to_numpy(float)
-    if len(v) == 0:
+    """Mean and 95 % Student-t half-width (nan with fewer than two runs)."""
+    m = mean_ci(v.to_numpy(float))
+    if m["mean"] is None:
         return float("nan"), float("nan")
-    ci = 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-    return float(v.mean()), float(ci)
+    return m["mean"], m["ci95"] if v.notna().sum() > 1 else float("nan")
 
 
 def _config(folder: Path) -> dict:
@@ -157,7 +159,7 @@ def twin_report(sim_dir: str | Path, live_dir: str | Path, out: str | Path | Non
               "significant digits: a gap between them is partly the windows."]
     same = len(t) and (t.sim_rank == t.live_rank).all()
     lines += ["", f"Ranking (by violations, then replica-hours): {'the same' if same else 'DIFFERENT'} on both.",
-              "Intervals are mean ± 1.96 SE over runs (nan with one run).", "", "![twin](twin.png)"]
+              "Intervals are mean ± a 95 % Student-t interval over runs (nan with one run).", "", "![twin](twin.png)"]
     (out / "twin.md").write_text("\n".join(lines) + "\n")
     return out / "twin.md"
 

@@ -48,10 +48,25 @@ def test_shipped_configs_load():
         assert cfg.backend == "sim" and cfg.policies
 
 
-def test_mean_ci_is_196_standard_errors():
+def test_mean_ci_is_a_student_t_interval():
     v = np.array([1.0, 2.0, 3.0, 4.0])
-    assert mean_ci(v) == {"mean": 2.5, "ci95": pytest.approx(1.96 * np.std(v, ddof=1) / 2)}
+    # t(0.975, 3) = 3.182446 (a t table); 1.96 would understate the interval by 38 %
+    assert mean_ci(v) == {"mean": 2.5, "ci95": pytest.approx(3.182446 * np.std(v, ddof=1) / 2, rel=1e-6)}
+    assert mean_ci(np.array([5.0, 7.0, 9.0])) == {"mean": 7.0, "ci95": pytest.approx(4.302653 * 2 / np.sqrt(3))}
     assert mean_ci(np.array([5.0])) == {"mean": 5.0, "ci95": 0.0}
+
+
+def test_pareto_ranks_by_hand_and_the_oracle_is_not_ranked():
+    from experiments.metrics import pareto_ranks, with_pareto_ranks
+
+    # (violations, cost): a (0, 10) and b (5, 2) are the front; c (1, 12) is dominated by a; d (6, 3) by b
+    assert pareto_ranks(np.array([0, 5, 1, 6]), np.array([10, 2, 12, 3])).tolist() == [1, 1, 2, 2]
+    assert pareto_ranks(np.array([3, 3]), np.array([1, 1])).tolist() == [1, 1]  # ties dominate neither
+    cell = lambda m: {"mean": m, "ci95": 0.0}  # noqa: E731
+    summary = pd.DataFrame({"policy": ["a", "oracle", "b"], "runs": [3, 3, 3],
+                            "violations_per_run": [cell(4.0), cell(0.0), cell(9.0)],
+                            "replica_hours": [cell(5.0), cell(1.0), cell(8.0)]})
+    assert with_pareto_ranks(summary).pareto_rank.tolist() == [1, None, 2]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +78,9 @@ def small_run(tmp_path_factory):
 def test_run_folder_is_complete(small_run):
     p = small_run.path
     for f in ("config.yaml", "command.txt", "versions.json", "steps.parquet", "summary.json", "summary.csv",
-              "report.html", "load.png", "replicas.png", "tradeoff.png", "p95-static.png", "p95-oracle.png"):
+              "report.html", "load.png", "replicas.png", "tradeoff.png", "p95.png", "zoom.png", "complete.json"):
         assert (p / f).is_file(), f
+    assert not list(p.glob("parts/*/chunk-*.parquet")), "a complete run keeps one copy of its steps"
     steps = pd.read_parquet(p / "steps.parquet")
     assert list(steps.columns) == list(COLUMNS)
     assert len(steps) == 2 * 2 * 48
@@ -79,7 +95,9 @@ def test_run_folder_is_complete(small_run):
     versions = json.loads((p / "versions.json").read_text())
     assert versions["seed"] == 3 and len(versions["episodes"]) == 2
     html = (p / "report.html").read_text()
-    assert "data:image/png;base64" in html and "violations_per_run" in html
+    assert "data:image/png;base64" in html and "violations/run" in html
+    assert "SLO: p95 &lt;= 600 ms per step" in html and "Student-t" in html and "Pareto front" in html
+    assert "<script src=" not in html and "Plotly.newPlot" in html  # interactive and offline
 
 
 def test_oracle_orders_the_next_steps_level(small_run):
@@ -98,12 +116,14 @@ def test_same_seed_same_steps_other_seed_different(small_run, tmp_path):
     assert not other.steps["p95_ms"].equals(small_run.steps["p95_ms"])
 
 
-def test_resume_finishes_without_redoing_finished_episodes(small_run, tmp_path):
-    import shutil
+def test_resume_finishes_without_redoing_finished_episodes(small_run, tmp_path, monkeypatch):
+    import experiments.runner as runner
 
-    run_dir = tmp_path / "killed"
-    shutil.copytree(small_run.path, run_dir)
-    for f in ("steps.parquet", "summary.json", "summary.csv", "report.html"):
+    # a run killed before it finished never compacted its parts
+    monkeypatch.setattr(runner, "compact_parts", lambda path, rows: None)
+    first = run_experiment(load_config(SMALL), out=tmp_path, progress=False, workers=2, report=False)
+    run_dir = first.path
+    for f in ("steps.parquet", "summary.json", "summary.csv"):
         (run_dir / f).unlink()
     # one episode "was killed": its marker is gone and only its first chunk remains
     victim = run_dir / "parts" / "oracle--run001"
@@ -113,6 +133,21 @@ def test_resume_finishes_without_redoing_finished_episodes(small_run, tmp_path):
     resumed = run_experiment(None, resume=run_dir, progress=False, workers=1)
     assert finished.stat().st_mtime_ns == mtime  # not redone
     pd.testing.assert_frame_equal(resumed.steps, small_run.steps, check_exact=True)
+
+
+def test_a_complete_run_resumes_from_its_steps(small_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "done"
+    shutil.copytree(small_run.path, run_dir)
+    again = run_experiment(None, resume=run_dir, progress=False, workers=1, report=False)
+    pd.testing.assert_frame_equal(again.steps, small_run.steps, check_exact=True)
+    data = bytearray((run_dir / "steps.parquet").read_bytes())  # a damaged steps.parquet is not trusted
+    data[len(data) // 2] ^= 0xFF
+    (run_dir / "steps.parquet").write_bytes(bytes(data))
+    from experiments.runner import completed_steps
+
+    assert completed_steps(run_dir) is None
 
 
 def test_cli_bad_config_is_one_line_and_exit_2(tmp_path, capsys):

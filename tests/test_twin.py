@@ -122,8 +122,9 @@ def test_the_twin_table_by_hand():
     assert t.loc["a", "sim_violations"] == 1.5 and t.loc["a", "live_violations"] == 2.0
     assert t.loc["a", "live_violations_ci95"] == 0.0 and not t.loc["a", "violations_within"]
     assert t.loc["b", "live_violations"] == 0.5
-    assert t.loc["b", "live_violations_ci95"] == pytest.approx(1.96 * np.std([0, 1], ddof=1) / np.sqrt(2))
-    assert t.loc["b", "violations_within"]  # 0 is inside 0.5 ± 0.98
+    # t(0.975, 1) = 12.706205 (a t table)
+    assert t.loc["b", "live_violations_ci95"] == pytest.approx(12.706205 * np.std([0, 1], ddof=1) / np.sqrt(2))
+    assert t.loc["b", "violations_within"]  # 0 is inside 0.5 ± 6.4
     assert t.loc["a", "sim_replica_hours"] == pytest.approx(6 * 5 / 3600)
     # per-step p95 error of a: 0, 1, 0, 1 -> median 0.5; of b: 0.5 everywhere
     assert t.loc["a", "p95_error_median"] == pytest.approx(0.5) and t.loc["b", "p95_error_median"] == 0.5
@@ -150,6 +151,10 @@ def test_scalelab_report_of_two_run_folders_puts_them_side_by_side(tmp_path, cap
     a = run_experiment(cfg, out=tmp_path, progress=False).path
     b = run_experiment({**cfg, "seed": 4}, out=tmp_path, progress=False).path
     assert main(["report", str(a), str(b), "--out", str(tmp_path / "side")]) == 0
+    html = (tmp_path / "side" / "comparison.html").read_text()
+    assert f"{a.name} / hslinucb" in html and f"{b.name} / static" in html and "seed: 3 -&gt; 4" in html
+    comparison = pd.read_csv(tmp_path / "side" / "comparison.csv")
+    assert len(comparison) == 4 and set(comparison.folder) == {a.name, b.name}
     md = (tmp_path / "side" / "twin.md").read_text()
     assert "| hslinucb |" in md and "| static |" in md and "DIFFER beyond the backend: seed: 3 -> 4" in md
     assert (tmp_path / "side" / "twin.png").stat().st_size > 10_000
