@@ -3,6 +3,9 @@
 Policies register a factory under a name. A typo gets the closest name suggested.
 Factories receive ``seed`` and ``max_replicas`` from the runner plus the user's
 parameters; a parameter the policy does not take is reported by name.
+
+A policy from outside the package is named ``package.module:Class`` or, installed, by
+its entry point in the ``scalelab.policies`` group (:mod:`orchestrator.plugins`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import inspect
 from collections.abc import Callable
 
 from agent.base import Policy, PolicyError
+from orchestrator import plugins
 
 _REGISTRY: dict[str, Callable[..., Policy]] = {}
 
@@ -23,14 +27,27 @@ def register(name: str, factory: Callable[..., Policy], *, replace: bool = False
     _REGISTRY[name] = factory
 
 
-def policy_names() -> list[str]:
-    """Registered names, sorted."""
-    return sorted(_REGISTRY)
+def policy_names(installed: bool = True) -> list[str]:
+    """Registered names and (``installed``) the entry points of installed plug-ins, sorted."""
+    return sorted({*_REGISTRY, *(plugins.entry_points("policy") if installed else ())})
 
 
 def factory_of(name: str) -> Callable[..., Policy]:
-    """The factory registered as ``name``."""
-    return _REGISTRY[name]
+    """The factory registered as ``name``, or a plug-in's (``module:Class`` or an
+    installed entry point)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if plugins.is_import_path(name):
+        factory = plugins.load_object(name, "policy")
+    else:
+        factory = plugins.load_entry_point(name, "policy")
+        if factory is None:
+            close = difflib.get_close_matches(str(name), policy_names(), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {policy_names()}"
+            raise PolicyError(f"unknown policy {name!r}{hint} (or name one of your own as 'package.module:Class')")
+    if not callable(factory):
+        raise PolicyError(f"policy {name!r} is a {type(factory).__name__}, not a class or a factory")
+    return factory
 
 
 def _check_type(policy: str, key: str, value, default) -> None:
@@ -59,11 +76,7 @@ def make_policy(name: str, *, defaults: dict | None = None, **params) -> Policy:
     ``defaults`` (``seed``, ``max_replicas``, ``slo_ms``, ...) are what the runner knows;
     each is passed only if the policy takes it and ``params`` does not set it.
     """
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), _REGISTRY, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {policy_names()}"
-        raise PolicyError(f"unknown policy {name!r}{hint}")
-    factory = _REGISTRY[name]
+    factory = factory_of(name)
     sig = inspect.signature(factory)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     if not accepts_any:
@@ -79,9 +92,14 @@ def make_policy(name: str, *, defaults: dict | None = None, **params) -> Policy:
         if key in sig.parameters:
             _check_type(name, key, value, sig.parameters[key].default)
     try:
-        return factory(**params)
+        policy = factory(**params)
     except TypeError as exc:
         raise PolicyError(f"policy {name!r}: {exc}") from None
+    missing = [m for m in ("decide", "update", "state_dict", "load_state_dict") if not callable(getattr(policy, m, None))]
+    if missing:
+        raise PolicyError(f"policy {name!r} has no {', '.join(missing)}: a policy implements agent.base.Policy "
+                          "(subclass agent.base.BasePolicy)")
+    return policy
 
 
 def _register_builtins() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from orchestrator import plugins
 from orchestrator.context import Context
 
 
@@ -46,9 +47,28 @@ class SloCostV1:
 REWARDS = {"slo-binary-v1": SloBinaryV1, "slo-cost-v1": SloCostV1}
 
 
+def reward_names() -> list[str]:
+    """Shipped rewards and installed plug-ins (``scalelab.rewards``), sorted."""
+    return sorted({*REWARDS, *plugins.entry_points("reward")})
+
+
 def make_reward(name: str, **params):
-    if name not in REWARDS:
-        close = difflib.get_close_matches(name, REWARDS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {sorted(REWARDS)}"
-        raise ValueError(f"reward.name={name!r} is not a reward{hint}")
-    return REWARDS[name](**params)
+    """The reward ``name`` (shipped, ``package.module:Class`` or an installed entry
+    point) built with ``params``: a callable ``(before, action, after) -> float``."""
+    if name in REWARDS:
+        factory = REWARDS[name]
+    elif plugins.is_import_path(name):
+        factory = plugins.load_object(name, "reward")
+    else:
+        factory = plugins.load_entry_point(name, "reward")
+        if factory is None:
+            close = difflib.get_close_matches(name, reward_names(), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {reward_names()}"
+            raise ValueError(f"reward.name={name!r} is not a reward{hint} (or name your own as 'package.module:Class')")
+    try:
+        reward = factory(**params)
+    except TypeError as exc:
+        raise ValueError(f"reward {name!r}: {exc}") from None
+    if not callable(reward):
+        raise ValueError(f"reward {name!r} built a {type(reward).__name__}, not a callable (before, action, after)")
+    return reward

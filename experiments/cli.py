@@ -111,7 +111,60 @@ def _parse_params(items: list[str]) -> dict:
     return out
 
 
+def cmd_list(args) -> int:
+    """Shipped configs, workloads (with their parameters), policies, rewards and the
+    paper's experiments; plug-ins installed through entry points are included."""
+    from experiments.config import config_path, load_config, shipped_configs
+
+    want = args.what
+    if want in ("all", "configs"):
+        print("configs (scalelab run NAME):")
+        for name in shipped_configs():
+            cfg = load_config(config_path(name))
+            print(f"  {name:26s} {cfg.backend:6s} {cfg.workload.get('kind')}, {len(cfg.policies)} policies")
+    if want in ("all", "workloads"):
+        _print_workloads()
+    if want in ("all", "policies"):
+        from agent.registry import factory_of, policy_names
+
+        print("policies (policies: [{name: NAME, ...}], or 'package.module:Class' of your own):")
+        for name in policy_names():
+            print(f"  {name:20s} {_first_sentence(factory_of(name))}")
+    if want in ("all", "rewards"):
+        from agent.rewards import reward_names
+
+        print("rewards (reward: {name: NAME}):", ", ".join(reward_names()))
+    if want in ("all", "paper"):
+        from experiments.paper import EXPERIMENTS
+
+        print("paper experiments (scalelab paper --only NAME):", ", ".join(EXPERIMENTS))
+    return 0
+
+
+def _first_sentence(obj, width: int = 96) -> str:
+    """The first sentence of an object's docstring (its module's if it has none)."""
+    import inspect
+    import re
+
+    doc = inspect.getdoc(obj) or inspect.getdoc(inspect.getmodule(obj)) or ""
+    para = " ".join(doc.split("\n\n")[0].split()).replace("``", "")
+    sentence = re.split(r"(?<=[.:])\s(?=[A-Z])", para, maxsplit=1)[0].rstrip(":")
+    return sentence if len(sentence) <= width else sentence[: width - 1] + "…"
+
+
+def _print_workloads() -> None:
+    from injector.workloads import workload_names, workload_params
+
+    print("workloads (workload: {kind: NAME, ...}; any also takes time_compression, user_scale):")
+    for name in workload_names():
+        params = workload_params(name)
+        print(f"  {name:20s} {', '.join(params) if params is not None else '(any parameters)'}")
+
+
 def cmd_workload_show(args) -> int:
+    if not args.name:
+        _print_workloads()
+        return 0
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +176,7 @@ def cmd_workload_show(args) -> int:
     try:
         wl = make_workload({"kind": args.name, **_parse_params(args.param)})
     except WorkloadError as exc:
-        raise UserError(f"workload: {exc}") from None
+        raise UserError(f"{exc}") from None
     series = wl.series(args.step)
     t_h = np.arange(series.shape[0]) * args.step / 3600.0
     unit = "users" if wl.loop == "closed" else "req/s"
@@ -488,7 +541,20 @@ def _command() -> str:
     return "scalelab " + " ".join(sys.argv[1:])
 
 
+def _with_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every option's help ends with its default (unless it says it already)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _with_defaults(sub)
+        elif action.help and action.default not in (None, False, argparse.SUPPRESS) and "default" not in action.help:
+            action.help += f" (default: {action.default})"
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from experiments.paper import EXPERIMENTS
+
     parser = argparse.ArgumentParser(
         prog="scalelab", description="Horizontal autoscaling with contextual bandits: a testbed.",
         epilog="examples:" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -530,19 +596,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("workload", help="workloads")
     wsub = p.add_subparsers(dest="workload_command", required=True)
     w = wsub.add_parser("show", help="plot a workload and print its statistics")
-    w.add_argument("name")
-    w.add_argument("--param", action="append", help="KEY=VALUE (YAML value), repeatable")
+    w.add_argument("name", nargs="?", help="a workload kind (without it: the list of workloads and their parameters)")
+    w.add_argument("--param", action="append", help="KEY=VALUE (YAML value), repeatable; e.g. days=2")
     w.add_argument("--step", type=float, default=5.0, help="sampling step, s (default 5)")
     w.add_argument("--out", help="PNG path (default NAME.png)")
     w.set_defaults(func=cmd_workload_show)
 
     p = sub.add_parser("paper", help="run the HSLinUCB paper's experiments and print ours beside its tables")
-    p.add_argument("--out", default="runs/paper")
+    p.add_argument("--out", default="runs/paper", help="folder of the experiments' run folders and paper-report.md")
     p.add_argument("--d2", help="a second recording for the unseen hot start, in paper-D1-p95.json's format "
                                 "(default: sim-D2, the simulator's stand-in; the report says so)")
     p.add_argument("--real-week", help="another real-week pattern file (default: the paper's, shipped)")
     p.add_argument("--runs", type=int, help="runs per policy (default: the paper's 10)")
-    p.add_argument("--only", nargs="+", help="a subset of the experiments")
+    p.add_argument("--only", nargs="+", choices=EXPERIMENTS, metavar="EXPERIMENT",
+                   help=f"a subset of the experiments: {', '.join(EXPERIMENTS)} (default: all; a hot start brings "
+                        "its cold start)")
     p.set_defaults(func=cmd_paper)
 
     p = sub.add_parser("live", help="the local live data plane: Kafka, Prometheus, HAProxy, sandbox replicas")
@@ -552,33 +620,35 @@ def build_parser() -> argparse.ArgumentParser:
         lp = lsub.add_parser(name, help=text)
         lp.add_argument("--dir", help="state folder (default $SCALELAB_LIVE_DIR or ~/.scalelab/live)")
         if name in ("up", "scale"):
-            lp.add_argument("--replicas", type=int, default=1)
+            lp.add_argument("--replicas", type=int, default=1, help="sandbox replicas")
         if name == "up":
             lp.add_argument("--cpu-request", type=float, default=0.5, help="cores (the paper: 0.5)")
             lp.add_argument("--cpu-limit", type=float, default=0.5, help="cores, enforced by a CFS quota")
-            lp.add_argument("--memory-mib", type=int, default=512)
+            lp.add_argument("--memory-mib", type=int, default=512, help="memory request and limit per replica, MiB")
         lp.set_defaults(func=cmd_live)
     lp = lsub.add_parser("run", help="run a backend: live experiment on a local stack brought up for it, "
                                      "or on a cluster whose orchestrator and injector listen on --bootstrap")
-    lp.add_argument("config", nargs="?")
-    lp.add_argument("--out", default="runs")
+    lp.add_argument("config", nargs="?", help="a YAML file (backend: live), or the name of a shipped config "
+                                              "(e.g. live-evaluation-week)")
+    lp.add_argument("--out", default="runs", help="parent folder of the run folder")
     lp.add_argument("--resume", help="a live run folder to finish: done episodes are kept, the others continue")
     lp.add_argument("--bootstrap", help="Kafka of a running testbed (e.g. kafka:9092 in k8s/): no local stack")
     lp.set_defaults(func=cmd_live)
 
     p = sub.add_parser("sweep", help="run config variants x seeds (a grid) locally or on a Dask cluster")
-    p.add_argument("config")
+    p.add_argument("config", help="a YAML file, or the name of a shipped config (e.g. compare)")
     p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
                    help="a dotted config key (or seed, or policy) and its values; repeatable")
-    p.add_argument("--executor", choices=["local", "dask"], default="local")
+    p.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="local: processes on this machine; dask: a Dask cluster (--scheduler)")
     p.add_argument("--scheduler", help="the Dask scheduler's address (executor dask), e.g. tcp://host:8786")
     p.add_argument("--workers", type=int, help="local processes (default: one per core)")
-    p.add_argument("--out", default="runs/sweep")
-    p.add_argument("--band", type=float, default=0.1, help="relative band of 'equal' cost or violations")
+    p.add_argument("--out", default="runs/sweep", help="the sweep's folder: cells/, sweep.csv, leaderboard.md")
+    p.add_argument("--band", type=float, default=0.1, help="relative band of 'equal' cost or violations (0.1: 10 %%)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("kafka", help="start an embedded Kafka-protocol broker (librdkafka mock) and print its address")
-    p.add_argument("--brokers", type=int, default=1)
+    p.add_argument("--brokers", type=int, default=1, help="brokers of the mock cluster")
     p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C / SIGTERM)")
     p.set_defaults(func=cmd_kafka)
 
@@ -622,12 +692,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slo-ms", type=float, help="the SLO for the fraction above it (default: the dataset's)")
     p.add_argument("--min-steps", type=int, default=100, help="cells measured on at least this many steps")
     p.add_argument("--steps", type=int, default=150, help="simulated 5 s steps per cell")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="calibration.png")
+    p.add_argument("--seed", type=int, default=0, help="the simulator's seed")
+    p.add_argument("--out", default="calibration.png", help="the figure (PNG); its table goes beside it as .csv")
     p.add_argument("--engine", choices=["des", "fluid"], default="des",
                    help="des: against the paper's table; fluid: the fluid engine against the discrete-event one")
     p.set_defaults(func=cmd_calibrate)
-    return parser
+
+    p = sub.add_parser("list", help="what is shipped and installed: configs, workloads, policies, rewards, the "
+                                    "paper's experiments")
+    p.add_argument("what", nargs="?", default="all", choices=["all", "configs", "workloads", "policies", "rewards", "paper"],
+                   help="one listing")
+    p.set_defaults(func=cmd_list)
+    return _with_defaults(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator import plugins
 from orchestrator.errors import UserError
 
 BACKENDS = ("sim", "replay", "live")
@@ -352,6 +353,8 @@ def load_config(source: str | Path | dict, **overrides) -> ExperimentConfig:
             text = Path(source).read_text() if Path(str(source)).is_file() else None
         except OSError:
             text = None
+        if text is not None:  # its policies, rewards, workloads may live beside it (module:Name)
+            plugins.add_search_dir(Path(source).parent)
         if text is None:
             if isinstance(source, Path) or str(source).endswith((".yaml", ".yml")):
                 raise ConfigError(f"config: file {str(source)!r} does not exist")
@@ -393,7 +396,20 @@ def config_path(name: str | Path) -> Path:
     shipped = resources.files("experiments.configs").joinpath(f"{name}.yaml")
     if shipped.is_file():
         return Path(str(shipped))
-    return p
+    if p.suffix in (".yaml", ".yml") or "/" in str(name):
+        raise ConfigError(f"config: file {str(name)!r} does not exist")
+    names = shipped_configs()
+    close = difflib.get_close_matches(str(name), names, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"shipped: {', '.join(names)}"
+    raise ConfigError(f"config: {str(name)!r} is neither a file nor a shipped config; {hint} "
+                      "(`scalelab list configs` lists them)")
+
+
+def shipped_configs() -> list[str]:
+    """The names of the configs in ``experiments/configs``, sorted."""
+    from importlib import resources
+
+    return sorted(f.name[:-5] for f in resources.files("experiments.configs").iterdir() if f.name.endswith(".yaml"))
 
 
 def save_config(cfg: ExperimentConfig, path: Path) -> None:

@@ -27,7 +27,17 @@ import pandas as pd
 from agent.process import AgentFolder, AgentSpec, records_of
 from experiments.config import ConfigError, ExperimentConfig
 from experiments.episode import Resolved, build_policy, episode_name, records_frame, resolve, saved_state_path
-from experiments.runner import RunResult, config_to_run, finish_run, folder_lock, new_run_folder, write_versions
+from experiments.runner import (
+    RunResult,
+    check_reward,
+    config_to_run,
+    finish_run,
+    folder_lock,
+    new_run_folder,
+    record_plugins,
+    write_versions,
+)
+from orchestrator import plugins
 from orchestrator.errors import PermanentError
 from orchestrator.scalers.local import ReplicaSpec
 from orchestrator.stack import LocalStack
@@ -104,6 +114,16 @@ def records_to_steps(folder: Path, run: int, policy: str) -> pd.DataFrame:
     return records_frame(records_of(folder), run, policy, None)
 
 
+def plugin_env() -> dict[str, str]:
+    """The environment of an agent process: the folders of imported plug-ins on its
+    ``PYTHONPATH``, so ``python -m agent`` finds a ``module:Class`` policy too."""
+    dirs = [v["dir"] for v in plugins.imported().values() if v.get("dir")]
+    env = dict(os.environ)
+    if dirs:
+        env["PYTHONPATH"] = os.pathsep.join([*dirs, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
 def run_agent_process(spec: AgentSpec, part: Path, bootstrap: str, restarts: int = 3,
                       kill_after_records: int | None = None) -> int:
     """Run ``python -m agent`` for one episode in ``part``, starting it again (it
@@ -116,7 +136,8 @@ def run_agent_process(spec: AgentSpec, part: Path, bootstrap: str, restarts: int
     while True:
         with open(part / "agent.log", "a") as log:
             proc = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(part / "agent.yaml"),
-                                     "--bootstrap", bootstrap], stdout=log, stderr=subprocess.STDOUT)
+                                     "--bootstrap", bootstrap], stdout=log, stderr=subprocess.STDOUT,
+                                    env=plugin_env())
             end = time.monotonic() + budget
             while proc.poll() is None:
                 if kill_after_records is not None and len(folder.records()) >= kill_after_records:
@@ -272,8 +293,10 @@ def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "ru
     settings = live_settings(cfg, injector_cpu=injector_cpu)
     for spec in cfg.policies:
         build_policy(spec, cfg, seed=0)
+    check_reward(cfg)
     if path is None:
         path = new_run_folder(cfg, out, command)
+        record_plugins(path, cfg)
     with folder_lock(path):
         return _run_live_in(cfg, settings, path, stack_dir, injector_cpu, kill_agent_after, bootstrap, during,
                             supervise_s, t_start)

@@ -374,7 +374,8 @@ def interactive_tradeoff(summary: pd.DataFrame, styles: dict, group: pd.Series |
                  f"<br>changes/run {rec['scale_changes_per_run']['mean']:.1f}<br>pareto rank "
                  f"{rec.get('pareto_rank') or 'ref'}")
         fig.add_trace(go.Scatter(
-            x=[x["mean"]], y=[y["mean"]], mode="markers+text", name=str(rec["policy"]), text=[str(rec["policy"])],
+            x=[x["mean"]], y=[y["mean"]], mode="markers+text" if front else "markers", name=str(rec["policy"]),
+            text=[str(rec["policy"])],
             textposition="top center", hovertemplate=hover + "<extra></extra>",
             marker={"size": 11, "color": _hex(st["color"]), "symbol": "circle" if front else "circle-open",
                     "line": {"width": 2, "color": _hex(st["color"])}},
@@ -390,7 +391,11 @@ def interactive_tradeoff(summary: pd.DataFrame, styles: dict, group: pd.Series |
                                  name="Pareto front", hoverinfo="skip"))
     fig.update_layout(title="violations per run against replica-hours (filled: the Pareto front)", height=560,
                       xaxis_title="replica-hours per run", yaxis_title="SLO violations per run", template="plotly_white")
-    fig.update_xaxes(rangemode="tozero")
+    xs = [r["mean"] for r in summary.replica_hours if r["mean"]]
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 4:  # spread costs: log axis, as the PNG
+        fig.update_xaxes(type="log", title="replica-hours per run (log scale)")
+    else:
+        fig.update_xaxes(rangemode="tozero")
     fig.update_yaxes(rangemode="tozero")
     return fig
 
@@ -527,6 +532,9 @@ def folder_summary(folder: Path) -> tuple[object, pd.DataFrame]:
             from experiments.config import ConfigError
 
             raise ConfigError(f"report: {str(folder)!r} has no {need}; is it a finished run folder?")
+    from experiments.runner import restore_plugins
+
+    restore_plugins(folder)
     return load_config(folder / "config.yaml"), pd.DataFrame(json.loads((folder / "summary.json").read_text()))
 
 

@@ -45,6 +45,7 @@ import pandas as pd
 from experiments.config import ConfigError, ExperimentConfig, config_path, load_config, save_config, validate
 from experiments.episode import Resolved, build_policy, episode_name, resolve, run_episode
 from experiments.metrics import format_table, summarize
+from orchestrator import plugins
 from simulator.oracle import OracleTable
 
 
@@ -247,11 +248,13 @@ def run_experiment(
     resolved = resolve(cfg)
     for spec in cfg.policies:  # fail on a bad policy name or parameter before any work
         build_policy(spec, cfg, seed=0)
+    check_reward(cfg)
     if cfg.backend not in ("sim", "replay"):
         raise ConfigError(f"config: backend={cfg.backend!r} runs with `scalelab live run CONFIG`" if cfg.backend == "live" else f"config: backend={cfg.backend!r} is unknown")
     check_size(cfg, resolved)
     if resume is None:
         path = new_run_folder(cfg, out, command)
+        record_plugins(path, cfg)
     with folder_lock(path):
         return _run_in(cfg, resolved, path, workers, progress, report, t0)
 
@@ -264,11 +267,37 @@ def config_to_run(config: ExperimentConfig | str | Path | dict | None,
         path = Path(resume)
         if not (path / "config.yaml").is_file():
             raise ConfigError(f"--resume {str(path)!r}: no config.yaml there, not a run folder")
+        restore_plugins(path)
         cfg = load_config(path / "config.yaml")
     else:
         cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     validate(cfg)  # a config built in Python gets the checks a file gets
     return cfg, path
+
+
+def check_reward(cfg: ExperimentConfig) -> None:
+    """Build the config's reward once, so that a bad name or parameter fails before any work."""
+    from agent.rewards import make_reward
+
+    try:
+        make_reward(cfg.reward.name, **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
+    except ValueError as exc:
+        raise ConfigError(f"config: reward: {exc}") from None
+
+
+def restore_plugins(path: Path) -> None:
+    """Put back on the search path what a run folder imported (``plugins.json``)."""
+    if (path / "plugins.json").is_file():
+        plugins.restore(json.loads((path / "plugins.json").read_text()))
+
+
+def record_plugins(path: Path, cfg: ExperimentConfig) -> None:
+    """``plugins.json``: the policies, reward and workload this run imported from outside
+    scalelab (name -> module, file, folder, entry point), so that resume finds them."""
+    used = {*(spec.name for spec in cfg.policies), cfg.reward.name, str(cfg.workload.get("kind"))}
+    record = {k: v for k, v in plugins.imported().items() if k in used}
+    if record:
+        (path / "plugins.json").write_text(json.dumps(record, indent=1))
 
 
 def check_size(cfg: ExperimentConfig, resolved: Resolved) -> None:

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator import plugins
+
 
 class WorkloadError(ValueError):
     """A workload spec that cannot be built; the message names the key and the value."""
@@ -432,11 +434,15 @@ def _evaluation_week(**params) -> EvaluationWeek:
     return EvaluationWeek(**params)
 
 
+_evaluation_week.__wrapped__ = EvaluationWeek
+
+
 def _with_duration(cls):
     def build(duration_s: float = 600.0, **params):
         return cls(duration=duration_s, **params)
 
     build.__wrapped__ = cls
+    build.takes_duration = True
     return build
 
 
@@ -458,15 +464,24 @@ def make_workload(spec: Mapping | str) -> Workload:
         spec = {"kind": spec}
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    if kind not in REGISTRY:
-        close = difflib.get_close_matches(str(kind), REGISTRY, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {sorted(REGISTRY)}"
-        raise WorkloadError(f"workload.kind={kind!r} is not a workload{hint}")
+    factory = workload_factory(kind)
     compression, scale = spec.pop("time_compression", None), spec.pop("user_scale", None)
+    known = workload_params(kind)
+    for key in spec:
+        if known is not None and key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"it takes {', '.join(known)}"
+            raise WorkloadError(f"workload {kind!r} has no parameter {key!r}; {hint} (and time_compression, "
+                                f"user_scale for any workload)")
     try:
-        workload = REGISTRY[kind](**spec)
+        workload = factory(**spec)
     except TypeError as exc:
         raise WorkloadError(f"workload {kind!r}: {exc}") from None
+    except ValueError as exc:
+        raise WorkloadError(f"workload {kind!r}: {exc}") from None
+    if not all(hasattr(workload, a) for a in ("series", "duration_s", "loop")):
+        raise WorkloadError(f"workload {kind!r} built a {type(workload).__name__}, not a Workload "
+                            "(it needs series, duration_s and loop: see injector.workloads.Workload)")
     if compression is None and scale is None:
         return workload
     try:
@@ -477,12 +492,38 @@ def make_workload(spec: Mapping | str) -> Workload:
                             f"{compression!r} and {scale!r}") from None
 
 
-def workload_params(kind: str) -> list[str]:
-    """The parameter names a workload kind accepts (for error messages and docs)."""
-    fn = REGISTRY[kind]
-    target = getattr(fn, "__wrapped__", None)
-    if target is not None:
-        return [f.name for f in fields(target) if f.init] + ["duration_s"]
+def workload_names() -> list[str]:
+    """Shipped workload kinds and installed plug-ins (``scalelab.workloads``), sorted."""
+    return sorted({*REGISTRY, *plugins.entry_points("workload")})
+
+
+def workload_factory(kind) -> Callable:
+    """What builds the workload ``kind``: shipped, ``package.module:Name`` or an
+    installed entry point of ``scalelab.workloads``."""
+    if kind in REGISTRY:
+        return REGISTRY[kind]
+    if plugins.is_import_path(kind):
+        return plugins.load_object(kind, "workload")
+    factory = plugins.load_entry_point(str(kind), "workload") if isinstance(kind, str) else None
+    if factory is None:
+        close = difflib.get_close_matches(str(kind), workload_names(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {workload_names()}"
+        raise WorkloadError(f"workload.kind={kind!r} is not a workload{hint} (or name your own as "
+                            "'package.module:Name')")
+    return factory
+
+
+def workload_params(kind: str) -> list[str] | None:
+    """The parameter names a workload kind accepts (for error messages and docs); None
+    when its factory takes anything."""
     import inspect
 
-    return list(inspect.signature(fn).parameters)
+    fn = workload_factory(kind)
+    target = getattr(fn, "__wrapped__", None)
+    if target is not None:
+        names = [f.name for f in fields(target) if f.init and f.name not in ("name", "duration")]
+        return [*names, "duration_s"] if getattr(fn, "takes_duration", False) else names
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params]

@@ -31,7 +31,7 @@ def test_agent_imports_only_the_orchestrators_types():
     import ast
 
     allowed = {"orchestrator", "orchestrator.context", "orchestrator.protocol", "orchestrator.backend",
-               "orchestrator.errors"}
+               "orchestrator.errors", "orchestrator.plugins"}
     # the process entry point (python -m agent) is where the Kafka client is plugged in
     entry = {"orchestrator.client", "orchestrator.live_backend"}
     for path in (ROOT / "agent").rglob("*.py"):

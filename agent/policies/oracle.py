@@ -17,6 +17,8 @@ from orchestrator.context import Context
 
 
 class Oracle(BasePolicy):
+    """The fewest replicas that meet the SLO at the coming step's load (a reference; simulator and replay)."""
+
     name = "oracle"
 
     def __init__(self, seed=None, max_replicas: int = 10) -> None:
