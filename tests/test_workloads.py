@@ -113,5 +113,7 @@ def test_csv_import_closed_and_open(tmp_path):
 def test_unknown_workload_suggests_the_closest_name():
     with pytest.raises(WorkloadError, match="did you mean 'evaluation-week-v1'"):
         make_workload({"kind": "evaluation-week"})
-    with pytest.raises(WorkloadError, match="unexpected keyword"):
+    with pytest.raises(WorkloadError, match="'constant' has no parameter 'userz'; did you mean 'users'"):
         make_workload({"kind": "constant", "userz": 3})
+    with pytest.raises(WorkloadError, match="'step' has no parameter 'befor'; did you mean 'before'"):
+        make_workload({"kind": "step", "befor": 3})
