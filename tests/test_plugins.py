@@ -139,3 +139,9 @@ def test_plugin_errors_name_what_is_wrong(tmp_path, monkeypatch):
     (home / "broken.py").write_text("raise RuntimeError('half-written file')\n")
     with pytest.raises(PluginError, match=r"importing 'broken' raised RuntimeError: half-written file"):
         make_policy("broken:P")
+
+
+def test_the_policy_checker_passes_the_example_policy():
+    out = subprocess.run([sys.executable, "-m", "agent.check", "p95_band:P95Band"], cwd=ROOT / "examples",
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "ok      p95_band:P95Band" in out.stdout, out.stdout + out.stderr
