@@ -59,17 +59,10 @@ def configs_dir() -> Path:
 
 def summary_frame(summary):
     """A run's summary (``RunResult.summary``) as a flat DataFrame: one row per policy,
-    ``<metric>`` (mean) and ``<metric>_ci95`` columns."""
-    import pandas as pd
+    ``runs``, ``pareto_rank``, and ``<metric>`` (mean) and ``<metric>_ci95`` columns."""
+    from experiments.metrics import flat_summary
 
-    rows = []
-    for rec in summary.to_dict(orient="records"):
-        row = {"policy": rec["policy"], "runs": rec["runs"]}
-        for key, val in rec.items():
-            if isinstance(val, dict):
-                row[key], row[f"{key}_ci95"] = val["mean"], val["ci95"]
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("policy")
+    return flat_summary(summary).set_index("policy")
 
 
 def __getattr__(name: str):

@@ -128,6 +128,19 @@ def summarize(steps: pd.DataFrame, cfg) -> pd.DataFrame:
     return with_pareto_ranks(out)
 
 
+def flat_summary(summary: pd.DataFrame, mean_suffix: str = "") -> pd.DataFrame:
+    """The summary as plain columns: ``policy, runs, pareto_rank`` and, per metric,
+    ``<metric><mean_suffix>`` (the mean) and ``<metric>_ci95``."""
+    rows = []
+    for rec in summary.to_dict(orient="records"):
+        row = {"policy": rec["policy"], "runs": rec["runs"], "pareto_rank": rec.get("pareto_rank")}
+        for key, val in rec.items():
+            if isinstance(val, dict):
+                row[f"{key}{mean_suffix}"], row[f"{key}_ci95"] = val["mean"], val["ci95"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def with_pareto_ranks(summary: pd.DataFrame) -> pd.DataFrame:
     """``summary`` with a ``pareto_rank`` column (None for the oracle)."""
     out = summary.copy()

@@ -288,20 +288,7 @@ def plot_tradeoff(summary: pd.DataFrame, path: Path, styles: dict | None = None,
     ax.set_xlabel("replica-hours per run (cost)")
     ax.set_ylabel("SLO violations per run")
     ax.set_ylim(bottom=0)
-    if xs and min(xs) > 0 and max(xs) / min(xs) > 4:  # spread costs: a log axis keeps the cheap ones apart
-        from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-        ax.set_xscale("log")
-        ax.set_xlim(min(xs) / 1.3, max(xs) * 1.6)
-        lo, hi = ax.get_xlim()
-        ticks = [m * 10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
-                 for m in (1, 2, 3, 5)]
-        ax.set_xticks([t for t in ticks if lo <= t <= hi])
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("replica-hours per run (cost, log scale)")
-    else:
-        ax.set_xlim(left=0)
+    _maybe_log_x(ax, xs)
     ax.grid(alpha=0.3)
     runs = int(summary.runs.max()) if len(summary) else 1
     ax.set_title(title or f"cost against SLO violations: mean ± 95 % t-interval over {runs} runs; filled: the Pareto "
@@ -311,6 +298,57 @@ def plot_tradeoff(summary: pd.DataFrame, path: Path, styles: dict | None = None,
     out = path / name
     fig.savefig(out, dpi=100)
     return out
+
+
+def plot_comparison(table: pd.DataFrame, keys: list[str], path: Path) -> Path:
+    """Run folders compared: one colour per policy, one marker per folder (the key's
+    letter), each policy's points joined in folder order, labelled once."""
+    styles = policy_styles(table.base_policy)
+    fig = Figure(figsize=(11, 7), layout="constrained")
+    ax = fig.subplots()
+    xs, ys, labels = [], [], []
+    for pol, g in table.groupby("base_policy", sort=False):
+        px = [r["mean"] for r in g.replica_hours]
+        py = [r["mean"] for r in g.violations_per_run]
+        color = styles[pol]["color"]
+        ax.plot(px, py, color=color, lw=0.8, alpha=0.7)
+        for k, (x, y, key) in enumerate(zip(px, py, g.folder, strict=True)):
+            ax.plot(x, y, MARKERS[keys.index(key) % len(MARKERS)], color=color, ms=8,
+                    mfc=color if k == len(px) - 1 else "white")
+        xs.append(px[-1])
+        ys.append(py[-1])
+        labels.append(str(pol))
+    for k, key in enumerate(keys):
+        ax.plot([], [], MARKERS[k % len(MARKERS)], color="black", mfc="white", label=key)
+    ax.set_xlabel("replica-hours per run (cost)")
+    ax.set_ylabel("SLO violations per run")
+    ax.set_ylim(bottom=0)
+    _maybe_log_x(ax, xs)
+    ax.grid(alpha=0.3)
+    ax.legend(title="folder", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title("run folders compared: each policy's mean per folder, joined in folder order (filled: the last)",
+                 fontsize=10)
+    _place_labels(ax, np.array(xs), np.array(ys), labels, fig)
+    out = path / "comparison.png"
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def _maybe_log_x(ax, xs) -> None:
+    """A log x axis with plain ticks when the costs spread over more than 4x."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    if not xs or min(xs) <= 0 or max(xs) / min(xs) <= 4:
+        ax.set_xlim(left=0)
+        return
+    ax.set_xscale("log")
+    ax.set_xlim(min(xs) / 1.3, max(xs) * 1.6)
+    lo, hi = ax.get_xlim()
+    ticks = [m * 10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in (1, 2, 3, 5)]
+    ax.set_xticks([t for t in ticks if lo <= t <= hi])
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(ax.get_xlabel() + ", log scale")
 
 
 def _img(p: Path) -> str:
@@ -547,33 +585,34 @@ def write_comparison(folders: list[Path], out: Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = [Path(f).name for f in folders]
-    if len(set(names)) < len(names):
-        names = [f"{k}:{n}" for k, n in enumerate(names)]
+    keys = [chr(ord("A") + k) if k < 26 else f"F{k}" for k in range(len(folders))]
     frames, cfgs = [], []
-    for name, folder in zip(names, folders, strict=True):
+    for key, folder in zip(keys, folders, strict=True):
         cfg, summary = folder_summary(Path(folder))
         cfgs.append(cfg)
-        frames.append(summary.assign(policy=[f"{name} / {p}" for p in summary.policy], folder=name))
+        frames.append(summary.assign(base_policy=summary.policy, policy=[f"{key} {p}" for p in summary.policy],
+                                     folder=key))
     table = with_pareto_ranks(pd.concat(frames, ignore_index=True))
     styles = policy_styles(table.policy)
-    png = plot_tradeoff(table, out, styles, name="comparison.png",
-                        title="run folders compared: violations per run against replica-hours (95 % t-intervals)")
+    png = plot_comparison(table, keys, out)
     flat = []
     for rec in table.to_dict(orient="records"):
-        row = {"folder": rec["folder"], "policy": rec["policy"], "runs": rec["runs"], "pareto_rank": rec["pareto_rank"]}
+        row = {"folder": names[keys.index(rec["folder"])], "key": rec["folder"], "policy": rec["base_policy"],
+               "runs": rec["runs"], "pareto_rank": rec["pareto_rank"]}
         for m, _, _ in COLUMNS:
             row[f"{m}_mean"], row[f"{m}_ci95"] = rec[m]["mean"], rec[m]["ci95"]
         flat.append(row)
     pd.DataFrame(flat).to_csv(out / "comparison.csv", index=False)
     base = cfgs[0].to_dict()
     diffs = []
-    for name, cfg in zip(names[1:], cfgs[1:], strict=True):
+    for key, cfg in zip(keys[1:], cfgs[1:], strict=True):
         d = config_differences(base, cfg.to_dict())
         backend = "" if cfg.backend == cfgs[0].backend else f" (backend {cfgs[0].backend} -> {cfg.backend})"
-        diffs.append(f"<li><b>{html.escape(names[0])}</b> → <b>{html.escape(name)}</b>{html.escape(backend)}: "
+        diffs.append(f"<li><b>A</b> → <b>{key}</b>{html.escape(backend)}: "
                      + (html.escape("; ".join(d)) if d else "the same experiment otherwise") + "</li>")
-    leads = "".join(f"<p class='lead'><b>{html.escape(n)}</b><br>" + "<br>".join(
-        html.escape(x) for x in experiment_lines(c, runs=c.runs)) + "</p>" for n, c in zip(names, cfgs, strict=True))
+    leads = "".join(f"<p class='lead'><b>{k}: {html.escape(n)}</b><br>" + "<br>".join(
+        html.escape(x) for x in experiment_lines(c, runs=c.runs)) + "</p>"
+        for k, n, c in zip(keys, names, cfgs, strict=True))
     caveat = ("" if all(c.slo_ms == cfgs[0].slo_ms and c.workload == cfgs[0].workload for c in cfgs) else
               "<p><b>The folders ran different workloads or SLOs:</b> their violations and costs are not on one "
               "scale; the ranking across them is only indicative.</p>")
@@ -581,7 +620,7 @@ def write_comparison(folders: list[Path], out: Path) -> Path:
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>scalelab: comparison</title>
 <style>{STYLE}</style></head><body><h1>scalelab: {len(folders)} run folders compared</h1>{leads}
 <h2>What differs</h2><ul>{''.join(diffs) or '<li>one folder</li>'}</ul>{caveat}
-<h2>Every policy of every folder, ranked</h2>{summary_table_html(table, label="folder / policy")}
+<h2>Every policy of every folder, ranked</h2>{summary_table_html(table, label="folder policy")}
 <h3>What the columns mean</h3>{glossary_html(cfgs[0].slo_ms)}
 <h2>Interactive</h2>{div}<h2>PNG</h2>{_img(png)}</body></html>"""
     (out / "comparison.html").write_text(doc)

@@ -44,7 +44,7 @@ import pandas as pd
 
 from experiments.config import ConfigError, ExperimentConfig, config_path, load_config, save_config, validate
 from experiments.episode import Resolved, build_policy, episode_name, resolve, run_episode
-from experiments.metrics import format_table, summarize
+from experiments.metrics import flat_summary, format_table, summarize
 from orchestrator import plugins
 from simulator.oracle import OracleTable
 
@@ -485,12 +485,4 @@ def summary_to_files(summary: pd.DataFrame, path: Path) -> None:
     """``summary.json`` (``{"mean", "ci95"}`` per metric) and a flat ``summary.csv``."""
     records = summary.to_dict(orient="records")
     (path / "summary.json").write_text(json.dumps(records, indent=1))
-    flat = []
-    for rec in records:
-        row = {"policy": rec["policy"], "runs": rec["runs"]}
-        for key, val in rec.items():
-            if isinstance(val, dict):
-                row[f"{key}_mean"] = val["mean"]
-                row[f"{key}_ci95"] = val["ci95"]
-        flat.append(row)
-    pd.DataFrame(flat).to_csv(path / "summary.csv", index=False)
+    flat_summary(summary, mean_suffix="_mean").to_csv(path / "summary.csv", index=False)

@@ -152,9 +152,10 @@ def test_scalelab_report_of_two_run_folders_puts_them_side_by_side(tmp_path, cap
     b = run_experiment({**cfg, "seed": 4}, out=tmp_path, progress=False).path
     assert main(["report", str(a), str(b), "--out", str(tmp_path / "side")]) == 0
     html = (tmp_path / "side" / "comparison.html").read_text()
-    assert f"{a.name} / hslinucb" in html and f"{b.name} / static" in html and "seed: 3 -&gt; 4" in html
+    assert a.name in html and b.name in html and "A hslinucb" in html and "B static" in html
+    assert "seed: 3 -&gt; 4" in html
     comparison = pd.read_csv(tmp_path / "side" / "comparison.csv")
-    assert len(comparison) == 4 and set(comparison.folder) == {a.name, b.name}
+    assert len(comparison) == 4 and set(comparison.folder) == {a.name, b.name} and set(comparison.key) == {"A", "B"}
     md = (tmp_path / "side" / "twin.md").read_text()
     assert "| hslinucb |" in md and "| static |" in md and "DIFFER beyond the backend: seed: 3 -> 4" in md
     assert (tmp_path / "side" / "twin.png").stat().st_size > 10_000
