@@ -12,7 +12,7 @@ import pytest
 from injector.shape import shape_tick
 from injector.workloads import make_workload
 from tests.tools import requires
-from tests.waiting import wait_for
+from tests.waiting import tail
 
 # Locust is only ever imported in the injector's own process: its import patches the
 # interpreter with gevent.
@@ -38,7 +38,7 @@ def test_locust_shape_class_in_its_own_process():
 @pytest.mark.live
 @requires("locust", "prometheus", "haproxy")
 def test_master_obeys_orders_and_reports(tmp_path):
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
 
     from orchestrator.stack import LocalStack
 
@@ -49,12 +49,10 @@ def test_master_obeys_orders_and_reports(tmp_path):
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "injector ready"
-        stats = KafkaConsumer("locust", bootstrap_servers=addr, api_version=(2, 3), group_id="t",
-                              auto_offset_reset="latest", metadata_max_age_ms=5000)
+        # "injector ready" comes once its order consumer holds its partitions; ours reads the
+        # statistics topic from its end, without a consumer group (nothing to join)
+        stats = tail(addr, "locust")
         prod = KafkaProducer(bootstrap_servers=addr, api_version=(2, 3))
-        # "injector ready" comes once its order consumer holds its partitions; ours too
-        wait_for(lambda: stats.poll(timeout_ms=200) is not None and bool(stats.assignment()), 60,
-                 "the statistics consumer to hold its partitions")
         for msg in (b"{not json", json.dumps({"order": "set_user_level", "level": 4, "spawn_rate": 20}).encode()):
             prod.send("locust_order", msg)
         prod.flush()
