@@ -206,7 +206,7 @@ def plot_zoom(steps: pd.DataFrame, path: Path, styles: dict | None = None, run: 
     replicas, the oracle's level (grey), the load (right axis) and violations (red ticks)."""
     styles = styles or policy_styles(_policies(steps))
     at = steepest_rise(steps)
-    lo, hi = at - before_s, at + after_s
+    lo, hi = max(at - before_s, float(steps.t_s.min())), min(at + after_s, float(steps.t_s.max()) + 1.0)
     z = steps[(steps.run == run) & (steps.t_s >= lo) & (steps.t_s < hi)]
     pols = _policies(steps)
     umax = float(z.users.max()) if len(z) and z.users.max() > 0 else 1.0
@@ -339,7 +339,7 @@ def _maybe_log_x(ax, xs) -> None:
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     if not xs or min(xs) <= 0 or max(xs) / min(xs) <= 4:
-        ax.set_xlim(left=0)
+        ax.set_xlim(0, max(xs) * 1.12 if xs and max(xs) > 0 else None)
         return
     ax.set_xscale("log")
     ax.set_xlim(min(xs) / 1.3, max(xs) * 1.6)
