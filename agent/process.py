@@ -214,7 +214,8 @@ def run_agent(spec: AgentSpec, backend: Backend, folder: str | Path, clock: Cloc
     ``stop_load()`` gets it at the end."""
     store = AgentFolder(folder)
     policy = build_agent_policy(spec)
-    reward_fn = make_reward(spec.reward, **{"slo_ms": spec.slo_ms, **spec.reward_params})
+    reward_fn = make_reward(spec.reward, defaults={"max_replicas": spec.max_replicas},
+                            **{"slo_ms": spec.slo_ms, **spec.reward_params})
     settings = LoopSettings(step_seconds=spec.step_seconds, mode=spec.loop, slo_ms=spec.slo_ms,
                             warmup_load=spec.warmup_load, warmup_seconds=spec.warmup_seconds)
     saved = store.load_state()

@@ -4,10 +4,18 @@ A reward maps (context before, action's order, context after) to a number. ``slo
 the latency objective in ms.
 
 ``slo-binary-v1`` (the paper's)
-    1 if the p95 measured after the action is at most the SLO, else 0.
+    1 if the p95 measured after the action is at most the SLO, else 0. Meaningful only
+    inside HSLinUCB's rule (forced +1 above the SLO, the learner choosing between down
+    and stay): a learner free to scale up earns its maximum by scaling up and staying.
 ``slo-cost-v1``
-    the binary SLO reward minus ``cost`` times the replicas after the action over the
-    deployment maximum: meeting the SLO with fewer replicas pays more.
+    the binary SLO reward minus ``cost`` times the replicas after the action over
+    ``max_replicas`` (its own parameter, 10 unless given).
+``slo-cost-v2`` (the Gymnasium env's default)
+    ``slo_met − replica_cost · replicas / max_replicas − change_cost · |Δ replicas| /
+    max_replicas``, with ``max_replicas`` the cluster's (the runner and the env pass it):
+    meeting the SLO pays 1, holding the whole cluster costs ``replica_cost``, and every
+    replica added or removed costs ``change_cost / max_replicas``. :meth:`SloCostV2.terms`
+    gives each term.
 """
 
 from __future__ import annotations
@@ -44,7 +52,34 @@ class SloCostV1:
         return met - self.cost * after.replicas / self.max_replicas
 
 
-REWARDS = {"slo-binary-v1": SloBinaryV1, "slo-cost-v1": SloCostV1}
+@dataclass(frozen=True)
+class SloCostV2:
+    slo_ms: float = 600.0
+    max_replicas: int = 10
+    replica_cost: float = 0.5
+    change_cost: float = 0.0
+    name: str = "slo-cost-v2"
+
+    def __post_init__(self) -> None:
+        if self.replica_cost < 0 or self.change_cost < 0:
+            raise ValueError(f"reward: replica_cost and change_cost must be >= 0, got {self.replica_cost}, "
+                             f"{self.change_cost}")
+        if self.max_replicas < 1:
+            raise ValueError(f"reward: max_replicas must be >= 1, got {self.max_replicas}")
+
+    def terms(self, before: Context, action: int, after: Context) -> dict[str, float]:
+        """``slo_met`` (0 or 1), ``replica_cost`` and ``change_cost`` (both >= 0); the
+        reward is the first minus the other two."""
+        return {"slo_met": 1.0 if after.p95_ms <= self.slo_ms else 0.0,
+                "replica_cost": self.replica_cost * after.replicas / self.max_replicas,
+                "change_cost": self.change_cost * abs(after.replicas - before.replicas) / self.max_replicas}
+
+    def __call__(self, before: Context, action: int, after: Context) -> float:
+        t = self.terms(before, action, after)
+        return t["slo_met"] - t["replica_cost"] - t["change_cost"]
+
+
+REWARDS = {"slo-binary-v1": SloBinaryV1, "slo-cost-v1": SloCostV1, "slo-cost-v2": SloCostV2}
 
 
 def reward_names() -> list[str]:
@@ -52,9 +87,11 @@ def reward_names() -> list[str]:
     return sorted({*REWARDS, *plugins.entry_points("reward")})
 
 
-def make_reward(name: str, **params):
+def make_reward(name: str, *, defaults: dict | None = None, **params):
     """The reward ``name`` (shipped, ``package.module:Class`` or an installed entry
-    point) built with ``params``: a callable ``(before, action, after) -> float``."""
+    point) built with ``params``: a callable ``(before, action, after) -> float``.
+    ``defaults`` (``max_replicas``, what the runner knows) are passed when the reward
+    takes them and ``params`` does not set them."""
     if name in REWARDS:
         factory = REWARDS[name]
     elif plugins.is_import_path(name):
@@ -65,6 +102,15 @@ def make_reward(name: str, **params):
             close = difflib.get_close_matches(name, reward_names(), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {reward_names()}"
             raise ValueError(f"reward.name={name!r} is not a reward{hint} (or name your own as 'package.module:Class')")
+    import inspect
+
+    try:
+        accepted = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        accepted = {}
+    for key, value in (defaults or {}).items():
+        if key not in params and key in accepted:
+            params[key] = value
     try:
         reward = factory(**params)
     except TypeError as exc:

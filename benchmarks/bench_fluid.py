@@ -5,7 +5,7 @@
    through ``run_experiment`` (oracle, parquet, everything), median of ``--repeats``
    (target: <= 5 s with the fluid engine). The discrete-event engine runs the same work
    once (``--des-days`` days, scaled to 5 days if fewer).
-2. Gymnasium steps per second through ``gym.make("scalelab/SandboxScaling-v0")`` for a
+2. Gymnasium steps per second through ``gym.make("scalelab/SandboxScaling-v1")`` for a
    trivial policy (always "stay"), over whole 86,400-step episodes after a first one
    (target: >= 100,000 with the fluid engine), and the discrete-event engine's figure.
 
@@ -39,7 +39,7 @@ def run_seconds(cfg) -> tuple[float, int, int]:
 
 
 def env_rate(cfg, episodes: int) -> float:
-    env = gym.make("scalelab/SandboxScaling-v0", config=cfg)
+    env = gym.make("scalelab/SandboxScaling-v1", config=cfg, reward="config", oracle=False)
     rates = []
     for ep in range(episodes + 1):
         env.reset(seed=ep)

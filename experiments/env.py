@@ -1,23 +1,52 @@
-"""A Gymnasium environment over any scalelab backend: ``scalelab/SandboxScaling-v0``.
+"""Gymnasium environments over the scalelab simulator and replay backends.
 
-Observation: the paper's context, ``float64`` of shape ``(7,)`` (``orchestrator.context
-.FIELDS``). Action: an index into an action set (default: down one, stay, up one).
-Reward: the experiment's configured reward. An episode is the experiment's steps;
-``truncated`` at its end, never ``terminated``. ``reset(seed=...)`` seeds the workload's
-random streams and the backend exactly as the runner seeds run 0.
+Registered ids (``import experiments.env`` registers them; ``scalelab/...``):
 
-The env runs the one step loop (:class:`agent.loop.StepLoop`) with the agent's action
-as the decision: ``info["record"]`` is that step's :class:`~agent.loop.StepRecord`, and
-the other ``info`` keys are read from it. With ``loop: settle`` the observation returned
-is the next step's, and the reward is the settled outcome's.
+=============================  ===============================================================
+``PaperStaircase-v1``          the paper's staircase (``paper-sim-v1``, 5..50 users) on the
+                               ``paper`` profile, SLO 600 ms, 1..10 replicas
+``PaperRealWeek-v1``           the paper's real-week pattern (``paper-real-week`` config)
+``EvaluationWeek-v1``          a simulated evaluation-week day (the ``compare`` config)
+``SandboxScaling-v1``          any config: ``gym.make(id, config="my.yaml")``
+``SandboxScaling-v0``          as v1, with the config's own reward and raw observations (the
+                               behaviour before v1, kept for old scripts)
+=============================  ===============================================================
 
-    import gymnasium as gym
-    import experiments.env  # registers the id
-    env = gym.make("scalelab/SandboxScaling-v0", config="experiments/configs/step-demo.yaml")
+Every id is a complete experiment; ``max_episode_steps`` is its length in steps.
+Keywords of ``gym.make`` (all ids):
+
+- ``engine``: ``des`` or ``fluid`` (overrides the config's);
+- ``reward``: the reward's name (default ``slo-cost-v2``: SLO met, minus a replica cost
+  normalised by the cluster's ``max_replicas``, minus ``change_cost`` per replica
+  changed; each term in ``info["reward_terms"]``), ``"config"`` for the config's own,
+  and ``reward_params`` for its parameters. ``slo-binary-v1`` (the paper's) is meaningful
+  only inside HSLinUCB's rule: a free learner earns its maximum by scaling up and staying;
+- ``observation``: ``raw`` (the paper's 7 features in their units, clipped to
+  :attr:`SandboxScalingEnv.RAW_HIGH`) or ``normalized`` (every feature in [0, 1]:
+  replicas / max_replicas, p95 / (10 · SLO), RPS / (2 · capacity at max_replicas), usage
+  ratios / 2; values beyond are clipped, so observations never leave the box);
+- ``actions``: ``incremental`` (``steps``, default ``(-1, 0, 1)``: index 0 removes a
+  replica, 1 stays, 2 adds one) or ``fixed`` (index ``i`` orders ``min_replicas + i``);
+- ``render_mode``: ``"ansi"`` (one text line per step).
+
+``info`` has ``step``, ``users``, ``ready_replicas``, ``desired_replicas``,
+``requested_replicas``, ``target_replicas`` (after the clamp), ``clamped``, ``violation``,
+``reward_terms`` (when the reward gives them), ``oracle_replicas`` and ``regret`` (ready −
+oracle) on backends with an oracle, and ``record`` (the step's :class:`agent.loop.StepRecord`).
+:meth:`SandboxScalingEnv.action_masks` gives the actions that the clamp would not cancel
+(what ``sb3_contrib``'s MaskablePPO reads).
+
+Seeds: the config's ``seed`` is the first episode's; ``reset(seed=s)`` runs exactly the
+runner's run 0 of the same config with ``seed: s`` (think times, demands, arrivals);
+later ``reset()`` without a seed draw new episodes from the last seed. The episode is
+``truncated`` at its end; stepping after that raises ``ResetNeeded``, as Gymnasium's
+order-enforcing wrapper does. ``backend: live`` is refused (a live run's clock is the
+wall's: use ``scalelab live run``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,13 +57,14 @@ from agent.actions import ActionSet
 from agent.base import Decision
 from agent.loop import StepLoop
 from agent.rewards import make_reward
-from experiments.config import ExperimentConfig, load_config
+from experiments.config import ConfigError, ExperimentConfig, config_path, load_config
 from experiments.episode import make_backend, resolve
-from experiments.runner import episode_seeds
+from experiments.runner import episode_seeds, oracle_levels
 from orchestrator.backend import Observation, VirtualClock
 from orchestrator.context import FIELDS, Context
 
 ENV_ID = "scalelab/SandboxScaling-v0"
+GENERIC_ID = "scalelab/SandboxScaling-v1"
 
 DEFAULT_CONFIG = {
     "name": "gym",
@@ -43,40 +73,91 @@ DEFAULT_CONFIG = {
     "policies": [{"name": "static"}],
 }
 
+#: the scenarios: id -> a complete config (a shipped config's name, or a mapping)
+SCENARIOS: dict[str, str | dict] = {
+    "scalelab/PaperStaircase-v1": {
+        "name": "paper-staircase", "backend": "sim", "seed": 1, "slo_ms": 600, "step_seconds": 5,
+        "workload": {"kind": "paper-sim-v1"}, "app": {"profile": "paper"},
+        "cluster": {"min_replicas": 1, "max_replicas": 10, "initial_replicas": 1},
+        "policies": [{"name": "static"}],
+    },
+    "scalelab/PaperRealWeek-v1": "paper-real-week",
+    "scalelab/EvaluationWeek-v1": "compare",
+}  # fmt: skip
+
 
 class SandboxScalingEnv(gym.Env):
     """Scale the sandbox deployment one step (``step_seconds``) at a time."""
 
-    metadata: ClassVar[dict] = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": ["ansi"], "render_fps": 1}
+    #: bounds of the raw features: replicas, p95 ms, req/s, four usage ratios
+    RAW_HIGH = (None, 1e7, 1e7, 1e3, 1e3, 1e3, 1e3)
 
     def __init__(self, config: ExperimentConfig | dict | str | Path | None = None,
-                 steps: list[int] | tuple[int, ...] = (-1, 0, 1)) -> None:
-        self.cfg = config if isinstance(config, ExperimentConfig) else load_config(config or DEFAULT_CONFIG)
-        self.resolved = resolve(self.cfg)
-        self.actions = ActionSet.incremental(*steps)
-        self.loads = self.resolved.workload.series(self.cfg.step_seconds, self.resolved.steps)
-        self.reward_fn = make_reward(self.cfg.reward.name, **{"slo_ms": self.cfg.slo_ms, **self.cfg.reward.params})
-        # replicas, p95 ms, req/s, four usage ratios; values beyond are clipped
-        self._high = np.array([self.cfg.cluster.max_replicas, 1e7, 1e7, 1e3, 1e3, 1e3, 1e3], dtype=np.float64)
-        self.observation_space = gym.spaces.Box(np.zeros(len(FIELDS)), self._high, dtype=np.float64)
+                 steps: list[int] | tuple[int, ...] = (-1, 0, 1), *, engine: str | None = None,
+                 reward: str = "slo-cost-v2", reward_params: dict | None = None, observation: str = "raw",
+                 actions: str = "incremental", render_mode: str | None = None, oracle: bool = True) -> None:
+        cfg = config if isinstance(config, ExperimentConfig) else load_config(config or DEFAULT_CONFIG)
+        if cfg.backend == "live":
+            raise ConfigError("env: backend 'live' is not supported: a live stack runs on the wall clock, one "
+                              "episode at a time; use `scalelab live run CONFIG`, or set backend: sim or replay")
+        if engine is not None:
+            cfg = replace(cfg, engine=engine)
+        if observation not in ("raw", "normalized"):
+            raise ValueError(f"env: observation={observation!r} is not 'raw' or 'normalized'")
+        if actions not in ("incremental", "fixed"):
+            raise ValueError(f"env: actions={actions!r} is not 'incremental' or 'fixed'")
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"env: render_mode={render_mode!r} is not None or 'ansi'")
+        self.cfg, self.render_mode, self.observation = cfg, render_mode, observation
+        self.resolved = resolve(cfg)
+        c = cfg.cluster
+        self.actions = (ActionSet.incremental(*steps) if actions == "incremental"
+                        else ActionSet.fixed(c.min_replicas, c.max_replicas))
+        self.loads = self.resolved.workload.series(cfg.step_seconds, self.resolved.steps)
+        name, params = (cfg.reward.name, cfg.reward.params) if reward == "config" else (reward, reward_params or {})
+        self.reward_fn = make_reward(name, defaults={"max_replicas": c.max_replicas},
+                                     **{"slo_ms": cfg.slo_ms, **params})
+        self._raw_high = np.array([c.max_replicas, *self.RAW_HIGH[1:]], dtype=np.float64)
+        self._scale = self._normalisation()
+        n = len(FIELDS)
+        self.observation_space = (gym.spaces.Box(np.zeros(n), self._raw_high, dtype=np.float64) if observation == "raw"
+                                  else gym.spaces.Box(np.zeros(n), np.ones(n), dtype=np.float64))
         self.action_space = gym.spaces.Discrete(len(self.actions))
+        self._want_oracle = oracle
+        self._oracle: np.ndarray | None = None
         self._loop: StepLoop | None = None
         self._k = 0
         self._before: Observation | None = None
+        self._done = False
+        self._last_line = ""
         self._decisions = [Decision(action=a) for a in range(len(self.actions))]
+        self._seeded_once = False
         # the fluid engine hands out the same Context object for the same state, so its
         # observations are worth caching; other backends make a new one every step
-        fluid = self.cfg.backend == "sim" and self.cfg.engine == "fluid"
+        fluid = cfg.backend == "sim" and cfg.engine == "fluid"
         self._obs_cache: dict[int, tuple[Context, np.ndarray]] | None = {} if fluid else None
 
+    def _normalisation(self) -> np.ndarray:
+        """Divisors that bring each raw feature into [0, 1] (see the module docstring)."""
+        c, app = self.cfg.cluster, self.resolved.app
+        demand_s = max(float(app.demand.mean_s), 1e-6)
+        per_replica = app.cpu_limit / demand_s  # req/s one replica serves at its CPU limit
+        return np.array([c.max_replicas, 10.0 * self.cfg.slo_ms, 2.0 * per_replica * c.max_replicas, 2.0, 2.0, 2.0,
+                         2.0])
+
+    def _vector(self, c: Context) -> np.ndarray:
+        v = np.clip(c.vector(), 0.0, self._raw_high)
+        return v if self.observation == "raw" else np.clip(v / self._scale, 0.0, 1.0)
+
     def _obs(self, c: Context) -> np.ndarray:
-        """The clipped feature vector (a fresh array)."""
+        """The clipped (and, normalised, scaled) feature vector (a fresh array)."""
         if self._obs_cache is None:
-            return np.clip(c.vector(), 0.0, self._high)
+            return self._vector(c)
         hit = self._obs_cache.get(id(c))
         if hit is not None and hit[0] is c:
             return hit[1].copy()
-        obs = np.clip(c.vector(), 0.0, self._high)
+        obs = self._vector(c)
         if len(self._obs_cache) > 100_000:
             self._obs_cache.clear()
         self._obs_cache[id(c)] = (c, obs)
@@ -85,37 +166,104 @@ class SandboxScalingEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start an episode. ``options={"episode_seeds": {...}}`` runs the backend on a
         runner episode's seeds (``think``, ``demand``, ``arrivals``), to replay it."""
+        if seed is None and not self._seeded_once:
+            seed = int(self.cfg.seed)  # the config's seed starts the first episode
         super().reset(seed=seed)
-        root = int(self.np_random.integers(0, 2**63 - 1))
-        seeds = episode_seeds(root, 1, 1)[0]
+        self._seeded_once = True
+        root = int(seed) if seed is not None else int(self.np_random.integers(0, 2**63 - 1))
+        seeds = episode_seeds(root, 1, 1)[0]  # the runner's run 0 of a config with seed: root
         seeds["policy"] = seeds["policy"][0]
         if options and "episode_seeds" in options:
             seeds = dict(options["episode_seeds"])
+        if self._want_oracle and self._oracle is None and self.cfg.backend in ("sim", "replay"):
+            self._oracle = oracle_levels(self.cfg, self.resolved, None)[1]
         clock = VirtualClock()
         backend = make_backend(self.cfg, self.resolved, seeds, self.loads, clock)
         self._loop = StepLoop(backend, clock, self.loads, self.resolved.loop, self.reward_fn)
         self._k = 0
+        self._done = False
         self._before = self._loop.start(0)
-        return self._obs(self._before.context), {"step": 0, "users": float(self.loads[0])}
+        return self._obs(self._before.context), {"step": 0, "users": float(self.loads[0]),
+                                                  "ready_replicas": self._before.context.replicas}
+
+    def action_masks(self) -> np.ndarray:
+        """Which actions the clamp would leave effective, shape ``(n_actions,)``, bool:
+        at the minimum "down" is masked, at the maximum "up" (stay is always allowed)."""
+        if self._loop is None:
+            return np.ones(len(self.actions), dtype=bool)
+        current = int(self._loop.backend.desired_replicas)
+        c = self.cfg.cluster
+        out = np.zeros(len(self.actions), dtype=bool)
+        for a in range(len(self.actions)):
+            wanted = self._loop.requested(self._decisions[a], self.actions)
+            out[a] = wanted == current or c.min_replicas <= wanted <= c.max_replicas
+        return out
 
     def step(self, action):
-        if self._loop is None or self._before is None:
-            raise gym.error.ResetNeeded("call reset() before step()")
+        if self._loop is None or self._before is None or self._done:
+            raise gym.error.ResetNeeded("the episode is over (or never started): call reset() before step()")
         try:
             a = int(action)
         except (TypeError, ValueError):
             a = -1
         if a != action or not 0 <= a < len(self._decisions):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
-        record, following = self._loop.act(self._k, self._before, self._decisions[a], self.actions)
+        k = self._k
+        record, following = self._loop.act(k, self._before, self._decisions[a], self.actions)
         self._k += 1
         nxt = following if following is not None else record.after
         self._before = following
         truncated = following is None
-        info = {"step": self._k, "users": record.load, "target_replicas": record.order.applied,
+        self._done = truncated
+        after = record.after
+        info = {"step": self._k, "users": record.load, "ready_replicas": after.context.replicas,
+                "desired_replicas": after.desired_replicas, "requested_replicas": record.order.requested,
+                "target_replicas": record.order.applied, "clamped": record.order.requested != record.order.applied,
                 "violation": record.violation, "record": record}
+        terms = getattr(self.reward_fn, "terms", None)
+        if terms is not None:
+            info["reward_terms"] = terms(record.before.context, a, after.context)
+        if self._oracle is not None:
+            info["oracle_replicas"] = int(self._oracle[k])
+            info["regret"] = float(after.context.replicas - self._oracle[k])
+        self._last_line = (f"step {k:5d}  users {record.load:6.1f}  replicas {after.context.replicas:2d} "
+                           f"(ordered {record.order.applied:2d})  p95 {after.context.p95_ms:8.1f} ms  "
+                           f"reward {record.reward:+.3f}{'  VIOLATION' if record.violation else ''}")
         return self._obs(nxt.context), record.reward, False, truncated, info
 
+    def render(self) -> str | None:
+        """``ansi``: the last step as one line of text."""
+        if self.render_mode == "ansi":
+            return self._last_line or "(no step yet)"
+        return None
 
-if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="experiments.env:SandboxScalingEnv")
+
+def scenario_config(env_id: str) -> ExperimentConfig:
+    """The complete config of a registered scenario id, on the simulator."""
+    spec = SCENARIOS[env_id]
+    cfg = load_config(config_path(spec)) if isinstance(spec, str) else load_config(spec)
+    return replace(cfg, backend="sim") if cfg.backend == "live" else cfg
+
+
+def _make_scenario(env_id: str, **kwargs) -> SandboxScalingEnv:
+    return SandboxScalingEnv(scenario_config(env_id), **kwargs)
+
+
+def _make_v0(config=None, steps=(-1, 0, 1), **kwargs) -> SandboxScalingEnv:
+    return SandboxScalingEnv(config, steps, **{"reward": "config", "oracle": False, **kwargs})
+
+
+def _register() -> None:
+    from functools import partial
+
+    if ENV_ID not in gym.registry:
+        gym.register(id=ENV_ID, entry_point=_make_v0)
+    if GENERIC_ID not in gym.registry:
+        gym.register(id=GENERIC_ID, entry_point="experiments.env:SandboxScalingEnv")
+    for env_id in SCENARIOS:
+        if env_id not in gym.registry:
+            steps = resolve(scenario_config(env_id)).steps
+            gym.register(id=env_id, entry_point=partial(_make_scenario, env_id), max_episode_steps=steps)
+
+
+_register()

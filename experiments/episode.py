@@ -192,7 +192,8 @@ def episode_records(cfg: ExperimentConfig, resolved: Resolved, policy_index: int
     clock = VirtualClock()
     backend = make_backend(cfg, resolved, seeds, loads, clock, replay)
     policy = build_policy(spec, cfg, seeds["policy"], run)
-    reward_fn = make_reward(cfg.reward.name, **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
+    reward_fn = make_reward(cfg.reward.name, defaults={"max_replicas": cfg.cluster.max_replicas},
+                            **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
     loop = StepLoop(backend, clock, loads[: resolved.steps], resolved.loop, reward_fn, oracle)
     for record, _ in loop.run(policy):
         yield record

@@ -280,7 +280,8 @@ def check_reward(cfg: ExperimentConfig) -> None:
     from agent.rewards import make_reward
 
     try:
-        make_reward(cfg.reward.name, **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
+        make_reward(cfg.reward.name, defaults={"max_replicas": cfg.cluster.max_replicas},
+                    **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
     except ValueError as exc:
         raise ConfigError(f"config: reward: {exc}") from None
 

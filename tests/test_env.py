@@ -1,19 +1,44 @@
-"""The Gymnasium environment passes Gymnasium's checker and is deterministic."""
+"""The Gymnasium environments: every registered id passes Gymnasium's checker; seeds
+reproduce the runner's run 0; the default reward prices replicas by the cluster's own
+maximum; observations stay in their box; masks, fixed actions, the end of an episode."""
+
+import importlib.util
 
 import gymnasium as gym
 import numpy as np
+import pytest
 from gymnasium.utils.env_checker import check_env
 
-import experiments.env  # noqa: F401  (registers the id)
-from experiments.env import ENV_ID, SandboxScalingEnv
+import experiments.env  # noqa: F401  (registers the ids)
+from experiments.config import ConfigError, load_config
+from experiments.env import GENERIC_ID, SCENARIOS, SandboxScalingEnv
+from experiments.runner import run_experiment
+
+SMALL = {"name": "e", "seed": 5, "steps": 40, "slo_ms": 600,
+         "workload": {"kind": "step", "before": 5, "after": 30, "at_s": 60, "duration_s": 200},
+         "cluster": {"min_replicas": 1, "max_replicas": 20, "initial_replicas": 1},
+         "policies": [{"name": "static", "replicas": 1}]}  # fmt: skip
 
 
-def test_passes_the_gymnasium_checker():
-    check_env(SandboxScalingEnv(), skip_render_check=True)
+@pytest.mark.parametrize("env_id", [*SCENARIOS, GENERIC_ID])
+def test_every_registered_id_passes_the_gymnasium_checker(env_id):
+    env = gym.make(env_id, render_mode="ansi")
+    if env_id in SCENARIOS:
+        assert env.spec.max_episode_steps > 100
+    check_env(env.unwrapped)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("stable_baselines3") is None,
+                    reason="needs stable-baselines3: pip install -e '.[rl]'")
+@pytest.mark.parametrize("env_id", [*SCENARIOS, GENERIC_ID])
+def test_every_registered_id_passes_sb3s_checker(env_id):
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+
+    sb3_check(gym.make(env_id, observation="normalized").unwrapped)
 
 
 def rollout(seed, n=60):
-    env = gym.make(ENV_ID)
+    env = gym.make(GENERIC_ID)
     obs, _ = env.reset(seed=seed)
     out = [obs]
     for k in range(n):
@@ -27,6 +52,72 @@ def test_same_seed_same_trajectory_other_seed_different():
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert any(not np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_reset_with_a_seed_is_the_runners_run_0_and_the_configs_seed_comes_first(tmp_path):
+    runner = run_experiment(load_config(SMALL), out=tmp_path, progress=False, workers=1, report=False).steps
+    env = SandboxScalingEnv(SMALL, reward="config")
+    for seed_arg in (None, 5):  # the config's seed (5) first, then reset(seed=5) explicitly
+        env.reset(seed=seed_arg)
+        p95 = [env.step(1)[4]["record"].after.context.p95_ms for _ in range(40)]  # stay: static at 1 replica
+        np.testing.assert_array_equal(p95, runner[runner.run == 0].p95_ms.to_numpy())
+    env.reset(seed=6)
+    other = [env.step(1)[4]["record"].after.context.p95_ms for _ in range(40)]
+    assert other != p95
+
+
+def test_stepping_after_the_end_is_refused():
+    env = SandboxScalingEnv({**SMALL, "steps": 3})
+    env.reset(seed=0)
+    assert [env.step(1)[3] for _ in range(3)] == [False, False, True]
+    with pytest.raises(gym.error.ResetNeeded, match="call reset"):
+        env.step(1)
+    env.reset()
+    env.step(1)  # a new episode goes on
+
+
+def test_the_default_reward_prices_replicas_by_the_clusters_maximum_and_reports_its_terms():
+    env = SandboxScalingEnv({**SMALL, "cluster": {"min_replicas": 1, "max_replicas": 20, "initial_replicas": 20}},
+                            reward_params={"change_cost": 0.2})
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(1)  # stay at 20 of 20
+    t = info["reward_terms"]
+    assert t["replica_cost"] == pytest.approx(0.5 * 20 / 20) and t["change_cost"] == 0.0
+    assert r == pytest.approx(t["slo_met"] - t["replica_cost"] - t["change_cost"]) and t["slo_met"] == 1.0
+    _, r, _, _, info = env.step(0)  # one down: 19 ready after the drain
+    t = info["reward_terms"]
+    assert t["change_cost"] == pytest.approx(0.2 * 1 / 20) and t["replica_cost"] == pytest.approx(0.5 * 19 / 20)
+    assert info["oracle_replicas"] >= 1 and info["regret"] == 19 - info["oracle_replicas"]
+    assert info["ready_replicas"] == 19 and info["target_replicas"] == 19 and not info["clamped"]
+
+
+def test_normalized_observations_never_leave_their_box():
+    env = SandboxScalingEnv({**SMALL, "steps": 40, "workload": {"kind": "constant", "users": 400,
+                                                                "duration_s": 200}}, observation="normalized")
+    obs, _ = env.reset(seed=0)
+    seen = [obs]
+    for k in range(40):
+        seen.append(env.step(2 if k < 3 else 1)[0])
+    seen = np.array(seen)
+    assert env.observation_space.contains(seen[-1].astype(np.float64))
+    assert seen.min() >= 0.0 and seen.max() <= 1.0 and seen[:, 1].max() > 0.1  # overloaded: the p95 feature moves
+
+
+def test_masks_fixed_actions_render_and_a_live_backend_refused():
+    env = SandboxScalingEnv(SMALL, render_mode="ansi")
+    env.reset(seed=0)
+    assert env.action_masks().tolist() == [False, True, True]  # at the minimum, "down" would do nothing
+    assert env.render() == "(no step yet)"
+    env.step(2)
+    assert "replicas  2" in env.render() and "users" in env.render()
+    fixed = SandboxScalingEnv(SMALL, actions="fixed")
+    assert fixed.action_space.n == 20
+    fixed.reset(seed=0)
+    assert fixed.step(6)[4]["target_replicas"] == 7  # index i orders min_replicas + i
+    with pytest.raises(ConfigError, match=r"backend 'live' is not supported.*scalelab live run"):
+        SandboxScalingEnv({**SMALL, "backend": "live"})
+    with pytest.raises(ValueError, match="observation='scaled' is not"):
+        SandboxScalingEnv(SMALL, observation="scaled")
 
 
 def test_episode_truncates_at_the_experiments_length():

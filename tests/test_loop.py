@@ -47,7 +47,7 @@ def test_runner_env_and_agent_process_give_identical_records(tmp_path, loop):
     assert len(runner) == 40 and len({rec.order.applied for rec in runner}) > 1  # it scaled
 
     # the Gymnasium env, replaying the runner's actions on the same backend seeds
-    env = SandboxScalingEnv(cfg)
+    env = SandboxScalingEnv(cfg, reward="config")
     env.reset(seed=0, options={"episode_seeds": seeds})
     via_env = [env.step(rec.decision.action)[4]["record"] for rec in runner]
     assert [without_propensity(x) for x in via_env] == [without_propensity(x) for x in runner]
