@@ -24,6 +24,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from agent.base import Decision, Policy, PolicyError
@@ -38,8 +39,10 @@ DEFAULTS = {"seed": 0, "max_replicas": 10, "min_replicas": 1, "slo_ms": 600.0, "
 
 #: Parameters the registry-wide check uses, so that a learner's decisions come from its
 #: learned state within the check's few steps (greedy from the start).
+#: the tiny trained agent shipped for the onnx policy (scripts/make_onnx_fixture.py)
+EXAMPLE_ONNX = str(Path(__file__).resolve().parent / "policies" / "data" / "p95-rule.onnx")
 CHECK_PARAMS: dict[str, dict[str, Any]] = {"dqn": {"greedy_start": 1.0}, "q-learning": {"greedy_start": 1.0},
-                                           "epsilon-greedy": {}}
+                                           "epsilon-greedy": {}, "onnx": {"model": EXAMPLE_ONNX}}
 
 
 class PolicyCheckError(AssertionError):

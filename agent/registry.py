@@ -126,6 +126,14 @@ def _register_builtins() -> None:
     register("invok", Invok)
     register("threshold-cpu", ThresholdCPU)
     register("hpa", HPA)
+    register("onnx", _onnx_policy)
+
+
+def _onnx_policy(model: str = "", pipeline: str | None = None, seed=None):
+    """A trained agent exported to ONNX, with the observation pipeline it was trained on."""
+    from agent.policies.onnx_policy import OnnxPolicy  # onnxruntime only when used
+
+    return OnnxPolicy(model=model, pipeline=pipeline, seed=seed)
 
 
 _register_builtins()

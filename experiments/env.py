@@ -231,6 +231,26 @@ class SandboxScalingEnv(gym.Env):
                            f"reward {record.reward:+.3f}{'  VIOLATION' if record.violation else ''}")
         return self._obs(nxt.context), record.reward, False, truncated, info
 
+    def observation_pipeline(self, vecnormalize=None) -> dict:
+        """How this env's observations are made, for the ``onnx`` policy to make them the
+        same way from a run's contexts: the observation kind, raw clip bounds, the
+        normalised features' divisors, the action set, and (``vecnormalize``: an SB3
+        ``VecNormalize`` or anything with ``obs_rms.mean``, ``obs_rms.var``, ``clip_obs``,
+        ``epsilon``) its running statistics. Save it as JSON beside the exported model."""
+        acts = self.actions.orders
+        if all(o.mode == "incremental" for o in acts):
+            actions = {"kind": "incremental", "steps": [int(o.level) for o in acts]}
+        else:
+            actions = {"kind": "fixed", "low": int(acts[0].level), "high": int(acts[-1].level)}
+        out = {"observation": self.observation, "slo_ms": self.cfg.slo_ms, "max_replicas": self.cfg.cluster.max_replicas,
+               "clip_high": self._raw_high.tolist(), "scale": self._scale.tolist(), "actions": actions,
+               "output": "logits", "env": self.spec.id if self.spec is not None else None}
+        if vecnormalize is not None:
+            out.update(obs_mean=np.asarray(vecnormalize.obs_rms.mean, float).tolist(),
+                       obs_var=np.asarray(vecnormalize.obs_rms.var, float).tolist(),
+                       clip_obs=float(vecnormalize.clip_obs), epsilon=float(vecnormalize.epsilon))
+        return out
+
     def render(self) -> str | None:
         """``ansi``: the last step as one line of text."""
         if self.render_mode == "ansi":

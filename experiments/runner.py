@@ -296,7 +296,7 @@ def record_plugins(path: Path, cfg: ExperimentConfig) -> None:
     """``plugins.json``: the policies, reward and workload this run imported from outside
     scalelab (name -> module, file, folder, entry point), so that resume finds them."""
     used = {*(spec.name for spec in cfg.policies), cfg.reward.name, str(cfg.workload.get("kind"))}
-    record = {k: v for k, v in plugins.imported().items() if k in used}
+    record = {k: v for k, v in plugins.imported().items() if k in used or v.get("source") == "file"}
     if record:
         (path / "plugins.json").write_text(json.dumps(record, indent=1))
 

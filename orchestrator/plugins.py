@@ -122,6 +122,21 @@ def load_entry_point(name: str, what: str) -> object | None:
     return obj
 
 
+def find_file(name: str | Path, what: str) -> Path:
+    """A data file a config names (a trained model): as given, else in the config's
+    folder or a restored run's (:func:`restore`). Recorded in :func:`imported`."""
+    p = Path(name)
+    candidates = [p] if p.is_absolute() else [p, *(Path(d) / p for d in _search)]
+    for c in candidates:
+        if c.is_file():
+            found = c.resolve()
+            _loaded[str(name)] = {"kind": what, "module": None, "file": str(found), "dir": str(found.parent),
+                                  "source": "file"}
+            return found
+    where = ", ".join(str(c) for c in candidates)
+    raise PluginError(f"{what} {str(name)!r}: no such file (looked at {where})")
+
+
 def imported() -> dict[str, dict]:
     """What was loaded from outside scalelab, by the name the config used."""
     return {k: dict(v) for k, v in _loaded.items()}
