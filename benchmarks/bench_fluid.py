@@ -7,7 +7,8 @@
    once (``--des-days`` days, scaled to 5 days if fewer).
 2. Gymnasium steps per second through ``gym.make("scalelab/SandboxScaling-v1")`` for a
    trivial policy (always "stay"), over whole 86,400-step episodes after a first one
-   (target: >= 100,000 with the fluid engine), and the discrete-event engine's figure.
+   (targets: >= 100,000 with the fluid engine, >= 50,000 with ``fluid-stochastic``), and
+   the discrete-event engine's figure.
 
     python benchmarks/bench_fluid.py [--repeats 3] [--des-days 5]
 """
@@ -69,6 +70,8 @@ def main() -> None:
     rate = env_rate(week("fluid"), args.repeats)
     print(f"Gymnasium env, trivial policy: fluid {rate:,.0f} steps/s (median of {args.repeats} episodes; "
           f"target >= 100,000)")
+    noisy = env_rate(week("fluid-stochastic"), args.repeats)
+    print(f"  fluid-stochastic {noisy:,.0f} steps/s (target >= 50,000)")
     des_rate = env_rate(week("des", 0.25), 1)
     print(f"  discrete-event: {des_rate:,.0f} steps/s; fluid is {rate / des_rate:.0f}x faster")
 

@@ -166,6 +166,12 @@ class RewardConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+#: des: every request; fluid: a queueing model per step (deterministic); fluid-stochastic:
+#: the same model, each step's p95, request rate and usage drawn as a window of that many
+#: spans would give them (seeded by the run's demand stream)
+ENGINES = ("des", "fluid", "fluid-stochastic")
+
+
 @dataclass
 class ExperimentConfig:
     """A whole experiment.
@@ -313,7 +319,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"config: {key}={short(value)} {rule}")
 
     need(cfg.backend in BACKENDS, "backend", cfg.backend, f"must be one of {list(BACKENDS)}")
-    need(cfg.engine in ("des", "fluid"), "engine", cfg.engine, "must be one of ['des', 'fluid']")
+    need(cfg.engine in ENGINES, "engine", cfg.engine, f"must be one of {list(ENGINES)}")
     need(cfg.loop in ("period", "settle"), "loop", cfg.loop, "must be one of ['period', 'settle']")
     need(1 <= cfg.runs <= MAX_RUNS, "runs", cfg.runs, f"must be within [1, {MAX_RUNS}]")
     need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")

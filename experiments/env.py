@@ -15,7 +15,8 @@ Registered ids (``import experiments.env`` registers them; ``scalelab/...``):
 Every id is a complete experiment; ``max_episode_steps`` is its length in steps.
 Keywords of ``gym.make`` (all ids):
 
-- ``engine``: ``des`` or ``fluid`` (overrides the config's);
+- ``engine``: ``des``, ``fluid`` or ``fluid-stochastic`` (overrides the config's; the last
+  draws each step's p95, rate and usage as a window of spans would, from the episode's seed);
 - ``reward``: the reward's name (default ``slo-cost-v2``: SLO met, minus a replica cost
   normalised by the cluster's ``max_replicas``, minus ``change_cost`` per replica
   changed; each term in ``info["reward_terms"]``), ``"config"`` for the config's own,
@@ -135,7 +136,7 @@ class SandboxScalingEnv(gym.Env):
         self._seeded_once = False
         # the fluid engine hands out the same Context object for the same state, so its
         # observations are worth caching; other backends make a new one every step
-        fluid = cfg.backend == "sim" and cfg.engine == "fluid"
+        fluid = cfg.backend == "sim" and cfg.engine == "fluid"  # fluid-stochastic: a new Context each step
         self._obs_cache: dict[int, tuple[Context, np.ndarray]] | None = {} if fluid else None
 
     def _normalisation(self) -> np.ndarray:

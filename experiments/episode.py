@@ -164,8 +164,9 @@ def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndar
             replay.restart(keep_index=cfg.replay.index == "experiment")
         return ReplayBackend(replay, clock, first_draws=cfg.replay.first_draws)
     closed = r.workload.loop == "closed"
-    if cfg.engine == "fluid":
-        return FluidBackend(r.app, r.cluster, r.context, clock, closed=closed)
+    if cfg.engine.startswith("fluid"):
+        noise = np.random.default_rng(seeds["demand"]) if cfg.engine == "fluid-stochastic" else None
+        return FluidBackend(r.app, r.cluster, r.context, clock, closed=closed, rng=noise)
     return SimBackend(r.app, r.cluster, r.context, clock, seeds, closed=closed,
                       max_users=int(max(np.max(loads), 1)) if closed else 64)
 

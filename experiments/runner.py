@@ -115,11 +115,12 @@ def oracle_levels(cfg: ExperimentConfig, resolved: Resolved, path: Path | None, 
         return loads, np.array([levels[u] for u in loads])
     if cfg.backend != "sim":
         return loads, None
-    cache_file = path / f"oracle{'-fluid' if cfg.engine == 'fluid' else ''}.json" if path is not None else None
+    engine = "fluid" if cfg.engine.startswith("fluid") else cfg.engine  # the oracle reads the expected p95
+    cache_file = path / f"oracle{'-fluid' if engine == 'fluid' else ''}.json" if path is not None else None
     table = OracleTable(
         app=resolved.app, settings=resolved.cluster, context=resolved.context,
         slo_ms=cfg.slo_ms, open_loop=wl.loop == "open", step_s=cfg.step_seconds,
-        seed=int(np.random.SeedSequence([cfg.seed, 7]).generate_state(1)[0]), engine=cfg.engine,
+        seed=int(np.random.SeedSequence([cfg.seed, 7]).generate_state(1)[0]), engine=engine,
     )  # fmt: skip
     if cache_file is not None and cache_file.exists():
         table.cache = {float(k): int(v) for k, v in json.loads(cache_file.read_text()).items()}

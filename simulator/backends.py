@@ -123,10 +123,11 @@ class FluidBackend(_Deployment):
     requests, no per-pod view)."""
 
     def __init__(self, app: AppProfile, cluster: ClusterSettings, context: ContextSettings, clock: Clock,
-                 closed: bool = True, scrape_seconds: float = SCRAPE_SECONDS) -> None:
+                 closed: bool = True, scrape_seconds: float = SCRAPE_SECONDS,
+                 rng: np.random.Generator | None = None) -> None:
         self.clock, self.scrape_s = clock, scrape_seconds
         self.min_replicas, self.max_replicas = cluster.min_replicas, cluster.max_replicas
-        self.deployment = FluidCluster(app, cluster, context, closed=closed)
+        self.deployment = FluidCluster(app, cluster, context, closed=closed, rng=rng)
         self.load = 0.0
 
     def set_load(self, level: float) -> None:

@@ -26,7 +26,13 @@ the discrete-event engine (:mod:`simulator.engine`), in steady state per step:
   scale-down.
 
 Deterministic: the same config gives the same numbers (the demand quantiles come from a
-fixed seed). Accuracy against the discrete-event engine is measured by
+fixed seed). **Stochastic** (``engine: fluid-stochastic``, a ``rng`` given): each step
+draws what a window of spans would show around that steady state: the span count
+``N`` (open arrivals: ``Poisson(rps · window)``; closed users: a renewal count, normal with
+variance ``E[N] · cv²``, ``cv`` the users' cycle's coefficient of variation), the p95 as the ``ceil(0.95 N)``-th order statistic of ``N``
+draws of the latency distribution (``F⁻¹(U)``, ``U ~ Beta(k, N + 1 − k)``), the request
+rate ``N / window`` and the CPU usage scaled by ``N / E[N]``; so that a policy trained on it
+meets the noise of the discrete-event engine. Accuracy against the discrete-event engine is measured by
 :func:`validate` (``scalelab calibrate --engine fluid``).
 """
 
@@ -250,8 +256,9 @@ class FluidCluster:
     """The fluid twin of :class:`simulator.cluster.SimCluster`, one step at a time."""
 
     def __init__(self, app: AppProfile, settings: ClusterSettings, context: ContextSettings,
-                 closed: bool = True, model: FluidModel | None = None) -> None:
+                 closed: bool = True, model: FluidModel | None = None, rng: np.random.Generator | None = None) -> None:
         self.app, self.settings, self.context, self.closed = app, settings, context, closed
+        self.rng = rng  # None: deterministic; a generator: each step drawn around the steady state
         self.model = model or shared_model(app, _model_key(settings))
         self.ready_at = [0.0] * settings.initial_replicas
         self.now = 0.0
@@ -283,16 +290,43 @@ class FluidCluster:
         wait = 0.0
         if self.closed:
             key = (int(load), replicas)
-            ctx = self._contexts.get(key)
-            if ctx is None:
-                ctx = self._contexts[key] = self._context(self.model.closed(int(load), replicas), replicas, 0.0)
+            hit = self._contexts.get(key)
+            if hit is None:
+                st = self.model.closed(int(load), replicas)
+                hit = self._contexts[key] = (self._context(st, replicas, 0.0), st)
+            return hit[0] if self.rng is None else self._noisy(hit[0], hit[1], 0.0)
+        st = self.model.open(float(load), replicas)
+        capacity = self.model.capacity(replicas)
+        self.backlog = max(0.0, self.backlog + (float(load) - capacity) * dt)
+        wait = self.backlog / capacity if capacity > 0 else 0.0
+        ctx = self._context(st, replicas, wait)
+        return ctx if self.rng is None else self._noisy(ctx, st, wait)
+
+    def _noisy(self, ctx: Context, st: Steady, wait_s: float) -> Context:
+        """One window's draw around the steady context ``ctx`` (see the module docstring)."""
+        c = self.context
+        expected = st.rps * c.window_s
+        if expected <= 0:
             return ctx
+        if self.closed:  # a renewal count: var N = E[N] cv², cv the users' cycle (think + response) CV
+            lo, hi = self.settings.think_low_s, self.settings.think_high_s
+            cv = math.sqrt((hi - lo) ** 2 / 12.0) / max((lo + hi) / 2.0 + st.mean_s, 1e-9)
+            n = max(0, round(self.rng.normal(expected, math.sqrt(expected) * cv)))
+        else:  # open arrivals: Poisson
+            n = int(self.rng.poisson(expected))
+        kept = min(n, c.span_buffer) if c.span_buffer else n
+        if kept < 1:
+            p95 = 0.0
         else:
-            st = self.model.open(float(load), replicas)
-            capacity = self.model.capacity(replicas)
-            self.backlog = max(0.0, self.backlog + (float(load) - capacity) * dt)
-            wait = self.backlog / capacity if capacity > 0 else 0.0
-        return self._context(st, replicas, wait)
+            k = max(1, math.ceil(0.95 * kept))
+            p95 = (st.quantile(float(self.rng.beta(k, kept + 1 - k))) + wait_s) * 1000.0
+        f = n / expected
+        return Context(
+            replicas=ctx.replicas, p95_ms=p95, rps=ctx.rps * f, cpu_request_ratio=ctx.cpu_request_ratio * f,
+            cpu_limit_ratio=ctx.cpu_limit_ratio * f, mem_request_ratio=ctx.mem_request_ratio,
+            mem_limit_ratio=ctx.mem_limit_ratio, mean_ms=ctx.mean_ms if kept else 0.0, spans=kept,
+            cpu_request_now=ctx.cpu_request_now * f,
+        )  # fmt: skip
 
     def _context(self, st: Steady, replicas: int, wait_s: float) -> Context:
         c, a = self.context, self.app

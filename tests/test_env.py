@@ -128,3 +128,14 @@ def test_episode_truncates_at_the_experiments_length():
         _, _, term, trunc, _info = env.step(1)
         done, steps = term or trunc, steps + 1
     assert steps == 10 and not term  # one step per decision, as the runner makes
+
+
+def test_fluid_episodes_follow_their_seed_when_stochastic():
+    def p95s(engine, seed):
+        env = gym.make(GENERIC_ID, config=SMALL, engine=engine)
+        env.reset(seed=seed)
+        return [env.step(1)[4]["record"].after.context.p95_ms for _ in range(30)]
+
+    assert p95s("fluid", 1) == p95s("fluid", 2)  # the deterministic engine: every episode alike
+    assert p95s("fluid-stochastic", 1) == p95s("fluid-stochastic", 1)
+    assert p95s("fluid-stochastic", 1) != p95s("fluid-stochastic", 2)
