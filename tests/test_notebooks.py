@@ -5,6 +5,7 @@ public API."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 import time
@@ -25,7 +26,10 @@ SMALL = {
     "03-bandits-vs-hpa-evaluation-week": {"RUNS": 2, "DAYS": 0.2},
     "04-write-your-own-policy": {"RUNS": 2, "DURATION_S": 900},
     "05-live-agent": {"STEPS": 8, "STEP_SECONDS": 2.0, "USERS": [2, 2, 10, 10, 10, 10, 10, 10]},
+    "06-train-ppo": {"TIMESTEPS": 2048, "RUNS": 1, "STEPS": 300},
 }
+#: notebooks with their own test (the live stack; the rl extra)
+OWN_TEST = ("05-live-agent", "06-train-ppo")
 
 
 
@@ -86,7 +90,7 @@ def _execute(name: str, tmp_path: Path) -> float:
     return seconds
 
 
-@pytest.mark.parametrize("name", [n for n in sorted(SMALL) if n != "05-live-agent"])
+@pytest.mark.parametrize("name", [n for n in sorted(SMALL) if n not in OWN_TEST])
 def test_notebook_runs_top_to_bottom(name, tmp_path):
     _execute(name, tmp_path)
 
@@ -95,3 +99,14 @@ def test_notebook_runs_top_to_bottom(name, tmp_path):
 @requires("locust", "prometheus", "haproxy")
 def test_the_live_agent_notebook_drives_the_local_stack(tmp_path):
     _execute("05-live-agent", tmp_path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("stable_baselines3") is None,
+                    reason="needs stable-baselines3 (and torch): pip install -e '.[rl]'")
+def test_the_training_notebook_trains_exports_and_compares(tmp_path):
+    _execute("06-train-ppo", tmp_path)
+    folder = next((tmp_path / "runs" / "ppo-notebook").glob("ppo-vs-hslinucb-*"))
+    import pandas as pd
+
+    steps = pd.read_parquet(folder / "steps.parquet")
+    assert set(steps.policy) == {"ppo", "hslinucb", "hpa", "oracle"} and len(steps) == 4 * 300
