@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--timesteps", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--change-cost", type=float, default=0.0, help="the reward's cost per replica changed")
+    ap.add_argument("--replica-cost", type=float, default=0.5, help="the reward's cost of the whole cluster")
     ap.add_argument("--out", default="runs/ppo")
     args = ap.parse_args()
     out = Path(args.out)
@@ -31,7 +32,8 @@ def main() -> None:
     for engine in ("fluid", "fluid-stochastic"):
         t0 = time.perf_counter()
         model, env = train_ppo("scalelab/PaperStaircase-v1", args.timesteps, engine=engine,
-                               reward_params={"change_cost": args.change_cost})
+                               reward_params={"change_cost": args.change_cost,
+                                                              "replica_cost": args.replica_cost})
         path = export_onnx(model, env, out / f"ppo-{engine}.onnx")
         print(f"trained on {engine}: {args.timesteps:,} steps in {time.perf_counter() - t0:.0f} s -> {path}")
         policies.append({"name": "onnx", "label": f"ppo-{engine}", "model": str(path.resolve())})
