@@ -28,7 +28,8 @@ Keywords of ``gym.make`` (all ids):
   ratios / 2; values beyond are clipped, so observations never leave the box);
 - ``actions``: ``incremental`` (``steps``, default ``(-1, 0, 1)``: index 0 removes a
   replica, 1 stays, 2 adds one) or ``fixed`` (index ``i`` orders ``min_replicas + i``);
-- ``render_mode``: ``"ansi"`` (one text line per step).
+- ``render_mode``: ``"ansi"`` (one text line per step) or ``"rgb_array"`` (a figure of the
+  episode so far: replicas, the oracle's level, load, p95 against the SLO).
 
 ``info`` has ``step``, ``users``, ``ready_replicas``, ``desired_replicas``,
 ``requested_replicas``, ``target_replicas`` (after the clamp), ``clamped``, ``violation``,
@@ -90,7 +91,7 @@ SCENARIOS: dict[str, str | dict] = {
 class SandboxScalingEnv(gym.Env):
     """Scale the sandbox deployment one step (``step_seconds``) at a time."""
 
-    metadata: ClassVar[dict] = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata: ClassVar[dict] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}
     #: bounds of the raw features: replicas, p95 ms, req/s, four usage ratios
     RAW_HIGH = (None, 1e7, 1e7, 1e3, 1e3, 1e3, 1e3)
 
@@ -108,8 +109,8 @@ class SandboxScalingEnv(gym.Env):
             raise ValueError(f"env: observation={observation!r} is not 'raw' or 'normalized'")
         if actions not in ("incremental", "fixed"):
             raise ValueError(f"env: actions={actions!r} is not 'incremental' or 'fixed'")
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"env: render_mode={render_mode!r} is not None or 'ansi'")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"env: render_mode={render_mode!r} is not None, 'ansi' or 'rgb_array'")
         self.cfg, self.render_mode, self.observation = cfg, render_mode, observation
         self.resolved = resolve(cfg)
         c = cfg.cluster
@@ -132,6 +133,7 @@ class SandboxScalingEnv(gym.Env):
         self._before: Observation | None = None
         self._done = False
         self._last_line = ""
+        self._history: list[tuple[float, float, int, int, float]] = []  # rgb_array: (t h, load, ready, oracle, p95)
         self._decisions = [Decision(action=a) for a in range(len(self.actions))]
         self._seeded_once = False
         # the fluid engine hands out the same Context object for the same state, so its
@@ -183,6 +185,7 @@ class SandboxScalingEnv(gym.Env):
         self._loop = StepLoop(backend, clock, self.loads, self.resolved.loop, self.reward_fn)
         self._k = 0
         self._done = False
+        self._history = []
         self._before = self._loop.start(0)
         return self._obs(self._before.context), {"step": 0, "users": float(self.loads[0]),
                                                   "ready_replicas": self._before.context.replicas}
@@ -227,6 +230,9 @@ class SandboxScalingEnv(gym.Env):
         if self._oracle is not None:
             info["oracle_replicas"] = int(self._oracle[k])
             info["regret"] = float(after.context.replicas - self._oracle[k])
+        if self.render_mode == "rgb_array":
+            self._history.append((record.t_s / 3600.0, record.load, after.context.replicas,
+                                  int(self._oracle[k]) if self._oracle is not None else -1, after.context.p95_ms))
         self._last_line = (f"step {k:5d}  users {record.load:6.1f}  replicas {after.context.replicas:2d} "
                            f"(ordered {record.order.applied:2d})  p95 {after.context.p95_ms:8.1f} ms  "
                            f"reward {record.reward:+.3f}{'  VIOLATION' if record.violation else ''}")
@@ -252,11 +258,38 @@ class SandboxScalingEnv(gym.Env):
                        clip_obs=float(vecnormalize.clip_obs), epsilon=float(vecnormalize.epsilon))
         return out
 
-    def render(self) -> str | None:
-        """``ansi``: the last step as one line of text."""
+    def render(self) -> str | np.ndarray | None:
+        """``ansi``: the last step as one line of text. ``rgb_array``: a figure of the
+        episode so far (ready replicas against the oracle's level and the load; the p95
+        against the SLO), ``uint8 (480, 800, 3)``."""
         if self.render_mode == "ansi":
             return self._last_line or "(no step yet)"
-        return None
+        if self.render_mode != "rgb_array":
+            return None
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(8, 4.8), dpi=100, layout="constrained")
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        if self._history:
+            t, load, ready, oracle, p95 = (np.array(c) for c in zip(*self._history, strict=True))
+            if (oracle >= 0).all():
+                top.fill_between(t, oracle, step="post", color="0.85", lw=0, label="oracle")
+            top.step(t, ready, where="post", color="C0", label="ready replicas")
+            twin = top.twinx()
+            twin.plot(t, load, color="black", lw=0.7)
+            twin.set_ylabel("load")
+            bottom.plot(t, np.maximum(p95, 1.0), color="C1", lw=0.8)
+            bottom.set_yscale("log")
+            top.legend(loc="upper left", fontsize=8)
+        bottom.axhline(self.cfg.slo_ms, color="red", ls="--", lw=0.9)
+        top.set_ylabel("replicas")
+        bottom.set_ylabel("p95 (ms)")
+        bottom.set_xlabel("time (h)")
+        top.set_title(f"{self.cfg.name}: step {self._k}", fontsize=10)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def scenario_config(env_id: str) -> ExperimentConfig:

@@ -139,3 +139,15 @@ def test_fluid_episodes_follow_their_seed_when_stochastic():
     assert p95s("fluid", 1) == p95s("fluid", 2)  # the deterministic engine: every episode alike
     assert p95s("fluid-stochastic", 1) == p95s("fluid-stochastic", 1)
     assert p95s("fluid-stochastic", 1) != p95s("fluid-stochastic", 2)
+
+
+def test_rgb_array_render_draws_the_episode_and_passes_the_checker():
+    env = SandboxScalingEnv(SMALL, render_mode="rgb_array", engine="fluid")
+    check_env(env)
+    env.reset(seed=0)
+    blank = env.render()
+    for _ in range(20):
+        env.step(2)
+    img = env.render()
+    assert img.shape == (480, 800, 3) and img.dtype == np.uint8
+    assert (img != blank).any() and len(np.unique(img.reshape(-1, 3), axis=0)) > 20  # something was drawn
