@@ -65,6 +65,11 @@ def per_run(steps: pd.DataFrame, step_seconds: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def steps_per_run(steps: pd.DataFrame) -> int:
+    """Steps of the longest run (one policy, one run) of ``steps``; 0 if empty."""
+    return int(steps.groupby(["policy", "run"]).size().max()) if len(steps) else 0
+
+
 def _client_p95(g: pd.DataFrame) -> dict:
     both = g["client_p95_ms"].notna() & (g["spans"] > 0)
     client = float(g["client_p95_ms"][both].mean()) if both.any() else np.nan

@@ -43,6 +43,7 @@ from experiments.metrics import (
     is_reference,
     pareto_ranks,
     ranked,
+    steps_per_run,
     t95,
     with_pareto_ranks,
 )
@@ -101,6 +102,13 @@ def binned(steps: pd.DataFrame, bin_s: float) -> pd.DataFrame:
     return out
 
 
+def timeline_bins(steps: pd.DataFrame) -> tuple[float, pd.DataFrame]:
+    """The bin length a timeline of ``steps`` uses (:func:`time_bin_s`) and the binned
+    frame (:func:`binned`); the report computes it once for every figure."""
+    bin_s = time_bin_s(float(steps.t_s.max()) + 1, float(steps.t_s.diff().abs().median() or 5))
+    return bin_s, binned(steps, bin_s)
+
+
 def _grid(n: int, ncols: int = 3) -> tuple[int, int]:
     ncols = min(ncols, n)
     return math.ceil(n / ncols), ncols
@@ -137,11 +145,12 @@ def plot_load(steps: pd.DataFrame, path: Path, run: int = 0) -> Path:
     return out
 
 
-def plot_replicas(steps: pd.DataFrame, path: Path, styles: dict | None = None) -> Path:
-    """Small multiples: each policy's ready replicas and the oracle's level, per bin."""
+def plot_replicas(steps: pd.DataFrame, path: Path, styles: dict | None = None,
+                  bins: tuple[float, pd.DataFrame] | None = None) -> Path:
+    """Small multiples: each policy's ready replicas and the oracle's level, per bin
+    (``bins``: :func:`timeline_bins` of ``steps``, computed if not given)."""
     styles = styles or policy_styles(_policies(steps))
-    bin_s = time_bin_s(float(steps.t_s.max()) + 1, float(steps.t_s.diff().abs().median() or 5))
-    b = binned(steps, bin_s)
+    bin_s, b = bins or timeline_bins(steps)
     pols = _policies(steps)
     fig, axes = _timeline_axes(len(pols), f"ready replicas per policy (mean per {_bin_label(bin_s)}, all runs); "
                                           "grey: the oracle's level", "replicas")
@@ -158,12 +167,12 @@ def plot_replicas(steps: pd.DataFrame, path: Path, styles: dict | None = None) -
     return out
 
 
-def plot_p95(steps: pd.DataFrame, path: Path, slo_ms: float, styles: dict | None = None) -> Path:
+def plot_p95(steps: pd.DataFrame, path: Path, slo_ms: float, styles: dict | None = None,
+             bins: tuple[float, pd.DataFrame] | None = None) -> Path:
     """Small multiples: per-bin median and max of the per-step p95 against the SLO; the
     panel title gives the violations per run."""
     styles = styles or policy_styles(_policies(steps))
-    bin_s = time_bin_s(float(steps.t_s.max()) + 1, float(steps.t_s.diff().abs().median() or 5))
-    b = binned(steps, bin_s)
+    bin_s, b = bins or timeline_bins(steps)
     pols = _policies(steps)
     fig, axes = _timeline_axes(len(pols), f"per-step p95 per {_bin_label(bin_s)} (all runs): line the median, band "
                                           f"q10-q90, red dots the bins whose worst step broke the SLO ({slo_ms:g} ms, "
@@ -438,16 +447,14 @@ def interactive_tradeoff(summary: pd.DataFrame, styles: dict, group: pd.Series |
     return fig
 
 
-def interactive_timelines(steps: pd.DataFrame, styles: dict, slo_ms: float):
-    """Replicas and p95 per time bin, every policy, with a range slider; a legend click
+def interactive_timelines(steps: pd.DataFrame, styles: dict, slo_ms: float,
+                          bins: tuple[float, pd.DataFrame] | None = None):
+    """Replicas and p95 per time bin (the PNGs' bins), every policy; a legend click
     hides a policy in both panels."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    bin_s = time_bin_s(float(steps.t_s.max()) + 1, float(steps.t_s.diff().abs().median() or 5))
-    if bin_s > 60 and len(steps) / max(steps.policy.nunique(), 1) / max(steps.run.nunique(), 1) <= 3000:
-        bin_s = max(60.0, float(steps.t_s.diff().abs().median() or 5))
-    b = binned(steps, bin_s)
+    bin_s, b = bins or timeline_bins(steps)
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.45, 0.4, 0.15],
                         subplot_titles=(f"ready replicas (mean per {_bin_label(bin_s)}, all runs)",
                                         f"per-step p95, median per {_bin_label(bin_s)} (ms, log); dashed: SLO",
@@ -521,11 +528,13 @@ def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.Data
     for old in path.glob("p95-*.png"):  # one file per policy before; p95.png holds them all now
         old.unlink()
     styles = policy_styles(_policies(steps))
-    pngs = [plot_tradeoff(summary, path, styles), plot_replicas(steps, path, styles),
-            plot_p95(steps, path, cfg.slo_ms, styles), plot_zoom(steps, path, styles), plot_load(steps, path)]
-    interactive = _plotly_divs([interactive_tradeoff(summary, styles), interactive_timelines(steps, styles, cfg.slo_ms)])
-    steps_per_run = int(steps.groupby(["policy", "run"]).size().max()) if len(steps) else 0
-    lead = "<br>".join(html.escape(line) for line in experiment_lines(cfg, steps_per_run, int(summary.runs.max())))
+    bins = timeline_bins(steps)  # once, for the PNGs and the interactive timelines
+    pngs = [plot_tradeoff(summary, path, styles), plot_replicas(steps, path, styles, bins),
+            plot_p95(steps, path, cfg.slo_ms, styles, bins), plot_zoom(steps, path, styles), plot_load(steps, path)]
+    interactive = _plotly_divs([interactive_tradeoff(summary, styles),
+                                interactive_timelines(steps, styles, cfg.slo_ms, bins)])
+    lead = "<br>".join(html.escape(line) for line in experiment_lines(cfg, steps_per_run(steps),
+                                                                      int(summary.runs.max())))
     front = [f"<b>{html.escape(str(r['policy']))}</b> ({r['violations_per_run']['mean']:.1f} violations, "
              f"{r['replica_hours']['mean']:.2f} replica-h)" for r in ranked(summary).to_dict(orient="records")
              if r.get("pareto_rank") == 1]

@@ -44,7 +44,7 @@ import pandas as pd
 
 from experiments.config import ConfigError, ExperimentConfig, config_path, load_config, save_config, validate
 from experiments.episode import Resolved, build_policy, episode_name, resolve, run_episode
-from experiments.metrics import flat_summary, format_table, summarize
+from experiments.metrics import flat_summary, format_table, steps_per_run, summarize
 from orchestrator import plugins
 from simulator.oracle import OracleTable
 
@@ -62,7 +62,7 @@ class RunResult:
     @property
     def steps_per_run(self) -> int:
         """Steps of the longest run (one policy, one run)."""
-        return int(self.steps.groupby(["policy", "run"]).size().max()) if len(self.steps) else 0
+        return steps_per_run(self.steps)
 
     def table(self) -> str:
         """The summary as the terminal prints it: the experiment, the ranked table, the
