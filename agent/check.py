@@ -42,7 +42,9 @@ DEFAULTS = {"seed": 0, "max_replicas": 10, "min_replicas": 1, "slo_ms": 600.0, "
 #: the tiny trained agent shipped for the onnx policy (scripts/make_onnx_fixture.py)
 EXAMPLE_ONNX = str(Path(__file__).resolve().parent / "policies" / "data" / "p95-rule.onnx")
 CHECK_PARAMS: dict[str, dict[str, Any]] = {"dqn": {"greedy_start": 1.0}, "q-learning": {"greedy_start": 1.0},
-                                           "epsilon-greedy": {}, "onnx": {"model": EXAMPLE_ONNX}}
+                                           "epsilon-greedy": {}, "onnx": {"model": EXAMPLE_ONNX},
+                                           "keda-cron": {"triggers": [{"start_s": 40.0, "end_s": 120.0,
+                                                                       "desired_replicas": 4}]}}
 
 
 class PolicyCheckError(AssertionError):

@@ -38,6 +38,7 @@ import numpy as np
 
 from agent.actions import ActionSet
 from agent.base import Decision, Policy
+from injector.calendar import FEATURES, CalendarFeatures
 from orchestrator.backend import Backend, Clock, Observation, ScaleResult
 from orchestrator.context import Context
 from orchestrator.errors import UserError
@@ -172,13 +173,22 @@ class StepLoop:
     loads: the offered load per step (the workload sampled every ``step_seconds``).
     oracle: per step, the fewest replicas meeting the SLO (simulator and replay), handed
     to policies in ``info``.
+    calendar: per step, the announced timetable's features (rows of
+    :data:`injector.calendar.FEATURES`, from the timetable alone), handed to policies in
+    ``info["calendar"]`` as :class:`~injector.calendar.CalendarFeatures`; None: no
+    calendar signal (the default: the paper's context only).
     """
 
     def __init__(self, backend: Backend, clock: Clock, loads: Sequence[float] | np.ndarray,
-                 settings: LoopSettings, reward: Reward, oracle: Sequence[int] | np.ndarray | None = None) -> None:
+                 settings: LoopSettings, reward: Reward, oracle: Sequence[int] | np.ndarray | None = None,
+                 calendar: Sequence[Sequence[float]] | np.ndarray | None = None) -> None:
         self.backend, self.clock, self.settings, self.reward = backend, clock, settings, reward
         self.loads = [float(x) for x in loads]
         self.oracle = None if oracle is None else [int(x) for x in oracle]
+        self.calendar = None if calendar is None else np.asarray(calendar, dtype=float)
+        if self.calendar is not None and self.calendar.shape != (len(self.loads), len(FEATURES)):
+            raise UserError(f"calendar features have shape {self.calendar.shape}, the loop needs "
+                            f"({len(self.loads)}, {len(FEATURES)}): one row of {', '.join(FEATURES)} per step")
         self.steps = len(self.loads)
         self._deadline = 0.0
 
@@ -213,12 +223,18 @@ class StepLoop:
         return self._tick(step)
 
     def info(self, k: int, before: Observation) -> dict[str, Any]:
-        """What a policy may know at step ``k`` besides the context."""
+        """What a policy may know at step ``k`` besides the context: ``workload_t_s`` is
+        the moment of the workload (s from its start) whose load the step's outcome is
+        measured under (step ``k + 1``'s in ``period`` mode, ``k``'s in ``settle``), and
+        the oracle and the calendar are given for that moment."""
+        ahead = 1 if self.settings.mode == "period" else 0  # the load the step's outcome is measured at
+        faces = min(k + ahead, self.steps - 1)
         info = {"step": k, "t_s": before.t_s, "current_replicas": self.backend.desired_replicas,
-                "observation": before}
-        if self.oracle is not None:  # for the load the step's outcome is measured at
-            ahead = 1 if self.settings.mode == "period" else 0
-            info["oracle_replicas"] = self.oracle[min(k + ahead, self.steps - 1)]
+                "observation": before, "workload_t_s": faces * self.settings.step_seconds}
+        if self.oracle is not None:
+            info["oracle_replicas"] = self.oracle[faces]
+        if self.calendar is not None:  # what the timetable says for that moment and after
+            info["calendar"] = CalendarFeatures.from_vector(self.calendar[faces])
         return info
 
     # ------------------------------------------------------------------ one step

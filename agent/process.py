@@ -24,6 +24,7 @@ plugs in the Kafka one.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable
@@ -35,8 +36,10 @@ import yaml
 
 from agent.base import Decision, Policy
 from agent.loop import LoopSettings, StepLoop, StepRecord, decision_from_dict, decision_to_dict
-from agent.registry import make_policy
+from agent.registry import factory_of, make_policy
 from agent.rewards import make_reward
+from injector.calendar import CalendarSettings, calendar_features, run_timetable
+from injector.workloads import make_workload
 from orchestrator.backend import Backend, Clock, Observation, WallClock
 from orchestrator.errors import UserError
 
@@ -82,6 +85,9 @@ class AgentSpec:
     warmup_load: float | None = None  # users held for warmup_seconds before step 0 (config warmup:)
     warmup_seconds: float = 0.0
     injector_task: dict = field(default_factory=dict)  # the injector's set_task order (empty: leave it)
+    # the announced timetable (config calendar:): {"workload": spec, "size_noise", "start_noise_min",
+    # "seed", "features"}; empty: none
+    calendar: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.loop not in ("period", "settle"):
@@ -111,8 +117,8 @@ class AgentSpec:
                 or self.warmup_seconds < 0:
             raise AgentConfigError(f"agent config: warmup_seconds={self.warmup_seconds!r} must be a number >= 0")
         if not isinstance(self.params, dict) or not isinstance(self.reward_params, dict) \
-                or not isinstance(self.injector_task, dict):
-            raise AgentConfigError("agent config: params, reward_params and injector_task must be mappings")
+                or not isinstance(self.injector_task, dict) or not isinstance(self.calendar, dict):
+            raise AgentConfigError("agent config: params, reward_params, injector_task and calendar must be mappings")
 
     @classmethod
     def from_dict(cls, data: Any) -> AgentSpec:
@@ -142,12 +148,36 @@ class AgentSpec:
         Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
 
 
+def agent_timetable(spec: AgentSpec):
+    """The timetable announced for this run (the same as the simulated runner's:
+    :func:`injector.calendar.run_timetable`), or None."""
+    cal = spec.calendar
+    if not cal:
+        return None
+    try:
+        workload = make_workload(cal["workload"])
+        settings = CalendarSettings(float(cal.get("size_noise", 0.0)), float(cal.get("start_noise_min", 0.0)))
+        return run_timetable(workload, settings, int(cal.get("seed", 0)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AgentConfigError(f"agent config: calendar: {exc}") from None
+
+
 def build_agent_policy(spec: AgentSpec) -> Policy:
     """The registry's policy with what the agent knows offered as defaults; a
     ``hot_start`` state is loaded, then the generator is reseeded."""
 
     defaults = {"seed": spec.seed, "max_replicas": spec.max_replicas, "min_replicas": spec.min_replicas,
                 "slo_ms": spec.slo_ms, "step_seconds": spec.step_seconds}
+    try:
+        takes_timetable = "timetable" in inspect.signature(factory_of(spec.policy)).parameters
+    except ValueError as exc:
+        raise AgentConfigError(f"agent config: {exc}") from None
+    if takes_timetable:
+        table = agent_timetable(spec)
+        if table is None:
+            raise AgentConfigError(f"agent config: policy {spec.policy!r} reads the announced timetable: "
+                                   "calendar must name a workload that publishes one")
+        defaults["timetable"] = table
     try:
         policy = make_policy(spec.policy, defaults=defaults, **dict(spec.params))
     except ValueError as exc:
@@ -237,7 +267,9 @@ def run_agent(spec: AgentSpec, backend: Backend, folder: str | Path, clock: Cloc
     if isinstance(clock, WallClock):
         clock.rebase(start * spec.step_seconds)
     loads = spec.users or [0] * spec.steps
-    loop = StepLoop(backend, clock, loads, settings, reward_fn)
+    table = agent_timetable(spec) if spec.calendar.get("features") else None
+    features = calendar_features(table, spec.step_seconds, spec.steps) if table is not None else None
+    loop = StepLoop(backend, clock, loads, settings, reward_fn, calendar=features)
     if hasattr(backend, "drive_load"):
         backend.drive_load = bool(spec.users)
 

@@ -103,6 +103,7 @@ def make_policy(name: str, *, defaults: dict | None = None, **params) -> Policy:
 
 
 def _register_builtins() -> None:
+    from agent.policies.anticipatory import CalendarHSLinUCB, KedaCronHPA, PredictiveHPA
     from agent.policies.bandits import UCB1, EpsilonGreedy, LinTS
     from agent.policies.linucb import HSLinUCB, LinUCB
     from agent.policies.oracle import Oracle
@@ -126,6 +127,9 @@ def _register_builtins() -> None:
     register("invok", Invok)
     register("threshold-cpu", ThresholdCPU)
     register("hpa", HPA)
+    register("keda-cron", KedaCronHPA)
+    register("phpa-holt-winters", PredictiveHPA)
+    register("hslinucb-calendar", CalendarHSLinUCB)
     register("onnx", _onnx_policy)
 
 

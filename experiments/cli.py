@@ -44,6 +44,33 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_capacity(args) -> int:
+    import json
+
+    from experiments.capacity import load_test
+    from experiments.config import load_config
+
+    overrides = {"seed": args.seed} if args.seed is not None else {}
+    cfg = load_config(_config_path(args.config), **overrides)
+    table = load_test(cfg, args.students, args.steps)
+    print(f"# load test of {cfg.name}: fewest replicas whose steady-state p95 <= {cfg.slo_ms:g} ms over "
+          f"{args.steps} steps of {cfg.step_seconds:g} s ({cfg.engine})")
+    for students, replicas in table:
+        print(f"#   {students:5d} students -> {replicas} replicas")
+    print("capacity: " + json.dumps(table))
+    return 0
+
+
+def cmd_anticipation(args) -> int:
+    from experiments.anticipation import run_anticipation
+
+    folder = run_anticipation(out=args.out, runs=args.runs, variant_runs=args.variant_runs, only=args.only,
+                              workers=args.workers)
+    print((folder / "anticipation.md").read_text())
+    print(f"comparison: {folder / 'comparison.html'}")
+    return 0
+
+
 def cmd_compare(args) -> int:
     args.config = "compare"
     args.resume = None
@@ -572,6 +599,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="finish the run in this folder without redoing finished episodes")
     run_opts(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("capacity", help="a load test on the simulator: replicas needed per number of students "
+                                        "(the capacity table of the calendar policies)")
+    p.add_argument("config", help="a YAML file, or the name of a shipped config")
+    p.add_argument("--students", type=int, nargs="+", default=[25, 50, 100, 150, 200, 300, 400, 500],
+                   help="student counts to test")
+    p.add_argument("--steps", type=int, default=60, help="steps measured per (students, replicas) cell")
+    p.add_argument("--seed", type=int, help="root seed (overrides the config)")
+    p.set_defaults(func=cmd_capacity)
+
+    p = sub.add_parser("anticipation", help="anticipation against reaction: the 5-day evaluation week and three "
+                                            "held-out calendars, with the comparison and the targets")
+    p.add_argument("--runs", type=int, help="runs per policy on every calendar (default: the config's 10 on the "
+                                           "default week, --variant-runs on the others)")
+    p.add_argument("--variant-runs", type=int, default=5, help="runs per policy on the held-out calendars")
+    p.add_argument("--only", nargs="+", choices=["default", "moved", "resized", "noisy"],
+                   help="calendars to run (default: all four)")
+    p.add_argument("--out", default="runs", help="parent folder of the run folders")
+    p.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
+    p.set_defaults(func=cmd_anticipation)
 
     p = sub.add_parser("compare", help="the quick start: evaluation week on the simulator, every policy")
     run_opts(p)

@@ -147,6 +147,20 @@ class WarmupConfig:
 
 
 @dataclass
+class CalendarConfig:
+    """The timetable a workload publishes in advance (``evaluation-week-v1``'s announced
+    exams and deadlines; :mod:`injector.calendar`). ``features``: hand every policy the
+    calendar's features at each step (``info["calendar"]``), off by default so the
+    paper's context is all a policy sees. ``size_noise``: announced students = true x
+    ``U(1 - size_noise, 1 + size_noise)``, per event and run; ``start_noise_min``:
+    announced start = true + ``U(-start_noise_min, +start_noise_min)`` min."""
+
+    features: bool = False
+    size_noise: float = 0.0
+    start_noise_min: float = 0.0
+
+
+@dataclass
 class PolicySpec:
     """One policy: its registry ``name``, an optional ``label`` for tables, and its
     parameters (any other key)."""
@@ -182,6 +196,7 @@ class ExperimentConfig:
     samples or a ``.parquet`` recording (see ``simulator.datasets``).
     replay: how the replay serves them (:class:`ReplayConfig`).
     warmup: a load held before step 0 (:class:`WarmupConfig`).
+    calendar: the announced timetable and its features for policies (:class:`CalendarConfig`).
     seed: root of every generator. runs: independent repetitions per policy.
     step_seconds: control period, s. slo_ms: p95 objective, ms.
     steps: steps per run (default: the workload's duration / step_seconds).
@@ -205,6 +220,7 @@ class ExperimentConfig:
     dataset: str | None = None  # backend: replay
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    calendar: CalendarConfig = field(default_factory=CalendarConfig)
     workload: dict[str, Any] = field(default_factory=lambda: {"kind": "paper-sim-v1"})
     app: AppConfig = field(default_factory=AppConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -334,6 +350,9 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     w = cfg.warmup
     need(w.seconds >= 0, "warmup.seconds", w.seconds, "must be >= 0")
     need(w.load is None or w.load >= 0, "warmup.load", w.load, "must be >= 0")
+    cal = cfg.calendar
+    need(0 <= cal.size_noise < 1, "calendar.size_noise", cal.size_noise, "must be within [0, 1)")
+    need(cal.start_noise_min >= 0, "calendar.start_noise_min", cal.start_noise_min, "must be >= 0")
     c = cfg.cluster
     need(c.min_replicas >= 1, "cluster.min_replicas", c.min_replicas, "must be >= 1")
     need(c.min_replicas <= c.max_replicas <= MAX_REPLICAS, "cluster.max_replicas", c.max_replicas,

@@ -8,6 +8,7 @@ runs them through the one step loop (:class:`agent.loop.StepLoop`) and turns its
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ import numpy as np
 import pandas as pd
 
 from agent.loop import ROW_COLUMNS, LoopSettings, StepLoop, StepRecord
-from agent.registry import make_policy
+from agent.registry import factory_of, make_policy
 from agent.rewards import make_reward
 from experiments.config import ConfigError, ExperimentConfig, PolicySpec
+from injector.calendar import CalendarSettings, calendar_features
+from injector.calendar import run_timetable as announced_timetable
 from injector.workloads import Workload, WorkloadError, make_workload
 from orchestrator.backend import Backend, Clock, VirtualClock
 from orchestrator.context import PRESETS, ContextSettings
@@ -113,8 +116,22 @@ def episode_name(policy_label: str, run: int) -> str:
     return f"{safe}--run{run:03d}"
 
 
-def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 0):
-    """The policy of ``spec`` with the runner's defaults offered to it; with ``load``
+def run_timetable(cfg: ExperimentConfig, resolved: Resolved, seeds: dict) -> Workload | None:
+    """The timetable announced for this run (:func:`injector.calendar.timetable`: noisy
+    per ``cfg.calendar``, drawn from the run's ``calendar`` seed); None when the workload
+    publishes none (an error if the config asks for calendar features)."""
+    settings = CalendarSettings(cfg.calendar.size_noise, cfg.calendar.start_noise_min)
+    table = announced_timetable(resolved.workload, settings, int(seeds.get("calendar", 0)))
+    if table is None and cfg.calendar.features:
+        raise ConfigError(f"config: calendar.features needs a workload that publishes a timetable; "
+                          f"{resolved.workload.name!r} does not (evaluation-week-v1 does)")
+    return table
+
+
+def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 0,
+                 table: Workload | None = None):
+    """The policy of ``spec`` with the runner's defaults offered to it (and the run's
+    announced timetable ``table`` to a policy that takes ``timetable``); with ``load``
     (and optionally ``load_label``), its learned state is restored (hot start) and it
     keeps learning, with its own generator."""
     params = dict(spec.params)
@@ -128,6 +145,11 @@ def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 
         "slo_ms": cfg.slo_ms,
         "step_seconds": cfg.step_seconds,
     }
+    if "timetable" in inspect.signature(factory_of(spec.name)).parameters:
+        if table is None:
+            raise ConfigError(f"config: policies: {spec.display} reads the announced timetable, and workload "
+                              f"{cfg.workload.get('kind')!r} publishes none (evaluation-week-v1 does)")
+        defaults["timetable"] = table
     try:
         policy = make_policy(spec.name, defaults=defaults, **params)
     except ValueError as exc:
@@ -192,10 +214,12 @@ def episode_records(cfg: ExperimentConfig, resolved: Resolved, policy_index: int
     spec = cfg.policies[policy_index]
     clock = VirtualClock()
     backend = make_backend(cfg, resolved, seeds, loads, clock, replay)
-    policy = build_policy(spec, cfg, seeds["policy"], run)
+    table = run_timetable(cfg, resolved, seeds)
+    policy = build_policy(spec, cfg, seeds["policy"], run, table)
     reward_fn = make_reward(cfg.reward.name, defaults={"max_replicas": cfg.cluster.max_replicas},
                             **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
-    loop = StepLoop(backend, clock, loads[: resolved.steps], resolved.loop, reward_fn, oracle)
+    features = calendar_features(table, cfg.step_seconds, resolved.steps) if cfg.calendar.features else None
+    loop = StepLoop(backend, clock, loads[: resolved.steps], resolved.loop, reward_fn, oracle, features)
     for record, _ in loop.run(policy):
         yield record
     return policy

@@ -26,7 +26,8 @@ import pandas as pd
 
 from agent.process import AgentFolder, AgentSpec, records_of
 from experiments.config import ConfigError, ExperimentConfig
-from experiments.episode import Resolved, build_policy, episode_name, records_frame, resolve, saved_state_path
+from experiments.episode import (Resolved, build_policy, episode_name, records_frame, resolve, run_timetable,
+                                 saved_state_path)
 from experiments.runner import (
     RunResult,
     check_reward,
@@ -89,8 +90,10 @@ def live_settings(cfg: ExperimentConfig, r: Resolved | None = None, injector_cpu
                         initial_replicas=c.initial_replicas, task=injector_task(r, injector_cpu))
 
 
-def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int, injector_cpu: int = 200) -> AgentSpec:
-    """The agent config of one episode of ``cfg``."""
+def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int, injector_cpu: int = 200,
+               calendar_seed: int = 0) -> AgentSpec:
+    """The agent config of one episode of ``cfg`` (``seed``: the policy's;
+    ``calendar_seed``: the run's timetable noise, as the simulated runner's)."""
     r = resolve(cfg)
     spec = cfg.policies[policy_index]
     params = dict(spec.params)
@@ -105,7 +108,10 @@ def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int, in
                      min_replicas=cfg.cluster.min_replicas, max_replicas=cfg.cluster.max_replicas,
                      initial_replicas=cfg.cluster.initial_replicas, users=users, hot_start=hot,
                      warmup_load=cfg.warmup.load, warmup_seconds=float(cfg.warmup.seconds),
-                     injector_task={**injector_task(r, injector_cpu), "seed": int(seed)})
+                     injector_task={**injector_task(r, injector_cpu), "seed": int(seed)},
+                     calendar=({"workload": dict(cfg.workload), "size_noise": cfg.calendar.size_noise,
+                                "start_noise_min": cfg.calendar.start_noise_min, "seed": int(calendar_seed),
+                                "features": cfg.calendar.features} if r.workload.announced() is not None else {}))
 
 
 def records_to_steps(folder: Path, run: int, policy: str) -> pd.DataFrame:
@@ -292,7 +298,7 @@ def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "ru
         raise ConfigError(f"config: backend={cfg.backend!r}; scalelab live run needs backend: live")
     settings = live_settings(cfg, injector_cpu=injector_cpu)
     for spec in cfg.policies:
-        build_policy(spec, cfg, seed=0)
+        build_policy(spec, cfg, seed=0, table=run_timetable(cfg, resolve(cfg), {}))
     check_reward(cfg)
     if path is None:
         path = new_run_folder(cfg, out, command)
@@ -335,7 +341,7 @@ def _run_live_in(cfg: ExperimentConfig, settings: LiveSettings, path: Path, stac
             if (run, k, pspec) not in todo:
                 frames.append(records_to_steps(part, run, pspec.display))
                 continue
-            aspec = agent_spec(cfg, k, run, seeds[run]["policy"][k], injector_cpu)
+            aspec = agent_spec(cfg, k, run, seeds[run]["policy"][k], injector_cpu, seeds[run]["calendar"])
             try:
                 run_agent_process(aspec, part, addr, kill_after_records=kill_agent_after)
             except AgentFailed as exc:

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.config import ConfigError, ExperimentConfig, config_path, load_config, save_config, validate
-from experiments.episode import Resolved, build_policy, episode_name, resolve, run_episode
+from experiments.episode import Resolved, build_policy, episode_name, resolve, run_episode, run_timetable
 from experiments.metrics import flat_summary, format_table, steps_per_run, summarize
 from orchestrator import plugins
 from simulator.oracle import OracleTable
@@ -71,16 +71,17 @@ class RunResult:
 
 
 def episode_seeds(seed: int, runs: int, n_policies: int) -> list[dict]:
-    """Integer seeds per run: ``think``, ``demand``, ``arrivals`` and ``policy`` (a list,
-    one per policy), all spawned from ``seed``."""
+    """Integer seeds per run: ``think``, ``demand``, ``arrivals``, ``policy`` (a list,
+    one per policy) and ``calendar`` (the timetable's noise), all spawned from ``seed``."""
     out = []
     for run_ss in np.random.SeedSequence(seed).spawn(runs):
-        think, demand, arrivals, pol = run_ss.spawn(4)
+        think, demand, arrivals, pol, calendar = run_ss.spawn(5)  # the first four as before the calendar
         out.append({
             "think": int(think.generate_state(1)[0]),
             "demand": int(demand.generate_state(1)[0]),
             "arrivals": int(arrivals.generate_state(1)[0]),
             "policy": [int(p.generate_state(1)[0]) for p in pol.spawn(n_policies)],
+            "calendar": int(calendar.generate_state(1)[0]),
         })  # fmt: skip
     return out
 
@@ -248,7 +249,7 @@ def run_experiment(
         cfg = with_saved_states(cfg, out, progress)
     resolved = resolve(cfg)
     for spec in cfg.policies:  # fail on a bad policy name or parameter before any work
-        build_policy(spec, cfg, seed=0)
+        build_policy(spec, cfg, seed=0, table=run_timetable(cfg, resolved, {}))
     check_reward(cfg)
     if cfg.backend not in ("sim", "replay"):
         raise ConfigError(f"config: backend={cfg.backend!r} runs with `scalelab live run CONFIG`" if cfg.backend == "live" else f"config: backend={cfg.backend!r} is unknown")

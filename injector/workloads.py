@@ -32,7 +32,7 @@ import difflib
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +74,21 @@ class Workload:
     def value_at(self, t: float) -> float:
         """Users (closed) or arrivals per second (open) at ``t``."""
         return float(self.users_at(t) if self.loop == "closed" else self.rate_at(t))
+
+    def announced(self, size_noise: float = 0.0, start_noise_min: float = 0.0,
+                  rng: np.random.Generator | None = None) -> Workload | None:
+        """The timetable published in advance, as a workload of expected users (see
+        :mod:`injector.calendar`); None: this workload publishes none."""
+        return None
+
+    def exam_windows(self) -> tuple[tuple[float, float, float], ...]:
+        """Its exams as ``(start_s, end_s, students)`` on this workload's clock (s from
+        t = 0, users), sorted by start; none by default."""
+        return ()
+
+    def exam_starts_s(self) -> tuple[float, ...]:
+        """Its exams' starts, s on this workload's clock, sorted."""
+        return tuple(w[0] for w in self.exam_windows())
 
     def series(self, step_s: float, steps: int | None = None) -> np.ndarray:
         """Values at ``0, step_s, 2 step_s, ...``, shape ``(steps,)``."""
@@ -278,7 +293,9 @@ def read_csv_trace(path: str) -> Trace:
 @dataclass(frozen=True)
 class ExamSlot:
     """An exam: ``students`` start within ``start_spread_min`` minutes of ``day`` (0 =
-    Monday) at ``hour``, work for ``minutes``, and leave over the last ``leave_spread_min``."""
+    Monday) at ``hour``, work for ``minutes``, and leave over the last ``leave_spread_min``.
+    ``announced``: whether the timetable publishes it (an unannounced one is load the
+    calendar features never see)."""
 
     day: int
     hour: float
@@ -286,9 +303,15 @@ class ExamSlot:
     minutes: float = 90.0
     start_spread_min: float = 3.0
     leave_spread_min: float = 15.0
+    announced: bool = True
+
+    @property
+    def start_s(self) -> float:
+        """When it starts, s from Monday 00:00."""
+        return (self.day * 24 + self.hour) * 3600.0
 
     def users_at(self, t: float) -> float:
-        t0 = (self.day * 24 + self.hour) * 3600.0
+        t0 = self.start_s
         t1 = t0 + self.minutes * 60.0
         if t < t0 or t >= t1:
             return 0.0
@@ -300,13 +323,15 @@ class ExamSlot:
 @dataclass(frozen=True)
 class Deadline:
     """A homework deadline at ``day`` (0 = Monday) ``hour``: working students grow as
-    ``students * exp(-(deadline - t) / tau_h)`` over the last ``window_h`` hours."""
+    ``students * exp(-(deadline - t) / tau_h)`` over the last ``window_h`` hours.
+    ``announced``: as for :class:`ExamSlot`."""
 
     day: int
     hour: float
     students: int
     tau_h: float = 4.0
     window_h: float = 48.0
+    announced: bool = True
 
     def users_at(self, t: float) -> float:
         td = (self.day * 24 + self.hour) * 3600.0
@@ -377,8 +402,36 @@ class EvaluationWeek(Workload):
     def think_s(self) -> tuple[float, float]:
         return (float(self.submit_every_s[0]), float(self.submit_every_s[1]))
 
+    @property
+    def offset_s(self) -> float:
+        """Where t = 0 falls, s from Monday 00:00."""
+        return self.start_day * 86400.0 + self.start_hour * 3600.0
+
+    def exam_windows(self) -> tuple[tuple[float, float, float], ...]:
+        return tuple(sorted((e.start_s - self.offset_s, e.start_s - self.offset_s + e.minutes * 60.0,
+                             float(e.students)) for e in self.exams))
+
+    def announced(self, size_noise: float = 0.0, start_noise_min: float = 0.0,
+                  rng: np.random.Generator | None = None) -> EvaluationWeek:
+        """The timetable the institution publishes: the same week with only the
+        announced exams and deadlines, each one's size multiplied by ``U(1 - size_noise,
+        1 + size_noise)`` and its start moved by ``U(-start_noise_min, +start_noise_min)``
+        minutes (draws from ``rng``, needed when a noise is set)."""
+        if (size_noise or start_noise_min) and rng is None:
+            raise ValueError("a noisy timetable needs a generator")
+
+        def noisy(event):
+            if not (size_noise or start_noise_min):
+                return event
+            size = event.students * rng.uniform(1.0 - size_noise, 1.0 + size_noise)
+            hour = event.hour + rng.uniform(-start_noise_min, start_noise_min) / 60.0
+            return replace(event, students=max(0, round(size)), hour=hour)
+
+        return replace(self, exams=tuple(noisy(e) for e in self.exams if e.announced),
+                       deadlines=tuple(noisy(d) for d in self.deadlines if d.announced))
+
     def users_at(self, t: float) -> int:
-        t = t + self.start_day * 86400.0 + self.start_hour * 3600.0
+        t = t + self.offset_s
         h = (t / 3600.0) % 24.0
         shape = 0.5 * (1.0 + math.cos(2.0 * math.pi * (h - self.diurnal_peak_hour) / 24.0))
         base = self.diurnal_peak * (self.night_fraction + (1.0 - self.night_fraction) * shape)
@@ -421,6 +474,16 @@ class Compressed(Workload):
 
     def rate_at(self, t: float) -> float:
         return self.user_scale * self.time_compression * self.inner.rate_at(t * self.time_compression)
+
+    def exam_windows(self) -> tuple[tuple[float, float, float], ...]:
+        c = self.time_compression
+        return tuple((a / c, b / c, n * self.user_scale) for a, b, n in self.inner.exam_windows())
+
+    def announced(self, size_noise: float = 0.0, start_noise_min: float = 0.0,
+                  rng: np.random.Generator | None = None) -> Compressed | None:
+        """The inner workload's timetable, compressed and scaled the same way."""
+        inner = self.inner.announced(size_noise, start_noise_min, rng)
+        return None if inner is None else replace(self, inner=inner)
 
 
 def _evaluation_week(**params) -> EvaluationWeek:

@@ -30,7 +30,10 @@ fixed seed). **Stochastic** (``engine: fluid-stochastic``, a ``rng`` given): eac
 draws what a window of spans would show around that steady state: the span count
 ``N`` (open arrivals: ``Poisson(rps · window)``; closed users: a renewal count, normal with
 variance ``E[N] · cv²``, ``cv`` the users' cycle's coefficient of variation), the p95 as the ``ceil(0.95 N)``-th order statistic of ``N``
-draws of the latency distribution (``F⁻¹(U)``, ``U ~ Beta(k, N + 1 − k)``), the request
+draws of the latency distribution (``F⁻¹(U)``, ``U`` a Beta of mean ``k / (N + 1)`` with the
+spread of ``N_eff = N / (1 + max(n - 1, 0))`` independent draws, ``n`` the mean requests in
+service per replica: requests that share a replica see the same queue, so their
+latencies are not independent), the request
 rate ``N / window`` and the CPU usage scaled by ``N / E[N]``; so that a policy trained on it
 meets the noise of the discrete-event engine. Accuracy against the discrete-event engine is measured by
 :func:`validate` (``scalelab calibrate --engine fluid``).
@@ -317,9 +320,13 @@ class FluidCluster:
         kept = min(n, c.span_buffer) if c.span_buffer else n
         if kept < 1:
             p95 = 0.0
-        else:
+        else:  # the k-th of `kept` at its mean rank, with the spread of `effective` independent spans:
+            # requests sharing a replica see the same queue, so their latencies move together
             k = max(1, math.ceil(0.95 * kept))
-            p95 = (st.quantile(float(self.rng.beta(k, kept + 1 - k))) + wait_s) * 1000.0
+            rank = k / (kept + 1.0)
+            effective = kept / (1.0 + max(st.in_service - 1.0, 0.0))
+            p95 = (st.quantile(float(self.rng.beta(rank * (effective + 1.0), (1.0 - rank) * (effective + 1.0))))
+                   + wait_s) * 1000.0
         f = n / expected
         return Context(
             replicas=ctx.replicas, p95_ms=p95, rps=ctx.rps * f, cpu_request_ratio=ctx.cpu_request_ratio * f,

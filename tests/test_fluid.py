@@ -161,9 +161,10 @@ def test_fluid_stochastic_draws_a_windows_noise_around_the_deterministic_state_f
         np.testing.assert_array_equal(a, b)  # the seed decides
         assert not np.array_equal(a, c)
         assert np.ptp(det[:, 0]) == 0 and a[:, 0].std() > 0
-        # around the same state: the mean p95 within 10 % of the deterministic one
-        assert a[:, 0].mean() == pytest.approx(det[0, 0], rel=0.10)
+        # around the same state: the median p95 within 10 % of the deterministic one
+        assert np.median(a[:, 0]) == pytest.approx(det[0, 0], rel=0.10)
         # the request rate fluctuates as the discrete-event engine's (a renewal count, not Poisson)
         assert a[:, 1].std() == pytest.approx(des[:, 1].std(), rel=0.35)
-        # the p95's sampling noise is part of the discrete-event spread (which adds the queue's own)
-        assert 0.2 * des[:, 0].std() < a[:, 0].std() < des[:, 0].std()
+        # the p95 spreads about as the discrete-event engine's: sampling noise of the window's spans,
+        # fewer effective ones where requests share a replica (the queue's own fluctuation)
+        assert 0.5 * des[:, 0].std() < a[:, 0].std() < 1.3 * des[:, 0].std()

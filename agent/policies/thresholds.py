@@ -295,6 +295,7 @@ class HPA(BasePolicy):
                     prop = current  # the controller keeps the scale when it cannot compute
             else:
                 prop = self.proposal(current, ready, max(current - ready, 0), cpu_over_request)
+            prop = self.combine(t, current, prop)
             if self.behavior == "none":
                 desired = self._legacy(t, current, prop)
             else:
@@ -303,6 +304,12 @@ class HPA(BasePolicy):
             events = self.up_events if desired > current else self.down_events
             events.append((t, abs(desired - current)))
         return desired
+
+    def combine(self, t: float, current: int, calculated: int) -> int:
+        """The proposal the behavior gets from the CPU metric's ``calculated`` one: with
+        one metric, itself. Subclasses add metrics (the controller takes the largest
+        proposal of all its metrics, ``computeReplicasForMetrics``) or predictions."""
+        return calculated
 
     def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
         info = info or {}
