@@ -38,9 +38,8 @@ import numpy as np
 
 from agent.actions import ActionSet
 from agent.base import Decision, Policy
-from injector.calendar import FEATURES, CalendarFeatures
 from orchestrator.backend import Backend, Clock, Observation, ScaleResult
-from orchestrator.context import Context
+from orchestrator.context import CALENDAR_FEATURES, CalendarFeatures, Context
 from orchestrator.errors import UserError
 
 LOOP_MODES = ("period", "settle")
@@ -174,8 +173,8 @@ class StepLoop:
     oracle: per step, the fewest replicas meeting the SLO (simulator and replay), handed
     to policies in ``info``.
     calendar: per step, the announced timetable's features (rows of
-    :data:`injector.calendar.FEATURES`, from the timetable alone), handed to policies in
-    ``info["calendar"]`` as :class:`~injector.calendar.CalendarFeatures`; None: no
+    :data:`~orchestrator.context.CALENDAR_FEATURES`, from the timetable alone), handed to
+    policies in ``info["calendar"]`` as :class:`~orchestrator.context.CalendarFeatures`; None: no
     calendar signal (the default: the paper's context only).
     """
 
@@ -186,9 +185,10 @@ class StepLoop:
         self.loads = [float(x) for x in loads]
         self.oracle = None if oracle is None else [int(x) for x in oracle]
         self.calendar = None if calendar is None else np.asarray(calendar, dtype=float)
-        if self.calendar is not None and self.calendar.shape != (len(self.loads), len(FEATURES)):
+        width = len(CALENDAR_FEATURES)
+        if self.calendar is not None and self.calendar.shape != (len(self.loads), width):
             raise UserError(f"calendar features have shape {self.calendar.shape}, the loop needs "
-                            f"({len(self.loads)}, {len(FEATURES)}): one row of {', '.join(FEATURES)} per step")
+                            f"({len(self.loads)}, {width}): one row of {', '.join(CALENDAR_FEATURES)} per step")
         self.steps = len(self.loads)
         self._deadline = 0.0
 

@@ -38,9 +38,8 @@ from agent.base import Decision, Policy
 from agent.loop import LoopSettings, StepLoop, StepRecord, decision_from_dict, decision_to_dict
 from agent.registry import factory_of, make_policy
 from agent.rewards import make_reward
-from injector.calendar import CalendarSettings, calendar_features, run_timetable
-from injector.workloads import make_workload
 from orchestrator.backend import Backend, Clock, Observation, WallClock
+from orchestrator.context import Timetable
 from orchestrator.errors import UserError
 
 RECORDS = "decisions.jsonl"
@@ -85,8 +84,8 @@ class AgentSpec:
     warmup_load: float | None = None  # users held for warmup_seconds before step 0 (config warmup:)
     warmup_seconds: float = 0.0
     injector_task: dict = field(default_factory=dict)  # the injector's set_task order (empty: leave it)
-    # the announced timetable (config calendar:): {"workload": spec, "size_noise", "start_noise_min",
-    # "seed", "features"}; empty: none
+    # the run's announced timetable, computed by the launcher as the simulated runner does:
+    # {"exams": [[start_s, end_s, students], ...], "features": [[5 numbers] per step] or absent}; empty: none
     calendar: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -148,18 +147,15 @@ class AgentSpec:
         Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
 
 
-def agent_timetable(spec: AgentSpec):
-    """The timetable announced for this run (the same as the simulated runner's:
-    :func:`injector.calendar.run_timetable`), or None."""
-    cal = spec.calendar
-    if not cal:
+def agent_timetable(spec: AgentSpec) -> Timetable | None:
+    """The run's announced exams (``calendar.exams``), or None without a calendar."""
+    if not spec.calendar:
         return None
     try:
-        workload = make_workload(cal["workload"])
-        settings = CalendarSettings(float(cal.get("size_noise", 0.0)), float(cal.get("start_noise_min", 0.0)))
-        return run_timetable(workload, settings, int(cal.get("seed", 0)))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise AgentConfigError(f"agent config: calendar: {exc}") from None
+        return Timetable.from_dict(spec.calendar)
+    except (TypeError, ValueError) as exc:
+        raise AgentConfigError(f"agent config: calendar.exams must be [[start_s, end_s, students], ...]: {exc}") \
+            from None
 
 
 def build_agent_policy(spec: AgentSpec) -> Policy:
@@ -267,8 +263,7 @@ def run_agent(spec: AgentSpec, backend: Backend, folder: str | Path, clock: Cloc
     if isinstance(clock, WallClock):
         clock.rebase(start * spec.step_seconds)
     loads = spec.users or [0] * spec.steps
-    table = agent_timetable(spec) if spec.calendar.get("features") else None
-    features = calendar_features(table, spec.step_seconds, spec.steps) if table is not None else None
+    features = spec.calendar.get("features") or None
     loop = StepLoop(backend, clock, loads, settings, reward_fn, calendar=features)
     if hasattr(backend, "drive_load"):
         backend.drive_load = bool(spec.users)

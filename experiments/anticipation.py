@@ -25,14 +25,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from experiments.config import config_path, load_config  # noqa: E402
-from experiments.metrics import pareto_ranks  # noqa: E402
-from experiments.report import policy_styles, write_comparison  # noqa: E402
-from injector.workloads import make_workload  # noqa: E402
+from experiments.config import config_path, load_config
+from experiments.metrics import pareto_ranks
+from experiments.report import policy_styles, write_comparison
+from injector.workloads import make_workload
 
 BASE = "evaluation-week-5d"
 #: Policies that read the timetable or forecast from history; the rest are reactive.
@@ -123,7 +123,8 @@ def exam_timeline(folder: Path, out: Path, before_min: float = 30.0, after_min: 
     students_top = max(float(steps.users[in_any].max()) * 1.15, 1.0)  # one scale for every panel
     for j, (start, end, students) in enumerate(windows):
         lo, hi = start - before_min * 60.0, end + after_min * 60.0
-        part = steps[(t >= lo) & (t < hi)].assign(minute=lambda d: (d.step * step_s - start) // 60.0)
+        part = steps[(t >= lo) & (t < hi)]
+        part = part.assign(minute=(part.step * step_s - start) // 60.0)
         top, bottom = axes[0, j], axes[1, j]
         load = part.groupby("minute").users.mean()
         twin = top.twinx()
@@ -143,7 +144,7 @@ def exam_timeline(folder: Path, out: Path, before_min: float = 30.0, after_min: 
         day = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
         offset = getattr(make_workload(cfg.workload), "offset_s", 0.0)
         when = (start + offset) / 3600.0
-        top.set_title(f"{day[int(when // 24) % 7]} {int(when % 24):02d}:{int(round(when % 1 * 60)):02d}, "
+        top.set_title(f"{day[int(when // 24) % 7]} {int(when % 24):02d}:{round(when % 1 * 60):02d}, "
                       f"{students:.0f} students", fontsize=10)
         for ax in (top, bottom):
             ax.axvline(0, color="k", lw=0.6)

@@ -21,7 +21,7 @@ from agent.loop import ROW_COLUMNS, LoopSettings, StepLoop, StepRecord
 from agent.registry import factory_of, make_policy
 from agent.rewards import make_reward
 from experiments.config import ConfigError, ExperimentConfig, PolicySpec
-from injector.calendar import CalendarSettings, calendar_features
+from injector.calendar import CalendarSettings, calendar_features, timetable_data
 from injector.calendar import run_timetable as announced_timetable
 from injector.workloads import Workload, WorkloadError, make_workload
 from orchestrator.backend import Backend, Clock, VirtualClock
@@ -149,7 +149,7 @@ def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 
         if table is None:
             raise ConfigError(f"config: policies: {spec.display} reads the announced timetable, and workload "
                               f"{cfg.workload.get('kind')!r} publishes none (evaluation-week-v1 does)")
-        defaults["timetable"] = table
+        defaults["timetable"] = timetable_data(table)
     try:
         policy = make_policy(spec.name, defaults=defaults, **params)
     except ValueError as exc:

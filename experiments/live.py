@@ -26,8 +26,15 @@ import pandas as pd
 
 from agent.process import AgentFolder, AgentSpec, records_of
 from experiments.config import ConfigError, ExperimentConfig
-from experiments.episode import (Resolved, build_policy, episode_name, records_frame, resolve, run_timetable,
-                                 saved_state_path)
+from experiments.episode import (
+    Resolved,
+    build_policy,
+    episode_name,
+    records_frame,
+    resolve,
+    run_timetable,
+    saved_state_path,
+)
 from experiments.runner import (
     RunResult,
     check_reward,
@@ -38,6 +45,7 @@ from experiments.runner import (
     record_plugins,
     write_versions,
 )
+from injector.calendar import calendar_features, timetable_data
 from orchestrator import plugins
 from orchestrator.errors import PermanentError
 from orchestrator.scalers.local import ReplicaSpec
@@ -109,9 +117,20 @@ def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int, in
                      initial_replicas=cfg.cluster.initial_replicas, users=users, hot_start=hot,
                      warmup_load=cfg.warmup.load, warmup_seconds=float(cfg.warmup.seconds),
                      injector_task={**injector_task(r, injector_cpu), "seed": int(seed)},
-                     calendar=({"workload": dict(cfg.workload), "size_noise": cfg.calendar.size_noise,
-                                "start_noise_min": cfg.calendar.start_noise_min, "seed": int(calendar_seed),
-                                "features": cfg.calendar.features} if r.workload.announced() is not None else {}))
+                     calendar=agent_calendar(cfg, r, calendar_seed))
+
+
+def agent_calendar(cfg: ExperimentConfig, r: Resolved, calendar_seed: int) -> dict:
+    """The ``calendar`` of an agent config: the run's announced exams and, with
+    ``calendar.features``, the features per step, computed as the simulated runner
+    computes them (:func:`experiments.episode.run_timetable`); empty without a timetable."""
+    table = run_timetable(cfg, r, {"calendar": calendar_seed})
+    if table is None:
+        return {}
+    out = timetable_data(table).to_dict()
+    if cfg.calendar.features:
+        out["features"] = calendar_features(table, cfg.step_seconds, r.steps).tolist()
+    return out
 
 
 def records_to_steps(folder: Path, run: int, policy: str) -> pd.DataFrame:

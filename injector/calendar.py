@@ -24,38 +24,17 @@ students (users) unless stated:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from injector.workloads import Workload, WorkloadError
+from orchestrator.context import CALENDAR_FEATURES, CalendarFeatures, Timetable  # noqa: F401 (re-exported)
 
 #: Feature names, in the order of :meth:`CalendarFeatures.vector`.
-FEATURES = ("expected_now", "expected_5min", "expected_15min", "peak_15min", "minutes_to_exam")
+FEATURES = CALENDAR_FEATURES
 #: How far ahead ``minutes_to_exam`` looks, min (the cap).
 EXAM_HORIZON_MIN = 240.0
-
-
-@dataclass(frozen=True)
-class CalendarFeatures:
-    """One step's calendar features (see the module docstring; students, minutes)."""
-
-    expected_now: float
-    expected_5min: float
-    expected_15min: float
-    peak_15min: float
-    minutes_to_exam: float
-
-    def vector(self) -> np.ndarray:
-        """The features in :data:`FEATURES` order, shape ``(5,)``."""
-        return np.array([getattr(self, f) for f in FEATURES], dtype=float)
-
-    @classmethod
-    def from_vector(cls, row) -> CalendarFeatures:
-        return cls(*(float(x) for x in row))
-
-
-assert tuple(f.name for f in fields(CalendarFeatures)) == FEATURES
 
 
 @dataclass(frozen=True)
@@ -99,7 +78,7 @@ def run_timetable(workload: Workload, settings: CalendarSettings, seed: int) -> 
 def calendar_features(table: Workload, step_s: float, steps: int) -> np.ndarray:
     """The features of :data:`FEATURES` at steps ``0..steps-1`` from the timetable
     ``table`` alone, shape ``(steps, 5)``, float64."""
-    ahead = {m: int(round(m * 60.0 / step_s)) for m in (5, 15)}
+    ahead = {m: round(m * 60.0 / step_s) for m in (5, 15)}
     grid = np.array([table.users_at(k * step_s) for k in range(steps + ahead[15] + 1)], dtype=float)
     k = np.arange(steps)
     windows = np.lib.stride_tricks.sliding_window_view(grid, ahead[15] + 1)[:steps]
@@ -112,3 +91,8 @@ def calendar_features(table: Workload, step_s: float, steps: int) -> np.ndarray:
     else:
         minutes = np.full(steps, EXAM_HORIZON_MIN)
     return np.column_stack((grid[k], grid[k + ahead[5]], grid[k + ahead[15]], windows.max(axis=1), minutes))
+
+
+def timetable_data(table: Workload) -> Timetable:
+    """The timetable's exams as plain data for policies (:class:`Timetable`)."""
+    return Timetable(tuple(table.exam_windows()))

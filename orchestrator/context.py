@@ -191,6 +191,51 @@ class Context:
                    **{k: type(getattr(cls, k))(data[k]) for k in optional if k in data})
 
 
+
+#: The calendar's features, in the order of :meth:`CalendarFeatures.vector` (computed
+#: from the announced timetable alone: :mod:`injector.calendar`).
+CALENDAR_FEATURES = ("expected_now", "expected_5min", "expected_15min", "peak_15min", "minutes_to_exam")
+
+
+@dataclass(frozen=True)
+class CalendarFeatures:
+    """What the announced timetable says at one step (students = users; minutes):
+    expected students now, in 5 and in 15 minutes, the most over the next 15 minutes,
+    and the minutes to the next announced exam start (capped at 240)."""
+
+    expected_now: float
+    expected_5min: float
+    expected_15min: float
+    peak_15min: float
+    minutes_to_exam: float
+
+    def vector(self) -> np.ndarray:
+        """The features in :data:`CALENDAR_FEATURES` order, shape ``(5,)``."""
+        return np.array([getattr(self, f) for f in CALENDAR_FEATURES], dtype=float)
+
+    @classmethod
+    def from_vector(cls, row) -> CalendarFeatures:
+        return cls(*(float(x) for x in row))
+
+
+@dataclass(frozen=True)
+class Timetable:
+    """The announced exams as data a policy can read: ``exams`` is ``((start_s, end_s,
+    students), ...)`` on the workload's clock (s from its start; users), sorted."""
+
+    exams: tuple[tuple[float, float, float], ...] = ()
+
+    def exam_windows(self) -> tuple[tuple[float, float, float], ...]:
+        return self.exams
+
+    def to_dict(self) -> dict:
+        return {"exams": [list(e) for e in self.exams]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Timetable:
+        return cls(tuple(sorted((float(a), float(b), float(n)) for a, b, n in data.get("exams", ()))))
+
+
 def percentile(values: np.ndarray, q: float) -> float:
     """``np.percentile(values, q)`` (linear interpolation) by partial sorting.
 

@@ -9,10 +9,17 @@ import pandas as pd
 import pytest
 
 from agent.base import PolicyError
-from agent.policies.anticipatory import (Capacity, CalendarHSLinUCB, CronTrigger, KedaCronHPA, PredictiveHPA,
-                                         external_per_pod_proposal, holt_winters_prediction, triggers_from_timetable)
-from injector.calendar import CalendarFeatures
-from orchestrator.context import Context
+from agent.policies.anticipatory import (
+    CalendarHSLinUCB,
+    Capacity,
+    CronTrigger,
+    KedaCronHPA,
+    PredictiveHPA,
+    external_per_pod_proposal,
+    holt_winters_prediction,
+    triggers_from_timetable,
+)
+from orchestrator.context import CalendarFeatures, Context
 
 
 def ctx(replicas=1, p95=100.0, cpu=0.1) -> Context:
@@ -49,10 +56,10 @@ def test_keda_cron_with_cpu_scales_for_the_window_then_the_hpa_stabilises_down()
 
 
 def test_keda_cron_sizes_one_trigger_per_announced_exam():
-    from injector.calendar import timetable
+    from injector.calendar import timetable, timetable_data
     from injector.workloads import make_workload
 
-    table = timetable(make_workload({"kind": "evaluation-week-v1"}))
+    table = timetable_data(timetable(make_workload({"kind": "evaluation-week-v1"})))
     cap = Capacity.of([[100, 2], [200, 3], [400, 5]], 50, "t")
     triggers = triggers_from_timetable(table, 10.0, cap)
     assert [(tr.start_s, tr.end_s, tr.desired_replicas) for tr in triggers] == [
@@ -163,7 +170,7 @@ def test_the_anticipation_experiment_runs_every_calendar_and_checks_the_targets(
                                        "exams-evaluation-week-5d.png"]
     runs = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("evaluation-week-5d"))
     assert len(runs) == 3
-    noisy = yaml.safe_load((tmp_path / [r for r in runs if "noisy" in r][0] / "config.yaml").read_text())
+    noisy = yaml.safe_load((tmp_path / next(r for r in runs if "noisy" in r) / "config.yaml").read_text())
     assert noisy["calendar"]["size_noise"] == 0.3 and noisy["policies"] == base["policies"]  # the same policies
 
 
@@ -180,3 +187,10 @@ def test_targets_are_judged_against_hslinucb_and_the_reactive_front():
     assert set(got) == {"cal", "keda"}
     assert got["cal"]["meets"] and got["cal"]["fewer_violations"] == pytest.approx(0.40)
     assert got["keda"]["front_vs_reactive"] and not got["keda"]["meets"]  # 31 % fewer, but costs more
+
+
+def test_hslinucb_calendar_leaves_quiet_hours_to_the_bandit():
+    p = CalendarHSLinUCB(capacity=[[20, 1], [30, 2], [100, 3]], quiet_students=30, seed=0)
+    assert p.floor(cal(now=30.0, in5=30.0)) == 0  # 30 expected students: no floor
+    assert p.floor(cal(now=30.0, in5=31.0)) == 3  # above: the load test's replicas for 31 students
+    assert CalendarHSLinUCB(capacity=[[20, 1], [30, 2], [100, 3]]).floor(cal(now=25.0)) == 2

@@ -4,9 +4,11 @@ announced, the noise, and the loop handing them to policies (simulated and live)
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
+import yaml
 
 from injector.calendar import EXAM_HORIZON_MIN, FEATURES, CalendarSettings, calendar_features, run_timetable, timetable
 from injector.workloads import WorkloadError, make_workload
@@ -31,7 +33,7 @@ def test_features_ten_minutes_before_an_exam_by_hand():
     start = (1 * 24 + 14.0) * 3600.0  # Tuesday 14:00, 300 students, a 3-minute start
     k = int((start - 600.0) / STEP)
     f = calendar_features(timetable(w), STEP, k + 1)[k]
-    assert dict(zip(FEATURES, f))["minutes_to_exam"] == pytest.approx(10.0)
+    assert dict(zip(FEATURES, f, strict=True))["minutes_to_exam"] == pytest.approx(10.0)
     assert f[0] == round(baseline(w, k * STEP))  # nothing announced at 13:50
     assert f[1] == round(baseline(w, k * STEP + 300))  # 13:55: still nothing
     assert f[2] == round(baseline(w, k * STEP + 900) + 300)  # 14:05: every student has started
@@ -78,7 +80,7 @@ def test_a_noisy_timetable_stays_within_its_bounds_and_follows_the_seed():
     settings = CalendarSettings(size_noise=0.3, start_noise_min=10.0)
     a, b, c = (run_timetable(w, settings, s) for s in (1, 1, 2))
     assert a == b and a != c
-    for true, told in zip(w.exams, a.exams):
+    for true, told in zip(w.exams, a.exams, strict=True):
         assert 0.7 * true.students - 0.5 <= told.students <= 1.3 * true.students + 0.5
         assert abs(told.start_s - true.start_s) <= 600.0 + 1e-6
     assert run_timetable(w, CalendarSettings(), 5) == w.announced()  # no noise: the timetable as it is
@@ -153,21 +155,29 @@ def test_calendar_features_need_a_timetable():
 
     cfg = load_config({"name": "x", "steps": 5, "workload": {"kind": "constant", "users": 3},
                        "calendar": {"features": True}, "policies": [{"name": "static"}]})
-    with pytest.raises(ConfigError, match="calendar.features needs a workload that publishes a timetable"):
+    with pytest.raises(ConfigError, match=r"calendar\.features needs a workload that publishes a timetable"):
         run_experiment(cfg, out=None, progress=False)
     with pytest.raises(ConfigError, match=r"calendar.size_noise=1.5 must be within \[0, 1\)"):
         load_config({"name": "x", "calendar": {"size_noise": 1.5}})
 
 
-def test_a_live_agent_sees_the_same_timetable_as_the_simulated_run():
-    from agent.process import agent_timetable
-    from experiments.episode import resolve, run_timetable as sim_timetable
+def test_a_live_agent_sees_the_same_timetable_and_features_as_the_simulated_run():
+    from agent.process import AgentSpec, agent_timetable
+    from experiments.episode import resolve
+    from experiments.episode import run_timetable as sim_timetable
     from experiments.live import agent_spec
     from experiments.runner import episode_seeds
+    from injector.calendar import timetable_data
 
     cfg = _short_week(True, noise=0.3)
+    r = resolve(cfg)
     seeds = episode_seeds(cfg.seed, 2, 1)
+    tables = []
     for run in (0, 1):
         spec = agent_spec(cfg, 0, run, seeds[run]["policy"][0], calendar_seed=seeds[run]["calendar"])
-        assert spec.calendar["features"] is True
-        assert agent_timetable(spec) == sim_timetable(cfg, resolve(cfg), seeds[run])
+        spec = AgentSpec.from_dict(yaml.safe_load(yaml.safe_dump(asdict(spec))))  # as the agent process reads it
+        sim = sim_timetable(cfg, r, seeds[run])
+        assert agent_timetable(spec) == timetable_data(sim)
+        np.testing.assert_array_equal(spec.calendar["features"], calendar_features(sim, cfg.step_seconds, r.steps))
+        tables.append(agent_timetable(spec))
+    assert tables[0] != tables[1]  # each run draws its own noisy timetable

@@ -27,6 +27,8 @@ SMALL = {
     "04-write-your-own-policy": {"RUNS": 2, "DURATION_S": 900},
     "05-live-agent": {"STEPS": 8, "STEP_SECONDS": 2.0, "USERS": [2, 2, 10, 10, 10, 10, 10, 10]},
     "06-train-ppo": {"TIMESTEPS": 2048, "RUNS": 1, "STEPS": 300},
+    "07-anticipation": {"RUNS": 1, "VARIANT_RUNS": 1, "DAYS": 0.27, "START_DAY": 1, "START_HOUR": 8.5,
+                        "ENGINE": "fluid", "HELD_OUT": ["noisy"]},
 }
 #: notebooks with their own test (the live stack; the rl extra)
 OWN_TEST = ("05-live-agent", "06-train-ppo")

@@ -35,7 +35,7 @@ import numpy as np
 
 from agent.actions import ActionSet
 from agent.base import Decision, PolicyError
-from agent.policies.linucb import FIELDS, HSLinUCB, LinUCBCore, argmax_random, paper_reward, tie_probabilities
+from agent.policies.linucb import FIELDS, HSLinUCB, LinUCBCore, argmax_random, tie_probabilities
 from agent.policies.thresholds import HPA
 from orchestrator.context import Context
 
@@ -240,7 +240,9 @@ class CalendarHSLinUCB(HSLinUCB):
        ``lookahead`` (``5min``: the most of ``expected_now`` and ``expected_5min``;
        ``15min``: ``peak_15min``), which need ``floor`` replicas by ``capacity`` (a
        load-test table, or ``students_per_replica``: :class:`Capacity`); the policy
-       never asks for fewer than ``floor``. When the floor raises
+       never asks for fewer than ``floor``. At or below ``quiet_students`` expected
+       students there is no floor: the quiet hours are left to the bandit, whose
+       occasional violation there costs less than a replica held all day. When the floor raises
        the order, the step is a forced one (probability 1) and the bandit does not learn
        from it, as the paper's forced scale-up.
     2. **The paper's rule above it**: p95 over the SLO forces one up; otherwise the
@@ -261,9 +263,13 @@ class CalendarHSLinUCB(HSLinUCB):
     FLOOR = 3
 
     def __init__(self, capacity: list | None = None, students_per_replica: float = 50.0, lookahead: str = "5min",
-                 margin_cost: float = 0.0, scale: list[float] | None = None, alpha: float = 1.0, lam: float = 1.0,
-                 slo_ms: float = 600.0, max_replicas: int = 10, seed=None) -> None:
+                 quiet_students: float = 0.0, margin_cost: float = 0.0, scale: list[float] | None = None,
+                 alpha: float = 1.0, lam: float = 1.0, slo_ms: float = 600.0, max_replicas: int = 10,
+                 seed=None) -> None:
         super().__init__(alpha=alpha, lam=lam, slo_ms=slo_ms, seed=seed)
+        if not quiet_students >= 0:
+            raise PolicyError(f"hslinucb-calendar: quiet_students must be >= 0, got {quiet_students}")
+        self.quiet_students = float(quiet_students)
         if scale is not None and (len(scale) != len(FIELDS) or min(scale) <= 0):
             raise PolicyError(f"hslinucb-calendar: scale needs {len(FIELDS)} positive numbers, got {scale}")
         self.scale = None if scale is None else np.asarray(scale, dtype=float)
@@ -286,6 +292,8 @@ class CalendarHSLinUCB(HSLinUCB):
         if cal is None:
             return 0
         expected = cal.peak_15min if self.lookahead == "15min" else max(cal.expected_now, cal.expected_5min)
+        if expected <= self.quiet_students:
+            return 0
         return min(self.max_replicas, self.capacity.replicas(expected))
 
     def features(self, context: Context, info: Mapping[str, Any] | None) -> np.ndarray:
