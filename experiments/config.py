@@ -197,6 +197,9 @@ class ExperimentConfig:
     replay: how the replay serves them (:class:`ReplayConfig`).
     warmup: a load held before step 0 (:class:`WarmupConfig`).
     calendar: the announced timetable and its features for policies (:class:`CalendarConfig`).
+    oracle: compute the oracle's replicas per step (simulator and replay; the ``oracle``
+    policy and the regret column need it). ``false`` skips it (its cost grows with the
+    replicas and the load levels on the discrete-event engine) and the summary says so.
     seed: root of every generator. runs: independent repetitions per policy.
     step_seconds: control period, s. slo_ms: p95 objective, ms.
     steps: steps per run (default: the workload's duration / step_seconds).
@@ -221,6 +224,7 @@ class ExperimentConfig:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
+    oracle: bool = True
     workload: dict[str, Any] = field(default_factory=lambda: {"kind": "paper-sim-v1"})
     app: AppConfig = field(default_factory=AppConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -363,6 +367,8 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(c.think_s is None or (len(c.think_s) == 2 and 0 <= c.think_s[0] <= c.think_s[1]),
          "cluster.think_s", c.think_s, "must be [low, high] with 0 <= low <= high")
     need(len(cfg.policies) >= 1, "policies", cfg.policies, "must list at least one policy")
+    need(cfg.oracle or all(p.name != "oracle" for p in cfg.policies), "oracle", cfg.oracle,
+         "cannot be false while the oracle policy is listed")
     labels = [p.display for p in cfg.policies]
     dup = {x for x in labels if labels.count(x) > 1}
     need(not dup, "policies", sorted(dup), "are listed twice: give each a distinct 'label'")

@@ -201,6 +201,8 @@ def experiment_lines(cfg, steps_per_run: int | None = None, runs: int | None = N
         f"per run     {length}; SLO: p95 <= {cfg.slo_ms:g} ms per step",
         f"runs        {n} per policy; ± is a 95 % Student-t interval over runs (t = {t95(n):.2f})" if n > 1
         else "runs        1 per policy: no interval",
+        *(["oracle      skipped (config oracle: false): no regret column, no oracle policy"]
+          if not getattr(cfg, "oracle", True) and cfg.backend in ("sim", "replay") else []),
     ]
 
 

@@ -108,13 +108,13 @@ def oracle_levels(cfg: ExperimentConfig, resolved: Resolved, path: Path | None, 
     """Per-step load and oracle replicas (``None`` when no oracle is possible)."""
     wl = resolved.workload
     loads = wl.series(cfg.step_seconds, resolved.steps)
-    if cfg.backend == "replay":
+    if cfg.backend == "replay" and cfg.oracle:
         from experiments.episode import load_replay
 
         replay = load_replay(cfg)
         levels = {u: replay.oracle(int(u), cfg.slo_ms) for u in np.unique(loads)}
         return loads, np.array([levels[u] for u in loads])
-    if cfg.backend != "sim":
+    if cfg.backend != "sim" or not cfg.oracle:
         return loads, None
     engine = "fluid" if cfg.engine.startswith("fluid") else cfg.engine  # the oracle reads the expected p95
     cache_file = path / f"oracle{'-fluid' if engine == 'fluid' else ''}.json" if path is not None else None
@@ -353,7 +353,7 @@ def _run_in(cfg: ExperimentConfig, resolved: Resolved, path: Path, workers, prog
         return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t0, config=cfg)
     seeds = write_versions(path, cfg)
 
-    needs_oracle = cfg.backend in ("sim", "replay")
+    needs_oracle = cfg.backend in ("sim", "replay") and cfg.oracle
     with tqdm(desc="oracle", unit="level", disable=not progress or not needs_oracle, leave=False) as bar:
         loads, oracle = oracle_levels(cfg, resolved, path, progress=bar.update)
 

@@ -18,8 +18,10 @@ Model (times in seconds, CPU in core-seconds):
   in one binary heap keyed by ``(time, sequence)``, so ties run in insertion order.
 * **Open arrivals** come from a sorted array of instants.
 * Replica events (a completion, a budget exhausted, a period boundary while busy, a
-  replica becoming ready) are found by scanning the replicas, of which there are few.
-  At equal times a replica event runs before a user event.
+  replica becoming ready) are found in a segment tree over the replicas' next event
+  times, and the balancer's choice in another over their requests in service, so an
+  event costs O(log R) in the replicas, not O(R). At equal times a replica event runs
+  before a user event, the lowest replica first.
 
 State lives in plain numpy arrays owned by :class:`simulator.cluster.SimCluster`.
 """
@@ -227,27 +229,100 @@ def schedule_replica(rf, ri, act, sf, r, params):
     rf[r, RF_NEXT] = nxt
 
 
+# -- segment trees over the replicas: the next event and the balancer's choice in O(log R)
 @njit(cache=True)
-def pick_replica(rf, ri, meta):
-    """Pick a ready replica for a new request; -1 if none is ready."""
+def tree_size(n):
+    """Leaves of a segment tree over ``n`` items (a power of two >= n, at least 1)."""
+    size = 1
+    while size < n:
+        size *= 2
+    return size
+
+
+@njit(cache=True, inline="always")
+def tree_set(tree, size, i, value):
+    """Set leaf ``i`` to ``value`` and every ancestor to the minimum of its children."""
+    j = i + size
+    tree[j] = value
+    j >>= 1
+    while j >= 1:
+        a, b = tree[2 * j], tree[2 * j + 1]
+        tree[j] = a if a <= b else b
+        j >>= 1
+
+
+@njit(cache=True)
+def tree_first(tree, size, lo, m):
+    """The first leaf ``i >= lo`` whose value is ``<= m``; -1 if none."""
+    if lo >= size:
+        return -1
+    j = lo + size
+    while True:
+        if tree[j] <= m:
+            while j < size:  # the leftmost leaf of this subtree with a value <= m
+                j = 2 * j
+                if tree[j] > m:
+                    j += 1
+            return j - size
+        while j & 1:  # a right child: climb until a left child, then step to its sibling
+            j >>= 1
+        if j == 0:
+            return -1
+        j += 1
+
+
+@njit(cache=True, inline="always")
+def event_key(rf, ri, r):
+    """Replica ``r``'s leaf in the event tree: its next event time, inf when free."""
+    return INF if ri[r, RI_STATE] == FREE else rf[r, RF_NEXT]
+
+
+@njit(cache=True, inline="always")
+def balancer_key(ri, r, least):
+    """Replica ``r``'s leaf in the balancer tree: 0 (round robin) or its requests (least
+    requests) when ready, inf otherwise."""
+    if ri[r, RI_STATE] != READY:
+        return INF
+    return float(ri[r, RI_N]) if least else 0.0
+
+
+@njit(cache=True)
+def build_trees(rf, ri, meta):
+    """The event and balancer trees of the replicas as they are now."""
     nrep = ri.shape[0]
+    size = tree_size(nrep)
+    ev = np.full(2 * size, INF)
+    bal = np.full(2 * size, INF)
+    least = meta[M_BALANCER] != 0
+    for r in range(nrep):
+        ev[size + r] = event_key(rf, ri, r)
+        bal[size + r] = balancer_key(ri, r, least)
+    for j in range(size - 1, 0, -1):
+        ev[j] = min(ev[2 * j], ev[2 * j + 1])
+        bal[j] = min(bal[2 * j], bal[2 * j + 1])
+    return ev, bal, size
+
+
+@njit(cache=True, inline="always")
+def touch(rf, ri, meta, ev, bal, size, r):
+    """Replica ``r`` changed (its next event, state or requests): update both trees."""
+    tree_set(ev, size, r, event_key(rf, ri, r))
+    tree_set(bal, size, r, balancer_key(ri, r, meta[M_BALANCER] != 0))
+
+
+@njit(cache=True)
+def pick_replica(bal, size, nrep, meta):
+    """Pick a ready replica for a new request; -1 if none is ready. Round robin: the
+    first ready replica from the round-robin pointer on; least requests: the first, in
+    that order, of those with the fewest requests. ``bal`` is the balancer tree."""
+    m = bal[1]
+    if m == INF:
+        return -1
     start = meta[M_RR]
-    best = -1
-    if meta[M_BALANCER] == 0:  # round robin over ready replicas
-        for k in range(nrep):
-            r = (start + k) % nrep
-            if ri[r, RI_STATE] == READY:
-                best = r
-                break
-    else:  # least requests, ties broken by round-robin order
-        bestn = 1 << 60
-        for k in range(nrep):
-            r = (start + k) % nrep
-            if ri[r, RI_STATE] == READY and ri[r, RI_N] < bestn:
-                bestn = ri[r, RI_N]
-                best = r
-    if best >= 0:
-        meta[M_RR] = (best + 1) % nrep
+    best = tree_first(bal, size, start, m)
+    if best < 0 or best >= nrep:
+        best = tree_first(bal, size, 0, m)
+    meta[M_RR] = (best + 1) % nrep
     return best
 
 
@@ -285,14 +360,11 @@ def run_until(
     overhead = params[P_OVERHEAD]
     tcap = params[P_TIMEOUT_CPU]
     t = now
+    ev, bal, size = build_trees(rf, ri, meta)  # the replicas may have changed since the last call
     while True:
-        # earliest replica event
-        rbest = -1
-        trep = INF
-        for r in range(nrep):
-            if ri[r, RI_STATE] != FREE and rf[r, RF_NEXT] < trep:
-                trep = rf[r, RF_NEXT]
-                rbest = r
+        # earliest replica event (the lowest index among equal times)
+        trep = ev[1]
+        rbest = tree_first(ev, size, 0, trep) if trep < INF else -1
         tuser = ht[0] if meta[M_HSIZE] > 0 else INF
         topen = open_arrivals[meta[M_OPEN]] if meta[M_OPEN] < open_arrivals.shape[0] else INF
         tarr = tuser if tuser < topen else topen
@@ -306,6 +378,7 @@ def run_until(
                 advance_replica(rf, ri, r, t, params)
                 ri[r, RI_STATE] = READY
                 schedule_replica(rf, ri, act, sf, r, params)
+                touch(rf, ri, meta, ev, bal, size, r)
                 meta[M_EVENTS] += 1
                 continue
             n = ri[r, RI_N]
@@ -346,6 +419,7 @@ def run_until(
             if ri[r, RI_STATE] == DRAINING and ri[r, RI_N] == 0:
                 ri[r, RI_STATE] = FREE
             schedule_replica(rf, ri, act, sf, r, params)
+            touch(rf, ri, meta, ev, bal, size, r)
             meta[M_EVENTS] += 1
             continue
         if tarr > t_end:
@@ -361,7 +435,7 @@ def run_until(
             return NEED_DEMAND, t
         if meta[M_FREE_TOP] == 0:
             return NEED_SLOTS, t
-        r = pick_replica(rf, ri, meta)
+        r = pick_replica(bal, size, nrep, meta)
         if r < 0:
             return NO_REPLICA, t
         if ri[r, RI_N] >= act.shape[1]:
@@ -389,6 +463,7 @@ def run_until(
         act[r, ri[r, RI_N]] = slot
         ri[r, RI_N] += 1
         schedule_replica(rf, ri, act, sf, r, params)
+        touch(rf, ri, meta, ev, bal, size, r)
         meta[M_EVENTS] += 1
     # bring every live replica to t_end so that samples cover the whole step
     for r in range(nrep):

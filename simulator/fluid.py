@@ -81,6 +81,36 @@ def _mva(mu: np.ndarray, think_s: float, n_users: int) -> tuple:
     return x, r, arrival[:n_users]
 
 
+@njit(cache=True)
+def _repairman(mu: np.ndarray, think_s: float, n_users: int) -> np.ndarray:
+    """The stationary distribution of the number at the station, ``j = 0..n_users``:
+    the closed network of one load-dependent station and a delay station is a
+    birth-death chain (births ``(N - j) / think_s``, deaths ``mu[j]``; the machine-
+    repairman model), product form for any think and service distributions with
+    processor sharing (insensitivity), so ``p(j) ∝ N! / (N - j)! / think_s^j / Π mu(i)``.
+    Computed in log space, O(N)."""
+    logw = np.zeros(n_users + 1)
+    for j in range(1, n_users + 1):
+        logw[j] = logw[j - 1] + np.log((n_users - j + 1) / think_s) - np.log(mu[j])
+    top = logw.max()
+    p = np.exp(logw - top)
+    return p / p.sum()
+
+
+@njit(cache=True)
+def _steady_closed(mu: np.ndarray, think_s: float, n_users: int) -> tuple:
+    """What :func:`_mva` returns, exactly, in O(N) rather than O(N²): throughput (req/s),
+    station time (s) and the arrival-theorem marginal ``p(j | N - 1)`` (an arrival sees
+    the network with one user fewer), shape ``(N,)``, from :func:`_repairman`."""
+    p = _repairman(mu, think_s, n_users)
+    x = 0.0
+    for j in range(1, n_users + 1):
+        x += p[j] * mu[j]
+    r = n_users / x - think_s if x > 0 else 0.0
+    arrival = _repairman(mu, think_s, n_users - 1) if n_users > 1 else np.ones(1)
+    return x, max(r, 0.0), arrival
+
+
 @dataclass(frozen=True)
 class Steady:
     """The steady state at one load and replica count."""
@@ -138,15 +168,27 @@ class FluidModel:
         stalls = np.floor((used[None, :] + (t0 * cores)[:, None]) / self.budget).mean(axis=1)
         return t0 + stalls * stall
 
+    def mean_walls(self, n: np.ndarray, u: float) -> np.ndarray:
+        """:meth:`wall` of the mean demand for each count in service ``n`` (>= 1), s."""
+        a = self.app
+        n = np.asarray(n, dtype=float)
+        rate = np.minimum(n, a.burst_cores) / (1.0 + a.contention * np.minimum(n - 1.0, a.contention_cap))
+        t0 = self.mean_demand * n / rate
+        cores = np.minimum(n, a.burst_cores)
+        stall = np.maximum(0.0, self.period - self.budget / cores)
+        used = (np.arange(8) + 0.5) / 8 * self.budget * min(1.0, u)
+        stalls = np.floor((used[None, :] + (t0 * cores)[:, None]) / self.budget).mean(axis=1)
+        return np.where(cores > a.cpu_limit, t0 + stalls * stall, t0)
+
     def _station(self, jmax: int, replicas: int, u: float) -> np.ndarray:
-        mu = np.zeros(jmax + 1)
-        mean = np.array([self.mean_demand])
+        """``mu[j]``, requests/s the replicas complete with ``j`` in the system, spread as
+        evenly as the balancer can (``j // R`` on each, one more on ``j % R``)."""
         per = np.zeros(jmax // replicas + 2)
-        for n in range(1, per.shape[0]):
-            per[n] = n / float(self.wall(mean, n, u)[0])
-        for j in range(1, jmax + 1):
-            base, extra = divmod(j, replicas)
-            mu[j] = extra * per[base + 1] + (replicas - extra) * per[base]
+        n = np.arange(1, per.shape[0])
+        per[1:] = n / self.mean_walls(n, u)
+        base, extra = np.divmod(np.arange(jmax + 1), replicas)
+        mu = extra * per[base + 1] + (replicas - extra) * per[base]
+        mu[0] = 0.0
         return mu
 
     def _distribution(self, arrival: np.ndarray, replicas: int, u: float) -> tuple[np.ndarray, np.ndarray]:
@@ -164,16 +206,41 @@ class FluidModel:
 
     # -- the cluster
     def _settle(self, solve, replicas: int):
-        """Iterate ``solve(u) -> (state, throughput)`` to a fixed point of the quota
-        utilisation ``u`` (once when the replicas cannot burst above their limit)."""
-        u = 0.0
-        for _ in range(30 if self.throttles else 1):
+        """The fixed point of the quota utilisation ``u = f(u)``, ``f(u)`` the
+        utilisation ``solve(u) -> (state, throughput)`` gives (once when the replicas
+        cannot burst above their limit). ``f`` decreases in ``u`` (more of the quota used
+        at arrival, more stalls, less throughput), so ``f(u) - u`` has one root in
+        ``[0, 1]``: regula falsi (Illinois) from that bracket, to 1e-4."""
+
+        def f(u):
             state, x = solve(u)
-            u_new = min(1.0, x * self.mean_demand / (replicas * self.app.cpu_limit))
-            done = abs(u_new - u) < 1e-4
-            u = 0.5 * (u + u_new)
-            if done:
-                break
+            return state, min(1.0, x * self.mean_demand / (replicas * self.app.cpu_limit))
+
+        state, fu = f(0.0)
+        if not self.throttles or fu <= 1e-4:
+            return state, 0.0 if not self.throttles else fu
+        lo, g_lo = 0.0, fu  # g = f(u) - u: > 0 at lo
+        hi_state, f_hi = f(1.0)
+        hi, g_hi = 1.0, f_hi - 1.0
+        if g_hi >= 0.0:  # saturated: u = 1
+            return hi_state, 1.0
+        side = 0
+        for _ in range(40):
+            u = (lo * g_hi - hi * g_lo) / (g_hi - g_lo)
+            state, fu = f(u)
+            g = fu - u
+            if abs(g) < 1e-4 or hi - lo < 1e-6:
+                return state, u
+            if g > 0.0:
+                lo, g_lo = u, g
+                if side == 1:
+                    g_hi *= 0.5
+                side = 1
+            else:
+                hi, g_hi = u, g
+                if side == -1:
+                    g_lo *= 0.5
+                side = -1
         return state, u
 
     def _cached(self, key: tuple, make) -> Steady:
@@ -189,7 +256,7 @@ class FluidModel:
             return Steady(0.0, 0.0, np.zeros(1), np.ones(1), 0.0)
 
         def solve(u):
-            x, r, arrival = _mva(self._station(users, replicas, u), self.think + self.overhead, users)
+            x, r, arrival = _steady_closed(self._station(users, replicas, u), self.think + self.overhead, users)
             return (x, r, arrival), x
 
         (x, r, arrival), u = self._settle(solve, replicas)

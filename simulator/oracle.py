@@ -94,10 +94,26 @@ class OracleTable:
             return lo
         below = [v for k, v in self.cache.items() if k < load]
         n = max([lo, *below])
-        while n < hi and not self._meets(load, n):
-            n += 1
-        self.cache[load] = n
-        return n
+        if n >= hi or self._meets(load, n):
+            self.cache[load] = min(n, hi)
+            return self.cache[load]
+        # galloping search: n, n+1, n+3, n+7, ... until one meets (or hi), then bisect the last gap;
+        # the same answer as counting up one by one where more replicas never hurt, in O(log) probes
+        fail, step = n, 1
+        while True:
+            probe = min(fail + step, hi)
+            if probe >= hi or self._meets(load, probe):
+                break
+            fail, step = probe, 2 * step
+        ok = probe  # meets, or hi (the cap, whether or not it meets)
+        while ok - fail > 1:
+            mid = (fail + ok) // 2
+            if self._meets(load, mid):
+                ok = mid
+            else:
+                fail = mid
+        self.cache[load] = ok
+        return ok
 
     def for_levels(self, levels: np.ndarray, progress=None) -> np.ndarray:
         """Answers for every value of ``levels`` (shape kept), lowest load first."""

@@ -8,7 +8,8 @@ import pytest
 
 from orchestrator.context import ContextSettings
 from simulator.cluster import ClusterSettings
-from simulator.fluid import GRID, FluidCluster, FluidModel, Steady, _mva, expected_sample_quantile, validate
+from simulator.fluid import (GRID, FluidCluster, FluidModel, Steady, _mva, _steady_closed, expected_sample_quantile,
+                             validate)
 from simulator.models import DEMAND_KINDS, SANDBOX, AppProfile, DemandModel
 
 
@@ -22,6 +23,52 @@ def test_mva_matches_the_machine_repairman_by_hand():
     x2, r, arrival = _mva(mu, z, 2)
     assert (x2, r) == pytest.approx((2 / (z + r2), r2))
     assert arrival == pytest.approx([1 - q1, q1])  # what an arrival sees: the 1-user system
+    for users in (1, 2):  # the O(N) solution the engine uses gives the same
+        assert _steady_closed(mu, z, users)[0] == pytest.approx(_mva(mu, z, users)[0], rel=1e-12)
+
+
+def _ctmc(mu: np.ndarray, z: float, n: int) -> np.ndarray:
+    """The number at the station as a continuous-time Markov chain, solved by linear
+    algebra: births (n - j) / z, deaths mu[j]; the stationary distribution."""
+    q = np.zeros((n + 1, n + 1))
+    for j in range(n + 1):
+        if j < n:
+            q[j, j + 1] = (n - j) / z
+        if j > 0:
+            q[j, j - 1] = mu[j]
+        q[j, j] = -q[j].sum()
+    a = np.vstack([q.T, np.ones(n + 1)])
+    return np.linalg.lstsq(a, np.r_[np.zeros(n + 1), 1.0], rcond=None)[0]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_repairman_solution_is_the_exact_mva_and_the_markov_chain(seed):
+    """``_steady_closed`` (O(N)) against the Markov chain on every case and against the
+    exact MVA recursion (O(N²)) wherever the recursion is numerically sound (its
+    marginal sums to 1: with fast-growing rates its p(0) = 1 - sum cancels)."""
+    rng = np.random.default_rng(seed)
+    n, z = int(rng.integers(1, 120)), float(rng.uniform(0.1, 5.0))
+    if seed % 2:
+        mu = np.r_[0.0, np.minimum(np.arange(1, n + 1), rng.integers(1, 9)) * rng.uniform(0.5, 4.0)]  # c servers
+    else:
+        mu = np.r_[0.0, np.cumsum(rng.uniform(0.1, 3.0, n))]
+    x, r, arrival = _steady_closed(mu, z, n)
+    p = _ctmc(mu, z, n)
+    assert x == pytest.approx(float(p @ mu), rel=1e-8)
+    assert r == pytest.approx(n / x - z, rel=1e-8, abs=1e-12)
+    if n > 1:
+        np.testing.assert_allclose(arrival, _ctmc(mu, z, n - 1), atol=1e-9)
+    xm, rm, am = _mva(mu, z, n)
+    if abs(am.sum() - 1.0) < 1e-9:  # the recursion's marginal drifts by up to 1e-3 even then: throughput and time
+        assert (x, r) == pytest.approx((xm, rm), rel=1e-4)
+
+
+def test_the_repairman_solution_scales_to_twenty_thousand_users():
+    mu = np.r_[0.0, np.minimum(np.arange(1, 20_001), 1000) * 5.0]  # 1,000 replicas of 5 req/s
+    x, r, arrival = _steady_closed(mu, 1.0, 20_000)
+    assert np.isfinite([x, r]).all() and arrival.sum() == pytest.approx(1.0)
+    assert x == pytest.approx(5000.0, rel=1e-6)  # saturated: the station's capacity
+    assert r == pytest.approx(20_000 / 5000.0 - 1.0, rel=1e-6)
 
 
 def test_open_loop_is_m_m_1_processor_sharing():
