@@ -34,7 +34,6 @@ from experiments import load_config, run_experiment
 from experiments.episode import make_backend, resolve
 from experiments.runner import episode_seeds, oracle_levels
 from orchestrator.backend import VirtualClock
-from simulator.oracle import OracleTable
 
 SIZES = ((400, 40), (4000, 400), (20000, 1000))
 STEPS = 120  # 10 minutes of 5-s steps
@@ -78,7 +77,7 @@ def oracle_seconds(cfg) -> tuple[float, int]:
     cold()
     r = resolve(cfg)
     t0 = time.perf_counter()
-    _, oracle = oracle_levels(cfg, r, None)
+    oracle_levels(cfg, r, None)
     return time.perf_counter() - t0, len(np.unique(r.workload.series(cfg.step_seconds, r.steps)))
 
 

@@ -8,8 +8,16 @@ import pytest
 
 from orchestrator.context import ContextSettings
 from simulator.cluster import ClusterSettings
-from simulator.fluid import (GRID, FluidCluster, FluidModel, Steady, _mva, _steady_closed, expected_sample_quantile,
-                             validate)
+from simulator.fluid import (
+    GRID,
+    FluidCluster,
+    FluidModel,
+    Steady,
+    _mva,
+    _steady_closed,
+    expected_sample_quantile,
+    validate,
+)
 from simulator.models import DEMAND_KINDS, SANDBOX, AppProfile, DemandModel
 
 
