@@ -79,7 +79,7 @@ def calendar_features(table: Workload, step_s: float, steps: int) -> np.ndarray:
     """The features of :data:`FEATURES` at steps ``0..steps-1`` from the timetable
     ``table`` alone, shape ``(steps, 5)``, float64."""
     ahead = {m: round(m * 60.0 / step_s) for m in (5, 15)}
-    grid = np.array([table.users_at(k * step_s) for k in range(steps + ahead[15] + 1)], dtype=float)
+    grid = np.asarray(table.series(step_s, steps + ahead[15] + 1), dtype=float)  # users_at(k * step_s)
     k = np.arange(steps)
     windows = np.lib.stride_tricks.sliding_window_view(grid, ahead[15] + 1)[:steps]
     starts = np.asarray(table.exam_starts_s(), dtype=float)

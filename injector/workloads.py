@@ -310,6 +310,14 @@ class ExamSlot:
         """When it starts, s from Monday 00:00."""
         return (self.day * 24 + self.hour) * 3600.0
 
+    def users_array(self, t: np.ndarray) -> np.ndarray:
+        """:meth:`users_at` at every instant of ``t`` (s from Monday 00:00)."""
+        t0 = self.start_s
+        t1 = t0 + self.minutes * 60.0
+        up = np.minimum((t - t0) / max(self.start_spread_min * 60.0, 1e-9), 1.0)
+        down = np.minimum((t1 - t) / max(self.leave_spread_min * 60.0, 1e-9), 1.0)
+        return np.where((t < t0) | (t >= t1), 0.0, self.students * np.minimum(up, down))
+
     def users_at(self, t: float) -> float:
         t0 = self.start_s
         t1 = t0 + self.minutes * 60.0
@@ -332,6 +340,12 @@ class Deadline:
     tau_h: float = 4.0
     window_h: float = 48.0
     announced: bool = True
+
+    def users_array(self, t: np.ndarray) -> np.ndarray:
+        """:meth:`users_at` at every instant of ``t`` (s from Monday 00:00)."""
+        dt = (self.day * 24 + self.hour) * 3600.0 - t
+        inside = (dt >= 0) & (dt <= self.window_h * 3600.0)
+        return np.where(inside, self.students * np.exp(-np.where(inside, dt, 0.0) / (self.tau_h * 3600.0)), 0.0)
 
     def users_at(self, t: float) -> float:
         td = (self.day * 24 + self.hour) * 3600.0
@@ -430,6 +444,20 @@ class EvaluationWeek(Workload):
         return replace(self, exams=tuple(noisy(e) for e in self.exams if e.announced),
                        deadlines=tuple(noisy(d) for d in self.deadlines if d.announced))
 
+    def series(self, step_s: float, steps: int | None = None) -> np.ndarray:
+        """:meth:`users_at` every ``step_s`` (as the base class), computed on arrays."""
+        n = steps if steps is not None else math.ceil(self.duration_s / step_s)
+        t = np.arange(n) * float(step_s) + self.offset_s
+        h = (t / 3600.0) % 24.0
+        shape = 0.5 * (1.0 + np.cos(2.0 * math.pi * (h - self.diurnal_peak_hour) / 24.0))
+        base = self.diurnal_peak * (self.night_fraction + (1.0 - self.night_fraction) * shape)
+        exams, deadlines = np.zeros(n), np.zeros(n)
+        for e in self.exams:
+            exams = exams + e.users_array(t)
+        for d in self.deadlines:
+            deadlines = deadlines + d.users_array(t)
+        return np.round(base + exams + deadlines)
+
     def users_at(self, t: float) -> int:
         t = t + self.offset_s
         h = (t / 3600.0) % 24.0
@@ -471,6 +499,12 @@ class Compressed(Workload):
 
     def users_at(self, t: float) -> int:
         return round(self.user_scale * self.inner.users_at(t * self.time_compression))
+
+    def series(self, step_s: float, steps: int | None = None) -> np.ndarray:
+        if self.loop != "closed" or self.time_compression != 1.0:
+            return super().series(step_s, steps)
+        n = steps if steps is not None else math.ceil(self.duration_s / step_s)
+        return np.round(self.user_scale * self.inner.series(step_s, n))  # users_at, on arrays
 
     def rate_at(self, t: float) -> float:
         return self.user_scale * self.time_compression * self.inner.rate_at(t * self.time_compression)

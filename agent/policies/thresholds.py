@@ -193,6 +193,10 @@ class ThresholdCPU(BasePolicy):
         return Decision(action=min(d, len(self.actions) - 1), probability=1.0)
 
 
+#: The default behavior's scaling policies all have a 15 s period (the longest one).
+POLICY_PERIOD_S = 15.0
+
+
 class HPA(BasePolicy):
     """The Kubernetes HorizontalPodAutoscaler on a CPU Utilization target, as the
     controller computes it (docs/baselines.md).
@@ -252,8 +256,12 @@ class HPA(BasePolicy):
         max_allowed = min(self.max_r, max(2 * current, 4))
         return max(self.min_r, min(stab, max_allowed))
 
-    def _events(self, events, t, period=15.0) -> int:
-        return sum(change for ts, change in events if ts > t - period)
+    def _events(self, events, t, period=POLICY_PERIOD_S) -> int:
+        total = 0
+        for ts, change in events:
+            if ts > t - period:
+                total += change
+        return total
 
     def _behavior(self, t: float, current: int, desired: int) -> int:
         down_rec = max([r for ts, r in self.recommendations if ts > t - self.window_s] + [desired])
@@ -303,6 +311,9 @@ class HPA(BasePolicy):
         if desired != current and self.behavior != "none":
             events = self.up_events if desired > current else self.down_events
             events.append((t, abs(desired - current)))
+        if self.up_events or self.down_events:  # markScaleEventsOutdated: older than the longest policy period
+            self.up_events = [e for e in self.up_events if e[0] > t - POLICY_PERIOD_S]
+            self.down_events = [e for e in self.down_events if e[0] > t - POLICY_PERIOD_S]
         return desired
 
     def combine(self, t: float, current: int, calculated: int) -> int:
