@@ -54,10 +54,16 @@ class SloCostV1:
 
 @dataclass(frozen=True)
 class SloCostV2:
+    """The learning agents' default: 1 for a step within the SLO, minus ``replica_cost``
+    x replicas / ``max_replicas`` (the cluster's), minus ``change_cost`` x replicas
+    changed / ``max_replicas``. ``change_cost`` is 1 by default: without it PPO trained
+    on the staircase flapped 1,200-9,000 times per 9,000-step episode, with it 38-67
+    (the oracle: 72); 0 turns it off."""
+
     slo_ms: float = 600.0
     max_replicas: int = 10
     replica_cost: float = 0.5
-    change_cost: float = 0.0
+    change_cost: float = 1.0
     name: str = "slo-cost-v2"
 
     def __post_init__(self) -> None:

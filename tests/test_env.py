@@ -151,3 +151,11 @@ def test_rgb_array_render_draws_the_episode_and_passes_the_checker():
     img = env.render()
     assert img.shape == (480, 800, 3) and img.dtype == np.uint8
     assert (img != blank).any() and len(np.unique(img.reshape(-1, 3), axis=0)) > 20  # something was drawn
+
+
+def test_the_default_reward_charges_scale_changes():
+    from agent.rewards import SloCostV2, make_reward
+
+    assert SloCostV2().change_cost == 1.0  # without it PPO flapped thousands of times per episode
+    assert SandboxScalingEnv(SMALL).reward_fn.change_cost == 1.0  # the env's default reward
+    assert make_reward("slo-cost-v2", change_cost=0.0).change_cost == 0.0  # and it can be turned off

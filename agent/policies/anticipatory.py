@@ -253,7 +253,9 @@ class CalendarHSLinUCB(HSLinUCB):
        "stay" that met the SLO pays ``1 - margin_cost * margin`` instead of 1: spare
        replicas above the forecast cost, so the bandit has a reason to give them back
        (the paper's reward pays stay and a successful down alike; 0 keeps it). ``scale``
-       divides the paper's 7 features (default: raw, as the paper).
+       divides the paper's 7 features (default: raw, as the paper). ``max_margin``:
+       while the SLO holds, a "stay" more than that many replicas above the floor (or
+       above 1 without one) becomes a forced "down" (default: no cap).
 
     Actions: down one, stay, up one (as HSLinUCB) and ``scale to floor``: the fixed
     order the floor gives (the loop clamps it to the cluster).
@@ -263,13 +265,17 @@ class CalendarHSLinUCB(HSLinUCB):
     FLOOR = 3
 
     def __init__(self, capacity: list | None = None, students_per_replica: float = 50.0, lookahead: str = "5min",
-                 quiet_students: float = 0.0, margin_cost: float = 0.0, scale: list[float] | None = None,
+                 quiet_students: float = 0.0, max_margin: int | None = None, margin_cost: float = 0.0,
+                 scale: list[float] | None = None,
                  alpha: float = 1.0, lam: float = 1.0, slo_ms: float = 600.0, max_replicas: int = 10,
                  seed=None) -> None:
         super().__init__(alpha=alpha, lam=lam, slo_ms=slo_ms, seed=seed)
         if not quiet_students >= 0:
             raise PolicyError(f"hslinucb-calendar: quiet_students must be >= 0, got {quiet_students}")
         self.quiet_students = float(quiet_students)
+        if max_margin is not None and max_margin < 0:
+            raise PolicyError(f"hslinucb-calendar: max_margin must be >= 0, got {max_margin}")
+        self.max_margin = None if max_margin is None else int(max_margin)
         if scale is not None and (len(scale) != len(FIELDS) or min(scale) <= 0):
             raise PolicyError(f"hslinucb-calendar: scale needs {len(FIELDS)} positive numbers, got {scale}")
         self.scale = None if scale is None else np.asarray(scale, dtype=float)
@@ -315,6 +321,9 @@ class CalendarHSLinUCB(HSLinUCB):
         target = current - 1 if a == self.DOWN else current
         if target < floor:
             return self._to_floor(floor)
+        if self.max_margin is not None and a == self.STAY and current > max(floor, 1) + self.max_margin:
+            self._x = None  # forced: the bandit does not learn from it
+            return Decision(action=self.DOWN, probability=1.0, probabilities=self._one_hot(self.DOWN), forced=True)
         return Decision(action=a, probability=p, probabilities=(*tie_probabilities(s, a, p),
                                                                 *([0.0] * (len(self.actions) - 2))))
 
