@@ -15,8 +15,15 @@
    the oracle for its load levels, then the whole run (oracle cached), per engine
    (``--week-des`` adds the discrete-event engine, minutes).
 
+3. **The fluid engine against the discrete-event one at scale** (:func:`simulator.fluid.validate`,
+   sandbox profile with exponential demand, where the fluid model is validated, and with
+   its own heavy-tailed demand, where it is not; 6 and 18 (exponential), 3 and 6
+   (heavy-tailed) students per replica at 4, 40, 400 and 1,000 replicas): p95 and
+   request rate, each cell's utilisation.
+
 Targets: DES >= 1 M simulated requests/s at every size; fluid: the week <= 5 s and
-20,000 x 1,000 for 10 minutes <= 1 s; the week's oracle <= 10 s.
+20,000 x 1,000 for 10 minutes <= 1 s; the week's oracle <= 10 s; the fluid engine within
+15 % of the DES on p95 and 5 % on the request rate below 0.9 utilisation.
 
     python benchmarks/bench_scale.py [--repeats 3] [--week-des] [--only des|fluid]
 """
@@ -142,6 +149,32 @@ def main() -> None:
         oracle_s, levels = median(lambda cfg=cfg: oracle_seconds(cfg), repeats)
         run_s = median(lambda cfg=cfg: whole_run(cfg), repeats)
         print(f"{engine:6s} {levels:7,.0f} {oracle_s:9.2f} {run_s:8.2f} {86400:7,d}", flush=True)
+    if "fluid" in engines:
+        validation()
+
+
+def validation() -> None:
+    from simulator.fluid import validate
+    from simulator.models import find_profile
+
+    for kind in ("exponential", "sandbox"):
+        validation_table(validate, find_profile("sandbox").with_overrides(demand={"kind": kind}), kind)
+
+
+def validation_table(validate, app, kind: str) -> None:
+    cells = [(k * r, r) for r in (4, 40, 400, 1000) for k in ((6, 18) if kind == "exponential" else (3, 6))]
+    print(f"\nfluid against DES, sandbox profile, {kind} demand (40 steps after 8 of warm-up)")
+    print(f"{'students x replicas':>20s} {'util':>5s} {'DES p95':>9s} {'fluid p95':>9s} {'err':>7s} "
+          f"{'DES rps':>9s} {'fluid rps':>9s} {'err':>7s}")
+    for row in validate(app, cells):
+        e_p95 = row["fluid_p95_ms"] / row["des_p95_ms"] - 1
+        e_rps = row["fluid_rps"] / row["des_rps"] - 1
+        ok = "" if row["utilization"] >= 0.9 else (
+            "  ok" if abs(e_p95) <= 0.15 and abs(e_rps) <= 0.05 else "  MISS")
+        cell = f"{row['users']:,} x {row['replicas']:,}"
+        print(f"{cell:>20s} {row['utilization']:5.2f} {row['des_p95_ms']:9.0f} "
+              f"{row['fluid_p95_ms']:9.0f} {e_p95:+7.1%} {row['des_rps']:9.1f} {row['fluid_rps']:9.1f} "
+              f"{e_rps:+7.1%}{ok}", flush=True)
 
 
 if __name__ == "__main__":
