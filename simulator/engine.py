@@ -42,7 +42,8 @@ RF_READY_AT = 6  # instant the replica becomes ready, s
 RF_PHASE = 7  # CFS period phase, s
 RF_NEXT = 8  # time of the next replica event, s (inf if none)
 RF_ALIVE = 9  # seconds alive since the last sample
-N_RF = 10
+RF_FMIN = 10  # the smallest finish threshold of the requests in service (valid while any is)
+N_RF = 11
 
 # replica int columns
 RI_STATE = 0
@@ -210,11 +211,7 @@ def schedule_replica(rf, ri, act, sf, r, params):
         return
     c = min(float(n), params[P_BURST])
     s = _share(c, n, params)
-    fmin = INF
-    for k in range(n):
-        f = sf[act[r, k], SF_FINISH]
-        if f < fmin:
-            fmin = f
+    fmin = rf[r, RF_FMIN]  # kept by arrivals and completions: no scan of the requests
     t_complete = t0 + max(fmin - rf[r, RF_V], 0.0) / s
     t_exhaust = t0 + rf[r, RF_BUDGET] / c
     if t_exhaust <= t0:  # the budget left is below the clock's resolution
@@ -391,6 +388,11 @@ def run_until(
             v = rf[r, RF_V]
             share = _share(min(float(n), params[P_BURST]), n, params) if n > 0 else 1.0
             k = 0
+            fmin = INF  # of the requests that stay
+            first = rf[r, RF_FMIN] - v
+            if n == 0 or (first > 1e-12 and t + first / share > t):
+                k = n  # not a completion (the budget or the period): the requests all stay
+                fmin = rf[r, RF_FMIN]
             while k < ri[r, RI_N]:
                 slot = act[r, k]
                 left = sf[slot, SF_FINISH] - v
@@ -415,7 +417,10 @@ def run_until(
                     free_stack[meta[M_FREE_TOP]] = slot
                     meta[M_FREE_TOP] += 1
                 else:
+                    if sf[slot, SF_FINISH] < fmin:
+                        fmin = sf[slot, SF_FINISH]
                     k += 1
+            rf[r, RF_FMIN] = fmin
             if ri[r, RI_STATE] == DRAINING and ri[r, RI_N] == 0:
                 ri[r, RI_STATE] = FREE
             schedule_replica(rf, ri, act, sf, r, params)
@@ -460,6 +465,8 @@ def run_until(
         sf[slot, SF_ARRIVE] = t
         si[slot, SI_USER] = u
         si[slot, SI_TIMEOUT] = timeout
+        if ri[r, RI_N] == 0 or sf[slot, SF_FINISH] < rf[r, RF_FMIN]:
+            rf[r, RF_FMIN] = sf[slot, SF_FINISH]
         act[r, ri[r, RI_N]] = slot
         ri[r, RI_N] += 1
         schedule_replica(rf, ri, act, sf, r, params)
