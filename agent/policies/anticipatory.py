@@ -93,9 +93,9 @@ class Capacity:
 
 
 def triggers_from_timetable(timetable, lead_min: float, capacity: Capacity) -> list[CronTrigger]:
-    """One trigger per announced exam of ``timetable`` (a workload with
-    ``exam_windows()``): from ``lead_min`` before its start to its end, sized for its
-    students by ``capacity``."""
+    """One trigger per announced exam of ``timetable`` (an
+    :class:`~orchestrator.context.Timetable`): from ``lead_min`` before its start to its
+    end, sized for its students by ``capacity``."""
     return [CronTrigger(start - lead_min * 60.0, end, capacity.replicas(students))
             for start, end, students in timetable.exam_windows()]
 
@@ -124,7 +124,8 @@ class KedaCronHPA(HPA):
     name = "keda-cron"
 
     def __init__(self, triggers: list | None = None, lead_min: float = 10.0, capacity: list | None = None,
-                 students_per_replica: float = 50.0, timetable=None, target_utilization: int = 80, behavior: str = "default", tolerance: float = 0.1,
+                 students_per_replica: float = 50.0, timetable=None, target_utilization: int = 80,
+                 behavior: str = "default", tolerance: float = 0.1,
                  sync_seconds: float = 15.0, downscale_window_s: float = 300.0, min_replicas: int = 1,
                  max_replicas: int = 10, seed=None) -> None:
         super().__init__(target_utilization=target_utilization, behavior=behavior, tolerance=tolerance,
