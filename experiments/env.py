@@ -18,8 +18,8 @@ Keywords of ``gym.make`` (all ids):
 - ``engine``: ``des``, ``fluid`` or ``fluid-stochastic`` (overrides the config's; the last
   draws each step's p95, rate and usage as a window of spans would, from the episode's seed);
 - ``reward``: the reward's name (default ``slo-cost-v2``: SLO met, minus a replica cost
-  normalised by the cluster's ``max_replicas``, minus ``change_cost`` per replica
-  changed; each term in ``info["reward_terms"]``), ``"config"`` for the config's own,
+  normalised by the cluster's ``max_replicas``, minus ``change_cost`` (1 by default) per
+  replica changed; each term in ``info["reward_terms"]``), ``"config"`` for the config's own,
   and ``reward_params`` for its parameters. ``slo-binary-v1`` (the paper's) is meaningful
   only inside HSLinUCB's rule: a free learner earns its maximum by scaling up and staying;
 - ``observation``: ``raw`` (the paper's 7 features in their units, clipped to
