@@ -47,7 +47,13 @@ def test_prometheus_the_orchestrator_and_a_replica_killed_mid_run(tmp_path):
         try:
             first = AgentFolder(path / "parts" / "threshold-cpu--run000")
             wait_for(lambda: len(first.records()) >= 2, 120, "two decisions")
-            os.kill(stack.state["prometheus"]["pid"], signal.SIGKILL)
+            # hang Prometheus until a step goes without a fresh sample (a kill alone races the supervisor,
+            # which may restart it before any step notices), then kill it for the supervisor to restart
+            prometheus = stack.state["prometheus"]["pid"]
+            os.kill(prometheus, signal.SIGSTOP)
+            wait_for(lambda: any("metrics" in r["after"].get("missing", []) for r in first.records()), 120,
+                     "a step without a fresh Prometheus sample")
+            os.kill(prometheus, signal.SIGKILL)
             done["prometheus"] = time.time()
             wait_for(lambda: len(first.records()) >= 12, 240, "twelve decisions")
             os.kill(_orchestrator_pid(stack.dir), signal.SIGKILL)
