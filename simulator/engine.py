@@ -302,9 +302,14 @@ def build_trees(rf, ri, meta):
 
 @njit(cache=True, inline="always")
 def touch(rf, ri, meta, ev, bal, size, r):
-    """Replica ``r`` changed (its next event, state or requests): update both trees."""
-    tree_set(ev, size, r, event_key(rf, ri, r))
-    tree_set(bal, size, r, balancer_key(ri, r, meta[M_BALANCER] != 0))
+    """Replica ``r`` changed (its next event, state or requests): update both trees
+    (a leaf whose key did not change is left alone: round robin's rarely does)."""
+    e = event_key(rf, ri, r)
+    if ev[size + r] != e:
+        tree_set(ev, size, r, e)
+    b = balancer_key(ri, r, meta[M_BALANCER] != 0)
+    if bal[size + r] != b:
+        tree_set(bal, size, r, b)
 
 
 @njit(cache=True)
