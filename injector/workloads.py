@@ -319,13 +319,7 @@ class ExamSlot:
         return np.where((t < t0) | (t >= t1), 0.0, self.students * np.minimum(up, down))
 
     def users_at(self, t: float) -> float:
-        t0 = self.start_s
-        t1 = t0 + self.minutes * 60.0
-        if t < t0 or t >= t1:
-            return 0.0
-        up = min((t - t0) / max(self.start_spread_min * 60.0, 1e-9), 1.0)
-        down = min((t1 - t) / max(self.leave_spread_min * 60.0, 1e-9), 1.0)
-        return self.students * min(up, down)
+        return float(self.users_array(np.array([t], dtype=float))[0])
 
 
 @dataclass(frozen=True)
@@ -348,11 +342,7 @@ class Deadline:
         return np.where(inside, self.students * np.exp(-np.where(inside, dt, 0.0) / (self.tau_h * 3600.0)), 0.0)
 
     def users_at(self, t: float) -> float:
-        td = (self.day * 24 + self.hour) * 3600.0
-        dt = td - t
-        if dt < 0 or dt > self.window_h * 3600.0:
-            return 0.0
-        return self.students * math.exp(-dt / (self.tau_h * 3600.0))
+        return float(self.users_array(np.array([t], dtype=float))[0])
 
 
 def _default_exams() -> tuple[ExamSlot, ...]:
@@ -445,13 +435,16 @@ class EvaluationWeek(Workload):
                        deadlines=tuple(noisy(d) for d in self.deadlines if d.announced))
 
     def series(self, step_s: float, steps: int | None = None) -> np.ndarray:
-        """:meth:`users_at` every ``step_s`` (as the base class), computed on arrays."""
+        """:meth:`users_at` every ``step_s`` (as the base class), on arrays."""
         n = steps if steps is not None else math.ceil(self.duration_s / step_s)
-        t = np.arange(n) * float(step_s) + self.offset_s
+        return self._users(np.arange(n) * float(step_s) + self.offset_s)
+
+    def _users(self, t: np.ndarray) -> np.ndarray:
+        """Students at the instants ``t`` (s from Monday 00:00), rounded."""
         h = (t / 3600.0) % 24.0
         shape = 0.5 * (1.0 + np.cos(2.0 * math.pi * (h - self.diurnal_peak_hour) / 24.0))
         base = self.diurnal_peak * (self.night_fraction + (1.0 - self.night_fraction) * shape)
-        exams, deadlines = np.zeros(n), np.zeros(n)
+        exams, deadlines = np.zeros(t.shape), np.zeros(t.shape)
         for e in self.exams:
             exams = exams + e.users_array(t)
         for d in self.deadlines:
@@ -459,12 +452,7 @@ class EvaluationWeek(Workload):
         return np.round(base + exams + deadlines)
 
     def users_at(self, t: float) -> int:
-        t = t + self.offset_s
-        h = (t / 3600.0) % 24.0
-        shape = 0.5 * (1.0 + math.cos(2.0 * math.pi * (h - self.diurnal_peak_hour) / 24.0))
-        base = self.diurnal_peak * (self.night_fraction + (1.0 - self.night_fraction) * shape)
-        total = base + sum(e.users_at(t) for e in self.exams) + sum(d.users_at(t) for d in self.deadlines)
-        return round(total)
+        return int(self._users(np.array([t + self.offset_s], dtype=float))[0])
 
 
 @dataclass(frozen=True)

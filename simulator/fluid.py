@@ -149,36 +149,34 @@ class FluidModel:
         self.throttles = a.burst_cores > a.cpu_limit
 
     # -- one replica
-    def rate(self, n: int) -> float:
-        """Demand-seconds completed per second by a replica with ``n`` in service."""
-        if n <= 0:
-            return 0.0
+    def rate(self, n):
+        """Demand-seconds completed per second by a replica with ``n`` in service (a count,
+        or an array of counts >= 1)."""
         a = self.app
-        return min(n, a.burst_cores) / (1.0 + a.contention * min(n - 1, a.contention_cap))
+        if np.ndim(n) == 0 and n <= 0:
+            return 0.0
+        return np.minimum(n, a.burst_cores) / (1.0 + a.contention * np.minimum(np.subtract(n, 1), a.contention_cap))
+
+    def _stalled(self, t0, cores, u: float):
+        """``t0`` (s of work on ``cores`` cores) plus the CFS stalls it meets once the
+        replica's cores exceed its limit, the quota used at fraction ``u`` at arrival
+        (arrays broadcast)."""
+        stall = np.maximum(0.0, self.period - self.budget / cores)
+        used = (np.arange(8) + 0.5) / 8 * self.budget * min(1.0, u)
+        stalls = np.floor((used[None, :] + np.atleast_1d(t0 * cores)[:, None]) / self.budget).mean(axis=1)
+        return np.where(cores > self.app.cpu_limit, t0 + stalls * stall, t0)
 
     def wall(self, demand: np.ndarray, n: int, u: float) -> np.ndarray:
         """Wall time, s, of requests of CPU ``demand`` on a replica with ``n`` in service,
         its quota used at fraction ``u``."""
         t0 = demand * n / self.rate(n)
         cores = min(n, self.app.burst_cores)
-        if cores <= self.app.cpu_limit:
-            return t0
-        stall = max(0.0, self.period - self.budget / cores)
-        used = (np.arange(8) + 0.5) / 8 * self.budget * min(1.0, u)
-        stalls = np.floor((used[None, :] + (t0 * cores)[:, None]) / self.budget).mean(axis=1)
-        return t0 + stalls * stall
+        return t0 if cores <= self.app.cpu_limit else self._stalled(t0, cores, u)
 
     def mean_walls(self, n: np.ndarray, u: float) -> np.ndarray:
         """:meth:`wall` of the mean demand for each count in service ``n`` (>= 1), s."""
-        a = self.app
         n = np.asarray(n, dtype=float)
-        rate = np.minimum(n, a.burst_cores) / (1.0 + a.contention * np.minimum(n - 1.0, a.contention_cap))
-        t0 = self.mean_demand * n / rate
-        cores = np.minimum(n, a.burst_cores)
-        stall = np.maximum(0.0, self.period - self.budget / cores)
-        used = (np.arange(8) + 0.5) / 8 * self.budget * min(1.0, u)
-        stalls = np.floor((used[None, :] + (t0 * cores)[:, None]) / self.budget).mean(axis=1)
-        return np.where(cores > a.cpu_limit, t0 + stalls * stall, t0)
+        return self._stalled(self.mean_demand * n / self.rate(n), np.minimum(n, self.app.burst_cores), u)
 
     def _station(self, jmax: int, replicas: int, u: float) -> np.ndarray:
         """``mu[j]``, requests/s the replicas complete with ``j`` in the system, spread as
