@@ -18,14 +18,17 @@ Keywords of ``gym.make`` (all ids):
 - ``engine``: ``des``, ``fluid`` or ``fluid-stochastic`` (overrides the config's; the last
   draws each step's p95, rate and usage as a window of spans would, from the episode's seed);
 - ``reward``: the reward's name (default ``slo-cost-v2``: SLO met, minus a replica cost
-  normalised by the cluster's ``max_replicas``, minus ``change_cost`` (1 by default) per
+  normalised by the cluster's ``max_replicas``, minus ``change_cost`` (0.3 by default) per
   replica changed; each term in ``info["reward_terms"]``), ``"config"`` for the config's own,
   and ``reward_params`` for its parameters. ``slo-binary-v1`` (the paper's) is meaningful
   only inside HSLinUCB's rule: a free learner earns its maximum by scaling up and staying;
 - ``observation``: ``raw`` (the paper's 7 features in their units, clipped to
   :attr:`SandboxScalingEnv.RAW_HIGH`) or ``normalized`` (every feature in [0, 1]:
-  replicas / max_replicas, p95 / (10 · SLO), RPS / (2 · capacity at max_replicas), usage
-  ratios / 2; values beyond are clipped, so observations never leave the box);
+  replicas / max_replicas, p95 / (2 · SLO) (the SLO reads 0.5), RPS / the capacity at
+  max_replicas (CPU limit / mean demand per replica), the usage ratios as they are;
+  values beyond are clipped, so observations never leave the box. The scales spread the
+  range where decisions are made over the box: with p95 / (10 · SLO), RPS / twice the
+  capacity and usage / 2, PPO on the staircase never learned to scale down at low load);
 - ``actions``: ``incremental`` (``steps``, default ``(-1, 0, 1)``: index 0 removes a
   replica, 1 stays, 2 adds one) or ``fixed`` (index ``i`` orders ``min_replicas + i``);
 - ``render_mode``: ``"ansi"`` (one text line per step) or ``"rgb_array"`` (a figure of the
@@ -146,8 +149,7 @@ class SandboxScalingEnv(gym.Env):
         c, app = self.cfg.cluster, self.resolved.app
         demand_s = max(float(app.demand.mean_s), 1e-6)
         per_replica = app.cpu_limit / demand_s  # req/s one replica serves at its CPU limit
-        return np.array([c.max_replicas, 10.0 * self.cfg.slo_ms, 2.0 * per_replica * c.max_replicas, 2.0, 2.0, 2.0,
-                         2.0])
+        return np.array([c.max_replicas, 2.0 * self.cfg.slo_ms, per_replica * c.max_replicas, 1.0, 1.0, 1.0, 1.0])
 
     def _vector(self, c: Context) -> np.ndarray:
         v = np.clip(c.vector(), 0.0, self._raw_high)
