@@ -295,13 +295,15 @@ class FluidModel:
         if users <= 0 or replicas <= 0:
             return Steady(0.0, 0.0, np.zeros(1), np.ones(1), 0.0)
 
-        def solve(u):
-            x, r, arrival = _steady_closed(self._station(users, replicas, u), self.think + self.overhead, users)
-            return (x, r, arrival), x
+        think = self.think + self.overhead
 
-        (x, r, arrival), u = self._settle(solve, replicas)
+        def solve(u):
+            mu = self._station(users, replicas, u)
+            x, r, arrival = _steady_closed(mu, think, users)
+            return (x, r, arrival, mu), x
+
+        (x, r, arrival, mu), u = self._settle(solve, replicas)
         values, cdf, share = self._distribution(arrival, replicas, u)
-        mu, think = self._station(users, replicas, u), self.think + self.overhead
         births = (users - np.arange(users + 1)) / think  # users thinking, each back after think s
         relaxation = _relaxation_s(births, mu, _repairman(mu, think, users))
         return Steady(x, r + self.overhead, values, cdf, x * r / replicas, state_share=share,
