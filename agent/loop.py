@@ -29,6 +29,7 @@ either way.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -162,7 +163,18 @@ class LoopSettings:
         return self.warmup_seconds if self.warmup_load is not None else 0.0
 
 
+#: ``reward(before, action, after) -> float``; a reward whose signature has a
+#: ``violation`` keyword is handed the loop's own flag (:func:`is_violation`: p95 above
+#: the SLO or the spans missing), so a step that saw nothing is never paid as fine.
 Reward = Callable[[Context, int, Context], float]
+
+
+def takes_violation(reward: Callable) -> bool:
+    """Whether ``reward`` accepts the loop's ``violation`` flag as a keyword."""
+    try:
+        return "violation" in inspect.signature(reward).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return False
 
 
 class StepLoop:
@@ -182,6 +194,7 @@ class StepLoop:
                  settings: LoopSettings, reward: Reward, oracle: Sequence[int] | np.ndarray | None = None,
                  calendar: Sequence[Sequence[float]] | np.ndarray | None = None) -> None:
         self.backend, self.clock, self.settings, self.reward = backend, clock, settings, reward
+        self._reward_takes_violation = takes_violation(reward)
         self.loads = [float(x) for x in loads]
         self.oracle = None if oracle is None else [int(x) for x in oracle]
         self.calendar = None if calendar is None else np.asarray(calendar, dtype=float)
@@ -256,10 +269,11 @@ class StepLoop:
         else:
             after = self.backend.settle() if result.changed else before
             following = None if last else self._tick(k + 1)
-        reward = float(self.reward(before.context, decision.action, after.context))
+        violation = is_violation(after, self.settings.slo_ms)
+        flag = {"violation": violation} if self._reward_takes_violation else {}
+        reward = float(self.reward(before.context, decision.action, after.context, **flag))
         record = StepRecord(step=k, t_s=before.t_s, load=self.loads[k], before=before, decision=decision,
-                            order=result, after=after, reward=reward,
-                            violation=is_violation(after, self.settings.slo_ms))
+                            order=result, after=after, reward=reward, violation=violation)
         return record, following
 
     def requested(self, decision: Decision, actions: ActionSet) -> int:

@@ -17,9 +17,10 @@ Keywords of ``gym.make`` (all ids):
 
 - ``engine``: ``des``, ``fluid`` or ``fluid-stochastic`` (overrides the config's; the last
   draws each step's p95, rate and usage as a window of spans would, from the episode's seed);
-- ``reward``: the reward's name (default ``slo-cost-v2``: SLO met, minus a replica cost
-  normalised by the cluster's ``max_replicas``, minus ``change_cost`` (0.3 by default) per
-  replica changed; each term in ``info["reward_terms"]``), ``"config"`` for the config's own,
+- ``reward``: the reward's name (default ``slo-cost-v2``: SLO met − 1 (0 within the SLO,
+  −1 for a violation or missing spans), minus a replica cost normalised by the cluster's
+  ``max_replicas``, minus ``change_cost`` (0.3 by default) per replica changed; each term
+  in ``info["reward_terms"]``), ``"config"`` for the config's own,
   and ``reward_params`` for its parameters. ``slo-binary-v1`` (the paper's) is meaningful
   only inside HSLinUCB's rule: a free learner earns its maximum by scaling up and staying;
 - ``observation``: ``raw`` (the paper's 7 features in their units, clipped to
@@ -228,7 +229,7 @@ class SandboxScalingEnv(gym.Env):
                 "violation": record.violation, "record": record}
         terms = getattr(self.reward_fn, "terms", None)
         if terms is not None:
-            info["reward_terms"] = terms(record.before.context, a, after.context)
+            info["reward_terms"] = terms(record.before.context, a, after.context, violation=record.violation)
         if self._oracle is not None:
             info["oracle_replicas"] = int(self._oracle[k])
             info["regret"] = float(after.context.replicas - self._oracle[k])

@@ -82,11 +82,11 @@ def test_the_default_reward_prices_replicas_by_the_clusters_maximum_and_reports_
     env.reset(seed=0)
     _, r, _, _, info = env.step(1)  # stay at 20 of 20
     t = info["reward_terms"]
-    assert t["replica_cost"] == pytest.approx(0.5 * 20 / 20) and t["change_cost"] == 0.0
-    assert r == pytest.approx(t["slo_met"] - t["replica_cost"] - t["change_cost"]) and t["slo_met"] == 1.0
+    assert t["replica_cost"] == pytest.approx(0.3 * 20 / 20) and t["change_cost"] == 0.0
+    assert r == pytest.approx(t["slo_met"] - 1.0 - t["replica_cost"] - t["change_cost"]) and t["slo_met"] == 1.0
     _, r, _, _, info = env.step(0)  # one down: 19 ready after the drain
     t = info["reward_terms"]
-    assert t["change_cost"] == pytest.approx(0.2 * 1 / 20) and t["replica_cost"] == pytest.approx(0.5 * 19 / 20)
+    assert t["change_cost"] == pytest.approx(0.2 * 1 / 20) and t["replica_cost"] == pytest.approx(0.3 * 19 / 20)
     assert info["oracle_replicas"] >= 1 and info["regret"] == 19 - info["oracle_replicas"]
     assert info["ready_replicas"] == 19 and info["target_replicas"] == 19 and not info["clamped"]
 
@@ -157,5 +157,6 @@ def test_the_default_reward_charges_scale_changes():
     from agent.rewards import SloCostV2, make_reward
 
     assert SloCostV2().change_cost == 0.3  # without it PPO flapped thousands of times per episode
+    assert SloCostV2().replica_cost == 0.3  # 0.03 per replica and step with 10: the oracle's few per cent
     assert SandboxScalingEnv(SMALL).reward_fn.change_cost == 0.3  # the env's default reward
     assert make_reward("slo-cost-v2", change_cost=0.0).change_cost == 0.0  # and it can be turned off

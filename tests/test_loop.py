@@ -226,3 +226,38 @@ def test_a_warm_up_holds_its_load_before_step_0_and_shifts_the_grid():
     assert before.context.rps > 10 and before.context.replicas == 5
     _, following = lp.act(0, before, Decision(1), ActionSet.incremental(-1, 0, 1))
     assert following.t_s == pytest.approx(25.0)
+
+
+class SpansLostAfter(ReplayBackend):
+    """The tiny replay, but from the ``lost``-th observation on the spans never arrive:
+    the context reads p95 0 (nothing to measure) and the observation says so."""
+
+    def __init__(self, lost: int) -> None:
+        super().__init__(tiny_replay(), VirtualClock())
+        self.lost, self.seen = lost, 0
+
+    def observe(self):
+        obs = super().observe()
+        self.seen += 1
+        if self.seen <= self.lost:
+            return obs
+        return dataclasses.replace(obs, context=dataclasses.replace(obs.context, p95_ms=0.0, spans=0),
+                                   missing=("spans",))
+
+
+def test_a_reward_that_takes_the_loops_violation_flag_never_pays_missing_spans_as_met():
+    v2 = make_reward("slo-cost-v2", slo_ms=600.0, max_replicas=3, replica_cost=0.5, change_cost=0.3)
+    binary = make_reward("slo-binary-v1", slo_ms=600.0)  # the paper's: the p95 alone, as it was
+    rewards = {}
+    for name, fn in (("v2", v2), ("binary", binary)):
+        backend = SpansLostAfter(lost=1)
+        lp = StepLoop(backend, backend.clock, [5, 5], LoopSettings(5.0, "period", 600.0), fn)
+        obs = lp.start()
+        rec, _ = lp.act(0, obs, Decision(2), ActionSet.incremental(-1, 0, 1))  # one up: 2 replicas
+        assert rec.after.missing == ("spans",) and rec.after.context.p95_ms == 0.0 and rec.violation
+        rewards[name] = rec.reward
+    # by hand: slo_met 0 (the flag), minus 1, minus 0.5 * 2 / 3, minus 0.3 * 1 / 3
+    assert rewards["v2"] == pytest.approx(0.0 - 1.0 - 0.5 * 2 / 3 - 0.3 / 3)
+    assert rewards["binary"] == 1.0  # p95 0 <= SLO: why a cost-aware learner must not read the p95 alone
+    # and within the SLO a step costs only its replicas and change: 0 is the best a step earns
+    assert v2(rec.before.context, 1, rec.before.context, violation=False) == pytest.approx(-0.5 * 1 / 3)
