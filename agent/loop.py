@@ -270,8 +270,10 @@ class StepLoop:
             after = self.backend.settle() if result.changed else before
             following = None if last else self._tick(k + 1)
         violation = is_violation(after, self.settings.slo_ms)
-        flag = {"violation": violation} if self._reward_takes_violation else {}
-        reward = float(self.reward(before.context, decision.action, after.context, **flag))
+        if self._reward_takes_violation:
+            reward = float(self.reward(before.context, decision.action, after.context, violation=violation))
+        else:
+            reward = float(self.reward(before.context, decision.action, after.context))
         record = StepRecord(step=k, t_s=before.t_s, load=self.loads[k], before=before, decision=decision,
                             order=result, after=after, reward=reward, violation=violation)
         return record, following
