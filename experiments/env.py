@@ -61,7 +61,7 @@ import numpy as np
 
 from agent.actions import ActionSet
 from agent.base import Decision
-from agent.loop import StepLoop
+from agent.loop import StepLoop, takes_violation
 from agent.rewards import make_reward
 from experiments.config import ConfigError, ExperimentConfig, config_path, load_config
 from experiments.episode import make_backend, resolve
@@ -124,6 +124,8 @@ class SandboxScalingEnv(gym.Env):
         name, params = (cfg.reward.name, cfg.reward.params) if reward == "config" else (reward, reward_params or {})
         self.reward_fn = make_reward(name, defaults={"max_replicas": c.max_replicas},
                                      **{"slo_ms": cfg.slo_ms, **params})
+        terms = getattr(self.reward_fn, "terms", None)
+        self._terms_take_violation = terms is not None and takes_violation(terms)
         self._raw_high = np.array([c.max_replicas, *self.RAW_HIGH[1:]], dtype=np.float64)
         self._scale = self._normalisation()
         n = len(FIELDS)
@@ -229,7 +231,8 @@ class SandboxScalingEnv(gym.Env):
                 "violation": record.violation, "record": record}
         terms = getattr(self.reward_fn, "terms", None)
         if terms is not None:
-            info["reward_terms"] = terms(record.before.context, a, after.context, violation=record.violation)
+            flag = {"violation": record.violation} if self._terms_take_violation else {}
+            info["reward_terms"] = terms(record.before.context, a, after.context, **flag)
         if self._oracle is not None:
             info["oracle_replicas"] = int(self._oracle[k])
             info["regret"] = float(after.context.replicas - self._oracle[k])

@@ -13,7 +13,7 @@ import pytest
 
 from agent.actions import ActionSet
 from agent.base import Decision
-from agent.loop import ROW_COLUMNS, LoopSettings, StepLoop
+from agent.loop import ROW_COLUMNS, LoopSettings, StepLoop, takes_violation
 from agent.process import AgentSpec, records_of, run_agent
 from agent.rewards import make_reward
 from experiments.config import load_config
@@ -261,3 +261,15 @@ def test_a_reward_that_takes_the_loops_violation_flag_never_pays_missing_spans_a
     assert rewards["binary"] == 1.0  # p95 0 <= SLO: why a cost-aware learner must not read the p95 alone
     # and within the SLO a step costs only its replicas and change: 0 is the best a step earns
     assert v2(rec.before.context, 1, rec.before.context, violation=False) == pytest.approx(-0.5 * 1 / 3)
+
+
+def test_only_rewards_with_a_violation_keyword_are_handed_the_flag():
+    def plugin(before, action, after):  # an older plug-in's signature keeps working
+        return 1.0
+
+    assert not takes_violation(plugin) and not takes_violation(make_reward("slo-binary-v1"))
+    assert takes_violation(make_reward("slo-cost-v2")) and takes_violation(make_reward("slo-cost-v2").terms)
+    backend = SpansLostAfter(lost=1)
+    lp = StepLoop(backend, backend.clock, [5, 5], LoopSettings(5.0, "period", 600.0), plugin)
+    rec, _ = lp.act(0, lp.start(), Decision(1), ActionSet.incremental(-1, 0, 1))
+    assert rec.reward == 1.0 and rec.violation  # the record still marks the step
