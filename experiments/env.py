@@ -124,8 +124,8 @@ class SandboxScalingEnv(gym.Env):
         name, params = (cfg.reward.name, cfg.reward.params) if reward == "config" else (reward, reward_params or {})
         self.reward_fn = make_reward(name, defaults={"max_replicas": c.max_replicas},
                                      **{"slo_ms": cfg.slo_ms, **params})
-        terms = getattr(self.reward_fn, "terms", None)
-        self._terms_take_violation = terms is not None and takes_violation(terms)
+        self._reward_terms = getattr(self.reward_fn, "terms", None)  # for info, when the reward gives them
+        self._terms_take_violation = self._reward_terms is not None and takes_violation(self._reward_terms)
         self._raw_high = np.array([c.max_replicas, *self.RAW_HIGH[1:]], dtype=np.float64)
         self._scale = self._normalisation()
         n = len(FIELDS)
@@ -229,10 +229,9 @@ class SandboxScalingEnv(gym.Env):
                 "desired_replicas": after.desired_replicas, "requested_replicas": record.order.requested,
                 "target_replicas": record.order.applied, "clamped": record.order.requested != record.order.applied,
                 "violation": record.violation, "record": record}
-        terms = getattr(self.reward_fn, "terms", None)
-        if terms is not None:
+        if self._reward_terms is not None:
             flag = {"violation": record.violation} if self._terms_take_violation else {}
-            info["reward_terms"] = terms(record.before.context, a, after.context, **flag)
+            info["reward_terms"] = self._reward_terms(record.before.context, a, after.context, **flag)
         if self._oracle is not None:
             info["oracle_replicas"] = int(self._oracle[k])
             info["regret"] = float(after.context.replicas - self._oracle[k])
