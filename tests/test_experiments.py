@@ -11,7 +11,7 @@ import pytest
 from experiments.cli import main
 from experiments.config import ConfigError, load_config
 from experiments.episode import COLUMNS
-from experiments.metrics import mean_ci
+from experiments.metrics import mean_ci, per_run
 from experiments.runner import run_experiment
 
 SMALL = {
@@ -54,6 +54,25 @@ def test_mean_ci_is_a_student_t_interval():
     assert mean_ci(v) == {"mean": 2.5, "ci95": pytest.approx(3.182446 * np.std(v, ddof=1) / 2, rel=1e-6)}
     assert mean_ci(np.array([5.0, 7.0, 9.0])) == {"mean": 7.0, "ci95": pytest.approx(4.302653 * 2 / np.sqrt(3))}
     assert mean_ci(np.array([5.0])) == {"mean": 5.0, "ci95": 0.0}
+
+
+def test_p95_vs_client_is_the_median_step_ratio_so_one_load_jump_does_not_move_it():
+    # a live CI run's steps (hslinucb): at step 2 the load jumped 2 -> 10 users and Locust's
+    # last-10 s p95 (1500) saw it while the step's spans (253) had not yet
+    span = [392.5, 370.4, 253.1, 1604.5, 1710.5, 1453.1, 1130.5, 986.3, 587.1, 526.2, 155.5, 130.7, 149.4, 217.7, 229.6]
+    client = [420.0, 420.0, 1500.0, 1800.0, 1800.0, 1500.0, 1300.0, 1000.0, 590.0, 530.0, 160.0, 140.0, 150.0, 220.0,
+              280.0]
+    n = len(span)
+    steps = pd.DataFrame({"policy": "p", "run": 0, "step": range(n), "p95_ms": span, "client_p95_ms": client,
+                          "spans": 40, "violation": False, "replicas": 2, "target_replicas": 2, "oracle_replicas": -1,
+                          "missing": ""})
+    steps.loc[0, "client_p95_ms"] = np.nan  # Locust had no 10 s of data yet: left out
+    steps.loc[1, "spans"] = 0  # nothing completed: left out
+    row = per_run(steps, 5.0).iloc[0]
+    kept = [i for i in range(n) if i not in (0, 1)]
+    assert row.p95_vs_client == pytest.approx(np.median([span[i] / client[i] for i in kept]))
+    assert row.p95_vs_client == pytest.approx(0.9687, abs=1e-3)  # the ratio of means: 0.833
+    assert row.client_p95_ms == pytest.approx(np.mean([client[i] for i in kept]))
 
 
 def test_pareto_ranks_by_hand_and_the_oracle_is_not_ranked():
