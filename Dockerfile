@@ -11,6 +11,7 @@ COPY injector injector
 COPY simulator simulator
 COPY sandbox sandbox
 COPY experiments experiments
+COPY scalelab scalelab
 RUN pip wheel --wheel-dir /wheels ".[live]"
 
 FROM python:3.11.10-slim-bookworm

@@ -1,10 +1,10 @@
-"""``python -m agent --config agent.yaml --bootstrap HOST:PORT``: the agent process.
+"""``python -m scalelab.agent --config agent.yaml --bootstrap HOST:PORT``: the agent process.
 
-Runs :func:`agent.process.run_agent` against the orchestrator over Kafka. This entry
+Runs :func:`scalelab.agent.process.run_agent` against the orchestrator over Kafka. This entry
 point is the one place of ``agent/`` that plugs in a network client: it wraps
-``orchestrator.client.OrchestratorClient`` (the paper's CogscalingLib) in the live
-backend (``orchestrator.live_backend.OrchestratorBackend``); the loop itself sees only
-the :class:`orchestrator.backend.Backend` protocol. Restarted with
+``scalelab.orchestrator.client.OrchestratorClient`` (the paper's CogscalingLib) in the live
+backend (``scalelab.orchestrator.live_backend.OrchestratorBackend``); the loop itself sees only
+the :class:`scalelab.orchestrator.backend.Backend` protocol. Restarted with
 the same ``--folder``, it resumes where it stopped. Exit codes: 0 done, 2 bad config,
 3 the orchestrator stayed away.
 """
@@ -15,12 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.process import AgentConfigError, AgentSpec, run_agent
+from scalelab.agent.process import AgentConfigError, AgentSpec, run_agent
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agent", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", required=True, help="the agent config (YAML), see agent.process.AgentSpec")
+    ap = argparse.ArgumentParser(prog="python -m scalelab.agent", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, help="the agent config (YAML), see scalelab.agent.process.AgentSpec")
     ap.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port")
     ap.add_argument("--folder", help="where records and state go (default: the config's folder)")
     ap.add_argument("--timeout", type=float, default=15.0,
@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     except AgentConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from orchestrator.backend import WallClock
-    from orchestrator.client import OrchestratorClient
-    from orchestrator.live_backend import OrchestratorBackend
+    from scalelab.orchestrator.backend import WallClock
+    from scalelab.orchestrator.client import OrchestratorClient
+    from scalelab.orchestrator.live_backend import OrchestratorBackend
 
     client = OrchestratorClient(args.bootstrap, timeout_s=args.timeout)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.protocol import ScaleOrder
+from scalelab.orchestrator.protocol import ScaleOrder
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The policy seam: what every scaling policy implements.
 
-A policy sees a :class:`~orchestrator.context.Context` each step and returns an action
-index into its :class:`~agent.actions.ActionSet` with the probability it had of choosing
+A policy sees a :class:`~scalelab.orchestrator.context.Context` each step and returns an action
+index into its :class:`~scalelab.agent.actions.ActionSet` with the probability it had of choosing
 it (1.0 for a deterministic choice). It then learns from the reward of that action.
 Every random choice draws from the policy's own generator, seeded at construction.
 """
@@ -14,9 +14,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from agent.actions import ActionSet
-from orchestrator.context import Context
-from orchestrator.errors import UserError
+from scalelab.agent.actions import ActionSet
+from scalelab.orchestrator.context import Context
+from scalelab.orchestrator.errors import UserError
 
 
 class PolicyError(UserError):

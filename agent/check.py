@@ -1,6 +1,6 @@
 """A checker for registered policies, as Gymnasium's ``check_env`` is for envs.
 
-:func:`check_policy` drives a policy through the step loop (:class:`agent.loop.StepLoop`)
+:func:`check_policy` drives a policy through the step loop (:class:`scalelab.agent.loop.StepLoop`)
 on a small deterministic backend (users rise and fall; p95 grows with users per
 replica; per-pod samples as the simulator reports them) and raises :class:`PolicyCheckError` naming the first rule broken:
 
@@ -15,7 +15,7 @@ replica; per-pod samples as the simulator reports them) and raises :class:`Polic
 5. an unknown parameter, and a parameter of the wrong type, are rejected with the
    parameter named.
 
-``python -m agent.check`` runs it over every registered name.
+``python -m scalelab.agent.check`` runs it over every registered name.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.base import Decision, Policy, PolicyError
-from agent.loop import LoopSettings, StepLoop
-from agent.registry import make_policy, policy_names
-from agent.rewards import make_reward
-from orchestrator.backend import Observation, PodSample, ScaleResult, VirtualClock, clamp
-from orchestrator.context import Context
+from scalelab.agent.base import Decision, Policy, PolicyError
+from scalelab.agent.loop import LoopSettings, StepLoop
+from scalelab.agent.registry import make_policy, policy_names
+from scalelab.agent.rewards import make_reward
+from scalelab.orchestrator.backend import Observation, PodSample, ScaleResult, VirtualClock, clamp
+from scalelab.orchestrator.context import Context
 
 STEP_S = 5.0
 DEFAULTS = {"seed": 0, "max_replicas": 10, "min_replicas": 1, "slo_ms": 600.0, "step_seconds": 5.0}
@@ -182,7 +182,7 @@ def check_policy(name: str, params: Mapping[str, Any] | None = None, steps: int 
 def _parameters(name: str) -> set[str]:
     import inspect
 
-    from agent.registry import factory_of
+    from scalelab.agent.registry import factory_of
 
     return set(inspect.signature(factory_of(name)).parameters)
 

@@ -1,7 +1,7 @@
 """The step loop: the only one. Simulated and replayed runs, the live agent process and
 the Gymnasium env all run their steps through :class:`StepLoop`.
 
-One step ``k`` (times on the loop's :class:`~orchestrator.backend.Clock`, s):
+One step ``k`` (times on the loop's :class:`~scalelab.orchestrator.backend.Clock`, s):
 
 1. the **observation before** the decision (taken at the end of the previous step);
 2. the policy **decides** on its context (the caller does this: a policy, or the
@@ -37,11 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from agent.actions import ActionSet
-from agent.base import Decision, Policy
-from orchestrator.backend import Backend, Clock, Observation, ScaleResult
-from orchestrator.context import CALENDAR_FEATURES, CalendarFeatures, Context
-from orchestrator.errors import UserError
+from scalelab.agent.actions import ActionSet
+from scalelab.agent.base import Decision, Policy
+from scalelab.orchestrator.backend import Backend, Clock, Observation, ScaleResult
+from scalelab.orchestrator.context import CALENDAR_FEATURES, CalendarFeatures, Context
+from scalelab.orchestrator.errors import UserError
 
 LOOP_MODES = ("period", "settle")
 
@@ -185,8 +185,8 @@ class StepLoop:
     oracle: per step, the fewest replicas meeting the SLO (simulator and replay), handed
     to policies in ``info``.
     calendar: per step, the announced timetable's features (rows of
-    :data:`~orchestrator.context.CALENDAR_FEATURES`, from the timetable alone), handed to
-    policies in ``info["calendar"]`` as :class:`~orchestrator.context.CalendarFeatures`; None: no
+    :data:`~scalelab.orchestrator.context.CALENDAR_FEATURES`, from the timetable alone), handed to
+    policies in ``info["calendar"]`` as :class:`~scalelab.orchestrator.context.CalendarFeatures`; None: no
     calendar signal (the default: the paper's context only).
     """
 

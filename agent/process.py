@@ -1,13 +1,13 @@
 """The agent process: one policy against a backend, step by step, resumable.
 
-It runs the one step loop (:class:`agent.loop.StepLoop`) on a wall clock against the
-live backend (``orchestrator.live_backend.OrchestratorBackend``: the injector's level,
+It runs the one step loop (:class:`scalelab.agent.loop.StepLoop`) on a wall clock against the
+live backend (``scalelab.orchestrator.live_backend.OrchestratorBackend``: the injector's level,
 ``getState`` and ``scaleSUT`` through the orchestrator), or against any other
-:class:`~orchestrator.backend.Backend` (tests use an in-process simulator). Everything
+:class:`~scalelab.orchestrator.backend.Backend` (tests use an in-process simulator). Everything
 it learns is on disk as it goes, in its folder:
 
-- ``decisions.jsonl``: one :class:`~agent.loop.StepRecord` per line
-  (:meth:`~agent.loop.StepRecord.to_dict` plus ``run`` and ``policy``), appended and
+- ``decisions.jsonl``: one :class:`~scalelab.agent.loop.StepRecord` per line
+  (:meth:`~scalelab.agent.loop.StepRecord.to_dict` plus ``run`` and ``policy``), appended and
   fsynced when the step ends;
 - ``injector.json``: the load generator's statistics when the episode ends (live:
   Locust's requests, failures and their reasons);
@@ -18,7 +18,7 @@ it learns is on disk as it goes, in its folder:
 A restarted agent (same folder) loads the state and carries on: a decision already
 taken is carried out (its replica count is absolute, so sending it again is harmless),
 not taken again. So an interrupted run gives the same records as an uninterrupted one
-against the same answers. This module imports no network client; ``python -m agent``
+against the same answers. This module imports no network client; ``python -m scalelab.agent``
 plugs in the Kafka one.
 """
 
@@ -34,13 +34,13 @@ from typing import Any
 
 import yaml
 
-from agent.base import Decision, Policy
-from agent.loop import LoopSettings, StepLoop, StepRecord, decision_from_dict, decision_to_dict
-from agent.registry import factory_of, make_policy
-from agent.rewards import make_reward
-from orchestrator.backend import Backend, Clock, Observation, WallClock
-from orchestrator.context import Timetable
-from orchestrator.errors import UserError
+from scalelab.agent.base import Decision, Policy
+from scalelab.agent.loop import LoopSettings, StepLoop, StepRecord, decision_from_dict, decision_to_dict
+from scalelab.agent.registry import factory_of, make_policy
+from scalelab.agent.rewards import make_reward
+from scalelab.orchestrator.backend import Backend, Clock, Observation, WallClock
+from scalelab.orchestrator.context import Timetable
+from scalelab.orchestrator.errors import UserError
 
 RECORDS = "decisions.jsonl"
 STATE = "agent-state.json"

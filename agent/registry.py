@@ -5,7 +5,7 @@ Factories receive ``seed`` and ``max_replicas`` from the runner plus the user's
 parameters; a parameter the policy does not take is reported by name.
 
 A policy from outside the package is named ``package.module:Class`` or, installed, by
-its entry point in the ``scalelab.policies`` group (:mod:`orchestrator.plugins`).
+its entry point in the ``scalelab.policies`` group (:mod:`scalelab.orchestrator.plugins`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import difflib
 import inspect
 from collections.abc import Callable
 
-from agent.base import Policy, PolicyError
-from orchestrator import plugins
+from scalelab.agent.base import Policy, PolicyError
+from scalelab.orchestrator import plugins
 
 _REGISTRY: dict[str, Callable[..., Policy]] = {}
 
@@ -97,20 +97,20 @@ def make_policy(name: str, *, defaults: dict | None = None, **params) -> Policy:
         raise PolicyError(f"policy {name!r}: {exc}") from None
     missing = [m for m in ("decide", "update", "state_dict", "load_state_dict") if not callable(getattr(policy, m, None))]
     if missing:
-        raise PolicyError(f"policy {name!r} has no {', '.join(missing)}: a policy implements agent.base.Policy "
-                          "(subclass agent.base.BasePolicy)")
+        raise PolicyError(f"policy {name!r} has no {', '.join(missing)}: a policy implements scalelab.agent.base.Policy "
+                          "(subclass scalelab.agent.base.BasePolicy)")
     return policy
 
 
 def _register_builtins() -> None:
-    from agent.policies.anticipatory import CalendarHSLinUCB, KedaCronHPA, PredictiveHPA
-    from agent.policies.bandits import UCB1, EpsilonGreedy, LinTS
-    from agent.policies.linucb import HSLinUCB, LinUCB
-    from agent.policies.oracle import Oracle
-    from agent.policies.paper_learners import DQN, QLearning
-    from agent.policies.serverless import KPA, Invok, PrairieLearn, PrairieLearnNotes
-    from agent.policies.static import Static
-    from agent.policies.thresholds import HPA, ThresholdCPU
+    from scalelab.agent.policies.anticipatory import CalendarHSLinUCB, KedaCronHPA, PredictiveHPA
+    from scalelab.agent.policies.bandits import UCB1, EpsilonGreedy, LinTS
+    from scalelab.agent.policies.linucb import HSLinUCB, LinUCB
+    from scalelab.agent.policies.oracle import Oracle
+    from scalelab.agent.policies.paper_learners import DQN, QLearning
+    from scalelab.agent.policies.serverless import KPA, Invok, PrairieLearn, PrairieLearnNotes
+    from scalelab.agent.policies.static import Static
+    from scalelab.agent.policies.thresholds import HPA, ThresholdCPU
 
     register("static", Static)
     register("oracle", Oracle)
@@ -135,7 +135,7 @@ def _register_builtins() -> None:
 
 def _onnx_policy(model: str = "", pipeline: str | None = None, seed=None):
     """A trained agent exported to ONNX, with the observation pipeline it was trained on."""
-    from agent.policies.onnx_policy import OnnxPolicy  # onnxruntime only when used
+    from scalelab.agent.policies.onnx_policy import OnnxPolicy  # onnxruntime only when used
 
     return OnnxPolicy(model=model, pipeline=pipeline, seed=seed)
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from orchestrator import plugins
-from orchestrator.context import Context
+from scalelab.orchestrator import plugins
+from scalelab.orchestrator.context import Context
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import sys
 import tempfile
 import time
 
-from experiments.config import load_config
-from experiments.runner import run_experiment
+from scalelab.experiments.config import load_config
+from scalelab.experiments.runner import run_experiment
 
 
 def paper_coldstart(policy: str, out: str) -> tuple[float, int]:
@@ -37,7 +37,7 @@ def paper_coldstart(policy: str, out: str) -> tuple[float, int]:
 
 def compare(out: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "experiments.cli", "compare", "--out", out], check=True,
+    subprocess.run([sys.executable, "-m", "scalelab.experiments.cli", "compare", "--out", out], check=True,
                    capture_output=True)
     return time.perf_counter() - t0
 

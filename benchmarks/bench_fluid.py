@@ -22,8 +22,8 @@ import time
 
 import gymnasium as gym
 
-import experiments.env  # noqa: F401  (registers the env)
-from experiments import load_config, run_experiment
+import scalelab.experiments.env  # noqa: F401  (registers the env)
+from scalelab import load_config, run_experiment
 
 
 def week(engine: str, days: float = 5.0):

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.scalers.local import ReplicaSpec
-from orchestrator.stack import LocalStack
+from scalelab.orchestrator.scalers.local import ReplicaSpec
+from scalelab.orchestrator.stack import LocalStack
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
             env = {"INJECTOR_CPU": "0", "INJECTOR_WAIT_MIN": "0", "INJECTOR_WAIT_MAX": "0"}
             import os
 
-            proc = subprocess.Popen([sys.executable, "-m", "injector", "--host", stack.service_url, "--bootstrap", addr,
+            proc = subprocess.Popen([sys.executable, "-m", "scalelab.injector", "--host", stack.service_url, "--bootstrap", addr,
                                      "--workers", str(args.workers)],
                                     stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
             assert proc.stdout.readline().strip() == "injector ready"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.stack import LocalStack
+from scalelab.orchestrator.stack import LocalStack
 
 
 def sequential(url: str, n: int) -> np.ndarray:

@@ -19,10 +19,10 @@ import os
 import statistics
 import time
 
-from orchestrator.client import OrchestratorClient
-from orchestrator.kafka_embedded import EmbeddedKafka
-from orchestrator.stack import TOPICS, create_topics
-from sandbox.spans import make_span
+from scalelab.orchestrator.client import OrchestratorClient
+from scalelab.orchestrator.kafka_embedded import EmbeddedKafka
+from scalelab.orchestrator.stack import TOPICS, create_topics
+from scalelab.sandbox.spans import make_span
 
 STEP_S = 5.0
 
@@ -35,7 +35,7 @@ class Fixed:
 
 
 def serve(addr: str, ready, stop) -> None:
-    from orchestrator.service import OrchestratorService
+    from scalelab.orchestrator.service import OrchestratorService
 
     svc = OrchestratorService(Fixed(), bootstrap=addr)
     svc.start()

@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 
-from orchestrator.client import OrchestratorClient
-from orchestrator.kafka_embedded import EmbeddedKafka
-from orchestrator.service import OrchestratorService
-from orchestrator.stack import TOPICS, create_topics
+from scalelab.orchestrator.client import OrchestratorClient
+from scalelab.orchestrator.kafka_embedded import EmbeddedKafka
+from scalelab.orchestrator.service import OrchestratorService
+from scalelab.orchestrator.stack import TOPICS, create_topics
 
 
 class Fixed:

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from agent.registry import make_policy
-from orchestrator.context import Context
+from scalelab.agent.registry import make_policy
+from scalelab.orchestrator.context import Context
 
 CASES = [
     ("linucb, 9 arms", "linucb", {"steps": [-4, -3, -2, -1, 0, 1, 2, 3, 4]}),

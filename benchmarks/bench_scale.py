@@ -7,7 +7,7 @@
    * the backend alone, as the step loop drives it (``set_load``, ``observe`` every 5 s):
      wall time, requests simulated (DES) and requests per second, or steps per second
      (fluid);
-   * the oracle for that load (:class:`simulator.oracle.OracleTable`, a fresh table);
+   * the oracle for that load (:class:`scalelab.simulator.oracle.OracleTable`, a fresh table);
    * the whole ``run_experiment`` (oracle, policy, records, parquet; no report).
 
 2. **A 5-day evaluation-week-v1 scaled to 5,000 students** (``user_scale``: the busiest
@@ -15,7 +15,7 @@
    the oracle for its load levels, then the whole run (oracle cached), per engine
    (``--week-des`` adds the discrete-event engine, minutes).
 
-3. **The fluid engine against the discrete-event one at scale** (:func:`simulator.fluid.validate`,
+3. **The fluid engine against the discrete-event one at scale** (:func:`scalelab.simulator.fluid.validate`,
    sandbox profile with exponential demand, where the fluid model is validated, and with
    its own heavy-tailed demand, where it is not; 6 and 18 (exponential), 3 and 6
    (heavy-tailed) students per replica at 4, 40, 400 and 1,000 replicas): p95 and
@@ -37,10 +37,10 @@ import time
 
 import numpy as np
 
-from experiments import load_config, run_experiment
-from experiments.episode import make_backend, resolve
-from experiments.runner import episode_seeds, oracle_levels
-from orchestrator.backend import VirtualClock
+from scalelab import load_config, run_experiment
+from scalelab.experiments.episode import make_backend, resolve
+from scalelab.experiments.runner import episode_seeds, oracle_levels
+from scalelab.orchestrator.backend import VirtualClock
 
 SIZES = ((400, 40), (4000, 400), (20000, 1000))
 STEPS = 120  # 10 minutes of 5-s steps
@@ -57,7 +57,7 @@ def sized(engine: str, users: int, replicas: int):
 def cold() -> None:
     """Forget the fluid engine's solved steady states (shared per process), so that each
     figure includes solving them."""
-    from simulator.fluid import shared_model
+    from scalelab.simulator.fluid import shared_model
 
     shared_model.cache_clear()
 
@@ -106,7 +106,7 @@ def week(engine: str):
 
 
 def make_users(scale: float) -> np.ndarray:
-    from injector.workloads import make_workload
+    from scalelab.injector.workloads import make_workload
 
     w = make_workload({"kind": "evaluation-week-v1", "days": 5, "user_scale": scale})
     return w.series(5.0)
@@ -154,8 +154,8 @@ def main() -> None:
 
 
 def validation() -> None:
-    from simulator.fluid import validate
-    from simulator.models import find_profile
+    from scalelab.simulator.fluid import validate
+    from scalelab.simulator.models import find_profile
 
     for kind in ("exponential", "sandbox"):
         validation_table(validate, find_profile("sandbox").with_overrides(demand={"kind": kind}), kind)

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from simulator.cluster import ClusterSettings, SimCluster
-from simulator.models import PAPER, SANDBOX
+from scalelab.simulator.cluster import ClusterSettings, SimCluster
+from scalelab.simulator.models import PAPER, SANDBOX
 
 
 def one(app, replicas, users=0, rate=0.0, sim_seconds=10_000.0, step=5.0, seed=0) -> tuple[float, int]:

@@ -12,10 +12,10 @@ import statistics
 import threading
 import time
 
-from orchestrator.collectors.zipkin import ZipkinCollector
-from orchestrator.context import ContextBuilder
-from orchestrator.kafka_embedded import EmbeddedKafka
-from sandbox.spans import SpanExporter, make_span
+from scalelab.orchestrator.collectors.zipkin import ZipkinCollector
+from scalelab.orchestrator.context import ContextBuilder
+from scalelab.orchestrator.kafka_embedded import EmbeddedKafka
+from scalelab.sandbox.spans import SpanExporter, make_span
 
 
 def payloads(n_spans: int, per_message: int = 100) -> list[bytes]:

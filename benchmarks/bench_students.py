@@ -30,14 +30,14 @@ import threading
 import time
 from pathlib import Path
 
-from orchestrator.scalers.local import CGROUP_ROOT, ReplicaSpec
-from orchestrator.stack import LocalStack
+from scalelab.orchestrator.scalers.local import CGROUP_ROOT, ReplicaSpec
+from scalelab.orchestrator.stack import LocalStack
 
 STUDENT_ENV = {"INJECTOR_TASK": "student", "INJECTOR_WAIT_MIN": "0", "INJECTOR_WAIT_MAX": "0"}
 
 
 def _injector(url: str, users: int, seconds: float) -> dict:
-    out = subprocess.run([sys.executable, "-m", "injector", "--host", url, "--users", str(users), "--seconds",
+    out = subprocess.run([sys.executable, "-m", "scalelab.injector", "--host", url, "--users", str(users), "--seconds",
                           str(seconds)], capture_output=True, text=True, timeout=seconds + 120,
                          env={**os.environ, **STUDENT_ENV})
     if out.returncode != 0:
@@ -75,7 +75,7 @@ def bench_stack(replicas: int, seconds: float, repeats: int) -> dict:
 
 
 def bench_injector(seconds: float, repeats: int) -> float:
-    from injector.corpus import intended_answer, load_corpus
+    from scalelab.injector.corpus import intended_answer, load_corpus
 
     corpus = load_corpus()
     by_code = {p.code: p for p in corpus.programs}
@@ -108,7 +108,7 @@ def bench_injector(seconds: float, repeats: int) -> float:
 def bench_record() -> float:
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        out = subprocess.run([sys.executable, "-m", "experiments.cli", "dataset", "record", "--backend", "live",
+        out = subprocess.run([sys.executable, "-m", "scalelab.experiments.cli", "dataset", "record", "--backend", "live",
                               "--config", "live-evaluation-week", "--users", "5,10,15,20,25", "--replicas",
                               "1,2,3,4", "--samples", "2", "--warmup-steps", "1", "--out", f"{d}/grid.parquet"],
                              capture_output=True, text=True)

@@ -7,7 +7,7 @@ with a noisy timetable (announced sizes off by up to 30 %, starts by up to 10 mi
 Then writes, in ``OUT/anticipation-<time>/``:
 
 * ``comparison.html`` / ``.csv`` / ``.png``: every calendar's policies in one ranked
-  table and trade-off plot (:func:`experiments.report.write_comparison`);
+  table and trade-off plot (:func:`scalelab.experiments.report.write_comparison`);
 * ``anticipation.md``: per calendar, each anticipatory policy against HSLinUCB (the
   violations' change, the replica-hours' ratio) and whether it is on the Pareto front
   against every reactive policy: the issue's targets, checked;
@@ -29,10 +29,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from experiments.config import config_path, load_config
-from experiments.metrics import pareto_ranks
-from experiments.report import policy_styles, write_comparison
-from injector.workloads import make_workload
+from scalelab.experiments.config import config_path, load_config
+from scalelab.experiments.metrics import pareto_ranks
+from scalelab.experiments.report import policy_styles, write_comparison
+from scalelab.injector.workloads import make_workload
 
 BASE = "evaluation-week-5d"
 #: Policies that read the timetable or forecast from history; the rest are reactive.
@@ -198,7 +198,7 @@ def run_anticipation(out: str | Path = "runs", runs: int | None = None, variant_
     ``base`` and ``variants`` replace the shipped config and :data:`VARIANTS` (tests)."""
     import yaml
 
-    from experiments.runner import run_experiment
+    from scalelab.experiments.runner import run_experiment
 
     base = base if base is not None else yaml.safe_load(config_path(BASE).read_text())
     variants = variants if variants is not None else VARIANTS

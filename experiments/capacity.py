@@ -3,7 +3,7 @@
 What an operator measures before an evaluation week (Locust at a few student counts,
 replicas added until the p95 holds), done on the simulated service of a config: for each
 level, the fewest replicas whose steady-state p95 stays within the SLO over
-``measure_steps`` steps (:class:`simulator.oracle.OracleTable`, the oracle's search).
+``measure_steps`` steps (:class:`scalelab.simulator.oracle.OracleTable`, the oracle's search).
 The table feeds the ``capacity`` parameter of the calendar policies (``keda-cron``,
 ``hslinucb-calendar``).
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.config import ExperimentConfig
-from experiments.episode import resolve
-from simulator.oracle import OracleTable
+from scalelab.experiments.config import ExperimentConfig
+from scalelab.experiments.episode import resolve
+from scalelab.simulator.oracle import OracleTable
 
 #: Student counts of the default load test.
 LEVELS = (25, 50, 100, 150, 200, 300, 400, 500)

@@ -16,25 +16,25 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.errors import ScalelabError, UserError
+from scalelab.orchestrator.errors import ScalelabError, UserError
 
 EPILOG = __doc__.split("Examples::", 1)[1]
 
 
 def _config_path(name: str) -> Path:
-    from experiments.config import config_path
+    from scalelab.experiments.config import config_path
 
     return config_path(name)
 
 
 def cmd_run(args) -> int:
-    from experiments.runner import run_experiment
+    from scalelab.experiments.runner import run_experiment
 
     overrides = {k: v for k, v in (("runs", args.runs), ("seed", args.seed)) if v is not None}
     if args.resume:
         result = run_experiment(None, resume=args.resume, workers=args.workers, command=_command())
     else:
-        from experiments.config import load_config
+        from scalelab.experiments.config import load_config
 
         cfg = load_config(_config_path(args.config), **overrides)
         result = run_experiment(cfg, out=args.out, workers=args.workers, command=_command())
@@ -47,8 +47,8 @@ def cmd_run(args) -> int:
 def cmd_capacity(args) -> int:
     import json
 
-    from experiments.capacity import load_test
-    from experiments.config import load_config
+    from scalelab.experiments.capacity import load_test
+    from scalelab.experiments.config import load_config
 
     overrides = {"seed": args.seed} if args.seed is not None else {}
     cfg = load_config(_config_path(args.config), **overrides)
@@ -62,7 +62,7 @@ def cmd_capacity(args) -> int:
 
 
 def cmd_anticipation(args) -> int:
-    from experiments.anticipation import run_anticipation
+    from scalelab.experiments.anticipation import run_anticipation
 
     folder = run_anticipation(out=args.out, runs=args.runs, variant_runs=args.variant_runs, only=args.only,
                               workers=args.workers)
@@ -79,7 +79,7 @@ def cmd_compare(args) -> int:
 
 def cmd_report(args) -> int:
     """One folder: rewrite its figures and report. Several: also one report comparing them."""
-    from experiments.report import folder_summary, write_comparison, write_report
+    from scalelab.experiments.report import folder_summary, write_comparison, write_report
 
     folders = [Path(d) for d in args.dirs]
     for d in folders:  # every folder checked before any work
@@ -90,7 +90,7 @@ def cmd_report(args) -> int:
         out = Path(args.out) if args.out else folders[0].parent / ("comparison-" + "-vs-".join(d.name for d in folders))[:120]
         print(f"comparison: {write_comparison(folders, out)}")
         if len(folders) == 2:  # two runs of one config (a simulated and a live one, say): step by step
-            from experiments.twin import twin_report
+            from scalelab.experiments.twin import twin_report
 
             live = {d: "backend: live" in (d / "config.yaml").read_text() for d in folders}
             sim, measured = sorted(folders, key=lambda d: live[d])
@@ -104,10 +104,10 @@ def cmd_twin(args) -> int:
     """One config on the simulator and on the live stack, then the twin report."""
     from dataclasses import replace
 
-    from experiments.config import load_config
-    from experiments.live import run_live
-    from experiments.runner import run_experiment
-    from experiments.twin import twin_report
+    from scalelab.experiments.config import load_config
+    from scalelab.experiments.live import run_live
+    from scalelab.experiments.runner import run_experiment
+    from scalelab.experiments.twin import twin_report
 
     cfg = load_config(_config_path(args.config))
     if args.runs:
@@ -141,7 +141,7 @@ def _parse_params(items: list[str]) -> dict:
 def cmd_list(args) -> int:
     """Shipped configs, workloads (with their parameters), policies, rewards and the
     paper's experiments; plug-ins installed through entry points are included."""
-    from experiments.config import config_path, load_config, shipped_configs
+    from scalelab.experiments.config import config_path, load_config, shipped_configs
 
     want = args.what
     if want in ("all", "configs"):
@@ -152,17 +152,17 @@ def cmd_list(args) -> int:
     if want in ("all", "workloads"):
         _print_workloads()
     if want in ("all", "policies"):
-        from agent.registry import factory_of, policy_names
+        from scalelab.agent.registry import factory_of, policy_names
 
         print("policies (policies: [{name: NAME, ...}], or 'package.module:Class' of your own):")
         for name in policy_names():
             print(f"  {name:20s} {_first_sentence(factory_of(name))}")
     if want in ("all", "rewards"):
-        from agent.rewards import reward_names
+        from scalelab.agent.rewards import reward_names
 
         print("rewards (reward: {name: NAME}):", ", ".join(reward_names()))
     if want in ("all", "paper"):
-        from experiments.paper import EXPERIMENTS
+        from scalelab.experiments.paper import EXPERIMENTS
 
         print("paper experiments (scalelab paper --only NAME):", ", ".join(EXPERIMENTS))
     return 0
@@ -180,7 +180,7 @@ def _first_sentence(obj, width: int = 96) -> str:
 
 
 def _print_workloads() -> None:
-    from injector.workloads import workload_names, workload_params
+    from scalelab.injector.workloads import workload_names, workload_params
 
     print("workloads (workload: {kind: NAME, ...}; any also takes time_compression, user_scale):")
     for name in workload_names():
@@ -198,7 +198,7 @@ def cmd_workload_show(args) -> int:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from injector.workloads import WorkloadError, make_workload
+    from scalelab.injector.workloads import WorkloadError, make_workload
 
     try:
         wl = make_workload({"kind": args.name, **_parse_params(args.param)})
@@ -232,8 +232,8 @@ def cmd_calibrate(args) -> int:
     import matplotlib.pyplot as plt
     from tqdm.auto import tqdm
 
-    from simulator.calibration import calibrate, paper_table
-    from simulator.models import find_profile
+    from scalelab.simulator.calibration import calibrate, paper_table
+    from scalelab.simulator.models import find_profile
 
     app = find_profile(args.profile)
     if args.engine == "fluid":
@@ -270,16 +270,16 @@ def _calibrate_samples(app, args, plt) -> int:
     """The simulator against measured p95 samples per cell (the paper's D1, or a
     recorded dataset with ``--dataset``): quantiles and the fraction above the SLO;
     with ``--fit N``, a random search of N profiles first, the best saved by name."""
-    from simulator.calibration import (
+    from scalelab.simulator.calibration import (
         calibrate_samples,
         compare_cells,
         dataset_cells,
         dataset_utilization,
         fit_profile,
     )
-    from simulator.datasets import read_dataset_meta
-    from simulator.models import save_profile
-    from simulator.replay import load_dataset
+    from scalelab.simulator.datasets import read_dataset_meta
+    from scalelab.simulator.models import save_profile
+    from scalelab.simulator.replay import load_dataset
 
     if args.dataset:
         frame = load_dataset(args.dataset)
@@ -364,12 +364,12 @@ def plot_calibration(t, slo: float, title: str, out: Path, plt) -> None:
 
 
 def _calibrate_fluid(app, args, plt) -> int:
-    """The fluid engine against the discrete-event one, on simulator.fluid.GRID for each
+    """The fluid engine against the discrete-event one, on scalelab.simulator.fluid.GRID for each
     demand kind: p95 and RPS per cell, utilisation, and the cells outside 15 % / 5 %."""
     import pandas as pd
 
-    from simulator.fluid import GRID, validate
-    from simulator.models import DEMAND_KINDS
+    from scalelab.simulator.fluid import GRID, validate
+    from scalelab.simulator.models import DEMAND_KINDS
 
     rows = []
     for kind in DEMAND_KINDS:
@@ -407,7 +407,7 @@ def _calibrate_fluid(app, args, plt) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from experiments.sweep import SweepError, parse_grid, run_sweep
+    from scalelab.experiments.sweep import SweepError, parse_grid, run_sweep
 
     try:
         grid = parse_grid(args.grid)
@@ -439,9 +439,9 @@ def cmd_dataset_record(args) -> int:
     """The paper's collector on the simulator or on the live local stack."""
     from tqdm.auto import tqdm
 
-    from experiments.config import load_config
-    from experiments.episode import resolve
-    from simulator.datasets import DatasetMeta, write_dataset_meta
+    from scalelab.experiments.config import load_config
+    from scalelab.experiments.episode import resolve
+    from scalelab.simulator.datasets import DatasetMeta, write_dataset_meta
 
     out = Path(args.out)
     users = _int_list(args.users, "--users")
@@ -460,12 +460,12 @@ def cmd_dataset_record(args) -> int:
     cells = 2 * len(users) * len(replicas)
     with tqdm(total=cells, desc=f"record ({args.backend})", unit="level") as bar:
         if args.backend == "live":
-            from experiments.collector import record_live
+            from scalelab.experiments.collector import record_live
 
             data = record_live(cfg, users, replicas, args.samples, out, warmup_steps=args.warmup_steps,
                                progress=bar.update)
         else:
-            from simulator.replay import record_dataset
+            from scalelab.simulator.replay import record_dataset
 
             data = record_dataset(r.app, users=users, replicas=replicas, samples=args.samples, seed=args.seed,
                                   context=r.context, settings=r.cluster, step_s=float(cfg.step_seconds),
@@ -484,12 +484,12 @@ def cmd_corpus(args) -> int:
     """Build, measure and show the submission corpus."""
     import json
 
-    from injector.corpus import build_corpus, load_corpus, save_corpus, summary
+    from scalelab.injector.corpus import build_corpus, load_corpus, save_corpus, summary
 
     if args.corpus_command == "measure":
         from tqdm.auto import tqdm
 
-        from experiments.corpus import measure_corpus
+        from scalelab.experiments.corpus import measure_corpus
 
         corpus = build_corpus() if args.rebuild else load_corpus(args.corpus)
         with tqdm(total=len(corpus.programs) * args.repeats, desc="measure", unit="run") as bar:
@@ -510,7 +510,7 @@ def cmd_corpus(args) -> int:
 
 
 def cmd_paper(args) -> int:
-    from experiments.paper import EXPERIMENTS, reproduce_paper
+    from scalelab.experiments.paper import EXPERIMENTS, reproduce_paper
 
     only = tuple(args.only) if args.only else EXPERIMENTS
     reproduce_paper(args.out, runs=args.runs, only=only, d2=args.d2, real_week=args.real_week)
@@ -523,11 +523,11 @@ def cmd_paper(args) -> int:
 def cmd_live(args) -> int:
     import json
 
-    from orchestrator.scalers.local import ReplicaSpec
-    from orchestrator.stack import LocalStack
+    from scalelab.orchestrator.scalers.local import ReplicaSpec
+    from scalelab.orchestrator.stack import LocalStack
 
     if args.live_command == "run":
-        from experiments.live import run_live
+        from scalelab.experiments.live import run_live
 
         if not args.config and not args.resume:
             raise UserError("scalelab live run: give a CONFIG or --resume FOLDER")
@@ -558,7 +558,7 @@ def cmd_live(args) -> int:
 
 
 def cmd_kafka(args) -> int:
-    from orchestrator.kafka_embedded import serve
+    from scalelab.orchestrator.kafka_embedded import serve
 
     serve(brokers=args.brokers, seconds=args.seconds)
     return 0
@@ -580,7 +580,7 @@ def _with_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from experiments.paper import EXPERIMENTS
+    from scalelab.experiments.paper import EXPERIMENTS
 
     parser = argparse.ArgumentParser(
         prog="scalelab", description="Horizontal autoscaling with contextual bandits: a testbed.",
@@ -721,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_corpus)
     c = csub.add_parser("measure", help="run every program through POST /run and store the CPU times")
     c.add_argument("corpus", nargs="?", default="v1", help="v1 (shipped) or a corpus file (default: v1)")
-    c.add_argument("--rebuild", action="store_true", help="measure the programs of the code (injector.corpus) "
+    c.add_argument("--rebuild", action="store_true", help="measure the programs of the code (scalelab.injector.corpus) "
                                                           "instead of the file's")
     c.add_argument("--url", help="a sandbox service (default: a one-replica local stack brought up for it)")
     c.add_argument("--repeats", type=int, default=5, help="runs of each program (default 5)")

@@ -4,7 +4,7 @@
 cluster: for each replica count (scaled to and settled), users ascending then
 descending, ``samples`` context samples per (users, replicas) cell split between the
 two passes, after ``warmup_steps`` steps at each new level. It speaks only the
-:class:`~orchestrator.backend.Backend` protocol, so the simulator's backends and the
+:class:`~scalelab.orchestrator.backend.Backend` protocol, so the simulator's backends and the
 live one (:func:`record_live`, a local stack brought up for it) record the same way,
 into the format the replay reads (``users, replicas, sample``, the context fields,
 ``ready_replicas`` (the context's count, which a dead replica lowers), ``missing``,
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.config import ExperimentConfig
-from orchestrator.backend import Backend, Clock
+from scalelab.experiments.config import ExperimentConfig
+from scalelab.orchestrator.backend import Backend, Clock
 
 
 def collect(backend: Backend, clock: Clock, users: Sequence[int], replicas: Sequence[int], samples: int,
@@ -72,12 +72,12 @@ def record_live(cfg: ExperimentConfig, users: Sequence[int], replicas: Sequence[
     """Record a dataset on a local stack brought up for it with ``cfg``'s replicas,
     request mix (``/compute`` clients or corpus students), think time and context
     settings; rows go to ``out`` (Parquet) and, as measured, ``out`` + ``.rows.jsonl``."""
-    from experiments.episode import resolve
-    from experiments.live import live_settings, start_services, stop_services
-    from orchestrator.backend import WallClock
-    from orchestrator.client import OrchestratorClient
-    from orchestrator.live_backend import OrchestratorBackend
-    from orchestrator.stack import LocalStack
+    from scalelab.experiments.episode import resolve
+    from scalelab.experiments.live import live_settings, start_services, stop_services
+    from scalelab.orchestrator.backend import WallClock
+    from scalelab.orchestrator.client import OrchestratorClient
+    from scalelab.orchestrator.live_backend import OrchestratorBackend
+    from scalelab.orchestrator.stack import LocalStack
 
     settings = live_settings(cfg, resolve(cfg))
     rows_file = Path(str(out) + ".rows.jsonl")

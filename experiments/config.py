@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from orchestrator import plugins
-from orchestrator.errors import UserError
+from scalelab.orchestrator import plugins
+from scalelab.orchestrator.errors import UserError
 
 BACKENDS = ("sim", "replay", "live")
 
@@ -149,7 +149,7 @@ class WarmupConfig:
 @dataclass
 class CalendarConfig:
     """The timetable a workload publishes in advance (``evaluation-week-v1``'s announced
-    exams and deadlines; :mod:`injector.calendar`). ``features``: hand every policy the
+    exams and deadlines; :mod:`scalelab.injector.calendar`). ``features``: hand every policy the
     calendar's features at each step (``info["calendar"]``), off by default so the
     paper's context is all a policy sees. ``size_noise``: announced students = true x
     ``U(1 - size_noise, 1 + size_noise)``, per event and run; ``start_noise_min``:
@@ -193,7 +193,7 @@ class ExperimentConfig:
     name: used for the run folder. backend: ``sim`` or ``replay`` (``live`` comes later).
     dataset: what a ``replay`` backend serves: ``paper-D1`` (the paper's measured p95
     samples), ``sim-D1``/``sim-D2`` (simulator recordings), a ``.json`` file of p95
-    samples or a ``.parquet`` recording (see ``simulator.datasets``).
+    samples or a ``.parquet`` recording (see ``scalelab.simulator.datasets``).
     replay: how the replay serves them (:class:`ReplayConfig`).
     warmup: a load held before step 0 (:class:`WarmupConfig`).
     calendar: the announced timetable and its features for policies (:class:`CalendarConfig`).
@@ -204,11 +204,11 @@ class ExperimentConfig:
     step_seconds: control period, s. slo_ms: p95 objective, ms.
     steps: steps per run (default: the workload's duration / step_seconds).
     engine: the simulator's engine (``backend: sim``): ``des`` (every request, the
-    default) or ``fluid`` (a queueing model per step, :mod:`simulator.fluid`).
+    default) or ``fluid`` (a queueing model per step, :mod:`scalelab.simulator.fluid`).
     loop: ``period`` (observe, decide, act every ``step_seconds``; the default) or
     ``settle`` (the paper's: after an order that changed the count, wait until it took
     effect and was measured; that observation is the step's outcome). See
-    ``agent.loop`` and ``docs/architecture.md``.
+    ``scalelab.agent.loop`` and ``docs/architecture.md``.
     """
 
     name: str = "experiment"
@@ -424,7 +424,7 @@ def config_path(name: str | Path) -> Path:
     p = Path(name)
     if p.is_file():
         return p
-    shipped = resources.files("experiments.configs").joinpath(f"{name}.yaml")
+    shipped = resources.files("scalelab.experiments.configs").joinpath(f"{name}.yaml")
     if shipped.is_file():
         return Path(str(shipped))
     if p.suffix in (".yaml", ".yml") or "/" in str(name):
@@ -440,7 +440,7 @@ def shipped_configs() -> list[str]:
     """The names of the configs in ``experiments/configs``, sorted."""
     from importlib import resources
 
-    return sorted(f.name[:-5] for f in resources.files("experiments.configs").iterdir() if f.name.endswith(".yaml"))
+    return sorted(f.name[:-5] for f in resources.files("scalelab.experiments.configs").iterdir() if f.name.endswith(".yaml"))
 
 
 def save_config(cfg: ExperimentConfig, path: Path) -> None:

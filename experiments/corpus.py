@@ -3,7 +3,7 @@
 ``measure_corpus`` runs every program of a corpus through ``POST /run`` of a sandbox
 service (``url``), or of a one-replica local stack brought up for it with the
 ``sandbox`` profile's resources, and stores the CPU times with the corpus
-(:mod:`injector.corpus`).
+(:mod:`scalelab.injector.corpus`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from injector.corpus import Corpus, build_corpus, measure
-from orchestrator.errors import UserError
+from scalelab.injector.corpus import Corpus, build_corpus, measure
+from scalelab.orchestrator.errors import UserError
 
 
 def http_post_run(url: str, timeout_s: float = 60.0) -> Callable[[dict], dict]:
@@ -45,9 +45,9 @@ def measure_corpus(corpus: Corpus | None = None, url: str | None = None, repeats
     corpus = corpus or build_corpus()
     if url is not None:
         return measure(corpus, http_post_run(url), repeats, host=url, progress=progress)
-    from orchestrator.scalers.local import ReplicaSpec
-    from orchestrator.stack import LocalStack
-    from simulator.models import SANDBOX
+    from scalelab.orchestrator.scalers.local import ReplicaSpec
+    from scalelab.orchestrator.stack import LocalStack
+    from scalelab.simulator.models import SANDBOX
 
     spec = ReplicaSpec(cpu_request=SANDBOX.cpu_request, cpu_limit=SANDBOX.cpu_limit,
                        memory_request_mib=round(SANDBOX.memory_request_mib),

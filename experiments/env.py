@@ -1,6 +1,6 @@
 """Gymnasium environments over the scalelab simulator and replay backends.
 
-Registered ids (``import experiments.env`` registers them; ``scalelab/...``):
+Registered ids (``import scalelab.experiments.env`` registers them; ``scalelab/...``):
 
 =============================  ===============================================================
 ``PaperStaircase-v1``          the paper's staircase (``paper-sim-v1``, 5..50 users) on the
@@ -38,7 +38,7 @@ Keywords of ``gym.make`` (all ids):
 ``info`` has ``step``, ``users``, ``ready_replicas``, ``desired_replicas``,
 ``requested_replicas``, ``target_replicas`` (after the clamp), ``clamped``, ``violation``,
 ``reward_terms`` (when the reward gives them), ``oracle_replicas`` and ``regret`` (ready −
-oracle) on backends with an oracle, and ``record`` (the step's :class:`agent.loop.StepRecord`).
+oracle) on backends with an oracle, and ``record`` (the step's :class:`scalelab.agent.loop.StepRecord`).
 :meth:`SandboxScalingEnv.action_masks` gives the actions that the clamp would not cancel
 (what ``sb3_contrib``'s MaskablePPO reads).
 
@@ -59,15 +59,15 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from agent.actions import ActionSet
-from agent.base import Decision
-from agent.loop import StepLoop, takes_violation
-from agent.rewards import make_reward
-from experiments.config import ConfigError, ExperimentConfig, config_path, load_config
-from experiments.episode import make_backend, resolve
-from experiments.runner import episode_seeds, oracle_levels
-from orchestrator.backend import Observation, VirtualClock
-from orchestrator.context import FIELDS, Context
+from scalelab.agent.actions import ActionSet
+from scalelab.agent.base import Decision
+from scalelab.agent.loop import StepLoop, takes_violation
+from scalelab.agent.rewards import make_reward
+from scalelab.experiments.config import ConfigError, ExperimentConfig, config_path, load_config
+from scalelab.experiments.episode import make_backend, resolve
+from scalelab.experiments.runner import episode_seeds, oracle_levels
+from scalelab.orchestrator.backend import Observation, VirtualClock
+from scalelab.orchestrator.context import FIELDS, Context
 
 ENV_ID = "scalelab/SandboxScaling-v0"
 GENERIC_ID = "scalelab/SandboxScaling-v1"
@@ -318,7 +318,7 @@ def _register() -> None:
     if ENV_ID not in gym.registry:
         gym.register(id=ENV_ID, entry_point=_make_v0)
     if GENERIC_ID not in gym.registry:
-        gym.register(id=GENERIC_ID, entry_point="experiments.env:SandboxScalingEnv")
+        gym.register(id=GENERIC_ID, entry_point="scalelab.experiments.env:SandboxScalingEnv")
     for env_id in SCENARIOS:
         if env_id not in gym.registry:
             steps = resolve(scenario_config(env_id)).steps

@@ -1,9 +1,9 @@
 """One episode: one policy, one run, on the simulator or a replay.
 
 This module composes; it holds no step loop and no backend. It resolves a config into
-settings (:func:`resolve`), builds the backend of ``simulator.backends`` and the policy,
-runs them through the one step loop (:class:`agent.loop.StepLoop`) and turns its
-:class:`~agent.loop.StepRecord` s into rows of ``steps.parquet`` (:func:`records_frame`).
+settings (:func:`resolve`), builds the backend of ``scalelab.simulator.backends`` and the policy,
+runs them through the one step loop (:class:`scalelab.agent.loop.StepLoop`) and turns its
+:class:`~scalelab.agent.loop.StepRecord` s into rows of ``steps.parquet`` (:func:`records_frame`).
 """
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agent.loop import ROW_COLUMNS, LoopSettings, StepLoop, StepRecord
-from agent.registry import factory_of, make_policy
-from agent.rewards import make_reward
-from experiments.config import ConfigError, ExperimentConfig, PolicySpec
-from injector.calendar import CalendarSettings, calendar_features, timetable_data
-from injector.calendar import run_timetable as announced_timetable
-from injector.workloads import Workload, WorkloadError, make_workload
-from orchestrator.backend import Backend, Clock, VirtualClock
-from orchestrator.context import PRESETS, ContextSettings
-from simulator.backends import FluidBackend, ReplayBackend, SimBackend
-from simulator.cluster import ClusterSettings
-from simulator.datasets import BUILTIN, resolve_dataset
-from simulator.models import AppProfile, find_profile
-from simulator.replay import Replay
+from scalelab.agent.loop import ROW_COLUMNS, LoopSettings, StepLoop, StepRecord
+from scalelab.agent.registry import factory_of, make_policy
+from scalelab.agent.rewards import make_reward
+from scalelab.experiments.config import ConfigError, ExperimentConfig, PolicySpec
+from scalelab.injector.calendar import CalendarSettings, calendar_features, timetable_data
+from scalelab.injector.calendar import run_timetable as announced_timetable
+from scalelab.injector.workloads import Workload, WorkloadError, make_workload
+from scalelab.orchestrator.backend import Backend, Clock, VirtualClock
+from scalelab.orchestrator.context import PRESETS, ContextSettings
+from scalelab.simulator.backends import FluidBackend, ReplayBackend, SimBackend
+from scalelab.simulator.cluster import ClusterSettings
+from scalelab.simulator.datasets import BUILTIN, resolve_dataset
+from scalelab.simulator.models import AppProfile, find_profile
+from scalelab.simulator.replay import Replay
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def resolve(cfg: ExperimentConfig) -> Resolved:
     return Resolved(app=app, cluster=cluster, context=context, workload=workload, steps=steps, loop=loop)
 
 #: Columns of steps.parquet, in order: the episode, the step's record
-#: (:meth:`agent.loop.StepRecord.row`), the oracle.
+#: (:meth:`scalelab.agent.loop.StepRecord.row`), the oracle.
 COLUMNS = ("run", "policy", *ROW_COLUMNS, "oracle_replicas")
 
 
@@ -117,7 +117,7 @@ def episode_name(policy_label: str, run: int) -> str:
 
 
 def run_timetable(cfg: ExperimentConfig, resolved: Resolved, seeds: dict) -> Workload | None:
-    """The timetable announced for this run (:func:`injector.calendar.timetable`: noisy
+    """The timetable announced for this run (:func:`scalelab.injector.calendar.timetable`: noisy
     per ``cfg.calendar``, drawn from the run's ``calendar`` seed); None when the workload
     publishes none (an error if the config asks for calendar features)."""
     settings = CalendarSettings(cfg.calendar.size_noise, cfg.calendar.start_noise_min)
@@ -165,7 +165,7 @@ def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 
 
 
 def load_replay(cfg: ExperimentConfig) -> Replay:
-    """The dataset of a ``backend: replay`` config (:mod:`simulator.datasets`), ready to
+    """The dataset of a ``backend: replay`` config (:mod:`scalelab.simulator.datasets`), ready to
     serve."""
     if not cfg.dataset:
         raise ConfigError(f"config: backend='replay' needs dataset: one of {list(BUILTIN)} or a file "

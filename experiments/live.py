@@ -1,8 +1,8 @@
 """``scalelab live run``: an experiment on the live local stack, in wall-clock time.
 
 The parts run as separate processes talking only through Kafka, as in the paper: the
-orchestrator (``python -m orchestrator``), the Locust injector (``python -m injector``),
-the sandbox replicas, and per episode the agent (``python -m agent``), whose config this
+orchestrator (``python -m scalelab.orchestrator``), the Locust injector (``python -m scalelab.injector``),
+the sandbox replicas, and per episode the agent (``python -m scalelab.agent``), whose config this
 module writes from the experiment (policy, reward, limits, the workload's user level per
 step). The agent records every decision as it goes and saves its policy state each
 step; if it dies, it is started again on the same folder and resumes. Afterwards its
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from agent.process import AgentFolder, AgentSpec, records_of
-from experiments.config import ConfigError, ExperimentConfig
-from experiments.episode import (
+from scalelab.agent.process import AgentFolder, AgentSpec, records_of
+from scalelab.experiments.config import ConfigError, ExperimentConfig
+from scalelab.experiments.episode import (
     Resolved,
     build_policy,
     episode_name,
@@ -35,7 +35,7 @@ from experiments.episode import (
     run_timetable,
     saved_state_path,
 )
-from experiments.runner import (
+from scalelab.experiments.runner import (
     RunResult,
     check_reward,
     config_to_run,
@@ -45,11 +45,11 @@ from experiments.runner import (
     record_plugins,
     write_versions,
 )
-from injector.calendar import calendar_features, timetable_data
-from orchestrator import plugins
-from orchestrator.errors import PermanentError
-from orchestrator.scalers.local import ReplicaSpec
-from orchestrator.stack import LocalStack
+from scalelab.injector.calendar import calendar_features, timetable_data
+from scalelab.orchestrator import plugins
+from scalelab.orchestrator.errors import PermanentError
+from scalelab.orchestrator.scalers.local import ReplicaSpec
+from scalelab.orchestrator.stack import LocalStack
 
 
 class AgentFailed(PermanentError):
@@ -123,7 +123,7 @@ def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int, in
 def agent_calendar(cfg: ExperimentConfig, r: Resolved, calendar_seed: int) -> dict:
     """The ``calendar`` of an agent config: the run's announced exams and, with
     ``calendar.features``, the features per step, computed as the simulated runner
-    computes them (:func:`experiments.episode.run_timetable`); empty without a timetable."""
+    computes them (:func:`scalelab.experiments.episode.run_timetable`); empty without a timetable."""
     table = run_timetable(cfg, r, {"calendar": calendar_seed})
     if table is None:
         return {}
@@ -141,7 +141,7 @@ def records_to_steps(folder: Path, run: int, policy: str) -> pd.DataFrame:
 
 def plugin_env() -> dict[str, str]:
     """The environment of an agent process: the folders of imported plug-ins on its
-    ``PYTHONPATH``, so ``python -m agent`` finds a ``module:Class`` policy too."""
+    ``PYTHONPATH``, so ``python -m scalelab.agent`` finds a ``module:Class`` policy too."""
     dirs = [v["dir"] for v in plugins.imported().values() if v.get("dir")]
     env = dict(os.environ)
     if dirs:
@@ -151,7 +151,7 @@ def plugin_env() -> dict[str, str]:
 
 def run_agent_process(spec: AgentSpec, part: Path, bootstrap: str, restarts: int = 3,
                       kill_after_records: int | None = None) -> int:
-    """Run ``python -m agent`` for one episode in ``part``, starting it again (it
+    """Run ``python -m scalelab.agent`` for one episode in ``part``, starting it again (it
     resumes) if it dies; returns how many times it was restarted. ``kill_after_records``
     (fault tests) kills it with SIGKILL once that many decisions are on disk."""
     spec.save(part / "agent.yaml")
@@ -160,7 +160,7 @@ def run_agent_process(spec: AgentSpec, part: Path, bootstrap: str, restarts: int
     started = 0
     while True:
         with open(part / "agent.log", "a") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(part / "agent.yaml"),
+            proc = subprocess.Popen([sys.executable, "-m", "scalelab.agent", "--config", str(part / "agent.yaml"),
                                      "--bootstrap", bootstrap], stdout=log, stderr=subprocess.STDOUT,
                                     env=plugin_env())
             end = time.monotonic() + budget
@@ -187,15 +187,15 @@ def service_commands(stack_dir: Path, bootstrap: str, service_url: str, settings
     env = {"INJECTOR_TASK": task["task"], "INJECTOR_CPU": str(task.get("cpu", injector_cpu)),
            "INJECTOR_CORPUS": str(task.get("corpus", "v1")), "INJECTOR_WAIT_MIN": str(settings.think_s[0]),
            "INJECTOR_WAIT_MAX": str(settings.think_s[1])}
-    cmds = [[sys.executable, "-m", "orchestrator", "--stack-dir", str(stack_dir), "--min",
+    cmds = [[sys.executable, "-m", "scalelab.orchestrator", "--stack-dir", str(stack_dir), "--min",
              str(settings.min_replicas), "--max", str(settings.max_replicas),
              "--context-json", json.dumps(settings.context)],
-            [sys.executable, "-m", "injector", "--host", service_url, "--bootstrap", bootstrap]]
+            [sys.executable, "-m", "scalelab.injector", "--host", service_url, "--bootstrap", bootstrap]]
     return cmds, env
 
 
 def start_services(stack: LocalStack, settings: LiveSettings, injector_cpu: int = 200) -> list[subprocess.Popen]:
-    """Start ``python -m orchestrator`` and ``python -m injector`` on ``stack``; each
+    """Start ``python -m scalelab.orchestrator`` and ``python -m scalelab.injector`` on ``stack``; each
     says "ready" on its first line once it listens to Kafka."""
     addr = stack.state["kafka"]["bootstrap"]
     cmds, extra = service_commands(stack.dir, addr, stack.service_url, settings, injector_cpu)

@@ -3,7 +3,7 @@ interval (``t(0.975, runs − 1) · SD / √runs``; with 3 runs t = 4.30, not 1.
 
 Per run (one policy, one run), from its steps:
 
-Every figure is read off each step's **outcome** (``agent.loop``: in ``period`` mode the
+Every figure is read off each step's **outcome** (``scalelab.agent.loop``: in ``period`` mode the
 observation one step after the order, in ``settle`` mode the one after the order took
 effect):
 
@@ -139,6 +139,12 @@ def summarize(steps: pd.DataFrame, cfg) -> pd.DataFrame:
     return with_pareto_ranks(out)
 
 
+def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """A run's summary (``RunResult.summary``) as a flat DataFrame: one row per policy,
+    ``runs``, ``pareto_rank``, and ``<metric>`` (mean) and ``<metric>_ci95`` columns."""
+    return flat_summary(summary).set_index("policy")
+
+
 def flat_summary(summary: pd.DataFrame, mean_suffix: str = "") -> pd.DataFrame:
     """The summary as plain columns: ``policy, runs, pareto_rank`` and, per metric,
     ``<metric><mean_suffix>`` (the mean) and ``<metric>_ci95``."""
@@ -185,7 +191,7 @@ PARETO_TEXT = ("pareto: rank by non-dominated sorting on (violations/run, replic
                "1 (*) = the Pareto front: no other policy has both fewer violations and fewer replica-hours")
 
 ORACLE_TEXT = ("oracle: a reference, not ranked. Each step it orders the fewest replicas whose steady-state p95 "
-               "stayed under the SLO at the coming step's load in separate simulator runs (simulator.oracle). "
+               "stayed under the SLO at the coming step's load in separate simulator runs (scalelab.simulator.oracle). "
                "It can still violate: new replicas need the startup delay before they serve, queues built "
                "before a jump take time to drain (steady state is not the transient), a step's p95 is noisy "
                "beyond the steps it was measured on, and max_replicas caps it.")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
-from orchestrator.context import Context
+from scalelab.orchestrator.context import Context
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def estimate(x: np.ndarray, actions: np.ndarray, rewards: np.ndarray, propensiti
 
 def decided_on(row: dict) -> Context:
     """The context a logged step's decision was made on: its ``pre_`` columns
-    (``agent.loop.StepRecord.row``), every field of :class:`Context`."""
+    (``scalelab.agent.loop.StepRecord.row``), every field of :class:`Context`."""
     return Context.from_dict({f.name: row["pre_" + f.name] for f in fields(Context)})
 
 

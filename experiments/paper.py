@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.config import ExperimentConfig, config_path, load_config
-from experiments.runner import RunResult, run_experiment
+from scalelab.experiments.config import ExperimentConfig, config_path, load_config
+from scalelab.experiments.runner import RunResult, run_experiment
 
 EXPERIMENTS = ("paper-coldstart", "paper-hotstart-seen", "paper-hotstart-unseen", "paper-real-week")
 METRICS = (("violations_per_run", "violations/run", 1), ("p95_ms", "p95 ms", 1), ("replicas", "replicas", 2))
@@ -214,7 +214,7 @@ def report_text(table: pd.DataFrame, results: dict[str, RunResult], datasets: di
                 seconds: float | None = None, steps: int | None = None) -> str:
     """The whole report: the table, the checks, the gaps, the data, the run folders.
     ``steps``: the runs were cut to that many steps (said at the top)."""
-    from simulator.datasets import describe
+    from scalelab.simulator.datasets import describe
 
     runs = sorted(set(table.runs)) if len(table) else []
     lines = ["# The HSLinUCB paper, reproduced by scalelab", ""]
@@ -256,7 +256,7 @@ def reproduce_paper(out: str | Path = "runs/paper", runs: int | None = None, onl
     out.mkdir(parents=True, exist_ok=True)
     unknown = sorted(set(only) - set(EXPERIMENTS))
     if unknown:
-        from experiments.config import ConfigError
+        from scalelab.experiments.config import ConfigError
 
         raise ConfigError(f"scalelab paper: unknown experiments {unknown}; choose among {list(EXPERIMENTS)}")
     order = [n for n in EXPERIMENTS if n in only]

@@ -34,8 +34,8 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from experiments.config import load_config
-from experiments.metrics import (
+from scalelab.experiments.config import load_config
+from scalelab.experiments.metrics import (
     COLUMNS,
     ORACLE_TEXT,
     PARETO_TEXT,
@@ -544,7 +544,7 @@ def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.Data
     if never:
         warning = ("<p><b>Off-policy evaluation:</b> these policies never explored (every logged propensity "
                    f"is 1): {html.escape(', '.join(never))}. Estimates of another policy's value from their "
-                   "records (experiments.ope) are meaningless.</p>")
+                   "records (scalelab.experiments.ope) are meaningless.</p>")
     warning += gaps_html(steps, path)
     versions = (path / "versions.json").read_text() if (path / "versions.json").exists() else "{}"
     command = (path / "command.txt").read_text() if (path / "command.txt").exists() else ""
@@ -576,10 +576,10 @@ def folder_summary(folder: Path) -> tuple[object, pd.DataFrame]:
     folder = Path(folder)
     for need in ("config.yaml", "summary.json"):
         if not (folder / need).is_file():
-            from experiments.config import ConfigError
+            from scalelab.experiments.config import ConfigError
 
             raise ConfigError(f"report: {str(folder)!r} has no {need}; is it a finished run folder?")
-    from experiments.runner import restore_plugins
+    from scalelab.experiments.runner import restore_plugins
 
     restore_plugins(folder)
     return load_config(folder / "config.yaml"), pd.DataFrame(json.loads((folder / "summary.json").read_text()))
@@ -589,7 +589,7 @@ def write_comparison(folders: list[Path], out: Path) -> Path:
     """Compare run folders in one report (``comparison.html``, ``comparison.csv``,
     ``comparison.png``): every (folder, policy) in one ranked table and one trade-off
     plot, with what differs between the configs."""
-    from experiments.twin import config_differences
+    from scalelab.experiments.twin import config_differences
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

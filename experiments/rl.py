@@ -4,7 +4,7 @@ in a comparison as the ``onnx`` policy (no deep-learning framework at run time).
 Needs the ``rl`` extra (``pip install -e ".[rl]"``: stable-baselines3, torch, onnx);
 nothing else in scalelab imports this module.
 
-    from experiments.rl import train_ppo, export_onnx
+    from scalelab.experiments.rl import train_ppo, export_onnx
     model, env = train_ppo("scalelab/PaperStaircase-v1", timesteps=100_000, engine="fluid-stochastic")
     export_onnx(model, env, "ppo-staircase.onnx")   # and ppo-staircase.json, the pipeline
     # then, in a config: policies: [{name: onnx, label: ppo, model: ppo-staircase.onnx}]
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
-import experiments.env  # noqa: F401  (registers the ids)
+import scalelab.experiments.env  # noqa: F401  (registers the ids)
 
 
 def train_ppo(env_id: str, timesteps: int, engine: str = "fluid-stochastic", observation: str = "normalized",

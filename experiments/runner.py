@@ -8,7 +8,7 @@ A run folder holds::
     oracle.json      the oracle's replicas per load level (simulator)
     parts/           one folder per episode, written as the episode goes; once the run is
                      complete its step chunks are removed (steps.parquet holds them)
-    steps.parquet    one row per step per run per policy (agent.loop.StepRecord.row)
+    steps.parquet    one row per step per run per policy (scalelab.agent.loop.StepRecord.row)
     complete.json    the run finished: the row count and checksum of steps.parquet
     policies/        each episode's saved policy state (``load:`` reads them)
     summary.json     the paper-format summary, and summary.csv
@@ -42,11 +42,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.config import ConfigError, ExperimentConfig, config_path, load_config, save_config, validate
-from experiments.episode import Resolved, build_policy, episode_name, resolve, run_episode, run_timetable
-from experiments.metrics import flat_summary, format_table, steps_per_run, summarize
-from orchestrator import plugins
-from simulator.oracle import OracleTable
+from scalelab.experiments.config import ConfigError, ExperimentConfig, config_path, load_config, save_config, validate
+from scalelab.experiments.episode import Resolved, build_policy, episode_name, resolve, run_episode, run_timetable
+from scalelab.experiments.metrics import flat_summary, format_table, steps_per_run, summarize
+from scalelab.orchestrator import plugins
+from scalelab.simulator.oracle import OracleTable
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class RunResult:
 
     def table(self) -> str:
         """The summary as the terminal prints it: the experiment, the ranked table, the
-        Pareto front and the glossary (``experiments.metrics.format_table``)."""
+        Pareto front and the glossary (``scalelab.experiments.metrics.format_table``)."""
         return format_table(self.summary, self.config, steps_per_run=self.steps_per_run)
 
 
@@ -109,7 +109,7 @@ def oracle_levels(cfg: ExperimentConfig, resolved: Resolved, path: Path | None, 
     wl = resolved.workload
     loads = wl.series(cfg.step_seconds, resolved.steps)
     if cfg.backend == "replay" and cfg.oracle:
-        from experiments.episode import load_replay
+        from scalelab.experiments.episode import load_replay
 
         replay = load_replay(cfg)
         levels = {u: replay.oracle(int(u), cfg.slo_ms) for u in np.unique(loads)}
@@ -138,7 +138,7 @@ def _run_chain(args) -> list[tuple[str, pd.DataFrame]]:
     cfg, resolved, p, episodes, loads, oracle, index_state = args
     replay = None
     if index_state is not None:
-        from experiments.episode import load_replay
+        from scalelab.experiments.episode import load_replay
 
         replay = load_replay(cfg)
         replay.load_index_state(index_state)
@@ -279,7 +279,7 @@ def config_to_run(config: ExperimentConfig | str | Path | dict | None,
 
 def check_reward(cfg: ExperimentConfig) -> None:
     """Build the config's reward once, so that a bad name or parameter fails before any work."""
-    from agent.rewards import make_reward
+    from scalelab.agent.rewards import make_reward
 
     try:
         make_reward(cfg.reward.name, defaults={"max_replicas": cfg.cluster.max_replicas},
@@ -306,7 +306,7 @@ def record_plugins(path: Path, cfg: ExperimentConfig) -> None:
 def check_size(cfg: ExperimentConfig, resolved: Resolved) -> None:
     """Refuse, before any work, a run that would write more than ``MAX_ROWS`` rows
     (runs x policies x steps); the message gives the estimate."""
-    from experiments.config import MAX_ROWS, MAX_STEPS
+    from scalelab.experiments.config import MAX_ROWS, MAX_STEPS
 
     if resolved.steps > MAX_STEPS:
         raise ConfigError(f"config: the workload lasts {resolved.steps} steps of {cfg.step_seconds} s, more than "
@@ -453,7 +453,7 @@ def finish_run(path: Path, cfg: ExperimentConfig, frames: list[pd.DataFrame],
     summary = summarize(steps, cfg)
     summary_to_files(summary, path)
     if report:
-        from experiments.report import write_report
+        from scalelab.experiments.report import write_report
 
         write_report(path, steps=steps, summary=summary, cfg=cfg)
     return steps, summary

@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from experiments.config import ConfigError, load_config
-from experiments.metrics import pareto_ranks
-from orchestrator.errors import UserError
+from scalelab.experiments.config import ConfigError, load_config
+from scalelab.experiments.metrics import pareto_ranks
+from scalelab.orchestrator.errors import UserError
 
 
 class SweepError(UserError):
@@ -105,8 +105,8 @@ def run_cell(config: dict) -> dict:
     returns its per-run metrics as records, and how long it took."""
     import tempfile
 
-    from experiments.metrics import per_run
-    from experiments.runner import run_experiment
+    from scalelab.experiments.metrics import per_run
+    from scalelab.experiments.runner import run_experiment
 
     t0 = time.perf_counter()
     cfg = load_config(config)

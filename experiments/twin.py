@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.metrics import mean_ci
+from scalelab.experiments.metrics import mean_ci
 
 
 def _per_run(steps: pd.DataFrame, step_s: float) -> pd.DataFrame:

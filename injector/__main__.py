@@ -1,4 +1,4 @@
-"""``python -m injector --host URL --bootstrap ADDR``: the Locust injector master
+"""``python -m scalelab.injector --host URL --bootstrap ADDR``: the Locust injector master
 (library mode, headless) obeying ``locust_order``. With ``--workload NAME`` it follows a
 workload's ``users_at(t)`` instead (``--compression`` speeds time up)."""
 
@@ -11,7 +11,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m injector", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m scalelab.injector", description=__doc__)
     ap.add_argument("--host", required=True, help="the sandbox service URL")
     ap.add_argument("--workers", type=int, default=0, help="Locust worker processes (0: one process)")
     ap.add_argument("--worker", action="store_true", help="be a worker of the master at --master-port")
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import gevent
 
-    from injector.master import InjectorMaster, run_worker
+    from scalelab.injector.master import InjectorMaster, run_worker
 
     if args.worker:
         run_worker(args.host, args.master_port, args.master_host)
@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     gevent.signal_handler(signal.SIGTERM, master.done.set)
     gevent.signal_handler(signal.SIGINT, master.done.set)
     if args.workload:
-        from injector.shape import make_shape
-        from injector.workloads import make_workload
+        from scalelab.injector.shape import make_shape
+        from scalelab.injector.workloads import make_workload
 
         master.env.shape_class = make_shape(make_workload(args.workload), args.compression)()
         master.env.shape_class.runner = master.runner

@@ -3,7 +3,7 @@
 An evaluation week is not a surprise: the exam timetable and the homework deadlines are
 published weeks ahead. A workload that has a timetable (``evaluation-week-v1``, and any
 workload wrapped by ``time_compression``/``user_scale``) gives it as
-:meth:`~injector.workloads.Workload.announced`: the same week with only the **announced**
+:meth:`~scalelab.injector.workloads.Workload.announced`: the same week with only the **announced**
 events, each possibly off by the timetable's noise (sizes by a factor, starts by
 minutes). The calendar's features are computed from that timetable alone, never from
 the load that actually arrives, so an unannounced burst moves no feature, and an
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from injector.workloads import Workload, WorkloadError
-from orchestrator.context import CALENDAR_FEATURES, CalendarFeatures, Timetable  # noqa: F401 (re-exported)
+from scalelab.injector.workloads import Workload, WorkloadError
+from scalelab.orchestrator.context import CALENDAR_FEATURES, CalendarFeatures, Timetable  # noqa: F401 (re-exported)
 
 #: Feature names, in the order of :meth:`CalendarFeatures.vector`.
 FEATURES = CALENDAR_FEATURES

@@ -200,7 +200,7 @@ def build_corpus(name: str = "corpus-v1") -> Corpus:
 def load_corpus(path: str | Path | None = None) -> Corpus:
     """A corpus file (default: the shipped ``corpus-v1.json``)."""
     if path is None or str(path) in ("v1", "corpus-v1"):
-        text = resources.files("injector.data").joinpath(CORPUS_V1).read_text()
+        text = resources.files("scalelab.injector.data").joinpath(CORPUS_V1).read_text()
         where = f"injector/data/{CORPUS_V1}"
     else:
         p = Path(path).expanduser()

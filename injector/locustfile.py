@@ -3,7 +3,7 @@
 What users do is the injector's **task** (:class:`Task`), set at start-up from the
 environment (``INJECTOR_TASK``, ``INJECTOR_CPU``, ``INJECTOR_WAIT_MIN``/``MAX``,
 ``INJECTOR_CORPUS``, ``INJECTOR_SEED``) and by the ``set_task`` order over Kafka (the
-experiment's own settings; :mod:`injector.master` passes it on to its workers):
+experiment's own settings; :mod:`scalelab.injector.master` passes it on to its workers):
 
 ``compute``: :class:`SandboxUser`, as the paper's injector did: ``wait_time =
 between(0, 2)``, one request ``GET /compute?cpu=200`` (the paper's
@@ -12,14 +12,14 @@ between(0, 2)``, one request ``GET /compute?cpu=200`` (the paper's
 ``student``: :class:`StudentUser`, a student of ``evaluation-week-v1``: the experiment
 logs students in and out with the calendar (the user level per step); each one thinks
 (the workload's think time, compressed with it), submits a program of the submission
-corpus (:mod:`injector.corpus`, drawn by its weights) to ``POST /run``, reads the
+corpus (:mod:`scalelab.injector.corpus`, drawn by its weights) to ``POST /run``, reads the
 answer and thinks again. A submission fails in Locust's statistics only when the
 answer is not what the program was meant to get (a correct program killed by the wall
 clock of an overloaded replica, an HTTP error); an infinite loop stopped at the CPU
 limit is a success.
 
 Use it with ``locust -f injector/locustfile.py`` (master + workers) or in library mode
-through :mod:`injector.master`.
+through :mod:`scalelab.injector.master`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 
 from locust import HttpUser, task
 
-from injector.corpus import Corpus, as_intended, load_corpus, outcome_of
+from scalelab.injector.corpus import Corpus, as_intended, load_corpus, outcome_of
 
 TASKS = ("compute", "student")
 

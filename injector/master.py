@@ -4,11 +4,11 @@ publishing aggregated statistics on ``locust`` every ``report_s`` seconds.
 Orders (the paper's): ``set_user_level`` (``level``, ``spawn_rate``, ``reset_stats``),
 ``step_user_level`` (``level`` ± k), ``reset`` (statistics), ``stop`` (all users); and
 ``set_task`` (what users do: ``task`` ``compute`` or ``student``, ``think_s``, ``cpu``,
-``corpus``, ``seed``; :class:`injector.locustfile.Task`), which the experiment sends
+``corpus``, ``seed``; :class:`scalelab.injector.locustfile.Task`), which the experiment sends
 before its first step. Malformed orders are counted and ignored.
 
 With ``workers=N`` it is a Locust master that starts N worker processes
-(``python -m injector --worker``) on loopback and spreads the users over them, for load
+(``python -m scalelab.injector --worker``) on loopback and spreads the users over them, for load
 that one process (one core) cannot make; statistics are the master's aggregate.
 """
 
@@ -25,8 +25,8 @@ import gevent.event
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from injector import locustfile
-from injector.locustfile import USER_CLASSES
+from scalelab.injector import locustfile
+from scalelab.injector.locustfile import USER_CLASSES
 
 
 class InjectorMaster:
@@ -39,7 +39,7 @@ class InjectorMaster:
         if wanted > 0:
             self.runner = self.env.create_master_runner(bind_host, master_port or _free_port())
             port = self.runner.master_bind_port
-            self.workers = [subprocess.Popen([sys.executable, "-m", "injector", "--worker", "--master-port", str(port),
+            self.workers = [subprocess.Popen([sys.executable, "-m", "scalelab.injector", "--worker", "--master-port", str(port),
                                               "--host", host], env={**os.environ, "INJECTOR_PROCESS_INDEX": str(i + 1)})
                             for i in range(workers)]
             end = time.monotonic() + wait_workers_s

@@ -7,7 +7,7 @@ import patches the interpreter with gevent); :func:`make_shape` wraps it in a Lo
 
 from __future__ import annotations
 
-from injector.workloads import Workload
+from scalelab.injector.workloads import Workload
 
 
 def shape_tick(workload: Workload, run_time_s: float, compression: float = 1.0,
@@ -26,7 +26,7 @@ def make_shape(workload: Workload, compression: float = 1.0, spawn_rate: float =
     if workload.loop != "closed":
         raise ValueError(f"workload {workload.name!r} is open-loop; Locust users need a closed workload")
 
-    from injector.locustfile import CURRENT, USER_CLASSES
+    from scalelab.injector.locustfile import CURRENT, USER_CLASSES
 
     class WorkloadShape(LoadTestShape):
         def tick(self):

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator import plugins
+from scalelab.orchestrator import plugins
 
 
 class WorkloadError(ValueError):
@@ -78,7 +78,7 @@ class Workload:
     def announced(self, size_noise: float = 0.0, start_noise_min: float = 0.0,
                   rng: np.random.Generator | None = None) -> Workload | None:
         """The timetable published in advance, as a workload of expected users (see
-        :mod:`injector.calendar`); None: this workload publishes none."""
+        :mod:`scalelab.injector.calendar`); None: this workload publishes none."""
         return None
 
     def exam_windows(self) -> tuple[tuple[float, float, float], ...]:
@@ -146,7 +146,7 @@ def paper_real_week_v1(path: str | None = None, step_s: float = 5.0) -> Pattern:
     if path is None:
         from importlib import resources
 
-        text = resources.files("injector.data").joinpath("real-week-pattern.json").read_text()
+        text = resources.files("scalelab.injector.data").joinpath("real-week-pattern.json").read_text()
         return Pattern(levels=tuple(json.loads(text)), step_s=step_s, label="paper-real-week-v1")
     p = Path(path).expanduser()
     _check(p.is_file(), f"paper-real-week-v1: workload.path={str(p)!r} does not exist")
@@ -566,7 +566,7 @@ def make_workload(spec: Mapping | str) -> Workload:
         raise WorkloadError(f"workload {kind!r}: {exc}") from None
     if not all(hasattr(workload, a) for a in ("series", "duration_s", "loop")):
         raise WorkloadError(f"workload {kind!r} built a {type(workload).__name__}, not a Workload "
-                            "(it needs series, duration_s and loop: see injector.workloads.Workload)")
+                            "(it needs series, duration_s and loop: see scalelab.injector.workloads.Workload)")
     if compression is None and scale is None:
         return workload
     try:

@@ -1,4 +1,4 @@
-"""``python -m orchestrator``: the orchestrator service on the local stack
+"""``python -m scalelab.orchestrator``: the orchestrator service on the local stack
 (``--stack-dir``) or on a Kubernetes cluster (``--kubernetes``: in-cluster credentials or
 the kubeconfig; ``--deployment`` repeatable, one per pool, the first is the default
 target of ``scaleSUT``). Runs until SIGTERM/SIGINT."""
@@ -12,8 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from orchestrator.context import PRESETS, ContextSettings
-from orchestrator.service import OrchestratorService
+from scalelab.orchestrator.context import PRESETS, ContextSettings
+from scalelab.orchestrator.service import OrchestratorService
 
 
 def context_settings(args) -> ContextSettings:
@@ -24,7 +24,7 @@ def context_settings(args) -> ContextSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m scalelab.orchestrator", description=__doc__)
     ap.add_argument("--stack-dir", help="a local stack's folder (scalelab live up): its Kafka, Prometheus, replicas")
     ap.add_argument("--bootstrap", help="Kafka bootstrap address (default: the stack's)")
     ap.add_argument("--prometheus", help="Prometheus URL (default: the stack's)")
@@ -45,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.kubernetes:
         if not (args.bootstrap and args.prometheus):
             ap.error("--kubernetes needs --bootstrap (Kafka) and --prometheus (URL)")
-        from orchestrator.scalers.kubernetes import KubernetesScaler
+        from scalelab.orchestrator.scalers.kubernetes import KubernetesScaler
 
         names = args.deployment or ["sandbox"]
         pools = {n: KubernetesScaler(n, args.namespace, host=args.api_host, ready_timeout_s=args.ready_timeout)
                  for n in names}
         scaler, bootstrap, prometheus = pools[names[0]], args.bootstrap, args.prometheus
     else:
-        from orchestrator.stack import LocalStack
+        from scalelab.orchestrator.stack import LocalStack
 
         stack = LocalStack(Path(args.stack_dir))
         if not stack.state:

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Protocol, runtime_checkable
 
-from orchestrator.context import Context
+from scalelab.orchestrator.context import Context
 
 #: A pod's phase as the loop sees it: ``starting`` (created, not ready yet), ``ready``
 #: (takes traffic), ``draining`` (removed from the balancer, finishing its requests).

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 
-from orchestrator.errors import TemporaryError
+from scalelab.orchestrator.errors import TemporaryError
 
 
 class OrderFailed(RuntimeError):

@@ -193,7 +193,7 @@ class Context:
 
 
 #: The calendar's features, in the order of :meth:`CalendarFeatures.vector` (computed
-#: from the announced timetable alone: :mod:`injector.calendar`).
+#: from the announced timetable alone: :mod:`scalelab.injector.calendar`).
 CALENDAR_FEATURES = ("expected_now", "expected_5min", "expected_15min", "peak_15min", "minutes_to_exam")
 
 

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.errors import PermanentError
-from orchestrator.local_processes import alive, reap, spawn, stop
+from scalelab.orchestrator.errors import PermanentError
+from scalelab.orchestrator.local_processes import alive, reap, spawn, stop
 
 BACKEND = "sandbox"
 

@@ -3,7 +3,7 @@
 ``confluent-kafka`` starts it inside this process when a client is configured with
 ``test.mock.num.brokers``; librdkafka logs the mock cluster's bootstrap address, which
 :class:`EmbeddedKafka` reads. kafka-python talks to it with ``api_version=(2, 3)``.
-The broker lives as long as the process: ``python -m orchestrator.kafka_embedded``
+The broker lives as long as the process: ``python -m scalelab.orchestrator.kafka_embedded``
 (or ``scalelab kafka``) prints the address and serves until stopped.
 
 librdkafka picks the mock broker's port itself. To give a restarted broker the same
@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from orchestrator.errors import PermanentError
+from scalelab.orchestrator.errors import PermanentError
 
 ADDRESS = re.compile(r"bootstrap\.servers=(\S+)")
 
@@ -105,7 +105,7 @@ def _shim_library() -> Path:
 
 
 def fixed_port_env(port: int, env: dict | None = None) -> dict:
-    """The environment that makes ``python -m orchestrator.kafka_embedded`` listen on
+    """The environment that makes ``python -m scalelab.orchestrator.kafka_embedded`` listen on
     ``127.0.0.1:port``."""
     env = dict(os.environ if env is None else env)
     preload = env.get("LD_PRELOAD", "")

@@ -1,8 +1,8 @@
-"""The live backend: the step loop's :class:`~orchestrator.backend.Backend` over the
+"""The live backend: the step loop's :class:`~scalelab.orchestrator.backend.Backend` over the
 orchestrator's order protocol (the paper's CogscalingLib side).
 
 It speaks to anything with the :class:`Orchestrator` methods -- over Kafka,
-``orchestrator.client.OrchestratorClient``; in tests, an in-process stand-in -- and
+``scalelab.orchestrator.client.OrchestratorClient``; in tests, an in-process stand-in -- and
 imports no network client itself. Orders that get no answer are sent again for up to
 ``retry_s`` seconds (on the loop's clock), then ``TimeoutError``.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from orchestrator.backend import Clock, Observation, ScaleResult, clamp
-from orchestrator.context import Context
+from scalelab.orchestrator.backend import Clock, Observation, ScaleResult, clamp
+from scalelab.orchestrator.context import Context
 
 
 class Orchestrator(Protocol):

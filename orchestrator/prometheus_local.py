@@ -6,8 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from orchestrator.errors import PermanentError
-from orchestrator.local_processes import spawn, stop, wait_http
+from scalelab.orchestrator.errors import PermanentError
+from scalelab.orchestrator.local_processes import spawn, stop, wait_http
 
 CONFIG = """global:
   scrape_interval: {interval}

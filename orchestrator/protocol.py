@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.errors import UserError
+from scalelab.orchestrator.errors import UserError
 
 ORDER_MODES = ("fixed", "incremental")
 

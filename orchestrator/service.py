@@ -8,7 +8,7 @@ every ``metric_interval_s``), and the order loop. Every order gets a reply on
 scales outside ``[min, max]`` and never dies on input. When Prometheus or Kafka goes
 away the loops wait and reconnect; the context says how long a signal has been missing.
 
-Run: ``python -m orchestrator --bootstrap 127.0.0.1:PORT --stack-dir DIR`` (the local
+Run: ``python -m scalelab.orchestrator --bootstrap 127.0.0.1:PORT --stack-dir DIR`` (the local
 stack's replicas) — see ``--help``.
 """
 
@@ -25,10 +25,10 @@ from typing import Protocol
 
 import numpy as np
 
-from orchestrator.collectors.zipkin import ZipkinCollector
-from orchestrator.context import ContextBuilder, ContextSettings
-from orchestrator.errors import ScalelabError
-from orchestrator.protocol import MAX_TRACE_NUMBER, Order, OrderError, ScaleOrder, parse_order, result_message
+from scalelab.orchestrator.collectors.zipkin import ZipkinCollector
+from scalelab.orchestrator.context import ContextBuilder, ContextSettings
+from scalelab.orchestrator.errors import ScalelabError
+from scalelab.orchestrator.protocol import MAX_TRACE_NUMBER, Order, OrderError, ScaleOrder, parse_order, result_message
 
 
 class Scaler(Protocol):
@@ -271,7 +271,7 @@ class OrchestratorService:
 
     # ------------------------------------------------------------------ loops
     def _prometheus_loop(self) -> None:
-        from orchestrator.collectors.prometheus import PrometheusCollector, PrometheusUnavailable
+        from scalelab.orchestrator.collectors.prometheus import PrometheusCollector, PrometheusUnavailable
 
         collector = PrometheusCollector(self.prometheus_url, namespace=self.namespace)
         while not self._stop.is_set():
@@ -287,7 +287,7 @@ class OrchestratorService:
 
     def _wait_prometheus(self, replicas: int, timeout_s: float) -> None:
         """Until Prometheus has a fresh sample of every one of ``replicas`` pods."""
-        from orchestrator.collectors.prometheus import PrometheusCollector, PrometheusUnavailable
+        from scalelab.orchestrator.collectors.prometheus import PrometheusCollector, PrometheusUnavailable
 
         collector = PrometheusCollector(self.prometheus_url, namespace=self.namespace)
         end = time.monotonic() + timeout_s

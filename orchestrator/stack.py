@@ -16,12 +16,12 @@ import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
-from orchestrator.errors import PermanentError
-from orchestrator.haproxy import HAProxy
-from orchestrator.kafka_embedded import fixed_port_env
-from orchestrator.local_processes import alive, free_port, reap, spawn, stop
-from orchestrator.prometheus_local import LocalPrometheus
-from orchestrator.scalers.local import LocalScaler, ReplicaSpec
+from scalelab.orchestrator.errors import PermanentError
+from scalelab.orchestrator.haproxy import HAProxy
+from scalelab.orchestrator.kafka_embedded import fixed_port_env
+from scalelab.orchestrator.local_processes import alive, free_port, reap, spawn, stop
+from scalelab.orchestrator.prometheus_local import LocalPrometheus
+from scalelab.orchestrator.scalers.local import LocalScaler, ReplicaSpec
 
 #: The paper's topics (docs/architecture.md; the order vocabulary is in orchestrator/protocol.py).
 TOPICS = ("action", "action_result", "state", "locust_order", "locust", "zipkin")
@@ -125,7 +125,7 @@ class LocalStack:
         for attempt in range(attempts):
             port = self.state.get("kafka", {}).get("port") or free_port()
             log.write_text("")
-            pid = spawn([sys.executable, "-m", "orchestrator.kafka_embedded"], log, env=fixed_port_env(port))
+            pid = spawn([sys.executable, "-m", "scalelab.orchestrator.kafka_embedded"], log, env=fixed_port_env(port))
             try:
                 bootstrap = self._read_bootstrap(log, pid)
             except StackError:

@@ -7,7 +7,7 @@ Routes:
     append/pop iterations); answers ``{"cpu": N, "ms": ...}``.
 ``POST /run``
     a JSON body ``{"code": str, "language": "python", "stdin": str, "limits": {...}}``;
-    the program runs sealed (:mod:`sandbox.runner`); answers the run's JSON result.
+    the program runs sealed (:mod:`scalelab.sandbox.runner`); answers the run's JSON result.
 ``GET /healthz``
     ``ok`` (503 ``draining`` once the replica was told to drain).
 ``GET /metrics``
@@ -16,7 +16,7 @@ Routes:
 Every request emits a Zipkin SERVER span to Kafka (``KAFKA_BOOTSTRAP``), off the request
 path. Settings come from the environment (``SANDBOX_*``, see :class:`Settings`).
 
-Run one replica: ``gunicorn -w 2 -b 127.0.0.1:8080 sandbox.app:application``.
+Run one replica: ``gunicorn -w 2 -b 127.0.0.1:8080 scalelab.sandbox.app:application``.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from urllib.parse import parse_qs
 
-from sandbox import usage
-from sandbox.runner import Limits, Sandbox, SandboxError
-from sandbox.spans import SpanExporter, make_span
+from scalelab.sandbox import usage
+from scalelab.sandbox.runner import Limits, Sandbox, SandboxError
+from scalelab.sandbox.spans import SpanExporter, make_span
 
 MAX_BODY = 1024 * 1024
 
 #: The server's per-run limits: the defaults and the ceiling a request can only lower
-#: (``SANDBOX_LIMITS``: JSON of :class:`sandbox.runner.Limits` fields).
+#: (``SANDBOX_LIMITS``: JSON of :class:`scalelab.sandbox.runner.Limits` fields).
 CEILING = Limits(**json.loads(os.environ.get("SANDBOX_LIMITS") or "{}"))
 LIMIT_KEYS = tuple(f.name for f in fields(Limits))
 
@@ -54,7 +54,7 @@ class Settings:
     memory_limit_mib: float = field(default_factory=lambda: float(os.environ.get("SANDBOX_MEMORY_LIMIT_MIB", "512")))
     kafka_bootstrap: str | None = field(default_factory=lambda: os.environ.get("KAFKA_BOOTSTRAP") or None)
     allow_network: bool = field(default_factory=lambda: os.environ.get("SANDBOX_ALLOW_NETWORK", "") == "1")
-    # the kernel's seal (sandbox.seal): "1" required, "0" not (gVisor is the seal), unset: required as root
+    # the kernel's seal (scalelab.sandbox.seal): "1" required, "0" not (gVisor is the seal), unset: required as root
     require_seal: bool | None = field(default_factory=lambda: {"1": True, "0": False}.get(
         os.environ.get("SANDBOX_REQUIRE_SEAL", "")))
     cgroup_cpu: str | None = field(default_factory=lambda: os.environ.get("SANDBOX_CGROUP_CPU") or None)

@@ -1,6 +1,6 @@
 """The sealed code runner: one submitted program, one throw-away sandbox.
 
-Where the kernel can (root, bubblewrap, cgroups: ``sandbox.seal``), each run is sealed
+Where the kernel can (root, bubblewrap, cgroups: ``scalelab.sandbox.seal``), each run is sealed
 by it: its own user, mount, PID, IPC, UTS and network namespaces, a read-only runtime
 and a private ``/tmp`` and ``/dev/shm``, a seccomp filter, and a cgroup counting memory,
 processes and CPU across all of its processes, killed and removed at the end; the run
@@ -210,7 +210,7 @@ class _Capped(threading.Thread):
 
 class Sandbox:
     """Runs programs sealed. ``require_seal`` (default): refuse to start where the
-    kernel cannot seal runs (``sandbox.seal``); ``allow_network=True`` is the explicit
+    kernel cannot seal runs (``scalelab.sandbox.seal``); ``allow_network=True`` is the explicit
     opt-out when the kernel cannot give each run its own network namespace (unsealed
     mode only)."""
 
@@ -312,10 +312,10 @@ class Sandbox:
 
 
 class _Seal:
-    """The kernel's seal (``sandbox.seal``): bubblewrap, seccomp and a cgroup per run."""
+    """The kernel's seal (``scalelab.sandbox.seal``): bubblewrap, seccomp and a cgroup per run."""
 
     def __init__(self, bwrap: str) -> None:
-        from sandbox import seal
+        from scalelab.sandbox import seal
 
         sweep_leftovers()
         self.bwrap = bwrap
@@ -328,7 +328,7 @@ class _Seal:
     def make(cls, required: bool | None) -> _Seal | None:
         """The seal, or None where the kernel cannot give it and ``required`` is False;
         ``required=None``: required where the process runs as root."""
-        from sandbox import seal
+        from scalelab.sandbox import seal
 
         required = (os.getuid() == 0) if required is None else required
         missing = []
@@ -351,7 +351,7 @@ class _Seal:
         return None
 
     def execute(self, command: list[str], workdir: str, stdin: str, limits: Limits, uid: int) -> RunResult:
-        from sandbox import seal
+        from scalelab.sandbox import seal
 
         cg = seal.RunCgroup(f"run-{os.getpid()}-{next(self._runs)}", limits.memory_mib * 2**20, limits.processes)
         fd = os.open(self.filter, os.O_RDONLY)
@@ -420,7 +420,7 @@ def sweep_leftovers() -> list[str]:
     """Remove what runs of dead workers left (their processes died with them): run
     cgroups and host directories named after a worker pid that is gone. Returns what
     was removed."""
-    from sandbox import seal
+    from scalelab.sandbox import seal
 
     def dead(pid: str) -> bool:
         try:

@@ -1,5 +1,5 @@
 """The kernel's part of a sandboxed run: bubblewrap namespaces, a seccomp filter and a
-cgroup of its own. The runner (``sandbox.runner``) puts each program inside all three.
+cgroup of its own. The runner (``scalelab.sandbox.runner``) puts each program inside all three.
 
 - **Namespaces** (``bwrap``, Debian's ``bubblewrap``, run as the run's own unprivileged
   uid): user, mount, PID, IPC, UTS, network and cgroup. The root is a read-only view of

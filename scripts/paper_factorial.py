@@ -18,8 +18,8 @@ import argparse
 import tempfile
 from dataclasses import replace
 
-from experiments.config import ReplayConfig, config_path, load_config
-from experiments.runner import run_experiment
+from scalelab.experiments.config import ReplayConfig, config_path, load_config
+from scalelab.experiments.runner import run_experiment
 
 
 def settings(base):

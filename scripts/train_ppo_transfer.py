@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import load_config, run_experiment
-from experiments.env import SCENARIOS
-from experiments.rl import export_onnx, train_ppo
+from scalelab import load_config, run_experiment
+from scalelab.experiments.env import SCENARIOS
+from scalelab.experiments.rl import export_onnx, train_ppo
 
 ENGINES = ("fluid", "fluid-stochastic")
 

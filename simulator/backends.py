@@ -1,9 +1,9 @@
 """The simulated backends of the step loop: both engines of the cluster twin and the
-replay of recorded measurements, each a :class:`orchestrator.backend.Backend`.
+replay of recorded measurements, each a :class:`scalelab.orchestrator.backend.Backend`.
 
-All three run on a :class:`~orchestrator.backend.VirtualClock`: ``observe`` advances
+All three run on a :class:`~scalelab.orchestrator.backend.VirtualClock`: ``observe`` advances
 the model to the clock's now. Scale orders outside ``[min, max]`` are clamped and
-reported (:func:`orchestrator.backend.clamp`), as the orchestrator does on a live stack.
+reported (:func:`scalelab.orchestrator.backend.clamp`), as the orchestrator does on a live stack.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import math
 
 import numpy as np
 
-from orchestrator.backend import Clock, Observation, PodSample, ScaleResult, clamp
-from orchestrator.context import ContextBuilder, ContextSettings
-from simulator.cluster import ClusterSettings, SimCluster
-from simulator.fluid import FluidCluster
-from simulator.models import AppProfile
-from simulator.replay import Replay
+from scalelab.orchestrator.backend import Clock, Observation, PodSample, ScaleResult, clamp
+from scalelab.orchestrator.context import ContextBuilder, ContextSettings
+from scalelab.simulator.cluster import ClusterSettings, SimCluster
+from scalelab.simulator.fluid import FluidCluster
+from scalelab.simulator.models import AppProfile
+from scalelab.simulator.replay import Replay
 
 #: Prometheus' scrape interval in the paper and on the live stack, s: a settled step
 #: waits for one sample of the new replicas.

@@ -15,17 +15,17 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from orchestrator.context import PAPER as PAPER_CONTEXT
-from orchestrator.context import ContextSettings
-from simulator.cluster import ClusterSettings
-from simulator.models import PAPER, AppProfile
-from simulator.oracle import steady_state_p95s
+from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
+from scalelab.orchestrator.context import ContextSettings
+from scalelab.simulator.cluster import ClusterSettings
+from scalelab.simulator.models import PAPER, AppProfile
+from scalelab.simulator.oracle import steady_state_p95s
 
 
 def paper_table(min_steps: int = 0) -> pd.DataFrame:
     """The paper's table: ``users, containers, mean_p95_ms, median_p95_ms, max_p95_ms,
     n_steps``; cells measured on fewer than ``min_steps`` steps are dropped."""
-    with resources.files("simulator.data").joinpath("paper-calibration.csv").open() as f:
+    with resources.files("scalelab.simulator.data").joinpath("paper-calibration.csv").open() as f:
         table = pd.read_csv(f)
     return table[table.n_steps >= min_steps].reset_index(drop=True)
 
@@ -142,7 +142,7 @@ def calibrate_samples(app: AppProfile = PAPER, steps: int = 80, seed: int = 0, m
     """Compare ``app`` with the paper's D1 samples on every cell with at least
     ``min_known`` known samples: ``steps`` steady-state steps of the paper's context
     (4000 spans, 12 s window) per cell."""
-    from simulator.datasets import read_p95_recording
+    from scalelab.simulator.datasets import read_p95_recording
 
     rec = read_p95_recording()
     cells = {cell: np.array([v for v in samples if v is not None]) for cell, samples in rec.cells.items()}

@@ -2,7 +2,7 @@
 
 :class:`SimCluster` owns the event core's state and advances it one step at a time. It
 emits the raw signals the live stack emits: spans (start instant, duration) and one
-resource sample per pod per step, which go through :mod:`orchestrator.context`.
+resource sample per pod per step, which go through :mod:`scalelab.orchestrator.context`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from orchestrator.context import PodSamples, Spans
-from simulator import engine as E
-from simulator.models import AppProfile, think_times
+from scalelab.orchestrator.context import PodSamples, Spans
+from scalelab.simulator import engine as E
+from scalelab.simulator.models import AppProfile, think_times
 
 BALANCERS = {"round-robin": 0, "least-requests": 1}
 

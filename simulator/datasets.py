@@ -35,11 +35,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.context import PAPER as PAPER_CONTEXT
-from orchestrator.context import ContextSettings
-from simulator.cluster import ClusterSettings
-from simulator.models import PAPER
-from simulator.replay import DatasetError, load_dataset, record_dataset
+from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
+from scalelab.orchestrator.context import ContextSettings
+from scalelab.simulator.cluster import ClusterSettings
+from scalelab.simulator.models import PAPER
+from scalelab.simulator.replay import DatasetError, load_dataset, record_dataset
 
 #: The shipped p95 samples of the paper's D1 (see simulator/data/README.md).
 PAPER_D1_FILE = "paper-D1-p95.json"
@@ -71,7 +71,7 @@ def read_p95_recording(path: str | Path | None = None) -> P95Recording:
     """Read a p95 recording (``paper-D1-p95.json``'s format); the shipped D1 without
     ``path``. Errors name the file and the field."""
     if path is None:
-        text = resources.files("simulator.data").joinpath(PAPER_D1_FILE).read_text()
+        text = resources.files("scalelab.simulator.data").joinpath(PAPER_D1_FILE).read_text()
         origin = f"simulator/data/{PAPER_D1_FILE}"
     else:
         p = Path(path).expanduser()

@@ -1,7 +1,7 @@
 """The deterministic discrete-event core of the cluster twin, compiled with numba.
 
 Nothing in here draws a random number: think times, service demands and open-loop
-arrival instants are drawn by :mod:`simulator.cluster` from seeded generators and handed
+arrival instants are drawn by :mod:`scalelab.simulator.cluster` from seeded generators and handed
 in through buffers. Given the same buffers the core produces the same events, bit for bit.
 
 Model (times in seconds, CPU in core-seconds):
@@ -23,7 +23,7 @@ Model (times in seconds, CPU in core-seconds):
   event costs O(log R) in the replicas, not O(R). At equal times a replica event runs
   before a user event, the lowest replica first.
 
-State lives in plain numpy arrays owned by :class:`simulator.cluster.SimCluster`.
+State lives in plain numpy arrays owned by :class:`scalelab.simulator.cluster.SimCluster`.
 """
 
 from __future__ import annotations

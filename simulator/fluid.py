@@ -1,7 +1,7 @@
 """The fluid engine: the context of each step from a queueing model, no requests simulated.
 
 Selected by ``engine: fluid`` in an experiment config. It models the same cluster as
-the discrete-event engine (:mod:`simulator.engine`), in steady state per step:
+the discrete-event engine (:mod:`scalelab.simulator.engine`), in steady state per step:
 
 * **Closed users** (think time uniform ``[low, high]``, the response's network overhead
   added to it): exact **mean-value analysis** of a load-dependent station and a delay
@@ -57,9 +57,9 @@ import numpy as np
 from numba import njit
 from scipy.linalg import eigh_tridiagonal
 
-from orchestrator.context import Context, ContextSettings
-from simulator.cluster import ClusterSettings
-from simulator.models import AppProfile
+from scalelab.orchestrator.context import Context, ContextSettings
+from scalelab.simulator.cluster import ClusterSettings
+from scalelab.simulator.models import AppProfile
 
 QUANTILES = 256
 
@@ -380,7 +380,7 @@ def shared_model(app: AppProfile, settings: ClusterSettings) -> FluidModel:
 
 
 class FluidCluster:
-    """The fluid twin of :class:`simulator.cluster.SimCluster`, one step at a time."""
+    """The fluid twin of :class:`scalelab.simulator.cluster.SimCluster`, one step at a time."""
 
     def __init__(self, app: AppProfile, settings: ClusterSettings, context: ContextSettings,
                  closed: bool = True, model: FluidModel | None = None, rng: np.random.Generator | None = None) -> None:
@@ -497,8 +497,8 @@ def validate(app: AppProfile, cells: list[tuple[int, int]], steps: int = 40, see
              settings: ClusterSettings | None = None, context: ContextSettings | None = None) -> list[dict]:
     """Fluid against discrete-event, per (users, replicas) cell, steady state: mean over
     ``steps`` of each engine's per-step p95 and RPS, and the utilisation (CPU / limit)."""
-    from orchestrator.context import ContextBuilder
-    from simulator.cluster import SimCluster
+    from scalelab.orchestrator.context import ContextBuilder
+    from scalelab.simulator.cluster import SimCluster
 
     settings = settings or ClusterSettings()
     context = context or ContextSettings()

@@ -20,8 +20,8 @@ DEMAND_KINDS = ("fixed-cpu", "exponential", "sandbox", "corpus")
 @functools.lru_cache(maxsize=8)
 def corpus_demand(corpus: str) -> tuple[np.ndarray, np.ndarray, float]:
     """The measured CPU times of a submission corpus (s), their probabilities and the
-    corpus's CPU-time limit (s): :func:`injector.corpus.demand_samples`."""
-    from injector.corpus import demand_samples, load_corpus
+    corpus's CPU-time limit (s): :func:`scalelab.injector.corpus.demand_samples`."""
+    from scalelab.injector.corpus import demand_samples, load_corpus
 
     c = load_corpus(corpus)
     values, probs = demand_samples(c)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.context import ContextBuilder, ContextSettings
-from simulator.cluster import ClusterSettings, SimCluster
-from simulator.models import AppProfile
+from scalelab.orchestrator.context import ContextBuilder, ContextSettings
+from scalelab.simulator.cluster import ClusterSettings, SimCluster
+from scalelab.simulator.models import AppProfile
 
 
 def steady_state_p95s(
@@ -75,7 +75,7 @@ class OracleTable:
 
     def _meets(self, load: float, replicas: int) -> bool:
         if self.engine == "fluid":
-            from simulator.fluid import FluidCluster  # its steady states are shared per process
+            from scalelab.simulator.fluid import FluidCluster  # its steady states are shared per process
 
             fluid = FluidCluster(self.app, self.settings.held_at(replicas), self.context, closed=not self.open_loop)
             return fluid.step(load, self.step_s).p95_ms <= self.slo_ms

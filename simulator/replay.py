@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator.context import PAPER as PAPER_CONTEXT
-from orchestrator.context import Context, ContextBuilder, ContextSettings
-from orchestrator.errors import UserError
-from simulator.cluster import ClusterSettings, SimCluster
-from simulator.models import AppProfile
+from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
+from scalelab.orchestrator.context import Context, ContextBuilder, ContextSettings
+from scalelab.orchestrator.errors import UserError
+from scalelab.simulator.cluster import ClusterSettings, SimCluster
+from scalelab.simulator.models import AppProfile
 
 CONTEXT_COLUMNS = [f.name for f in fields(Context)]
 

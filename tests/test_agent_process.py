@@ -9,11 +9,11 @@ import json
 
 import pytest
 
-from agent.process import AgentConfigError, AgentFolder, AgentSpec, run_agent
-from agent.rewards import make_reward
-from orchestrator.backend import VirtualClock
-from orchestrator.context import Context
-from orchestrator.live_backend import OrchestratorBackend
+from scalelab.agent.process import AgentConfigError, AgentFolder, AgentSpec, run_agent
+from scalelab.agent.rewards import make_reward
+from scalelab.orchestrator.backend import VirtualClock
+from scalelab.orchestrator.context import Context
+from scalelab.orchestrator.live_backend import OrchestratorBackend
 
 
 class Crash(Exception):

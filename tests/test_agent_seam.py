@@ -4,12 +4,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.actions import ActionSet
-from agent.base import Decision, Policy, PolicyError
-from agent.registry import make_policy, policy_names
-from agent.rewards import make_reward
-from orchestrator.context import Context
-from orchestrator.protocol import OrderError, ScaleOrder
+from scalelab.agent.actions import ActionSet
+from scalelab.agent.base import Decision, Policy, PolicyError
+from scalelab.agent.registry import make_policy, policy_names
+from scalelab.agent.rewards import make_reward
+from scalelab.orchestrator.context import Context
+from scalelab.orchestrator.protocol import OrderError, ScaleOrder
 
 
 def ctx(p95=100.0, replicas=2):

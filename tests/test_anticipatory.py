@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agent.base import PolicyError
-from agent.policies.anticipatory import (
+from scalelab.agent.base import PolicyError
+from scalelab.agent.policies.anticipatory import (
     CalendarHSLinUCB,
     Capacity,
     CronTrigger,
@@ -19,7 +19,7 @@ from agent.policies.anticipatory import (
     holt_winters_prediction,
     triggers_from_timetable,
 )
-from orchestrator.context import CalendarFeatures, Context
+from scalelab.orchestrator.context import CalendarFeatures, Context
 
 
 def ctx(replicas=1, p95=100.0, cpu=0.1) -> Context:
@@ -56,8 +56,8 @@ def test_keda_cron_with_cpu_scales_for_the_window_then_the_hpa_stabilises_down()
 
 
 def test_keda_cron_sizes_one_trigger_per_announced_exam():
-    from injector.calendar import timetable, timetable_data
-    from injector.workloads import make_workload
+    from scalelab.injector.calendar import timetable, timetable_data
+    from scalelab.injector.workloads import make_workload
 
     table = timetable_data(timetable(make_workload({"kind": "evaluation-week-v1"})))
     cap = Capacity.of([[100, 2], [200, 3], [400, 5]], 50, "t")
@@ -147,8 +147,8 @@ def test_the_anticipation_experiment_runs_every_calendar_and_checks_the_targets(
     summary of targets and the exam-slot timeline are written and say what they measured."""
     import yaml
 
-    from experiments.anticipation import run_anticipation
-    from experiments.config import config_path
+    from scalelab.experiments.anticipation import run_anticipation
+    from scalelab.experiments.config import config_path
 
     base = yaml.safe_load(config_path("evaluation-week-5d").read_text())
     base.update(engine="fluid", runs=1)
@@ -175,7 +175,7 @@ def test_the_anticipation_experiment_runs_every_calendar_and_checks_the_targets(
 
 
 def test_targets_are_judged_against_hslinucb_and_the_reactive_front():
-    from experiments.anticipation import targets
+    from scalelab.experiments.anticipation import targets
 
     def row(p, v, c):
         return {"policy": p, "violations_per_run": {"mean": v, "ci95": 0.0}, "replica_hours": {"mean": c, "ci95": 0.0}}

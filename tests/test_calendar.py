@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 import yaml
 
-from injector.calendar import EXAM_HORIZON_MIN, FEATURES, CalendarSettings, calendar_features, run_timetable, timetable
-from injector.workloads import WorkloadError, make_workload
+from scalelab.injector.calendar import (
+    EXAM_HORIZON_MIN,
+    FEATURES,
+    CalendarSettings,
+    calendar_features,
+    run_timetable,
+    timetable,
+)
+from scalelab.injector.workloads import WorkloadError, make_workload
 
 STEP = 5.0
 DAY = 86400.0
@@ -101,7 +108,7 @@ class Recorder:
     """A static policy that keeps what ``info`` said at each step."""
 
     def __init__(self):
-        from agent.policies.static import Static
+        from scalelab.agent.policies.static import Static
 
         self.inner = Static(replicas=1)
         self.actions = self.inner.actions
@@ -122,7 +129,7 @@ class Recorder:
 
 
 def _short_week(features: bool, noise: float = 0.0):
-    from experiments import load_config
+    from scalelab import load_config
 
     return load_config({"name": "cal", "seed": 3, "engine": "fluid", "steps": 200, "slo_ms": 3000,
                         "app": {"profile": "sandbox"},
@@ -132,8 +139,8 @@ def _short_week(features: bool, noise: float = 0.0):
 
 
 def test_the_loop_hands_the_features_of_the_moment_the_step_is_measured_at(monkeypatch):
-    import experiments.episode as ep
-    from experiments.runner import episode_seeds
+    import scalelab.experiments.episode as ep
+    from scalelab.experiments.runner import episode_seeds
 
     cfg = _short_week(True)
     r = ep.resolve(cfg)
@@ -151,7 +158,7 @@ def test_the_loop_hands_the_features_of_the_moment_the_step_is_measured_at(monke
 
 
 def test_calendar_features_need_a_timetable():
-    from experiments import ConfigError, load_config, run_experiment
+    from scalelab import ConfigError, load_config, run_experiment
 
     cfg = load_config({"name": "x", "steps": 5, "workload": {"kind": "constant", "users": 3},
                        "calendar": {"features": True}, "policies": [{"name": "static"}]})
@@ -162,12 +169,12 @@ def test_calendar_features_need_a_timetable():
 
 
 def test_a_live_agent_sees_the_same_timetable_and_features_as_the_simulated_run():
-    from agent.process import AgentSpec, agent_timetable
-    from experiments.episode import resolve
-    from experiments.episode import run_timetable as sim_timetable
-    from experiments.live import agent_spec
-    from experiments.runner import episode_seeds
-    from injector.calendar import timetable_data
+    from scalelab.agent.process import AgentSpec, agent_timetable
+    from scalelab.experiments.episode import resolve
+    from scalelab.experiments.episode import run_timetable as sim_timetable
+    from scalelab.experiments.live import agent_spec
+    from scalelab.experiments.runner import episode_seeds
+    from scalelab.injector.calendar import timetable_data
 
     cfg = _short_week(True, noise=0.3)
     r = resolve(cfg)

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from experiments.cli import build_parser, main
+from scalelab.experiments.cli import build_parser, main
 
 
 def _options(parser: argparse.ArgumentParser, prefix: str = "scalelab"):

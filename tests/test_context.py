@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.context import (
+from scalelab.orchestrator.context import (
     DEFAULT,
     FIELDS,
     PAPER,
@@ -106,7 +106,7 @@ def test_settings_are_validated():
 
 @given(st.lists(st.floats(0, 1e5, allow_nan=False), min_size=1, max_size=200), st.floats(0, 100))
 def test_fast_percentile_matches_numpy(values, q):
-    from orchestrator.context import percentile
+    from scalelab.orchestrator.context import percentile
 
     arr = np.array(values)
     assert percentile(arr, q) == pytest.approx(float(np.percentile(arr, q)), rel=1e-12, abs=1e-9)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from injector.corpus import (
+from scalelab.injector.corpus import (
     INTENT,
     KIND_WEIGHTS,
     CorpusError,
@@ -21,8 +21,8 @@ from injector.corpus import (
     outcome_of,
     summary,
 )
-from injector.workloads import WorkloadError, make_workload
-from simulator.models import SANDBOX, DemandModel
+from scalelab.injector.workloads import WorkloadError, make_workload
+from scalelab.simulator.models import SANDBOX, DemandModel
 
 
 def test_the_corpus_is_deterministic_and_its_mix_sums_to_one():
@@ -127,7 +127,7 @@ def test_a_compressed_workload_is_the_same_calendar_faster_and_smaller():
 
 
 def test_corpus_show_lists_the_programs(capsys):
-    from experiments.cli import main
+    from scalelab.experiments.cli import main
 
     assert main(["corpus", "show"]) == 0
     out = capsys.readouterr().out

@@ -9,7 +9,7 @@ import pytest
 
 mabwiser = pytest.importorskip("mabwiser.mab")
 
-from agent.policies.linucb import LinUCBCore  # noqa: E402
+from scalelab.agent.policies.linucb import LinUCBCore  # noqa: E402
 
 
 def test_linucb_matches_mabwiser_decision_for_decision():

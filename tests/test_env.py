@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import experiments.env  # noqa: F401  (registers the ids)
-from experiments.config import ConfigError, load_config
-from experiments.env import GENERIC_ID, SCENARIOS, SandboxScalingEnv
-from experiments.runner import run_experiment
+import scalelab.experiments.env  # noqa: F401  (registers the ids)
+from scalelab.experiments.config import ConfigError, load_config
+from scalelab.experiments.env import GENERIC_ID, SCENARIOS, SandboxScalingEnv
+from scalelab.experiments.runner import run_experiment
 
 SMALL = {"name": "e", "seed": 5, "steps": 40, "slo_ms": 600,
          "workload": {"kind": "step", "before": 5, "after": 30, "at_s": 60, "duration_s": 200},
@@ -154,7 +154,7 @@ def test_rgb_array_render_draws_the_episode_and_passes_the_checker():
 
 
 def test_the_default_reward_charges_scale_changes():
-    from agent.rewards import SloCostV2, make_reward
+    from scalelab.agent.rewards import SloCostV2, make_reward
 
     assert SloCostV2().change_cost == 0.3  # without it PPO flapped thousands of times per episode
     assert SloCostV2().replica_cost == 0.3  # 0.03 per replica and step with 10: the oracle's few per cent

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.cli import main
-from experiments.config import ConfigError, load_config
-from experiments.episode import COLUMNS
-from experiments.metrics import mean_ci, per_run
-from experiments.runner import run_experiment
+from scalelab.experiments.cli import main
+from scalelab.experiments.config import ConfigError, load_config
+from scalelab.experiments.episode import COLUMNS
+from scalelab.experiments.metrics import mean_ci, per_run
+from scalelab.experiments.runner import run_experiment
 
 SMALL = {
     "name": "small",
@@ -76,7 +76,7 @@ def test_p95_vs_client_is_the_median_step_ratio_so_one_load_jump_does_not_move_i
 
 
 def test_pareto_ranks_by_hand_and_the_oracle_is_not_ranked():
-    from experiments.metrics import pareto_ranks, with_pareto_ranks
+    from scalelab.experiments.metrics import pareto_ranks, with_pareto_ranks
 
     # (violations, cost): a (0, 10) and b (5, 2) are the front; c (1, 12) is dominated by a; d (6, 3) by b
     assert pareto_ranks(np.array([0, 5, 1, 6]), np.array([10, 2, 12, 3])).tolist() == [1, 1, 2, 2]
@@ -136,7 +136,7 @@ def test_same_seed_same_steps_other_seed_different(small_run, tmp_path):
 
 
 def test_resume_finishes_without_redoing_finished_episodes(small_run, tmp_path, monkeypatch):
-    import experiments.runner as runner
+    import scalelab.experiments.runner as runner
 
     # a run killed before it finished never compacted its parts
     monkeypatch.setattr(runner, "compact_parts", lambda path, rows: None)
@@ -164,7 +164,7 @@ def test_a_complete_run_resumes_from_its_steps(small_run, tmp_path):
     data = bytearray((run_dir / "steps.parquet").read_bytes())  # a damaged steps.parquet is not trusted
     data[len(data) // 2] ^= 0xFF
     (run_dir / "steps.parquet").write_bytes(bytes(data))
-    from experiments.runner import completed_steps
+    from scalelab.experiments.runner import completed_steps
 
     assert completed_steps(run_dir) is None
 
@@ -187,7 +187,7 @@ def test_cli_workload_show(tmp_path, capsys):
 def test_cli_run_as_a_subprocess(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(json.dumps({**SMALL, "runs": 1, "policies": [{"name": "static", "replicas": 1}]}))
-    res = subprocess.run([sys.executable, "-m", "experiments.cli", "run", str(cfg), "--out", str(tmp_path)],
+    res = subprocess.run([sys.executable, "-m", "scalelab.experiments.cli", "run", str(cfg), "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "violations/run" in res.stdout and "report.html" in res.stdout
@@ -213,7 +213,7 @@ def test_hot_start_loads_the_saved_state_and_keeps_learning(tmp_path):
 def test_the_readmes_example_config_loads_and_resolves():
     from pathlib import Path
 
-    from experiments.episode import resolve
+    from scalelab.experiments.episode import resolve
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = text[text.index("```yaml\nname: step-demo") + len("```yaml\n"):]

@@ -10,12 +10,12 @@ from dataclasses import asdict
 import pytest
 from waiting import wait_for
 
-from agent.process import AgentFolder, AgentSpec
-from experiments.live import LiveSettings, run_agent_process, start_services, stop_services
-from orchestrator.context import DEFAULT
-from orchestrator.local_processes import alive
-from orchestrator.scalers.local import ReplicaSpec
-from orchestrator.stack import LocalStack
+from scalelab.agent.process import AgentFolder, AgentSpec
+from scalelab.experiments.live import LiveSettings, run_agent_process, start_services, stop_services
+from scalelab.orchestrator.context import DEFAULT
+from scalelab.orchestrator.local_processes import alive
+from scalelab.orchestrator.scalers.local import ReplicaSpec
+from scalelab.orchestrator.stack import LocalStack
 from tests.tools import requires
 
 pytestmark = [

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.context import ContextSettings
-from simulator.cluster import ClusterSettings
-from simulator.fluid import (
+from scalelab.orchestrator.context import ContextSettings
+from scalelab.simulator.cluster import ClusterSettings
+from scalelab.simulator.fluid import (
     GRID,
     FluidCluster,
     FluidModel,
@@ -20,7 +20,7 @@ from simulator.fluid import (
     expected_sample_quantile,
     validate,
 )
-from simulator.models import DEMAND_KINDS, SANDBOX, AppProfile, DemandModel
+from scalelab.simulator.models import DEMAND_KINDS, SANDBOX, AppProfile, DemandModel
 
 
 def test_mva_matches_the_machine_repairman_by_hand():
@@ -199,7 +199,7 @@ def test_paper_mode_uses_the_papers_time_base():
 
 
 def test_engine_fluid_runs_an_experiment_deterministically(tmp_path):
-    from experiments import load_config, run_experiment
+    from scalelab import load_config, run_experiment
 
     cfg = load_config("experiments/configs/step-demo.yaml", engine="fluid", runs=2,
                       policies=[{"name": "hslinucb"}, {"name": "oracle"}])
@@ -211,7 +211,7 @@ def test_engine_fluid_runs_an_experiment_deterministically(tmp_path):
 
 
 def test_an_unknown_engine_is_refused():
-    from experiments import ConfigError, load_config
+    from scalelab import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="engine='fluidd' must be one of"):
         load_config("experiments/configs/step-demo.yaml", engine="fluidd")
@@ -219,10 +219,10 @@ def test_an_unknown_engine_is_refused():
 
 def _constant_run(engine: str, seed: int, users: int, reps: int, steps: int = 220) -> np.ndarray:
     """Per-step (p95 ms, req/s) at a fixed cell, after 20 steps of warm-up."""
-    from experiments.config import load_config
-    from experiments.episode import make_backend, resolve
-    from experiments.runner import episode_seeds
-    from orchestrator.backend import VirtualClock
+    from scalelab.experiments.config import load_config
+    from scalelab.experiments.episode import make_backend, resolve
+    from scalelab.experiments.runner import episode_seeds
+    from scalelab.orchestrator.backend import VirtualClock
 
     cfg = load_config({"name": "n", "seed": seed, "engine": engine, "steps": steps, "app": {"profile": "paper"},
                        "workload": {"kind": "constant", "users": users, "duration_s": steps * 5},

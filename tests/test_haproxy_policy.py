@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from orchestrator.haproxy import HAProxy
-from orchestrator.local_processes import free_port
+from scalelab.orchestrator.haproxy import HAProxy
+from scalelab.orchestrator.local_processes import free_port
 from tests.tools import requires
 
 pytestmark = requires("haproxy")

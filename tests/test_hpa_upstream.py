@@ -14,7 +14,7 @@ import math
 
 import pytest
 
-from agent.policies.thresholds import HPAError, HPAPod, group_pods, resource_replicas
+from scalelab.agent.policies.thresholds import HPAError, HPAPod, group_pods, resource_replicas
 
 NOW = 1e9  # time.Now(); Go's zero time is 0
 HOT, COOL = NOW, NOW - 180.0

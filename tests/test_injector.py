@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from injector.shape import shape_tick
-from injector.workloads import make_workload
+from scalelab.injector.shape import shape_tick
+from scalelab.injector.workloads import make_workload
 from tests.tools import requires
 from tests.waiting import tail
 
@@ -28,7 +28,7 @@ def test_shape_asks_only_the_workload():
 
 @requires("locust")
 def test_locust_shape_class_in_its_own_process():
-    code = ("from injector.shape import make_shape; from injector.workloads import make_workload;"
+    code = ("from scalelab.injector.shape import make_shape; from scalelab.injector.workloads import make_workload;"
             "S = make_shape(make_workload({'kind': 'constant', 'users': 3, 'duration_s': 10}), 2.0);"
             "s = S(); t = s.tick(); print(t[:2], [c.__name__ for c in t[2]]); s.start_time -= 6; print(s.tick())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -40,12 +40,12 @@ def test_locust_shape_class_in_its_own_process():
 def test_master_obeys_orders_and_reports(tmp_path):
     from kafka import KafkaProducer
 
-    from orchestrator.stack import LocalStack
+    from scalelab.orchestrator.stack import LocalStack
 
     stack = LocalStack(tmp_path / "stack")
     stack.up(replicas=1)
     addr = stack.state["kafka"]["bootstrap"]
-    proc = subprocess.Popen([sys.executable, "-m", "injector", "--host", stack.service_url, "--bootstrap", addr],
+    proc = subprocess.Popen([sys.executable, "-m", "scalelab.injector", "--host", stack.service_url, "--bootstrap", addr],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "injector ready"
@@ -105,7 +105,7 @@ def test_master_with_two_worker_processes_spreads_the_users(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         env = {**os.environ, "INJECTOR_WAIT_MIN": "0.05", "INJECTOR_WAIT_MAX": "0.1", "INJECTOR_CPU": "0"}
-        out = subprocess.run([sys.executable, "-m", "injector", "--host", f"http://127.0.0.1:{server.server_port}",
+        out = subprocess.run([sys.executable, "-m", "scalelab.injector", "--host", f"http://127.0.0.1:{server.server_port}",
                               "--workers", "2", "--users", "6", "--seconds", "8"],
                              capture_output=True, text=True, timeout=120, env=env)
         assert out.returncode == 0, out.stderr[-2000:]

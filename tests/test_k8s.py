@@ -171,9 +171,9 @@ def test_the_sandbox_network_policy_allows_requests_in_and_spans_to_kafka_only(o
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @KUBECTL
 def test_requests_and_limits_agree_with_the_code_defaults(overlay):
-    from experiments.config import load_config
-    from orchestrator.scalers.local import ReplicaSpec
-    from sandbox.app import Settings
+    from scalelab.experiments.config import load_config
+    from scalelab.orchestrator.scalers.local import ReplicaSpec
+    from scalelab.sandbox.app import Settings
 
     spec, app = ReplicaSpec(), Settings()
     assert (spec.cpu_request, spec.cpu_limit, spec.memory_request_mib, spec.memory_limit_mib) == (
@@ -246,7 +246,8 @@ def test_dockerfiles_pin_their_base_and_run_as_non_root():
         assert froms and all(re.search(r":\d+\.\d+\.\d+-slim-bookworm$", f) for f in froms), path
         user = re.findall(r"^USER (\S+)", text, re.M)
         assert user and user[-1].split(":")[0] not in ("0", "root"), path
-    # the sandbox image holds only the sandbox package: it imports the standard library and kafka only
+    # the sandbox image holds only the sandbox package (scalelab/__init__.py and sandbox/ as scalelab/sandbox):
+    # it imports the standard library, kafka and itself only
     import ast
     import sys
 
@@ -256,13 +257,16 @@ def test_dockerfiles_pin_their_base_and_run_as_non_root():
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
             for n in names:
                 top = n.split(".")[0]
-                assert top in sys.stdlib_module_names or top in ("sandbox", "kafka", "__future__"), (module, n)
+                assert (top in sys.stdlib_module_names or top in ("kafka", "__future__")
+                        or n == "scalelab.sandbox" or n.startswith("scalelab.sandbox.")), (module, n)
+    text = (ROOT / "sandbox" / "Dockerfile").read_text()
+    assert "COPY sandbox scalelab/sandbox" in text and "COPY scalelab/__init__.py scalelab/__init__.py" in text
 
 
 def test_the_kubernetes_scaler_needs_only_the_verbs_the_role_grants():
     from k8s_stub import StubAPIServer
 
-    from orchestrator.scalers.kubernetes import KubernetesScaleError, KubernetesScaler
+    from scalelab.orchestrator.scalers.kubernetes import KubernetesScaleError, KubernetesScaler
 
     allowed = {(verb, resource) for (group, resource), verbs in ORCHESTRATOR_MAY.items() if group == "apps"
                for verb in verbs}

@@ -13,11 +13,11 @@ import pytest
 kafka = pytest.importorskip("kafka")
 pytest.importorskip("confluent_kafka")
 
-from orchestrator.collectors.zipkin import ZipkinCollector  # noqa: E402
-from orchestrator.context import ContextBuilder, ContextSettings  # noqa: E402
-from orchestrator.kafka_embedded import EmbeddedKafka  # noqa: E402
-from sandbox.app import App, Settings  # noqa: E402
-from sandbox.spans import SpanExporter, make_span  # noqa: E402
+from scalelab.orchestrator.collectors.zipkin import ZipkinCollector  # noqa: E402
+from scalelab.orchestrator.context import ContextBuilder, ContextSettings  # noqa: E402
+from scalelab.orchestrator.kafka_embedded import EmbeddedKafka  # noqa: E402
+from scalelab.sandbox.app import App, Settings  # noqa: E402
+from scalelab.sandbox.spans import SpanExporter, make_span  # noqa: E402
 from tests.test_sandbox import call  # noqa: E402
 
 pytestmark = pytest.mark.live
@@ -99,7 +99,7 @@ def test_a_dead_broker_loses_spans_with_a_count_never_a_request():
 
 
 def test_scalelab_kafka_prints_its_address_and_stops():
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "kafka", "--seconds", "3"],
+    proc = subprocess.Popen([sys.executable, "-m", "scalelab.experiments.cli", "kafka", "--seconds", "3"],
                             stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().strip()
     assert line.startswith("127.0.0.1:")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.policies.serverless import KPA
+from scalelab.agent.policies.serverless import KPA
 
 STABLE_WINDOW = 60.0
 TICK = 2.0

@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("kubernetes")
 
-from orchestrator.scalers.kubernetes import KubernetesScaleError, KubernetesScaler
+from scalelab.orchestrator.scalers.kubernetes import KubernetesScaleError, KubernetesScaler
 from tests.k8s_stub import StubAPIServer
 
 #: What the orchestrator's Role grants (k8s/base): the scaler must need nothing else.

@@ -30,10 +30,10 @@ def test_ruff_lint_is_clean():
 def test_agent_imports_only_the_orchestrators_types():
     import ast
 
-    allowed = {"orchestrator", "orchestrator.context", "orchestrator.protocol", "orchestrator.backend",
-               "orchestrator.errors", "orchestrator.plugins"}
-    # the process entry point (python -m agent) is where the Kafka client is plugged in
-    entry = {"orchestrator.client", "orchestrator.live_backend"}
+    allowed = {"orchestrator", "scalelab.orchestrator.context", "scalelab.orchestrator.protocol", "scalelab.orchestrator.backend",
+               "scalelab.orchestrator.errors", "scalelab.orchestrator.plugins"}
+    # the process entry point (python -m scalelab.agent) is where the Kafka client is plugged in
+    entry = {"scalelab.orchestrator.client", "scalelab.orchestrator.live_backend"}
     for path in (ROOT / "agent").rglob("*.py"):
         ok = allowed | entry if path == ROOT / "agent" / "__main__.py" else allowed
         for node in ast.walk(ast.parse(path.read_text())):

@@ -4,10 +4,10 @@ Q-learning and DQN updates by hand."""
 import numpy as np
 import pytest
 
-from agent.policies.bandits import LinTS
-from agent.policies.paper_learners import DQN, MLP, QLearning
-from agent.registry import make_policy
-from orchestrator.context import Context
+from scalelab.agent.policies.bandits import LinTS
+from scalelab.agent.policies.paper_learners import DQN, MLP, QLearning
+from scalelab.agent.registry import make_policy
+from scalelab.orchestrator.context import Context
 
 THETA = np.array([  # true reward weights per arm over (x1, x2, 1)
     [0.8, -0.5, 0.2],

@@ -6,8 +6,8 @@ import json
 import pandas as pd
 import pytest
 
-from experiments.live import run_live
-from orchestrator.local_processes import alive
+from scalelab.experiments.live import run_live
+from scalelab.orchestrator.local_processes import alive
 from tests.tools import requires
 
 pytestmark = [

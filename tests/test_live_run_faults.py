@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from waiting import wait_for
 
-from agent.process import AgentFolder
-from experiments.live import run_live
-from orchestrator.stack import LocalStack
+from scalelab.agent.process import AgentFolder
+from scalelab.experiments.live import run_live
+from scalelab.orchestrator.stack import LocalStack
 from tests.tools import requires
 
 pytestmark = [

@@ -9,11 +9,11 @@ import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from agent.process import AgentSpec
-from experiments.config import ExperimentConfig, load_config
-from experiments.episode import resolve
-from experiments.live import agent_spec, live_settings, service_commands
-from orchestrator.__main__ import context_settings
+from scalelab.agent.process import AgentSpec
+from scalelab.experiments.config import ExperimentConfig, load_config
+from scalelab.experiments.episode import resolve
+from scalelab.experiments.live import agent_spec, live_settings, service_commands
+from scalelab.orchestrator.__main__ import context_settings
 
 CONFIG = {
     "name": "live-twin", "backend": "live", "seed": 3, "slo_ms": 450, "loop": "settle",

@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from orchestrator.collectors.prometheus import PrometheusCollector, PrometheusUnavailable
-from orchestrator.collectors.zipkin import ZipkinCollector
-from orchestrator.context import ContextBuilder, ContextSettings
-from orchestrator.local_processes import alive
-from orchestrator.stack import LocalStack
+from scalelab.orchestrator.collectors.prometheus import PrometheusCollector, PrometheusUnavailable
+from scalelab.orchestrator.collectors.zipkin import ZipkinCollector
+from scalelab.orchestrator.context import ContextBuilder, ContextSettings
+from scalelab.orchestrator.local_processes import alive
+from scalelab.orchestrator.stack import LocalStack
 from tests.tools import requires
 from tests.waiting import wait_for
 
@@ -159,7 +159,7 @@ def test_status_and_a_dead_prometheus(stack):
 
 def test_cli_live_up_status_down_leaves_nothing(tmp_path):
     d = str(tmp_path / "cli")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "experiments.cli", "live", *a, "--dir", d],  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "scalelab.experiments.cli", "live", *a, "--dir", d],  # noqa: E731
                                     capture_output=True, text=True, timeout=120)
     up = run("up", "--replicas", "2")
     assert up.returncode == 0, up.stderr
@@ -175,8 +175,8 @@ def test_cli_live_up_status_down_leaves_nothing(tmp_path):
 
 
 def test_prometheus_stopped_for_30s_is_reported_and_caught_up(stack):
-    from orchestrator.prometheus_local import LocalPrometheus
-    from orchestrator.service import OrchestratorService
+    from scalelab.orchestrator.prometheus_local import LocalPrometheus
+    from scalelab.orchestrator.service import OrchestratorService
 
     svc = OrchestratorService(stack.scaler, prometheus_url=stack.state["prometheus"]["url"], metric_interval_s=1.0)
     svc.start()

@@ -11,18 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agent.actions import ActionSet
-from agent.base import Decision
-from agent.loop import ROW_COLUMNS, LoopSettings, StepLoop, takes_violation
-from agent.process import AgentSpec, records_of, run_agent
-from agent.rewards import make_reward
-from experiments.config import load_config
-from experiments.env import SandboxScalingEnv
-from experiments.episode import COLUMNS, episode_records, make_backend, resolve
-from experiments.runner import episode_seeds, run_experiment
-from orchestrator.backend import VirtualClock
-from simulator.backends import ReplayBackend, settled_at
-from simulator.replay import Replay
+from scalelab.agent.actions import ActionSet
+from scalelab.agent.base import Decision
+from scalelab.agent.loop import ROW_COLUMNS, LoopSettings, StepLoop, takes_violation
+from scalelab.agent.process import AgentSpec, records_of, run_agent
+from scalelab.agent.rewards import make_reward
+from scalelab.experiments.config import load_config
+from scalelab.experiments.env import SandboxScalingEnv
+from scalelab.experiments.episode import COLUMNS, episode_records, make_backend, resolve
+from scalelab.experiments.runner import episode_seeds, run_experiment
+from scalelab.orchestrator.backend import VirtualClock
+from scalelab.simulator.backends import ReplayBackend, settled_at
+from scalelab.simulator.replay import Replay
 
 CONFIG = {
     "name": "three-ways", "seed": 5, "runs": 1, "steps": 40,
@@ -173,7 +173,7 @@ def test_an_empty_window_under_overload_is_a_violation(tmp_path):
 
 
 def test_the_context_takes_in_flight_ages_only_when_nothing_completed():
-    from orchestrator.context import ContextBuilder, Spans
+    from scalelab.orchestrator.context import ContextBuilder, Spans
 
     b = ContextBuilder()
     ages = np.array([1000.0, 2000.0, 30000.0])
@@ -187,8 +187,8 @@ def test_the_context_takes_in_flight_ages_only_when_nothing_completed():
 def test_the_live_balancer_reports_the_ages_of_requests_in_flight():
     """``show sess`` as Debian's HAProxy 2.6 printed it with three 3-s requests in flight
     on slot 1 (captured on the local stack), plus the runtime API's own stream."""
-    from orchestrator.haproxy import session_ages_s
-    from orchestrator.live_backend import observation_from_state
+    from scalelab.orchestrator.haproxy import session_ages_s
+    from scalelab.orchestrator.live_backend import observation_from_state
 
     line = ("0x5648272a0aa0: proto=tcpv4 src=127.0.0.1:49562 fe=web be=sandbox srv=s1 ts=00 epoch=0 age=3s "
             "calls=2 rate=0 cpu=0 lat=0 rq[f=49c40080h,i=0,an=8000h,rx=,wx=,ax=] "
@@ -202,7 +202,7 @@ def test_the_live_balancer_reports_the_ages_of_requests_in_flight():
              "desired_replicas": 1, "in_flight": 2, "censored": 2, "gaps": {"prometheus_s": 2.0}}
     obs = observation_from_state(state, 10.0, load=20)
     assert (obs.in_flight, obs.censored, obs.missing) == (2, 2, ())
-    from agent.loop import is_violation
+    from scalelab.agent.loop import is_violation
 
     assert is_violation(obs, 600.0)
 

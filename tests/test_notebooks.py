@@ -72,12 +72,12 @@ def test_notebooks_import_only_public_names(name):
 
 
 def test_the_public_api_names_resolve():
-    import experiments
+    import scalelab
 
-    for name in experiments.__all__:
-        assert getattr(experiments, name) is not None, name
+    for name in scalelab.__all__:
+        assert getattr(scalelab, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        experiments.nope  # noqa: B018
+        scalelab.nope  # noqa: B018
 
 
 def _execute(name: str, tmp_path: Path) -> float:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from experiments.ope import estimate
+from scalelab.experiments.ope import estimate
 
 THETA = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
 

@@ -4,10 +4,10 @@ import pytest
 
 pytest.importorskip("kafka")
 
-from orchestrator.client import OrchestratorClient, OrderFailed
-from orchestrator.kafka_embedded import EmbeddedKafka
-from orchestrator.service import OrchestratorService
-from orchestrator.stack import TOPICS, create_topics
+from scalelab.orchestrator.client import OrchestratorClient, OrderFailed
+from scalelab.orchestrator.kafka_embedded import EmbeddedKafka
+from scalelab.orchestrator.service import OrchestratorService
+from scalelab.orchestrator.stack import TOPICS, create_topics
 from tests.test_orchestrator_service import CountingScaler
 
 pytestmark = pytest.mark.live

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from orchestrator.stack import LocalStack
+from scalelab.orchestrator.stack import LocalStack
 from tests.tools import requires
 
 pytestmark = [
@@ -20,7 +20,7 @@ pytestmark = [
 def running(tmp_path_factory):
     stack = LocalStack(tmp_path_factory.mktemp("orch"))
     stack.up(replicas=1)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "--stack-dir", str(stack.dir), "--max", "3"],
+    proc = subprocess.Popen([sys.executable, "-m", "scalelab.orchestrator", "--stack-dir", str(stack.dir), "--max", "3"],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "orchestrator ready"

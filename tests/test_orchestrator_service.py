@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.context import Spans
-from orchestrator.protocol import OrderError, parse_order
-from orchestrator.service import OrchestratorService
+from scalelab.orchestrator.context import Spans
+from scalelab.orchestrator.protocol import OrderError, parse_order
+from scalelab.orchestrator.service import OrchestratorService
 
 
 class CountingScaler:

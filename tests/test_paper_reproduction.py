@@ -10,14 +10,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from agent.policies.paper_learners import DQN, QLearning
-from experiments.config import config_path, load_config
-from experiments.runner import run_experiment
-from orchestrator.backend import VirtualClock
-from orchestrator.context import Context
-from simulator.backends import ReplayBackend
-from simulator.datasets import read_p95_recording, resolve_dataset
-from simulator.replay import DatasetError, Replay
+from scalelab.agent.policies.paper_learners import DQN, QLearning
+from scalelab.experiments.config import config_path, load_config
+from scalelab.experiments.runner import run_experiment
+from scalelab.orchestrator.backend import VirtualClock
+from scalelab.orchestrator.context import Context
+from scalelab.simulator.backends import ReplayBackend
+from scalelab.simulator.datasets import read_p95_recording, resolve_dataset
+from scalelab.simulator.replay import DatasetError, Replay
 
 
 def test_paper_d1_serves_the_papers_samples_and_says_where_each_came_from():
@@ -124,7 +124,7 @@ def test_cold_start_on_paper_d1_meets_the_targets(tmp_path):
 
 
 def test_calibration_against_the_samples_reports_quantiles_fractions_and_the_old_error():
-    from simulator.calibration import calibrate_samples
+    from scalelab.simulator.calibration import calibrate_samples
 
     res = calibrate_samples(steps=40)
     t = res.table.set_index(["users", "replicas"])

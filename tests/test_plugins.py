@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agent.registry import make_policy, policy_names
-from agent.rewards import make_reward
-from injector.workloads import WorkloadError, make_workload, workload_names
-from orchestrator.context import Context
-from orchestrator.plugins import PluginError, is_import_path
+from scalelab.agent.registry import make_policy, policy_names
+from scalelab.agent.rewards import make_reward
+from scalelab.injector.workloads import WorkloadError, make_workload, workload_names
+from scalelab.orchestrator.context import Context
+from scalelab.orchestrator.plugins import PluginError, is_import_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ policies:
 """
 
 WORKLOAD = '''
-from injector.workloads import Constant
+from scalelab.injector.workloads import Constant
 
 def Flat(users: float = 10.0, duration_s: float = 600.0):
     """A researcher's workload: a constant load built from the shipped one."""
@@ -65,7 +65,7 @@ def _project(tmp_path: Path) -> Path:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "scalelab.experiments.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -142,6 +142,6 @@ def test_plugin_errors_name_what_is_wrong(tmp_path, monkeypatch):
 
 
 def test_the_policy_checker_passes_the_example_policy():
-    out = subprocess.run([sys.executable, "-m", "agent.check", "p95_band:P95Band"], cwd=ROOT / "examples",
+    out = subprocess.run([sys.executable, "-m", "scalelab.agent.check", "p95_band:P95Band"], cwd=ROOT / "examples",
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "ok      p95_band:P95Band" in out.stdout, out.stdout + out.stderr

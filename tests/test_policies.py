@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from agent.policies.linucb import HSLinUCB, LinUCB, LinUCBCore
-from agent.policies.thresholds import HPA, ThresholdCPU
-from agent.registry import make_policy
-from orchestrator.backend import Observation, PodSample
-from orchestrator.context import Context
+from scalelab.agent.policies.linucb import HSLinUCB, LinUCB, LinUCBCore
+from scalelab.agent.policies.thresholds import HPA, ThresholdCPU
+from scalelab.agent.registry import make_policy
+from scalelab.orchestrator.backend import Observation, PodSample
+from scalelab.orchestrator.context import Context
 
 
 def ctx(p95=100.0, replicas=2, rps=10.0, cpu=0.5, cpu_now=None):

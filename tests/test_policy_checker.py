@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from agent.base import Decision, PolicyError
-from agent.check import CHECK_PARAMS, PolicyCheckError, check_policy
-from agent.policies.serverless import Invok
-from agent.registry import make_policy, policy_names, register
+from scalelab.agent.base import Decision, PolicyError
+from scalelab.agent.check import CHECK_PARAMS, PolicyCheckError, check_policy
+from scalelab.agent.policies.serverless import Invok
+from scalelab.agent.registry import make_policy, policy_names, register
 
 
 @pytest.mark.parametrize("name", policy_names())
@@ -40,7 +40,7 @@ class BadPropensity(Invok):
 
 
 def test_the_checker_catches_lost_state_and_wrong_propensities():
-    from agent import registry
+    from scalelab.agent import registry
 
     register("forgetful-invok", ForgetfulInvok, replace=True)
     register("bad-propensity", BadPropensity, replace=True)

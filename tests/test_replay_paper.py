@@ -3,12 +3,12 @@
 import pytest
 import yaml
 
-from experiments.config import load_config
-from experiments.paper import PAPER_RESULTS, format_comparison, reproduce_paper
-from experiments.runner import run_experiment
-from orchestrator.context import Context
-from simulator.models import PAPER
-from simulator.replay import DatasetError, Replay, record_dataset
+from scalelab.experiments.config import load_config
+from scalelab.experiments.paper import PAPER_RESULTS, format_comparison, reproduce_paper
+from scalelab.experiments.runner import run_experiment
+from scalelab.orchestrator.context import Context
+from scalelab.simulator.models import PAPER
+from scalelab.simulator.replay import DatasetError, Replay, record_dataset
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from experiments.config import ConfigError, load_config
-from experiments.runner import folder_lock, run_experiment
+from scalelab.experiments.config import ConfigError, load_config
+from scalelab.experiments.runner import folder_lock, run_experiment
 
 SMALL = {
     "name": "robust", "seed": 3, "runs": 2, "steps": 30,
@@ -61,7 +61,7 @@ def test_absurd_sizes_are_refused_before_a_folder_is_made(tmp_path):
 
 
 def test_a_damaged_or_missing_chunk_is_redone_on_resume_not_trusted(tmp_path, monkeypatch):
-    import experiments.runner as runner
+    import scalelab.experiments.runner as runner
 
     monkeypatch.setattr(runner, "compact_parts", lambda path, rows: None)  # as a run killed before its end
     first = run_experiment(SMALL, out=tmp_path, progress=False, report=False)
@@ -93,7 +93,7 @@ def test_pool_workers_die_with_their_parent(tmp_path):
     script.write_text(
         "import os, sys, time\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
-        "from experiments.runner import die_with_parent\n"
+        "from scalelab.experiments.runner import die_with_parent\n"
         "pool = ProcessPoolExecutor(2, initializer=die_with_parent)\n"
         "futures = [pool.submit(time.sleep, 600) for _ in range(2)]\n"
         "print(' '.join(str(p) for p in pool._processes), flush=True)\n"

@@ -13,8 +13,8 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from sandbox.app import App, Settings, consume_fixed_cpu
-from sandbox.runner import Limits, Sandbox, network_isolation_available
+from scalelab.sandbox.app import App, Settings, consume_fixed_cpu
+from scalelab.sandbox.runner import Limits, Sandbox, network_isolation_available
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0 or not network_isolation_available(),
                                 reason="the sealed runner needs root and network namespaces")
@@ -136,7 +136,7 @@ def test_gunicorn_replica_survives_hostile_programs(tmp_path):
     port = free_port()
     env = {**os.environ, "SANDBOX_POD": "replica-0"}
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}",
-                             "--timeout", "30", "sandbox.app:application"], env=env,
+                             "--timeout", "30", "scalelab.sandbox.app:application"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -166,7 +166,7 @@ def test_health_and_metrics_answer_while_every_request_thread_runs_a_program():
     port, control = free_port(), free_port()
     env = {**os.environ, "SANDBOX_POD": "replica-busy", "SANDBOX_CONTROL_PORT": str(control)}
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "1", "-b", f"127.0.0.1:{port}",
-                             "--timeout", "30", "-c", "python:sandbox.gunicorn_conf", "sandbox.app:application"],
+                             "--timeout", "30", "-c", "python:scalelab.sandbox.gunicorn_conf", "scalelab.sandbox.app:application"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         end = time.monotonic() + 30
@@ -180,7 +180,7 @@ def test_health_and_metrics_answer_while_every_request_thread_runs_a_program():
             {"code": "import time\ntime.sleep(4)", "limits": {"wall_seconds": 6}}).encode())
         busy = threading.Thread(target=lambda: urllib.request.urlopen(req, timeout=20).read())
         busy.start()  # the replica's only request thread now runs a program for 4 s
-        from sandbox import seal
+        from scalelab.sandbox import seal
 
         runs = [seal.CGROUP_ROOT / seal.GROUP, seal.CGROUP_ROOT / "pids" / seal.GROUP]
         end = time.monotonic() + 10
@@ -199,7 +199,7 @@ def test_health_and_metrics_answer_while_every_request_thread_runs_a_program():
 
 
 def test_span_starts_when_the_balancer_took_the_request():
-    from sandbox.app import _queued_us
+    from scalelab.sandbox.app import _queued_us
 
     assert _queued_us("t=1000", 1_005_000) == 5_000  # 5 ms between HAProxy and the app
     assert _queued_us(None, 1_000_000) == 0

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import seal
-from sandbox.runner import Limits, Sandbox, SandboxError
+from scalelab.sandbox import seal
+from scalelab.sandbox.runner import Limits, Sandbox, SandboxError
 
 pytestmark = pytest.mark.skipif(
     os.getuid() != 0 or seal.bwrap_path() is None or not seal.cgroups_available(),
@@ -187,7 +187,7 @@ def test_the_service_caps_a_requests_limits_and_refuses_non_finite_ones():
     import json
     from wsgiref.util import setup_testing_defaults
 
-    from sandbox.app import CEILING, App
+    from scalelab.sandbox.app import CEILING, App
 
     app = App()
 
@@ -221,11 +221,10 @@ def test_runs_end_without_their_worker_and_what_is_left_is_swept(tmp_path):
     import sys
     import time
 
-    from sandbox.runner import RUN_PREFIX, sweep_leftovers
+    from scalelab.sandbox.runner import RUN_PREFIX, sweep_leftovers
 
-    worker = subprocess.Popen([sys.executable, "-c", "from sandbox.runner import Sandbox\n"
-                               "Sandbox().run('import time\\ntime.sleep(60)', limits=__import__('sandbox.runner')"
-                               ".runner.Limits(wall_seconds=3, cpu_seconds=60))"])
+    worker = subprocess.Popen([sys.executable, "-c", "from scalelab.sandbox.runner import Limits, Sandbox\n"
+                               "Sandbox().run('import time\\ntime.sleep(60)', limits=Limits(wall_seconds=3, cpu_seconds=60))"])
 
     def run_cgroups():
         found = []

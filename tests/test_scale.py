@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import simulator.engine as E
+import scalelab.simulator.engine as E
 
 
 def scan_pick(ri, start, least):
@@ -77,10 +77,10 @@ def test_tree_first_is_the_first_index_at_or_after_lo_at_most_m(values, lo, m):
 
 
 def test_the_galloping_oracle_finds_what_counting_up_finds_in_few_probes():
-    from orchestrator.context import ContextSettings
-    from simulator.cluster import ClusterSettings
-    from simulator.models import PAPER
-    from simulator.oracle import OracleTable
+    from scalelab.orchestrator.context import ContextSettings
+    from scalelab.simulator.cluster import ClusterSettings
+    from scalelab.simulator.models import PAPER
+    from scalelab.simulator.oracle import OracleTable
 
     class Threshold(OracleTable):
         probes = 0
@@ -103,7 +103,7 @@ def test_the_galloping_oracle_finds_what_counting_up_finds_in_few_probes():
 
 
 def test_the_oracle_can_be_skipped_and_the_summary_says_so(tmp_path):
-    from experiments import ConfigError, load_config, run_experiment
+    from scalelab import ConfigError, load_config, run_experiment
 
     cfg = load_config({"name": "no-oracle", "steps": 10, "oracle": False,
                        "workload": {"kind": "constant", "users": 4}, "policies": [{"name": "static"}]})

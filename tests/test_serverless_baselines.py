@@ -2,8 +2,8 @@
 
 import pytest
 
-from agent.policies.serverless import KPA, Invok, PrairieLearn, PrairieLearnNotes, concurrency
-from orchestrator.context import Context
+from scalelab.agent.policies.serverless import KPA, Invok, PrairieLearn, PrairieLearnNotes, concurrency
+from scalelab.orchestrator.context import Context
 
 
 def ctx(replicas=2, rps=10.0, mean_ms=100.0, cpu=0.5, mem=0.3):

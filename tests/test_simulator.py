@@ -4,9 +4,9 @@ and the calibration to the paper's table."""
 import numpy as np
 import pytest
 
-from simulator.calibration import calibrate
-from simulator.cluster import ClusterSettings, SimCluster
-from simulator.models import PAPER, AppProfile, DemandModel
+from scalelab.simulator.calibration import calibrate
+from scalelab.simulator.cluster import ClusterSettings, SimCluster
+from scalelab.simulator.models import PAPER, AppProfile, DemandModel
 
 
 def make(app, replicas=1, seed=0, think=(0.0, 2.0), max_replicas=10, startup=5.0, balancer="round-robin"):

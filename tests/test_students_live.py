@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from injector.corpus import intended_answer, load_corpus
+from scalelab.injector.corpus import intended_answer, load_corpus
 from tests.tools import requires
 from tests.waiting import tail, wait_for
 
@@ -51,16 +51,16 @@ def _judge_server():
 def test_students_on_master_and_workers_take_their_task_over_kafka():
     from kafka import KafkaProducer
 
-    from orchestrator.stack import create_topics
+    from scalelab.orchestrator.stack import create_topics
 
     server, seen = _judge_server()
-    kafka = subprocess.Popen([sys.executable, "-m", "orchestrator.kafka_embedded"], stdout=subprocess.PIPE,  # until stopped
+    kafka = subprocess.Popen([sys.executable, "-m", "scalelab.orchestrator.kafka_embedded"], stdout=subprocess.PIPE,  # until stopped
                              text=True)
     inj = None
     try:
         addr = kafka.stdout.readline().strip()
         create_topics(addr, ("locust_order", "locust"))
-        inj = subprocess.Popen([sys.executable, "-m", "injector", "--host", f"http://127.0.0.1:{server.server_port}",
+        inj = subprocess.Popen([sys.executable, "-m", "scalelab.injector", "--host", f"http://127.0.0.1:{server.server_port}",
                                 "--bootstrap", addr, "--workers", "2", "--seconds", "150"],
                                stdout=subprocess.PIPE, text=True)
         assert inj.stdout.readline().strip() == "injector ready"
@@ -114,9 +114,9 @@ def _student_config(tmp_path, **changes) -> dict:
 
 
 def test_a_short_student_run_on_the_local_stack_and_its_twin(tmp_path):
-    from experiments.live import run_live
-    from experiments.runner import run_experiment
-    from experiments.twin import twin_report
+    from scalelab.experiments.live import run_live
+    from scalelab.experiments.runner import run_experiment
+    from scalelab.experiments.twin import twin_report
 
     cfg = _student_config(tmp_path)
     live = run_live(cfg, out=tmp_path)
@@ -136,9 +136,9 @@ def test_a_short_student_run_on_the_local_stack_and_its_twin(tmp_path):
 
 
 def test_a_small_live_dataset_recording(tmp_path):
-    from experiments.cli import main
-    from simulator.datasets import read_dataset_meta
-    from simulator.replay import load_dataset
+    from scalelab.experiments.cli import main
+    from scalelab.simulator.datasets import read_dataset_meta
+    from scalelab.simulator.replay import load_dataset
 
     cfg = _student_config(tmp_path, name="record")
     path = tmp_path / "record.yaml"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from experiments.metrics import pareto_ranks as _pareto_ranks
-from experiments.sweep import SweepError, _banded_rank, cell_config, cells, parse_grid, run_sweep
+from scalelab.experiments.metrics import pareto_ranks as _pareto_ranks
+from scalelab.experiments.sweep import SweepError, _banded_rank, cell_config, cells, parse_grid, run_sweep
 
 BASE = {
     "name": "sweep-test", "backend": "sim", "engine": "fluid", "seed": 1, "runs": 2, "step_seconds": 5,

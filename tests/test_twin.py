@@ -7,15 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.collector import collect
-from experiments.twin import config_differences, twin_table
-from orchestrator.backend import VirtualClock
-from orchestrator.context import PAPER as PAPER_CONTEXT
-from simulator.backends import SimBackend
-from simulator.calibration import compare_cells, dataset_cells, dataset_utilization, fit_profile
-from simulator.cluster import ClusterSettings
-from simulator.datasets import DatasetMeta, read_dataset_meta, write_dataset_meta
-from simulator.models import PAPER, find_profile, save_profile
+from scalelab.experiments.collector import collect
+from scalelab.experiments.twin import config_differences, twin_table
+from scalelab.orchestrator.backend import VirtualClock
+from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
+from scalelab.simulator.backends import SimBackend
+from scalelab.simulator.calibration import compare_cells, dataset_cells, dataset_utilization, fit_profile
+from scalelab.simulator.cluster import ClusterSettings
+from scalelab.simulator.datasets import DatasetMeta, read_dataset_meta, write_dataset_meta
+from scalelab.simulator.models import PAPER, find_profile, save_profile
 
 
 def _sim_backend(app=PAPER, seed=1):
@@ -84,8 +84,8 @@ def test_a_fitted_profile_is_saved_and_found_by_name(tmp_path, monkeypatch):
     assert find_profile(str(path)) == fitted
     with pytest.raises(KeyError, match="my-cluster"):
         find_profile("my-clustr")
-    from experiments.config import load_config
-    from experiments.episode import resolve
+    from scalelab.experiments.config import load_config
+    from scalelab.experiments.episode import resolve
 
     cfg = load_config({"name": "x", "app": {"profile": "my-cluster", "cpu_limit": 0.6, "cpu_request": 0.6},
                        "workload": {"kind": "constant", "users": 3, "duration_s": 20},
@@ -141,8 +141,8 @@ def test_config_differences_leave_out_the_backend():
 
 
 def test_scalelab_report_of_two_run_folders_puts_them_side_by_side(tmp_path, capsys):
-    from experiments.cli import main
-    from experiments.runner import run_experiment
+    from scalelab.experiments.cli import main
+    from scalelab.experiments.runner import run_experiment
 
     cfg = {"name": "tw", "seed": 3, "runs": 2, "steps": 12, "slo_ms": 3000, "app": {"profile": "sandbox"},
            "workload": {"kind": "evaluation-week-v1", "start_day": 1, "start_hour": 13.9, "days": 0.02,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from injector.workloads import (
+from scalelab.injector.workloads import (
     Deadline,
     EvaluationWeek,
     ExamSlot,
@@ -30,7 +30,7 @@ def test_paper_real_week_v1_reads_the_given_file(tmp_path):
     from importlib import resources
 
     path = tmp_path / "pattern.json"
-    path.write_text(resources.files("injector.data").joinpath("real-week-pattern.json").read_text())
+    path.write_text(resources.files("scalelab.injector.data").joinpath("real-week-pattern.json").read_text())
     wl = make_workload({"kind": "paper-real-week-v1", "path": str(path)})
     s = wl.series(5.0)
     assert s.shape == (913,) and s.min() == 2 and s.max() == 49

@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from agent.actions import ActionSet
-from agent.base import Decision, PolicyError
-from agent.policies.linucb import FIELDS, HSLinUCB, LinUCBCore, argmax_random, tie_probabilities
-from agent.policies.thresholds import HPA
-from orchestrator.context import Context
+from scalelab.agent.actions import ActionSet
+from scalelab.agent.base import Decision, PolicyError
+from scalelab.agent.policies.linucb import FIELDS, HSLinUCB, LinUCBCore, argmax_random, tie_probabilities
+from scalelab.agent.policies.thresholds import HPA
+from scalelab.orchestrator.context import Context
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Capacity:
 
 def triggers_from_timetable(timetable, lead_min: float, capacity: Capacity) -> list[CronTrigger]:
     """One trigger per announced exam of ``timetable`` (an
-    :class:`~orchestrator.context.Timetable`): from ``lead_min`` before its start to its
+    :class:`~scalelab.orchestrator.context.Timetable`): from ``lead_min`` before its start to its
     end, sized for its students by ``capacity``."""
     return [CronTrigger(start - lead_min * 60.0, end, capacity.replicas(students))
             for start, end, students in timetable.exam_windows()]
@@ -117,7 +117,7 @@ class KedaCronHPA(HPA):
     omitted, one per exam of the announced ``timetable`` (``lead_min`` before its start
     to its end, the replicas its students need by ``capacity``, a load-test table, or
     ``students_per_replica``: :class:`Capacity`). The rest is
-    :class:`~agent.policies.thresholds.HPA`'s (``behavior: default`` by default, as a
+    :class:`~scalelab.agent.policies.thresholds.HPA`'s (``behavior: default`` by default, as a
     ScaledObject creates its HPA with the controller's defaults).
     """
 

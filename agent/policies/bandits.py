@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.actions import ActionSet
-from agent.base import BasePolicy, Decision, PolicyError
-from agent.policies.linucb import LinearBandit, LinUCBCore, argmax_random
-from orchestrator.context import Context
+from scalelab.agent.actions import ActionSet
+from scalelab.agent.base import BasePolicy, Decision, PolicyError
+from scalelab.agent.policies.linucb import LinearBandit, LinUCBCore, argmax_random
+from scalelab.orchestrator.context import Context
 
 
 class LinTS(LinearBandit):

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from agent.actions import ActionSet
-from agent.base import BasePolicy, Decision, PolicyError
-from orchestrator.context import FIELDS, Context
+from scalelab.agent.actions import ActionSet
+from scalelab.agent.base import BasePolicy, Decision, PolicyError
+from scalelab.orchestrator.context import FIELDS, Context
 
 
 @njit(cache=True)

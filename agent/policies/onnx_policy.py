@@ -2,7 +2,7 @@
 framework at run time; stable-baselines3, CleanRL and RLlib policies export to it).
 
 Beside the model, a pipeline file (``MODEL.json`` by default, written by
-:meth:`experiments.env.SandboxScalingEnv.observation_pipeline`) says how the agent saw
+:meth:`scalelab.experiments.env.SandboxScalingEnv.observation_pipeline`) says how the agent saw
 the world when it was trained: ``observation`` (``raw`` or ``normalized``), the raw
 clip bounds ``clip_high`` and the divisors ``scale`` of the normalised features, optional
 ``VecNormalize``-style statistics (``obs_mean``, ``obs_var``, ``clip_obs``, ``epsilon``),
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.actions import ActionSet
-from agent.base import BasePolicy, Decision, PolicyError
-from orchestrator import plugins
-from orchestrator.context import Context
+from scalelab.agent.actions import ActionSet
+from scalelab.agent.base import BasePolicy, Decision, PolicyError
+from scalelab.orchestrator import plugins
+from scalelab.orchestrator.context import Context
 
 
 class OnnxPolicy(BasePolicy):

@@ -2,7 +2,7 @@
 
 The simulator knows the load of the coming step and, from steady-state runs of the same
 cluster, the fewest replicas whose p95 stays under the SLO at that load
-(:mod:`simulator.oracle`). The runner passes that number in ``info["oracle_replicas"]``;
+(:mod:`scalelab.simulator.oracle`). The runner passes that number in ``info["oracle_replicas"]``;
 the oracle orders it. The paper's oracle was the same idea over its recorded datasets.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agent.actions import ActionSet
-from agent.base import BasePolicy, Decision, PolicyError
-from orchestrator.context import Context
+from scalelab.agent.actions import ActionSet
+from scalelab.agent.base import BasePolicy, Decision, PolicyError
+from scalelab.orchestrator.context import Context
 
 
 class Oracle(BasePolicy):

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.actions import ActionSet
-from agent.base import BasePolicy, Decision, PolicyError
-from agent.policies.linucb import argmax_random, paper_reward
-from orchestrator.context import Context
+from scalelab.agent.actions import ActionSet
+from scalelab.agent.base import BasePolicy, Decision, PolicyError
+from scalelab.agent.policies.linucb import argmax_random, paper_reward
+from scalelab.orchestrator.context import Context
 
 
 class PaperRule(BasePolicy):

@@ -12,9 +12,9 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from agent.actions import ActionSet
-from agent.base import BasePolicy, Decision, PolicyError
-from orchestrator.context import Context
+from scalelab.agent.actions import ActionSet
+from scalelab.agent.base import BasePolicy, Decision, PolicyError
+from scalelab.orchestrator.context import Context
 
 
 def concurrency(context: Context) -> float:

@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.actions import ActionSet
-from agent.base import BasePolicy, Decision, PolicyError
-from orchestrator.backend import Observation, PodSample
-from orchestrator.context import Context
+from scalelab.agent.actions import ActionSet
+from scalelab.agent.base import BasePolicy, Decision, PolicyError
+from scalelab.orchestrator.backend import Observation, PodSample
+from scalelab.orchestrator.context import Context
 
 
 @dataclass(frozen=True)

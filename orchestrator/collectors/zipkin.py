@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.context import ContextBuilder, Spans
+from scalelab.orchestrator.context import ContextBuilder, Spans
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from orchestrator.errors import PermanentError
+from scalelab.orchestrator.errors import PermanentError
 
 
 class KubernetesScaleError(PermanentError, RuntimeError):

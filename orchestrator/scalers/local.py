@@ -1,6 +1,6 @@
 """LocalScaler: sandbox replicas as process trees on this machine, behind HAProxy.
 
-A replica is a gunicorn serving ``sandbox.app`` on its own port. Scaling up starts one,
+A replica is a gunicorn serving ``scalelab.sandbox.app`` on its own port. Scaling up starts one,
 waits until ``/healthz`` answers (its real startup delay), then puts it in the balancer.
 Scaling down drains it: the balancer stops sending first, in-flight requests finish,
 then gunicorn stops gracefully. Each replica's CPU limit is enforced with a CFS quota in
@@ -21,9 +21,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from orchestrator.errors import PermanentError
-from orchestrator.haproxy import HAProxy
-from orchestrator.local_processes import alive, free_port, reap, spawn, stop, wait_http
+from scalelab.orchestrator.errors import PermanentError
+from scalelab.orchestrator.haproxy import HAProxy
+from scalelab.orchestrator.local_processes import alive, free_port, reap, spawn, stop, wait_http
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -79,13 +79,12 @@ def make_cgroup(name: str, spec: ReplicaSpec) -> dict[str, Path] | None:
 
 
 def remove_cgroup(name: str) -> None:
-    """Remove the replica's cgroups (and the empty group its sandboxed runs nested in)."""
-    from sandbox.seal import GROUP
-
+    """Remove the replica's cgroups, and the empty groups its sandboxed runs nested in
+    (``scalelab-runs``, which the sandbox names: children first)."""
     for d in _cgroup_dirs(name).values():
         try:
-            if (d / GROUP).is_dir():
-                (d / GROUP).rmdir()
+            for child in sorted((c for c in d.rglob("*") if c.is_dir()), key=lambda c: -len(c.parts)):
+                child.rmdir()
             d.rmdir()
         except OSError:
             pass
@@ -209,7 +208,7 @@ class LocalScaler:
 
         cmd = [sys.executable, "-m", "gunicorn", "-w", str(self.spec.workers), "--threads", str(self.spec.threads),
                "-b", f"127.0.0.1:{port}", "--graceful-timeout", str(int(self.spec.drain_timeout_s)),
-               "--timeout", "120", "-c", "python:sandbox.gunicorn_conf", "sandbox.app:application"]
+               "--timeout", "120", "-c", "python:scalelab.sandbox.gunicorn_conf", "scalelab.sandbox.app:application"]
         pid = spawn(cmd, self.dir / f"{name}.log", env=env, preexec=join_cgroup)
         replica = Replica(name=name, slot=slot, port=port, pid=pid, control_port=control)
         self.replicas.append(replica)

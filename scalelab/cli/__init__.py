@@ -1,0 +1,5 @@
+"""The `scalelab` command line."""
+
+from scalelab.experiments.cli import main
+
+__all__ = ["main"]
