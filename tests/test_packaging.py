@@ -2,6 +2,7 @@
 researcher's own ``experiments/``, ``agent.py`` or ``simulator.py`` cannot shadow it."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,8 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_the_wheel_holds_only_scalelab_at_the_top_level(tmp_path):
+    # built from a copy of the tree (links kept as links), so that the build leaves nothing in it
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis"))
     res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                          "--wheel-dir", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+                          "--wheel-dir", str(tmp_path), str(src)], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     (wheel,) = tmp_path.glob("scalelab-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
