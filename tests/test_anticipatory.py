@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels  # noqa: F401  (a hard dependency: the Holt-Winters cases run, never skip)
 
 from scalelab.agent.base import PolicyError
 from scalelab.agent.policies.anticipatory import (
@@ -85,12 +86,10 @@ def test_capacity_reads_a_load_test_table_and_scales_beyond_it():
     ([1, 3], (0.9, 0.9, 0.3, 3, "add", "add"), None),  # fewer than 2 * seasonal_periods
 ])
 def test_holt_winters_matches_the_phpa_algorithms_cases(series, params, expected):
-    pytest.importorskip("statsmodels")
     assert holt_winters_prediction(series, *params) == expected
 
 
 def test_predictive_hpa_takes_the_maximum_of_calculated_and_predicted_and_prunes_whole_seasons():
-    pytest.importorskip("statsmodels")
     p = PredictiveHPA(alpha=0.9, beta=0.9, gamma=0.3, seasonal_periods=3, stored_seasons=5, per_sync_period=1)
     series = [1, 3, 1, 1, 3, 1, 1, 3, 1, 1, 3, 1, 1]
     out = [p.combine(15.0 * i, 1, c) for i, c in enumerate(series)]
