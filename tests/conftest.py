@@ -1,6 +1,14 @@
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+#: No property test has a wall-clock bound: hypothesis' default 200-ms deadline fails on
+#: the first call that JIT-compiles numba code with a cold cache (tree_first: 321 ms), and
+#: its too-slow health check on a loaded machine. Speed is what benchmarks/ measure.
+settings.register_profile("scalelab", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("SCALELAB_HYPOTHESIS_PROFILE", "scalelab"))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
