@@ -17,7 +17,7 @@ from tests.tools import requires
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-PROJECT = ("orchestrator", "agent", "injector", "simulator", "sandbox", "experiments")
+PROJECT = ("scalelab", "orchestrator", "agent", "injector", "simulator", "sandbox", "experiments")
 
 #: CI parameters: small, so that all five run in a few minutes.
 SMALL = {
@@ -71,11 +71,36 @@ def test_notebooks_import_only_public_names(name):
         assert not re.search(private, src), f"{name} uses a private name"
 
 
-def test_the_public_api_names_resolve():
+def _documented_api(doc: str) -> list[str]:
+    """The names scalelab's docstring lists under its groups (the indented lines after
+    each heading; the example import is not a group)."""
+    names = []
+    for line in doc.splitlines():
+        if line.startswith("    ") and not line.strip().startswith("from "):
+            names += [w.strip() for w in line.split(",") if w.strip()]
+    return names
+
+
+def test_the_public_api_is_what_the_docstring_lists_each_name_from_the_module_that_defines_it():
+    import importlib
+
     import scalelab
 
+    documented = _documented_api(scalelab.__doc__)
+    assert all(n.isidentifier() for n in documented), documented
+    assert sorted(documented) == scalelab.__all__  # every name documented once, nothing else exported
+    assert dir(scalelab) == scalelab.__all__
+    table = {**scalelab._EXPORTS, **{k: m for k, (m, _) in scalelab._RENAMED.items()}}  # the API table
+    assert sorted(table) == scalelab.__all__
     for name in scalelab.__all__:
-        assert getattr(scalelab, name) is not None, name
+        obj = getattr(scalelab, name)
+        module = importlib.import_module(table[name])
+        attr = scalelab._RENAMED[name][1] if name in scalelab._RENAMED else name
+        assert vars(module)[attr] is obj, name  # the very object the table's module holds
+        if hasattr(obj, "__module__"):  # classes and functions: defined there, not re-exported from elsewhere
+            assert obj.__module__ == table[name], (name, obj.__module__, table[name])
+        else:
+            assert name == "PAPER_RESULTS" and isinstance(obj, dict) and obj, name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         scalelab.nope  # noqa: B018
 
