@@ -280,8 +280,7 @@ class StepLoop:
 
     def requested(self, decision: Decision, actions: ActionSet) -> int:
         """The replica count ``decision`` asks for, before clamping."""
-        order = actions.order(decision.action)
-        return order.level if order.mode == "fixed" else self.backend.desired_replicas + order.level
+        return actions.order(decision.action).requested(self.backend.desired_replicas)
 
     def run(self, policy: Policy, start: int = 0, before: Observation | None = None,
             pending: tuple[Decision, int, int] | None = None,

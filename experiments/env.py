@@ -66,7 +66,7 @@ from scalelab.agent.rewards import make_reward
 from scalelab.experiments.config import ConfigError, ExperimentConfig, config_path, load_config
 from scalelab.experiments.episode import make_backend, resolve
 from scalelab.experiments.runner import episode_seeds, oracle_levels
-from scalelab.orchestrator.backend import Observation, VirtualClock
+from scalelab.orchestrator.backend import Observation, VirtualClock, clamp
 from scalelab.orchestrator.context import FIELDS, Context
 
 ENV_ID = "scalelab/SandboxScaling-v0"
@@ -204,8 +204,9 @@ class SandboxScalingEnv(gym.Env):
         c = self.cfg.cluster
         out = np.zeros(len(self.actions), dtype=bool)
         for a in range(len(self.actions)):
-            wanted = self._loop.requested(self._decisions[a], self.actions)
-            out[a] = wanted == current or c.min_replicas <= wanted <= c.max_replicas
+            result = clamp(current, self._loop.requested(self._decisions[a], self.actions), c.min_replicas,
+                           c.max_replicas)
+            out[a] = result.requested == current or not result.clamped
         return out
 
     def step(self, action):

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Protocol, runtime_checkable
 
 from scalelab.orchestrator.context import Context
+from scalelab.orchestrator.errors import OrderError
 
 #: A pod's phase as the loop sees it: ``starting`` (created, not ready yet), ``ready``
 #: (takes traffic), ``draining`` (removed from the balancer, finishing its requests).
@@ -108,15 +109,24 @@ class ScaleResult:
 
 
 def clamp(current: int, requested: int, minimum: int, maximum: int) -> ScaleResult:
-    """The one out-of-range rule of every backend: clamp to ``[minimum, maximum]`` and
-    report it.
+    """The one out-of-range rule: an order for ``requested`` replicas from ``current``
+    is carried out as the nearest count in ``[minimum, maximum]``, and reported. Every
+    backend, the orchestrator service (``scaleSUT``, ``setDeploymentLimit``), the loop
+    and the env's action masks call it; none raises on an out-of-range order, none
+    clamps silently. Limits that are not a range (``0 <= minimum <= maximum``) raise
+    :class:`~scalelab.orchestrator.errors.OrderError`.
 
     >>> clamp(3, 12, 1, 10)
     ScaleResult(current=3, requested=12, applied=10)
     >>> clamp(3, 12, 1, 10).clamped
     True
+    >>> clamp(3, -2, 1, 10).applied
+    1
     """
-    return ScaleResult(int(current), int(requested), max(int(minimum), min(int(maximum), int(requested))))
+    lo, hi = int(minimum), int(maximum)
+    if not 0 <= lo <= hi:
+        raise OrderError(f"deployment limits [{minimum}, {maximum}] are not a range: need 0 <= min <= max")
+    return ScaleResult(int(current), int(requested), max(lo, min(hi, int(requested))))
 
 
 @runtime_checkable

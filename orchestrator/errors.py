@@ -29,6 +29,15 @@ class UserError(ScalelabError, ValueError):
     exit_code = 2
 
 
+class OrderError(UserError):
+    """A scale or config order that cannot be applied (a malformed message, a limit
+    that is not a range); the message names the field and the value."""
+
+    def __init__(self, message: str, transaction_id=None, order=None) -> None:
+        super().__init__(message)
+        self.transaction_id, self.order = transaction_id, order
+
+
 class OperationalError(ScalelabError):
     """Something outside the project's code failed (a server, a process, a disk)."""
 

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scalelab.orchestrator.errors import UserError
+from scalelab.orchestrator.backend import ScaleResult, clamp
+from scalelab.orchestrator.errors import OrderError
+
+__all__ = ["ORDERS", "ORDER_MODES", "OrderError", "ScaleOrder", "clamp"]
 
 ORDER_MODES = ("fixed", "incremental")
-
-
-class OrderError(UserError):
-    """An order that cannot be applied; the message names the field and the value."""
-
-    def __init__(self, message: str, transaction_id=None, order=None) -> None:
-        super().__init__(message)
-        self.transaction_id, self.order = transaction_id, order
 
 
 @dataclass(frozen=True)
@@ -37,12 +32,18 @@ class ScaleOrder:
         if self.mode == "fixed" and self.level < 0:
             raise OrderError(f"scaleSUT.level={self.level} must be >= 0 in fixed mode")
 
+    def requested(self, current: int) -> int:
+        """The replica count this order asks for from ``current`` replicas, before the
+        limits (``clamp`` applies them)."""
+        return self.level if self.mode == "fixed" else int(current) + self.level
+
+    def carry_out(self, current: int, minimum: int, maximum: int) -> ScaleResult:
+        """This order from ``current`` replicas under the limits: :func:`clamp`."""
+        return clamp(current, self.requested(current), minimum, maximum)
+
     def target(self, current: int, minimum: int, maximum: int) -> int:
-        """The replica count this order asks for, clamped to ``[minimum, maximum]``."""
-        if not 0 <= minimum <= maximum:
-            raise OrderError(f"deployment limit [{minimum}, {maximum}] is not a range")
-        wanted = self.level if self.mode == "fixed" else current + self.level
-        return max(minimum, min(maximum, wanted))
+        """The replica count this order leaves, clamped to ``[minimum, maximum]``."""
+        return self.carry_out(current, minimum, maximum).applied
 
 
 STAY = ScaleOrder("incremental", 0)

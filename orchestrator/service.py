@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from scalelab.orchestrator.backend import clamp
 from scalelab.orchestrator.collectors.zipkin import ZipkinCollector
 from scalelab.orchestrator.context import ContextBuilder, ContextSettings
 from scalelab.orchestrator.errors import ScalelabError
@@ -150,10 +151,9 @@ class OrchestratorService:
         if order.name == "scaleSUT":
             scaler = self._pool(order)
             current = scaler.desired_replicas
-            so = ScaleOrder(f["mode"], f["level"])
-            target = so.target(current, self.min, self.max)
-            wanted = f["level"] if f["mode"] == "fixed" else current + f["level"]
-            note = None if target == wanted else f"clamped from {wanted} to [{self.min}, {self.max}]: {target}"
+            result = ScaleOrder(f["mode"], f["level"]).carry_out(current, self.min, self.max)
+            target = result.applied
+            note = f"clamped from {result.requested} to [{self.min}, {self.max}]: {target}" if result.clamped else None
             if f.get("waitKubernetes", True):
                 with self._scale_lock:
                     scaler.scale_to(target)
@@ -167,7 +167,7 @@ class OrchestratorService:
             clamped = []
             for name, scaler in (self.pools or {"default": self.scaler}).items():  # the deployment obeys at once
                 current = scaler.desired_replicas
-                target = min(max(current, self.min), self.max)
+                target = clamp(current, current, self.min, self.max).applied
                 if target != current:
                     with self._scale_lock:
                         scaler.scale_to(target)

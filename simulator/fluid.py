@@ -402,7 +402,12 @@ class FluidCluster:
         return sum(1 for r in self.ready_at if r <= t)
 
     def scale_to(self, n: int) -> None:
-        n = max(self.settings.min_replicas, min(self.settings.max_replicas, int(n)))
+        """Set the replica count now; ``n`` must already be clamped to ``[min, max]``
+        (:func:`scalelab.orchestrator.backend.clamp`, which the backend applies)."""
+        st = self.settings
+        if not st.min_replicas <= n <= st.max_replicas:
+            raise ValueError(f"scale_to({n}) is outside [{st.min_replicas}, {st.max_replicas}]")
+        n = int(n)
         if n > len(self.ready_at):
             self.ready_at = self.ready_at + [self.now + self.settings.startup_seconds] * (n - len(self.ready_at))
         else:
