@@ -35,7 +35,7 @@ def _orchestrator_pid(stack_dir: Path) -> int:
                 cmd = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"orchestrator" in cmd and str(stack_dir).encode() in cmd and b"-m" in cmd:
+            if b"scalelab.orchestrator" in cmd and str(stack_dir).encode() in cmd and b"-m" in cmd:
                 return int(entry.name)
     raise AssertionError("no orchestrator process found")
 
