@@ -1,6 +1,7 @@
 """The runner under bad input and bad luck (issue 14, part 5): configs refused with one
-line naming the key before any folder is made, damaged episodes redone on resume, one
-process per run folder, pool workers that die with their parent."""
+line naming the key before any folder is made, damaged episodes redone on resume and
+finished ones read back (not redone), one process per run folder, pool workers that
+die with their parent."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from scalelab.experiments.config import ConfigError, load_config
+from scalelab.experiments.episode import episode_name
 from scalelab.experiments.runner import folder_lock, run_experiment
 
 SMALL = {
@@ -60,32 +62,78 @@ def test_absurd_sizes_are_refused_before_a_folder_is_made(tmp_path):
         run_experiment(SMALL, out=tmp_path / "file" / "runs", progress=False)
 
 
-def test_a_damaged_or_missing_chunk_is_redone_on_resume_not_trusted(tmp_path, monkeypatch):
+def _count_episodes(monkeypatch) -> list[tuple[str, int]]:
+    """Record (policy, run) of every episode the runner runs from now on (in-process:
+    the tests pass ``workers=1``)."""
+    import scalelab.experiments.runner as runner
+
+    ran: list[tuple[str, int]] = []
+    real = runner.run_episode
+
+    def counting(cfg, resolved, policy_index, run, *args, **kwargs):
+        ran.append((cfg.policies[policy_index].display, run))
+        return real(cfg, resolved, policy_index, run, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_episode", counting)
+    return ran
+
+
+def _stamps(folder) -> dict:
+    """Every file under ``folder``: (inode, mtime in ns, contents): a file rewritten, even
+    with the same bytes, gets a new stamp."""
+    return {f: (f.stat().st_ino, f.stat().st_mtime_ns, f.read_bytes()) for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def test_a_damaged_or_missing_chunk_is_redone_on_resume_and_only_it(tmp_path, monkeypatch):
+    """Resume reads the finished episodes back (their files untouched, their episodes
+    not run) and redoes only the one whose chunk was damaged, then lost: a resume that
+    recomputed everything would give the same steps but fail here."""
     import scalelab.experiments.runner as runner
 
     monkeypatch.setattr(runner, "compact_parts", lambda path, rows: None)  # as a run killed before its end
-    first = run_experiment(SMALL, out=tmp_path, progress=False, report=False)
-    part = next(p for p in sorted((first.path / "parts").iterdir()) if "hslinucb" in p.name)
+    ran = _count_episodes(monkeypatch)
+    first = run_experiment(SMALL, out=tmp_path, progress=False, report=False, workers=1)
+    assert sorted(ran) == [("hslinucb", 0), ("hslinucb", 1), ("static", 0), ("static", 1)]
+    parts = sorted((first.path / "parts").iterdir())
+    victim = 1
+    part = first.path / "parts" / episode_name("hslinucb", victim)
+    assert part in parts
     done = json.loads((part / "done").read_text())
     assert done["rows"] == 30 and len(done["sha256"]) == 64
     chunk = next(part.glob("chunk-*.parquet"))
-    data = bytearray(chunk.read_bytes())
+    original = chunk.read_bytes()
+    kept = {f: s for p in parts if p != part for f, s in _stamps(p).items()}
+    assert len(kept) >= 3 * 2  # three other episodes, each a chunk and its done marker at least
+
+    data = bytearray(original)
     data[len(data) // 2] ^= 0xFF  # a flipped byte
     chunk.write_bytes(bytes(data))
-    again = run_experiment(None, resume=first.path, progress=False, report=False)
-    assert again.steps.equals(first.steps)  # redone (deterministic), not read back
-    assert json.loads((part / "done").read_text()) == done
+    ran.clear()
+    again = run_experiment(None, resume=first.path, progress=False, report=False, workers=1)
+    assert ran == [("hslinucb", victim)]  # only the damaged episode ran
+    assert again.steps.equals(first.steps)  # and gave what it gave the first time (deterministic)
+    assert chunk.read_bytes() == original and json.loads((part / "done").read_text()) == done
+    assert {f: s for p in parts if p != part for f, s in _stamps(p).items()} == kept  # the others read, not rewritten
+
     chunk.unlink()  # a lost chunk
-    third = run_experiment(None, resume=first.path, progress=False, report=False)
-    assert third.steps.equals(first.steps)
+    ran.clear()
+    third = run_experiment(None, resume=first.path, progress=False, report=False, workers=1)
+    assert ran == [("hslinucb", victim)]
+    assert third.steps.equals(first.steps) and chunk.read_bytes() == original
+    assert {f: s for p in parts if p != part for f, s in _stamps(p).items()} == kept
 
 
-def test_one_process_at_a_time_in_a_run_folder(tmp_path):
-    first = run_experiment(SMALL, out=tmp_path, progress=False, report=False)
+def test_one_process_at_a_time_in_a_run_folder(tmp_path, monkeypatch):
+    first = run_experiment(SMALL, out=tmp_path, progress=False, report=False, workers=1)
+    ran = _count_episodes(monkeypatch)
+    steps = first.path / "steps.parquet"
+    stamp = (steps.stat().st_ino, steps.stat().st_mtime_ns)
     with folder_lock(first.path):
         with pytest.raises(ConfigError, match=r"is in use by pid \d+"):
-            run_experiment(None, resume=first.path, progress=False, report=False)
-    run_experiment(None, resume=first.path, progress=False, report=False)  # free again
+            run_experiment(None, resume=first.path, progress=False, report=False, workers=1)
+    assert ran == [] and (steps.stat().st_ino, steps.stat().st_mtime_ns) == stamp  # refused before any work
+    again = run_experiment(None, resume=first.path, progress=False, report=False, workers=1)  # free again
+    assert ran == [] and again.steps.equals(first.steps)  # a complete run: read back, nothing run
 
 
 def test_pool_workers_die_with_their_parent(tmp_path):
