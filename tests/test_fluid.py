@@ -135,37 +135,60 @@ def test_expected_sample_p95_follows_the_order_statistics():
     assert expected_sample_quantile(st, 10) < 0.95  # few spans read low, as measured ones do
 
 
+#: The fluid engine's validated accuracy against the discrete-event engine on the grid
+#: cells below 0.9 utilisation: p95 within 15 %, RPS within 5 %.
+P95_TOL, RPS_TOL = 0.15, 0.05
+
+
+def _errors(profile: AppProfile) -> list[tuple[tuple[int, int], float, float]]:
+    """((users, replicas), p95 error, RPS error) of the fluid engine against the
+    discrete-event one, on every grid cell below 0.9 utilisation."""
+    rows = [r for r in validate(profile, list(GRID), steps=30) if r["utilization"] < 0.9]
+    assert rows, "no cell below 0.9 utilisation"
+    return [((r["users"], r["replicas"]), r["fluid_p95_ms"] / r["des_p95_ms"] - 1, r["fluid_rps"] / r["des_rps"] - 1)
+            for r in rows]
+
+
 @pytest.mark.parametrize("kind", [k for k in DEMAND_KINDS if k != "corpus"])
 def test_fluid_agrees_with_the_discrete_event_engine_below_090_utilisation(kind):
     """p95 within 15 % and RPS within 5 % on every grid cell below 0.9 utilisation, for the
     sandbox profile (CPU limit = burst: no CFS bursts). Known exceptions, checked at
     their measured errors: exponential demand at 50 users on 4 replicas (utilisation
     0.52), where the pooled quasi-static model reads p95 23 % low. The measured corpus is
-    not validated: see the next test."""
+    not validated: see the next tests."""
     demand = {"kind": kind}
     if kind == "sandbox":  # the lognormal the sandbox profile used before the corpus was measured
         demand = {"kind": kind, "median_ms": 500.0, "sigma": 0.4, "timeout_ms": 10_000.0}
-    rows = validate(SANDBOX.with_overrides(demand=demand), list(GRID), steps=30)
-    checked = [r for r in rows if r["utilization"] < 0.9]
-    assert checked, "no cell below 0.9 utilisation"
-    for r in checked:
-        p95_err = r["fluid_p95_ms"] / r["des_p95_ms"] - 1
-        rps_err = r["fluid_rps"] / r["des_rps"] - 1
-        known = {("exponential", 50, 4): (0.30, 0.05)}  # (p95, RPS)
-        p95_tol, rps_tol = known.get((kind, r["users"], r["replicas"]), (0.15, 0.05))
-        assert abs(p95_err) <= p95_tol, (kind, r)
-        assert abs(rps_err) <= rps_tol, (kind, r)
+    known = {("exponential", 50, 4): (0.30, 0.05)}  # (p95, RPS)
+    for cell, p95_err, rps_err in _errors(SANDBOX.with_overrides(demand=demand)):
+        p95_tol, rps_tol = known.get((kind, *cell), (P95_TOL, RPS_TOL))
+        assert abs(p95_err) <= p95_tol, (kind, cell, p95_err)
+        assert abs(rps_err) <= rps_tol, (kind, cell, rps_err)
 
 
-def test_the_fluid_engine_reads_the_corpus_p95_low_a_known_limit():
+def test_the_fluid_engines_corpus_bias_stays_within_its_known_bounds():
     """The measured corpus (a mixture with 3.5 % of its mass at the 2 s CPU limit, the
-    sandbox profile's demand) is where the fluid engine is NOT validated: on the grid
-    cells below 0.9 utilisation it reads the p95 25-60 % low. docs/evaluation-week.md
-    says so; the discrete-event engine is the default."""
-    rows = [r for r in validate(SANDBOX, list(GRID), steps=30) if r["utilization"] < 0.9]
-    assert rows
-    errors = [r["fluid_p95_ms"] / r["des_p95_ms"] - 1 for r in rows]
-    assert min(errors) < -0.2
+    sandbox profile's demand) is where the fluid engine is NOT validated (next test): on
+    the grid cells below 0.9 utilisation it reads the p95 25-60 % low and the RPS up to
+    14 % high (docs/evaluation-week.md; the discrete-event engine is the default). This
+    bounds that bias both ways: it must not grow (p95 more than 70 % low, RPS more than
+    20 % off) and the engine must not overshoot (p95 more than 15 % high); an engine
+    that improves keeps passing."""
+    for cell, p95_err, rps_err in _errors(SANDBOX):
+        assert -0.70 <= p95_err <= P95_TOL, (cell, p95_err)
+        assert abs(rps_err) <= 0.20, (cell, rps_err)
+
+
+@pytest.mark.xfail(strict=True, reason="known defect: the fluid engine's pooled quasi-static model reads the "
+                   "corpus demand's p95 25-60 % low (RPS up to 14 % high) against the discrete-event engine "
+                   "below 0.9 utilisation; it passes (and this mark must go) once the engine meets the target")
+def test_the_fluid_engine_meets_its_target_on_the_measured_corpus():
+    """The target every other demand kind meets (previous tests), on the sandbox
+    profile's own demand: p95 within 15 % and RPS within 5 % on every cell below 0.9
+    utilisation."""
+    for cell, p95_err, rps_err in _errors(SANDBOX):
+        assert abs(p95_err) <= P95_TOL, (cell, p95_err)
+        assert abs(rps_err) <= RPS_TOL, (cell, rps_err)
 
 
 def test_replicas_start_after_startup_and_leave_at_once():
