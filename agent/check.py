@@ -28,14 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from scalelab.agent.base import Decision, Policy, PolicyError
+from scalelab.agent.build import Deployment, build_policy, build_reward
 from scalelab.agent.loop import LoopSettings, StepLoop
-from scalelab.agent.registry import make_policy, policy_names
-from scalelab.agent.rewards import make_reward
+from scalelab.agent.registry import policy_names
 from scalelab.orchestrator.backend import Observation, PodSample, ScaleResult, VirtualClock, clamp
-from scalelab.orchestrator.context import Context
+from scalelab.orchestrator.context import Context, Timetable
 
 STEP_S = 5.0
-DEFAULTS = {"seed": 0, "max_replicas": 10, "min_replicas": 1, "slo_ms": 600.0, "step_seconds": 5.0}
+#: What the checker's loop knows, offered to every policy (replicas 1..10, SLO 600 ms, 5-s steps).
+DEPLOYMENT = Deployment(min_replicas=1, max_replicas=10, slo_ms=600.0, step_seconds=STEP_S)
+#: The announced exams handed to a policy that reads the timetable: one from 40 s to 120 s.
+TIMETABLE = Timetable(((40.0, 120.0, 40.0),))
 
 #: Parameters the registry-wide check uses, so that a learner's decisions come from its
 #: learned state within the check's few steps (greedy from the start).
@@ -115,7 +118,7 @@ def _drive(build: Callable[[int], Policy], steps: int, name: str,
     clock = VirtualClock()
     loads = [_users(k) for k in range(steps)]
     loop = StepLoop(SyntheticBackend(clock), clock, loads, LoopSettings(STEP_S, "settle", 600.0),
-                    make_reward("slo-binary-v1", slo_ms=600.0), oracle=[max(1, math.ceil(u / 10)) for u in loads])
+                    build_reward("slo-binary-v1", {}, DEPLOYMENT), oracle=[max(1, math.ceil(u / 10)) for u in loads])
     policy, start, before, decisions = build(3), 0, None, []
     n_actions = len(policy.actions)
     while True:
@@ -141,8 +144,8 @@ def check_policy(name: str, params: Mapping[str, Any] | None = None, steps: int 
     :class:`PolicyCheckError` on the first rule broken."""
     params = dict(params or {})
 
-    def build(seed: int) -> Policy:
-        return make_policy(name, defaults={**DEFAULTS, "seed": seed}, **params)
+    def build(seed: Any, extra: Mapping[str, Any] | None = None) -> Policy:
+        return build_policy(name, {**params, **(extra or {})}, DEPLOYMENT, seed, timetable=TIMETABLE)
 
     whole, final = _drive(build, steps, name)
     final_state = json.dumps(final.state_dict(), sort_keys=True)
@@ -162,7 +165,7 @@ def check_policy(name: str, params: Mapping[str, Any] | None = None, steps: int 
             raise PolicyCheckError(f"{name}: restored from its state_dict at step {cut}, it ended in another state "
                                    f"(differs in {keys})")
     try:
-        make_policy(name, defaults=DEFAULTS, **params, no_such_parameter=1)
+        build(0, {"no_such_parameter": 1})
     except PolicyError as exc:
         if "no_such_parameter" not in str(exc):
             raise PolicyCheckError(f"{name}: an unknown parameter was rejected without its name: {exc}") from None
@@ -170,7 +173,7 @@ def check_policy(name: str, params: Mapping[str, Any] | None = None, steps: int 
         raise PolicyCheckError(f"{name}: an unknown parameter was accepted")
     for key in ("max_replicas", "seed"):
         try:
-            make_policy(name, defaults=DEFAULTS, **{**params, key: "not-a-number"})
+            build(0, {key: "not-a-number"})
         except PolicyError as exc:
             if key not in str(exc):
                 raise PolicyCheckError(f"{name}: {key}='not-a-number' was rejected without naming it: {exc}") from None

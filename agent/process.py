@@ -24,7 +24,6 @@ plugs in the Kafka one.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from collections.abc import Callable
@@ -34,10 +33,10 @@ from typing import Any
 
 import yaml
 
-from scalelab.agent.base import Decision, Policy
-from scalelab.agent.loop import LoopSettings, StepLoop, StepRecord, decision_from_dict, decision_to_dict
-from scalelab.agent.registry import factory_of, make_policy
-from scalelab.agent.rewards import make_reward
+from scalelab.agent.base import Decision, Policy, PolicyError
+from scalelab.agent.build import Deployment, build_policy, build_reward, reads_timetable
+from scalelab.agent.loop import LOOP_MODES, LoopSettings, StepLoop, StepRecord, decision_from_dict, decision_to_dict
+from scalelab.agent.rewards import RewardError
 from scalelab.orchestrator.backend import Backend, Clock, Observation, WallClock
 from scalelab.orchestrator.context import Timetable
 from scalelab.orchestrator.errors import UserError
@@ -89,8 +88,8 @@ class AgentSpec:
     calendar: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.loop not in ("period", "settle"):
-            raise AgentConfigError(f"agent config: loop={self.loop!r} must be 'period' or 'settle'")
+        if self.loop not in LOOP_MODES:
+            raise AgentConfigError(f"agent config: loop={self.loop!r} must be one of {list(LOOP_MODES)}")
         if not isinstance(self.policy, str) or not self.policy:
             raise AgentConfigError(f"agent config: policy={self.policy!r} must name a registered policy")
         self.display = self.display or self.policy
@@ -158,31 +157,24 @@ def agent_timetable(spec: AgentSpec) -> Timetable | None:
             from None
 
 
-def build_agent_policy(spec: AgentSpec) -> Policy:
-    """The registry's policy with what the agent knows offered as defaults; a
-    ``hot_start`` state is loaded, then the generator is reseeded."""
+def agent_deployment(spec: AgentSpec) -> Deployment:
+    """What the agent knows of its experiment, offered to its policy and reward."""
+    return Deployment(spec.min_replicas, spec.max_replicas, spec.slo_ms, spec.step_seconds)
 
-    defaults = {"seed": spec.seed, "max_replicas": spec.max_replicas, "min_replicas": spec.min_replicas,
-                "slo_ms": spec.slo_ms, "step_seconds": spec.step_seconds}
+
+def build_agent_policy(spec: AgentSpec) -> Policy:
+    """The agent's policy (:func:`scalelab.agent.build.build_policy`) with its announced
+    timetable; a ``hot_start`` state is loaded, then the generator is reseeded."""
     try:
-        takes_timetable = "timetable" in inspect.signature(factory_of(spec.policy)).parameters
-    except ValueError as exc:
+        state = None
+        if spec.hot_start:
+            saved = json.loads(Path(spec.hot_start).read_text())
+            state = saved.get("policy", saved)
+        table = agent_timetable(spec) if reads_timetable(spec.policy) else None
+        return build_policy(spec.policy, spec.params, agent_deployment(spec), spec.seed, timetable=table,
+                            state=state, label=spec.policy)
+    except PolicyError as exc:
         raise AgentConfigError(f"agent config: {exc}") from None
-    if takes_timetable:
-        table = agent_timetable(spec)
-        if table is None:
-            raise AgentConfigError(f"agent config: policy {spec.policy!r} reads the announced timetable: "
-                                   "calendar must name a workload that publishes one")
-        defaults["timetable"] = table
-    try:
-        policy = make_policy(spec.policy, defaults=defaults, **dict(spec.params))
-    except ValueError as exc:
-        raise AgentConfigError(f"agent config: {exc}") from None
-    if spec.hot_start:
-        state = json.loads(Path(spec.hot_start).read_text())
-        policy.load_state_dict(state.get("policy", state))
-        policy.hot_start(spec.seed)
-    return policy
 
 
 class AgentFolder:
@@ -240,8 +232,10 @@ def run_agent(spec: AgentSpec, backend: Backend, folder: str | Path, clock: Cloc
     ``stop_load()`` gets it at the end."""
     store = AgentFolder(folder)
     policy = build_agent_policy(spec)
-    reward_fn = make_reward(spec.reward, defaults={"max_replicas": spec.max_replicas},
-                            **{"slo_ms": spec.slo_ms, **spec.reward_params})
+    try:
+        reward_fn = build_reward(spec.reward, spec.reward_params, agent_deployment(spec))
+    except RewardError as exc:
+        raise AgentConfigError(f"agent config: {exc}") from None
     settings = LoopSettings(step_seconds=spec.step_seconds, mode=spec.loop, slo_ms=spec.slo_ms,
                             warmup_load=spec.warmup_load, warmup_seconds=spec.warmup_seconds)
     saved = store.load_state()

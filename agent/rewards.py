@@ -26,6 +26,12 @@ from dataclasses import dataclass
 
 from scalelab.orchestrator import plugins
 from scalelab.orchestrator.context import Context
+from scalelab.orchestrator.errors import UserError
+
+
+class RewardError(UserError):
+    """A reward that cannot be built: an unknown name, a bad parameter; the message
+    names it."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class SloCostV1:
 
     def __post_init__(self) -> None:
         if self.cost < 0:
-            raise ValueError(f"reward.cost must be >= 0, got {self.cost}")
+            raise RewardError(f"reward.cost must be >= 0, got {self.cost}")
 
     def __call__(self, before: Context, action: int, after: Context) -> float:
         met = 1.0 if after.p95_ms <= self.slo_ms else 0.0
@@ -96,10 +102,10 @@ class SloCostV2:
 
     def __post_init__(self) -> None:
         if self.replica_cost < 0 or self.change_cost < 0:
-            raise ValueError(f"reward: replica_cost and change_cost must be >= 0, got {self.replica_cost}, "
+            raise RewardError(f"reward: replica_cost and change_cost must be >= 0, got {self.replica_cost}, "
                              f"{self.change_cost}")
         if self.max_replicas < 1:
-            raise ValueError(f"reward: max_replicas must be >= 1, got {self.max_replicas}")
+            raise RewardError(f"reward: max_replicas must be >= 1, got {self.max_replicas}")
 
     def terms(self, before: Context, action: int, after: Context, violation: bool | None = None) -> dict[str, float]:
         """``slo_met`` (0 or 1: the loop's ``violation`` flag when given, else the p95
@@ -137,7 +143,7 @@ def make_reward(name: str, *, defaults: dict | None = None, **params):
         if factory is None:
             close = difflib.get_close_matches(name, reward_names(), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {reward_names()}"
-            raise ValueError(f"reward.name={name!r} is not a reward{hint} (or name your own as 'package.module:Class')")
+            raise RewardError(f"reward.name={name!r} is not a reward{hint} (or name your own as 'package.module:Class')")
     import inspect
 
     try:
@@ -150,7 +156,7 @@ def make_reward(name: str, *, defaults: dict | None = None, **params):
     try:
         reward = factory(**params)
     except TypeError as exc:
-        raise ValueError(f"reward {name!r}: {exc}") from None
+        raise RewardError(f"reward {name!r}: {exc}") from None
     if not callable(reward):
-        raise ValueError(f"reward {name!r} built a {type(reward).__name__}, not a callable (before, action, after)")
+        raise RewardError(f"reward {name!r} built a {type(reward).__name__}, not a callable (before, action, after)")
     return reward

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from scalelab.agent.loop import LOOP_MODES
 from scalelab.orchestrator import plugins
 from scalelab.orchestrator.errors import UserError
 
@@ -340,7 +341,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
 
     need(cfg.backend in BACKENDS, "backend", cfg.backend, f"must be one of {list(BACKENDS)}")
     need(cfg.engine in ENGINES, "engine", cfg.engine, f"must be one of {list(ENGINES)}")
-    need(cfg.loop in ("period", "settle"), "loop", cfg.loop, "must be one of ['period', 'settle']")
+    need(cfg.loop in LOOP_MODES, "loop", cfg.loop, f"must be one of {list(LOOP_MODES)}")
     need(1 <= cfg.runs <= MAX_RUNS, "runs", cfg.runs, f"must be within [1, {MAX_RUNS}]")
     need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     need(cfg.step_seconds > 0, "step_seconds", cfg.step_seconds, "must be > 0")

@@ -61,10 +61,10 @@ import numpy as np
 
 from scalelab.agent.actions import ActionSet
 from scalelab.agent.base import Decision
+from scalelab.agent.build import build_reward
 from scalelab.agent.loop import StepLoop, takes_violation
-from scalelab.agent.rewards import make_reward
 from scalelab.experiments.config import ConfigError, ExperimentConfig, config_path, load_config
-from scalelab.experiments.episode import make_backend, resolve
+from scalelab.experiments.episode import deployment_of, make_backend, resolve
 from scalelab.experiments.runner import episode_seeds, oracle_levels
 from scalelab.orchestrator.backend import Observation, VirtualClock, clamp
 from scalelab.orchestrator.context import FIELDS, Context
@@ -122,8 +122,7 @@ class SandboxScalingEnv(gym.Env):
                         else ActionSet.fixed(c.min_replicas, c.max_replicas))
         self.loads = self.resolved.workload.series(cfg.step_seconds, self.resolved.steps)
         name, params = (cfg.reward.name, cfg.reward.params) if reward == "config" else (reward, reward_params or {})
-        self.reward_fn = make_reward(name, defaults={"max_replicas": c.max_replicas},
-                                     **{"slo_ms": cfg.slo_ms, **params})
+        self.reward_fn = build_reward(name, params, deployment_of(cfg))
         self._reward_terms = getattr(self.reward_fn, "terms", None)  # for info, when the reward gives them
         self._terms_take_violation = self._reward_terms is not None and takes_violation(self._reward_terms)
         self._raw_high = np.array([c.max_replicas, *self.RAW_HIGH[1:]], dtype=np.float64)

@@ -8,7 +8,6 @@ runs them through the one step loop (:class:`scalelab.agent.loop.StepLoop`) and 
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from dataclasses import dataclass
@@ -17,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scalelab.agent import build as agent_build
+from scalelab.agent.base import PolicyError
+from scalelab.agent.build import Deployment
 from scalelab.agent.loop import ROW_COLUMNS, LoopSettings, StepLoop, StepRecord
-from scalelab.agent.registry import factory_of, make_policy
-from scalelab.agent.rewards import make_reward
+from scalelab.agent.rewards import RewardError
 from scalelab.experiments.config import ConfigError, ExperimentConfig, PolicySpec
 from scalelab.injector.calendar import CalendarSettings, calendar_features, timetable_data
 from scalelab.injector.calendar import run_timetable as announced_timetable
@@ -128,40 +129,43 @@ def run_timetable(cfg: ExperimentConfig, resolved: Resolved, seeds: dict) -> Wor
     return table
 
 
-def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 0,
-                 table: Workload | None = None):
-    """The policy of ``spec`` with the runner's defaults offered to it (and the run's
-    announced timetable ``table`` to a policy that takes ``timetable``); with ``load``
-    (and optionally ``load_label``), its learned state is restored (hot start) and it
-    keeps learning, with its own generator."""
+def saved_state_of(spec: PolicySpec, run: int) -> tuple[dict, Path | None]:
+    """``spec``'s parameters without the hot-start keys (``load``, ``load_label``,
+    ``load_run``), and the state file they name for ``run`` (None: a cold start)."""
     params = dict(spec.params)
     load = params.pop("load", None)
-    load_label = params.pop("load_label", spec.display)
+    label = params.pop("load_label", spec.display)
     load_run = params.pop("load_run", "same")
-    defaults = {
-        "seed": seed,
-        "max_replicas": cfg.cluster.max_replicas,
-        "min_replicas": cfg.cluster.min_replicas,
-        "slo_ms": cfg.slo_ms,
-        "step_seconds": cfg.step_seconds,
-    }
-    if "timetable" in inspect.signature(factory_of(spec.name)).parameters:
-        if table is None:
-            raise ConfigError(f"config: policies: {spec.display} reads the announced timetable, and workload "
-                              f"{cfg.workload.get('kind')!r} publishes none (evaluation-week-v1 does)")
-        defaults["timetable"] = timetable_data(table)
+    return params, (saved_state_path(str(load), label, run, load_run) if load is not None else None)
+
+
+def deployment_of(cfg: ExperimentConfig) -> Deployment:
+    """What the loop's caller knows of ``cfg``, offered to its policies and reward."""
+    c = cfg.cluster
+    return Deployment(c.min_replicas, c.max_replicas, float(cfg.slo_ms), float(cfg.step_seconds))
+
+
+def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 0,
+                 table: Workload | None = None):
+    """The policy of ``spec`` (:func:`scalelab.agent.build.build_policy`) with the run's
+    announced timetable ``table``; with ``load`` (and optionally ``load_label``,
+    ``load_run``), its learned state is restored (hot start) and it keeps learning, with
+    its own generator."""
+    params, saved = saved_state_of(spec, run)
+    state = json.loads(saved.read_text()) if saved is not None else None
     try:
-        policy = make_policy(spec.name, defaults=defaults, **params)
-    except ValueError as exc:
+        return agent_build.build_policy(spec.name, params, deployment_of(cfg), seed, state=state, label=spec.display,
+                                        timetable=timetable_data(table) if table is not None else None)
+    except PolicyError as exc:
         raise ConfigError(f"config: policies: {exc}") from None
-    if load is not None:
-        state = json.loads(saved_state_path(str(load), load_label, run, load_run).read_text())
-        try:
-            policy.load_state_dict(state)
-        except (ValueError, KeyError) as exc:
-            raise ConfigError(f"config: policies: {spec.display}: cannot load {load!r}: {exc}") from None
-        policy.hot_start(seed)
-    return policy
+
+
+def build_reward(cfg: ExperimentConfig):
+    """The config's reward (:func:`scalelab.agent.build.build_reward`); errors name ``reward``."""
+    try:
+        return agent_build.build_reward(cfg.reward.name, cfg.reward.params, deployment_of(cfg))
+    except RewardError as exc:
+        raise ConfigError(f"config: reward: {exc}") from None
 
 
 def load_replay(cfg: ExperimentConfig) -> Replay:
@@ -216,8 +220,7 @@ def episode_records(cfg: ExperimentConfig, resolved: Resolved, policy_index: int
     backend = make_backend(cfg, resolved, seeds, loads, clock, replay)
     table = run_timetable(cfg, resolved, seeds)
     policy = build_policy(spec, cfg, seeds["policy"], run, table)
-    reward_fn = make_reward(cfg.reward.name, defaults={"max_replicas": cfg.cluster.max_replicas},
-                            **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
+    reward_fn = build_reward(cfg)
     features = calendar_features(table, cfg.step_seconds, resolved.steps) if cfg.calendar.features else None
     loop = StepLoop(backend, clock, loads[: resolved.steps], resolved.loop, reward_fn, oracle, features)
     for record, _ in loop.run(policy):

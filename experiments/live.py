@@ -33,7 +33,7 @@ from scalelab.experiments.episode import (
     records_frame,
     resolve,
     run_timetable,
-    saved_state_path,
+    saved_state_of,
 )
 from scalelab.experiments.runner import (
     RunResult,
@@ -104,11 +104,8 @@ def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int, in
     ``calendar_seed``: the run's timetable noise, as the simulated runner's)."""
     r = resolve(cfg)
     spec = cfg.policies[policy_index]
-    params = dict(spec.params)
-    load = params.pop("load", None)
-    label = params.pop("load_label", spec.display)
-    load_run = params.pop("load_run", "same")
-    hot = str(saved_state_path(str(load), label, run, load_run)) if load is not None else None
+    params, saved = saved_state_of(spec, run)
+    hot = str(saved) if saved is not None else None
     users = [int(r.workload.users_at(k * cfg.step_seconds)) for k in range(r.steps)]
     return AgentSpec(policy=spec.name, params=params, display=spec.display, seed=int(seed), run=run,
                      steps=r.steps, step_seconds=float(cfg.step_seconds), slo_ms=float(cfg.slo_ms), loop=cfg.loop,

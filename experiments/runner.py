@@ -279,13 +279,9 @@ def config_to_run(config: ExperimentConfig | str | Path | dict | None,
 
 def check_reward(cfg: ExperimentConfig) -> None:
     """Build the config's reward once, so that a bad name or parameter fails before any work."""
-    from scalelab.agent.rewards import make_reward
+    from scalelab.experiments.episode import build_reward
 
-    try:
-        make_reward(cfg.reward.name, defaults={"max_replicas": cfg.cluster.max_replicas},
-                    **{"slo_ms": cfg.slo_ms, **cfg.reward.params})
-    except ValueError as exc:
-        raise ConfigError(f"config: reward: {exc}") from None
+    build_reward(cfg)
 
 
 def restore_plugins(path: Path) -> None:
