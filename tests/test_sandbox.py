@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from wsgiref.util import setup_testing_defaults
 
@@ -15,6 +14,7 @@ import pytest
 
 from scalelab.sandbox.app import App, Settings, consume_fixed_cpu
 from scalelab.sandbox.runner import Limits, Sandbox, network_isolation_available
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0 or not network_isolation_available(),
                                 reason="the sealed runner needs root and network namespaces")
@@ -52,7 +52,9 @@ def test_hostile_program_gets_a_clear_result_and_leaves_nothing(sandbox, name):
         assert r.stdout_truncated and len(r.stdout) == LIM.output_bytes and r.limit in ("cpu", "output", "wall")
     else:
         assert r.limit == limit, r
-    assert r.wall_ms < 1000 * (LIM.wall_seconds + 0.5)  # the deadline holds (the kill itself is not counted)
+    if r.limit == "wall":  # the deadline ended it (sleep(60) would end by itself), and not before its time
+        assert r.wall_ms >= 1000 * LIM.wall_seconds
+    # how soon after the deadline the kill comes is a speed figure: benchmarks/bench_sandbox.py
     assert r.uid is not None and not uid_processes(r.uid)  # every process of the run was killed
 
 
@@ -112,17 +114,30 @@ def test_wsgi_routes():
     for name in ("container_cpu_usage_seconds_total", "container_memory_working_set_bytes",
                  "kube_pod_container_resource_requests", "kube_pod_container_resource_limits"):
         assert f'{name}{{namespace="ns",pod="p1",container="sandbox"' in text
-    for _ in range(100):  # no broker configured: the spans are counted as dropped, off the request path
-        if app.exporter.dropped >= 3:
-            break
-        time.sleep(0.02)
-    assert app.exporter.dropped >= 3 and app.exporter.sent == 0
+    # no broker configured: the spans are counted as dropped, off the request path
+    wait_for(lambda: app.exporter.dropped >= 3, 60, "the exporter to count the spans as dropped")
+    assert app.exporter.sent == 0
 
 
 def test_compute_is_the_papers_work_unit():
-    t = time.perf_counter()
-    consume_fixed_cpu(200)
-    assert time.perf_counter() - t < 5
+    """``/compute?cpu=n``: n x 1000 list append/pop pairs (the paper's
+    ``ConsumeFixedCpu``), counted as the interpreter calls them; its speed is
+    benchmarks/bench_sandbox.py's."""
+    from collections import Counter
+
+    for n in (0, 1, 7):
+        calls: Counter = Counter()
+
+        def count(frame, event, arg, calls=calls):
+            if event == "c_call":
+                calls[getattr(arg, "__qualname__", "")] += 1
+
+        sys.setprofile(count)
+        try:
+            consume_fixed_cpu(n)
+        finally:
+            sys.setprofile(None)
+        assert (calls["list.append"], calls["list.pop"]) == (1000 * n, 1000 * n)
 
 
 def free_port():
@@ -140,12 +155,7 @@ def test_gunicorn_replica_survives_hostile_programs(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for(lambda: _answers(url + "/healthz"), 60, "gunicorn to answer /healthz")
         for code, _ in HOSTILE.values():
             req = urllib.request.Request(url + "/run", data=json.dumps(
                 {"code": code, "limits": {"cpu_seconds": 1, "wall_seconds": 2, "processes": 16}}).encode(),
@@ -160,7 +170,18 @@ def test_gunicorn_replica_survives_hostile_programs(tmp_path):
         proc.wait(timeout=10)
 
 
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=5).read()
+        return True
+    except OSError:
+        return False
+
+
 def test_health_and_metrics_answer_while_every_request_thread_runs_a_program():
+    """The control port answers while the replica's only request thread runs an 8-s
+    program: both answers arrive while the program still runs (generous timeouts: how
+    fast they come is benchmarks/bench_sandbox.py's figure)."""
     import threading
 
     port, control = free_port(), free_port()
@@ -169,30 +190,22 @@ def test_health_and_metrics_answer_while_every_request_thread_runs_a_program():
                              "--timeout", "30", "-c", "python:scalelab.sandbox.gunicorn_conf", "scalelab.sandbox.app:application"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{control}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for(lambda: _answers(f"http://127.0.0.1:{control}/healthz"), 60, "the control port to answer")
         req = urllib.request.Request(f"http://127.0.0.1:{port}/run", data=json.dumps(
-            {"code": "import time\ntime.sleep(4)", "limits": {"wall_seconds": 6}}).encode())
-        busy = threading.Thread(target=lambda: urllib.request.urlopen(req, timeout=20).read())
-        busy.start()  # the replica's only request thread now runs a program for 4 s
+            {"code": "import time\ntime.sleep(8)", "limits": {"wall_seconds": 10}}).encode())
+        busy = threading.Thread(target=lambda: urllib.request.urlopen(req, timeout=60).read())
+        busy.start()  # the replica's only request thread now runs a program for 8 s
         from scalelab.sandbox import seal
 
         runs = [seal.CGROUP_ROOT / seal.GROUP, seal.CGROUP_ROOT / "pids" / seal.GROUP]
-        end = time.monotonic() + 10
-        while not any(d.is_dir() and any(x.name.startswith("run-") for x in d.iterdir()) for d in runs):
-            assert time.monotonic() < end, "the program never started"
-            time.sleep(0.02)
-        t0 = time.monotonic()
-        assert urllib.request.urlopen(f"http://127.0.0.1:{control}/healthz", timeout=2).read() == b"ok\n"
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{control}/metrics", timeout=2).read().decode()
-        assert "container_cpu_usage_seconds_total" in metrics and time.monotonic() - t0 < 2
-        assert busy.is_alive()  # answered while the program was still running
-        busy.join(timeout=20)
+        wait_for(lambda: any(d.is_dir() and any(x.name.startswith("run-") for x in d.iterdir()) for d in runs),
+                 60, "the program to start")
+        assert urllib.request.urlopen(f"http://127.0.0.1:{control}/healthz", timeout=30).read() == b"ok\n"
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{control}/metrics", timeout=30).read().decode()
+        assert "container_cpu_usage_seconds_total" in metrics
+        assert busy.is_alive()  # answered while the program was still running (not queued behind it)
+        busy.join(timeout=60)
+        assert not busy.is_alive()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
