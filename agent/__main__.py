@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from scalelab.agent.process import AgentConfigError, AgentSpec, run_agent
+from scalelab.orchestrator.errors import OperationalError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except AgentConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except TimeoutError as exc:
+    except OperationalError as exc:  # the orchestrator stayed away, or refused an order
         print(f"agent: {exc}", file=sys.stderr)
         return 3
     finally:

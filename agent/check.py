@@ -31,7 +31,7 @@ from scalelab.agent.base import Decision, Policy, PolicyError
 from scalelab.agent.build import Deployment, build_policy, build_reward
 from scalelab.agent.loop import LoopSettings, StepLoop
 from scalelab.agent.registry import policy_names
-from scalelab.orchestrator.backend import Observation, PodSample, ScaleResult, VirtualClock, clamp
+from scalelab.orchestrator.backend import BaseBackend, Observation, PodSample, ScaleResult, VirtualClock, clamp
 from scalelab.orchestrator.context import Context, Timetable
 
 STEP_S = 5.0
@@ -59,7 +59,7 @@ def _users(k: int) -> int:
     return [0, 0, 2, 6, 12, 20, 30, 40, 48, 48, 40, 30, 20, 12, 6, 2][(k // 4) % 16]
 
 
-class SyntheticBackend:
+class SyntheticBackend(BaseBackend):
     """A deterministic closed loop for the checker: p95 grows with the users per replica
     (with a jitter so that no two steps are alike), CPU with it; orders take effect at
     once, so settling is observing again. Per-pod samples as the simulator gives them."""

@@ -226,10 +226,10 @@ def run_agent(spec: AgentSpec, backend: Backend, folder: str | Path, clock: Cloc
               log: Callable[[str], None] = lambda m: None) -> AgentResult:
     """Run (or resume) ``spec`` against ``backend``, recording in ``folder``.
 
-    ``clock``: the loop's clock (default: a wall clock starting at the step resumed
-    from). A backend with ``setup(initial_replicas)`` gets it at a fresh start (the
-    live one sets the deployment limits and the initial count); one with
-    ``stop_load()`` gets it at the end."""
+    ``clock``: the loop's clock (default: the backend's; a wall clock is rebased to
+    the step resumed from). The backend's episode hooks: ``setup(initial_replicas)``
+    at a fresh start (the live one sets the deployment limits and the initial count),
+    ``stop_load()`` at the end (its statistics go to ``injector.json``)."""
     store = AgentFolder(folder)
     policy = build_agent_policy(spec)
     try:
@@ -251,16 +251,15 @@ def run_agent(spec: AgentSpec, backend: Backend, folder: str | Path, clock: Cloc
             p = saved["pending"]
             pending = (decision_from_dict(p["decision"]), int(p["requested"]), int(p["current"]))
         log(f"agent: resuming at step {start}")
-    elif hasattr(backend, "setup"):
+    else:
         backend.setup(spec.initial_replicas)
-    clock = clock or getattr(backend, "clock", None) or WallClock()
+    clock = clock or backend.clock
     if isinstance(clock, WallClock):
         clock.rebase(start * spec.step_seconds)
     loads = spec.users or [0] * spec.steps
     features = spec.calendar.get("features") or None
     loop = StepLoop(backend, clock, loads, settings, reward_fn, calendar=features)
-    if hasattr(backend, "drive_load"):
-        backend.drive_load = bool(spec.users)
+    backend.drive_load = bool(spec.users)
 
     def checkpoint(next_step: int, obs: Observation | None, decided: tuple[Decision, int, int] | None) -> None:
         state = {"policy_name": spec.policy, "next_step": next_step, "before": obs.to_dict() if obs else None,
@@ -275,11 +274,10 @@ def run_agent(spec: AgentSpec, backend: Backend, folder: str | Path, clock: Cloc
                                            on_decided=lambda k, obs, d, req, cur: checkpoint(k, obs, (d, req, cur))):
             store.append({"run": spec.run, "policy": spec.display, **record.to_dict()})
             checkpoint(record.step + 1, following, None)
-        if hasattr(backend, "stop_load"):
-            backend.stop_load()
-            if getattr(backend, "injector_stats", None):
-                (store.dir / INJECTOR).write_text(json.dumps(backend.injector_stats, indent=1))
-    return AgentResult(steps_done=spec.steps, resumed_at=start, retries=getattr(backend, "retries", 0))
+        stats = backend.stop_load()
+        if stats:
+            (store.dir / INJECTOR).write_text(json.dumps(stats, indent=1))
+    return AgentResult(steps_done=spec.steps, resumed_at=start, retries=backend.retries)
 
 
 def records_of(folder: str | Path) -> list[StepRecord]:

@@ -60,8 +60,7 @@ def collect(backend: Backend, clock: Clock, users: Sequence[int], replicas: Sequ
     finally:
         if out is not None:
             out.close()
-        if hasattr(backend, "stop_load"):
-            backend.stop_load()
+        backend.stop_load()
     frame = pd.DataFrame(rows)
     return frame.sort_values(["users", "replicas", "sample"], kind="stable").reset_index(drop=True)
 

@@ -133,18 +133,38 @@ def clamp(current: int, requested: int, minimum: int, maximum: int) -> ScaleResu
 class Backend(Protocol):
     """Where the loop's signals come from and its orders go.
 
+    The step:
     ``set_load`` sets the offered load (users, or req/s for open arrivals) from now on.
     ``observe`` returns the signals up to the clock's now. ``scale_to`` orders ``n``
     replicas, clamped (:func:`clamp`) and reported, never raised. ``settle`` waits until
     the last order took effect and was measured (the paper's ``waitKubernetes`` and
     ``waitPrometheus``; in replay, a draw of the new cell) and then observes.
+
+    The episode: ``setup(initial_replicas)`` starts a fresh one (the live backend sets
+    the deployment's limits and count and empties the orchestrator's buffers; a
+    simulated backend is built fresh and has nothing to do); ``stop_load()`` ends it
+    and returns the load generator's last statistics (``{}`` where there is none).
+    ``drive_load``: whether ``set_load`` drives the load (False: someone else does,
+    and the live backend leaves the injector alone).
+
+    Time and retries: ``clock`` is the clock the backend's signals are on (virtual for
+    the simulator and the replay, wall for the live stack); ``retries`` counts the
+    requests sent again after a :class:`~scalelab.orchestrator.errors.TemporaryError`
+    (0 where nothing is retried).
+
+    :class:`BaseBackend` gives the episode and retry hooks their do-nothing defaults.
     """
 
     min_replicas: int
     max_replicas: int
+    clock: Clock
+    drive_load: bool
+    retries: int
 
     @property
     def desired_replicas(self) -> int: ...
+
+    def setup(self, initial_replicas: int) -> None: ...
 
     def set_load(self, level: float) -> None: ...
 
@@ -153,6 +173,23 @@ class Backend(Protocol):
     def scale_to(self, n: int) -> ScaleResult: ...
 
     def settle(self) -> Observation: ...
+
+    def stop_load(self) -> dict: ...
+
+
+class BaseBackend:
+    """The defaults of a :class:`Backend`'s episode and retry hooks: nothing to set up,
+    nothing to stop, no statistics, no retries; ``set_load`` always drives the load."""
+
+    drive_load: bool = True
+    retries: int = 0
+
+    def setup(self, initial_replicas: int) -> None:
+        """A fresh episode: nothing to do (a simulated backend is built fresh)."""
+
+    def stop_load(self) -> dict:
+        """The episode's end: no load generator, no statistics."""
+        return {}
 
 
 @runtime_checkable

@@ -10,15 +10,17 @@ import threading
 import time
 import uuid
 
-from scalelab.orchestrator.errors import TemporaryError
+from scalelab.orchestrator.errors import PermanentError, TemporaryError
 
 
-class OrderFailed(RuntimeError):
-    """The orchestrator answered ERROR; the message is its reason."""
+class OrderFailed(PermanentError):
+    """The orchestrator answered ERROR (it refused the order); the message is its
+    reason. Sending the same order again would be refused again."""
 
 
 class OrchestratorUnavailable(TemporaryError, TimeoutError):
-    """No answer: the broker or the orchestrator is away (the caller may retry)."""
+    """No answer: the broker or the orchestrator is away; try again after
+    ``retry_after_s`` (0 when the call already waited its whole timeout)."""
 
 
 class OrchestratorClient:
@@ -48,7 +50,7 @@ class OrchestratorClient:
         try:
             polled = self.consumer.poll(timeout_ms=50)
         except KafkaError as exc:
-            raise OrchestratorUnavailable(f"reading replies failed: {exc}") from None
+            raise OrchestratorUnavailable(f"reading replies failed: {exc}", retry_after_s=1.0) from None
         for tp, records in polled.items():
             for rec in records:
                 try:
@@ -68,11 +70,11 @@ class OrchestratorClient:
             self.producer.send("action", json.dumps({"transactionId": tid, "order": name, **fields}).encode())
             self.producer.flush(timeout=self.timeout)
         except KafkaError as exc:
-            raise OrchestratorUnavailable(f"sending {name} failed: {exc}") from None
+            raise OrchestratorUnavailable(f"sending {name} failed: {exc}", retry_after_s=1.0) from None
         end = time.monotonic() + self.timeout
         while tid not in self._results:
             if time.monotonic() > end:
-                raise OrchestratorUnavailable(f"no answer to {name} ({tid}) within {self.timeout:g} s")
+                raise OrchestratorUnavailable(f"no answer to {name} ({tid}) within {self.timeout:g} s", retry_after_s=0.0)
             self._poll()
         result = self._results.pop(tid)
         if result.get("result") != "OK":
@@ -86,7 +88,7 @@ class OrchestratorClient:
         end = time.monotonic() + self.timeout
         while tid not in self._states:
             if time.monotonic() > end:
-                raise OrchestratorUnavailable(f"no state for {tid}")
+                raise OrchestratorUnavailable(f"no state for {tid} within {self.timeout:g} s", retry_after_s=0.0)
             self._poll()
         return self._states.pop(tid)
 

@@ -3,8 +3,10 @@ orchestrator's order protocol (the paper's CogscalingLib side).
 
 It speaks to anything with the :class:`Orchestrator` methods -- over Kafka,
 ``scalelab.orchestrator.client.OrchestratorClient``; in tests, an in-process stand-in -- and
-imports no network client itself. Orders that get no answer are sent again for up to
-``retry_s`` seconds (on the loop's clock), then ``TimeoutError``.
+imports no network client itself. A call that raises a
+:class:`~scalelab.orchestrator.errors.TemporaryError` (no answer yet) is made again after the
+error's ``retry_after_s`` (on the loop's clock), for up to ``retry_s`` seconds; then
+:class:`OrchestratorGone`, a permanent error.
 """
 
 from __future__ import annotations
@@ -12,13 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from scalelab.orchestrator.backend import Clock, Observation, ScaleResult, clamp
+from scalelab.orchestrator.backend import BaseBackend, Clock, Observation, ScaleResult, clamp
 from scalelab.orchestrator.context import Context
+from scalelab.orchestrator.errors import PermanentError, TemporaryError
+
+
+class OrchestratorGone(PermanentError):
+    """The orchestrator did not answer for the whole retry budget (``retry_s``)."""
 
 
 class Orchestrator(Protocol):
-    """What the agent needs of the orchestrator. A call that gets no answer raises
-    ``TimeoutError``."""
+    """What the agent needs of the orchestrator. A call that gets no answer raises a
+    :class:`~scalelab.orchestrator.errors.TemporaryError` saying when to try again."""
 
     def order(self, name: str, **fields: Any) -> dict: ...
 
@@ -46,10 +53,10 @@ def observation_from_state(state: dict, t_s: float, load: float, metric_gap_s: f
                        client_p95_ms=float(client) if client is not None else None)
 
 
-class OrchestratorBackend:
+class OrchestratorBackend(BaseBackend):
     """Scale orders, the injector's level and ``getState`` through the orchestrator.
     ``injector_task``: a ``set_task`` order for the injector (what its users do), sent
-    once before the first level."""
+    once before the first level. ``retries``: calls made again after no answer."""
 
     def __init__(self, orchestrator: Orchestrator, clock: Clock, min_replicas: int, max_replicas: int,
                  retry_s: float = 180.0, spawn_rate: float = 100.0, drive_load: bool = True,
@@ -61,20 +68,21 @@ class OrchestratorBackend:
         self.level: float | None = None
         self.retries = 0
         self.injector_task = dict(injector_task or {})
-        self.injector_stats: dict = {}  # the injector's last statistics, read when the load stops
         self._task_sent = not self.injector_task
 
     def _call(self, what: Callable[[], Any]) -> Any:
+        """``what()``, made again after each temporary error's ``retry_after_s`` until
+        ``retry_s`` have passed; then :class:`OrchestratorGone`."""
         end = self.clock.now() + self.retry_s
         while True:
             try:
                 return what()
-            except TimeoutError as exc:
+            except TemporaryError as exc:
                 if self.clock.now() > end:
-                    raise TimeoutError(f"the orchestrator did not answer for {self.retry_s:g} s: {exc}") from None
+                    raise OrchestratorGone(f"the orchestrator did not answer for {self.retry_s:g} s: {exc}") from None
                 self.retries += 1
-                self.log(f"agent: no answer ({exc}); retrying")
-                self.clock.sleep_until(self.clock.now() + 1.0)
+                self.log(f"agent: no answer ({exc}); retrying in {exc.retry_after_s:g} s")
+                self.clock.sleep_until(self.clock.now() + exc.retry_after_s)
 
     def setup(self, initial_replicas: int) -> None:
         """The deployment limits, the initial replica count, then empty span and sample
@@ -104,13 +112,15 @@ class OrchestratorBackend:
         payload = {"order": "set_user_level", "level": int(level), "spawn_rate": self.spawn_rate}
         self._call(lambda: self.orch.order("LocustMgmt", payload=payload))
 
-    def stop_load(self) -> None:
+    def stop_load(self) -> dict:
         """Stop the injector (the end of an episode), so the next one starts clean;
-        its last statistics (requests, failures by reason) go to ``injector_stats``."""
-        if self.drive_load:
-            self.injector_stats = self._call(self.orch.get_state).get("locust") or {}
-            self._call(lambda: self.orch.order("LocustMgmt", payload={"order": "stop"}))
-            self.level = None
+        returns its last statistics (requests, failures by reason)."""
+        if not self.drive_load:
+            return {}
+        stats = self._call(self.orch.get_state).get("locust") or {}
+        self._call(lambda: self.orch.order("LocustMgmt", payload={"order": "stop"}))
+        self.level = None
+        return stats
 
     def observe(self) -> Observation:
         state = self._call(self.orch.get_state)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from scalelab.orchestrator.backend import Clock, Observation, PodSample, ScaleResult, clamp
+from scalelab.orchestrator.backend import BaseBackend, Clock, Observation, PodSample, ScaleResult, clamp
 from scalelab.orchestrator.context import ContextBuilder, ContextSettings
 from scalelab.simulator.cluster import ClusterSettings, SimCluster
 from scalelab.simulator.fluid import FluidCluster
@@ -36,14 +36,15 @@ def settled_at(ready_s: float, grew: bool, scrape_s: float = SCRAPE_SECONDS, rat
     return (math.floor(ready_s / scrape_s) + scrapes) * scrape_s
 
 
-class _Deployment:
+class _Deployment(BaseBackend):
     """What the three backends share: the model of the deployment that takes the orders
-    (the cluster twin of either engine, or the replay), its limits, and the one clamp
-    rule."""
+    (the cluster twin of either engine, or the replay), its limits, the one clamp rule,
+    and the episode hooks' defaults (built fresh per episode: nothing to set up)."""
 
     deployment: SimCluster | FluidCluster | Replay
     min_replicas: int
     max_replicas: int
+    clock: Clock
 
     @property
     def desired_replicas(self) -> int:

@@ -13,7 +13,8 @@ from scalelab.agent.process import AgentConfigError, AgentFolder, AgentSpec, run
 from scalelab.agent.rewards import make_reward
 from scalelab.orchestrator.backend import VirtualClock
 from scalelab.orchestrator.context import Context
-from scalelab.orchestrator.live_backend import OrchestratorBackend
+from scalelab.orchestrator.errors import PermanentError, TemporaryError
+from scalelab.orchestrator.live_backend import OrchestratorBackend, OrchestratorGone
 
 
 class Crash(Exception):
@@ -54,7 +55,7 @@ class FakeOrchestrator:
     def get_state(self):
         if self.timeouts:
             self.timeouts -= 1
-            raise TimeoutError("no state")
+            raise TemporaryError("no state", retry_after_s=2.5)
         self._count("getState")
         r, u = self.replicas, self.users
         ctx = Context(r, 40.0 * u / r, 2.0 * u, 0.3 * u / r, 0.3 * u / r, 0.2, 0.1)
@@ -123,13 +124,19 @@ def test_an_orchestrator_that_does_not_answer_is_retried(tmp_path):
     orch.timeouts = 3
     result = run(spec(steps=3, users=[1, 1, 1]), orch, tmp_path)
     assert result.retries == 3 and len(AgentFolder(tmp_path).records()) == 3
+    # each retry waits the error's retry_after_s (2.5 s) on the loop's clock
+    orch.timeouts = 2
+    clock = VirtualClock(100.0)
+    backend = OrchestratorBackend(orch, clock, 1, 4, retry_s=60.0)
+    assert backend.observe().t_s == 105.0 and backend.retries == 2
 
 
 def test_an_orchestrator_away_for_too_long_is_an_error(tmp_path):
     orch = FakeOrchestrator()
     orch.timeouts = 10**6
-    with pytest.raises(TimeoutError, match="did not answer for 20 s"):
+    with pytest.raises(OrchestratorGone, match="did not answer for 20 s") as err:
         run(spec(steps=3, users=[1, 1, 1], retry_s=20.0), orch, tmp_path)
+    assert isinstance(err.value, PermanentError)  # retries that ran out: not to be retried again
 
 
 def test_hot_start_loads_a_saved_policy_state(tmp_path):
