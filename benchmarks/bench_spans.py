@@ -1,7 +1,10 @@
 """Span path speed: the Zipkin collector's ingest rate (target >= 20,000 spans/s on one
-core) and spans shipped through the embedded Kafka from one exporter.
+core), spans shipped through the embedded Kafka from one exporter, and the request path
+of the sandbox app (``/compute?cpu=0`` through its WSGI callable) with no broker and with
+a dead one (nothing listens on its port): the request path never waits for Kafka
+(target: 100 requests in < 2 s with the broker dead, about the same as without one).
 
-    python benchmarks/bench_spans.py [--spans 200000]
+    python benchmarks/bench_spans.py [--spans 200000] [--requests 2000]
 """
 
 from __future__ import annotations
@@ -55,11 +58,51 @@ def through_kafka(n: int) -> tuple[float, float]:
     return n / submit_s, col.stats.kept / total
 
 
+def request_path(bootstrap: str | None, n: int) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) of ``/compute?cpu=0`` through the app's WSGI callable."""
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    import numpy as np
+
+    from scalelab.sandbox.app import App, Settings
+
+    exporter = SpanExporter(bootstrap, topic="zipkin")
+    app = App(Settings(pod="bench"), exporter=exporter)
+
+    def one() -> None:
+        env: dict = {}
+        setup_testing_defaults(env)
+        env.update(REQUEST_METHOD="GET", PATH_INFO="/compute", QUERY_STRING="cpu=0", CONTENT_LENGTH="0")
+        env["wsgi.input"] = io.BytesIO(b"")
+        out = app(env, lambda status, headers: None)
+        b"".join(out)
+        if hasattr(out, "close"):
+            out.close()
+
+    for _ in range(50):
+        one()
+    lat = []
+    t0 = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        one()
+        lat.append((time.perf_counter() - t) * 1000)
+    total = time.perf_counter() - t0
+    exporter.close()
+    return n / total, float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--spans", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=2000)
     args = ap.parse_args()
+    for label, bootstrap in (("no broker", None), ("a dead broker (127.0.0.1:1)", "127.0.0.1:1")):
+        rate, p50, p99 = request_path(bootstrap, args.requests)
+        print(f"/compute?cpu=0 through the app, {label}: {rate:,.0f} req/s, p50 {p50:.3f} ms, p99 {p99:.3f} ms "
+              f"({args.requests} requests; 100 take {100 / rate:.3f} s, target < 2 s)")
     msgs = payloads(args.spans)
     rate = statistics.median(ingest_rate(msgs, args.spans) for _ in range(args.repeats))
     print(f"zipkin collector ingest (parse + filter + buffer): {rate:,.0f} spans/s (median of {args.repeats}), "
