@@ -1,8 +1,11 @@
 """The local live stack's figures: time from `live up` to a ready stack, a
 `/compute?cpu=0` request's p50/p99 through HAProxy, and the spans one replica ships
-while loaded (with drops, if any).
+while loaded (with drops, if any). First, the balancer's own timers against a stub
+replica (no stack): how long a request whose body never comes waits for its 408
+(``timeout http-request``), and how long a replica failing its health check stays in
+the rotation (``inter`` x ``fall``) and takes to come back (``rise``).
 
-    python benchmarks/bench_live.py [--requests 2000] [--seconds 10]
+    python benchmarks/bench_live.py [--requests 2000] [--seconds 10] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -10,13 +13,18 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import re
+import socket
+import statistics
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
+from scalelab.orchestrator.haproxy import CONFIG, HAProxy
+from scalelab.orchestrator.local_processes import free_port
 from scalelab.orchestrator.stack import LocalStack
 
 
@@ -41,12 +49,78 @@ def metric(text: str, name: str) -> float:
     return sum(float(m.group(1)) for m in re.finditer(rf"^{name}{{[^}}]*}} (\S+)$", text, re.M))
 
 
+def _stub_replica():
+    """An HTTP server on loopback answering every GET with ``server.health``."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(self.server.health)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.health = 200
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _until(predicate, timeout_s: float = 60.0) -> float:
+    """Seconds until ``predicate`` holds (polled every 10 ms)."""
+    t0 = time.perf_counter()
+    while not predicate():
+        if time.perf_counter() - t0 > timeout_s:
+            raise TimeoutError("the balancer never got there")
+        time.sleep(0.01)
+    return time.perf_counter() - t0
+
+
+def balancer_timers(repeats: int) -> None:
+    setting = {k: re.search(rf"{k} (\S+)", CONFIG).group(1) for k in ("timeout http-request", "inter", "fall", "rise")}
+    replica = _stub_replica()
+    with tempfile.TemporaryDirectory() as d:
+        hap = HAProxy(Path(d) / "haproxy", free_port(), slots=2)
+        hap.start()
+        try:
+            hap.enable(1, replica.server_address[1])
+            status = lambda: hap.stats()["s1"]["status"]  # noqa: E731
+            _until(lambda: status() == "UP")
+            cut, down, back = [], [], []
+            for _ in range(repeats):
+                with socket.create_connection(("127.0.0.1", hap.port), timeout=120) as s:
+                    s.sendall(b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+                    t0 = time.perf_counter()
+                    answer = s.recv(4096)
+                    cut.append(time.perf_counter() - t0)
+                assert answer.startswith(b"HTTP/1.1 408"), answer[:60]
+                replica.health = 500
+                down.append(_until(lambda: status().startswith("DOWN")))
+                replica.health = 200
+                back.append(_until(lambda: status() == "UP"))
+        finally:
+            hap.stop()
+            replica.shutdown()
+    print(f"HAProxy, slow request body: 408 after {statistics.median(cut):.2f} s "
+          f"(timeout http-request {setting['timeout http-request']}; median of {repeats})")
+    print(f"HAProxy, failing health check: DOWN after {statistics.median(down):.2f} s "
+          f"(inter {setting['inter']} x fall {setting['fall']}), UP again {statistics.median(back):.2f} s "
+          f"after it recovers (rise {setting['rise']}; median of {repeats})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--balancer-only", action="store_true", help="only the balancer's timers (no stack)")
     args = ap.parse_args()
+    balancer_timers(args.repeats)
+    if args.balancer_only:
+        return
     with tempfile.TemporaryDirectory() as d:
         stack = LocalStack(Path(d))
         t0 = time.perf_counter()

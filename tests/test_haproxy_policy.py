@@ -5,7 +5,6 @@ check is taken out of the rotation."""
 from __future__ import annotations
 
 import threading
-import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +14,7 @@ import pytest
 from scalelab.orchestrator.haproxy import HAProxy
 from scalelab.orchestrator.local_processes import free_port
 from tests.tools import requires
+from tests.waiting import wait_for
 
 pytestmark = requires("haproxy")
 
@@ -71,24 +71,21 @@ def test_a_post_the_replica_took_is_not_replayed(balancer):
 
 def test_a_replica_failing_its_health_check_is_taken_out(balancer):
     hap, replica = balancer
-    end = time.monotonic() + 10
-    while _status(hap) != "UP" and time.monotonic() < end:
-        time.sleep(0.1)
-    assert _status(hap) == "UP"
+    wait_for(lambda: _status(hap) == "UP", 60, "the replica to be UP")
     replica.health = 500
-    end = time.monotonic() + 10
-    while not _status(hap).startswith("DOWN") and time.monotonic() < end:  # "UP 1/3", "UP 2/3": failures of three
-        time.sleep(0.1)
-    assert _status(hap).startswith("DOWN")
+    # "UP 1/3", "UP 2/3": failures of three, then DOWN (how soon: benchmarks/bench_live.py)
+    wait_for(lambda: _status(hap).startswith("DOWN"), 60, "the failing replica to be taken out")
+    replica.health = 200
+    wait_for(lambda: _status(hap) == "UP", 60, "the recovered replica to be back in")  # rise 1
 
 
 def test_a_slow_request_body_is_cut_at_the_balancer(balancer):
     import socket
 
     hap, replica = balancer
-    with socket.create_connection(("127.0.0.1", hap.port), timeout=15) as s:
+    with socket.create_connection(("127.0.0.1", hap.port), timeout=120) as s:  # a give-up guard only
         s.sendall(b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
-        t0 = time.monotonic()
         answer = s.recv(4096)  # nothing more is sent: the balancer gives up on its own
-    assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - t0 < 12, answer[:60]
+    # 408: the balancer's own request timeout, not the client's (how soon: benchmarks/bench_live.py)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:60]
     assert replica.posts == 0  # the replica never saw it
