@@ -160,9 +160,9 @@ def test_gunicorn_replica_survives_hostile_programs(tmp_path):
             req = urllib.request.Request(url + "/run", data=json.dumps(
                 {"code": code, "limits": {"cpu_seconds": 1, "wall_seconds": 2, "processes": 16}}).encode(),
                 headers={"Content-Type": "application/json"})
-            assert json.loads(urllib.request.urlopen(req, timeout=10).read())["limit"] is not None
-            assert urllib.request.urlopen(url + "/healthz", timeout=2).read() == b"ok\n"
-        metrics = urllib.request.urlopen(url + "/metrics", timeout=2).read().decode()
+            assert json.loads(urllib.request.urlopen(req, timeout=60).read())["limit"] is not None
+            assert urllib.request.urlopen(url + "/healthz", timeout=30).read() == b"ok\n"
+        metrics = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
         cpu = float(next(ln for ln in metrics.splitlines() if ln.startswith("container_cpu_usage")).split()[-1])
         assert cpu > 1.0  # the sandboxed runs' CPU counts toward the replica
     finally:
