@@ -9,7 +9,7 @@ step, and compares the mean p95 over the steps with the table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 
 import numpy as np
@@ -180,11 +180,13 @@ def _perturbed(app: AppProfile, rng: np.random.Generator) -> AppProfile:
     return app.with_overrides(demand=demand, **top)
 
 
-def fit_profile(app: AppProfile, score, candidates: int = 40, seed: int = 0,
-                progress=None) -> tuple[AppProfile, SampleCalibration, list[tuple[float, AppProfile]]]:
+def fit_profile(app: AppProfile, score, candidates: int = 40, seed: int = 0, progress=None,
+                against: str = "") -> tuple[AppProfile, SampleCalibration, list[tuple[float, AppProfile]]]:
     """Random search around ``app`` over :data:`FIT_FIELDS` of its demand kind, scored by
     :func:`sample_loss` of ``score(profile)`` (a :class:`SampleCalibration`); returns the
-    best profile, its calibration and every candidate's loss (the starting one first)."""
+    best profile, its calibration and every candidate's loss (the starting one first).
+    A candidate better than ``app`` says in its provenance that the searched fields were
+    fitted, and ``against`` what data."""
     rng = np.random.default_rng(seed)
     best_app, best = app, score(app)
     tried = [(sample_loss(best), app)]
@@ -196,10 +198,16 @@ def fit_profile(app: AppProfile, score, candidates: int = 40, seed: int = 0,
             best_app, best = cand, res
         if progress is not None:
             progress(1)
+    if best_app is not app:
+        source = (f"fitted: scalelab.simulator.calibration.fit_profile, {candidates} candidates around profile "
+                  f"{app.name!r}, seed {seed}" + (f", against {against}" if against else ""))
+        best_app = replace(best_app, provenance={**best_app.provenance,
+                                                 **dict.fromkeys(FIT_FIELDS[app.demand.kind], source)})
     return best_app, best, tried
 
 
 def fit_to_samples(app: AppProfile = PAPER, candidates: int = 40, seed: int = 0, steps: int = 80,
                    progress=None) -> tuple[AppProfile, SampleCalibration, list[tuple[float, AppProfile]]]:
     """:func:`fit_profile` against the paper's D1 samples."""
-    return fit_profile(app, lambda a: calibrate_samples(a, steps=steps), candidates, seed, progress)
+    return fit_profile(app, lambda a: calibrate_samples(a, steps=steps), candidates, seed, progress,
+                       against="the paper's D1 samples, simulator/data/paper-D1-p95.json")

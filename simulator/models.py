@@ -8,13 +8,34 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-DEMAND_KINDS = ("fixed-cpu", "exponential", "sandbox", "corpus")
+#: The parameters each demand kind reads. A demand states those of its kind: the ones
+#: without a default below have none, so no kind inherits another profile's fit.
+DEMAND_PARAMETERS = {
+    "fixed-cpu": ("cpu_ms", "cv"),
+    "exponential": ("mean_ms",),
+    "sandbox": ("median_ms", "sigma", "timeout_ms"),
+    "corpus": ("corpus", "scale", "add_ms"),
+}
+DEMAND_KINDS = tuple(DEMAND_PARAMETERS)
+
+
+class _Unstated:
+    """The default of a field a profile must state: constructing without it raises."""
+
+    def __repr__(self) -> str:
+        return "<unstated>"
+
+
+#: See :class:`_Unstated`.
+UNSTATED: Any = _Unstated()
 
 
 @functools.lru_cache(maxsize=8)
@@ -43,26 +64,36 @@ class DemandModel:
         programs killed at the CPU limit included), times ``scale``, plus ``add_ms`` of
         CPU (what calibration fits: the replica's own work around each run, and runs
         slowed by each other); the limit is the corpus's.
+
+    ``kind`` and its parameters (:data:`DEMAND_PARAMETERS`) have no defaults, except the
+    corpus kind's, which draw the shipped corpus as measured (``v1``, ``scale`` 1,
+    ``add_ms`` 0); the parameters of the other kinds may stay ``None``.
     """
 
-    kind: str = "fixed-cpu"
-    cpu_ms: float = 44.6
-    cv: float = 0.355
-    mean_ms: float = 45.0
-    median_ms: float = 300.0
-    sigma: float = 1.2
-    timeout_ms: float = 30_000.0
+    kind: str = UNSTATED
+    cpu_ms: float | None = None
+    cv: float | None = None
+    mean_ms: float | None = None
+    median_ms: float | None = None
+    sigma: float | None = None
+    timeout_ms: float | None = None
     corpus: str = "v1"
     scale: float = 1.0
     add_ms: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.kind is UNSTATED:
+            raise TypeError(f"demand.kind is not stated: one of {DEMAND_KINDS}")
         if self.kind not in DEMAND_KINDS:
             raise ValueError(f"demand.kind={self.kind!r} is not one of {DEMAND_KINDS}")
+        missing = [f"demand.{n}" for n in DEMAND_PARAMETERS[self.kind] if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"demand.kind={self.kind!r} needs {', '.join(missing)}: a demand states the "
+                             f"parameters of its kind (they have no defaults, so none is another profile's fit)")
         for name in ("cpu_ms", "mean_ms", "median_ms", "timeout_ms", "scale"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"demand.{name} must be > 0, got {getattr(self, name)}")
-        if self.cv < 0 or self.sigma < 0 or self.add_ms < 0:
+        if any(v is not None and v < 0 for v in (self.cv, self.sigma, self.add_ms)):
             raise ValueError("demand.cv, demand.sigma and demand.add_ms must be >= 0")
 
     @property
@@ -133,39 +164,61 @@ class Sidecar:
                 raise ValueError(f"app.sidecar.{name} must be >= 0, got {getattr(self, name)}")
 
 
+#: The :class:`AppProfile` fields every profile states: they have no default, so a new
+#: profile never inherits another one's fit (copy a built-in one with
+#: ``find_profile("paper").with_overrides(...)`` to start from its values).
+STATED_FIELDS = ("demand", "cpu_request", "cpu_limit", "memory_request_mib", "memory_limit_mib",
+                 "overhead_ms", "burst_cores", "contention")
+
+
 @dataclass(frozen=True)
 class AppProfile:
     """The scaled service as the simulator sees it.
 
-    cpu_request, cpu_limit: cores per replica (the paper: 0.5 and 0.5).
-    memory_request_mib, memory_limit_mib: per replica (the paper: 512 and 512).
-    overhead_ms: network + sidecar time added to every response, no CPU.
-    cfs_period_ms: the CFS bandwidth period (Linux default 100 ms); the replica may use
-        ``cpu_limit * cfs_period_ms`` of CPU per period, then waits for the next one.
+    Stated (no default, :data:`STATED_FIELDS`): what every profile must say.
+
+    demand: the CPU work of one request (:class:`DemandModel`).
+    cpu_request, cpu_limit: cores per replica.
+    memory_request_mib, memory_limit_mib: per replica.
+    overhead_ms: network + sidecar time added to every response, no CPU (0: none).
     burst_cores: cores a replica can use at once while it has budget (1 = one
         interpreter); each request uses at most one core.
     contention: each other request in service makes a request's CPU work cost this
         fraction more (interpreter/GIL and cache contention in a threaded server), up to
-        ``contention_cap`` other requests.
-    mem_base_mib, mem_per_request_mib: working set = base + per_request * in-flight.
-    sidecar: the proxy beside the app in every pod (:class:`Sidecar`), or none; the
-    ``pod_*`` properties are the pod's totals.
+        ``contention_cap`` other requests (0: none).
+
+    Neutral defaults (the term is absent, or the platform's own value):
+
+    name: ``unnamed``.
+    cfs_period_ms: the CFS bandwidth period (Linux's default, 100 ms); the replica may
+        use ``cpu_limit * cfs_period_ms`` of CPU per period, then waits for the next one.
+    contention_cap: no cap (``inf``).
+    mem_base_mib, mem_per_request_mib: working set = base + per_request * in-flight
+        (0 and 0: memory not modelled).
+    sidecar: the proxy beside the app in every pod (:class:`Sidecar`), or none (the
+        default); the ``pod_*`` properties are the pod's totals.
+    provenance: where each value came from, field (``demand.cpu_ms``,
+        ``sidecar.idle_cores``) -> source: a fit and its data (the source begins with
+        ``fitted``), a platform's setting, or a value set by hand; :func:`provenance_table`
+        lists them. Not part of ``==`` or the hash (two profiles that simulate alike are
+        equal); :meth:`with_overrides` marks what it changes.
     """
 
-    name: str = "paper"
-    demand: DemandModel = field(default_factory=DemandModel)
-    cpu_request: float = 0.5
-    cpu_limit: float = 0.5
-    memory_request_mib: float = 512.0
-    memory_limit_mib: float = 512.0
-    overhead_ms: float = 23.5
+    name: str = "unnamed"
+    demand: DemandModel = UNSTATED
+    cpu_request: float = UNSTATED
+    cpu_limit: float = UNSTATED
+    memory_request_mib: float = UNSTATED
+    memory_limit_mib: float = UNSTATED
+    overhead_ms: float = UNSTATED
     cfs_period_ms: float = 100.0
-    burst_cores: float = 2.0
-    contention: float = 0.051
-    contention_cap: float = 1.0
-    mem_base_mib: float = 110.0
-    mem_per_request_mib: float = 3.0
+    burst_cores: float = UNSTATED
+    contention: float = UNSTATED
+    contention_cap: float = math.inf
+    mem_base_mib: float = 0.0
+    mem_per_request_mib: float = 0.0
     sidecar: Sidecar | None = None
+    provenance: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def pod_cpu_request(self) -> float:
@@ -185,6 +238,14 @@ class AppProfile:
         return self.memory_limit_mib + (self.sidecar.memory_limit_mib if self.sidecar else 0.0)
 
     def __post_init__(self) -> None:
+        missing = [f.name for f in fields(self) if getattr(self, f.name) is UNSTATED]
+        if missing:
+            raise TypeError(
+                f"app profile {self.name!r} does not state {', '.join(missing)}: a profile states its "
+                f"{', '.join(STATED_FIELDS)} (no defaults, so nothing is inherited from another profile's "
+                f"fit); to start from a built-in one, find_profile('paper').with_overrides(...)")
+        if not isinstance(self.demand, DemandModel):
+            raise TypeError(f"app.demand must be a DemandModel, got {type(self.demand).__name__}")
         for name in ("cpu_request", "cpu_limit", "memory_request_mib", "memory_limit_mib",
                      "cfs_period_ms", "burst_cores"):
             if getattr(self, name) <= 0:
@@ -193,29 +254,81 @@ class AppProfile:
             raise ValueError(
                 f"app.cpu_request={self.cpu_request} exceeds app.cpu_limit={self.cpu_limit}"
             )
-        if self.overhead_ms < 0:
-            raise ValueError(f"app.overhead_ms must be >= 0, got {self.overhead_ms}")
+        for name in ("overhead_ms", "contention", "contention_cap", "mem_base_mib", "mem_per_request_mib"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"app.{name} must be >= 0, got {getattr(self, name)}")
 
-    def with_overrides(self, **changes) -> AppProfile:
+    def with_overrides(self, *, source: str = "overridden", **changes) -> AppProfile:
         """A copy with some fields changed (``demand`` and ``sidecar`` may be dicts of
-        their fields; ``sidecar: none`` removes it)."""
+        their fields; ``sidecar: none`` removes it). A demand dict of another kind starts
+        from that kind's :data:`EXAMPLE_DEMANDS` (none of this profile's parameters carry
+        over), and the provenance says so; a new sidecar starts from Istio 1.6's. The
+        provenance of each value that changes becomes ``source``."""
+        prov = dict(self.provenance)
+
+        def mark(prefix: str, new: dict, old: dict | None) -> None:
+            for key, value in new.items():
+                if old is None or old.get(key, UNSTATED) != value:
+                    prov[prefix + key] = source
+
+        def drop(name: str) -> None:
+            for key in [k for k in prov if k == name or k.startswith(name + ".")]:
+                del prov[key]
+
         sidecar = changes.pop("sidecar", ...)
-        if sidecar == "none":
-            changes["sidecar"] = None
-        elif isinstance(sidecar, dict):
+        if isinstance(sidecar, str) and sidecar == "none":
+            sidecar = None
+        if isinstance(sidecar, dict):
+            if self.sidecar is None:  # a new sidecar: Istio 1.6's, with the changes
+                drop("sidecar")
+                prov.update({f"sidecar.{k}": ISTIO_SIDECAR for k in Sidecar.__dataclass_fields__})
+            mark("sidecar.", sidecar, self.sidecar.__dict__ if self.sidecar else None)
             changes["sidecar"] = Sidecar(**{**(self.sidecar or Sidecar()).__dict__, **sidecar})
         elif sidecar is not ...:
+            if sidecar != self.sidecar:
+                drop("sidecar")
+                if sidecar is None:
+                    prov["sidecar"] = source
+                else:
+                    mark("sidecar.", sidecar.__dict__, None)
             changes["sidecar"] = sidecar
         demand = changes.pop("demand", None)
         if isinstance(demand, dict):
-            merged = {**self.demand.__dict__, **demand}
-            if demand.get("kind") and demand["kind"] != self.demand.kind:
-                merged = {"kind": demand["kind"], **demand}
+            if demand.get("kind") and demand["kind"] != self.demand.kind:  # from the new kind's example
+                known = demand["kind"] in EXAMPLE_DEMANDS  # (an unknown one: DemandModel says so)
+                example = _stated_demand(EXAMPLE_DEMANDS[demand["kind"]]) if known else {}
+                merged = {**example, **demand}
+                drop("demand")
+                prov.update({f"demand.{k}": EXAMPLE_SOURCES[demand["kind"]] for k in example if k not in demand})
+                mark("demand.", demand, None)
+            else:
+                merged = {**self.demand.__dict__, **demand}
+                mark("demand.", demand, self.demand.__dict__)
             changes["demand"] = DemandModel(**merged)
         elif demand is not None:
             changes["demand"] = demand
-        return replace(self, **changes)
+            drop("demand")
+            mark("demand.", _stated_demand(demand), None)
+        mark("", {k: v for k, v in changes.items() if k not in ("name", "demand", "sidecar")}, self.__dict__)
+        return replace(self, provenance=prov, **changes)
 
+
+def _stated_demand(demand: DemandModel) -> dict:
+    """The kind and the parameters ``demand`` reads."""
+    return {"kind": demand.kind, **{k: getattr(demand, k) for k in DEMAND_PARAMETERS[demand.kind]}}
+
+
+# -- The built-in profiles, every value stated with where it came from -----------------
+
+#: Istio 1.6's sidecar as :class:`Sidecar`'s defaults describe it.
+ISTIO_SIDECAR = "Istio 1.6's published defaults and performance page (scalelab.simulator.models.Sidecar)"
+
+_PAPER_PLATFORM = "the paper's platform: its app container's request = limit (0.5 core, 512 MiB)"
+_PAPER_FIT = ("fitted to simulator/data/paper-calibration.csv (the paper's logged mean p95 per users x replicas) by "
+              "two random searches (simulator/calibration.py, commit 4cf0d13); checked on "
+              "simulator/data/paper-D1-p95.json (docs/hslinucb.md, 'The data')")
+_BY_HAND = "set by hand with the first simulator (commit 3248ace), not fitted: no measurement behind it"
+_LINUX = "Linux's default CFS period"
 
 #: The paper's platform: 0.5-core app containers, /ConsumeFixedCpu?cpu=200, beside
 #: Istio 1.6's sidecar (its CPU and memory are in the pod's, as the paper's logs show:
@@ -224,7 +337,55 @@ class AppProfile:
 #: burst_cores, contention, contention_cap), the second weighting the cells at the SLO's
 #: edge (10/1, 25/2, 35/3, 50/4 users/replicas); see simulator/calibration.py. The pods ran
 #: Apache with several worker processes, hence two cores of burst within the quota.
-PAPER = AppProfile(sidecar=Sidecar())
+#: Checked against the paper's D1 samples (paper-D1-p95.json), where a search of its own
+#: found nothing better (docs/hslinucb.md, "The data").
+PAPER = AppProfile(
+    name="paper",
+    demand=DemandModel(kind="fixed-cpu", cpu_ms=44.6, cv=0.355),
+    cpu_request=0.5,
+    cpu_limit=0.5,
+    memory_request_mib=512.0,
+    memory_limit_mib=512.0,
+    overhead_ms=23.5,
+    cfs_period_ms=100.0,
+    burst_cores=2.0,
+    contention=0.051,
+    contention_cap=1.0,
+    mem_base_mib=110.0,
+    mem_per_request_mib=3.0,
+    sidecar=Sidecar(cpu_request=0.1, cpu_limit=2.0, memory_request_mib=128.0, memory_limit_mib=1024.0,
+                    idle_cores=0.004, cpu_ms_per_request=0.6, memory_mib=50.0),
+    provenance={
+        "demand.kind": "the paper's load: Locust users GET /ConsumeFixedCpu?cpu=200, think time between(0, 2)",
+        "demand.cpu_ms": _PAPER_FIT,
+        "demand.cv": _PAPER_FIT,
+        "cpu_request": _PAPER_PLATFORM,
+        "cpu_limit": _PAPER_PLATFORM,
+        "memory_request_mib": _PAPER_PLATFORM,
+        "memory_limit_mib": _PAPER_PLATFORM,
+        "overhead_ms": _PAPER_FIT,
+        "cfs_period_ms": _LINUX,
+        "burst_cores": _PAPER_FIT,
+        "contention": _PAPER_FIT,
+        "contention_cap": _PAPER_FIT,
+        "mem_base_mib": _BY_HAND,
+        "mem_per_request_mib": _BY_HAND,
+        "sidecar.cpu_request": "Istio 1.6's default proxy request (0.1 core); the paper's platform ran Istio 1.6",
+        "sidecar.cpu_limit": "Istio 1.6's default proxy limit (2 cores)",
+        "sidecar.memory_request_mib": "Istio 1.6's default proxy request (128 MiB)",
+        "sidecar.memory_limit_mib": "Istio 1.6's default proxy limit (1024 MiB)",
+        "sidecar.idle_cores": "set by hand with the sidecar (commit a0ed64d), not measured",
+        "sidecar.cpu_ms_per_request": "Istio 1.6's performance page: 0.6 vCPU per 1000 requests/s (scripts/"
+                                      "paper_factorial.py --real-week: it decides threshold-cpu's violations)",
+        "sidecar.memory_mib": "Istio 1.6's performance page: about 50 MB",
+    },
+)
+
+_SANDBOX_FIT = ("fitted by scalelab calibrate --profile sandbox --steps 300 --fit 40 (commit 4c040fc) to the live "
+                "recording then shipped as simulator/data/live-sandbox-students.parquet (re-recorded in a98e56b, the "
+                "values kept)")
+_SANDBOX_BY_HAND = "set by hand with the first sandbox profile (commit 3248ace), not fitted"
+_SANDBOX_REPLICA = _SANDBOX_BY_HAND + "; the live stack's replicas are sized from it (experiments/live.py)"
 
 #: A sandbox service running student submissions: the CPU times of the submission corpus
 #: (``injector/data/corpus-v1.json``) measured in the live sandbox (median about 30 ms,
@@ -247,13 +408,66 @@ SANDBOX = AppProfile(
     memory_request_mib=512.0,
     memory_limit_mib=1024.0,
     overhead_ms=13.8,
+    cfs_period_ms=100.0,
     burst_cores=1.0,
     contention=0.0,
     mem_base_mib=150.0,
     mem_per_request_mib=40.0,
+    sidecar=None,
+    provenance={
+        "demand.kind": "student submissions (commit 4c040fc; live: injector/locustfile.py StudentUser, POST /run)",
+        "demand.corpus": "injector/data/corpus-v1.json: the corpus's CPU times measured in the live sandbox "
+                         "(scalelab corpus measure; docs/evaluation-week.md)",
+        "demand.scale": _SANDBOX_FIT,
+        "demand.add_ms": _SANDBOX_FIT,
+        "cpu_request": _SANDBOX_REPLICA,
+        "cpu_limit": _SANDBOX_REPLICA,
+        "memory_request_mib": _SANDBOX_REPLICA,
+        "memory_limit_mib": _SANDBOX_REPLICA,
+        "overhead_ms": _SANDBOX_FIT,
+        "cfs_period_ms": _LINUX,
+        "burst_cores": _SANDBOX_BY_HAND + " (its CPU limit, one core)",
+        "contention": _SANDBOX_BY_HAND + " (none)",
+        "mem_base_mib": _SANDBOX_BY_HAND,
+        "mem_per_request_mib": _SANDBOX_BY_HAND,
+        "sidecar": "none: the local stack runs no proxy",
+    },
 )
 
 PROFILES = {"paper": PAPER, "sandbox": SANDBOX}
+
+#: One stated demand of each kind, where :meth:`AppProfile.with_overrides` switches a
+#: profile to another kind (``demand: {kind: exponential}``; the fluid engine's validation
+#: sweeps the kinds so): what the new kind's parameters start from. Not a default of
+#: any profile; the provenance of a value taken from here says so (:data:`EXAMPLE_SOURCES`).
+EXAMPLE_DEMANDS = {
+    "fixed-cpu": PAPER.demand,
+    "exponential": DemandModel(kind="exponential", mean_ms=45.0),
+    "sandbox": DemandModel(kind="sandbox", median_ms=300.0, sigma=1.2, timeout_ms=30_000.0),
+    "corpus": DemandModel(kind="corpus", corpus="v1"),
+}
+EXAMPLE_SOURCES = {
+    "fixed-cpu": "EXAMPLE_DEMANDS['fixed-cpu']: the paper profile's fit",
+    "exponential": "EXAMPLE_DEMANDS['exponential']: set by hand (commit 3248ace), not fitted",
+    "sandbox": "EXAMPLE_DEMANDS['sandbox']: set by hand (commit 3248ace), not fitted",
+    "corpus": "EXAMPLE_DEMANDS['corpus']: the v1 corpus as measured, unscaled",
+}
+
+
+def provenance_table(app: AppProfile) -> list[tuple[str, Any, str]]:
+    """``(field, value, source)`` for every value of ``app`` that the simulator reads
+    (the demand's kind and parameters, ``contention_cap`` when there is contention, the
+    sidecar's fields when there is one), the source ``""`` where the profile does not say."""
+    values: dict[str, Any] = {f"demand.{k}": v for k, v in _stated_demand(app.demand).items()}
+    for f in fields(app):
+        if f.name not in ("name", "demand", "sidecar", "provenance") and not (
+                f.name == "contention_cap" and app.contention == 0):
+            values[f.name] = getattr(app, f.name)
+    if app.sidecar is None:
+        values["sidecar"] = None
+    else:
+        values.update({f"sidecar.{k}": v for k, v in app.sidecar.__dict__.items()})
+    return [(k, v, app.provenance.get(k, "")) for k, v in values.items()]
 
 
 def profiles_dir() -> Path:

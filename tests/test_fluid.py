@@ -83,7 +83,7 @@ def test_the_repairman_solution_scales_to_twenty_thousand_users():
 
 def test_open_loop_is_m_m_1_processor_sharing():
     app = AppProfile(demand=DemandModel(kind="exponential", mean_ms=100.0), cpu_request=1.0, cpu_limit=1.0,
-                     burst_cores=1.0, contention=0.0, overhead_ms=0.0)
+                     burst_cores=1.0, contention=0.0, overhead_ms=0.0, memory_request_mib=512.0, memory_limit_mib=512.0)
     model = FluidModel(app, ClusterSettings())
     s = model.mean_demand
     for lam in (2.0, 5.0, 8.0):
@@ -95,7 +95,7 @@ def test_open_loop_is_m_m_1_processor_sharing():
 def test_the_queues_relaxation_time_is_the_chains_spectral_gap():
     # two states (one user, one replica): the gap is the sum of the two rates
     app = AppProfile(demand=DemandModel(kind="exponential", mean_ms=100.0), cpu_request=1.0, cpu_limit=1.0,
-                     burst_cores=1.0, contention=0.0, overhead_ms=0.0)
+                     burst_cores=1.0, contention=0.0, overhead_ms=0.0, memory_request_mib=512.0, memory_limit_mib=512.0)
     model = FluidModel(app, ClusterSettings(think_low_s=0.5, think_high_s=1.5))
     mu = 1.0 / model.mean_demand
     assert model.closed(1, 1).relaxation_s == pytest.approx(1.0 / (1.0 / 1.0 + mu), rel=1e-6)
@@ -119,7 +119,8 @@ def test_spans_that_share_a_queue_count_as_fewer_draws():
                            100, 5.0) == pytest.approx(1.0)  # one state for the whole window: one draw
     # constant demand: the state explains all of the latency; one user alone: nothing
     fixed = AppProfile(demand=DemandModel(kind="fixed-cpu", cpu_ms=50.0, cv=0.0), cpu_request=1.0, cpu_limit=1.0,
-                       burst_cores=1.0, contention=0.0, overhead_ms=0.0)
+                       burst_cores=1.0, contention=0.0, overhead_ms=0.0, memory_request_mib=512.0,
+                       memory_limit_mib=512.0)
     model = FluidModel(fixed, ClusterSettings())
     assert model.closed(20, 1).state_share == pytest.approx(1.0)
     assert model.closed(1, 1).state_share == 0.0

@@ -19,7 +19,8 @@ def make(app, replicas=1, seed=0, think=(0.0, 2.0), max_replicas=10, startup=5.0
 def plain_ps(mean_ms: float) -> AppProfile:
     """One core, no quota in the way, no overhead, no contention: a textbook PS server."""
     return AppProfile(name="ps", demand=DemandModel(kind="exponential", mean_ms=mean_ms), cpu_request=1.0,
-                      cpu_limit=1000.0, overhead_ms=0.0, burst_cores=1.0, contention=0.0)
+                      cpu_limit=1000.0, overhead_ms=0.0, burst_cores=1.0, contention=0.0,
+                      memory_request_mib=512.0, memory_limit_mib=512.0)
 
 
 def run_for(cluster, seconds, step=5.0):
@@ -67,7 +68,8 @@ def test_cfs_quota_by_hand():
     # 120 ms of CPU at a 0.5-core limit (50 ms per 100 ms period) from t = 0:
     # run 0-50, throttled 50-100, run 100-150, throttled 150-200, run 200-220 -> 220 ms
     app = AppProfile(name="cfs", demand=DemandModel(kind="fixed-cpu", cpu_ms=120.0, cv=0.0), cpu_limit=0.5,
-                     cpu_request=0.5, overhead_ms=0.0, burst_cores=1.0, contention=0.0)
+                     cpu_request=0.5, overhead_ms=0.0, burst_cores=1.0, contention=0.0,
+                     memory_request_mib=512.0, memory_limit_mib=512.0)
     cluster = make(app, think=(0.0, 0.0))
     cluster.set_users(1)
     spans = cluster.run_to(1.0).spans
@@ -81,7 +83,7 @@ def test_cfs_quota_by_hand():
 
 def test_overhead_adds_to_every_response():
     base = dict(name="x", demand=DemandModel(kind="fixed-cpu", cpu_ms=10.0, cv=0.0), cpu_limit=1.0,
-                cpu_request=1.0, burst_cores=1.0, contention=0.0)
+                cpu_request=1.0, burst_cores=1.0, contention=0.0, memory_request_mib=512.0, memory_limit_mib=512.0)
     with_oh = make(AppProfile(overhead_ms=30.0, **base), think=(0.5, 0.5))
     with_oh.set_users(1)
     np.testing.assert_allclose(with_oh.run_to(5.0).spans.duration_ms, 40.0)
@@ -133,7 +135,8 @@ def test_same_seed_same_events_other_seed_different():
 
 def test_sandbox_timeouts_are_flagged():
     app = AppProfile(name="sb", demand=DemandModel(kind="sandbox", median_ms=500, sigma=2.0, timeout_ms=1000),
-                     cpu_limit=1.0, cpu_request=1.0, burst_cores=1.0, contention=0.0, overhead_ms=0.0)
+                     cpu_limit=1.0, cpu_request=1.0, burst_cores=1.0, contention=0.0, overhead_ms=0.0,
+                     memory_request_mib=512.0, memory_limit_mib=512.0)
     cluster = make(app, seed=4)
     cluster.set_users(5)
     spans = cluster.run_to(300.0).spans
