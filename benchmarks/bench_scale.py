@@ -15,7 +15,7 @@
    the oracle for its load levels, then the whole run (oracle cached), per engine
    (``--week-des`` adds the discrete-event engine, minutes).
 
-3. **The fluid engine against the discrete-event one at scale** (:func:`scalelab.simulator.fluid.validate`,
+3. **The fluid engine against the discrete-event one at scale** (:func:`scalelab.simulator.validation.validate`,
    sandbox profile with exponential demand, where the fluid model is validated, and with
    its own heavy-tailed demand, where it is not; 6 and 18 (exponential), 3 and 6
    (heavy-tailed) students per replica at 4, 40, 400 and 1,000 replicas): p95 and
@@ -154,8 +154,8 @@ def main() -> None:
 
 
 def validation() -> None:
-    from scalelab.simulator.fluid import validate
     from scalelab.simulator.models import find_profile
+    from scalelab.simulator.validation import validate
 
     for kind in ("exponential", "sandbox"):
         validation_table(validate, find_profile("sandbox").with_overrides(demand={"kind": kind}), kind)

@@ -1,20 +1,12 @@
-"""The paper's dataset collector on any backend (``scalelab dataset record``).
-
-:func:`collect` measures a backend as the paper's ``dataset_collector`` measured its
-cluster: for each replica count (scaled to and settled), users ascending then
-descending, ``samples`` context samples per (users, replicas) cell split between the
-two passes, after ``warmup_steps`` steps at each new level. It speaks only the
-:class:`~scalelab.orchestrator.backend.Backend` protocol, so the simulator's backends and the
-live one (:func:`record_live`, a local stack brought up for it) record the same way,
-into the format the replay reads (``users, replicas, sample``, the context fields,
-``ready_replicas`` (the context's count, which a dead replica lowers), ``missing``,
-``client_p95_ms``, ``source``). Rows are appended to a JSON-lines file as
-they are measured, so an interrupted recording keeps what it saw.
+"""A dataset recorded on the live stack (``scalelab dataset record --backend live``):
+:func:`record_live` brings a local stack up for it and runs the paper's collector
+(:func:`scalelab.simulator.datasets.collect`, the same one the simulator's recordings
+use) against the live backend. Rows are appended to a JSON-lines file as they are
+measured, so an interrupted recording keeps what it saw.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,47 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from scalelab.experiments.config import ExperimentConfig
-from scalelab.orchestrator.backend import Backend, Clock
-
-
-def collect(backend: Backend, clock: Clock, users: Sequence[int], replicas: Sequence[int], samples: int,
-            step_s: float = 5.0, warmup_steps: int = 2, source: str = "", rows_file: Path | None = None,
-            progress: Callable[[int], None] | None = None) -> pd.DataFrame:
-    """Record ``samples`` context samples per (users, replicas) cell of ``backend``."""
-    rows: list[dict] = []
-    up = samples - samples // 2
-    out = open(rows_file, "a") if rows_file is not None else None
-    try:
-        for n in replicas:
-            backend.scale_to(int(n))
-            backend.settle()
-            counts = dict.fromkeys(users, 0)
-            for level, take in [(u, up) for u in users] + [(u, samples - up) for u in reversed(users)]:
-                backend.set_load(level)
-                t = clock.now()
-                for k in range(warmup_steps + take):
-                    t += step_s
-                    clock.sleep_until(t)
-                    obs = backend.observe()
-                    if k < warmup_steps:
-                        continue
-                    ctx = obs.context.to_dict()
-                    row = {**ctx, "ready_replicas": ctx["replicas"], "users": int(level), "replicas": int(n),
-                           "sample": counts[level], "missing": ",".join(obs.missing),
-                           "client_p95_ms": obs.client_p95_ms, "source": source}
-                    counts[level] += 1
-                    rows.append(row)
-                    if out is not None:
-                        out.write(json.dumps(row) + "\n")
-                        out.flush()
-                if progress is not None:
-                    progress(1)
-    finally:
-        if out is not None:
-            out.close()
-        backend.stop_load()
-    frame = pd.DataFrame(rows)
-    return frame.sort_values(["users", "replicas", "sample"], kind="stable").reset_index(drop=True)
+from scalelab.simulator.datasets import collect
 
 
 def record_live(cfg: ExperimentConfig, users: Sequence[int], replicas: Sequence[int], samples: int,

@@ -29,17 +29,21 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from scalelab.orchestrator.backend import Backend, Clock, VirtualClock
 from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
 from scalelab.orchestrator.context import ContextSettings
+from scalelab.simulator.backends import SimBackend
 from scalelab.simulator.cluster import ClusterSettings
-from scalelab.simulator.models import PAPER
-from scalelab.simulator.replay import DatasetError, load_dataset, record_dataset
+from scalelab.simulator.models import PAPER, AppProfile
+from scalelab.simulator.replay import DatasetError, load_dataset
 
 #: The shipped p95 samples of the paper's D1 (see simulator/data/README.md).
 PAPER_D1_FILE = "paper-D1-p95.json"
@@ -48,6 +52,81 @@ PAPER_D1_FILE = "paper-D1-p95.json"
 SIMULATED = {"sim-D1": 1, "sim-D2": 2}
 
 BUILTIN = ("paper-D1", *SIMULATED)
+
+
+def collect(backend: Backend, clock: Clock, users: Sequence[int], replicas: Sequence[int], samples: int,
+            step_s: float = 5.0, warmup_steps: int = 2, source: str = "", rows_file: Path | None = None,
+            progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """Measure ``backend`` as the paper's ``dataset_collector`` measured its cluster:
+    for each replica count (scaled to, then settled), users ascending then descending,
+    ``samples`` context samples per (users, replicas) cell split between the two
+    passes, each after ``warmup_steps`` steps of ``step_s`` seconds at its level. It
+    speaks only the :class:`~scalelab.orchestrator.backend.Backend` protocol, so the
+    simulator (:func:`record_dataset`) and the live stack
+    (:func:`scalelab.experiments.collector.record_live`) record the same way, with the
+    loop's own observations (startup delays, censored latencies of empty windows under
+    load). One row per sample: ``users, replicas, sample``, the context fields,
+    ``ready_replicas`` (the context's count, which a dead replica lowers), ``missing``,
+    ``client_p95_ms``, ``source``; appended to ``rows_file`` (JSON lines) as measured."""
+    rows: list[dict] = []
+    up = samples - samples // 2
+    out = open(rows_file, "a") if rows_file is not None else None
+    try:
+        for n in replicas:
+            backend.scale_to(int(n))
+            backend.settle()
+            counts = dict.fromkeys(users, 0)
+            for level, take in [(u, up) for u in users] + [(u, samples - up) for u in reversed(users)]:
+                backend.set_load(level)
+                t = clock.now()
+                for k in range(warmup_steps + take):
+                    t += step_s
+                    clock.sleep_until(t)
+                    obs = backend.observe()
+                    if k < warmup_steps:
+                        continue
+                    ctx = obs.context.to_dict()
+                    row = {**ctx, "ready_replicas": ctx["replicas"], "users": int(level), "replicas": int(n),
+                           "sample": counts[level], "missing": ",".join(obs.missing),
+                           "client_p95_ms": obs.client_p95_ms, "source": source}
+                    counts[level] += 1
+                    rows.append(row)
+                    if out is not None:
+                        out.write(json.dumps(row) + "\n")
+                        out.flush()
+                if progress is not None:
+                    progress(1)
+    finally:
+        if out is not None:
+            out.close()
+        backend.stop_load()
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["users", "replicas", "sample"], kind="stable").reset_index(drop=True)
+
+
+def record_dataset(
+    app: AppProfile,
+    users: Sequence[int] = tuple(range(5, 55, 5)),
+    replicas: Sequence[int] = tuple(range(1, 11)),
+    samples: int = 20,
+    seed: int = 0,
+    context: ContextSettings = PAPER_CONTEXT,
+    settings: ClusterSettings | None = None,
+    step_s: float = 5.0,
+    warmup_steps: int = 12,
+    progress: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """The simulator measured with the paper's collector (:func:`collect`) over a
+    :class:`~scalelab.simulator.backends.SimBackend` of ``app`` on ``settings`` (its
+    startup delay and think time; replicas ``1..max(replicas)``), on a virtual clock;
+    the ``think``, ``demand`` and ``arrivals`` streams are spawned from ``seed``."""
+    settings = settings or ClusterSettings()
+    shaped = replace(settings, min_replicas=1, max_replicas=max(replicas), initial_replicas=int(replicas[0]))
+    seeds = dict(zip(("think", "demand", "arrivals"), np.random.SeedSequence(seed).spawn(3), strict=True))
+    clock = VirtualClock()
+    backend = SimBackend(app, shaped, context, clock, seeds, max_users=max(users))
+    backend.setup(int(replicas[0]))
+    return collect(backend, clock, users, replicas, samples, step_s, warmup_steps, progress=progress)
 
 
 @dataclass(frozen=True)

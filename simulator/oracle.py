@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scalelab.orchestrator.context import ContextBuilder, ContextSettings
-from scalelab.simulator.cluster import ClusterSettings, SimCluster
+from scalelab.orchestrator.backend import VirtualClock
+from scalelab.orchestrator.context import ContextSettings
+from scalelab.simulator.backends import SimBackend
+from scalelab.simulator.cluster import ClusterSettings
 from scalelab.simulator.models import AppProfile
 
 
@@ -32,30 +34,30 @@ def steady_state_p95s(
     seed: int = 0,
     step_s: float = 5.0,
 ) -> np.ndarray:
-    """Per-step p95 (ms), shape ``(steps,)``, at a fixed load and replica count.
+    """Per-step p95 (ms), shape ``(steps,)``, at a fixed load and replica count,
+    observed through a :class:`~scalelab.simulator.backends.SimBackend` held at ``replicas``.
 
     The load is ``users`` closed users, or ``rate_rps`` open arrivals when given. A
     window where nothing completed while requests were in flight reads the p95 of their
     ages, as the step loop scores it (an empty window is not a fast one).
     """
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
-    cluster = SimCluster(app, settings.held_at(replicas), *rngs, max_users=max(users, 1))
-    if rate_rps is None:
-        cluster.set_users(users)
-    ctx = ContextBuilder(context)
+    clock = VirtualClock()
+    backend = SimBackend(app, settings.held_at(replicas), context, clock, probe_seeds(seed),
+                         closed=rate_rps is None, max_users=max(users, 1))
+    backend.set_load(users if rate_rps is None else rate_rps)
     out = np.zeros(steps)
     for k in range(warmup + steps):
-        now = (k + 1) * step_s
-        if rate_rps is not None:
-            cluster.add_open_arrivals(rate_rps, now)
-        signals = cluster.run_to(now)
-        ctx.add_spans(signals.spans)
+        clock.sleep_until((k + 1) * step_s)
+        obs = backend.observe()  # censored where nothing completed under load, as the loop scores it
         if k >= warmup:
-            c = ctx.build(now, replicas)
-            if c.spans == 0 and cluster.in_flight > 0:  # nothing completed under load: as the loop scores it,
-                c = ctx.build(now, replicas, cluster.in_flight_ages_ms())  # the in-flight requests' ages
-            out[k - warmup] = c.p95_ms
+            out[k - warmup] = obs.context.p95_ms
     return out
+
+
+def probe_seeds(seed: int) -> dict:
+    """The ``think``, ``demand`` and ``arrivals`` streams of a steady-state probe,
+    spawned from ``seed``."""
+    return dict(zip(("think", "demand", "arrivals"), np.random.SeedSequence(seed).spawn(3), strict=True))
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The replay backend, as the paper's simulator worked, and the dataset recorder.
+"""The replay backend, as the paper's simulator worked (the recorder is
+:func:`scalelab.simulator.datasets.collect`).
 
 A **dataset** holds, for users in steps of 5 and replicas 1..10, 20 context samples each
 (the paper's ``dataset_collector``), measured on some backend: one row per sample with
@@ -18,61 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
-from scalelab.orchestrator.context import Context, ContextBuilder, ContextSettings
+from scalelab.orchestrator.context import Context
 from scalelab.orchestrator.errors import UserError
-from scalelab.simulator.cluster import ClusterSettings, SimCluster
-from scalelab.simulator.models import AppProfile
 
 CONTEXT_COLUMNS = [f.name for f in fields(Context)]
 
 
 class DatasetError(UserError):
     """A dataset that cannot serve a replay; the message names the cell or the file."""
-
-
-def record_dataset(
-    app: AppProfile,
-    users: tuple[int, ...] = tuple(range(5, 55, 5)),
-    replicas: tuple[int, ...] = tuple(range(1, 11)),
-    samples: int = 20,
-    seed: int = 0,
-    context: ContextSettings = PAPER_CONTEXT,
-    settings: ClusterSettings | None = None,
-    step_s: float = 5.0,
-    warmup_steps: int = 12,
-    progress=None,
-) -> pd.DataFrame:
-    """Measure the simulator like the paper's collector: for each replica count, users
-    ascending then descending (the samples split between the two passes), ``samples``
-    context samples per cell."""
-    settings = settings or ClusterSettings()
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
-    rows = []
-    up = samples - samples // 2
-    for n in replicas:
-        shaped = ClusterSettings(min_replicas=1, max_replicas=max(replicas), initial_replicas=n,
-                                 startup_seconds=0.0, balancer=settings.balancer,
-                                 think_low_s=settings.think_low_s, think_high_s=settings.think_high_s)
-        cluster = SimCluster(app, shaped, *rngs, max_users=max(users))
-        builder = ContextBuilder(context)
-        t = 0.0
-        counts = dict.fromkeys(users, 0)
-        for level, take in [(u, up) for u in users] + [(u, samples - up) for u in reversed(users)]:
-            cluster.set_users(level)
-            for k in range(warmup_steps + take):
-                t += step_s
-                sig = cluster.run_to(t)
-                builder.add_spans(sig.spans)
-                builder.add_pod_samples(sig.pods)
-                if k >= warmup_steps:
-                    c = builder.build(t, sig.ready_replicas)
-                    rows.append({"users": level, "replicas": n, "sample": counts[level], **c.to_dict()})
-                    counts[level] += 1
-            if progress is not None:
-                progress(1)
-    frame = pd.DataFrame(rows)
-    return frame.sort_values(["users", "replicas", "sample"], kind="stable").reset_index(drop=True)
 
 
 def load_dataset(path: str | Path) -> pd.DataFrame:

@@ -9,7 +9,6 @@ import pytest
 from scalelab.orchestrator.context import ContextSettings
 from scalelab.simulator.cluster import ClusterSettings
 from scalelab.simulator.fluid import (
-    GRID,
     FluidCluster,
     FluidModel,
     Steady,
@@ -18,9 +17,9 @@ from scalelab.simulator.fluid import (
     _steady_closed,
     effective_spans,
     expected_sample_quantile,
-    validate,
 )
 from scalelab.simulator.models import DEMAND_KINDS, SANDBOX, AppProfile, DemandModel
+from scalelab.simulator.validation import GRID, validate
 
 
 def test_mva_matches_the_machine_repairman_by_hand():

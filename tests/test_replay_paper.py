@@ -7,8 +7,9 @@ from scalelab.experiments.config import load_config
 from scalelab.experiments.paper import PAPER_RESULTS, format_comparison, reproduce_paper
 from scalelab.experiments.runner import run_experiment
 from scalelab.orchestrator.context import Context
+from scalelab.simulator.datasets import record_dataset
 from scalelab.simulator.models import PAPER
-from scalelab.simulator.replay import DatasetError, Replay, record_dataset
+from scalelab.simulator.replay import DatasetError, Replay
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,27 @@ def test_recorder_grid_and_columns(small_dataset):
     # more replicas, lower p95 at 15 users
     m = d.groupby(["users", "replicas"]).p95_ms.mean()
     assert m[(15, 1)] > m[(15, 2)] > 0
+
+
+def test_the_simulators_recording_is_the_collector_over_the_backend(small_dataset):
+    """record_dataset is collect over a SimBackend: the loop's observations (its columns),
+    each replica count scaled to and settled (its replicas started, 5 s, before the samples)."""
+    from scalelab.orchestrator.backend import VirtualClock
+    from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
+    from scalelab.simulator.backends import SimBackend
+    from scalelab.simulator.cluster import ClusterSettings
+    from scalelab.simulator.datasets import collect
+    from scalelab.simulator.oracle import probe_seeds
+
+    d = small_dataset
+    assert {"ready_replicas", "missing", "client_p95_ms", "source"} <= set(d.columns)
+    assert (d.ready_replicas == d.replicas).all() and (d.missing == "").all()
+    clock = VirtualClock()
+    backend = SimBackend(PAPER, ClusterSettings(max_replicas=3), PAPER_CONTEXT, clock, probe_seeds(1), max_users=15)
+    by_hand = collect(backend, clock, (5, 10, 15), (1, 2, 3), 4, 5.0, 3)
+    assert by_hand.equals(d)
+    # the same seed, the same numbers
+    assert record_dataset(PAPER, users=(5, 10, 15), replicas=(1, 2, 3), samples=4, seed=1, warmup_steps=3).equals(d)
 
 
 def test_replay_cycles_samples_in_order_and_scales_at_once(small_dataset):

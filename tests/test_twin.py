@@ -7,14 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalelab.experiments.collector import collect
 from scalelab.experiments.twin import config_differences, twin_table
 from scalelab.orchestrator.backend import VirtualClock
 from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
 from scalelab.simulator.backends import SimBackend
 from scalelab.simulator.calibration import compare_cells, dataset_cells, dataset_utilization, fit_profile
 from scalelab.simulator.cluster import ClusterSettings
-from scalelab.simulator.datasets import DatasetMeta, read_dataset_meta, write_dataset_meta
+from scalelab.simulator.datasets import DatasetMeta, collect, read_dataset_meta, write_dataset_meta
 from scalelab.simulator.models import PAPER, find_profile, save_profile
 
 
@@ -141,7 +140,7 @@ def test_config_differences_leave_out_the_backend():
 
 
 def test_scalelab_report_of_two_run_folders_puts_them_side_by_side(tmp_path, capsys):
-    from scalelab.experiments.cli import main
+    from scalelab.cli import main
     from scalelab.experiments.runner import run_experiment
 
     cfg = {"name": "tw", "seed": 3, "runs": 2, "steps": 12, "slo_ms": 3000, "app": {"profile": "sandbox"},

@@ -1,0 +1,52 @@
+"""The fluid engine against the discrete-event one, in steady state, both observed
+through their backends (:class:`~scalelab.simulator.backends.SimBackend`,
+:class:`~scalelab.simulator.backends.FluidBackend`), so the context is built where the
+loop builds it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scalelab.orchestrator.backend import VirtualClock
+from scalelab.orchestrator.context import ContextSettings
+from scalelab.simulator.backends import FluidBackend, SimBackend
+from scalelab.simulator.cluster import ClusterSettings
+from scalelab.simulator.models import AppProfile
+from scalelab.simulator.oracle import probe_seeds
+
+#: The validation grid: users x replicas (closed users, think 0..2 s).
+GRID = ((1, 1), (5, 1), (10, 1), (10, 2), (20, 2), (30, 4), (50, 4), (60, 8), (100, 12))
+
+
+def validate(app: AppProfile, cells: list[tuple[int, int]], steps: int = 40, seed: int = 0,
+             settings: ClusterSettings | None = None, context: ContextSettings | None = None,
+             step_s: float = 5.0, warmup: int = 8) -> list[dict]:
+    """Fluid against discrete-event, per (users, replicas) cell, steady state: the mean
+    over ``steps`` steps (after ``warmup``) of the DES's per-step p95 (ms) and RPS, the
+    fluid engine's first step, and the utilisation (CPU / limit)."""
+    settings = settings or ClusterSettings()
+    context = context or ContextSettings()
+    out = []
+    for users, replicas in cells:
+        shaped = settings.held_at(replicas)
+        clock = VirtualClock()
+        des = SimBackend(app, shaped, context, clock, probe_seeds(seed), max_users=max(users, 1))
+        des.set_load(users)
+        d_p95, d_rps = [], []
+        for k in range(warmup + steps):
+            clock.sleep_until((k + 1) * step_s)
+            obs = des.observe()
+            if k >= warmup:
+                d_p95.append(obs.context.p95_ms)
+                d_rps.append(obs.context.rps)
+        fluid_clock = VirtualClock()
+        fluid = FluidBackend(app, shaped, context, fluid_clock)
+        fluid.set_load(users)
+        fluid_clock.sleep_until(step_s)
+        f = fluid.observe().context
+        des_rps = float(np.mean(d_rps))
+        out.append({"users": users, "replicas": replicas, "utilization": des_rps * app.demand.mean_s /
+                    (replicas * app.cpu_limit), "des_p95_ms": float(np.mean(d_p95)), "fluid_p95_ms": f.p95_ms,
+                    "des_rps": des_rps, "fluid_rps": f.rps})
+    return out
