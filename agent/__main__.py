@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from scalelab.agent.process import AgentConfigError, AgentSpec, run_agent
-from scalelab.orchestrator.errors import OperationalError
+from scalelab.errors import OperationalError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scalelab.errors import UserError
 from scalelab.orchestrator.protocol import ScaleOrder
 
 
@@ -19,7 +20,7 @@ class ActionSet:
 
     def __post_init__(self) -> None:
         if not self.orders:
-            raise ValueError("an action set needs at least one order")
+            raise UserError("an action set needs at least one order")
 
     def __len__(self) -> int:
         return len(self.orders)
@@ -41,5 +42,5 @@ class ActionSet:
     def fixed(low: int, high: int) -> ActionSet:
         """One action per target count ``low..high``."""
         if not 0 <= low <= high:
-            raise ValueError(f"fixed action range {low}..{high} is not a range")
+            raise UserError(f"fixed action range {low}..{high} is not a range")
         return ActionSet(tuple(ScaleOrder("fixed", n) for n in range(low, high + 1)))

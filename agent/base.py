@@ -15,8 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from scalelab.agent.actions import ActionSet
+from scalelab.errors import UserError
 from scalelab.orchestrator.context import Context
-from scalelab.orchestrator.errors import UserError
 
 
 class PolicyError(UserError):

@@ -50,7 +50,7 @@ CHECK_PARAMS: dict[str, dict[str, Any]] = {"dqn": {"greedy_start": 1.0}, "q-lear
                                                                        "desired_replicas": 4}]}}
 
 
-class PolicyCheckError(AssertionError):
+class PolicyCheckError(PolicyError, AssertionError):
     """A registered policy broke one of the checker's rules (the message says which)."""
 
 

@@ -39,9 +39,9 @@ import numpy as np
 
 from scalelab.agent.actions import ActionSet
 from scalelab.agent.base import Decision, Policy
+from scalelab.errors import UserError
 from scalelab.orchestrator.backend import Backend, Clock, Observation, ScaleResult
 from scalelab.orchestrator.context import CALENDAR_FEATURES, CalendarFeatures, Context
-from scalelab.orchestrator.errors import UserError
 
 LOOP_MODES = ("period", "settle")
 

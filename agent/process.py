@@ -37,9 +37,9 @@ from scalelab.agent.base import Decision, Policy, PolicyError
 from scalelab.agent.build import Deployment, build_policy, build_reward, reads_timetable
 from scalelab.agent.loop import LOOP_MODES, LoopSettings, StepLoop, StepRecord, decision_from_dict, decision_to_dict
 from scalelab.agent.rewards import RewardError
+from scalelab.errors import UserError
 from scalelab.orchestrator.backend import Backend, Clock, Observation, WallClock
 from scalelab.orchestrator.context import Timetable
-from scalelab.orchestrator.errors import UserError
 
 RECORDS = "decisions.jsonl"
 STATE = "agent-state.json"

@@ -24,9 +24,9 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from scalelab.errors import UserError
 from scalelab.orchestrator import plugins
 from scalelab.orchestrator.context import Context
-from scalelab.orchestrator.errors import UserError
 
 
 class RewardError(UserError):

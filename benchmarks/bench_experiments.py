@@ -37,7 +37,7 @@ def paper_coldstart(policy: str, out: str) -> tuple[float, int]:
 
 def compare(out: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "scalelab.experiments.cli", "compare", "--out", out], check=True,
+    subprocess.run([sys.executable, "-m", "scalelab.cli", "compare", "--out", out], check=True,
                    capture_output=True)
     return time.perf_counter() - t0
 

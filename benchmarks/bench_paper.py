@@ -21,7 +21,7 @@ from pathlib import Path
 
 def once(out: Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "scalelab.experiments.cli", "paper", "--out", str(out)], check=True,
+    subprocess.run([sys.executable, "-m", "scalelab.cli", "paper", "--out", str(out)], check=True,
                    capture_output=True)
     return time.perf_counter() - t0
 

@@ -108,7 +108,7 @@ def bench_injector(seconds: float, repeats: int) -> float:
 def bench_record() -> float:
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        out = subprocess.run([sys.executable, "-m", "scalelab.experiments.cli", "dataset", "record", "--backend", "live",
+        out = subprocess.run([sys.executable, "-m", "scalelab.cli", "dataset", "record", "--backend", "live",
                               "--config", "live-evaluation-week", "--users", "5,10,15,20,25", "--replicas",
                               "1,2,3,4", "--samples", "2", "--warmup-steps", "1", "--out", f"{d}/grid.parquet"],
                              capture_output=True, text=True)

@@ -30,8 +30,8 @@ from typing import Any
 import yaml
 
 from scalelab.agent.loop import LOOP_MODES
+from scalelab.errors import UserError
 from scalelab.orchestrator import plugins
-from scalelab.orchestrator.errors import UserError
 
 BACKENDS = ("sim", "replay", "live")
 

@@ -16,8 +16,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from scalelab.errors import UserError
 from scalelab.injector.corpus import Corpus, build_corpus, measure
-from scalelab.orchestrator.errors import UserError
 
 
 def http_post_run(url: str, timeout_s: float = 60.0) -> Callable[[dict], dict]:

@@ -63,9 +63,9 @@ from scalelab.agent.actions import ActionSet
 from scalelab.agent.base import Decision
 from scalelab.agent.build import build_reward
 from scalelab.agent.loop import StepLoop, takes_violation
+from scalelab.errors import UserError
 from scalelab.experiments.config import ConfigError, ExperimentConfig, config_path, load_config
-from scalelab.experiments.episode import deployment_of, make_backend, resolve
-from scalelab.experiments.runner import episode_seeds, oracle_levels
+from scalelab.experiments.episode import deployment_of, episode_seeds, make_backend, oracle_levels, resolve
 from scalelab.orchestrator.backend import Observation, VirtualClock, clamp
 from scalelab.orchestrator.context import FIELDS, Context
 
@@ -110,11 +110,11 @@ class SandboxScalingEnv(gym.Env):
         if engine is not None:
             cfg = replace(cfg, engine=engine)
         if observation not in ("raw", "normalized"):
-            raise ValueError(f"env: observation={observation!r} is not 'raw' or 'normalized'")
+            raise UserError(f"env: observation={observation!r} is not 'raw' or 'normalized'")
         if actions not in ("incremental", "fixed"):
-            raise ValueError(f"env: actions={actions!r} is not 'incremental' or 'fixed'")
+            raise UserError(f"env: actions={actions!r} is not 'incremental' or 'fixed'")
         if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"env: render_mode={render_mode!r} is not None, 'ansi' or 'rgb_array'")
+            raise UserError(f"env: render_mode={render_mode!r} is not None, 'ansi' or 'rgb_array'")
         self.cfg, self.render_mode, self.observation = cfg, render_mode, observation
         self.resolved = resolve(cfg)
         c = cfg.cluster
@@ -216,7 +216,7 @@ class SandboxScalingEnv(gym.Env):
         except (TypeError, ValueError):
             a = -1
         if a != action or not 0 <= a < len(self._decisions):
-            raise ValueError(f"action {action!r} is not in {self.action_space}")
+            raise UserError(f"action {action!r} is not in {self.action_space}")
         k = self._k
         record, following = self._loop.act(k, self._before, self._decisions[a], self.actions)
         self._k += 1

@@ -31,6 +31,7 @@ from scalelab.simulator.backends import FluidBackend, ReplayBackend, SimBackend
 from scalelab.simulator.cluster import ClusterSettings
 from scalelab.simulator.datasets import BUILTIN, resolve_dataset
 from scalelab.simulator.models import AppProfile, find_profile
+from scalelab.simulator.oracle import OracleTable
 from scalelab.simulator.replay import Replay
 
 
@@ -236,13 +237,14 @@ def run_episode(
     seeds: dict[str, int],
     loads: np.ndarray,
     oracle: np.ndarray | None,
-    chunk_dir: Path | None = None,
+    part=None,
     chunk_steps: int = 5000,
     replay: Replay | None = None,
 ) -> pd.DataFrame:
-    """Run one episode through the step loop and return its rows; with ``chunk_dir``,
-    rows are also written there every ``chunk_steps`` steps so that a killed run keeps
-    what it did. ``replay``: see :func:`make_backend`."""
+    """Run one episode through the step loop and return its rows; with ``part`` (the
+    episode's folder, :class:`scalelab.experiments.runfolder.Part`), rows are also
+    written there every ``chunk_steps`` steps so that a killed run keeps what it did,
+    and the policy's state at the end. ``replay``: see :func:`make_backend`."""
     label = cfg.policies[policy_index].display
     records: list[StepRecord] = []
     frames: list[pd.DataFrame] = []  # one per chunk of rows, each built once
@@ -252,8 +254,8 @@ def run_episode(
         nonlocal written
         if len(records) > written:
             frame = records_frame(records[written:], run, label, oracle)
-            if chunk_dir is not None:
-                frame.to_parquet(chunk_dir / f"chunk-{written:08d}.parquet", index=False)
+            if part is not None:
+                part.write_chunk(written, frame)
             frames.append(frame)
             written = len(records)
 
@@ -267,6 +269,54 @@ def run_episode(
         if len(records) - written >= chunk_steps:
             flush()
     flush()
-    if chunk_dir is not None:
-        (chunk_dir / "policy.json").write_text(json.dumps(policy.state_dict()))
+    if part is not None:
+        part.write_policy(policy.state_dict())
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def episode_seeds(seed: int, runs: int, n_policies: int) -> list[dict]:
+    """Integer seeds per run: ``think``, ``demand``, ``arrivals``, ``policy`` (a list,
+    one per policy) and ``calendar`` (the timetable's noise), all spawned from ``seed``.
+
+    ``SeedSequence(seed)`` spawns one child per run; each run's child spawns the
+    think-time, demand, arrival and policy streams; policies get one stream each. So
+    every policy of run ``r`` faces the same users and the same demands (common random
+    numbers)."""
+    out = []
+    for run_ss in np.random.SeedSequence(seed).spawn(runs):
+        think, demand, arrivals, pol, calendar = run_ss.spawn(5)  # the first four as before the calendar
+        out.append({
+            "think": int(think.generate_state(1)[0]),
+            "demand": int(demand.generate_state(1)[0]),
+            "arrivals": int(arrivals.generate_state(1)[0]),
+            "policy": [int(p.generate_state(1)[0]) for p in pol.spawn(n_policies)],
+            "calendar": int(calendar.generate_state(1)[0]),
+        })  # fmt: skip
+    return out
+
+
+def oracle_levels(cfg: ExperimentConfig, resolved: Resolved, cache_dir: Path | None, progress=None):
+    """Per-step load and oracle replicas (``None`` when no oracle is possible); the
+    oracle's table is cached in ``cache_dir`` (``oracle.json``, ``oracle-fluid.json``)
+    when given."""
+    wl = resolved.workload
+    loads = wl.series(cfg.step_seconds, resolved.steps)
+    if cfg.backend == "replay" and cfg.oracle:
+        replay = load_replay(cfg)
+        levels = {u: replay.oracle(int(u), cfg.slo_ms) for u in np.unique(loads)}
+        return loads, np.array([levels[u] for u in loads])
+    if cfg.backend != "sim" or not cfg.oracle:
+        return loads, None
+    engine = "fluid" if cfg.engine.startswith("fluid") else cfg.engine  # the oracle reads the expected p95
+    cache_file = cache_dir / f"oracle{'-fluid' if engine == 'fluid' else ''}.json" if cache_dir is not None else None
+    table = OracleTable(
+        app=resolved.app, settings=resolved.cluster, context=resolved.context,
+        slo_ms=cfg.slo_ms, open_loop=wl.loop == "open", step_s=cfg.step_seconds,
+        seed=int(np.random.SeedSequence([cfg.seed, 7]).generate_state(1)[0]), engine=engine,
+    )  # fmt: skip
+    if cache_file is not None and cache_file.exists():
+        table.cache = {float(k): int(v) for k, v in json.loads(cache_file.read_text()).items()}
+    oracle = table.for_levels(loads, progress=progress)
+    if cache_file is not None:
+        cache_file.write_text(json.dumps({repr(k): v for k, v in sorted(table.cache.items())}))
+    return loads, oracle

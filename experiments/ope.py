@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
+from scalelab.errors import UserError
 from scalelab.orchestrator.context import Context
 
 
@@ -78,7 +79,7 @@ def estimate(x: np.ndarray, actions: np.ndarray, rewards: np.ndarray, propensiti
     """
     n, n_actions = target_probs.shape
     if np.any(propensities <= 0):
-        raise ValueError("propensities must be > 0 for every logged action")
+        raise UserError("propensities must be > 0 for every logged action")
 
     def point(idx):
         w, dm, dr = _components(x[idx], actions[idx], rewards[idx], propensities[idx], target_probs[idx],

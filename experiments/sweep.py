@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from scalelab.errors import UserError
 from scalelab.experiments.config import ConfigError, load_config
 from scalelab.experiments.metrics import pareto_ranks
-from scalelab.orchestrator.errors import UserError
 
 
 class SweepError(UserError):

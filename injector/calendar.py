@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scalelab.errors import UserError
 from scalelab.injector.workloads import Workload, WorkloadError
 from scalelab.orchestrator.context import CALENDAR_FEATURES, CalendarFeatures, Timetable  # noqa: F401 (re-exported)
 
@@ -48,9 +49,9 @@ class CalendarSettings:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.size_noise < 1.0:
-            raise ValueError(f"calendar.size_noise={self.size_noise!r} must be in [0, 1)")
+            raise UserError(f"calendar.size_noise={self.size_noise!r} must be in [0, 1)")
         if not self.start_noise_min >= 0.0:
-            raise ValueError(f"calendar.start_noise_min={self.start_noise_min!r} must be >= 0")
+            raise UserError(f"calendar.start_noise_min={self.start_noise_min!r} must be >= 0")
 
 
 def timetable(workload: Workload, settings: CalendarSettings = CalendarSettings(),

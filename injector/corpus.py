@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scalelab.errors import UserError
+
 #: Share of each kind among submissions: an assumed CS1 exam mix (most programs run, a
 #: fifth fail, a few never stop or blow a limit). Under 5 % reach the CPU limit, so that
 #: the p95 of submissions is set by the programs that end, and moves with the load.
@@ -67,7 +69,7 @@ LIMITS = {"cpu_seconds": 2.0, "wall_seconds": 10.0, "memory_mib": 128, "output_b
 CORPUS_V1 = "corpus-v1.json"
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """A corpus file that cannot be used; the message names the file and the field."""
 
 

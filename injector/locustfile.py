@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 
 from locust import HttpUser, task
 
+from scalelab.errors import UserError
 from scalelab.injector.corpus import Corpus, as_intended, load_corpus, outcome_of
 
 TASKS = ("compute", "student")
@@ -62,11 +63,11 @@ class Task:
         """This task with the fields of a ``set_task`` order; ``ValueError`` naming a bad one."""
         kind = order.get("task", self.kind)
         if kind not in TASKS:
-            raise ValueError(f"set_task: task={kind!r} is not one of {TASKS}")
+            raise UserError(f"set_task: task={kind!r} is not one of {TASKS}")
         think = order.get("think_s", self.think_s)
         lo, hi = (float(x) for x in think)
         if not 0 <= lo <= hi:
-            raise ValueError(f"set_task: think_s={think!r} must be [low, high], 0 <= low <= high")
+            raise UserError(f"set_task: think_s={think!r} must be [low, high], 0 <= low <= high")
         new = replace(self, kind=kind, think_s=(lo, hi), cpu=int(order.get("cpu", self.cpu)),
                       corpus=str(order.get("corpus", self.corpus)), seed=int(order.get("seed", self.seed)))
         if new.kind == "student":

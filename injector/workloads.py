@@ -37,10 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
+from scalelab.errors import UserError
 from scalelab.orchestrator import plugins
 
 
-class WorkloadError(ValueError):
+class WorkloadError(UserError):
     """A workload spec that cannot be built; the message names the key and the value."""
 
 

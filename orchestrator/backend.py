@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Protocol, runtime_checkable
 
+from scalelab.errors import OrderError
 from scalelab.orchestrator.context import Context
-from scalelab.orchestrator.errors import OrderError
 
 #: A pod's phase as the loop sees it: ``starting`` (created, not ready yet), ``ready``
 #: (takes traffic), ``draining`` (removed from the balancer, finishing its requests).
@@ -114,7 +114,7 @@ def clamp(current: int, requested: int, minimum: int, maximum: int) -> ScaleResu
     backend, the orchestrator service (``scaleSUT``, ``setDeploymentLimit``), the loop
     and the env's action masks call it; none raises on an out-of-range order, none
     clamps silently. Limits that are not a range (``0 <= minimum <= maximum``) raise
-    :class:`~scalelab.orchestrator.errors.OrderError`.
+    :class:`~scalelab.errors.OrderError`.
 
     >>> clamp(3, 12, 1, 10)
     ScaleResult(current=3, requested=12, applied=10)
@@ -149,7 +149,7 @@ class Backend(Protocol):
 
     Time and retries: ``clock`` is the clock the backend's signals are on (virtual for
     the simulator and the replay, wall for the live stack); ``retries`` counts the
-    requests sent again after a :class:`~scalelab.orchestrator.errors.TemporaryError`
+    requests sent again after a :class:`~scalelab.errors.TemporaryError`
     (0 where nothing is retried).
 
     :class:`BaseBackend` gives the episode and retry hooks their do-nothing defaults.

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 
-from scalelab.orchestrator.errors import PermanentError, TemporaryError
+from scalelab.errors import PermanentError, TemporaryError
 
 
 class OrderFailed(PermanentError):

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from scalelab.errors import UserError
+
 FIELDS = (
     "replicas",
     "p95_ms",
@@ -127,15 +129,15 @@ class ContextSettings:
 
     def __post_init__(self) -> None:
         if self.rps_mode not in RPS_MODES:
-            raise ValueError(f"context.rps_mode={self.rps_mode!r} is not one of {RPS_MODES}")
+            raise UserError(f"context.rps_mode={self.rps_mode!r} is not one of {RPS_MODES}")
         if self.span_buffer is not None and self.span_buffer < 1:
-            raise ValueError(f"context.span_buffer must be >= 1, got {self.span_buffer}")
+            raise UserError(f"context.span_buffer must be >= 1, got {self.span_buffer}")
         if self.metric_buffer < 1:
-            raise ValueError(f"context.metric_buffer must be >= 1, got {self.metric_buffer}")
+            raise UserError(f"context.metric_buffer must be >= 1, got {self.metric_buffer}")
         if self.window_s <= 0:
-            raise ValueError(f"context.window_s must be > 0, got {self.window_s}")
+            raise UserError(f"context.window_s must be > 0, got {self.window_s}")
         if self.rps_mode == "paper" and self.span_buffer is None:
-            raise ValueError("context.rps_mode='paper' needs a span_buffer (the paper: 4000)")
+            raise UserError("context.rps_mode='paper' needs a span_buffer (the paper: 4000)")
 
 
 #: The paper's code: 4000 spans, 12 samples, 12 s, RPS = count / (max ts - min ts).

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scalelab.orchestrator.errors import PermanentError
+from scalelab.errors import PermanentError
 from scalelab.orchestrator.local_processes import alive, reap, spawn, stop
 
 BACKEND = "sandbox"

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from scalelab.orchestrator.errors import PermanentError
+from scalelab.errors import PermanentError
 
 ADDRESS = re.compile(r"bootstrap\.servers=(\S+)")
 

@@ -4,7 +4,7 @@ orchestrator's order protocol (the paper's CogscalingLib side).
 It speaks to anything with the :class:`Orchestrator` methods -- over Kafka,
 ``scalelab.orchestrator.client.OrchestratorClient``; in tests, an in-process stand-in -- and
 imports no network client itself. A call that raises a
-:class:`~scalelab.orchestrator.errors.TemporaryError` (no answer yet) is made again after the
+:class:`~scalelab.errors.TemporaryError` (no answer yet) is made again after the
 error's ``retry_after_s`` (on the loop's clock), for up to ``retry_s`` seconds; then
 :class:`OrchestratorGone`, a permanent error.
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from scalelab.errors import PermanentError, TemporaryError
 from scalelab.orchestrator.backend import BaseBackend, Clock, Observation, ScaleResult, clamp
 from scalelab.orchestrator.context import Context
-from scalelab.orchestrator.errors import PermanentError, TemporaryError
 
 
 class OrchestratorGone(PermanentError):
@@ -25,7 +25,7 @@ class OrchestratorGone(PermanentError):
 
 class Orchestrator(Protocol):
     """What the agent needs of the orchestrator. A call that gets no answer raises a
-    :class:`~scalelab.orchestrator.errors.TemporaryError` saying when to try again."""
+    :class:`~scalelab.errors.TemporaryError` saying when to try again."""
 
     def order(self, name: str, **fields: Any) -> dict: ...
 

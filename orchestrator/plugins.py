@@ -24,7 +24,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from scalelab.orchestrator.errors import UserError
+from scalelab.errors import UserError
 
 GROUPS = {"policy": "scalelab.policies", "reward": "scalelab.rewards", "workload": "scalelab.workloads"}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from scalelab.orchestrator.errors import PermanentError
+from scalelab.errors import PermanentError
 from scalelab.orchestrator.local_processes import spawn, stop, wait_http
 
 CONFIG = """global:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scalelab.errors import OrderError
 from scalelab.orchestrator.backend import ScaleResult, clamp
-from scalelab.orchestrator.errors import OrderError
 
 __all__ = ["ORDERS", "ORDER_MODES", "OrderError", "ScaleOrder", "clamp"]
 

@@ -25,10 +25,10 @@ from typing import Protocol
 
 import numpy as np
 
+from scalelab.errors import ScalelabError
 from scalelab.orchestrator.backend import clamp
 from scalelab.orchestrator.collectors.zipkin import ZipkinCollector
 from scalelab.orchestrator.context import ContextBuilder, ContextSettings
-from scalelab.orchestrator.errors import ScalelabError
 from scalelab.orchestrator.protocol import MAX_TRACE_NUMBER, Order, OrderError, ScaleOrder, parse_order, result_message
 
 
@@ -281,9 +281,11 @@ class OrchestratorService:
                     self.builder.add_pod_samples(pods)
                 self.last_prometheus_ok = self.clock()
                 self.prometheus_error = None
-            except PrometheusUnavailable as exc:
+                wait = self.interval
+            except PrometheusUnavailable as exc:  # temporary: try again when it says
                 self.prometheus_error = str(exc)[:300]
-            self._stop.wait(self.interval)
+                wait = min(self.interval, exc.retry_after_s)
+            self._stop.wait(wait)
 
     def _wait_prometheus(self, replicas: int, timeout_s: float) -> None:
         """Until Prometheus has a fresh sample of every one of ``replicas`` pods."""
@@ -292,12 +294,13 @@ class OrchestratorService:
         collector = PrometheusCollector(self.prometheus_url, namespace=self.namespace)
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
+            wait = 0.5
             try:
                 if len(collector.sample().cpu_cores) == replicas:
                     return
-            except PrometheusUnavailable:
-                pass
-            time.sleep(0.5)
+            except PrometheusUnavailable as exc:
+                wait = max(wait, exc.retry_after_s)
+            time.sleep(min(wait, max(0.0, end - time.monotonic())))
 
     def _order_loop(self) -> None:
         from kafka import KafkaConsumer, KafkaProducer

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
-from scalelab.orchestrator.errors import PermanentError
+from scalelab.errors import PermanentError
 from scalelab.orchestrator.haproxy import HAProxy
 from scalelab.orchestrator.kafka_embedded import fixed_port_env
 from scalelab.orchestrator.local_processes import alive, free_port, reap, spawn, stop

@@ -41,6 +41,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from scalelab.errors import PermanentError, UserError
+
 CLONE_NEWNET = 0x40000000
 #: A run's host directory is ``<tmp>/scalelab-run-<worker pid>-...``: a worker that died
 #: leaves it, and the next sandbox made on the machine sweeps it (:func:`sweep_leftovers`).
@@ -104,8 +106,12 @@ def source_file(command: list[str]) -> str:
     return next((a for a in command if a.startswith("main.")), "main.py")
 
 
-class SandboxError(RuntimeError):
-    """The sandbox cannot run programs safely here (or the request is malformed)."""
+class SandboxError(PermanentError, RuntimeError):
+    """The sandbox cannot run programs safely here (no seal, no network namespace)."""
+
+
+class SandboxRequestError(SandboxError, UserError):
+    """A malformed run request (language, code, stdin, limits); the message names it."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,7 @@ class Limits:
         for name, value in asdict(self).items():
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
                     or value <= 0:
-                raise SandboxError(f"limits.{name} must be a finite number > 0, got {value!r}")
+                raise SandboxRequestError(f"limits.{name} must be a finite number > 0, got {value!r}")
 
     def within(self, ceiling: Limits) -> Limits:
         """These limits, none above ``ceiling`` (the server's): a client may only lower
@@ -229,12 +235,12 @@ class Sandbox:
 
     def run(self, code: str, language: str = "python", stdin: str = "", limits: Limits | None = None) -> RunResult:
         if language not in self.languages:
-            raise SandboxError(f"language {language!r} is not one of {sorted(self.languages)}")
+            raise SandboxRequestError(f"language {language!r} is not one of {sorted(self.languages)}")
         if not isinstance(code, str):
-            raise SandboxError("code must be a string")
+            raise SandboxRequestError("code must be a string")
         limits = limits or Limits()
         if not isinstance(stdin, str):
-            raise SandboxError("stdin must be a string")
+            raise SandboxRequestError("stdin must be a string")
         workdir = tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-")
         uid = _next_uid() if self.isolate_users else None
         try:

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from scalelab.errors import PermanentError
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 GROUP = "scalelab-runs"
 
@@ -45,7 +47,7 @@ DENIED_SYSCALLS = (
 )  # fmt: skip
 
 
-class SealError(RuntimeError):
+class SealError(PermanentError, RuntimeError):
     """The kernel cannot seal runs here (no bubblewrap, no user namespaces, no cgroups)."""
 
 

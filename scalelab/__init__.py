@@ -30,7 +30,7 @@ import importlib
 _EXPORTS = {
     "load_config": "scalelab.experiments.config", "save_config": "scalelab.experiments.config",
     "ExperimentConfig": "scalelab.experiments.config", "ConfigError": "scalelab.experiments.config",
-    "run_experiment": "scalelab.experiments.runner", "RunResult": "scalelab.experiments.runner",
+    "run_experiment": "scalelab.experiments.experiment", "RunResult": "scalelab.experiments.runfolder",
     "summarize": "scalelab.experiments.metrics", "format_table": "scalelab.experiments.metrics", "per_run": "scalelab.experiments.metrics",
     "write_report": "scalelab.experiments.report", "plot_load": "scalelab.experiments.report", "plot_replicas": "scalelab.experiments.report",
     "plot_p95": "scalelab.experiments.report", "plot_tradeoff": "scalelab.experiments.report",
@@ -42,7 +42,7 @@ _EXPORTS = {
     "make_reward": "scalelab.agent.rewards", "Context": "scalelab.orchestrator.context",
     "make_workload": "scalelab.injector.workloads",
     "LocalStack": "scalelab.orchestrator.stack", "OrchestratorClient": "scalelab.orchestrator.client",
-    "start_services": "scalelab.experiments.live", "stop_services": "scalelab.experiments.live", "run_live": "scalelab.experiments.live",
+    "start_services": "scalelab.experiments.live", "stop_services": "scalelab.experiments.live", "run_live": "scalelab.experiments.experiment",
     "live_settings": "scalelab.experiments.live",
     "StepLoop": "scalelab.agent.loop", "LoopSettings": "scalelab.agent.loop", "StepRecord": "scalelab.agent.loop",
     "VirtualClock": "scalelab.orchestrator.backend", "WallClock": "scalelab.orchestrator.backend",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from scalelab.errors import UserError
 from scalelab.orchestrator.context import PodSamples, Spans
 from scalelab.simulator import engine as E
 from scalelab.simulator.models import AppProfile, think_times
@@ -39,21 +40,21 @@ class ClusterSettings:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_replicas <= self.max_replicas:
-            raise ValueError(
+            raise UserError(
                 f"cluster: need 1 <= min_replicas <= max_replicas, got "
                 f"{self.min_replicas}..{self.max_replicas}"
             )
         if not self.min_replicas <= self.initial_replicas <= self.max_replicas:
-            raise ValueError(
+            raise UserError(
                 f"cluster.initial_replicas={self.initial_replicas} is outside "
                 f"[{self.min_replicas}, {self.max_replicas}]"
             )
         if self.balancer not in BALANCERS:
-            raise ValueError(f"cluster.balancer={self.balancer!r} is not one of {list(BALANCERS)}")
+            raise UserError(f"cluster.balancer={self.balancer!r} is not one of {list(BALANCERS)}")
         if self.startup_seconds < 0:
-            raise ValueError(f"cluster.startup_seconds must be >= 0, got {self.startup_seconds}")
+            raise UserError(f"cluster.startup_seconds must be >= 0, got {self.startup_seconds}")
         if not 0 <= self.think_low_s <= self.think_high_s:
-            raise ValueError("cluster: need 0 <= think_low_s <= think_high_s")
+            raise UserError("cluster: need 0 <= think_low_s <= think_high_s")
 
     def held_at(self, replicas: int) -> ClusterSettings:
         """The same cluster started at, and able to hold, ``replicas`` (steady-state
@@ -240,7 +241,7 @@ class SimCluster:
         if n == self.users:
             return
         if n < 0:
-            raise ValueError(f"users must be >= 0, got {n}")
+            raise UserError(f"users must be >= 0, got {n}")
         if n > self.u_gen.shape[0]:
             self._grow_users(max(n, 2 * self.u_gen.shape[0]))
         if n > self.users:
@@ -263,7 +264,7 @@ class SimCluster:
     def add_open_arrivals(self, rate_rps: float, t_end: float) -> None:
         """Poisson arrivals at ``rate_rps`` from now to ``t_end``."""
         if rate_rps < 0:
-            raise ValueError(f"rate_rps must be >= 0, got {rate_rps}")
+            raise UserError(f"rate_rps must be >= 0, got {rate_rps}")
         span = t_end - self.now
         count = self._rng_arr.poisson(rate_rps * span) if rate_rps > 0 else 0
         times = np.sort(self.now + self._rng_arr.uniform(0.0, span, count))

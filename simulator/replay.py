@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scalelab.errors import UserError
 from scalelab.orchestrator.context import Context
-from scalelab.orchestrator.errors import UserError
 
 CONTEXT_COLUMNS = [f.name for f in fields(Context)]
 

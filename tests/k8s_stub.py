@@ -19,6 +19,7 @@ class StubAPIServer:
         self.ready, self.ready_delay = replicas, ready_delay_s
         self.changed_at = time.monotonic()
         self.faults: list[int] = []  # statuses to answer next, one per request
+        self.retry_after: str | None = None  # the Retry-After header of those answers
         self.calls: list[tuple[str, str]] = []
         stub = self
 
@@ -26,9 +27,11 @@ class StubAPIServer:
             def log_message(self, *a):
                 pass
 
-            def _reply(self, code, obj):
+            def _reply(self, code, obj, headers=()):
                 body = json.dumps(obj).encode()
                 self.send_response(code)
+                for key, value in headers:
+                    self.send_header(key, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -45,7 +48,8 @@ class StubAPIServer:
                 if stub.faults:
                     code = stub.faults.pop(0)
                     return self._reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                              "code": code, "reason": "Conflict" if code == 409 else "ServiceUnavailable"})
+                                              "code": code, "reason": "Conflict" if code == 409 else "ServiceUnavailable"},
+                                       [("Retry-After", stub.retry_after)] if stub.retry_after else ())
                 if not m or m["ns"] != stub.ns or m["name"] != stub.name:
                     return self._reply(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
                 if verb == "patch":

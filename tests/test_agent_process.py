@@ -11,9 +11,9 @@ import pytest
 
 from scalelab.agent.process import AgentConfigError, AgentFolder, AgentSpec, run_agent
 from scalelab.agent.rewards import make_reward
+from scalelab.errors import PermanentError, TemporaryError
 from scalelab.orchestrator.backend import VirtualClock
 from scalelab.orchestrator.context import Context
-from scalelab.orchestrator.errors import PermanentError, TemporaryError
 from scalelab.orchestrator.live_backend import OrchestratorBackend, OrchestratorGone
 
 

@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scalelab.agent.actions import ActionSet
+from scalelab.errors import OrderError, UserError
 from scalelab.experiments.config import load_config
 from scalelab.experiments.episode import make_backend, resolve
 from scalelab.experiments.runner import episode_seeds
 from scalelab.orchestrator.backend import ScaleResult, VirtualClock, clamp
-from scalelab.orchestrator.errors import OrderError, UserError
 from scalelab.orchestrator.live_backend import OrchestratorBackend
 from scalelab.orchestrator.protocol import ScaleOrder
 from scalelab.orchestrator.service import OrchestratorService

@@ -1,13 +1,18 @@
 """The command line a newcomer meets: every option explained with its default, listings,
-did-you-mean for names, arguments checked before any work."""
+did-you-mean for names, arguments checked before any work; the project's errors as one
+line (and a hint for an operational fault), a bug with its traceback."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from scalelab.experiments.cli import build_parser, main
+import scalelab.cli.run
+from scalelab.cli import build_parser, main
+from scalelab.errors import PermanentError, ScalelabError, TemporaryError, UserError
 
 
 def _options(parser: argparse.ArgumentParser, prefix: str = "scalelab"):
@@ -59,3 +64,82 @@ def test_paper_only_is_checked_before_any_work(tmp_path, capsys):
     assert exc.value.code == 2
     assert "invalid choice: 'paper-coldstrat'" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()  # nothing recorded
+
+
+def _compare_raises(monkeypatch, exc: BaseException) -> None:
+    def cmd_compare(args):
+        raise exc
+
+    monkeypatch.setattr(scalelab.cli.run, "cmd_compare", cmd_compare)
+
+
+def test_a_user_error_prints_its_first_line_and_exits_2(monkeypatch, capsys):
+    _compare_raises(monkeypatch, UserError("config: runs=0 must be >= 1\n(the whole config follows)"))
+    assert main(["compare"]) == 2
+    out = capsys.readouterr()
+    assert out.err.splitlines() == ["scalelab: error: config: runs=0 must be >= 1"] and out.out == ""
+
+
+def test_a_temporary_error_prints_one_line_and_when_to_try_again_and_exits_3(monkeypatch, capsys):
+    _compare_raises(monkeypatch, TemporaryError("Prometheus at http://127.0.0.1:9090 does not answer",
+                                                retry_after_s=2.5))
+    assert main(["compare"]) == 3
+    assert capsys.readouterr().err.splitlines() == [
+        "scalelab: Prometheus at http://127.0.0.1:9090 does not answer",
+        "hint: a temporary fault: it may go away; try again in 2.5 s",
+    ]
+
+
+def test_a_permanent_error_prints_one_line_and_what_to_check_and_exits_3(monkeypatch, capsys):
+    _compare_raises(monkeypatch, PermanentError("the agent of hslinucb run 0 died 4 times\nits last words: ..."))
+    assert main(["compare"]) == 3
+    assert capsys.readouterr().err.splitlines() == [
+        "scalelab: the agent of hslinucb run 0 died 4 times",
+        "hint: retrying will not fix this; check the service, process or file the message names "
+        "(a local live stack: `scalelab live status` and the logs in its state folder)",
+    ]
+
+
+def test_the_base_error_prints_one_line_and_exits_1(monkeypatch, capsys):
+    _compare_raises(monkeypatch, ScalelabError(""))
+    assert main(["compare"]) == 1
+    assert capsys.readouterr().err.splitlines() == ["scalelab: error: ScalelabError"]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("a bug"), KeyError("a bug"), KeyboardInterrupt()])
+def test_a_bug_and_ctrl_c_keep_their_traceback(monkeypatch, capsys, exc):
+    _compare_raises(monkeypatch, exc)
+    with pytest.raises(type(exc)) as raised:
+        main(["compare"])
+    assert raised.value is exc and capsys.readouterr().err == ""
+
+
+def test_run_without_a_config_or_resume_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run"])
+    assert exc.value.code == 2
+    assert "scalelab: error: run needs a CONFIG or --resume DIR" in capsys.readouterr().err
+
+
+def test_report_of_two_folders_takes_the_live_one_from_its_config_snapshot(tmp_path, monkeypatch, capsys):
+    """The live run is the folder whose recorded config says backend: live, whatever its
+    name or its config's text (here the simulated one's name says live)."""
+    import scalelab.experiments.report as report
+    import scalelab.experiments.twin as twin
+
+    live, sim = tmp_path / "measured", tmp_path / "backend: live"
+    backends = {live: "live", sim: "sim"}
+    monkeypatch.setattr(report, "folder_summary", lambda d: (SimpleNamespace(backend=backends[Path(d)]), None))
+    monkeypatch.setattr(report, "write_report", lambda d: Path(d) / "report.html")
+    monkeypatch.setattr(report, "write_comparison", lambda folders, out: Path(out) / "comparison.html")
+    pairs = []
+
+    def twin_report(sim_dir, live_dir, out):
+        pairs.append((sim_dir, live_dir))
+        (tmp_path / "twin.md").write_text("twin\n")
+        return tmp_path / "twin.md"
+
+    monkeypatch.setattr(twin, "twin_report", twin_report)
+    for order in ([live, sim], [sim, live]):
+        assert main(["report", *map(str, order), "--out", str(tmp_path / "side")]) == 0
+    assert pairs == [(sim, live), (sim, live)]

@@ -127,7 +127,7 @@ def test_a_compressed_workload_is_the_same_calendar_faster_and_smaller():
 
 
 def test_corpus_show_lists_the_programs(capsys):
-    from scalelab.experiments.cli import main
+    from scalelab.cli import main
 
     assert main(["corpus", "show"]) == 0
     out = capsys.readouterr().out

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalelab.experiments.cli import main
+from scalelab.cli import main
 from scalelab.experiments.config import ConfigError, load_config
 from scalelab.experiments.episode import COLUMNS
 from scalelab.experiments.metrics import mean_ci, per_run
@@ -187,7 +187,7 @@ def test_cli_workload_show(tmp_path, capsys):
 def test_cli_run_as_a_subprocess(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(json.dumps({**SMALL, "runs": 1, "policies": [{"name": "static", "replicas": 1}]}))
-    res = subprocess.run([sys.executable, "-m", "scalelab.experiments.cli", "run", str(cfg), "--out", str(tmp_path)],
+    res = subprocess.run([sys.executable, "-m", "scalelab.cli", "run", str(cfg), "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "violations/run" in res.stdout and "report.html" in res.stdout

@@ -247,7 +247,7 @@ def test_dockerfiles_pin_their_base_and_run_as_non_root():
         user = re.findall(r"^USER (\S+)", text, re.M)
         assert user and user[-1].split(":")[0] not in ("0", "root"), path
     # the sandbox image holds only the sandbox package (scalelab/__init__.py and sandbox/ as scalelab/sandbox):
-    # it imports the standard library, kafka and itself only
+    # it imports the standard library, kafka, the project's errors and itself only
     import ast
     import sys
 
@@ -258,9 +258,9 @@ def test_dockerfiles_pin_their_base_and_run_as_non_root():
             for n in names:
                 top = n.split(".")[0]
                 assert (top in sys.stdlib_module_names or top in ("kafka", "__future__")
-                        or n == "scalelab.sandbox" or n.startswith("scalelab.sandbox.")), (module, n)
+                        or n in ("scalelab.sandbox", "scalelab.errors") or n.startswith("scalelab.sandbox.")), (module, n)
     text = (ROOT / "sandbox" / "Dockerfile").read_text()
-    assert "COPY sandbox scalelab/sandbox" in text and "COPY scalelab/__init__.py scalelab/__init__.py" in text
+    assert "COPY sandbox scalelab/sandbox" in text and "COPY scalelab/__init__.py scalelab/errors.py scalelab/" in text
 
 
 def test_the_kubernetes_scaler_needs_only_the_verbs_the_role_grants():

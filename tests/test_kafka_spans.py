@@ -125,7 +125,7 @@ def test_a_dead_broker_loses_spans_with_a_count_never_a_request():
 
 
 def test_scalelab_kafka_prints_its_address_and_stops():
-    proc = subprocess.Popen([sys.executable, "-m", "scalelab.experiments.cli", "kafka", "--seconds", "3"],
+    proc = subprocess.Popen([sys.executable, "-m", "scalelab.cli", "kafka", "--seconds", "3"],
                             stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().strip()
     assert line.startswith("127.0.0.1:")

@@ -32,6 +32,16 @@ def test_conflicts_and_server_errors_are_retried():
         assert set(stub.calls) <= ALLOWED
 
 
+def test_the_api_servers_retry_after_is_honoured():
+    waits = []
+    with StubAPIServer(replicas=2, ready_delay_s=0.0) as stub:
+        stub.faults, stub.retry_after = [429, 503], "3"
+        scaler(stub, sleep=waits.append).scale_to(4)
+        assert stub.spec == 4
+    # each refused request waited the server's 3 s (more than the 0.01-s and 0.02-s backoffs)
+    assert waits[:2] == [3.0, 3.0]
+
+
 def test_permanent_errors_are_raised_not_swallowed():
     with StubAPIServer() as stub:
         stub.faults = [403]

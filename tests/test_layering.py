@@ -31,7 +31,7 @@ def test_agent_imports_only_the_orchestrators_types():
     import ast
 
     allowed = {"orchestrator", "scalelab.orchestrator.context", "scalelab.orchestrator.protocol", "scalelab.orchestrator.backend",
-               "scalelab.orchestrator.errors", "scalelab.orchestrator.plugins"}
+               "scalelab.errors", "scalelab.orchestrator.plugins"}
     # the process entry point (python -m scalelab.agent) is where the Kafka client is plugged in
     entry = {"scalelab.orchestrator.client", "scalelab.orchestrator.live_backend"}
     for path in (ROOT / "agent").rglob("*.py"):

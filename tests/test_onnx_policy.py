@@ -52,7 +52,7 @@ def test_an_onnx_agent_runs_from_a_yaml_config_resumes_elsewhere_and_never_impor
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     code = ("import sys, runpy; sys.argv = ['scalelab', 'run', 'CFG', '--out', 'OUT'];"
-            "from scalelab.experiments.cli import main; rc = main(sys.argv[1:]);"
+            "from scalelab.cli import main; rc = main(sys.argv[1:]);"
             "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules; sys.exit(rc)")
     code = code.replace("CFG", str(home / "onnx.yaml")).replace("OUT", str(tmp_path / "runs"))
     first = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, timeout=600)
@@ -66,7 +66,7 @@ def test_an_onnx_agent_runs_from_a_yaml_config_resumes_elsewhere_and_never_impor
     assert record["p95-rule.onnx"]["file"] == str((home / "p95-rule.onnx").resolve())
     (folder / "complete.json").unlink()
     (folder / "steps.parquet").unlink()
-    again = subprocess.run([sys.executable, "-m", "scalelab.experiments.cli", "run", "--resume", str(folder)], cwd=elsewhere,
+    again = subprocess.run([sys.executable, "-m", "scalelab.cli", "run", "--resume", str(folder)], cwd=elsewhere,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(folder / "steps.parquet"), steps, check_exact=True)

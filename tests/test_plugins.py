@@ -65,7 +65,7 @@ def _project(tmp_path: Path) -> Path:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scalelab.experiments.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "scalelab.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600)
 
 

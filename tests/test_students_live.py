@@ -136,7 +136,7 @@ def test_a_short_student_run_on_the_local_stack_and_its_twin(tmp_path):
 
 
 def test_a_small_live_dataset_recording(tmp_path):
-    from scalelab.experiments.cli import main
+    from scalelab.cli import main
     from scalelab.simulator.datasets import read_dataset_meta
     from scalelab.simulator.replay import load_dataset
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from scalelab.errors import TemporaryError
 from scalelab.orchestrator.context import PodSamples
-from scalelab.orchestrator.errors import TemporaryError
 
 
 class PrometheusUnavailable(TemporaryError, RuntimeError):

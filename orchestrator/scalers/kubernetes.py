@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from scalelab.orchestrator.errors import PermanentError
+from scalelab.errors import PermanentError
 
 
 class KubernetesScaleError(PermanentError, RuntimeError):
@@ -21,6 +21,14 @@ class KubernetesScaleError(PermanentError, RuntimeError):
     def __init__(self, message: str, retry: bool) -> None:
         super().__init__(message)
         self.retry = retry
+
+
+def retry_after_s(headers) -> float:
+    """The ``Retry-After`` of an API server's answer, s (0 without one, or a date)."""
+    try:
+        return max(0.0, float((headers or {}).get("Retry-After", 0)))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 class KubernetesScaler:
@@ -50,6 +58,7 @@ class KubernetesScaler:
 
         delay = self.backoff
         for attempt in range(self.retries + 1):
+            wait = delay
             try:
                 return fn(*args, **kwargs)
             except ApiException as exc:
@@ -57,10 +66,11 @@ class KubernetesScaler:
                 if not temporary or attempt == self.retries:
                     raise KubernetesScaleError(f"{what} {self.ns}/{self.name}: HTTP {exc.status} {exc.reason}",
                                                retry=temporary) from None
+                wait = max(delay, retry_after_s(exc.headers))  # the API server's Retry-After (429, 503)
             except HTTPError as exc:
                 if attempt == self.retries:
                     raise KubernetesScaleError(f"{what} {self.ns}/{self.name}: {exc}", retry=True) from None
-            self.sleep(delay)
+            self.sleep(wait)
             delay *= 2
         raise AssertionError("unreachable")
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from scalelab.orchestrator.errors import PermanentError
+from scalelab.errors import PermanentError
 from scalelab.orchestrator.haproxy import HAProxy
 from scalelab.orchestrator.local_processes import alive, free_port, reap, spawn, stop, wait_http
 
