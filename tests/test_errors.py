@@ -68,7 +68,7 @@ def test_bad_settings_are_user_errors_that_name_the_key():
     from scalelab.orchestrator.context import ContextSettings
     from scalelab.simulator.cluster import ClusterSettings
 
-    with pytest.raises(UserError, match="context.window_s must be > 0"):
+    with pytest.raises(UserError, match=r"context\.window_s must be > 0"):
         ContextSettings(window_s=0)
-    with pytest.raises(UserError, match="cluster.balancer='random'"):
+    with pytest.raises(UserError, match=r"cluster\.balancer=.random."):
         ClusterSettings(balancer="random")
