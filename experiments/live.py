@@ -6,8 +6,10 @@ the sandbox replicas, and per episode the agent (``python -m scalelab.agent``), 
 module writes from the experiment (policy, reward, limits, the workload's user level per
 step). The agent records every decision as it goes and saves its policy state each
 step; if it dies, it is started again on the same folder and resumes. Afterwards its
-records become the same run folder as a simulated run, so ``scalelab report`` compares
-them.
+records become the same run folder as a simulated run (:mod:`scalelab.experiments.runfolder`:
+the same snapshot, chunks, ``done`` markers, lock and resume), so ``scalelab report``
+compares them. The report is the caller's step
+(:func:`scalelab.experiments.experiment.run_live` runs, then reports).
 """
 
 from __future__ import annotations
@@ -25,29 +27,21 @@ from pathlib import Path
 import pandas as pd
 
 from scalelab.agent.process import AgentFolder, AgentSpec, records_of
+from scalelab.errors import PermanentError
+from scalelab.experiments import runfolder
 from scalelab.experiments.config import ConfigError, ExperimentConfig
 from scalelab.experiments.episode import (
     Resolved,
     build_policy,
-    episode_name,
+    build_reward,
     records_frame,
     resolve,
     run_timetable,
     saved_state_of,
 )
-from scalelab.experiments.runner import (
-    RunResult,
-    check_reward,
-    config_to_run,
-    finish_run,
-    folder_lock,
-    new_run_folder,
-    record_plugins,
-    write_versions,
-)
+from scalelab.experiments.runfolder import RunResult, completed_steps, config_to_run, folder_lock
 from scalelab.injector.calendar import calendar_features, timetable_data
 from scalelab.orchestrator import plugins
-from scalelab.orchestrator.errors import PermanentError
 from scalelab.orchestrator.scalers.local import ReplicaSpec
 from scalelab.orchestrator.stack import LocalStack
 
@@ -283,28 +277,21 @@ class Supervisor:
                 self._write()
 
 
-def episode_status(part: Path) -> dict | None:
-    """``status.json`` of an episode: ``{"status": "done" | "failed", "rows": n, ...}``."""
-    try:
-        return json.loads((part / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "runs", stack_dir: Path | None = None,
-             command: str | None = None, injector_cpu: int = 200, kill_agent_after: int | None = None,
-             bootstrap: str | None = None, resume: str | Path | None = None,
-             during: Callable[[Path, LocalStack | None], None] | None = None,
-             supervise_s: float = 1.0) -> RunResult:
+def run_on_stack(config: ExperimentConfig | str | Path | None, out: str | Path = "runs",
+                 stack_dir: Path | None = None, command: str | None = None, injector_cpu: int = 200,
+                 kill_agent_after: int | None = None, bootstrap: str | None = None,
+                 resume: str | Path | None = None, during: Callable[[Path, LocalStack | None], None] | None = None,
+                 supervise_s: float = 1.0) -> RunResult:
     """Run ``config`` (``backend: live``) on a local stack brought up for it, or, given
     ``bootstrap``, against a running testbed whose orchestrator and injector listen on
     that Kafka (a Kubernetes cluster set up from ``k8s/``): only the agents start here.
+    No report (the caller's step).
 
     On a local stack a :class:`Supervisor` restarts dead services. Each episode ends
-    with ``status.json``: ``done``, or ``failed`` with the error and the rows it kept
-    (they are in ``steps.parquet``; the run goes on with the next episode). ``resume``:
-    a run folder to finish -- done episodes are kept, the others continue (the agent
-    resumes within its episode from its checkpoint).
+    with ``status.json``: ``done`` (and the folder's ``done`` marker), or ``failed`` with
+    the error and the rows it kept (they are in ``steps.parquet``; the run goes on with
+    the next episode). ``resume``: a run folder to finish -- done episodes are read back,
+    the others continue (the agent resumes within its episode from its checkpoint).
     ``kill_agent_after``, ``during`` (fault tests): kill each agent once after that many
     decisions; a function called in a thread with the run folder and the stack;
     ``supervise_s``: the supervisor's period, s."""
@@ -312,26 +299,58 @@ def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "ru
     cfg, path = config_to_run(config, resume)
     if cfg.backend != "live":
         raise ConfigError(f"config: backend={cfg.backend!r}; scalelab live run needs backend: live")
-    settings = live_settings(cfg, injector_cpu=injector_cpu)
+    run_cfg = cfg if path is None else runfolder.from_snapshot(cfg, path)
+    live_settings(run_cfg, injector_cpu=injector_cpu)  # the app has a live counterpart
     for spec in cfg.policies:
-        build_policy(spec, cfg, seed=0, table=run_timetable(cfg, resolve(cfg), {}))
-    check_reward(cfg)
+        build_policy(spec, run_cfg, seed=0, table=run_timetable(run_cfg, resolve(run_cfg), {}))
+    build_reward(cfg)
     if path is None:
-        path = new_run_folder(cfg, out, command)
-        record_plugins(path, cfg)
+        path = runfolder.create(cfg, out, command)
+        run_cfg = runfolder.from_snapshot(cfg, path)  # a new run runs from its snapshot, as its resume will
+    settings = live_settings(run_cfg, injector_cpu=injector_cpu)
     with folder_lock(path):
-        return _run_live_in(cfg, settings, path, stack_dir, injector_cpu, kill_agent_after, bootstrap, during,
-                            supervise_s, t_start)
+        steps, summary = _run_live_in(run_cfg, settings, path, stack_dir, injector_cpu, kill_agent_after,
+                                      bootstrap, during, supervise_s)
+    return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t_start, config=cfg)
+
+
+def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "runs", **options) -> RunResult:
+    """Deprecated name, kept while its callers move: :func:`run_on_stack`, then the report
+    (:func:`scalelab.experiments.experiment.run_live`)."""
+    from scalelab.experiments.experiment import run_live as run_and_report
+
+    return run_and_report(config, out, **options)
+
+
+def kept_episode(part: runfolder.Part, run: int, policy: str) -> pd.DataFrame | None:
+    """A finished episode's rows: its chunks, if its ``done`` marker agrees with them;
+    else, when ``status.json`` says it finished (a folder from before the one marker,
+    or chunks removed), the agent's records, which become its chunk and marker again.
+    None: it has to run (or continue)."""
+    if not part.marked_done():
+        return None
+    kept = part.verified()
+    if kept is None and (part.status() or {}).get("status") == "done":
+        kept = records_to_steps(part.dir, run, policy)
+        part.start()
+        part.write_chunk(0, kept)
+        part.mark_done(len(kept))
+    return kept
 
 
 def _run_live_in(cfg: ExperimentConfig, settings: LiveSettings, path: Path, stack_dir: Path | None,
                  injector_cpu: int, kill_agent_after: int | None, bootstrap: str | None,
-                 during: Callable[[Path, LocalStack | None], None] | None, supervise_s: float,
-                 t_start: float) -> RunResult:
-    seeds = write_versions(path, cfg)
+                 during: Callable[[Path, LocalStack | None], None] | None,
+                 supervise_s: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    complete = completed_steps(path)
+    if complete is not None:  # resuming a finished run: nothing to redo
+        write_injector_summary(path)
+        return complete, runfolder.write_summary(path, complete, cfg)
+    seeds = runfolder.write_versions(path, cfg)
     episodes = [(run, k, pspec) for run in range(cfg.runs) for k, pspec in enumerate(cfg.policies)]
-    todo = [e for e in episodes
-            if (episode_status(path / "parts" / episode_name(e[2].display, e[0])) or {}).get("status") != "done"]
+    kept = {(run, k): kept_episode(runfolder.part(path, pspec.display, run), run, pspec.display)
+            for run, k, pspec in episodes}
+    todo = [e for e in episodes if kept[e[:2]] is None]
     stack = None if bootstrap or not todo else LocalStack(stack_dir or path / "stack")
     if stack is not None:
         if stack.state:  # a resumed run's stack, left behind by the run that died
@@ -352,35 +371,35 @@ def _run_live_in(cfg: ExperimentConfig, settings: LiveSettings, path: Path, stac
             threading.Thread(target=during, args=(path, stack), daemon=True).start()
         frames = []
         for run, k, pspec in episodes:
-            part = path / "parts" / episode_name(pspec.display, run)
-            part.mkdir(parents=True, exist_ok=True)
-            if (run, k, pspec) not in todo:
-                frames.append(records_to_steps(part, run, pspec.display))
+            if kept[run, k] is not None:
+                frames.append(kept[run, k])
                 continue
+            part = runfolder.part(path, pspec.display, run)
+            part.start()
             aspec = agent_spec(cfg, k, run, seeds[run]["policy"][k], injector_cpu, seeds[run]["calendar"])
             try:
-                run_agent_process(aspec, part, addr, kill_after_records=kill_agent_after)
+                run_agent_process(aspec, part.dir, addr, kill_after_records=kill_agent_after)
             except AgentFailed as exc:
-                kept = records_to_steps(part, run, pspec.display)
-                frames.append(kept)
-                (part / "status.json").write_text(json.dumps(
-                    {"status": "failed", "error": str(exc)[:1000], "rows": len(kept), "steps": aspec.steps}))
+                rows = records_to_steps(part.dir, run, pspec.display)
+                frames.append(rows)
+                part.write_status({"status": "failed", "error": str(exc)[:1000], "rows": len(rows),
+                                   "steps": aspec.steps})
                 continue
-            frames.append(records_to_steps(part, run, pspec.display))
-            state = json.loads((part / "agent-state.json").read_text())
-            (part / "policy.json").write_text(json.dumps(state["policy"]))
-            (part / "status.json").write_text(json.dumps({"status": "done", "rows": len(frames[-1])}))
-            (part / "done").write_text("ok\n")
+            rows = records_to_steps(part.dir, run, pspec.display)
+            frames.append(rows)
+            part.write_chunk(0, rows)
+            part.write_policy(json.loads((part.dir / "agent-state.json").read_text())["policy"])
+            part.write_status({"status": "done", "rows": len(rows)})
+            part.mark_done(len(rows))
     finally:
         if supervisor is not None:
             supervisor.stop()
         stop_services(supervisor.procs if supervisor is not None else procs)
         if stack is not None:
             stack.down()
-    steps, summary = finish_run(path, cfg, frames)
+    steps, summary = runfolder.finish(path, cfg, frames)
     write_injector_summary(path)
-    return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t_start,
-                     config=cfg)
+    return steps, summary
 
 
 def write_injector_summary(path: Path) -> dict:
@@ -388,7 +407,7 @@ def write_injector_summary(path: Path) -> dict:
     and failed requests (summed over runs), the failure rate and the reasons (a student's
     submission fails only when its answer is not what the program was meant to get)."""
     out: dict[str, dict] = {}
-    for part in sorted((path / "parts").glob("*--run*")):
+    for part in sorted((path / runfolder.PARTS).glob("*--run*")):
         f = part / "injector.json"
         if not f.exists():
             continue

@@ -34,7 +34,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from scalelab.experiments.config import load_config
+from scalelab.experiments import runfolder
 from scalelab.experiments.metrics import (
     COLUMNS,
     ORACLE_TEXT,
@@ -382,14 +382,13 @@ def gaps_html(steps: pd.DataFrame, path: Path) -> str:
                        for (pol, sig), n in gap.groupby(["policy", "missing"], sort=False).size().items())
         parts.append(f"<h2>Gaps</h2><p>{GAP_RULE}</p><table><tr><th>policy</th><th>missing</th><th>steps</th></tr>"
                      f"{rows}</table>")
-    services = path / "services.json"
-    if services.exists():
-        restarts = json.loads(services.read_text()).get("restarts", {})
+    services = runfolder.read_text(path, "services.json")
+    if services:
+        restarts = json.loads(services).get("restarts", {})
         if any(restarts.values()):
             parts.append("<p><b>Services restarted during the run:</b> "
                          + html.escape(", ".join(f"{k} {v}" for k, v in restarts.items() if v)) + "</p>")
-    failed = [p.parent.name for p in sorted(path.glob("parts/*/status.json"))
-              if json.loads(p.read_text()).get("status") == "failed"]
+    failed = runfolder.failed_parts(path)
     if failed:
         parts.append("<p><b>Episodes that failed</b> (their rows up to the failure are kept; "
                      f"<code>scalelab live run --resume</code> continues them): {html.escape(', '.join(failed))}</p>")
@@ -518,12 +517,14 @@ font-size:13px}dt{font-weight:bold}dd{margin:0}figure{margin:14px 0}figcaption{f
 
 def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.DataFrame | None = None,
                  cfg=None) -> Path:
-    """Write the PNGs and ``report.html`` into the run folder ``path``."""
+    """Write the PNGs and ``report.html`` into the run folder ``path``
+    (:mod:`scalelab.experiments.runfolder`; its steps, summary and config are read from
+    it unless given)."""
     path = Path(path)
-    cfg = cfg or load_config(path / "config.yaml")
-    steps = steps if steps is not None else pd.read_parquet(path / "steps.parquet")
+    cfg = cfg or runfolder.read_config(path)
+    steps = steps if steps is not None else runfolder.read_steps(path)
     if summary is None:
-        summary = pd.DataFrame(json.loads((path / "summary.json").read_text()))
+        summary = runfolder.read_summary(path)
     summary = with_pareto_ranks(summary)
     for old in path.glob("p95-*.png"):  # one file per policy before; p95.png holds them all now
         old.unlink()
@@ -546,9 +547,9 @@ def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.Data
                    f"is 1): {html.escape(', '.join(never))}. Estimates of another policy's value from their "
                    "records (scalelab.experiments.ope) are meaningless.</p>")
     warning += gaps_html(steps, path)
-    versions = (path / "versions.json").read_text() if (path / "versions.json").exists() else "{}"
-    command = (path / "command.txt").read_text() if (path / "command.txt").exists() else ""
-    plugins = (path / "plugins.json").read_text() if (path / "plugins.json").exists() else ""
+    versions = runfolder.read_text(path, runfolder.VERSIONS, "{}")
+    command = runfolder.read_text(path, runfolder.COMMAND)
+    plugins = runfolder.read_text(path, runfolder.PLUGINS)
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>scalelab: {html.escape(cfg.name)}</title>
 <style>{STYLE}</style></head><body><h1>scalelab run: {html.escape(cfg.name)}</h1>
 <p class="lead">{lead}</p>
@@ -559,7 +560,7 @@ def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.Data
 <h2>Interactive figures</h2><p>Hover for values, drag to zoom (double-click resets), click a policy in a legend
 to hide it, double-click to show it alone.</p>{''.join(interactive)}
 <h2>Figures (PNG, in the run folder)</h2>{''.join(_img(p) for p in pngs)}
-<h2>Config</h2><pre>{html.escape((path / 'config.yaml').read_text())}</pre>
+<h2>Config</h2><pre>{html.escape(runfolder.read_text(path, runfolder.CONFIG))}</pre>
 {f'<h2>Imported from outside scalelab</h2><pre>{html.escape(plugins)}</pre>' if plugins else ''}
 <h2>Command and versions</h2><pre>{html.escape(command)}\n{html.escape(versions[:4000])}</pre>
 </body></html>"""
@@ -572,17 +573,14 @@ to hide it, double-click to show it alone.</p>{''.join(interactive)}
 
 
 def folder_summary(folder: Path) -> tuple[object, pd.DataFrame]:
-    """A run folder's config and summary (``summary.json``)."""
+    """A run folder's config (its plug-ins restored) and summary (``summary.json``)."""
     folder = Path(folder)
-    for need in ("config.yaml", "summary.json"):
+    for need in (runfolder.CONFIG, runfolder.SUMMARY_JSON):
         if not (folder / need).is_file():
             from scalelab.experiments.config import ConfigError
 
             raise ConfigError(f"report: {str(folder)!r} has no {need}; is it a finished run folder?")
-    from scalelab.experiments.runner import restore_plugins
-
-    restore_plugins(folder)
-    return load_config(folder / "config.yaml"), pd.DataFrame(json.loads((folder / "summary.json").read_text()))
+    return runfolder.read_config(folder), runfolder.read_summary(folder)
 
 
 def write_comparison(folders: list[Path], out: Path) -> Path:

@@ -1,0 +1,50 @@
+"""An experiment from its config to its report: the one place that runs, then reports.
+
+The runners write the run folder (:mod:`scalelab.experiments.runfolder`): the simulated
+one (:func:`scalelab.experiments.runner.run_simulated`) and the live one
+(:func:`scalelab.experiments.live.run_on_stack`); the report
+(:func:`scalelab.experiments.report.write_report`) reads it. Neither knows the other;
+this module calls one, then the other. The CLI and the public API (``scalelab.run_experiment``,
+``scalelab.run_live``) call these functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scalelab.experiments.config import ExperimentConfig
+from scalelab.experiments.live import run_on_stack
+from scalelab.experiments.report import write_report
+from scalelab.experiments.runfolder import RunResult
+from scalelab.experiments.runner import run_simulated
+
+
+def run_experiment(
+    config: ExperimentConfig | str | Path | dict | None,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    report: bool = True,
+) -> RunResult:
+    """Run ``config`` (``backend: sim`` or ``replay``) into a new folder under ``out``
+    (default ``runs/``), or finish the run in ``resume``
+    (:func:`scalelab.experiments.runner.run_simulated`); then, with ``report``, write its
+    figures and ``report.html``. Returns the steps, the summary and the folder."""
+    result = run_simulated(config, out=out, resume=resume, workers=workers, progress=progress, command=command)
+    if report:
+        write_report(result.path, steps=result.steps, summary=result.summary, cfg=result.config)
+    return result
+
+
+def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "runs", *, report: bool = True,
+             **options) -> RunResult:
+    """Run ``config`` (``backend: live``) on the live stack
+    (:func:`scalelab.experiments.live.run_on_stack`, which takes ``options``: ``resume``,
+    ``bootstrap``, ``stack_dir``, ``command``, ...); then, with ``report``, write its
+    figures and ``report.html``."""
+    result = run_on_stack(config, out=out, **options)
+    if report:
+        write_report(result.path, steps=result.steps, summary=result.summary, cfg=result.config)
+    return result

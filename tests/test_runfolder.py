@@ -1,0 +1,175 @@
+"""The run folder (scalelab.experiments.runfolder): a resume runs from the config's
+snapshot (the contents of its profile and dataset when the run began, not their names),
+one ``done`` format for simulated and live episodes, and the report as the caller's step
+(no import circle between the runner and the report)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from scalelab.experiments import runfolder
+from scalelab.experiments.episode import episode_name
+from scalelab.experiments.runner import run_simulated
+
+SMALL = {
+    "name": "snap", "seed": 5, "runs": 2, "steps": 30,
+    "workload": {"kind": "step", "before": 4, "after": 24, "at_s": 60, "duration_s": 150},
+    "policies": [{"name": "static", "replicas": 2}, {"name": "hslinucb"}],
+}  # fmt: skip
+
+
+def _count_episodes(monkeypatch) -> list[tuple[str, int]]:
+    """(policy, run) of every episode the runner runs from now on (workers=1: in-process)."""
+    import scalelab.experiments.runner as runner
+
+    ran: list[tuple[str, int]] = []
+    real = runner.run_episode
+
+    def counting(cfg, resolved, policy_index, run, *args, **kwargs):
+        ran.append((cfg.policies[policy_index].display, run))
+        return real(cfg, resolved, policy_index, run, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_episode", counting)
+    return ran
+
+
+def _interrupted(monkeypatch, cfg: dict, out, victim: tuple[str, int]):
+    """A run killed before its end (never compacted) whose ``victim`` episode had not
+    finished (no ``done`` marker): what a resume has to redo."""
+    import scalelab.experiments.runner as runner
+
+    with monkeypatch.context() as m:
+        m.setattr(runner, "compact_parts", lambda path, rows: None)
+        first = run_simulated(cfg, out=out, progress=False, workers=1)
+    for f in (runfolder.STEPS, runfolder.COMPLETE, runfolder.SUMMARY_JSON, runfolder.SUMMARY_CSV):
+        (first.path / f).unlink(missing_ok=True)
+    (first.path / runfolder.PARTS / episode_name(*victim) / runfolder.DONE).unlink()
+    return first
+
+
+def test_a_resume_runs_the_saved_profile_it_started_with_not_the_edited_file(tmp_path, monkeypatch):
+    from scalelab.simulator.models import find_profile, profile_to_dict, save_profile
+
+    profiles = tmp_path / "profiles"
+    monkeypatch.setenv("SCALELAB_PROFILES", str(profiles))
+    mine = find_profile("paper").with_overrides(name="mine", demand={"cpu_ms": 60.0})
+    save_profile(mine)  # profiles/mine.json, named in the config
+    cfg = {**SMALL, "app": {"profile": "mine"}}
+    first = _interrupted(monkeypatch, cfg, tmp_path / "a", victim=("hslinucb", 1))
+    snapshot = json.loads((first.path / runfolder.SNAPSHOT / runfolder.SNAPSHOT_PROFILE).read_text())
+    assert snapshot == json.loads(json.dumps(profile_to_dict(mine)))  # the contents, not the name
+    assert "profile: mine" in (first.path / runfolder.CONFIG).read_text()  # the config keeps its name
+
+    edited = mine.with_overrides(demand={"cpu_ms": 130.0}, cpu_limit=0.5)  # the saved profile changes
+    save_profile(edited, profiles / "mine.json")
+    ran = _count_episodes(monkeypatch)
+    resumed = run_simulated(None, resume=first.path, progress=False, workers=1)
+    assert ran == [("hslinucb", 1)]  # the victim was redone (not read back) ...
+    pd.testing.assert_frame_equal(resumed.steps, first.steps, check_exact=True)  # ... on the snapshot's profile
+
+    ran.clear()  # the edited profile would have given other rows: the test can tell them apart
+    other = run_simulated(cfg, out=tmp_path / "b", progress=False, workers=1)
+    assert len(ran) == 4
+    victim = other.steps[(other.steps.policy == "hslinucb") & (other.steps.run == 1)]
+    assert not victim.p95_ms.equals(first.steps.loc[victim.index, "p95_ms"])
+
+
+def test_a_resume_replays_the_dataset_it_started_with_not_the_edited_file(tmp_path, monkeypatch):
+    from scalelab.simulator.datasets import resolve_dataset
+
+    data = tmp_path / "d.parquet"
+    samples = resolve_dataset("sim-D1")
+    samples.to_parquet(data, index=False)
+    cfg = {"name": "replayed", "seed": 2, "runs": 2, "steps": 40, "backend": "replay", "dataset": str(data),
+           "workload": {"kind": "step", "before": 10, "after": 40, "at_s": 60, "duration_s": 200},
+           "policies": [{"name": "static", "replicas": 2}, {"name": "hslinucb"}]}
+    first = _interrupted(monkeypatch, cfg, tmp_path / "a", victim=("static", 0))
+    kept = pd.read_parquet(first.path / runfolder.SNAPSHOT / runfolder.SNAPSHOT_DATASET)
+    pd.testing.assert_frame_equal(kept, samples)
+
+    samples.assign(p95_ms=samples.p95_ms * 3).to_parquet(data, index=False)  # the file is recorded again
+    ran = _count_episodes(monkeypatch)
+    resumed = run_simulated(None, resume=first.path, progress=False, workers=1)
+    assert ran == [("static", 0)]
+    pd.testing.assert_frame_equal(resumed.steps, first.steps, check_exact=True)
+
+
+def test_a_bad_profile_name_leaves_no_folder(tmp_path, monkeypatch):
+    from scalelab.experiments.config import ConfigError
+
+    monkeypatch.setenv("SCALELAB_PROFILES", str(tmp_path / "none"))
+    with pytest.raises(ConfigError, match=r"app\.profile='missing'"):
+        run_simulated({**SMALL, "app": {"profile": "missing"}}, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_done_format_checks_the_chunks(tmp_path):
+    part = runfolder.Part(tmp_path / "parts" / "p--run000")
+    part.start()
+    frame = pd.DataFrame({"step": [0, 1, 2], "p95_ms": [1.0, 2.0, 3.0]})
+    part.write_chunk(0, frame.iloc[:2])
+    part.write_chunk(2, frame.iloc[2:].reset_index(drop=True))
+    assert part.verified() is None  # not finished
+    part.mark_done(3)
+    done = json.loads((part.dir / runfolder.DONE).read_text())
+    assert done["rows"] == 3 and len(done["sha256"]) == 64
+    pd.testing.assert_frame_equal(part.verified(), frame)
+    chunk = sorted(part.dir.glob(runfolder.CHUNKS))[-1]
+    chunk.write_bytes(chunk.read_bytes()[:-1] + b"\0")  # damaged
+    assert part.verified() is None
+    (part.dir / runfolder.DONE).write_text("ok\n")  # the live marker of old: not a verified episode
+    assert part.verified() is None
+
+
+def test_a_live_episode_is_kept_by_the_same_marker_and_an_old_one_from_its_records(tmp_path, monkeypatch):
+    import scalelab.experiments.live as live
+
+    rows = pd.DataFrame({"run": [0, 0], "policy": ["p", "p"], "step": [0, 1]})
+    monkeypatch.setattr(live, "records_to_steps", lambda folder, run, policy: rows)  # the agent's records
+    part = runfolder.part(tmp_path, "p", 0)
+    part.start()
+    assert live.kept_episode(part, 0, "p") is None  # never finished: run it
+    (part.dir / runfolder.DONE).write_text("ok\n")  # a live folder from before the one marker
+    part.write_status({"status": "done", "rows": 2})
+    pd.testing.assert_frame_equal(live.kept_episode(part, 0, "p"), rows)
+    pd.testing.assert_frame_equal(part.verified(), rows)  # now in the one format, with its chunk
+    part.unmark()
+    part.write_status({"status": "failed", "rows": 1})
+    assert live.kept_episode(part, 0, "p") is None  # a failed episode continues
+
+
+def test_the_runner_writes_no_report_and_the_caller_does(tmp_path):
+    from scalelab.experiments.experiment import run_experiment
+
+    plain = run_simulated({**SMALL, "runs": 1}, out=tmp_path / "a", progress=False, workers=1)
+    assert (plain.path / runfolder.SUMMARY_CSV).is_file() and not (plain.path / "report.html").exists()
+    reported = run_experiment({**SMALL, "runs": 1}, out=tmp_path / "b", progress=False, workers=1)
+    assert (reported.path / "report.html").is_file()
+    pd.testing.assert_frame_equal(plain.steps, reported.steps, check_exact=True)
+
+
+def test_the_folder_and_the_report_import_neither_runner():
+    import grimp
+
+    g = grimp.build_graph("scalelab")
+    for importer, imported in [("scalelab.experiments.report", "scalelab.experiments.runner"),
+                               ("scalelab.experiments.report", "scalelab.experiments.live"),
+                               ("scalelab.experiments.runfolder", "scalelab.experiments.runner"),
+                               ("scalelab.experiments.runfolder", "scalelab.experiments.live"),
+                               ("scalelab.experiments.runfolder", "scalelab.experiments.report"),
+                               ("scalelab.experiments.env", "scalelab.experiments.runner")]:
+        assert g.find_shortest_chain(importer=importer, imported=imported) is None, (importer, imported)
+
+
+@pytest.mark.xfail(strict=True, reason="runner.run_experiment and live.run_live, the old names kept while the CLI "
+                                       "and tests move to scalelab.experiments.experiment, import it back")
+def test_no_module_imports_itself_through_others():
+    import grimp
+
+    g = grimp.build_graph("scalelab")
+    circles = [(a, b) for a in sorted(g.modules) for b in g.find_modules_directly_imported_by(a)
+               if g.chain_exists(importer=b, imported=a)]
+    assert circles == []
