@@ -198,7 +198,7 @@ def run_anticipation(out: str | Path = "runs", runs: int | None = None, variant_
     ``base`` and ``variants`` replace the shipped config and :data:`VARIANTS` (tests)."""
     import yaml
 
-    from scalelab.experiments.runner import run_experiment
+    from scalelab.experiments.experiment import run_experiment
 
     base = base if base is not None else yaml.safe_load(config_path(BASE).read_text())
     variants = variants if variants is not None else VARIANTS

@@ -13,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from scalelab.experiments.config import ExperimentConfig
-from scalelab.experiments.live import run_on_stack
-from scalelab.experiments.report import write_report
 from scalelab.experiments.runfolder import RunResult
 from scalelab.experiments.runner import run_simulated
+
+# the report (matplotlib, plotly) and the live run (the stack's modules) are imported when
+# used, so that importing this module (the paper's, the CLI's) stays cheap
 
 
 def run_experiment(
@@ -33,9 +34,7 @@ def run_experiment(
     (:func:`scalelab.experiments.runner.run_simulated`); then, with ``report``, write its
     figures and ``report.html``. Returns the steps, the summary and the folder."""
     result = run_simulated(config, out=out, resume=resume, workers=workers, progress=progress, command=command)
-    if report:
-        write_report(result.path, steps=result.steps, summary=result.summary, cfg=result.config)
-    return result
+    return with_report(result) if report else result
 
 
 def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "runs", *, report: bool = True,
@@ -44,7 +43,15 @@ def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "ru
     (:func:`scalelab.experiments.live.run_on_stack`, which takes ``options``: ``resume``,
     ``bootstrap``, ``stack_dir``, ``command``, ...); then, with ``report``, write its
     figures and ``report.html``."""
+    from scalelab.experiments.live import run_on_stack
+
     result = run_on_stack(config, out=out, **options)
-    if report:
-        write_report(result.path, steps=result.steps, summary=result.summary, cfg=result.config)
+    return with_report(result) if report else result
+
+
+def with_report(result: RunResult) -> RunResult:
+    """Write the figures and ``report.html`` of ``result``'s run folder; returns ``result``."""
+    from scalelab.experiments.report import write_report
+
+    write_report(result.path, steps=result.steps, summary=result.summary, cfg=result.config)
     return result

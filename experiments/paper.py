@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from scalelab.experiments.config import ExperimentConfig, config_path, load_config
-from scalelab.experiments.runner import RunResult, run_experiment
+from scalelab.experiments.experiment import run_experiment
+from scalelab.experiments.runfolder import RunResult
 
 EXPERIMENTS = ("paper-coldstart", "paper-hotstart-seen", "paper-hotstart-unseen", "paper-real-week")
 METRICS = (("violations_per_run", "violations/run", 1), ("p95_ms", "p95 ms", 1), ("replicas", "replicas", 2))

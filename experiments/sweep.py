@@ -106,12 +106,12 @@ def run_cell(config: dict) -> dict:
     import tempfile
 
     from scalelab.experiments.metrics import per_run
-    from scalelab.experiments.runner import run_experiment
+    from scalelab.experiments.runner import run_simulated
 
     t0 = time.perf_counter()
     cfg = load_config(config)
     with tempfile.TemporaryDirectory(prefix="scalelab-cell-") as tmp:
-        res = run_experiment(cfg, out=tmp, workers=1, progress=False, report=False)
+        res = run_simulated(cfg, out=tmp, workers=1, progress=False)
     table = per_run(res.steps, cfg.step_seconds)
     return {"records": json.loads(table.to_json(orient="records")), "seconds": time.perf_counter() - t0}
 
