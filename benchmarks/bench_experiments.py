@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from scalelab.experiments.config import load_config
-from scalelab.experiments.runner import run_experiment
+from scalelab.experiments.experiment import run_experiment
 
 
 def paper_coldstart(policy: str, out: str) -> tuple[float, int]:

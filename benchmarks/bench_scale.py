@@ -38,8 +38,7 @@ import time
 import numpy as np
 
 from scalelab import load_config, run_experiment
-from scalelab.experiments.episode import make_backend, resolve
-from scalelab.experiments.runner import episode_seeds, oracle_levels
+from scalelab.experiments.episode import episode_seeds, make_backend, oracle_levels, resolve
 from scalelab.orchestrator.backend import VirtualClock
 
 SIZES = ((400, 40), (4000, 400), (20000, 1000))

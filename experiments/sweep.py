@@ -4,7 +4,7 @@ A grid is ``KEY=V1,V2`` items. ``KEY`` is a dotted path into the config
 (``workload.after=30,40``, ``cluster.max_replicas=8,12``, ``engine=des,fluid``), or one
 of two special keys: ``seed`` (the experiment's root seed) and ``policy`` (one of the
 config's policies by its label, so that each cell runs one policy). Values are YAML
-scalars. Each cell is an ordinary experiment (``run_experiment``, one process, no report)
+scalars. Each cell is an ordinary experiment (``run_simulated``, one process, no report)
 whose per-run metrics come back to the caller, which writes them to
 ``OUT/cells/<cell>.json``: a re-run skips the cells already there, a failed cell is
 written to ``OUT/cells/<cell>.error`` and the others go on. The client writes every

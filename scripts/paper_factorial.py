@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import replace
 
 from scalelab.experiments.config import ReplayConfig, config_path, load_config
-from scalelab.experiments.runner import run_experiment
+from scalelab.experiments.runner import run_simulated
 
 
 def settings(base):
@@ -54,7 +54,7 @@ def main() -> None:
     print(f"{'setting':32s} {'policy':12s} {'violations/run':>18s} {'replicas':>14s}")
     with tempfile.TemporaryDirectory() as out:
         for label, cfg in (real_week_settings if args.real_week else settings)(base):
-            res = run_experiment(cfg, out=out, progress=False, report=False)
+            res = run_simulated(cfg, out=out, progress=False)
             for r in res.summary.to_dict(orient="records"):
                 v, n = r["violations_per_run"], r["replicas"]
                 print(f"{label:32s} {r['policy']:12s} {v['mean']:9.1f} ± {v['ci95']:6.1f} "
