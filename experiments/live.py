@@ -14,6 +14,7 @@ compares them. The report is the caller's step
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -314,14 +315,6 @@ def run_on_stack(config: ExperimentConfig | str | Path | None, out: str | Path =
     return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t_start, config=cfg)
 
 
-def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "runs", **options) -> RunResult:
-    """Deprecated name, kept while its callers move: :func:`run_on_stack`, then the report
-    (:func:`scalelab.experiments.experiment.run_live`)."""
-    from scalelab.experiments.experiment import run_live as run_and_report
-
-    return run_and_report(config, out, **options)
-
-
 def kept_episode(part: runfolder.Part, run: int, policy: str) -> pd.DataFrame | None:
     """A finished episode's rows: its chunks, if its ``done`` marker agrees with them;
     else, when ``status.json`` says it finished (a folder from before the one marker,
@@ -422,3 +415,13 @@ def write_injector_summary(path: Path) -> dict:
         agg["failure_rate"] = agg["failures"] / agg["requests"] if agg["requests"] else None
     (path / "injector.json").write_text(json.dumps(out, indent=1))
     return out
+
+
+def __getattr__(name: str):
+    """``run_live``, the old name, kept while its callers move to
+    :func:`scalelab.experiments.experiment.run_live` (run, then report) or
+    :func:`run_on_stack` (no report). A forward, not an import: this module never
+    imports the report's caller. Delete it once nothing imports the name from here."""
+    if name == "run_live":
+        return importlib.import_module("scalelab.experiments.experiment").run_live
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,7 @@ A complete run is read back from ``steps.parquet`` and only its summary is rewri
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -146,18 +147,6 @@ def run_simulated(
     return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t0, config=cfg)
 
 
-def run_experiment(config: ExperimentConfig | str | Path | dict | None, out: str | Path | None = None,
-                   resume: str | Path | None = None, workers: int | None = None, progress: bool = True,
-                   command: str | None = None, report: bool = True) -> RunResult:
-    """Deprecated name, kept while its callers move: :func:`run_simulated` then, with
-    ``report``, the report (:func:`scalelab.experiments.experiment.run_experiment`)."""
-    if not report:
-        return run_simulated(config, out, resume, workers, progress, command)
-    from scalelab.experiments.experiment import run_experiment as run_and_report
-
-    return run_and_report(config, out, resume, workers, progress, command)
-
-
 def check_reward(cfg: ExperimentConfig) -> None:
     """Build the config's reward once, so that a bad name or parameter fails before any work."""
     build_reward(cfg)
@@ -242,3 +231,13 @@ def with_saved_states(cfg: ExperimentConfig, out: str | Path | None, progress: b
                                            command=f"(for {cfg.name})").path
         policies.append(replace(spec, params={**spec.params, "load": str(done[load])}))
     return replace(cfg, policies=policies)
+
+
+def __getattr__(name: str):
+    """``run_experiment``, the old name, kept while its callers move to
+    :func:`scalelab.experiments.experiment.run_experiment` (run, then report) or
+    :func:`run_simulated` (no report). A forward, not an import: this module never
+    imports the report's caller. Delete it once nothing imports the name from here."""
+    if name == "run_experiment":
+        return importlib.import_module("scalelab.experiments.experiment").run_experiment
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
