@@ -12,7 +12,7 @@ from scalelab.errors import UserError
 
 
 def cmd_live_run(args) -> int:
-    from scalelab.experiments.live import run_live
+    from scalelab.experiments.experiment import run_live
 
     if not args.config and not args.resume:
         raise UserError("scalelab live run: give a CONFIG or --resume FOLDER")

@@ -12,7 +12,7 @@ from scalelab.cli._common import command, config_path
 
 def cmd_run(args) -> int:
     from scalelab.experiments.config import load_config
-    from scalelab.experiments.runner import run_experiment
+    from scalelab.experiments.experiment import run_experiment
 
     if args.resume:
         result = run_experiment(None, resume=args.resume, workers=args.workers, command=command())

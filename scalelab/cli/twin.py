@@ -11,8 +11,7 @@ def cmd_twin(args) -> int:
     from dataclasses import replace
 
     from scalelab.experiments.config import load_config
-    from scalelab.experiments.live import run_live
-    from scalelab.experiments.runner import run_experiment
+    from scalelab.experiments.experiment import run_experiment, run_live
     from scalelab.experiments.twin import twin_report
 
     cfg = load_config(config_path(args.config))
