@@ -11,8 +11,8 @@ import pytest
 from scalelab.cli import main
 from scalelab.experiments.config import ConfigError, load_config
 from scalelab.experiments.episode import COLUMNS
+from scalelab.experiments.experiment import run_experiment
 from scalelab.experiments.metrics import mean_ci, per_run
-from scalelab.experiments.runner import run_experiment
 
 SMALL = {
     "name": "small",
@@ -164,7 +164,7 @@ def test_a_complete_run_resumes_from_its_steps(small_run, tmp_path):
     data = bytearray((run_dir / "steps.parquet").read_bytes())  # a damaged steps.parquet is not trusted
     data[len(data) // 2] ^= 0xFF
     (run_dir / "steps.parquet").write_bytes(bytes(data))
-    from scalelab.experiments.runner import completed_steps
+    from scalelab.experiments.runfolder import completed_steps
 
     assert completed_steps(run_dir) is None
 

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from scalelab.experiments.live import run_live
+from scalelab.experiments.experiment import run_live
 from scalelab.orchestrator.local_processes import alive
 from tests.tools import requires
 

@@ -17,7 +17,7 @@ import pytest
 from waiting import wait_for
 
 from scalelab.agent.process import AgentFolder
-from scalelab.experiments.live import run_live
+from scalelab.experiments.experiment import run_live
 from scalelab.orchestrator.stack import LocalStack
 from tests.tools import requires
 
