@@ -14,7 +14,6 @@ compares them. The report is the caller's step
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -415,13 +414,3 @@ def write_injector_summary(path: Path) -> dict:
         agg["failure_rate"] = agg["failures"] / agg["requests"] if agg["requests"] else None
     (path / "injector.json").write_text(json.dumps(out, indent=1))
     return out
-
-
-def __getattr__(name: str):
-    """``run_live``, the old name, kept while its callers move to
-    :func:`scalelab.experiments.experiment.run_live` (run, then report) or
-    :func:`run_on_stack` (no report). A forward, not an import: this module never
-    imports the report's caller. Delete it once nothing imports the name from here."""
-    if name == "run_live":
-        return importlib.import_module("scalelab.experiments.experiment").run_live
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,6 @@ A complete run is read back from ``steps.parquet`` and only its summary is rewri
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -29,7 +28,6 @@ from scalelab.experiments.episode import (
     Resolved,
     build_policy,
     build_reward,
-    episode_seeds,
     load_replay,
     oracle_levels,
     resolve,
@@ -44,10 +42,7 @@ from scalelab.experiments.runfolder import (
     folder_lock,
 )
 
-#: what this module offers, with the names older importers take from here (the folder's,
-#: the episode's seeds and oracle)
-__all__ = ["RunResult", "check_reward", "check_size", "compact_parts", "completed_steps", "die_with_parent",
-           "episode_seeds", "folder_lock", "oracle_levels", "run_simulated", "with_saved_states"]
+__all__ = ["check_reward", "check_size", "die_with_parent", "run_simulated", "with_saved_states"]
 
 
 def _run_chain(args) -> list[tuple[str, pd.DataFrame]]:
@@ -231,13 +226,3 @@ def with_saved_states(cfg: ExperimentConfig, out: str | Path | None, progress: b
                                            command=f"(for {cfg.name})").path
         policies.append(replace(spec, params={**spec.params, "load": str(done[load])}))
     return replace(cfg, policies=policies)
-
-
-def __getattr__(name: str):
-    """``run_experiment``, the old name, kept while its callers move to
-    :func:`scalelab.experiments.experiment.run_experiment` (run, then report) or
-    :func:`run_simulated` (no report). A forward, not an import: this module never
-    imports the report's caller. Delete it once nothing imports the name from here."""
-    if name == "run_experiment":
-        return importlib.import_module("scalelab.experiments.experiment").run_experiment
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

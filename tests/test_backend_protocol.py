@@ -8,8 +8,7 @@ import numpy as np
 
 from scalelab.agent.check import SyntheticBackend
 from scalelab.experiments.config import load_config
-from scalelab.experiments.episode import make_backend, resolve
-from scalelab.experiments.runner import episode_seeds
+from scalelab.experiments.episode import episode_seeds, make_backend, resolve
 from scalelab.orchestrator.backend import Backend, BaseBackend, VirtualClock
 from scalelab.orchestrator.live_backend import OrchestratorBackend
 

@@ -140,7 +140,7 @@ def _short_week(features: bool, noise: float = 0.0):
 
 def test_the_loop_hands_the_features_of_the_moment_the_step_is_measured_at(monkeypatch):
     import scalelab.experiments.episode as ep
-    from scalelab.experiments.runner import episode_seeds
+    from scalelab.experiments.episode import episode_seeds
 
     cfg = _short_week(True)
     r = ep.resolve(cfg)
@@ -170,10 +170,9 @@ def test_calendar_features_need_a_timetable():
 
 def test_a_live_agent_sees_the_same_timetable_and_features_as_the_simulated_run():
     from scalelab.agent.process import AgentSpec, agent_timetable
-    from scalelab.experiments.episode import resolve
+    from scalelab.experiments.episode import episode_seeds, resolve
     from scalelab.experiments.episode import run_timetable as sim_timetable
     from scalelab.experiments.live import agent_spec
-    from scalelab.experiments.runner import episode_seeds
     from scalelab.injector.calendar import timetable_data
 
     cfg = _short_week(True, noise=0.3)

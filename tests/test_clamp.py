@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from scalelab.agent.actions import ActionSet
 from scalelab.errors import OrderError, UserError
 from scalelab.experiments.config import load_config
-from scalelab.experiments.episode import make_backend, resolve
-from scalelab.experiments.runner import episode_seeds
+from scalelab.experiments.episode import episode_seeds, make_backend, resolve
 from scalelab.orchestrator.backend import ScaleResult, VirtualClock, clamp
 from scalelab.orchestrator.live_backend import OrchestratorBackend
 from scalelab.orchestrator.protocol import ScaleOrder

@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env
 import scalelab.experiments.env  # noqa: F401  (registers the ids)
 from scalelab.experiments.config import ConfigError, load_config
 from scalelab.experiments.env import GENERIC_ID, SCENARIOS, SandboxScalingEnv
-from scalelab.experiments.runner import run_experiment
+from scalelab.experiments.experiment import run_experiment
 
 SMALL = {"name": "e", "seed": 5, "steps": 40, "slo_ms": 600,
          "workload": {"kind": "step", "before": 5, "after": 30, "at_s": 60, "duration_s": 200},

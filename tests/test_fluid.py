@@ -243,8 +243,7 @@ def test_an_unknown_engine_is_refused():
 def _constant_run(engine: str, seed: int, users: int, reps: int, steps: int = 220) -> np.ndarray:
     """Per-step (p95 ms, req/s) at a fixed cell, after 20 steps of warm-up."""
     from scalelab.experiments.config import load_config
-    from scalelab.experiments.episode import make_backend, resolve
-    from scalelab.experiments.runner import episode_seeds
+    from scalelab.experiments.episode import episode_seeds, make_backend, resolve
     from scalelab.orchestrator.backend import VirtualClock
 
     cfg = load_config({"name": "n", "seed": seed, "engine": engine, "steps": steps, "app": {"profile": "paper"},

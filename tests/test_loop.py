@@ -18,8 +18,8 @@ from scalelab.agent.process import AgentSpec, records_of, run_agent
 from scalelab.agent.rewards import make_reward
 from scalelab.experiments.config import load_config
 from scalelab.experiments.env import SandboxScalingEnv
-from scalelab.experiments.episode import COLUMNS, episode_records, make_backend, resolve
-from scalelab.experiments.runner import episode_seeds, run_experiment
+from scalelab.experiments.episode import COLUMNS, episode_records, episode_seeds, make_backend, resolve
+from scalelab.experiments.experiment import run_experiment
 from scalelab.orchestrator.backend import VirtualClock
 from scalelab.simulator.backends import ReplayBackend, settled_at
 from scalelab.simulator.replay import Replay

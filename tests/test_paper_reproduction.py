@@ -13,8 +13,8 @@ import pytest
 
 from scalelab.agent.policies.paper_learners import DQN, QLearning
 from scalelab.experiments.config import config_path, load_config
+from scalelab.experiments.experiment import run_experiment
 from scalelab.experiments.paper import TARGETS, checks, comparison
-from scalelab.experiments.runner import run_experiment
 from scalelab.orchestrator.backend import VirtualClock
 from scalelab.orchestrator.context import Context
 from scalelab.simulator.backends import ReplayBackend

@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from scalelab.experiments.config import load_config
+from scalelab.experiments.experiment import run_experiment
 from scalelab.experiments.paper import PAPER_RESULTS, format_comparison, reproduce_paper
-from scalelab.experiments.runner import run_experiment
 from scalelab.orchestrator.context import Context
 from scalelab.simulator.datasets import record_dataset
 from scalelab.simulator.models import PAPER

@@ -15,7 +15,8 @@ import pytest
 
 from scalelab.experiments.config import ConfigError, load_config
 from scalelab.experiments.episode import episode_name
-from scalelab.experiments.runner import folder_lock, run_experiment
+from scalelab.experiments.experiment import run_experiment
+from scalelab.experiments.runfolder import folder_lock
 from tests.waiting import wait_for
 
 SMALL = {

@@ -114,8 +114,7 @@ def _student_config(tmp_path, **changes) -> dict:
 
 
 def test_a_short_student_run_on_the_local_stack_and_its_twin(tmp_path):
-    from scalelab.experiments.live import run_live
-    from scalelab.experiments.runner import run_experiment
+    from scalelab.experiments.experiment import run_experiment, run_live
     from scalelab.experiments.twin import twin_report
 
     cfg = _student_config(tmp_path)

@@ -141,7 +141,7 @@ def test_config_differences_leave_out_the_backend():
 
 def test_scalelab_report_of_two_run_folders_puts_them_side_by_side(tmp_path, capsys):
     from scalelab.cli import main
-    from scalelab.experiments.runner import run_experiment
+    from scalelab.experiments.experiment import run_experiment
 
     cfg = {"name": "tw", "seed": 3, "runs": 2, "steps": 12, "slo_ms": 3000, "app": {"profile": "sandbox"},
            "workload": {"kind": "evaluation-week-v1", "start_day": 1, "start_hour": 13.9, "days": 0.02,
