@@ -13,27 +13,13 @@ import pytest
 from scalelab.experiments import runfolder
 from scalelab.experiments.episode import episode_name
 from scalelab.experiments.runner import run_simulated
+from tests.counting import count_episodes
 
 SMALL = {
     "name": "snap", "seed": 5, "runs": 2, "steps": 30,
     "workload": {"kind": "step", "before": 4, "after": 24, "at_s": 60, "duration_s": 150},
     "policies": [{"name": "static", "replicas": 2}, {"name": "hslinucb"}],
 }  # fmt: skip
-
-
-def _count_episodes(monkeypatch) -> list[tuple[str, int]]:
-    """(policy, run) of every episode the runner runs from now on (workers=1: in-process)."""
-    import scalelab.experiments.runner as runner
-
-    ran: list[tuple[str, int]] = []
-    real = runner.run_episode
-
-    def counting(cfg, resolved, policy_index, run, *args, **kwargs):
-        ran.append((cfg.policies[policy_index].display, run))
-        return real(cfg, resolved, policy_index, run, *args, **kwargs)
-
-    monkeypatch.setattr(runner, "run_episode", counting)
-    return ran
 
 
 def _interrupted(monkeypatch, cfg: dict, out, victim: tuple[str, int]):
@@ -65,7 +51,7 @@ def test_a_resume_runs_the_saved_profile_it_started_with_not_the_edited_file(tmp
 
     edited = mine.with_overrides(demand={"cpu_ms": 130.0}, cpu_limit=0.5)  # the saved profile changes
     save_profile(edited, profiles / "mine.json")
-    ran = _count_episodes(monkeypatch)
+    ran = count_episodes(monkeypatch)
     resumed = run_simulated(None, resume=first.path, progress=False, workers=1)
     assert ran == [("hslinucb", 1)]  # the victim was redone (not read back) ...
     pd.testing.assert_frame_equal(resumed.steps, first.steps, check_exact=True)  # ... on the snapshot's profile
@@ -91,7 +77,7 @@ def test_a_resume_replays_the_dataset_it_started_with_not_the_edited_file(tmp_pa
     pd.testing.assert_frame_equal(kept, samples)
 
     samples.assign(p95_ms=samples.p95_ms * 3).to_parquet(data, index=False)  # the file is recorded again
-    ran = _count_episodes(monkeypatch)
+    ran = count_episodes(monkeypatch)
     resumed = run_simulated(None, resume=first.path, progress=False, workers=1)
     assert ran == [("static", 0)]
     pd.testing.assert_frame_equal(resumed.steps, first.steps, check_exact=True)

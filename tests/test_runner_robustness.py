@@ -17,6 +17,7 @@ from scalelab.experiments.config import ConfigError, load_config
 from scalelab.experiments.episode import episode_name
 from scalelab.experiments.experiment import run_experiment
 from scalelab.experiments.runfolder import folder_lock
+from tests.counting import count_episodes
 from tests.waiting import wait_for
 
 SMALL = {
@@ -63,22 +64,6 @@ def test_absurd_sizes_are_refused_before_a_folder_is_made(tmp_path):
         run_experiment(SMALL, out=tmp_path / "file" / "runs", progress=False)
 
 
-def _count_episodes(monkeypatch) -> list[tuple[str, int]]:
-    """Record (policy, run) of every episode the runner runs from now on (in-process:
-    the tests pass ``workers=1``)."""
-    import scalelab.experiments.runner as runner
-
-    ran: list[tuple[str, int]] = []
-    real = runner.run_episode
-
-    def counting(cfg, resolved, policy_index, run, *args, **kwargs):
-        ran.append((cfg.policies[policy_index].display, run))
-        return real(cfg, resolved, policy_index, run, *args, **kwargs)
-
-    monkeypatch.setattr(runner, "run_episode", counting)
-    return ran
-
-
 def _stamps(folder) -> dict:
     """Every file under ``folder``: (inode, mtime in ns, contents): a file rewritten, even
     with the same bytes, gets a new stamp."""
@@ -92,7 +77,7 @@ def test_a_damaged_or_missing_chunk_is_redone_on_resume_and_only_it(tmp_path, mo
     import scalelab.experiments.runner as runner
 
     monkeypatch.setattr(runner, "compact_parts", lambda path, rows: None)  # as a run killed before its end
-    ran = _count_episodes(monkeypatch)
+    ran = count_episodes(monkeypatch)
     first = run_experiment(SMALL, out=tmp_path, progress=False, report=False, workers=1)
     assert sorted(ran) == [("hslinucb", 0), ("hslinucb", 1), ("static", 0), ("static", 1)]
     parts = sorted((first.path / "parts").iterdir())
@@ -126,7 +111,7 @@ def test_a_damaged_or_missing_chunk_is_redone_on_resume_and_only_it(tmp_path, mo
 
 def test_one_process_at_a_time_in_a_run_folder(tmp_path, monkeypatch):
     first = run_experiment(SMALL, out=tmp_path, progress=False, report=False, workers=1)
-    ran = _count_episodes(monkeypatch)
+    ran = count_episodes(monkeypatch)
     steps = first.path / "steps.parquet"
     stamp = (steps.stat().st_ino, steps.stat().st_mtime_ns)
     with folder_lock(first.path):
