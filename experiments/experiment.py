@@ -20,20 +20,14 @@ from scalelab.experiments.runner import run_simulated
 # used, so that importing this module (the paper's, the CLI's) stays cheap
 
 
-def run_experiment(
-    config: ExperimentConfig | str | Path | dict | None,
-    out: str | Path | None = None,
-    resume: str | Path | None = None,
-    workers: int | None = None,
-    progress: bool = True,
-    command: str | None = None,
-    report: bool = True,
-) -> RunResult:
+def run_experiment(config: ExperimentConfig | str | Path | dict | None, out: str | Path | None = None, *,
+                   report: bool = True, **options) -> RunResult:
     """Run ``config`` (``backend: sim`` or ``replay``) into a new folder under ``out``
-    (default ``runs/``), or finish the run in ``resume``
-    (:func:`scalelab.experiments.runner.run_simulated`); then, with ``report``, write its
-    figures and ``report.html``. Returns the steps, the summary and the folder."""
-    result = run_simulated(config, out=out, resume=resume, workers=workers, progress=progress, command=command)
+    (default ``runs/``) with :func:`scalelab.experiments.runner.run_simulated`, which takes
+    ``options`` (``resume``: finish the run in that folder; ``workers``; ``progress``;
+    ``command``); then, with ``report``, write its figures and ``report.html``. Returns
+    the steps, the summary and the folder."""
+    result = run_simulated(config, out, **options)
     return with_report(result) if report else result
 
 
