@@ -23,6 +23,10 @@ class PolicyError(UserError):
     """A policy built with a bad hyperparameter; the message names it and its value."""
 
 
+class MissingDependency(PolicyError):
+    """A policy whose optional package is not installed; the message says how to install it."""
+
+
 @dataclass(frozen=True)
 class Decision:
     """One decision: the action index, its propensity, and the full probability vector

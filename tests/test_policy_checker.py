@@ -63,3 +63,23 @@ def test_the_checker_catches_lost_state_and_wrong_propensities():
 def test_bad_parameters_are_rejected_with_their_name(params, message):
     with pytest.raises(PolicyError, match=message):
         make_policy("hpa", **params)
+
+
+def test_the_command_skips_a_policy_whose_optional_package_is_missing_and_goes_on(monkeypatch, capsys):
+    """python -m scalelab.agent.check over every policy: a policy that cannot be built for a
+    missing optional package is skipped with the way to install it, the others are checked."""
+    from scalelab.agent import check
+    from scalelab.agent.base import MissingDependency
+
+    real = check.check_policy
+
+    def without_onnxruntime(name, params=None, steps=120):
+        if name == "onnx":
+            raise MissingDependency("onnx: needs onnxruntime: pip install onnxruntime (or the onnx extra)")
+        return real(name, params, steps=12)
+
+    monkeypatch.setattr(check, "check_policy", without_onnxruntime)
+    assert check.main(["static", "onnx", "hslinucb"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["ok      static", "skipped onnx: onnx: needs onnxruntime: pip install onnxruntime (or the onnx extra)",
+                   "ok      hslinucb"]

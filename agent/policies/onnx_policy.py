@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from scalelab.agent.actions import ActionSet
-from scalelab.agent.base import BasePolicy, Decision, PolicyError
+from scalelab.agent.base import BasePolicy, Decision, MissingDependency, PolicyError
 from scalelab.orchestrator import plugins
 from scalelab.orchestrator.context import Context
 
@@ -44,7 +44,7 @@ class OnnxPolicy(BasePolicy):
         try:
             import onnxruntime
         except ImportError:
-            raise PolicyError("onnx: needs onnxruntime: pip install onnxruntime (or the dev extra)") from None
+            raise MissingDependency("onnx: needs onnxruntime: pip install onnxruntime (or the onnx extra)") from None
         path = plugins.find_file(model, "onnx model")
         pipe_path = plugins.find_file(pipeline, "onnx pipeline") if pipeline else path.with_suffix(".json")
         if not pipe_path.is_file():
