@@ -138,13 +138,14 @@ def compare_cells(app: AppProfile, cells: dict[tuple[int, int], np.ndarray], set
 
 
 def calibrate_samples(app: AppProfile = PAPER, steps: int = 80, seed: int = 0, min_known: int = 10,
-                      slo_ms: float = 600.0, progress=None) -> SampleCalibration:
-    """Compare ``app`` with the paper's D1 samples on every cell with at least
-    ``min_known`` known samples: ``steps`` steady-state steps of the paper's context
-    (4000 spans, 12 s window) per cell."""
-    from scalelab.simulator.datasets import read_p95_recording
+                      slo_ms: float = 600.0, progress=None, recording=None) -> SampleCalibration:
+    """Compare ``app`` with the p95 samples of ``recording`` (a
+    :class:`~scalelab.simulator.datasets.P95Recording`; default the paper's D1) on every
+    cell with at least ``min_known`` known samples: ``steps`` steady-state steps of the
+    paper's context (4000 spans, 12 s window) per cell."""
+    from scalelab.simulator.recordings import read_p95_recording
 
-    rec = read_p95_recording()
+    rec = recording if recording is not None else read_p95_recording()
     cells = {cell: np.array([v for v in samples if v is not None]) for cell, samples in rec.cells.items()}
     cells = {cell: v for cell, v in cells.items() if len(v) >= min_known}
     return compare_cells(app, cells, ClusterSettings(), PAPER_CONTEXT, steps, seed, slo_ms, progress=progress)
@@ -207,7 +208,10 @@ def fit_profile(app: AppProfile, score, candidates: int = 40, seed: int = 0, pro
 
 
 def fit_to_samples(app: AppProfile = PAPER, candidates: int = 40, seed: int = 0, steps: int = 80,
-                   progress=None) -> tuple[AppProfile, SampleCalibration, list[tuple[float, AppProfile]]]:
-    """:func:`fit_profile` against the paper's D1 samples."""
-    return fit_profile(app, lambda a: calibrate_samples(a, steps=steps), candidates, seed, progress,
-                       against="the paper's D1 samples, simulator/data/paper-D1-p95.json")
+                   progress=None, recording=None) -> tuple[AppProfile, SampleCalibration, list[tuple[float, AppProfile]]]:
+    """:func:`fit_profile` against the p95 samples of ``recording`` (default the paper's D1)."""
+    from scalelab.simulator.recordings import read_p95_recording
+
+    rec = recording if recording is not None else read_p95_recording()
+    return fit_profile(app, lambda a: calibrate_samples(a, steps=steps, recording=rec), candidates, seed, progress,
+                       against=f"the {rec.name} samples of {rec.origin}")

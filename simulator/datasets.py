@@ -2,21 +2,22 @@
 
 ``dataset:`` in a config is one of
 
-``paper-D1``
-    the HSLinUCB paper's replay dataset D1 as measured on its real platform:
-    ``simulator/data/paper-D1-p95.json`` holds its p95 samples per (users, replicas)
+``paper-D1``, ``paper-D2``
+    the HSLinUCB paper's replay datasets D1 and D2 as measured on its real platform:
+    ``simulator/data/paper-D?-p95.json`` hold their p95 samples per (users, replicas)
     cell in the order its replay served them (reconstructed from the notebooks' logged
-    arrays). The p95 of each sample is the paper's; the other context features, the
-    positions the logs never revealed and the cells the paper never visited come from
-    a recording of the calibrated simulator (``sim-D1``). Column ``source`` says which.
+    arrays). The p95 of each known sample is the paper's; the other context features,
+    the positions the logs never revealed and the cells the paper never visited come
+    from a recording of a profile fitted to *that dataset's own* known samples (D1: the
+    ``paper`` profile; D2: ``paper-D2``). Column ``source`` says which: the recording's
+    name (``D1``, ``D2``) or ``simulator:<profile>``.
 ``sim-D1``, ``sim-D2``
     recordings of the simulator's ``paper`` profile with the paper's collector (seeds
-    1 and 2; about a second each, made on demand). ``sim-D2`` stands in for the paper's
-    second recording D2, which is not public.
+    1 and 2; a second or two each, made on demand).
 a ``.json`` file
-    p95 samples in the same format as ``paper-D1-p95.json`` (a second recording such as
-    D2), completed from the simulator the same way (seed 2 unless its ``dataset`` field
-    is ``D1``);
+    p95 samples in the same format, completed the same way: by the shipped recording's
+    profile when the file holds the same samples, else by a profile fitted to the file's
+    own known samples (:func:`filler_profile`: about a minute once, then cached);
 a ``.parquet`` file
     a dataset recorded with ``scalelab dataset record``.
 
@@ -27,11 +28,12 @@ and ``source``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
-import math
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -41,17 +43,20 @@ from scalelab.orchestrator.backend import Backend, Clock, VirtualClock
 from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
 from scalelab.orchestrator.context import ContextSettings
 from scalelab.simulator.backends import SimBackend
+from scalelab.simulator.calibration import fit_to_samples
 from scalelab.simulator.cluster import ClusterSettings
-from scalelab.simulator.models import PAPER, AppProfile
+from scalelab.simulator.models import PAPER, AppProfile, find_profile, profile_from_dict, save_profile
+from scalelab.simulator.recordings import P95Recording, read_p95_recording
 from scalelab.simulator.replay import DatasetError, load_dataset
-
-#: The shipped p95 samples of the paper's D1 (see simulator/data/README.md).
-PAPER_D1_FILE = "paper-D1-p95.json"
 
 #: The simulator's stand-in recordings: name -> seed of the collector.
 SIMULATED = {"sim-D1": 1, "sim-D2": 2}
 
-BUILTIN = ("paper-D1", *SIMULATED)
+#: The paper's recordings by dataset name, with the profile (fitted to that recording's
+#: own samples) and the collector's seed that fill what the recording does not know.
+PAPER_DATASETS = {"paper-D1": ("D1", "paper", 1), "paper-D2": ("D2", "paper-D2", 2)}
+
+BUILTIN = (*PAPER_DATASETS, *SIMULATED)
 
 
 def collect(backend: Backend, clock: Clock, users: Sequence[int], replicas: Sequence[int], samples: int,
@@ -129,73 +134,11 @@ def record_dataset(
     return collect(backend, clock, users, replicas, samples, step_s, warmup_steps, progress=progress)
 
 
-@dataclass(frozen=True)
-class P95Recording:
-    """p95 samples (ms) measured on some platform, per (users, replicas) cell, in the
-    order a replay serves them; ``None`` where a position is unknown."""
-
-    name: str
-    cells: dict[tuple[int, int], tuple[float | None, ...]]
-    samples_per_cell: int
-    provenance: str
-    origin: str  # the file it was read from
-
-    @property
-    def known(self) -> int:
-        """How many samples are known."""
-        return sum(v is not None for s in self.cells.values() for v in s)
-
-
-def read_p95_recording(path: str | Path | None = None) -> P95Recording:
-    """Read a p95 recording (``paper-D1-p95.json``'s format); the shipped D1 without
-    ``path``. Errors name the file and the field."""
-    if path is None:
-        text = resources.files("scalelab.simulator.data").joinpath(PAPER_D1_FILE).read_text()
-        origin = f"simulator/data/{PAPER_D1_FILE}"
-    else:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise DatasetError(f"dataset {str(p)!r} does not exist")
-        text, origin = p.read_text(), str(p)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"dataset {origin!r} is not JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
-        raise DatasetError(f"dataset {origin!r}: expected an object with a 'cells' list "
-                           f"(the format of simulator/data/{PAPER_D1_FILE})")
-    n = data.get("samples_per_cell")
-    if not isinstance(n, int) or n < 1:
-        raise DatasetError(f"dataset {origin!r}: samples_per_cell={n!r} must be a positive integer")
-    cells: dict[tuple[int, int], tuple[float | None, ...]] = {}
-    for i, cell in enumerate(data["cells"]):
-        where = f"dataset {origin!r}: cells[{i}]"
-        if not isinstance(cell, dict):
-            raise DatasetError(f"{where} is not an object")
-        users, replicas, samples = cell.get("users"), cell.get("replicas"), cell.get("samples_ms")
-        if not (isinstance(users, int) and users > 0 and isinstance(replicas, int) and replicas > 0):
-            raise DatasetError(f"{where}: users={users!r} and replicas={replicas!r} must be positive integers")
-        if not isinstance(samples, list) or len(samples) != n:
-            raise DatasetError(f"{where} ({users} users, {replicas} replicas): samples_ms must be a list of "
-                               f"{n} numbers or nulls")
-        for k, v in enumerate(samples):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
-                                  or v < 0):
-                raise DatasetError(f"{where} ({users} users, {replicas} replicas): samples_ms[{k}]={v!r} is not a "
-                                   f"latency in ms")
-        if (users, replicas) in cells:
-            raise DatasetError(f"{where}: the cell ({users} users, {replicas} replicas) appears twice")
-        cells[(users, replicas)] = tuple(None if v is None else float(v) for v in samples)
-    name = str(data.get("dataset") or Path(origin).stem)
-    return P95Recording(name=name, cells=cells, samples_per_cell=n, provenance=str(data.get("provenance", "")),
-                        origin=origin)
-
-
 def with_p95_samples(filler: pd.DataFrame, recording: P95Recording) -> pd.DataFrame:
-    """``filler`` (a recorded dataset) with the p95 of every sample ``recording`` knows
-    replaced by the measured one; ``source`` names where each row's p95 came from."""
+    """``filler`` (a recorded dataset, its ``source`` naming what recorded it) with the
+    p95 of every sample ``recording`` knows replaced by the measured one; ``source``
+    names where each row's p95 came from."""
     out = filler.copy()
-    out["source"] = "simulator"
     index = {(int(u), int(r), int(s)): i for i, (u, r, s) in enumerate(
         zip(out["users"], out["replicas"], out["sample"], strict=True))}
     p95 = out["p95_ms"].to_numpy(copy=True)
@@ -214,12 +157,50 @@ def with_p95_samples(filler: pd.DataFrame, recording: P95Recording) -> pd.DataFr
 
 
 @functools.lru_cache(maxsize=8)
-def simulated(seed: int, samples: int = 20) -> pd.DataFrame:
-    """The simulator's ``paper`` profile recorded with the paper's collector (users
-    5..50 by 5 × replicas 1..10 × ``samples``)."""
-    frame = record_dataset(PAPER, samples=samples, seed=seed)
-    frame["source"] = "simulator"
+def simulated(seed: int, samples: int = 20, profile: AppProfile = PAPER) -> pd.DataFrame:
+    """``profile`` recorded with the paper's collector (users 5..50 by 5 × replicas
+    1..10 × ``samples``); ``source`` is ``simulator:<profile name>``."""
+    frame = record_dataset(profile, samples=samples, seed=seed)
+    frame["source"] = f"simulator:{profile.name}"
     return frame
+
+
+#: A cell needs this many known samples to count in a fit (calibration's ``min_known``).
+MIN_KNOWN = 10
+
+
+def fits_dir() -> Path:
+    """Where profiles fitted to p95 recordings are cached: ``$SCALELAB_FITS``, or
+    ``~/.scalelab/fits``."""
+    return Path(os.environ.get("SCALELAB_FITS") or Path.home() / ".scalelab" / "fits").expanduser()
+
+
+def filler_profile(recording: P95Recording) -> tuple[AppProfile, int]:
+    """The profile, and the collector's seed, that complete ``recording``: a shipped
+    recording's own (D1: ``paper``, D2: ``paper-D2``) when ``recording`` holds the same
+    samples; else a profile fitted to its own known samples
+    (:func:`scalelab.simulator.calibration.fit_to_samples` around ``paper``, 40
+    candidates, the cells with :data:`MIN_KNOWN` known samples), cached in
+    :func:`fits_dir` by the samples' checksum; the ``paper`` profile where no cell has
+    enough samples to fit to."""
+    for shipped_name, profile_name, seed in PAPER_DATASETS.values():
+        if recording.cells == read_p95_recording(shipped=shipped_name).cells:
+            return find_profile(profile_name), seed
+    if not any(sum(v is not None for v in samples) >= MIN_KNOWN for samples in recording.cells.values()):
+        print(f"{recording.origin}: no cell has {MIN_KNOWN} known samples to fit a profile to; the paper profile "
+              "fills it", file=sys.stderr)
+        return PAPER, 2
+    cells = sorted([list(cell), list(samples)] for cell, samples in recording.cells.items())
+    key = hashlib.sha256(json.dumps(cells).encode()).hexdigest()[:16]
+    path = fits_dir() / f"{key}.json"
+    if path.is_file():
+        return profile_from_dict(json.loads(path.read_text())), 3
+    print(f"fitting a profile to the {recording.known} known samples of {recording.origin} "
+          f"(once, about a minute; cached in {path})", file=sys.stderr)
+    best, _, _ = fit_to_samples(PAPER, candidates=40, seed=0, recording=recording)
+    best = replace(best, name=f"fitted-{key}")
+    save_profile(best, path)
+    return best, 3
 
 
 def resolve_dataset(dataset: str) -> pd.DataFrame:
@@ -227,20 +208,21 @@ def resolve_dataset(dataset: str) -> pd.DataFrame:
     copy the caller may keep."""
     if dataset in SIMULATED:
         return simulated(SIMULATED[dataset]).copy()
-    if dataset == "paper-D1":
-        rec = read_p95_recording()
-        return with_p95_samples(simulated(1, rec.samples_per_cell), rec)
-    p = Path(dataset).expanduser()
-    if p.suffix == ".json":
-        rec = read_p95_recording(p)
-        return with_p95_samples(simulated(1 if rec.name == "D1" else 2, rec.samples_per_cell), rec)
-    if p.suffix == ".parquet" or p.is_file():
-        frame = load_dataset(p)
-        if "source" not in frame.columns:
-            frame["source"] = str(p)
-        return frame
-    raise DatasetError(f"dataset {dataset!r} is neither a file nor one of {list(BUILTIN)} "
-                       "(record one: scalelab dataset record --out FILE)")
+    if dataset in PAPER_DATASETS:
+        rec = read_p95_recording(shipped=PAPER_DATASETS[dataset][0])
+    elif Path(dataset).expanduser().suffix == ".json":
+        rec = read_p95_recording(Path(dataset).expanduser())
+    else:
+        p = Path(dataset).expanduser()
+        if p.suffix == ".parquet" or p.is_file():
+            frame = load_dataset(p)
+            if "source" not in frame.columns:
+                frame["source"] = str(p)
+            return frame
+        raise DatasetError(f"dataset {dataset!r} is neither a file nor one of {list(BUILTIN)} "
+                           "(record one: scalelab dataset record --out FILE)")
+    profile, seed = filler_profile(rec)
+    return with_p95_samples(simulated(seed, rec.samples_per_cell, profile), rec)
 
 
 def describe(dataset: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,8 @@ from scalelab.experiments.paper import TARGETS, checks, comparison
 from scalelab.orchestrator.backend import VirtualClock
 from scalelab.orchestrator.context import Context
 from scalelab.simulator.backends import ReplayBackend
-from scalelab.simulator.datasets import read_p95_recording, resolve_dataset
+from scalelab.simulator.datasets import resolve_dataset
+from scalelab.simulator.recordings import read_p95_recording
 from scalelab.simulator.replay import DatasetError, Replay
 
 
@@ -31,9 +33,38 @@ def test_paper_d1_serves_the_papers_samples_and_says_where_each_came_from():
     assert cell.p95_ms.tolist() == list(rec.cells[(25, 2)])  # every position known, in the replay's order
     assert (cell.p95_ms > 600).mean() == pytest.approx(0.40)  # paper.md 8.11
     hole = data[(data.users == 20) & (data.replicas == 1)]  # 18 of 20 positions unknown
-    assert (hole.source == "simulator").sum() == 18 and (hole.source == "D1").sum() == 2
+    assert (hole.source == "simulator:paper").sum() == 18 and (hole.source == "D1").sum() == 2
     unseen = data[(data.users == 50) & (data.replicas == 1)]  # never visited by the paper's agents
-    assert set(unseen.source) == {"simulator"}
+    assert set(unseen.source) == {"simulator:paper"}
+
+
+def test_paper_d2_is_filled_by_a_profile_fitted_to_its_own_samples():
+    rec = read_p95_recording(shipped="D2")
+    data = resolve_dataset("paper-D2")
+    assert rec.name == "D2" and len(rec.cells) == 32 and rec.samples_per_cell == 40
+    assert len(data) == 10 * 10 * 40 and (data.source == "D2").sum() == rec.known
+    assert set(data.source) == {"D2", "simulator:paper-D2"}
+    # the paper (section 5): D2 needs more replicas than D1 -- 10 users: 2, 35: 4, 45: 5
+    cells = data.groupby(["users", "replicas"]).p95_ms
+    meets = ((cells.mean() <= 600) & (cells.max() <= 600)).rename("meets").reset_index()
+    fewest = meets[meets.meets].groupby("users").replicas.min()
+    assert (fewest[10], fewest[35], fewest[45]) == (2, 4, 5)
+
+
+def test_a_file_with_a_shipped_recordings_samples_uses_its_profile_and_another_gets_its_own_fit(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCALELAB_FITS", str(tmp_path / "fits"))
+    copy = tmp_path / "copy.json"
+    copy.write_text((Path(__file__).resolve().parents[1] / "simulator" / "data" / "paper-D2-p95.json").read_text())
+    assert resolve_dataset(str(copy)).equals(resolve_dataset("paper-D2"))  # the same samples: D2's own profile
+    one = {"dataset": "X", "samples_per_cell": 12,
+           "cells": [{"users": 20, "replicas": 2, "samples_ms": [900.0 + 10 * k for k in range(12)]}]}
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(one))
+    data = resolve_dataset(str(path))
+    (fitted,) = {s for s in data.source if s.startswith("simulator:")}
+    assert fitted.startswith("simulator:fitted-") and "fitting a profile" in capsys.readouterr().err
+    assert resolve_dataset(str(path)).equals(data) and capsys.readouterr().err == ""  # read from the cache
 
 
 def test_a_p95_file_in_the_same_format_is_a_dataset_and_bad_ones_are_named(tmp_path):
@@ -42,7 +73,7 @@ def test_a_p95_file_in_the_same_format_is_a_dataset_and_bad_ones_are_named(tmp_p
     path.write_text(json.dumps(good))
     data = resolve_dataset(str(path))
     cell = data[(data.users == 5) & (data.replicas == 1)].sort_values("sample")
-    assert cell.p95_ms.iloc[0] == 111.0 and cell.source.tolist() == ["D2", "simulator"]
+    assert cell.p95_ms.iloc[0] == 111.0 and cell.source.tolist() == ["D2", "simulator:paper"]  # too few to fit
     bad = {**good, "cells": [{"users": 5, "replicas": 1, "samples_ms": [111.0, "fast"]}]}
     path.write_text(json.dumps(bad))
     with pytest.raises(DatasetError, match=r"cells\[0\] \(5 users, 1 replicas\): samples_ms\[1\]='fast'"):
@@ -112,7 +143,8 @@ def test_the_checks_hold_ours_to_the_papers_figures_by_hand():
     rows = [("paper-coldstart", "hslinucb", 8.0, 3.12), ("paper-coldstart", "dqn", 476.0, 3.0),
             ("paper-coldstart", "q-learning", 1285.9, 2.7), ("paper-hotstart-seen", "hslinucb", 2.0, 3.0),
             ("paper-hotstart-seen", "dqn", 2.1, 3.1), ("paper-real-week", "hslinucb", 3.0, 2.83),
-            ("paper-real-week", "threshold-cpu", 2.0, 2.6)]
+            ("paper-real-week", "threshold-cpu", 2.0, 2.6), ("paper-hotstart-unseen", "hslinucb", 4.1, 3.40),
+            ("paper-hotstart-unseen", "dqn", 2.0, 3.2), ("paper-hotstart-unseen", "q-learning", 150.0, 2.9)]
     table = pd.DataFrame(rows, columns=["experiment", "policy", "violations_per_run_ours", "replicas_ours"])
     got = [(c.what, c.rule, c.ours, c.ok) for c in checks(table)]
     assert got == [
@@ -125,7 +157,11 @@ def test_the_checks_hold_ours_to_the_papers_figures_by_hand():
         ("real week HSLinUCB violations/run", "<= 8", "3.0", True),
         ("real week HSLinUCB replicas", "2.56 ± 10 %", "2.83", False),  # 2.56 * 1.1 = 2.816
         ("real week HSLinUCB below threshold-cpu", "fewer violations", "3.0 < 2.0", False),
-    ]  # no q-learning hot start in the table: no check
+        ("hot start (unseen) HSLinUCB violations/run", "<= 4", "4.1", False),
+        ("hot start (unseen) HSLinUCB replicas", "3.24 ± 5 %", "3.40", True),  # 3.24 * 1.05 = 3.402
+        ("hot start (unseen) dqn violations/run", "<= 2", "2.0", True),
+        ("hot start (unseen) q-learning violations/run", "150 to 300", "150.0", True),
+    ]  # no q-learning seen hot start in the table: no check
 
 
 def test_cold_start_on_paper_d1_meets_the_targets(tmp_path):

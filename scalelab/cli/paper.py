@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("paper", help="run the HSLinUCB paper's experiments and print ours beside its tables")
     p.add_argument("--out", default="runs/paper", help="folder of the experiments' run folders and paper-report.md")
     p.add_argument("--d2", help="a second recording for the unseen hot start, in paper-D1-p95.json's format "
-                                "(default: sim-D2, the simulator's stand-in; the report says so)")
+                                "(default: paper-D2, the paper's own D2 samples)")
     p.add_argument("--real-week", help="another real-week pattern file (default: the paper's, shipped)")
     p.add_argument("--runs", type=int, help="runs per policy (default: the paper's 10)")
     p.add_argument("--only", nargs="+", choices=EXPERIMENTS, metavar="EXPERIMENT",
