@@ -29,10 +29,12 @@ from dataclasses import asdict, dataclass, field, fields
 from urllib.parse import parse_qs
 
 from scalelab.sandbox import usage
-from scalelab.sandbox.runner import Limits, Sandbox, SandboxError
+from scalelab.sandbox.runner import Limits, Sandbox, SandboxError, SandboxRequestError
 from scalelab.sandbox.spans import SpanExporter, make_span
 
 MAX_BODY = 1024 * 1024
+#: How deep a run request's JSON may nest, checked before it is parsed (its shape needs 2).
+MAX_JSON_DEPTH = 32
 
 #: The server's per-run limits: the defaults and the ceiling a request can only lower
 #: (``SANDBOX_LIMITS``: JSON of :class:`scalelab.sandbox.runner.Limits` fields).
@@ -92,8 +94,12 @@ class App:
 
     @property
     def sandbox(self) -> Sandbox:
+        """The worker's sandbox, built once, under the lock (concurrent first requests
+        wait for the one build instead of racing it)."""
         if self._sandbox is None:
-            self._sandbox = Sandbox(allow_network=self.s.allow_network, require_seal=self.s.require_seal)
+            with self._lock:
+                if self._sandbox is None:
+                    self._sandbox = Sandbox(allow_network=self.s.allow_network, require_seal=self.s.require_seal)
         return self._sandbox
 
     def __call__(self, environ, start_response):
@@ -151,9 +157,15 @@ class App:
         if not 0 < size <= MAX_BODY:
             return _json("400 Bad Request", {"error": f"body must be 1..{MAX_BODY} bytes of JSON"})
         try:
-            req = json.loads(environ["wsgi.input"].read(size))
-            if not isinstance(req, dict) or not isinstance(req.get("code"), str):
-                raise ValueError("'code' (a string) is required")
+            raw = environ["wsgi.input"].read(size)
+            if json_depth(raw) > MAX_JSON_DEPTH:
+                raise ValueError(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
+            req = json.loads(raw)
+            if not isinstance(req, dict):
+                raise ValueError("the body must be a JSON object")
+            code = valid_text(req, "code", required=True)
+            language = valid_text(req, "language", default="python")
+            stdin = valid_text(req, "stdin", default="")
             asked = req.get("limits", {})
             if not isinstance(asked, dict):
                 raise ValueError("'limits' must be a mapping")
@@ -162,16 +174,15 @@ class App:
                 raise ValueError(f"unknown limits {sorted(unknown)}; known: {list(LIMIT_KEYS)}")
             # the server's limits are the ceiling: a request may only lower them
             limits = Limits(**{**asdict(CEILING), **asked}).within(CEILING)
-            stdin = req.get("stdin", "")
-            if not isinstance(stdin, str):
-                raise ValueError("'stdin' must be a string")
-        except (ValueError, TypeError, SandboxError) as exc:
+        except (ValueError, TypeError, SandboxRequestError) as exc:  # JSON's errors and ours name what is wrong
             return _json("400 Bad Request", {"error": f"bad run request: {exc}"})
         try:
-            result = self.sandbox.run(req["code"], req.get("language", "python"), stdin, limits)
+            result = self.sandbox.run(code, language, stdin, limits)
+        except SandboxRequestError as exc:  # a language this replica does not run
+            return _json("400 Bad Request", {"error": f"bad run request: {exc}"})
         except SandboxError as exc:
-            return _json("400 Bad Request" if "language" in str(exc) else "503 Service Unavailable", {"error": str(exc)})
-        return _json("200 OK", result.to_dict())
+            return _json("503 Service Unavailable", {"error": str(exc)})
+        return _json("200 OK", capped_answer(result, limits.output_bytes))
 
     def healthz(self):
         if self.s.drain_file and os.path.exists(self.s.drain_file):
@@ -272,8 +283,80 @@ def _queued_us(header: str | None, start_us: int) -> int:
     return queued if 0 <= queued <= 60_000_000 else 0
 
 
+def json_depth(raw: bytes) -> int:
+    """How deep the arrays and objects of the JSON text ``raw`` nest (brackets inside
+    strings do not count), without parsing it: a parser recurses per level."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def valid_text(req: dict, name: str, default: str | None = None, required: bool = False) -> str:
+    """The request's field ``name``: a string of valid Unicode (no lone surrogate, so it
+    can be written as UTF-8), else ``ValueError`` naming it."""
+    if name not in req:
+        if required:
+            raise ValueError(f"'{name}' (a string) is required")
+        return default
+    value = req[name]
+    if not isinstance(value, str):
+        raise ValueError(f"'{name}' must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"'{name}' is not valid Unicode: a lone surrogate at index {exc.start}") from None
+    return value
+
+
+def escaped_size(text: str) -> int:
+    """The bytes ``text`` takes in the answer: its JSON string body, UTF-8 (a control
+    character counts 6, as ``\\u00XX``; a non-ASCII character its UTF-8 bytes)."""
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "replace")) - 2
+
+
+def fit_escaped(text: str, cap: int) -> tuple[str, bool]:
+    """The longest prefix of ``text`` whose :func:`escaped_size` is at most ``cap``
+    bytes, and whether it was cut."""
+    if escaped_size(text) <= cap:
+        return text, False
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if escaped_size(text[:mid]) <= cap:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo], True
+
+
+def capped_answer(result, output_bytes: int) -> dict:
+    """``result`` as the answer's JSON object, each output cut to ``output_bytes`` as
+    it is written in the answer (:func:`escaped_size`), so the answer is bounded by its
+    caps: at most 2 x ``output_bytes`` of output and a few hundred bytes of fields."""
+    out = result.to_dict()
+    for stream in ("stdout", "stderr"):
+        out[stream], cut = fit_escaped(out[stream], output_bytes)
+        out[f"{stream}_truncated"] = out[f"{stream}_truncated"] or cut
+    return out
+
+
 def _json(status: str, obj) -> tuple[str, list, bytes]:
-    body = json.dumps(obj).encode()
+    body = json.dumps(obj, ensure_ascii=False).encode("utf-8", "replace")  # UTF-8; never a lone surrogate
     return status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))], body
 
 

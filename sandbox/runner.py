@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from scalelab.errors import PermanentError, UserError
@@ -114,6 +114,13 @@ class SandboxRequestError(SandboxError, UserError):
     """A malformed run request (language, code, stdin, limits); the message names it."""
 
 
+#: The largest value any limit may be asked for (the server's ceiling lowers it further).
+MAX_LIMIT = 2**31
+
+#: The limits that count something, and what: whole numbers only.
+COUNT_LIMITS = {"memory_mib": "MiB", "processes": "processes", "file_size_kib": "KiB", "output_bytes": "bytes"}
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-run limits: CPU s, wall s, memory MiB (the whole run's, sealed; else per
@@ -130,10 +137,19 @@ class Limits:
     def __post_init__(self) -> None:
         import math
 
-        for name, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-                    or value <= 0:
-                raise SandboxRequestError(f"limits.{name} must be a finite number > 0, got {value!r}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SandboxRequestError(f"limits.{f.name} must be a number, got {value!r}")
+            # compared as given: a huge integer (10**400) has no float, and is out of range anyway
+            if not (0 < value <= MAX_LIMIT) or (isinstance(value, float) and not math.isfinite(value)):
+                raise SandboxRequestError(f"limits.{f.name} must be a finite number in (0, {MAX_LIMIT}], "
+                                          f"got {str(value)[:40]}")
+            if f.name in COUNT_LIMITS:  # a count: whole, kept as an int
+                if isinstance(value, float) and not value.is_integer():
+                    raise SandboxRequestError(f"limits.{f.name} counts {COUNT_LIMITS[f.name]}: a whole number, "
+                                              f"got {value!r}")
+                object.__setattr__(self, f.name, int(value))
 
     def within(self, ceiling: Limits) -> Limits:
         """These limits, none above ``ceiling`` (the server's): a client may only lower

@@ -175,7 +175,7 @@ def test_the_sandbox_keeps_serving_after_every_attack(sandbox):
 
 
 def test_limits_are_finite_and_a_client_only_lowers_them():
-    with pytest.raises(SandboxError, match="wall_seconds must be a finite number > 0, got inf"):
+    with pytest.raises(SandboxError, match=r"wall_seconds must be a finite number in \(0, 2147483648\], got inf"):
         Limits(wall_seconds=float("inf"))
     ceiling = Limits()
     asked = Limits(cpu_seconds=1000, wall_seconds=1, processes=10_000)

@@ -1,0 +1,138 @@
+"""Issue 30, findings 8, 9 and 11: every malformed run request gets a 400 naming the
+field (not a 500), stdin and output of a valid one are delivered and capped, the answer
+is bounded by its caps, and a worker builds its sandbox once. The app is called in
+process; where a program would run, a stand-in sandbox records what it was given."""
+
+import json
+import threading
+
+import pytest
+
+from scalelab.sandbox.app import App, Settings, escaped_size, fit_escaped, json_depth
+from scalelab.sandbox.runner import Limits, RunResult, SandboxRequestError
+from tests.test_sandbox import call
+
+
+class Recorder:
+    """Stands in for the sandbox: remembers the run it was asked for and answers with
+    its output (given by the test)."""
+
+    def __init__(self, stdout: str = "", stderr: str = "") -> None:
+        self.languages = {"python": ["python3"]}
+        self.asked, self.stdout, self.stderr = [], stdout, stderr
+
+    def run(self, code, language="python", stdin="", limits=None):
+        if language not in self.languages:
+            raise SandboxRequestError(f"language {language!r} is not one of {sorted(self.languages)}")
+        self.asked.append((code, language, stdin, limits))
+        return RunResult(0, None, self.stdout, self.stderr, False, False, 1.0, 1.0)
+
+
+def app_with(recorder: Recorder) -> App:
+    app = App(Settings(pod="p", namespace="ns", kafka_bootstrap=None))
+    app._sandbox = recorder
+    return app
+
+
+def post(app, body) -> tuple[int, dict]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    code, answer = call(app, "POST", "/run", body=raw)
+    return code, json.loads(answer)
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"code": "1", "limits": {"cpu_seconds": 10**400}}, "limits.cpu_seconds"),
+    ({"code": "1", "limits": {"memory_mib": 10**400}}, "limits.memory_mib"),
+    ({"code": "1", "limits": {"memory_mib": 100.5}}, "limits.memory_mib counts MiB: a whole number"),
+    ({"code": "1", "limits": {"processes": 2.5}}, "limits.processes counts processes"),
+    ({"code": "1", "limits": {"file_size_kib": 0.5}}, "limits.file_size_kib"),
+    ({"code": "1", "limits": {"output_bytes": 1000.25}}, "limits.output_bytes counts bytes"),
+    ({"code": "1", "limits": {"wall_seconds": True}}, "limits.wall_seconds must be a number"),
+    ({"code": "1", "limits": {"wall_seconds": "3"}}, "limits.wall_seconds must be a number"),
+    ({"code": "1", "language": ["python"]}, "'language' must be a string, got list"),
+    ({"code": "1", "language": {"python": 1}}, "'language' must be a string, got dict"),
+    ({"code": "1", "language": "cobol"}, "language 'cobol' is not one of ['python']"),
+    ({"code": 3}, "'code' must be a string, got int"),
+    ({"stdin": "x"}, "'code' (a string) is required"),
+    ({"code": "1", "stdin": ["x"]}, "'stdin' must be a string, got list"),
+    ([1, 2], "the body must be a JSON object"),
+])
+def test_a_malformed_request_gets_a_400_naming_the_field(body, field):
+    rec = Recorder()
+    code, answer = post(app_with(rec), body)
+    assert code == 400 and field in answer["error"], answer
+    assert rec.asked == []  # nothing ran
+
+
+def test_lone_surrogates_and_deep_json_are_refused_before_anything_runs():
+    rec = Recorder()
+    app = app_with(rec)
+    code, answer = post(app, b'{"code": "print(1)\\ud800"}')  # valid JSON, not valid Unicode
+    assert code == 400 and "'code' is not valid Unicode: a lone surrogate at index 8" in answer["error"]
+    code, answer = post(app, b'{"code": "1", "stdin": "\\udc00"}')
+    assert code == 400 and "'stdin' is not valid Unicode" in answer["error"]
+    deep = b'{"code": "1", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    code, answer = post(app, deep)
+    assert code == 400 and "nests deeper than 32 levels" in answer["error"]
+    assert rec.asked == []
+
+
+def test_a_valid_request_is_delivered_whole_with_whole_limits():
+    rec = Recorder(stdout="42\n")
+    code, answer = post(app_with(rec), {"code": "print(6*7)", "stdin": "é" * 3, "language": "python",
+                                        "limits": {"memory_mib": 128.0, "output_bytes": 4096}})
+    assert code == 200 and answer["stdout"] == "42\n"
+    ((code_run, language, stdin, limits),) = rec.asked
+    assert (code_run, language, stdin) == ("print(6*7)", "python", "ééé")
+    assert limits.memory_mib == 128 and isinstance(limits.memory_mib, int) and limits.output_bytes == 4096
+
+
+def test_the_answer_is_bounded_by_its_caps_as_written():
+    # 256 KiB of control bytes on each stream: 6 bytes each in JSON (\u0001), 3 MB unbounded
+    flood = "\x01" * (256 * 1024)
+    app = app_with(Recorder(stdout=flood, stderr=flood))
+    code, raw = call(app, "POST", "/run", body=json.dumps({"code": "1", "limits": {"output_bytes": 65536}}).encode())
+    answer = json.loads(raw)
+    assert code == 200 and answer["stdout_truncated"] and answer["stderr_truncated"]
+    assert escaped_size(answer["stdout"]) <= 65536 and len(answer["stdout"]) == 65536 // 6
+    assert len(raw) <= 2 * 65536 + 1024  # two capped streams and the fields
+
+
+def test_escaping_counts_as_written():
+    assert json_depth(b'{"a": [1, {"b": "[[[["}]}') == 3  # brackets in strings do not count
+    assert escaped_size("ab") == 2 and escaped_size("\x00") == 6 and escaped_size("é") == 2 and escaped_size('"') == 2
+    text, cut = fit_escaped("a\x01b" * 10, 14)
+    assert cut and text == "a\x01ba"  # 1 + 6 + 1 + 1 = 9 bytes; the next character, \x01, would make 15
+    assert fit_escaped("short", 100) == ("short", False)
+
+
+def test_limits_are_checked_where_they_are_made():
+    assert Limits(memory_mib=64.0).memory_mib == 64
+    with pytest.raises(SandboxRequestError, match=r"limits\.cpu_seconds must be a finite number in \(0, "):
+        Limits(cpu_seconds=float("inf"))
+    with pytest.raises(SandboxRequestError, match=r"limits\.processes must be a finite number"):
+        Limits(processes=0)
+
+
+def test_a_worker_builds_its_sandbox_once_under_concurrent_first_requests(monkeypatch):
+    import scalelab.sandbox.app as app_module
+
+    built = []
+    gate = threading.Event()
+
+    class Slow(Recorder):
+        def __init__(self, **kwargs):
+            super().__init__()
+            built.append(self)
+            gate.wait(5)  # the build takes a while: every thread arrives during it
+
+    monkeypatch.setattr(app_module, "Sandbox", Slow)
+    app = App(Settings(pod="p", namespace="ns", kafka_bootstrap=None))
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(app.sandbox)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert len(built) == 1 and len(got) == 8 and all(s is built[0] for s in got)
