@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import os
 
+#: No control socket (gunicorn >= 25.1 binds one fixed path per user, so every replica on
+#: a host would rebind it and the first to stop would remove it under the others; nothing
+#: here uses gunicornc). Older gunicorns ignore the unknown setting.
+control_socket_disable = True
+
 
 def post_worker_init(worker) -> None:
     port = os.environ.get("SANDBOX_CONTROL_PORT")

@@ -136,3 +136,15 @@ def test_a_worker_builds_its_sandbox_once_under_concurrent_first_requests(monkey
     for t in threads:
         t.join(10)
     assert len(built) == 1 and len(got) == 8 and all(s is built[0] for s in got)
+
+
+def test_replicas_do_not_share_gunicorns_control_socket():
+    """Issue 30, finding 12: the replicas' gunicorn config turns the control socket off,
+    with a setting the installed gunicorn knows (else it would be ignored silently)."""
+    gunicorn_config = pytest.importorskip("gunicorn.config")
+    from scalelab.sandbox import gunicorn_conf
+
+    known = {s.name for s in gunicorn_config.KNOWN_SETTINGS}
+    assert "post_worker_init" in known
+    if "control_socket_disable" in known:  # gunicorn >= 25.1
+        assert gunicorn_conf.control_socket_disable is True
