@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -33,6 +34,12 @@ from scalelab.sandbox.runner import Limits, Sandbox, SandboxError, SandboxReques
 from scalelab.sandbox.spans import SpanExporter, make_span
 
 MAX_BODY = 1024 * 1024
+#: The program a replica runs to prove it can (at its start, and while it cannot, again
+#: at most every PROVE_EVERY_S seconds), with what it must print and small limits.
+PROOF_PROGRAM, PROOF_OUTPUT = "print('sealed')", "sealed\n"
+PROOF_LIMITS = Limits(cpu_seconds=2.0, wall_seconds=10.0, memory_mib=128, processes=8, file_size_kib=64,
+                      output_bytes=4096)
+PROVE_EVERY_S = 10.0
 #: How deep a run request's JSON may nest, checked before it is parsed (its shape needs 2).
 MAX_JSON_DEPTH = 32
 
@@ -83,6 +90,8 @@ class App:
         self._sandbox: Sandbox | None = None
         self._lock = threading.Lock()
         self.requests = 0
+        self.proof: str | None = None  # None: not proved yet; "": it runs programs; else why it cannot
+        self.proved_at = 0.0
 
     @property
     def exporter(self) -> SpanExporter:
@@ -184,9 +193,32 @@ class App:
             return _json("503 Service Unavailable", {"error": str(exc)})
         return _json("200 OK", capped_answer(result, limits.output_bytes))
 
+    def prove(self) -> str:
+        """Build the sandbox and run a test program through it: ``""`` when it printed
+        what it should, else why not (the sandbox cannot be built, or the run failed, with
+        the first line of its stderr). Logged to stderr; :meth:`healthz` reports it."""
+        try:
+            result = self.sandbox.run(PROOF_PROGRAM, "python", "", PROOF_LIMITS)
+            why = "" if result.stdout == PROOF_OUTPUT else (
+                f"a test program failed (exit {result.exit_code}, signal {result.signal}, limit {result.limit}): "
+                + (result.stderr.strip().splitlines() or ["no stderr"])[0][:300])
+        except SandboxError as exc:
+            why = f"the sandbox cannot be built: {exc}"[:400]
+        self.proof, self.proved_at = why, time.monotonic()
+        if why:
+            print(f"sandbox replica {self.s.pod}: cannot run programs: {why}", file=sys.stderr, flush=True)
+        return why
+
     def healthz(self):
+        """503 while draining, or while the replica cannot run programs (its last
+        :meth:`prove` failed; proved again at most every ``PROVE_EVERY_S`` while it
+        fails, so a replica that recovers comes back); else 200."""
         if self.s.drain_file and os.path.exists(self.s.drain_file):
             return _text("503 Service Unavailable", "draining\n")
+        if self.proof and time.monotonic() - self.proved_at >= PROVE_EVERY_S:
+            self.prove()
+        if self.proof:
+            return _text("503 Service Unavailable", f"cannot run programs: {self.proof}\n")
         return _text("200 OK", "ok\n")
 
     def metrics(self) -> str:

@@ -15,8 +15,13 @@ control_socket_disable = True
 
 
 def post_worker_init(worker) -> None:
+    """Before the worker serves: prove it can seal and run a program (its health answer
+    says why not, and fails, while it cannot; ``SANDBOX_PROVE=0`` skips it for a replica
+    that only serves ``/compute``), then open the control port."""
+    from scalelab.sandbox.app import application, start_control_listener
+
+    if os.environ.get("SANDBOX_PROVE", "1") != "0":
+        application.prove()
     port = os.environ.get("SANDBOX_CONTROL_PORT")
     if port:
-        from scalelab.sandbox.app import application, start_control_listener
-
         start_control_listener(application, int(port))

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from wsgiref.util import setup_testing_defaults
 
@@ -221,3 +222,45 @@ def test_span_starts_when_the_balancer_took_the_request():
     assert _queued_us(None, 1_000_000) == 0
     assert _queued_us("t=garbage", 1_000_000) == 0
     assert _queued_us("t=2000", 1_000_000) == 0  # from the future: ignored
+
+
+@pytest.mark.live
+def test_a_replica_that_cannot_run_programs_fails_its_health_check(tmp_path):
+    """Issue 30, finding 13: a replica whose temporary directory lies in a folder the run
+    uids cannot traverse (mode 0700) fails every run; it says so on its health answer
+    (503 and why) instead of taking students, and a healthy replica answers ok."""
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    (closed / "tmp").mkdir()
+    answers = {}
+    for name, tmpdir in (("healthy", None), ("closed", closed / "tmp")):
+        port, control = free_port(), free_port()
+        env = {**os.environ, "SANDBOX_POD": f"replica-{name}", "SANDBOX_CONTROL_PORT": str(control)}
+        if tmpdir is not None:
+            env["TMPDIR"] = str(tmpdir)
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}",
+                                 "--timeout", "30", "-c", "python:scalelab.sandbox.gunicorn_conf",
+                                 "scalelab.sandbox.app:application"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            url = f"http://127.0.0.1:{control}/healthz"
+            wait_for(lambda url=url: _status(url) is not None, 60, f"the {name} replica's control port")
+            answers[name] = _status(url)
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+        answers[name + "-log"] = err.decode(errors="replace")
+    assert answers["healthy"] == (200, "ok\n")
+    code, text = answers["closed"]
+    assert code == 503 and text.startswith("cannot run programs: a test program failed"), text
+    assert "replica-closed: cannot run programs" in answers["closed-log"]
+
+
+def _status(url: str) -> tuple[int, str] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return None

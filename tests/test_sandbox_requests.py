@@ -148,3 +148,46 @@ def test_replicas_do_not_share_gunicorns_control_socket():
     assert "post_worker_init" in known
     if "control_socket_disable" in known:  # gunicorn >= 25.1
         assert gunicorn_conf.control_socket_disable is True
+
+
+def test_a_replica_that_cannot_run_programs_says_so_and_is_unhealthy_until_it_can(monkeypatch):
+    """Issue 30, finding 13: the proof run at a worker's start fails, so /healthz answers
+    503 with the reason (the balancer stops sending students); proved again at most every
+    PROVE_EVERY_S while it fails, it comes back once a run works."""
+    import scalelab.sandbox.app as app_module
+
+    now = [1000.0]
+    monkeypatch.setattr(app_module.time, "monotonic", lambda: now[0])
+
+    class Broken(Recorder):
+        def run(self, code, language="python", stdin="", limits=None):
+            self.asked.append((code, language, stdin, limits))
+            if self.stdout:
+                return RunResult(0, None, self.stdout, "", False, False, 1.0, 1.0)
+            return RunResult(1, None, "", "bwrap: Can't find source path /tmp/x/run-1: Permission denied\n",
+                             False, False, 1.0, 1.0)
+
+    broken = Broken()
+    app = app_with(broken)
+    assert call(app, "GET", "/healthz") == (200, b"ok\n")  # not proved yet (an app outside gunicorn)
+    assert app.prove().startswith("a test program failed (exit 1, signal None, limit None): bwrap: Can't find")
+    code, body = call(app, "GET", "/healthz")
+    assert code == 503 and b"cannot run programs: a test program failed" in body and len(broken.asked) == 1
+    broken.stdout = "sealed\n"  # the run would work now, but it is not proved again before 10 s
+    assert call(app, "GET", "/healthz")[0] == 503 and len(broken.asked) == 1
+    now[0] += 10.0
+    assert call(app, "GET", "/healthz") == (200, b"ok\n") and len(broken.asked) == 2
+    assert call(app, "GET", "/healthz") == (200, b"ok\n") and len(broken.asked) == 2  # healthy: not run again
+
+
+def test_a_replica_whose_sandbox_cannot_be_built_is_unhealthy(monkeypatch):
+    import scalelab.sandbox.app as app_module
+    from scalelab.sandbox.runner import SandboxError
+
+    def refuse(**kwargs):
+        raise SandboxError("cannot create a network namespace here")
+
+    monkeypatch.setattr(app_module, "Sandbox", refuse)
+    app = App(Settings(pod="p", namespace="ns", kafka_bootstrap=None))
+    assert app.prove() == "the sandbox cannot be built: cannot create a network namespace here"
+    assert call(app, "GET", "/healthz")[0] == 503
