@@ -341,9 +341,7 @@ class _Seal:
 
         sweep_leftovers()
         self.bwrap = bwrap
-        fd, path = tempfile.mkstemp(prefix="scalelab-seccomp-", suffix=".bpf")
-        os.close(fd)
-        self.filter = seal.seccomp_filter(Path(path))
+        self.filter = seal.seccomp_program()  # in memory: each run gets it through a memfd
         self._runs = itertools.count()
 
     @classmethod
@@ -376,7 +374,7 @@ class _Seal:
         from scalelab.sandbox import seal
 
         cg = seal.RunCgroup(f"run-{os.getpid()}-{next(self._runs)}", limits.memory_mib * 2**20, limits.processes)
-        fd = os.open(self.filter, os.O_RDONLY)
+        fd = seal.seccomp_fd(self.filter)
         try:
             argv = seal.bwrap_command(self.bwrap, workdir, command, fd, uid, work_bytes=limits.memory_mib * 2**20,
                                       wall_s=limits.wall_seconds)

@@ -12,7 +12,10 @@ cgroup of its own. The runner (``scalelab.sandbox.runner``) puts each program in
 - **seccomp** (libseccomp through ``ctypes``, exported as BPF for ``bwrap --seccomp``):
   the system calls a program never needs and an escape would -- ``ptrace``, ``mount``,
   ``unshare``, ``setns``, ``bpf``, ``keyctl``, ``io_uring``, module loading, ... -- fail
-  with ``EPERM``.
+  with ``EPERM``, as does a ``clone`` with any namespace flag; ``clone3`` fails with
+  ``ENOSYS`` (the C library falls back to ``clone``), and a socket of a family no network
+  namespace isolates (``AF_VSOCK``) with ``EAFNOSUPPORT``. The program lives in memory
+  (a memfd per run).
 - **A cgroup per run** (v2, or the v1 ``memory``/``pids``/``cpu`` hierarchies): memory,
   processes and CPU counted across all of the run's processes; at the end every process
   left in it is killed and the cgroup removed.
@@ -56,8 +59,40 @@ def bwrap_path() -> str | None:
 
 
 # ----------------------------------------------------------------------------- seccomp
-def seccomp_filter(path: Path) -> Path:
-    """Write the BPF program refusing :data:`DENIED_SYSCALLS` to ``path``."""
+#: clone(2) flags that create a namespace: a clone carrying any of them is refused, as
+#: unshare and setns are (a nested user namespace would hold every capability in it).
+NAMESPACE_FLAGS = {
+    "CLONE_NEWTIME": 0x00000080, "CLONE_NEWNS": 0x00020000, "CLONE_NEWCGROUP": 0x02000000,
+    "CLONE_NEWUTS": 0x04000000, "CLONE_NEWIPC": 0x08000000, "CLONE_NEWUSER": 0x10000000,
+    "CLONE_NEWPID": 0x20000000, "CLONE_NEWNET": 0x40000000,
+}  # fmt: skip
+
+#: Socket families a network namespace does not isolate: refused (AF_VSOCK shares the host
+#: VM's port space).
+UNNAMESPACED_FAMILIES = {"AF_VSOCK": 40}
+
+_SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_CMP_EQ, _SCMP_CMP_MASKED_EQ = 4, 7
+
+
+def _errno_action(code: int) -> int:
+    return 0x00050000 | code  # SCMP_ACT_ERRNO(code)
+
+
+class _ArgCmp(ctypes.Structure):
+    """libseccomp's ``struct scmp_arg_cmp``: compare argument ``arg`` by ``op``."""
+
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
+                ("datum_b", ctypes.c_uint64)]
+
+
+def seccomp_program() -> bytes:
+    """The BPF program of a run's filter (for ``bwrap --seccomp FD``). It refuses
+    (EPERM) :data:`DENIED_SYSCALLS`, a ``clone`` carrying any of
+    :data:`NAMESPACE_FLAGS`, and a ``socket`` of :data:`UNNAMESPACED_FAMILIES`
+    (EAFNOSUPPORT); ``clone3``, whose flags sit behind a pointer a filter cannot read,
+    fails with ENOSYS, so the C library falls back to ``clone`` (as container runtimes
+    do). Kept in memory: no file is left behind."""
     name = ctypes.util.find_library("seccomp")
     if name is None:
         raise SealError("libseccomp is not installed (Debian: libseccomp2)")
@@ -65,24 +100,55 @@ def seccomp_filter(path: Path) -> Path:
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                           ctypes.POINTER(_ArgCmp)]
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
-    allow, refuse = 0x7FFF0000, 0x00050000 | errno.EPERM  # SCMP_ACT_ALLOW, SCMP_ACT_ERRNO(EPERM)
-    ctx = lib.seccomp_init(allow)
+    ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
     if not ctx:
         raise SealError("seccomp_init failed")
+
+    def rule(call: str, action: int, *compare: _ArgCmp) -> None:
+        nr = lib.seccomp_syscall_resolve_name(call.encode())
+        if nr < 0:
+            return  # not a system call of this architecture
+        array = (_ArgCmp * max(len(compare), 1))(*compare)
+        if lib.seccomp_rule_add_array(ctx, action, nr, len(compare), array) != 0:
+            raise SealError(f"seccomp: cannot add a rule for {call}")
+
     try:
         for call in DENIED_SYSCALLS:
-            nr = lib.seccomp_syscall_resolve_name(call.encode())
-            if nr >= 0 and lib.seccomp_rule_add(ctx, refuse, nr, 0) != 0:
-                raise SealError(f"seccomp: cannot add a rule for {call}")
-        with open(path, "wb") as f:
-            if lib.seccomp_export_bpf(ctx, f.fileno()) != 0:
+            rule(call, _errno_action(errno.EPERM))
+        for flag in NAMESPACE_FLAGS.values():  # x86_64, arm64: the flags are clone's first argument
+            rule("clone", _errno_action(errno.EPERM), _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag))
+        rule("clone3", _errno_action(errno.ENOSYS))
+        for family in UNNAMESPACED_FAMILIES.values():
+            rule("socket", _errno_action(errno.EAFNOSUPPORT), _ArgCmp(0, _SCMP_CMP_EQ, family, 0))
+        read, write = os.pipe()
+        try:
+            if lib.seccomp_export_bpf(ctx, write) != 0:
                 raise SealError("seccomp_export_bpf failed")
+            os.close(write)
+            write = -1
+            chunks = []
+            while chunk := os.read(read, 65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(read)
+            if write >= 0:
+                os.close(write)
     finally:
         lib.seccomp_release(ctx)
-    return path
+
+
+def seccomp_fd(program: bytes) -> int:
+    """A file descriptor holding ``program`` at offset 0, for ``bwrap --seccomp``: an
+    anonymous memory file (``memfd_create``), never a path on disk. The caller closes it."""
+    fd = os.memfd_create("scalelab-seccomp", os.MFD_CLOEXEC)
+    os.write(fd, program)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 # ----------------------------------------------------------------------------- cgroups

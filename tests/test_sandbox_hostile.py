@@ -253,3 +253,77 @@ def test_runs_end_without_their_worker_and_what_is_left_is_swept(tmp_path):
     assert removed and not any(Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}{worker.pid}-*"))
     # its cgroups go as well, once the kernel lets them (a v1 cgroup holds its zombies until init reaps them)
     assert all(not live(d) for d in run_cgroups())
+
+
+NAMESPACE_ESCAPES = r'''
+import ctypes, json, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWUSER, SIGCHLD = 0x10000000, 17
+out = {}
+def tried(name, rc):
+    out[name] = "refused %s" % os.strerror(ctypes.get_errno()) if rc < 0 else "ALLOWED"
+    if rc == 0:  # a child that got through (clone/clone3 return 0 in it): leave at once
+        os._exit(0)
+    if rc > 0 and name.startswith("clone"):
+        try:
+            os.waitpid(rc, 0)
+        except ChildProcessError:  # a child in a new pid namespace may not be ours to wait for
+            pass
+tried("unshare", libc.unshare(CLONE_NEWUSER))
+tried("clone", libc.syscall(56, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0))             # x86_64 SYS_clone
+args = (ctypes.c_uint64 * 11)()
+args[0], args[4] = CLONE_NEWUSER, SIGCHLD                                         # flags, exit_signal
+tried("clone3", libc.syscall(435, ctypes.byref(args), ctypes.sizeof(args)))        # x86_64 SYS_clone3
+fd = os.open("/proc/self/ns/user", os.O_RDONLY)
+tried("setns", libc.setns(fd, 0))
+for flag in (0x00020000, 0x40000000, 0x20000000, 0x08000000, 0x04000000, 0x02000000, 0x00000080):
+    tried("clone-%x" % flag, libc.syscall(56, flag | SIGCHLD, 0, 0, 0, 0))
+try:
+    socket.socket(40, socket.SOCK_STREAM).close()                                 # AF_VSOCK
+    out["vsock"] = "ALLOWED"
+except OSError as e:
+    out["vsock"] = "refused " + os.strerror(e.errno)
+pid = os.fork()                                   # a plain fork and a thread still work
+if pid == 0:
+    os._exit(7)
+out["fork"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+import threading
+t = threading.Thread(target=lambda: out.__setitem__("thread", "ran")); t.start(); t.join()
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the program uses x86_64 system call numbers")
+def test_no_namespace_can_be_made_by_any_call_and_vsock_is_refused():
+    """Issue 30, finding 1 and 3: unshare, clone with any namespace flag, clone3 and setns
+    all fail inside a run; AF_VSOCK (not namespaced) is refused; fork and threads work.
+    The program runs as one that got past the audit hook would: Python without boot.py,
+    so only the kernel's seal stands in its way."""
+    import json
+
+    from scalelab.sandbox.runner import LANGUAGES
+
+    unhooked = Sandbox(languages={"python": [a for a in LANGUAGES["python"] if a != "boot.py"] + ["main.py"]})
+    r = run(unhooked, NAMESPACE_ESCAPES)
+    got = json.loads(r.stdout)
+    assert got.pop("fork") == 7 and got.pop("thread") == "ran", r.stderr
+    assert got.pop("clone3") == "refused Function not implemented"  # ENOSYS: libc falls back to clone
+    assert got.pop("vsock") == "refused Address family not supported by protocol"
+    assert set(got) == {"unshare", "clone", "setns"} | {f"clone-{f:x}" for f in
+                                                         (0x20000, 0x40000000, 0x20000000, 0x8000000, 0x4000000,
+                                                          0x2000000, 0x80)}
+    assert all(v == "refused Operation not permitted" for v in got.values()), got
+
+
+def test_the_seccomp_program_leaves_no_file_behind():
+    """Issue 30, finding 10: the filter lives in memory (a memfd per run), not in the
+    temporary directory."""
+    before = {f.name for f in Path(tempfile.gettempdir()).iterdir() if f.name.startswith("scalelab-seccomp")}
+    program = seal.seccomp_program()
+    fd = seal.seccomp_fd(program)
+    try:
+        assert os.read(fd, len(program) + 1) == program and len(program) % 8 == 0  # sock_filter: 8 bytes each
+    finally:
+        os.close(fd)
+    after = {f.name for f in Path(tempfile.gettempdir()).iterdir() if f.name.startswith("scalelab-seccomp")}
+    assert after == before
