@@ -28,6 +28,7 @@ The answer says which limit was hit, if any.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import itertools
 import os
 import resource
@@ -49,9 +50,11 @@ CLONE_NEWNET = 0x40000000
 RUN_PREFIX = "scalelab-run-"
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_PDEATHSIG = 1
+#: Runs take their uids from UID_BASE .. UID_BASE + UID_COUNT - 1, each leased host-wide
+#: (:class:`UidLease`) for as long as its run lives.
 UID_BASE = 100_000
-_uid_counter = itertools.count()
-_uid_lock = threading.Lock()
+UID_COUNT = 50_000
+_lease_starts = itertools.count()
 
 #: What the sandbox's Python boot script prints when it denies something.
 DENIED_MARK = "sandbox: denied"
@@ -187,9 +190,39 @@ def network_isolation_available() -> bool:
     return os.waitstatus_to_exitcode(status) == 0
 
 
-def _next_uid() -> int:
-    with _uid_lock:
-        return UID_BASE + (os.getpid() % 1000) * 100 + next(_uid_counter) % 100
+def uid_lease_dir() -> Path:
+    """Where the host's uid leases live (root's): ``$SANDBOX_UID_LEASES`` or
+    ``/run/scalelab-uid-leases``; every worker of every replica on the host uses it."""
+    return Path(os.environ.get("SANDBOX_UID_LEASES") or "/run/scalelab-uid-leases")
+
+
+class UidLease:
+    """A run's own uid, held exclusively across the host while the lease is open: an
+    ``flock`` on ``<uid_lease_dir>/<uid>``, which the kernel releases when the holder
+    closes it or dies, so two runs (of any workers or replicas) never share a uid and a
+    run's kill of its uid's processes can only reach its own."""
+
+    def __init__(self) -> None:
+        folder = uid_lease_dir()
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        start = (os.getpid() * 7919 + next(_lease_starts) * 104_729) % UID_COUNT  # spread the searches
+        for k in range(UID_COUNT):
+            uid = UID_BASE + (start + k) % UID_COUNT
+            fd = os.open(folder / str(uid), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.uid, self._fd = uid, fd
+            return
+        raise SandboxError(f"no free run uid on this host ({UID_COUNT} runs at once)")
+
+    def release(self) -> None:
+        """Give the uid back (after every process of it was killed)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _kill_uid(uid: int) -> None:
@@ -258,7 +291,8 @@ class Sandbox:
         if not isinstance(stdin, str):
             raise SandboxRequestError("stdin must be a string")
         workdir = tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-")
-        uid = _next_uid() if self.isolate_users else None
+        lease = UidLease() if self.isolate_users else None
+        uid = lease.uid if lease is not None else None
         try:
             command = self.languages[language]
             with open(os.path.join(workdir, source_file(command)), "w") as f:
@@ -273,8 +307,9 @@ class Sandbox:
                 os.chmod(workdir, 0o700)
             return self._execute(workdir, language, stdin, limits, uid)
         finally:
-            if uid is not None:
-                _kill_uid(uid)
+            if lease is not None:
+                _kill_uid(lease.uid)
+                lease.release()  # only once nothing of the uid is left
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _execute(self, workdir: str, language: str, stdin: str, limits: Limits, uid: int | None) -> RunResult:

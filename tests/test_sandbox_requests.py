@@ -3,7 +3,9 @@ field (not a 500), stdin and output of a valid one are delivered and capped, the
 is bounded by its caps, and a worker builds its sandbox once. The app is called in
 process; where a program would run, a stand-in sandbox records what it was given."""
 
+import fcntl
 import json
+import os
 import threading
 
 import pytest
@@ -191,3 +193,57 @@ def test_a_replica_whose_sandbox_cannot_be_built_is_unhealthy(monkeypatch):
     app = App(Settings(pod="p", namespace="ns", kafka_bootstrap=None))
     assert app.prove() == "the sandbox cannot be built: cannot create a network namespace here"
     assert call(app, "GET", "/healthz")[0] == 503
+
+
+LEASE_HOLDER = """
+import sys, threading, time
+from scalelab.sandbox.runner import UidLease
+leases, lock = [], threading.Lock()
+def take():
+    lease = UidLease()
+    with lock:
+        leases.append(lease)
+threads = [threading.Thread(target=take) for _ in range(int(sys.argv[1]))]
+for t in threads: t.start()
+for t in threads: t.join()
+print(" ".join(str(l.uid) for l in leases), flush=True)
+sys.stdin.read()  # hold the leases until told to go (then die holding them)
+"""
+
+
+def test_run_uids_never_collide_across_workers_and_come_back_when_a_holder_dies(tmp_path, monkeypatch):
+    """Issue 30, finding 7: uids are leased host-wide (an flock per uid), so runs of
+    different workers and replicas never share one; a worker that dies gives its back."""
+    import subprocess
+    import sys
+
+    from scalelab.sandbox.runner import UID_BASE, UID_COUNT, UidLease
+
+    monkeypatch.setenv("SANDBOX_UID_LEASES", str(tmp_path / "leases"))
+    workers = [subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, "16"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    held = [set(map(int, w.stdout.readline().split())) for w in workers]
+    everyone = set().union(*held)
+    assert len(everyone) == 6 * 16 and all(UID_BASE <= u < UID_BASE + UID_COUNT for u in everyone)
+    mine = UidLease()  # this process too: not one of theirs
+    assert mine.uid not in everyone
+    # a worker dies holding its leases: the kernel drops its locks, its uids can be taken again;
+    # a live worker's cannot
+    workers[0].kill()
+    workers[0].wait()
+
+    def free(uid: int) -> bool:
+        fd = os.open(tmp_path / "leases" / str(uid), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+
+    assert all(free(uid) for uid in held[0]) and not any(free(uid) for uid in held[1])
+    mine.release()
+    assert free(mine.uid)
+    for w in workers[1:]:
+        w.communicate("")
