@@ -191,9 +191,13 @@ def network_isolation_available() -> bool:
 
 
 def uid_lease_dir() -> Path:
-    """Where the host's uid leases live (root's): ``$SANDBOX_UID_LEASES`` or
-    ``/run/scalelab-uid-leases``; every worker of every replica on the host uses it."""
-    return Path(os.environ.get("SANDBOX_UID_LEASES") or "/run/scalelab-uid-leases")
+    """Where the host's uid leases live (root's): ``$SANDBOX_UID_LEASES``, else
+    ``/run/scalelab-uid-leases`` (the temporary directory's where ``/run`` cannot hold
+    it); every worker of every replica on the host uses the same one."""
+    if os.environ.get("SANDBOX_UID_LEASES"):
+        return Path(os.environ["SANDBOX_UID_LEASES"])
+    run = Path("/run")
+    return run / "scalelab-uid-leases" if os.access(run, os.W_OK) else Path(tempfile.gettempdir()) / "scalelab-uid-leases"
 
 
 class UidLease:
