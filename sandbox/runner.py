@@ -451,22 +451,21 @@ class _Seal:
             out.join(timeout=2)
             err.join(timeout=2)
             code = os.waitstatus_to_exitcode(status)
-            if code > 128 and code - 128 in signal.valid_signals():  # bwrap: 128 + the program's signal
+            cpu_s = max(cg.cpu_seconds(), usage.ru_utime + usage.ru_stime)
+            # bwrap reports a signal N as exit code 128 + N, which a program can write too: the
+            # signal of the CPU limit counts only when the cgroup's accounting says the run
+            # used its CPU (exit(152) after 24 ms is an exit code, not SIGXCPU)
+            if code > 128 and code - 128 in signal.valid_signals() and (
+                    code - 128 != signal.SIGXCPU or cpu_s >= CPU_LIMIT_SHARE * limits.cpu_seconds):
                 code = -(code - 128)
             stderr = err.kept.decode(errors="replace")
-            cpu_s = max(cg.cpu_seconds(), usage.ru_utime + usage.ru_stime)
             result = RunResult(
                 exit_code=code if code >= 0 else None, signal=signal.Signals(-code).name if code < 0 else None,
                 stdout=out.kept.decode(errors="replace"), stderr=stderr, stdout_truncated=out.truncated,
                 stderr_truncated=err.truncated, wall_ms=round((t_end - t0) * 1000.0, 3),
                 cpu_ms=round(cpu_s * 1000.0, 3), uid=uid,
             )  # fmt: skip
-            if cg.oom_killed() and not wall_hit:
-                result.limit = "memory"
-            elif cg.pids_hit() and not wall_hit and result.signal != "SIGXCPU":
-                result.limit = "processes"
-            else:
-                result.limit = _which_limit(result, limits, wall_hit)
+            result.limit = _sealed_limit(result, limits, cpu_s, cg.oom_killed(), cg.pids_hit(), wall_hit)
             result.denied = _denials(stderr)
             return result
         finally:
@@ -550,7 +549,37 @@ def _kill_group(pid: int, uid: int | None) -> None:
         _kill_uid(uid)
 
 
+#: The share of its CPU limit a run must have used, by its cgroup's accounting, for the
+#: CPU limit to be what ended it (the rlimit fires at the limit; accounting lags a little).
+CPU_LIMIT_SHARE = 0.95
+
+
+def _sealed_limit(r: RunResult, limits: Limits, cpu_s: float, oom_killed: bool, pids_hit: bool,
+                  wall_hit: bool) -> str | None:
+    """The limit a sealed run hit, from what the program cannot write: the cgroup's
+    counters (an OOM kill; the pids limit refusing a fork; the CPU it used, s), the
+    supervisor's wall timer and its output caps. The file-size limit is the exception:
+    the kernel answers a write beyond it with SIGXFSZ, which Python ignores, and then
+    EFBIG, so it is read from the signal or the "File too large" the program's stderr
+    shows (a program could print that; no kernel counter tells)."""
+    if oom_killed and not wall_hit:
+        return "memory"
+    if pids_hit and not wall_hit and cpu_s < CPU_LIMIT_SHARE * limits.cpu_seconds:
+        return "processes"
+    if cpu_s >= CPU_LIMIT_SHARE * limits.cpu_seconds:
+        return "cpu"
+    if wall_hit:
+        return "wall"
+    if r.stdout_truncated or r.stderr_truncated:
+        return "output"
+    if r.signal == "SIGXFSZ" or "File too large" in r.stderr:
+        return "file_size"
+    return None
+
+
 def _which_limit(r: RunResult, limits: Limits, wall_hit: bool) -> str | None:
+    """The limit an unsealed run (rlimits and the audit hook only, no cgroup) hit, as
+    well as its result tells."""
     if r.signal in ("SIGXCPU",) or (r.signal == "SIGKILL" and r.cpu_ms >= 1000 * limits.cpu_seconds * 0.95):
         return "cpu"
     if wall_hit:

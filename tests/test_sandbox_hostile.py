@@ -327,3 +327,23 @@ def test_the_seccomp_program_leaves_no_file_behind():
         os.close(fd)
     after = {f.name for f in Path(tempfile.gettempdir()).iterdir() if f.name.startswith("scalelab-seccomp")}
     assert after == before
+
+
+@pytest.mark.parametrize(("name", "code"), [
+    ("exit-152", "import os\nos._exit(152)"),  # 128 + SIGXCPU, the way bwrap reports the CPU limit's signal
+    ("printed-memory", "import sys\nprint('MemoryError: Cannot allocate memory', file=sys.stderr)\n"
+                       "print('Resource temporarily unavailable: fork BlockingIOError', file=sys.stderr)\n"
+                       "raise SystemExit(1)"),
+])
+def test_a_program_cannot_write_its_own_verdict(sandbox, name, code):
+    """Issue 30, finding 5: the limit comes from the cgroup's counters and the
+    supervisor, not from what the program prints or the exit code it chooses."""
+    r = run(sandbox, code)
+    assert r.limit is None and r.signal is None, (name, r.limit, r.signal, r.exit_code)
+    assert r.exit_code == (152 if name == "exit-152" else 1)
+
+
+def test_the_cpu_limit_is_read_from_the_cgroups_accounting(sandbox):
+    r = run(sandbox, "while True:\n    pass", limits=Limits(cpu_seconds=1, wall_seconds=6, memory_mib=128,
+                                                                 processes=8, file_size_kib=64, output_bytes=4096))
+    assert r.limit == "cpu" and r.cpu_ms >= 950 and r.signal in ("SIGXCPU", "SIGKILL"), r
