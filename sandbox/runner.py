@@ -446,7 +446,9 @@ class _Seal:
             out, err = _Capped(proc.stdout, limits.output_bytes), _Capped(proc.stderr, limits.output_bytes)
             out.start()
             err.start()
-            status, usage, t_end, wall_hit = _run_until(proc, stdin, t0 + limits.wall_seconds, cg.kill_all)
+            status, usage, t_end, wall_hit = _run_until(
+                proc, stdin, t0 + limits.wall_seconds, cg.kill_all,
+                over_cpu=lambda: cg.cpu_seconds() >= limits.cpu_seconds)  # all of the run's processes together
             cg.kill_all()  # whatever is left of the run ends with it
             out.join(timeout=2)
             err.join(timeout=2)
@@ -515,11 +517,13 @@ def sweep_leftovers() -> list[str]:
     return removed
 
 
-def _run_until(proc: subprocess.Popen, stdin: str, deadline: float, kill) -> tuple[int, object, float, bool]:
+def _run_until(proc: subprocess.Popen, stdin: str, deadline: float, kill,
+               over_cpu=None) -> tuple[int, object, float, bool]:
     """Feed ``stdin`` (from a thread: the deadline runs while it is written) and wait for
-    ``proc`` until ``deadline`` (``perf_counter`` s), calling ``kill`` then; returns its
-    wait status, its resource usage, when its time ended and whether the deadline hit
-    (the kill itself is not the program's time)."""
+    ``proc`` until ``deadline`` (``perf_counter`` s), calling ``kill`` then -- or as soon
+    as ``over_cpu()`` says the whole run used its CPU (checked every
+    :data:`CPU_CHECK_S`); returns its wait status, its resource usage, when its time
+    ended and whether the deadline hit (the kill itself is not the program's time)."""
     def feed() -> None:
         try:
             proc.stdin.write(stdin.encode())
@@ -528,16 +532,27 @@ def _run_until(proc: subprocess.Popen, stdin: str, deadline: float, kill) -> tup
             pass
 
     threading.Thread(target=feed, daemon=True).start()
+    next_cpu_check = time.perf_counter() + CPU_CHECK_S
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             return status, usage, time.perf_counter(), False
-        if time.perf_counter() >= deadline:
-            t_end = time.perf_counter()
+        now = time.perf_counter()
+        if now >= deadline:
             kill()
             _, status, usage = os.wait4(proc.pid, 0)
-            return status, usage, t_end, True
+            return status, usage, now, True
+        if over_cpu is not None and now >= next_cpu_check:
+            next_cpu_check = now + CPU_CHECK_S
+            if over_cpu():  # the run's processes together used its CPU: it ends here
+                kill()
+                _, status, usage = os.wait4(proc.pid, 0)
+                return status, usage, now, False
         time.sleep(0.005)
+
+
+#: How often the supervisor reads a sealed run's CPU from its cgroup, s.
+CPU_CHECK_S = 0.05
 
 
 def _kill_group(pid: int, uid: int | None) -> None:

@@ -347,3 +347,13 @@ def test_the_cpu_limit_is_read_from_the_cgroups_accounting(sandbox):
     r = run(sandbox, "while True:\n    pass", limits=Limits(cpu_seconds=1, wall_seconds=6, memory_mib=128,
                                                                  processes=8, file_size_kib=64, output_bytes=4096))
     assert r.limit == "cpu" and r.cpu_ms >= 950 and r.signal in ("SIGXCPU", "SIGKILL"), r
+
+
+def test_the_cpu_limit_counts_every_process_of_the_run(sandbox):
+    """Issue 30, finding 4: four processes burning CPU share one 1-s budget, counted by
+    the run's cgroup and enforced by the supervisor (a per-process rlimit let such a run
+    use 3.8 s)."""
+    code = ("import os\nfor _ in range(3):\n    if os.fork() == 0:\n        break\nwhile True:\n    pass")
+    r = run(sandbox, code, limits=Limits(cpu_seconds=1, wall_seconds=8, memory_mib=128, processes=8,
+                                         file_size_kib=64, output_bytes=4096))
+    assert r.limit == "cpu" and 950 <= r.cpu_ms < 1500, (r.limit, r.cpu_ms, r.wall_ms)
