@@ -414,9 +414,11 @@ class _Seal:
 
         cg = seal.RunCgroup(f"run-{os.getpid()}-{next(self._runs)}", limits.memory_mib * 2**20, limits.processes)
         fd = seal.seccomp_fd(self.filter)
+        files = {name: os.open(os.path.join(workdir, name), os.O_RDONLY | os.O_CLOEXEC)
+                 for name in sorted(os.listdir(workdir))}
+        args = seal.args_fd(seal.bwrap_command(files, command, fd, uid, work_bytes=limits.memory_mib * 2**20))
         try:
-            argv = seal.bwrap_command(self.bwrap, workdir, command, fd, uid, work_bytes=limits.memory_mib * 2**20,
-                                      wall_s=limits.wall_seconds)
+            argv = [self.bwrap, "--args", str(args), "--", *seal.sandboxed_command(command, limits.wall_seconds)]
 
             worker = os.getpid()
 
@@ -442,7 +444,7 @@ class _Seal:
             t0 = time.perf_counter()
             proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, preexec_fn=preexec, start_new_session=True,
-                                    close_fds=True, pass_fds=(fd,))
+                                    close_fds=True, pass_fds=(fd, args, *files.values()))
             out, err = _Capped(proc.stdout, limits.output_bytes), _Capped(proc.stderr, limits.output_bytes)
             out.start()
             err.start()
@@ -471,7 +473,8 @@ class _Seal:
             result.denied = _denials(stderr)
             return result
         finally:
-            os.close(fd)
+            for open_fd in (fd, args, *files.values()):
+                os.close(open_fd)
             cg.kill_all()
             cg.remove()
 

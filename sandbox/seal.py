@@ -340,21 +340,39 @@ def runtime_binds(interpreter: str) -> list[str]:
 WALL_MARGIN_S = 2.0
 
 
-def bwrap_command(bwrap: str, workdir: str, command: list[str], seccomp_fd: int, uid: int,
-                  work_bytes: int, wall_s: float) -> list[str]:
-    """The ``bwrap`` command line running ``command`` in ``/work``: a tmpfs of
-    ``work_bytes`` (what the program writes fills memory of its own cgroup, never the
-    host's disk) holding the files of ``workdir``, read-only; under a ``timeout`` of
-    ``wall_s`` + :data:`WALL_MARGIN_S` (a run never outlives its wall limit by more)."""
-    files = []
-    for name in sorted(os.listdir(workdir)):
-        files += ["--ro-bind", os.path.join(workdir, name), f"/work/{name}"]
+def bwrap_command(files: dict[str, int], command: list[str], seccomp_fd: int, uid: int,
+                  work_bytes: int) -> list[str]:
+    """bwrap's options for running ``command`` in ``/work``: a tmpfs of ``work_bytes``
+    (what the program writes fills memory of its own cgroup, never the host's disk)
+    holding read-only copies of ``files`` (name -> an open file descriptor: copied in, so
+    no host path shows in the run's mount table). Hand them to bwrap through ``--args``
+    (:func:`args_fd`), so that its command line -- ``/proc/1/cmdline`` inside the run --
+    names nothing of the host either; the command follows ``--``
+    (:func:`sandboxed_command`)."""
+    copies = []
+    for name, fd in sorted(files.items()):
+        copies += ["--perms", "0444", "--file", str(fd), f"/work/{name}"]
     return [
-        bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--uid", str(uid), "--gid", str(uid), "--hostname", "sandbox",
         *runtime_binds(command[0]),
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
-        "--size", str(int(work_bytes)), "--perms", "0700", "--tmpfs", "/work", *files,
+        "--size", str(int(work_bytes)), "--perms", "0700", "--tmpfs", "/work", *copies,
         "--chdir", "/work", "--seccomp", str(seccomp_fd),
-        "--", "/usr/bin/timeout", "-s", "KILL", f"{wall_s + WALL_MARGIN_S:g}", *command,
     ]  # fmt: skip
+
+
+def sandboxed_command(command: list[str], wall_s: float) -> list[str]:
+    """What bwrap runs, after ``--``: ``command`` under a ``timeout`` of ``wall_s`` +
+    :data:`WALL_MARGIN_S` (a run never outlives its wall limit by more). It stays on
+    bwrap's own command line (``--args`` takes options only) and names no host path."""
+    return ["/usr/bin/timeout", "-s", "KILL", f"{wall_s + WALL_MARGIN_S:g}", *command]
+
+
+def args_fd(args: list[str]) -> int:
+    """A file descriptor holding ``args`` NUL-separated at offset 0, for ``bwrap --args``
+    (a memfd; the caller closes it)."""
+    fd = os.memfd_create("scalelab-bwrap-args", os.MFD_CLOEXEC)
+    os.write(fd, b"".join(a.encode() + b"\0" for a in args))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd

@@ -226,18 +226,19 @@ def test_span_starts_when_the_balancer_took_the_request():
 
 @pytest.mark.live
 def test_a_replica_that_cannot_run_programs_fails_its_health_check(tmp_path):
-    """Issue 30, finding 13: a replica whose temporary directory lies in a folder the run
-    uids cannot traverse (mode 0700) fails every run; it says so on its health answer
-    (503 and why) instead of taking students, and a healthy replica answers ok."""
+    """Issue 30, finding 13: a replica whose runs all fail -- here its interpreter lies in
+    a folder the run uids cannot traverse (mode 0700), so bwrap cannot bind it -- says so on
+    its health answer (503 and why) instead of taking students; a healthy replica answers
+    ok."""
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)
-    (closed / "tmp").mkdir()
+    (closed / "python3").symlink_to(os.path.realpath(sys.executable))
     answers = {}
-    for name, tmpdir in (("healthy", None), ("closed", closed / "tmp")):
+    for name, python in (("healthy", None), ("closed", closed / "python3")):
         port, control = free_port(), free_port()
         env = {**os.environ, "SANDBOX_POD": f"replica-{name}", "SANDBOX_CONTROL_PORT": str(control)}
-        if tmpdir is not None:
-            env["TMPDIR"] = str(tmpdir)
+        if python is not None:
+            env["SCALELAB_SANDBOX_PYTHON"] = str(python)
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}",
                                  "--timeout", "30", "-c", "python:scalelab.sandbox.gunicorn_conf",
                                  "scalelab.sandbox.app:application"], env=env,

@@ -255,6 +255,14 @@ def test_runs_end_without_their_worker_and_what_is_left_is_swept(tmp_path):
     assert all(not live(d) for d in run_cgroups())
 
 
+def unhooked() -> Sandbox:
+    """A sandbox running Python without boot.py: a program as one past the audit hook
+    would be, with only the kernel's seal in its way."""
+    from scalelab.sandbox.runner import LANGUAGES
+
+    return Sandbox(languages={"python": [a for a in LANGUAGES["python"] if a != "boot.py"] + ["main.py"]})
+
+
 NAMESPACE_ESCAPES = r'''
 import ctypes, json, os, socket
 libc = ctypes.CDLL(None, use_errno=True)
@@ -301,10 +309,7 @@ def test_no_namespace_can_be_made_by_any_call_and_vsock_is_refused():
     so only the kernel's seal stands in its way."""
     import json
 
-    from scalelab.sandbox.runner import LANGUAGES
-
-    unhooked = Sandbox(languages={"python": [a for a in LANGUAGES["python"] if a != "boot.py"] + ["main.py"]})
-    r = run(unhooked, NAMESPACE_ESCAPES)
+    r = run(unhooked(), NAMESPACE_ESCAPES)
     got = json.loads(r.stdout)
     assert got.pop("fork") == 7 and got.pop("thread") == "ran", r.stderr
     assert got.pop("clone3") == "refused Function not implemented"  # ENOSYS: libc falls back to clone
@@ -357,3 +362,18 @@ def test_the_cpu_limit_counts_every_process_of_the_run(sandbox):
     r = run(sandbox, code, limits=Limits(cpu_seconds=1, wall_seconds=8, memory_mib=128, processes=8,
                                          file_size_kib=64, output_bytes=4096))
     assert r.limit == "cpu" and 950 <= r.cpu_ms < 1500, (r.limit, r.cpu_ms, r.wall_ms)
+
+
+def test_nothing_inside_a_run_names_a_host_path_or_the_workers_pid():
+    """Issue 30, finding 15: the run's files are copied into its /work (not bound from the
+    host's run directory) and bwrap takes its arguments from a file descriptor, so
+    /proc/1/cmdline and the mount table show neither the host's run directory nor the
+    worker's pid (read as a program past the audit hook would)."""
+    code = ("import os\nprint(open('/proc/1/cmdline','rb').read().replace(b'\\0', b' ').decode())\n"
+            "print(open('/proc/self/mountinfo').read())\nprint(os.listdir('/work'))")
+    r = run(unhooked(), code)
+    assert r.exit_code == 0, r.stderr
+    assert "scalelab-run-" not in r.stdout and tempfile.gettempdir() + "/" not in r.stdout, r.stdout
+    assert f"-{os.getpid()}-" not in r.stdout
+    assert r.stdout.splitlines()[0].split()[1:3] == ["--args", r.stdout.splitlines()[0].split()[2]]  # bwrap --args N -- ...
+    assert r.stdout.splitlines()[-1] == "['main.py']"
