@@ -134,8 +134,14 @@ def test_sandbox_pods_are_hardened_and_drain(overlay):
         tmp = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}["/tmp"]
         assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}[tmp]
         assert env_of(c)["TMPDIR"] == "/tmp"
+        # probes on the control port (answered from a thread of its own: a storm of submissions
+        # holding every request thread does not get a busy replica restarted), which the
+        # gunicorn config opens where SANDBOX_CONTROL_PORT says, after the replica proved it runs programs
+        ports = {port["name"]: port["containerPort"] for port in c["ports"]}
+        assert "python:scalelab.sandbox.gunicorn_conf" in c["command"]
+        assert int(env_of(c)["SANDBOX_CONTROL_PORT"]) == ports["control"] != ports["http"]
         for probe in ("readinessProbe", "livenessProbe"):
-            assert c[probe]["httpGet"]["path"] == "/healthz"
+            assert c[probe]["httpGet"] == {"path": "/healthz", "port": "control"}
         sleep = float(re.search(r"sleep\((\d+)\)", " ".join(c["lifecycle"]["preStop"]["exec"]["command"]))[1])
         graceful = float(c["command"][c["command"].index("--graceful-timeout") + 1])
         assert pod["terminationGracePeriodSeconds"] >= sleep + graceful  # in-flight requests finish
