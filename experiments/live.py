@@ -14,8 +14,10 @@ compares them. The report is the caller's step
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -155,13 +157,18 @@ def run_agent_process(spec: AgentSpec, part: Path, bootstrap: str, restarts: int
                                      "--bootstrap", bootstrap], stdout=log, stderr=subprocess.STDOUT,
                                     env=plugin_env())
             end = time.monotonic() + budget
-            while proc.poll() is None:
-                if kill_after_records is not None and len(folder.records()) >= kill_after_records:
-                    proc.kill()
-                    kill_after_records = None
-                if time.monotonic() > end:
-                    proc.kill()
-                time.sleep(0.2)
+            try:
+                while proc.poll() is None:
+                    if kill_after_records is not None and len(folder.records()) >= kill_after_records:
+                        proc.kill()
+                        kill_after_records = None
+                    if time.monotonic() > end:
+                        proc.kill()
+                    time.sleep(0.2)
+            except BaseException:  # the run is stopping (Terminated, Ctrl-C): the agent goes with it
+                proc.kill()
+                proc.wait()
+                raise
         if proc.returncode == 0:
             return started
         if proc.returncode == 2 or started >= restarts:
@@ -308,7 +315,7 @@ def run_on_stack(config: ExperimentConfig | str | Path | None, out: str | Path =
         path = runfolder.create(cfg, out, command)
         run_cfg = runfolder.from_snapshot(cfg, path)  # a new run runs from its snapshot, as its resume will
     settings = live_settings(run_cfg, injector_cpu=injector_cpu)
-    with folder_lock(path):
+    with folder_lock(path), terminated_as_exit():
         steps, summary = _run_live_in(run_cfg, settings, path, stack_dir, injector_cpu, kill_agent_after,
                                       bootstrap, during, supervise_s)
     return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t_start, config=cfg)
@@ -330,6 +337,36 @@ def kept_episode(part: runfolder.Part, run: int, policy: str) -> pd.DataFrame | 
     return kept
 
 
+class Terminated(PermanentError, SystemExit):
+    """The live run was told to stop (SIGTERM, as ``timeout`` or a batch scheduler ends
+    it): raised where the run is, so that what it started is stopped on the way out (a
+    ``SystemExit`` too: nothing that catches only errors of the run's own keeps it)."""
+
+
+@contextlib.contextmanager
+def terminated_as_exit():
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread (once: a second
+    one during the clean-up is ignored), so the live run's ``finally`` stops its agent,
+    services and stack instead of leaving them as orphans; the old handler comes back
+    after. Elsewhere than the main thread it does nothing (Python delivers signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    told = []
+
+    def stop(signum, frame) -> None:
+        if not told:
+            told.append(signum)
+            raise Terminated(f"the live run was stopped by signal {signum}; its agent, services and stack were "
+                             "stopped (finish it with --resume FOLDER)")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_live_in(cfg: ExperimentConfig, settings: LiveSettings, path: Path, stack_dir: Path | None,
                  injector_cpu: int, kill_agent_after: int | None, bootstrap: str | None,
                  during: Callable[[Path, LocalStack | None], None] | None,
@@ -344,15 +381,15 @@ def _run_live_in(cfg: ExperimentConfig, settings: LiveSettings, path: Path, stac
             for run, k, pspec in episodes}
     todo = [e for e in episodes if kept[e[:2]] is None]
     stack = None if bootstrap or not todo else LocalStack(stack_dir or path / "stack")
-    if stack is not None:
-        if stack.state:  # a resumed run's stack, left behind by the run that died
-            stack.down()
-        stack.up(replicas=settings.initial_replicas, spec=settings.replica)
-        (path / "stack.json").write_text(json.dumps({"cpu_limit_enforced": stack.scaler.cpu_limit_enforced,
-                                                     "replica": asdict(settings.replica), "task": settings.task}))
     procs: list[subprocess.Popen] = []
     supervisor = None
     try:
+        if stack is not None:
+            if stack.state:  # a resumed run's stack, left behind by the run that died
+                stack.down()
+            stack.up(replicas=settings.initial_replicas, spec=settings.replica)
+            (path / "stack.json").write_text(json.dumps({"cpu_limit_enforced": stack.scaler.cpu_limit_enforced,
+                                                         "replica": asdict(settings.replica), "task": settings.task}))
         if stack is not None:
             addr = stack.state["kafka"]["bootstrap"]
             procs = start_services(stack, settings, injector_cpu=injector_cpu)

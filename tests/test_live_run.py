@@ -47,3 +47,47 @@ def test_live_run_writes_the_same_run_folder_as_a_simulated_run(tmp_path):
     if state_file.exists():
         stack_pids = [v["pid"] for v in json.loads(state_file.read_text()).values() if isinstance(v, dict)]
     assert not [pid for pid in stack_pids if alive(pid)]
+
+
+def test_a_terminated_live_run_stops_what_it_started(tmp_path):
+    """Issue 30, finding 14: `scalelab live run` ended with SIGTERM (as `timeout` or a batch
+    scheduler ends it) stops its agent, services and stack on the way out -- no broker,
+    Prometheus, HAProxy or replica is left running -- and says so in one line."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.waiting import wait_for
+
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "scalelab.cli", "live", "run", "experiments/configs/live-demo.yaml",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        def first_decision() -> bool:
+            return any(f.stat().st_size > 0 for f in out.glob("*/parts/*/decisions.jsonl"))
+
+        wait_for(first_decision, 300, "the live run's first decision")
+        (state,) = out.glob("*/stack/stack.json")
+        stack = json.loads(state.read_text())
+        pids = [stack[k]["pid"] for k in ("kafka", "prometheus", "haproxy")]
+        pids += [int(line) for line in _replica_pids(state.parent)]
+        assert all(alive(p) for p in pids)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 3 and "stopped by signal 15" in err, err[-2000:]
+    left = [p for p in pids if alive(p)]
+    assert left == [], left
+    orphans = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert orphans == [], orphans  # nothing started for the run (agent, orchestrator, injector) lives on
+
+
+def _replica_pids(stack_dir) -> list[str]:
+    """The pids of the stack's replicas, from the scaler's state file."""
+    state = json.loads((stack_dir / "replicas" / "replicas.json").read_text())
+    return [str(r["pid"]) for r in state["replicas"]]
