@@ -1,6 +1,6 @@
 """Decisions + updates per second of each policy on the 7-feature context (one core).
 
-The issue's reference: a plain numpy LinUCB does about 92,000 decisions + updates per
+The reference: a plain numpy LinUCB does about 92,000 decisions + updates per
 second here (d = 7, 9 arms, 20,000 sequential rounds); target >= 90,000/s.
 
     python benchmarks/bench_policies.py [--rounds 20000] [--repeats 3]

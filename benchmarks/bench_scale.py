@@ -1,4 +1,4 @@
-"""Cost against size: thousands of students and hundreds of replicas (issue 19).
+"""Cost against size: thousands of students and hundreds of replicas .
 
 1. **10 simulated minutes**, paper profile, closed users (think 0..2 s), a static
    policy holding R replicas (cluster 1..R), for 400 x 40, 4,000 x 400 and

@@ -10,7 +10,7 @@ Then writes, in ``OUT/anticipation-<time>/``:
   table and trade-off plot (:func:`scalelab.experiments.report.write_comparison`);
 * ``anticipation.md``: per calendar, each anticipatory policy against HSLinUCB (the
   violations' change, the replica-hours' ratio) and whether it is on the Pareto front
-  against every reactive policy: the issue's targets, checked;
+  against every reactive policy: the targets below, checked;
 * ``exams-<calendar>.png``: the exam-slot timeline: around each exam, every policy's
   replicas (mean over runs, per minute) over the students, and its violations.
 """
@@ -78,7 +78,7 @@ def kind_of(policy: str, labels_to_names: dict[str, str]) -> str:
 def targets(summary: pd.DataFrame, labels_to_names: dict[str, str], against: str = "hslinucb") -> list[dict]:
     """Per anticipatory policy: violations and replica-hours against ``against``
     (HSLinUCB), and whether it is on the Pareto front of itself and every reactive
-    policy. The issue's target: >= 30 % fewer violations at no more replica-hours, and
+    policy. The target: >= 30 % fewer violations at no more replica-hours, and
     on that front."""
     s = summary.set_index("policy")
     base_v, base_c = s.loc[against, "violations_per_run"]["mean"], s.loc[against, "replica_hours"]["mean"]

@@ -94,7 +94,7 @@ UNSEEN_STANDIN = ("the paper's D2 is not public: this experiment ran on sim-D2, 
 
 @dataclass(frozen=True)
 class Check:
-    """A reproduction target (issue 13): what is compared, the rule, and whether it holds."""
+    """A reproduction target: what is compared, the rule, and whether it holds."""
 
     what: str
     rule: str
@@ -177,7 +177,7 @@ class Target:
     between: tuple[float, float] | None = None
 
 
-#: The reproduction targets (issue 13's, and issue 29's on the paper's D2), in the report's order; the paper's figures they name are read
+#: The reproduction targets (the paper's cold start, hot starts and real week, within the stated bounds), in the report's order; the paper's figures they name are read
 #: from :data:`PAPER_RESULTS`, not written here again.
 TARGETS = (
     Target("cold start HSLinUCB violations/run", "paper-coldstart", "hslinucb", "violations_per_run", at_most=8),
@@ -193,7 +193,7 @@ TARGETS = (
     Target("real week HSLinUCB replicas", "paper-real-week", "hslinucb", "replicas", within=0.10),
     Target("real week HSLinUCB below threshold-cpu", "paper-real-week", "hslinucb", "violations_per_run",
            below="threshold-cpu"),
-    # issue 29's, on the paper's own D2 (dataset paper-D2)
+    # the unseen hot start, on the paper's own D2 (dataset paper-D2)
     Target("hot start (unseen) HSLinUCB violations/run", "paper-hotstart-unseen", "hslinucb", "violations_per_run",
            at_most=4),
     Target("hot start (unseen) HSLinUCB replicas", "paper-hotstart-unseen", "hslinucb", "replicas", within=0.05),
@@ -271,7 +271,7 @@ def report_text(table: pd.DataFrame, results: dict[str, RunResult], datasets: di
     lines += [
              f"Ours: {'/'.join(map(str, runs))} runs per policy, mean ± 95 % Student-t interval; the paper's: its notebooks' saved "
              "outputs, 10 runs (± where it gives one); diff = ours - paper, absolute.", "", "```",
-             format_comparison(table), "```", "", "## Checks (issue 13's targets)", ""]
+             format_comparison(table), "```", "", "## Checks (the reproduction targets)", ""]
     for c in checks(table):
         lines.append(f"- {'PASS' if c.ok else 'MISS'}  {c.what}: {c.ours} (target {c.rule})")
     lines += ["", "## Gaps that remain", ""]

@@ -413,7 +413,7 @@ class _Seal:
         from scalelab.sandbox import seal
 
         cg = seal.RunCgroup(f"run-{os.getpid()}-{next(self._runs)}", limits.memory_mib * 2**20, limits.processes)
-        fd = seal.seccomp_fd(self.filter)
+        fd = seal.memory_fd(self.filter, "scalelab-seccomp")
         files = {name: os.open(os.path.join(workdir, name), os.O_RDONLY | os.O_CLOEXEC)
                  for name in sorted(os.listdir(workdir))}
         args = seal.args_fd(seal.bwrap_command(files, command, fd, uid, work_bytes=limits.memory_mib * 2**20))

@@ -15,7 +15,7 @@ cgroup of its own. The runner (``scalelab.sandbox.runner``) puts each program in
   with ``EPERM``, as does a ``clone`` with any namespace flag; ``clone3`` fails with
   ``ENOSYS`` (the C library falls back to ``clone``), and a socket of a family no network
   namespace isolates (``AF_VSOCK``) with ``EAFNOSUPPORT``. The program lives in memory
-  (a memfd per run).
+  (a memfd per run, :func:`memory_fd`).
 - **A cgroup per run** (v2, or the v1 ``memory``/``pids``/``cpu`` hierarchies): memory,
   processes and CPU counted across all of the run's processes; at the end every process
   left in it is killed and the cgroup removed.
@@ -142,11 +142,12 @@ def seccomp_program() -> bytes:
         lib.seccomp_release(ctx)
 
 
-def seccomp_fd(program: bytes) -> int:
-    """A file descriptor holding ``program`` at offset 0, for ``bwrap --seccomp``: an
-    anonymous memory file (``memfd_create``), never a path on disk. The caller closes it."""
-    fd = os.memfd_create("scalelab-seccomp", os.MFD_CLOEXEC)
-    os.write(fd, program)
+def memory_fd(data: bytes, name: str) -> int:
+    """A file descriptor holding ``data`` at offset 0 -- an anonymous memory file
+    (``memfd_create``), never a path on disk -- for bwrap's ``--seccomp`` and ``--args``.
+    The caller closes it."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
@@ -370,9 +371,5 @@ def sandboxed_command(command: list[str], wall_s: float) -> list[str]:
 
 
 def args_fd(args: list[str]) -> int:
-    """A file descriptor holding ``args`` NUL-separated at offset 0, for ``bwrap --args``
-    (a memfd; the caller closes it)."""
-    fd = os.memfd_create("scalelab-bwrap-args", os.MFD_CLOEXEC)
-    os.write(fd, b"".join(a.encode() + b"\0" for a in args))
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
+    """A :func:`memory_fd` holding ``args`` NUL-separated, for ``bwrap --args``."""
+    return memory_fd(b"".join(a.encode() + b"\0" for a in args), "scalelab-bwrap-args")

@@ -1,4 +1,4 @@
-"""Issue 17's transfer check: PPO (SB3 defaults, normalised observations, the env's
+"""The transfer check: PPO (SB3 defaults, normalised observations, the env's
 default reward) trained on the fluid engine, deterministic and stochastic, with several
 training seeds, then run as ONNX on the discrete-event engine beside HSLinUCB, HPA and
 the oracle; prints the table, each agent against the targets (violations within 2x the

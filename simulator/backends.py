@@ -36,6 +36,12 @@ def settled_at(ready_s: float, grew: bool, scrape_s: float = SCRAPE_SECONDS, rat
     return (math.floor(ready_s / scrape_s) + scrapes) * scrape_s
 
 
+def stream_seeds(seed: int) -> dict:
+    """The ``think``, ``demand`` and ``arrivals`` streams of a :class:`SimBackend`, spawned
+    from ``seed`` (a recording or a steady-state probe that has no episode's seeds)."""
+    return dict(zip(("think", "demand", "arrivals"), np.random.SeedSequence(seed).spawn(3), strict=True))
+
+
 class _Deployment(BaseBackend):
     """What the three backends share: the model of the deployment that takes the orders
     (the cluster twin of either engine, or the replay), its limits, the one clamp rule,

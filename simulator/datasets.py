@@ -36,13 +36,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from scalelab.orchestrator.backend import Backend, Clock, VirtualClock
 from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
 from scalelab.orchestrator.context import ContextSettings
-from scalelab.simulator.backends import SimBackend
+from scalelab.simulator.backends import SimBackend, stream_seeds
 from scalelab.simulator.calibration import fit_to_samples
 from scalelab.simulator.cluster import ClusterSettings
 from scalelab.simulator.models import PAPER, AppProfile, find_profile, profile_from_dict, save_profile
@@ -127,9 +126,8 @@ def record_dataset(
     the ``think``, ``demand`` and ``arrivals`` streams are spawned from ``seed``."""
     settings = settings or ClusterSettings()
     shaped = replace(settings, min_replicas=1, max_replicas=max(replicas), initial_replicas=int(replicas[0]))
-    seeds = dict(zip(("think", "demand", "arrivals"), np.random.SeedSequence(seed).spawn(3), strict=True))
     clock = VirtualClock()
-    backend = SimBackend(app, shaped, context, clock, seeds, max_users=max(users))
+    backend = SimBackend(app, shaped, context, clock, stream_seeds(seed), max_users=max(users))
     backend.setup(int(replicas[0]))
     return collect(backend, clock, users, replicas, samples, step_s, warmup_steps, progress=progress)
 
@@ -175,6 +173,12 @@ def fits_dir() -> Path:
     return Path(os.environ.get("SCALELAB_FITS") or Path.home() / ".scalelab" / "fits").expanduser()
 
 
+@functools.lru_cache(maxsize=4)
+def shipped_recording(name: str) -> P95Recording:
+    """A shipped recording (``D1``, ``D2``), read once per process (not to be changed)."""
+    return read_p95_recording(shipped=name)
+
+
 def filler_profile(recording: P95Recording) -> tuple[AppProfile, int]:
     """The profile, and the collector's seed, that complete ``recording``: a shipped
     recording's own (D1: ``paper``, D2: ``paper-D2``) when ``recording`` holds the same
@@ -184,7 +188,7 @@ def filler_profile(recording: P95Recording) -> tuple[AppProfile, int]:
     :func:`fits_dir` by the samples' checksum; the ``paper`` profile where no cell has
     enough samples to fit to."""
     for shipped_name, profile_name, seed in PAPER_DATASETS.values():
-        if recording.cells == read_p95_recording(shipped=shipped_name).cells:
+        if recording.cells == shipped_recording(shipped_name).cells:
             return find_profile(profile_name), seed
     if not any(sum(v is not None for v in samples) >= MIN_KNOWN for samples in recording.cells.values()):
         print(f"{recording.origin}: no cell has {MIN_KNOWN} known samples to fit a profile to; the paper profile "
@@ -209,7 +213,7 @@ def resolve_dataset(dataset: str) -> pd.DataFrame:
     if dataset in SIMULATED:
         return simulated(SIMULATED[dataset]).copy()
     if dataset in PAPER_DATASETS:
-        rec = read_p95_recording(shipped=PAPER_DATASETS[dataset][0])
+        rec = shipped_recording(PAPER_DATASETS[dataset][0])
     elif Path(dataset).expanduser().suffix == ".json":
         rec = read_p95_recording(Path(dataset).expanduser())
     else:

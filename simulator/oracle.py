@@ -17,7 +17,7 @@ import numpy as np
 
 from scalelab.orchestrator.backend import VirtualClock
 from scalelab.orchestrator.context import ContextSettings
-from scalelab.simulator.backends import SimBackend
+from scalelab.simulator.backends import SimBackend, stream_seeds
 from scalelab.simulator.cluster import ClusterSettings
 from scalelab.simulator.models import AppProfile
 
@@ -42,7 +42,7 @@ def steady_state_p95s(
     ages, as the step loop scores it (an empty window is not a fast one).
     """
     clock = VirtualClock()
-    backend = SimBackend(app, settings.held_at(replicas), context, clock, probe_seeds(seed),
+    backend = SimBackend(app, settings.held_at(replicas), context, clock, stream_seeds(seed),
                          closed=rate_rps is None, max_users=max(users, 1))
     backend.set_load(users if rate_rps is None else rate_rps)
     out = np.zeros(steps)
@@ -52,12 +52,6 @@ def steady_state_p95s(
         if k >= warmup:
             out[k - warmup] = obs.context.p95_ms
     return out
-
-
-def probe_seeds(seed: int) -> dict:
-    """The ``think``, ``demand`` and ``arrivals`` streams of a steady-state probe,
-    spawned from ``seed``."""
-    return dict(zip(("think", "demand", "arrivals"), np.random.SeedSequence(seed).spawn(3), strict=True))
 
 
 @dataclass

@@ -10,10 +10,9 @@ import numpy as np
 
 from scalelab.orchestrator.backend import VirtualClock
 from scalelab.orchestrator.context import ContextSettings
-from scalelab.simulator.backends import FluidBackend, SimBackend
+from scalelab.simulator.backends import FluidBackend, SimBackend, stream_seeds
 from scalelab.simulator.cluster import ClusterSettings
 from scalelab.simulator.models import AppProfile
-from scalelab.simulator.oracle import probe_seeds
 
 #: The validation grid: users x replicas (closed users, think 0..2 s).
 GRID = ((1, 1), (5, 1), (10, 1), (10, 2), (20, 2), (30, 4), (50, 4), (60, 8), (100, 12))
@@ -31,7 +30,7 @@ def validate(app: AppProfile, cells: list[tuple[int, int]], steps: int = 40, see
     for users, replicas in cells:
         shaped = settings.held_at(replicas)
         clock = VirtualClock()
-        des = SimBackend(app, shaped, context, clock, probe_seeds(seed), max_users=max(users, 1))
+        des = SimBackend(app, shaped, context, clock, stream_seeds(seed), max_users=max(users, 1))
         des.set_load(users)
         d_p95, d_rps = [], []
         for k in range(warmup + steps):

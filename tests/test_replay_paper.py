@@ -32,16 +32,15 @@ def test_the_simulators_recording_is_the_collector_over_the_backend(small_datase
     each replica count scaled to and settled (its replicas started, 5 s, before the samples)."""
     from scalelab.orchestrator.backend import VirtualClock
     from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
-    from scalelab.simulator.backends import SimBackend
+    from scalelab.simulator.backends import SimBackend, stream_seeds
     from scalelab.simulator.cluster import ClusterSettings
     from scalelab.simulator.datasets import collect
-    from scalelab.simulator.oracle import probe_seeds
 
     d = small_dataset
     assert {"ready_replicas", "missing", "client_p95_ms", "source"} <= set(d.columns)
     assert (d.ready_replicas == d.replicas).all() and (d.missing == "").all()
     clock = VirtualClock()
-    backend = SimBackend(PAPER, ClusterSettings(max_replicas=3), PAPER_CONTEXT, clock, probe_seeds(1), max_users=15)
+    backend = SimBackend(PAPER, ClusterSettings(max_replicas=3), PAPER_CONTEXT, clock, stream_seeds(1), max_users=15)
     by_hand = collect(backend, clock, (5, 10, 15), (1, 2, 3), 4, 5.0, 3)
     assert by_hand.equals(d)
     # the same seed, the same numbers

@@ -325,7 +325,7 @@ def test_the_seccomp_program_leaves_no_file_behind():
     temporary directory."""
     before = {f.name for f in Path(tempfile.gettempdir()).iterdir() if f.name.startswith("scalelab-seccomp")}
     program = seal.seccomp_program()
-    fd = seal.seccomp_fd(program)
+    fd = seal.memory_fd(program, "scalelab-seccomp")
     try:
         assert os.read(fd, len(program) + 1) == program and len(program) % 8 == 0  # sock_filter: 8 bytes each
     finally:
