@@ -276,7 +276,7 @@ class Sandbox:
     def __init__(self, languages: dict[str, list[str]] | None = None, allow_network: bool = False,
                  isolate_users: bool | None = None, require_seal: bool | None = None) -> None:
         self.languages = dict(languages or LANGUAGES)
-        self.seal = _Seal.make(required=require_seal)
+        self.seal = _Seal.make(required=require_seal, languages=self.languages)
         self.isolate_network = self.seal is not None or network_isolation_available()
         if not self.isolate_network and not allow_network:
             raise SandboxError(
@@ -318,7 +318,7 @@ class Sandbox:
 
     def _execute(self, workdir: str, language: str, stdin: str, limits: Limits, uid: int | None) -> RunResult:
         if self.seal is not None and uid is not None:
-            return self.seal.execute(self.languages[language], workdir, stdin, limits, uid)
+            return self.seal.execute(language, workdir, stdin, limits, uid)
         isolate_net = self.isolate_network
 
         def preexec() -> None:  # runs in the child, before exec
@@ -375,16 +375,19 @@ class Sandbox:
 class _Seal:
     """The kernel's seal (``scalelab.sandbox.seal``): bubblewrap, seccomp and a cgroup per run."""
 
-    def __init__(self, bwrap: str) -> None:
+    def __init__(self, bwrap: str, languages: dict[str, list[str]]) -> None:
         from scalelab.sandbox import seal
 
         sweep_leftovers()
         self.bwrap = bwrap
+        self.languages = languages
         self.filter = seal.seccomp_program()  # in memory: each run gets it through a memfd
+        #: per language, what its runs see of the host (the allow-list, built once)
+        self.runtimes = {name: seal.runtime_for(command) for name, command in languages.items()}
         self._runs = itertools.count()
 
     @classmethod
-    def make(cls, required: bool | None) -> _Seal | None:
+    def make(cls, required: bool | None, languages: dict[str, list[str]]) -> _Seal | None:
         """The seal, or None where the kernel cannot give it and ``required`` is False;
         ``required=None``: required where the process runs as root."""
         from scalelab.sandbox import seal
@@ -400,7 +403,7 @@ class _Seal:
             missing.append(f"a writable cgroup hierarchy under {seal.CGROUP_ROOT}")
         if not missing:
             try:
-                return cls(bwrap)
+                return cls(bwrap, languages)
             except seal.SealError as exc:
                 missing.append(str(exc))
         if required:
@@ -409,14 +412,15 @@ class _Seal:
                                "audit hook, rlimits and a network namespace only)")
         return None
 
-    def execute(self, command: list[str], workdir: str, stdin: str, limits: Limits, uid: int) -> RunResult:
+    def execute(self, language: str, workdir: str, stdin: str, limits: Limits, uid: int) -> RunResult:
         from scalelab.sandbox import seal
 
+        command = self.languages[language]
         cg = seal.RunCgroup(f"run-{os.getpid()}-{next(self._runs)}", limits.memory_mib * 2**20, limits.processes)
         fd = seal.memory_fd(self.filter, "scalelab-seccomp")
         files = {name: os.open(os.path.join(workdir, name), os.O_RDONLY | os.O_CLOEXEC)
                  for name in sorted(os.listdir(workdir))}
-        args = seal.args_fd(seal.bwrap_command(files, command, fd, uid, work_bytes=limits.memory_mib * 2**20))
+        args = seal.args_fd(seal.bwrap_command(files, self.runtimes[language], fd, uid, work_bytes=limits.memory_mib * 2**20))
         try:
             argv = [self.bwrap, "--args", str(args), "--", *seal.sandboxed_command(command, limits.wall_seconds)]
 

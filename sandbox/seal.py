@@ -31,6 +31,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from scalelab.errors import PermanentError
@@ -167,19 +168,26 @@ def own_cgroup(controller: str) -> str:
 
 
 def run_group_base(controller: str) -> Path:
-    """Where runs' cgroups go for a v1 ``controller``. CPU (``cpu``, ``cpuacct``) runs
-    nest under the calling replica's own cgroup, so the replica's CFS quota covers its
-    submissions and its ``cpuacct.usage`` counts their CPU, as a pod's container does
-    for what it starts; memory and pids stay at the root (a run's memory bomb meets
-    its own limit, never the replica's)."""
-    own = own_cgroup(controller) if controller in ("cpu", "cpuacct") else "/"
-    return CGROUP_ROOT / controller / own.lstrip("/") / GROUP
+    """Where runs' cgroups go for a v1 ``controller``: under the calling replica's own
+    cgroup, for every controller, so a replica's limits bound its runs as a pod's bound
+    what its container starts: the CFS quota and ``cpuacct.usage`` cover their CPU, the
+    memory limit their memory (each run has its own, lower one; when the runs together
+    reach the replica's, the kernel's OOM killer picks a run's process, never the worker:
+    :data:`RUN_OOM_SCORE_ADJ`), the pids limit their processes."""
+    return CGROUP_ROOT / controller / own_cgroup(controller).lstrip("/") / GROUP
+
+
+#: A run's processes' ``oom_score_adj``: the most killable, so memory pressure in the
+#: replica's cgroup (or the host) ends a run, never the replica's worker.
+RUN_OOM_SCORE_ADJ = 1000
 
 
 class RunCgroup:
     """One run's cgroup: ``memory_bytes``, ``pids`` and ``cpu_cores`` for all of its
-    processes. v2 when ``/sys/fs/cgroup`` is unified, else the v1 controllers (CPU
-    ones nested under the caller's own cgroup: :func:`run_group_base`)."""
+    processes. v1: one per controller, nested under the caller's own cgroup
+    (:func:`run_group_base`). v2 (``/sys/fs/cgroup`` unified): one, under
+    ``/sys/fs/cgroup/scalelab-runs`` -- not nested, as v2 lets a cgroup holding processes
+    (the replica's) have no children with controllers."""
 
     def __init__(self, name: str, memory_bytes: int, pids: int, cpu_cores: float = 1.0) -> None:
         self.v2 = (CGROUP_ROOT / "cgroup.controllers").exists()
@@ -218,9 +226,11 @@ class RunCgroup:
             raise SealError(f"cannot make the run's cgroup under {CGROUP_ROOT} ({exc})") from None
 
     def join(self) -> None:
-        """Put the calling process in the cgroup (the child, before it execs)."""
+        """Put the calling process in the cgroup (the child, before it execs), first in
+        line for the OOM killer (:data:`RUN_OOM_SCORE_ADJ`)."""
         for d in self.dirs:
             (d / "cgroup.procs").write_text(str(os.getpid()))
+        Path("/proc/self/oom_score_adj").write_text(str(RUN_OOM_SCORE_ADJ))
 
     def pids(self) -> list[int]:
         """The live processes in the cgroup (a zombie, dead and waiting for its parent
@@ -316,23 +326,102 @@ def cgroups_available() -> bool:
 
 
 # ----------------------------------------------------------------------------- bwrap
-def runtime_binds(interpreter: str) -> list[str]:
-    """Read-only binds of the runtime: ``/usr`` (and the merged-/usr symlinks), plus the
-    interpreter's prefix when it lives elsewhere."""
-    args = ["--ro-bind", "/usr", "/usr"]
-    for link, target in (("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")):
-        if os.path.islink(link):
-            args += ["--symlink", target, link]
-        elif os.path.isdir(link):
-            args += ["--ro-bind", link, link]
-    prefix = os.path.realpath(sys.prefix if os.path.realpath(interpreter).startswith(sys.prefix) else
-                              os.path.dirname(os.path.dirname(os.path.realpath(interpreter))))
-    if not prefix.startswith("/usr"):
-        args += ["--ro-bind", prefix, prefix]
-    for etc in ("/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime"):
+#: Files of the host's configuration a run may read: the dynamic loader's cache and the
+#: time zone.
+ALLOWED_ETC = ("/etc/ld.so.cache", "/etc/localtime")
+
+#: Where a Python keeps installed packages: never part of a run's root (programs run
+#: with ``-I -S``, the standard library only).
+PACKAGE_DIRS = ("site-packages", "dist-packages")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a run sees of the host, read-only, and nothing else: ``files`` (a path inside
+    the run -> the host's file it shows, for the executables and the shared libraries
+    they load), ``dirs`` (whole directories: a Python's standard library) and
+    ``hidden`` (directories inside ``dirs`` covered by an empty one: installed packages).
+    Built once per worker from the language's command (:func:`runtime_for`)."""
+
+    files: tuple[tuple[str, str], ...]
+    dirs: tuple[str, ...]
+    hidden: tuple[str, ...] = ()
+
+    def binds(self) -> list[str]:
+        """bwrap's options building the root from the list (merged-/usr links first)."""
+        args = []
+        for link, target in (("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64")):
+            if os.path.islink(link) and os.readlink(link).lstrip("/") == target:
+                args += ["--symlink", target, link]
+        for d in self.dirs:
+            args += ["--ro-bind", d, d]
+        for d in self.hidden:
+            args += ["--size", "4096", "--perms", "0555", "--tmpfs", d]
+        for inside, host in self.files:
+            args += ["--ro-bind", host, inside]
+        return args
+
+    def names(self) -> set[str]:
+        """Every path a run's root holds from the host, files and directories."""
+        return {inside for inside, _ in self.files} | set(self.dirs)
+
+
+def _canonical(path: str) -> str:
+    """``path`` with its directory's links resolved (``/lib/x86_64-linux-gnu/libc.so.6``
+    -> ``/usr/lib/x86_64-linux-gnu/libc.so.6`` on a merged-/usr system), its own name kept."""
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
+def shared_libraries(paths: list[str]) -> set[str]:
+    """The shared libraries (and the dynamic loader) that the ELF files ``paths`` load,
+    as ``ldd`` resolves them here."""
+    import subprocess
+
+    found: set[str] = set()
+    for k in range(0, len(paths), 64):
+        out = subprocess.run(["ldd", *paths[k:k + 64]], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            words = line.split()
+            if "=>" in words and len(words) > words.index("=>") + 1 and words[words.index("=>") + 1].startswith("/"):
+                found.add(words[words.index("=>") + 1])
+            elif words and words[0].startswith("/") and not words[0].endswith(":"):
+                found.add(words[0])
+    return found
+
+
+def runtime_for(command: list[str]) -> Runtime:
+    """The allow-list of a language's command: its executable and ``timeout`` (which runs
+    it), the shared libraries both load, :data:`ALLOWED_ETC`, and, when the executable is
+    a Python, its standard library with the libraries its extension modules load (its
+    installed packages hidden). Nothing else of the host: no ``/usr/local``, no other
+    program, no ``/usr/share``."""
+    import subprocess
+
+    executables = [command[0], "/usr/bin/timeout"]
+    dirs: list[str] = []
+    hidden: list[str] = []
+    elf = [os.path.realpath(e) for e in executables]
+    if os.path.basename(os.path.realpath(command[0])).startswith("python"):
+        probe = subprocess.run([command[0], "-I", "-S", "-c", "import sysconfig\nfor k in ('stdlib', "
+                                "'platstdlib'):\n    print(sysconfig.get_path(k))"],
+                               capture_output=True, text=True, check=True).stdout.split()
+        for d in dict.fromkeys(os.path.realpath(p) for p in probe):
+            if os.path.isdir(d):
+                dirs.append(d)
+                hidden += [os.path.join(d, p) for p in PACKAGE_DIRS if os.path.isdir(os.path.join(d, p))]
+                for root, subdirs, names in os.walk(d):
+                    subdirs[:] = [s for s in subdirs if s not in PACKAGE_DIRS]
+                    elf += [os.path.join(root, n) for n in names if ".so" in n]
+    files = {_canonical(e): os.path.realpath(e) for e in executables}
+    for lib in shared_libraries(elf):
+        files.setdefault(_canonical(lib), os.path.realpath(lib))
+    for etc in ALLOWED_ETC:
         if os.path.exists(etc):
-            args += ["--ro-bind", etc, etc]
-    return args
+            files[etc] = os.path.realpath(etc)
+    inside_dirs = tuple(dirs)
+    outside = tuple(sorted((i, h) for i, h in files.items()
+                           if not any(i.startswith(d + "/") for d in inside_dirs)))
+    return Runtime(files=outside, dirs=inside_dirs, hidden=tuple(hidden))
 
 
 #: Inside the sandbox the program runs under ``timeout -s KILL`` set this much past its
@@ -341,9 +430,10 @@ def runtime_binds(interpreter: str) -> list[str]:
 WALL_MARGIN_S = 2.0
 
 
-def bwrap_command(files: dict[str, int], command: list[str], seccomp_fd: int, uid: int,
+def bwrap_command(files: dict[str, int], runtime: Runtime, seccomp_fd: int, uid: int,
                   work_bytes: int) -> list[str]:
-    """bwrap's options for running ``command`` in ``/work``: a tmpfs of ``work_bytes``
+    """bwrap's options for a run in ``/work`` whose root holds ``runtime`` (the
+    language's allow-list, :func:`runtime_for`) and nothing else of the host: a tmpfs of ``work_bytes``
     (what the program writes fills memory of its own cgroup, never the host's disk)
     holding read-only copies of ``files`` (name -> an open file descriptor: copied in, so
     no host path shows in the run's mount table). Hand them to bwrap through ``--args``
@@ -356,7 +446,7 @@ def bwrap_command(files: dict[str, int], command: list[str], seccomp_fd: int, ui
     return [
         "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--uid", str(uid), "--gid", str(uid), "--hostname", "sandbox",
-        *runtime_binds(command[0]),
+        *runtime.binds(),
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
         "--size", str(int(work_bytes)), "--perms", "0700", "--tmpfs", "/work", *copies,
         "--chdir", "/work", "--seccomp", str(seccomp_fd),

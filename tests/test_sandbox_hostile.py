@@ -51,7 +51,7 @@ def leftovers(uid: int) -> list[str]:
             if fields.get("Uid", "").split()[:1] == [str(uid)] and not fields.get("State", "").strip().startswith("Z"):
                 out.append(f"process {entry.name}")
     mine = f"-{os.getpid()}-"  # this process's runs (other test workers run programs too)
-    for base in (seal.CGROUP_ROOT / seal.GROUP, *(seal.CGROUP_ROOT / c / seal.GROUP for c in ("memory", "pids"))):
+    for base in (seal.CGROUP_ROOT / seal.GROUP, *(seal.run_group_base(c) for c in ("memory", "pids", "cpu"))):
         if base.is_dir():
             out += [f"cgroup {d}" for d in base.iterdir() if d.is_dir() and d.name.startswith(f"run{mine}")]
     out += [f"file {f}" for f in Path(tempfile.gettempdir()).iterdir() if f.name.startswith(f"scalelab-run{mine}")]
@@ -98,23 +98,35 @@ def test_dir_fd_through_a_symlink_reads_no_host_file(sandbox):
     assert "root:x:0:0" not in r.stdout and "refused" in r.stdout, r
 
 
-def test_a_shell_started_past_the_hook_runs_inside_the_seal(sandbox, secret):
+PAST_THE_HOOK = r"""
+import os, sys
+try:
+    os.execv("/bin/sh", ["/bin/sh", "-c", "echo shell"])
+except OSError as exc:
+    print("shell", type(exc).__name__)
+probe = "import os, sys\nfor p in sys.argv[1:]:\n    print(p, os.path.exists(p))\nprint('uid', os.getuid())"
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.dup2(w, 1)
+    os.dup2(w, 2)
+    os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", probe, "/etc/shadow", SECRET])
+os.close(w)
+out = b""
+while chunk := os.read(r, 4096):
+    out += chunk
+print(out.decode())
+"""
+
+
+def test_a_program_started_past_the_hook_runs_inside_the_seal(sandbox, secret):
     # _posixsubprocess.fork_exec spawns without an audit event; with the hook taken down
-    # (above) os.execv does the same: either way the shell is inside the seal
-    code = HOOK_TAKEDOWN + (
-        "import os\n"
-        "r, w = os.pipe()\n"
-        f"args = ['/bin/sh', '-c', 'id -u; cat /etc/shadow {secret} 2>&1; kill -9 1 2>&1; echo done']\n"
-        "pid = os.fork()\n"
-        "if pid == 0:\n"
-        "    os.dup2(w, 1)\n    os.dup2(w, 2)\n    os.execv('/bin/sh', args)\n"
-        "os.close(w)\n"
-        "out = b''\n"
-        "while chunk := os.read(r, 4096):\n    out += chunk\n"
-        "print(out.decode())\n")
-    r = run(sandbox, code)
+    # (above) os.execv does the same: there is no shell to start (the root holds the
+    # language's allow-list only), and a second interpreter is inside the seal
+    r = run(sandbox, HOOK_TAKEDOWN + PAST_THE_HOOK.replace("SECRET", repr(secret)))
     assert "TOP-SECRET" not in r.stdout and "root:" not in r.stdout, r
-    assert "done" in r.stdout, r  # the shell ran, and saw nothing of the host
+    assert "shell FileNotFoundError" in r.stdout, r
+    assert f"/etc/shadow False\n{secret} False\nuid {r.uid}\n" in r.stdout, r  # it ran, and saw nothing of the host
 
 
 def test_shared_memory_does_not_outlive_the_run_or_reach_the_next(sandbox):
@@ -230,7 +242,7 @@ def test_runs_end_without_their_worker_and_what_is_left_is_swept(tmp_path):
 
     def run_cgroups():
         found = []
-        for base in (seal.CGROUP_ROOT / seal.GROUP, seal.CGROUP_ROOT / "pids" / seal.GROUP):
+        for base in (seal.CGROUP_ROOT / seal.GROUP, seal.run_group_base("pids")):  # the worker is in our cgroups
             if base.is_dir():
                 found += [d for d in base.iterdir() if d.is_dir() and d.name.startswith(f"run-{worker.pid}-")]
         return found
@@ -377,3 +389,129 @@ def test_nothing_inside_a_run_names_a_host_path_or_the_workers_pid():
     assert f"-{os.getpid()}-" not in r.stdout
     assert r.stdout.splitlines()[0].split()[1:3] == ["--args", r.stdout.splitlines()[0].split()[2]]  # bwrap --args N -- ...
     assert r.stdout.splitlines()[-1] == "['main.py']"
+
+
+ROOT_WALK = r"""
+import json, os
+seen = []
+for top in ("/",):
+    for root, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if os.path.join(root, d) not in ("/proc", "/dev", "/work", "/tmp")]
+        if root in LISTED_DIRS:  # the standard library: counted, not listed
+            dirs[:] = []
+            seen.append(root + "/")
+            continue
+        seen += [os.path.join(root, f) for f in files]
+for path in PLANTED:
+    try:
+        open(path).read()
+        seen.append("READ " + path)
+    except OSError as exc:
+        seen.append("refused " + type(exc).__name__)
+print(json.dumps(seen))
+"""
+
+
+def test_the_root_holds_the_allow_list_and_nothing_else_of_the_host():
+    """Issue 30, finding 2: a run's root is built from the language's allow-list (the
+    interpreter, its standard library, the libraries they load, ``timeout``, the loader's
+    cache and the time zone), not the host's ``/usr``: a world-readable file the host
+    keeps under ``/usr/local/etc`` or ``/usr/share`` is not there, and every file a
+    program past the audit hook finds is one the list names."""
+    import json
+
+    planted = [Path("/usr/local/etc/scalelab-planted.conf"), Path("/usr/share/scalelab-planted.txt")]
+    made = [p.parent for p in planted if not p.parent.exists()]
+    for d in made:
+        d.mkdir(parents=True)
+    try:
+        for p in planted:
+            p.write_text("TOP-SECRET-planted\n")
+            p.chmod(0o644)
+        sandbox = unhooked()
+        runtime = sandbox.seal.runtimes["python"]
+        r = run(sandbox, ROOT_WALK.replace("PLANTED", repr([str(p) for p in planted]))
+                .replace("LISTED_DIRS", repr(runtime.dirs)))
+    finally:
+        for p in planted:
+            p.unlink(missing_ok=True)
+        for d in made:
+            d.rmdir()
+    assert r.exit_code == 0, r.stderr
+    seen = json.loads(r.stdout)
+    assert seen[-2:] == ["refused FileNotFoundError"] * 2 and "TOP-SECRET" not in r.stdout
+    assert [p for p in seen if p.endswith("/")] == [d + "/" for d in runtime.dirs]
+    unlisted = [p for p in seen[:-2] if p.rstrip("/") not in runtime.names()]
+    assert unlisted == [], unlisted
+    assert not any(p.startswith(("/usr/local/", "/usr/share/", "/etc/passwd", "/usr/bin/sh")) for p in seen)
+    assert any(p.endswith("/libc.so.6") for p in seen) and "/usr/bin/timeout" in seen
+    assert not any(part in p for p in seen for part in seal.PACKAGE_DIRS)  # the host's installed packages
+
+
+def test_the_standard_library_runs_in_the_allow_listed_root(sandbox):
+    """What a student's program imports still works: extension modules and the shared
+    libraries they load are on the list."""
+    code = ("import bz2, decimal, hashlib, json, lzma, sqlite3, ssl, zlib, datetime, csv, re, random\n"
+            "print(sqlite3.connect(':memory:').execute('select 6*7').fetchone()[0], "
+            "decimal.Decimal('1.10') + 1, len(lzma.compress(b'x')) > 0, hashlib.sha256(b'').hexdigest()[:8])")
+    r = run(sandbox, code)
+    assert r.exit_code == 0 and r.stdout.split() == ["42", "2.10", "True", "e3b0c442"], r
+
+
+REPLICA = r"""
+import json, os, sys, threading
+from pathlib import Path
+for d in sys.argv[1:]:
+    (Path(d) / "cgroup.procs").write_text(str(os.getpid()))  # the replica's own cgroups, as a pod's container
+from scalelab.sandbox import seal
+from scalelab.sandbox.runner import Limits, Sandbox
+box = Sandbox()
+bases = {c: str(seal.run_group_base(c)) for c in ("memory", "pids", "cpu")}
+hog = "x = bytearray(150 * 2**20)\nfor k in range(0, len(x), 4096):\n    x[k] = 1\nimport time\ntime.sleep(3)\nprint('kept')"
+lim = Limits(cpu_seconds=5, wall_seconds=6, memory_mib=256, processes=64, output_bytes=4096)
+results = [None, None]
+def one(k):
+    results[k] = box.run(hog, limits=lim).to_dict()
+threads = [threading.Thread(target=one, args=(k,)) for k in range(2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+forks = "import os\nn = 0\ntry:\n    for _ in range(40):\n        if os.fork() == 0:\n            import time; time.sleep(2); os._exit(0)\n        n += 1\nexcept OSError as e:\n    print('refused after', n)"
+results.append(box.run(forks, limits=lim).to_dict())
+print(json.dumps({"bases": bases, "results": results}))
+"""
+
+
+def test_a_replicas_limits_bound_its_runs(tmp_path):
+    """Issue 30, finding 6: runs' memory and pids cgroups nest under their replica's, as
+    CPU does: two runs of 150 MiB, each within its own 256-MiB limit, meet the replica's
+    200 MiB together -- one is ended as over its memory, the replica lives on (its
+    worker is never the OOM killer's pick) and its memory peak saw them; a run's
+    processes count against the replica's pids limit."""
+    import json
+    import subprocess
+    import sys
+
+    name = f"test-replica-{os.getpid()}"
+    mem, pids = seal.CGROUP_ROOT / "memory" / name, seal.CGROUP_ROOT / "pids" / name
+    for d in (mem, pids):
+        d.mkdir()
+    try:
+        (mem / "memory.limit_in_bytes").write_text(str(200 * 2**20))
+        (pids / "pids.max").write_text("24")
+        out = subprocess.run([sys.executable, "-c", REPLICA, str(mem), str(pids)], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        got = json.loads(out.stdout)
+        peak = int((mem / "memory.max_usage_in_bytes").read_text())
+    finally:
+        for d in (mem, pids):
+            for child in sorted((c for c in d.rglob("*") if c.is_dir()), key=lambda c: -len(c.parts)):
+                child.rmdir()
+            d.rmdir()
+    assert got["bases"]["memory"] == str(mem / seal.GROUP) and got["bases"]["pids"] == str(pids / seal.GROUP)
+    first, second, forks = got["results"]
+    assert sorted([first["limit"] or "", second["limit"] or ""]) == ["", "memory"], (first, second)
+    assert "kept" in (first["stdout"] + second["stdout"])  # the other run finished
+    assert peak >= 150 * 2**20  # the replica's cgroup counted its runs' memory
+    assert forks["limit"] == "processes" and "refused after" in forks["stdout"], forks
+    assert int(forks["stdout"].split()[-1]) < 24, forks  # the replica's 24, not the run's 64
