@@ -34,6 +34,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,7 @@ BOOT = r'''
 import os, sys
 _root = os.path.realpath(os.getcwd())
 _allowed = tuple({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+_sealed = os.environ.get("SCALELAB_SEALED") == "1"  # the kernel refuses (and reports) network sockets
 def _inside(path):
     try:
         p = os.path.realpath(os.fsdecode(path))
@@ -72,7 +74,7 @@ def _inside(path):
 def _hook(event, args):
     if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)) and not _inside(args[0]):
         raise PermissionError("%s: file access outside the sandbox: %r" % (MARK, args[0]))
-    if event.startswith("socket.") or event in ("ctypes.dlopen", "ctypes.cdata", "subprocess.Popen",
+    if (event.startswith("socket.") and not _sealed) or event in ("ctypes.dlopen", "ctypes.cdata", "subprocess.Popen",
                                                    "os.system", "os.exec", "os.posix_spawn", "os.spawn"):
         raise PermissionError("%s: %s is not allowed in the sandbox" % (MARK, event))
 sys.addaudithook(_hook)
@@ -382,8 +384,9 @@ class _Seal:
         self.bwrap = bwrap
         self.languages = languages
         self.filter = seal.seccomp_program()  # in memory: each run gets it through a memfd
+        self.python = _interpreter()  # runs each run's reaper
         #: per language, what its runs see of the host (the allow-list, built once)
-        self.runtimes = {name: seal.runtime_for(command) for name, command in languages.items()}
+        self.runtimes = {name: seal.runtime_for(command, self.python) for name, command in languages.items()}
         self._runs = itertools.count()
 
     @classmethod
@@ -417,12 +420,18 @@ class _Seal:
 
         command = self.languages[language]
         cg = seal.RunCgroup(f"run-{os.getpid()}-{next(self._runs)}", limits.memory_mib * 2**20, limits.processes)
-        fd = seal.memory_fd(self.filter, "scalelab-seccomp")
+        supervisor_end, reaper_end = socket.socketpair()
+        reaper = seal.ReaperFds(code=seal.memory_fd(seal.REAPER.encode(), "scalelab-reaper"),
+                                channel=reaper_end.fileno(),
+                                program=seal.memory_fd(self.filter, "scalelab-seccomp"))
         files = {name: os.open(os.path.join(workdir, name), os.O_RDONLY | os.O_CLOEXEC)
                  for name in sorted(os.listdir(workdir))}
-        args = seal.args_fd(seal.bwrap_command(files, self.runtimes[language], fd, uid, work_bytes=limits.memory_mib * 2**20))
+        args = seal.args_fd(seal.bwrap_command(files, self.runtimes[language], uid,
+                                               work_bytes=limits.memory_mib * 2**20))
+        denials = seal.Denials(supervisor_end)
         try:
-            argv = [self.bwrap, "--args", str(args), "--", *seal.sandboxed_command(command, limits.wall_seconds)]
+            argv = [self.bwrap, "--args", str(args), "--",
+                    *seal.sandboxed_command(command, limits.wall_seconds, self.python, reaper)]
 
             worker = os.getpid()
 
@@ -444,11 +453,16 @@ class _Seal:
                 if os.getppid() != worker:
                     os._exit(1)
 
-            env = {"PATH": "/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+            # SCALELAB_SEALED: the audit hook leaves sockets to the kernel, which refuses and reports them
+            env = {"PATH": "/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+                   "SCALELAB_SEALED": "1"}
             t0 = time.perf_counter()
             proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, preexec_fn=preexec, start_new_session=True,
-                                    close_fds=True, pass_fds=(fd, args, *files.values()))
+                                    close_fds=True, pass_fds=(reaper.code, reaper.channel, reaper.program, args,
+                                                              *files.values()))
+            reaper_end.close()  # the run holds the other end: the channel ends when the run does
+            denials.start()
             out, err = _Capped(proc.stdout, limits.output_bytes), _Capped(proc.stderr, limits.output_bytes)
             out.start()
             err.start()
@@ -458,27 +472,33 @@ class _Seal:
             cg.kill_all()  # whatever is left of the run ends with it
             out.join(timeout=2)
             err.join(timeout=2)
-            code = os.waitstatus_to_exitcode(status)
-            cpu_s = max(cg.cpu_seconds(), usage.ru_utime + usage.ru_stime)
-            # bwrap reports a signal N as exit code 128 + N, which a program can write too: the
-            # signal of the CPU limit counts only when the cgroup's accounting says the run
-            # used its CPU (exit(152) after 24 ms is an exit code, not SIGXCPU)
-            if code > 128 and code - 128 in signal.valid_signals() and (
-                    code - 128 != signal.SIGXCPU or cpu_s >= CPU_LIMIT_SHARE * limits.cpu_seconds):
-                code = -(code - 128)
+            denials.join(timeout=2)
             stderr = err.kept.decode(errors="replace")
+            if not denials.armed.is_set() and not wall_hit:
+                raise SandboxError(f"a run could not start (its filter was never armed): {stderr.strip()[-300:]}")
+            code: int | None = os.waitstatus_to_exitcode(status)  # bwrap's own: < 0 when the supervisor killed it
+            if code is not None and code >= 0:  # bwrap writes a signal N as 128 + N, as a program may: the
+                # reaper's report tells them apart (None: the program killed its reaper; no verdict)
+                code = None if denials.status is None else os.waitstatus_to_exitcode(denials.status)
+                if code is None:
+                    stderr += "\nsandbox: the run's reaper was killed before it reported (no exit status)"
+            cpu_s = max(cg.cpu_seconds(), usage.ru_utime + usage.ru_stime)
             result = RunResult(
-                exit_code=code if code >= 0 else None, signal=signal.Signals(-code).name if code < 0 else None,
+                exit_code=code if code is not None and code >= 0 else None,
+                signal=signal.Signals(-code).name if code is not None and code < 0 else None,
                 stdout=out.kept.decode(errors="replace"), stderr=stderr, stdout_truncated=out.truncated,
                 stderr_truncated=err.truncated, wall_ms=round((t_end - t0) * 1000.0, 3),
                 cpu_ms=round(cpu_s * 1000.0, 3), uid=uid,
             )  # fmt: skip
-            result.limit = _sealed_limit(result, limits, cpu_s, cg.oom_killed(), cg.pids_hit(), wall_hit)
-            result.denied = _denials(stderr)
+            result.limit = _sealed_limit(result, limits, cpu_s, cg.oom_killed(), cg.pids_hit(), wall_hit,
+                                         denials.largest_file)
+            result.denied = sorted(set(denials.kinds))  # what the filter refused, as the supervisor answered
             return result
         finally:
-            for open_fd in (fd, args, *files.values()):
+            denials.stop()
+            for open_fd in (reaper.code, reaper.program, args, *files.values()):
                 os.close(open_fd)
+            reaper_end.close()
             cg.kill_all()
             cg.remove()
 
@@ -572,18 +592,18 @@ def _kill_group(pid: int, uid: int | None) -> None:
 
 
 #: The share of its CPU limit a run must have used, by its cgroup's accounting, for the
-#: CPU limit to be what ended it (the rlimit fires at the limit; accounting lags a little).
+#: CPU limit to be what ended it (the supervisor reads the accounting every
+#: :data:`CPU_CHECK_S`; the rlimit backstop fires at the limit).
 CPU_LIMIT_SHARE = 0.95
 
 
 def _sealed_limit(r: RunResult, limits: Limits, cpu_s: float, oom_killed: bool, pids_hit: bool,
-                  wall_hit: bool) -> str | None:
+                  wall_hit: bool, largest_file: int) -> str | None:
     """The limit a sealed run hit, from what the program cannot write: the cgroup's
     counters (an OOM kill; the pids limit refusing a fork; the CPU it used, s), the
-    supervisor's wall timer and its output caps. The file-size limit is the exception:
-    the kernel answers a write beyond it with SIGXFSZ, which Python ignores, and then
-    EFBIG, so it is read from the signal or the "File too large" the program's stderr
-    shows (a program could print that; no kernel counter tells)."""
+    supervisor's wall timer and its output caps, and the file-size limit from the
+    largest file the run left (bytes, measured by its reaper: a file at the limit; the
+    kernel refused the rest with EFBIG, which no counter records)."""
     if oom_killed and not wall_hit:
         return "memory"
     if pids_hit and not wall_hit and cpu_s < CPU_LIMIT_SHARE * limits.cpu_seconds:
@@ -594,7 +614,7 @@ def _sealed_limit(r: RunResult, limits: Limits, cpu_s: float, oom_killed: bool, 
         return "wall"
     if r.stdout_truncated or r.stderr_truncated:
         return "output"
-    if r.signal == "SIGXFSZ" or "File too large" in r.stderr:
+    if largest_file >= limits.file_size_kib * 1024:
         return "file_size"
     return None
 

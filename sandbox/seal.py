@@ -2,23 +2,24 @@
 cgroup of its own. The runner (``scalelab.sandbox.runner``) puts each program inside all three.
 
 - **Namespaces** (``bwrap``, Debian's ``bubblewrap``, run as the run's own unprivileged
-  uid): user, mount, PID, IPC, UTS, network and cgroup. The root is a read-only view of
-  the runtime (``/usr`` and the interpreter's prefix), a private ``/tmp`` and
-  ``/dev/shm`` (tmpfs, gone with the run), a minimal ``/dev``, its own ``/proc`` (its own
-  processes only) and ``/work``, a size-limited tmpfs with its files (read-only). The
-  program runs under ``timeout`` just past its wall limit, so a run whose worker died
-  ends on its own. No capabilities; ``--die-with-parent``:
-  the run is killed when the worker that started it dies.
-- **seccomp** (libseccomp through ``ctypes``, exported as BPF for ``bwrap --seccomp``):
-  the system calls a program never needs and an escape would -- ``ptrace``, ``mount``,
-  ``unshare``, ``setns``, ``bpf``, ``keyctl``, ``io_uring``, module loading, ... -- fail
-  with ``EPERM``, as does a ``clone`` with any namespace flag; ``clone3`` fails with
-  ``ENOSYS`` (the C library falls back to ``clone``), and a socket of a family no network
-  namespace isolates (``AF_VSOCK``) with ``EAFNOSUPPORT``. The program lives in memory
-  (a memfd per run, :func:`memory_fd`).
-- **A cgroup per run** (v2, or the v1 ``memory``/``pids``/``cpu`` hierarchies): memory,
-  processes and CPU counted across all of the run's processes; at the end every process
-  left in it is killed and the cgroup removed.
+  uid): user, mount, PID, IPC, UTS, network and cgroup. The root holds the language's
+  allow-list, read-only (:func:`runtime_for`), a private ``/tmp`` and ``/dev/shm``
+  (tmpfs, gone with the run), a minimal ``/dev``, its own ``/proc`` (its own processes
+  only) and ``/work``, a size-limited tmpfs with its files (read-only). No capabilities;
+  ``--die-with-parent``: the run is killed when the worker that started it dies.
+- **A reaper** (:data:`REAPER`), the first program inside: it arms the seccomp filter,
+  runs the program, kills it just past its wall limit (so a run whose worker died ends
+  on its own) and reports its true wait status to the supervisor.
+- **seccomp** (libseccomp through ``ctypes``; :func:`seccomp_program`): the system calls a
+  program never needs and an escape would -- ``ptrace``, ``mount``, ``unshare``,
+  ``setns``, ``bpf``, ``keyctl``, ``io_uring``, module loading, ... --, a ``clone`` with
+  any namespace flag and a socket of a network family go to the supervisor
+  (:class:`Denials`), which refuses them (EPERM, EAFNOSUPPORT) and records them: the run's
+  ``denied``. ``clone3`` fails with ``ENOSYS`` (the C library falls back to ``clone``).
+  The filter lives in memory (a memfd per run, :func:`memory_fd`).
+- **A cgroup per run** (v2, or the v1 ``memory``/``pids``/``cpu`` hierarchies, under the
+  replica's own): memory, processes and CPU counted across all of the run's processes;
+  at the end every process left in it is killed and the cgroup removed.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import shutil
 import signal
-import sys
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,13 +90,15 @@ class _ArgCmp(ctypes.Structure):
                 ("datum_b", ctypes.c_uint64)]
 
 
-def seccomp_program() -> bytes:
-    """The BPF program of a run's filter (for ``bwrap --seccomp FD``). It refuses
-    (EPERM) :data:`DENIED_SYSCALLS`, a ``clone`` carrying any of
-    :data:`NAMESPACE_FLAGS`, and a ``socket`` of :data:`UNNAMESPACED_FAMILIES`
-    (EAFNOSUPPORT); ``clone3``, whose flags sit behind a pointer a filter cannot read,
-    fails with ENOSYS, so the C library falls back to ``clone`` (as container runtimes
-    do). Kept in memory: no file is left behind."""
+#: libseccomp's action handing the call to the supervisor (seccomp user notification).
+_SCMP_ACT_NOTIFY = 0x7FC00000
+
+#: Socket families refused and reported as ``network``: the internet and raw packets
+#: (the run's network namespace is empty anyway) and :data:`UNNAMESPACED_FAMILIES`.
+NETWORK_FAMILIES = {"AF_INET": 2, "AF_INET6": 10, "AF_PACKET": 17, **UNNAMESPACED_FAMILIES}
+
+
+def _library():
     name = ctypes.util.find_library("seccomp")
     if name is None:
         raise SealError("libseccomp is not installed (Debian: libseccomp2)")
@@ -101,10 +106,30 @@ def seccomp_program() -> bytes:
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_syscall_resolve_num_arch.restype = ctypes.c_void_p  # a malloc'd name (kept: one per denial kind)
+    lib.seccomp_syscall_resolve_num_arch.argtypes = [ctypes.c_uint32, ctypes.c_int]
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
                                            ctypes.POINTER(_ArgCmp)]
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def syscall_number(name: str) -> int:
+    """``name``'s system call number on this machine (-1 if it has none)."""
+    return _library().seccomp_syscall_resolve_name(name.encode())
+
+
+def seccomp_program() -> bytes:
+    """The BPF program of a run's filter, which the run's reaper loads (:data:`REAPER`)
+    with a listener the supervisor holds (:class:`Denials`). Each call it refuses goes to
+    the supervisor, which records it and answers EPERM: :data:`DENIED_SYSCALLS`, a
+    ``clone`` carrying any of :data:`NAMESPACE_FLAGS`, a ``socket`` of
+    :data:`NETWORK_FAMILIES` (answered EAFNOSUPPORT). ``clone3``, whose flags sit behind a
+    pointer a filter cannot read, fails with ENOSYS at once (unreported: the C library
+    tries it for every thread, then falls back to ``clone``, as under container
+    runtimes). Kept in memory: no file is left behind."""
+    lib = _library()
     ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
     if not ctx:
         raise SealError("seccomp_init failed")
@@ -119,12 +144,12 @@ def seccomp_program() -> bytes:
 
     try:
         for call in DENIED_SYSCALLS:
-            rule(call, _errno_action(errno.EPERM))
+            rule(call, _SCMP_ACT_NOTIFY)
         for flag in NAMESPACE_FLAGS.values():  # x86_64, arm64: the flags are clone's first argument
-            rule("clone", _errno_action(errno.EPERM), _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag))
+            rule("clone", _SCMP_ACT_NOTIFY, _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag))
         rule("clone3", _errno_action(errno.ENOSYS))
-        for family in UNNAMESPACED_FAMILIES.values():
-            rule("socket", _errno_action(errno.EAFNOSUPPORT), _ArgCmp(0, _SCMP_CMP_EQ, family, 0))
+        for family in NETWORK_FAMILIES.values():
+            rule("socket", _SCMP_ACT_NOTIFY, _ArgCmp(0, _SCMP_CMP_EQ, family, 0))
         read, write = os.pipe()
         try:
             if lib.seccomp_export_bpf(ctx, write) != 0:
@@ -141,6 +166,165 @@ def seccomp_program() -> bytes:
                 os.close(write)
     finally:
         lib.seccomp_release(ctx)
+
+
+#: ``ioctl`` requests on a seccomp listener (``_IOWR('!', n, struct)``): receive a
+#: notification (``struct seccomp_notif``, 80 bytes), send the answer
+#: (``struct seccomp_notif_resp``, 24 bytes).
+NOTIF_RECV, NOTIF_SEND = 0xC0502100, 0xC0182101
+
+
+def denial_kind(nr: int, args: tuple[int, ...]) -> str:
+    """What a refused call was, as a run's ``denied`` lists it: ``network`` (a socket of
+    :data:`NETWORK_FAMILIES`), ``namespace`` (``unshare``, ``setns``, a namespace
+    ``clone``), else the system call's name (``ptrace``, ``mount``, ``bpf``, ...)."""
+    name = _syscall_names().get(nr, f"syscall-{nr}")
+    if name == "socket":
+        return "network"
+    if name in ("unshare", "setns", "clone"):
+        return "namespace"
+    return name
+
+
+@functools.lru_cache(maxsize=1)
+def _syscall_names() -> dict[int, str]:
+    lib = _library()
+    names = {}
+    for call in (*DENIED_SYSCALLS, "clone", "socket"):
+        nr = lib.seccomp_syscall_resolve_name(call.encode())
+        if nr >= 0:
+            names[nr] = call
+    return names
+
+
+class Denials(threading.Thread):
+    """The supervisor's side of a run's filter: receives the listener the run's reaper
+    sends over ``channel`` (a Unix socket), answers each refused call (EPERM;
+    EAFNOSUPPORT for a socket family) and records what it was (:func:`denial_kind`),
+    and reads the reaper's report of the program's wait status. All of it outside the
+    program's reach: the kernel stops the calling thread until the answer comes."""
+
+    def __init__(self, channel: socket.socket) -> None:
+        super().__init__(daemon=True)
+        self.channel = channel
+        self.kinds: list[str] = []
+        self.status: int | None = None  # the program's wait status, as its reaper saw it
+        self.largest_file = 0  # bytes: the largest file the run left, as its reaper measured it
+        self.armed = threading.Event()  # the filter is in place (the program may start)
+        self._done = threading.Event()
+        self._report = b""
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def run(self) -> None:
+        import fcntl
+        import json
+        import select
+        import struct
+
+        listener = -1
+        try:
+            self.channel.settimeout(None)
+            try:
+                _, fds, _, _ = socket.recv_fds(self.channel, 16, 1)
+            except OSError:
+                return
+            if not fds:
+                return  # the reaper died before it could arm the filter
+            listener = fds[0]
+            self.armed.set()
+            poll = select.poll()
+            poll.register(listener, select.POLLIN)
+            poll.register(self.channel, select.POLLIN)
+            while not self._done.is_set():
+                for fd, _ in poll.poll(100):
+                    if fd == listener:
+                        request = bytearray(80)
+                        try:
+                            fcntl.ioctl(listener, NOTIF_RECV, request)
+                        except OSError:  # the caller is gone (killed while waiting)
+                            continue
+                        ident, _pid, _flags, nr, _arch, _ip, *args = struct.unpack("<QIIiIQ6Q", request)
+                        kind = denial_kind(nr, tuple(args))
+                        self.kinds.append(kind)
+                        code = errno.EAFNOSUPPORT if kind == "network" else errno.EPERM
+                        try:
+                            fcntl.ioctl(listener, NOTIF_SEND, bytearray(struct.pack("<QqiI", ident, 0, -code, 0)))
+                        except OSError:
+                            pass
+                    else:
+                        chunk = self.channel.recv(4096)
+                        if not chunk:  # the reaper ended: so did every process of the run
+                            report = json.loads(self._report) if self._report.strip() else {}
+                            self.status = report.get("status")
+                            self.largest_file = report.get("largest_file", 0)
+                            return
+                        self._report += chunk
+        finally:
+            if listener >= 0:
+                os.close(listener)
+            self.channel.close()
+
+
+#: The run's reaper, the first program inside the sandbox (``python3 -I -S -B`` from a
+#: memfd): it arms the filter (``seccomp(SET_MODE_FILTER, NEW_LISTENER)``) and sends the
+#: listener to the supervisor, starts the program (every descriptor but 0-2 closed, to die
+#: with the reaper), kills it at the wall limit + :data:`WALL_MARGIN_S` if it still runs
+#: (the worker may have died), and reports its wait status -- a status the program cannot
+#: write (its ``exit(152)`` is an exit code, a signal is a signal) -- and the size of the
+#: largest file the run left in ``/work``, ``/tmp`` or ``/dev/shm``. Not dumpable, so the
+#: program cannot reach its descriptors through ``/proc``; if the program kills it, the
+#: run has no verdict, never a false one. argv: channel fd, filter fd, seccomp's system
+#: call number, deadline s, ``--``, the command.
+REAPER = r"""
+import ctypes, json, os, signal, socket, sys
+channel, program_fd, seccomp_nr = (int(a) for a in sys.argv[1:4])
+deadline = float(sys.argv[4])
+command = sys.argv[sys.argv.index("--") + 1:]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+program = b""
+while chunk := os.read(program_fd, 65536):
+    program += chunk
+os.close(program_fd)
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+code = ctypes.create_string_buffer(program, len(program))
+fprog = SockFprog(len(program) // 8, ctypes.addressof(code))
+libc.syscall.restype = ctypes.c_long
+listener = libc.syscall(seccomp_nr, 1, 8, ctypes.byref(fprog))  # SET_MODE_FILTER, FLAG_NEW_LISTENER
+if listener < 0:
+    os.write(2, ("sandbox: cannot arm the run's filter: %s\n" % os.strerror(ctypes.get_errno())).encode())
+    os._exit(125)
+link = socket.socket(fileno=channel)
+socket.send_fds(link, [b"L"], [listener])
+os.close(listener)
+pid = os.fork()
+if pid == 0:
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: the program dies with its reaper
+    os.closerange(3, 1 << 16)
+    try:
+        os.execv(command[0], command)
+    finally:
+        os._exit(127)
+signal.signal(signal.SIGALRM, lambda *_: os.kill(pid, signal.SIGKILL))
+signal.setitimer(signal.ITIMER_REAL, deadline)
+_, status = os.waitpid(pid, 0)
+largest, seen = 0, 0  # the largest file the run left where it may write (the file-size limit's evidence)
+for top in ("/work", "/tmp", "/dev/shm"):
+    for root, dirs, names in os.walk(top):
+        for name in names:
+            seen += 1
+            try:
+                largest = max(largest, os.lstat(os.path.join(root, name)).st_size)
+            except OSError:
+                pass
+        if seen > 10000:
+            break
+link.sendall(json.dumps({"status": status, "largest_file": largest}).encode())
+os._exit(0)
+"""
 
 
 def memory_fd(data: bytes, name: str) -> int:
@@ -389,24 +573,25 @@ def shared_libraries(paths: list[str]) -> set[str]:
     return found
 
 
-def runtime_for(command: list[str]) -> Runtime:
-    """The allow-list of a language's command: its executable and ``timeout`` (which runs
-    it), the shared libraries both load, :data:`ALLOWED_ETC`, and, when the executable is
-    a Python, its standard library with the libraries its extension modules load (its
-    installed packages hidden). Nothing else of the host: no ``/usr/local``, no other
-    program, no ``/usr/share``."""
+def runtime_for(command: list[str], reaper: str) -> Runtime:
+    """The allow-list of a language's command: its executable and the Python that runs
+    the run's reaper (:data:`REAPER`), the shared libraries both load,
+    :data:`ALLOWED_ETC`, and each Python's standard library with the libraries its
+    extension modules load (its installed packages hidden). Nothing else of the host:
+    no ``/usr/local``, no other program, no ``/usr/share``."""
     import subprocess
 
-    executables = [command[0], "/usr/bin/timeout"]
+    executables = list(dict.fromkeys([command[0], reaper]))
     dirs: list[str] = []
     hidden: list[str] = []
     elf = [os.path.realpath(e) for e in executables]
-    if os.path.basename(os.path.realpath(command[0])).startswith("python"):
-        probe = subprocess.run([command[0], "-I", "-S", "-c", "import sysconfig\nfor k in ('stdlib', "
+    pythons = [e for e in executables if os.path.basename(os.path.realpath(e)).startswith("python")]
+    for python in pythons:
+        probe = subprocess.run([python, "-I", "-S", "-c", "import sysconfig\nfor k in ('stdlib', "
                                 "'platstdlib'):\n    print(sysconfig.get_path(k))"],
                                capture_output=True, text=True, check=True).stdout.split()
         for d in dict.fromkeys(os.path.realpath(p) for p in probe):
-            if os.path.isdir(d):
+            if os.path.isdir(d) and d not in dirs:
                 dirs.append(d)
                 hidden += [os.path.join(d, p) for p in PACKAGE_DIRS if os.path.isdir(os.path.join(d, p))]
                 for root, subdirs, names in os.walk(d):
@@ -424,21 +609,20 @@ def runtime_for(command: list[str]) -> Runtime:
     return Runtime(files=outside, dirs=inside_dirs, hidden=tuple(hidden))
 
 
-#: Inside the sandbox the program runs under ``timeout -s KILL`` set this much past its
-#: wall limit: the worker kills it at the limit; if the worker died first (bwrap's
-#: ``--die-with-parent`` has a start-up window), the run still ends, s.
+#: The run's reaper kills the program this long past its wall limit: the worker kills it
+#: at the limit; if the worker died first (bwrap's ``--die-with-parent`` has a start-up
+#: window), the run still ends, s.
 WALL_MARGIN_S = 2.0
 
 
-def bwrap_command(files: dict[str, int], runtime: Runtime, seccomp_fd: int, uid: int,
-                  work_bytes: int) -> list[str]:
+def bwrap_command(files: dict[str, int], runtime: Runtime, uid: int, work_bytes: int) -> list[str]:
     """bwrap's options for a run in ``/work`` whose root holds ``runtime`` (the
     language's allow-list, :func:`runtime_for`) and nothing else of the host: a tmpfs of ``work_bytes``
     (what the program writes fills memory of its own cgroup, never the host's disk)
     holding read-only copies of ``files`` (name -> an open file descriptor: copied in, so
     no host path shows in the run's mount table). Hand them to bwrap through ``--args``
     (:func:`args_fd`), so that its command line -- ``/proc/1/cmdline`` inside the run --
-    names nothing of the host either; the command follows ``--``
+    names nothing of the host either; the reaper and the command follow ``--``
     (:func:`sandboxed_command`)."""
     copies = []
     for name, fd in sorted(files.items()):
@@ -449,15 +633,27 @@ def bwrap_command(files: dict[str, int], runtime: Runtime, seccomp_fd: int, uid:
         *runtime.binds(),
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
         "--size", str(int(work_bytes)), "--perms", "0700", "--tmpfs", "/work", *copies,
-        "--chdir", "/work", "--seccomp", str(seccomp_fd),
+        "--chdir", "/work",
     ]  # fmt: skip
 
 
-def sandboxed_command(command: list[str], wall_s: float) -> list[str]:
-    """What bwrap runs, after ``--``: ``command`` under a ``timeout`` of ``wall_s`` +
-    :data:`WALL_MARGIN_S` (a run never outlives its wall limit by more). It stays on
-    bwrap's own command line (``--args`` takes options only) and names no host path."""
-    return ["/usr/bin/timeout", "-s", "KILL", f"{wall_s + WALL_MARGIN_S:g}", *command]
+@dataclass(frozen=True)
+class ReaperFds:
+    """Descriptors a run's reaper inherits: its own code, the supervisor's end of the
+    channel, the filter's BPF (each a number valid in bwrap and inside the run)."""
+
+    code: int
+    channel: int
+    program: int
+
+
+def sandboxed_command(command: list[str], wall_s: float, python: str, fds: ReaperFds) -> list[str]:
+    """What bwrap runs, after ``--``: the reaper (:data:`REAPER`, read by ``python`` from
+    its descriptor), which arms the filter and runs ``command``, killing it
+    :data:`WALL_MARGIN_S` past ``wall_s``. It stays on bwrap's own command line
+    (``--args`` takes options only) and names no host path."""
+    return [python, "-I", "-S", "-B", f"/proc/self/fd/{fds.code}", str(fds.channel), str(fds.program),
+            str(syscall_number("seccomp")), f"{wall_s + WALL_MARGIN_S:g}", "--", *command]
 
 
 def args_fd(args: list[str]) -> int:
