@@ -17,15 +17,15 @@ replica_hours          sum over steps of ready replicas × step length, replica-
 scale_changes_per_run  steps whose ordered replica count differs from the previous one
 regret_replicas        mean over steps of (ready replicas − oracle replicas); NaN with no
                        oracle. Positive: over-provisioned; negative: under.
-client_p95_ms          live runs only: mean of the load generator's own p95 (Locust's, over
-                       its last ~10 s), ms, over the steps where both it and the spans
-                       measured something;
+client_p95_ms          live runs only: mean of the load generator's own p95 (its requests,
+                       Locust's timings, over the window and instant of the spans' p95:
+                       the orchestrator's ``client`` state), ms, over the steps where both
+                       it and the spans measured something;
 p95_vs_client          live runs only: the median over those same steps of span p95 /
-                       client p95 (1.0 when the orchestrator's p95 is what the users saw).
-                       A median of per-step ratios, not a ratio of means: on a step where
-                       the load jumps, the two windows (the step's spans, Locust's last
-                       ~10 s published every 5 s) see different loads and one such step
-                       would move a ratio of means by 15 %.
+                       client p95 (1.0 when the orchestrator's p95 is what the users saw;
+                       the client's includes the balancer and the network, the spans only
+                       the replica's handling). A median of per-step ratios, not a ratio
+                       of means: one step of few requests moves a ratio of means.
 
 Each becomes ``{"mean": m, "ci95": t(0.975, runs-1) * std(ddof=1) / sqrt(runs)}``
 (ci95 = 0 for one run). ``pareto_rank`` ranks the policies by non-dominated sorting on

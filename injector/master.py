@@ -7,6 +7,11 @@ Orders (the paper's): ``set_user_level`` (``level``, ``spawn_rate``, ``reset_sta
 ``corpus``, ``seed``; :class:`scalelab.injector.locustfile.Task`), which the experiment sends
 before its first step. Malformed orders are counted and ignored.
 
+Each statistics message carries ``samples``: every request completed since the last one,
+as ``[start_s, end_s, response_ms]`` (wall clock), so that the orchestrator computes the
+users' p95 over the very window and instant it computes the spans' p95 (Locust's own
+"current" percentile is a fixed ~10-s window, published late).
+
 With ``workers=N`` it is a Locust master that starts N worker processes
 (``python -m scalelab.injector --worker``) on loopback and spreads the users over them, for load
 that one process (one core) cannot make; statistics are the master's aggregate.
@@ -57,6 +62,20 @@ class InjectorMaster:
         self.done = gevent.event.Event()
         self.ready = gevent.event.Event()  # set once the order consumer has its partitions
         self._jobs: list = []
+        self._samples: list[list[float]] = []  # [start_s, end_s, ms] since the last report
+        self.client_requests = 0  # samples received, in all
+        self.env.events.request.add_listener(self._request)
+        if isinstance(self.runner, MasterRunner):  # the workers' requests reach the master in batches
+            self.runner.register_message("client_samples", lambda environment, msg, **kw: self._add(msg.data))
+
+    def _request(self, request_type, name, response_time, response_length, response=None, context=None,
+                 exception=None, start_time=None, **kw) -> None:
+        """Locust's request event: one completed request (failed ones too, as Locust counts them)."""
+        self._add([_sample(start_time, response_time)])
+
+    def _add(self, samples: list) -> None:
+        self._samples.extend(samples)
+        self.client_requests += len(samples)
 
     def apply(self, order: dict) -> None:
         name = order.get("order")
@@ -101,6 +120,7 @@ class InjectorMaster:
             "p95_response_time": total.get_response_time_percentile(0.95) if total.num_requests else 0.0,
             "current_p95_response_time": self._current_p95(), "bad_orders": self.bad_orders,
             "task": locustfile.CURRENT["task"].kind, "failures": self._failures(),
+            "client_requests": self.client_requests,
         }
 
     def _failures(self) -> dict[str, int]:
@@ -145,9 +165,10 @@ class InjectorMaster:
     def _report(self) -> None:
         while True:
             gevent.sleep(self.report_s)
+            samples, self._samples = self._samples, []
             if self._producer is not None:
                 try:
-                    self._producer.send("locust", json.dumps(self.stats()).encode())
+                    self._producer.send("locust", json.dumps({**self.stats(), "samples": samples}).encode())
                 except Exception:
                     pass
 
@@ -184,9 +205,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _sample(start_time: float | None, response_ms: float | None) -> list[float]:
+    """``[start_s, end_s, response_ms]`` of one request (Locust's ``start_time`` is wall
+    clock, s)."""
+    ms = float(response_ms or 0.0)
+    start = float(start_time) if start_time is not None else time.time() - ms / 1000.0
+    return [round(start, 4), round(start + ms / 1000.0, 4), round(ms, 3)]
+
+
+#: How often a worker sends its requests' samples to the master, s.
+WORKER_SAMPLES_S = 1.0
+
+
 def run_worker(host: str, master_port: int, master_host: str = "127.0.0.1") -> None:
-    """A Locust worker process: takes its users from the master."""
+    """A Locust worker process: takes its users from the master, and sends it the samples
+    of its requests every :data:`WORKER_SAMPLES_S`."""
     env = Environment(user_classes=list(USER_CLASSES.values()), host=host)
     runner = env.create_worker_runner(master_host, master_port)
     runner.register_message("set_task", lambda environment, msg, **kw: locustfile.set_task(msg.data))
+    pending: list[list[float]] = []
+    env.events.request.add_listener(lambda response_time=None, start_time=None, **kw:
+                                    pending.append(_sample(start_time, response_time)))
+
+    def forward() -> None:
+        nonlocal pending
+        while True:
+            gevent.sleep(WORKER_SAMPLES_S)
+            if pending:
+                batch, pending = pending, []
+                runner.send_message("client_samples", batch)
+
+    gevent.spawn(forward)
     runner.greenlet.join()

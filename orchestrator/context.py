@@ -253,6 +253,39 @@ def percentile(values: np.ndarray, q: float) -> float:
     return float(part[lo] + (part[hi] - part[lo]) * frac)
 
 
+class ClientLatencies:
+    """What the load generator measured, request by request: ``(start s, end s,
+    response ms)``, kept for ``keep_s``. :meth:`p95` takes them over the window the
+    context takes its spans over -- the same key (start in ``paper`` mode, end
+    otherwise), the same bounds ``(now - window_s, now]`` -- so the spans' p95 and the
+    users' are comparable step by step (the span buffer's count cap is not applied)."""
+
+    def __init__(self, keep_s: float = 600.0) -> None:
+        self.keep_s = float(keep_s)
+        self._chunks: deque[np.ndarray] = deque()  # rows of (start_s, end_s, ms)
+
+    def add(self, samples: np.ndarray) -> None:
+        """Add rows of ``(start_s, end_s, response_ms)``; drops what is older than
+        ``keep_s`` before the newest end."""
+        rows = np.asarray(samples, float).reshape(-1, 3)
+        if rows.shape[0] == 0:
+            return
+        self._chunks.append(rows)
+        newest = max(float(c[:, 1].max()) for c in self._chunks)
+        while self._chunks and float(self._chunks[0][:, 1].max()) < newest - self.keep_s:
+            self._chunks.popleft()
+
+    def p95(self, now_s: float, settings: ContextSettings) -> tuple[float | None, int]:
+        """The p95 (ms, :func:`percentile`) of the requests inside the context's window at
+        ``now_s`` and how many there were; None when there were none."""
+        if not self._chunks:
+            return None, 0
+        rows = np.concatenate(list(self._chunks))
+        key = rows[:, 0] if settings.rps_mode == "paper" else rows[:, 1]
+        inside = rows[(key > now_s - settings.window_s) & (key <= now_s), 2]
+        return (percentile(inside, 95.0) if inside.shape[0] else None), int(inside.shape[0])
+
+
 class ContextBuilder:
     """Keeps the buffers and builds a :class:`Context` on demand."""
 

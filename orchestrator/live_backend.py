@@ -46,7 +46,7 @@ def observation_from_state(state: dict, t_s: float, load: float, metric_gap_s: f
     prom = gaps.get("prometheus_s")
     if gaps.get("prometheus_error") or (prom is not None and prom > metric_gap_s):
         missing.append("metrics")
-    client = (state.get("locust") or {}).get("current_p95_response_time")
+    client = (state.get("client") or {}).get("p95_ms")  # the users' p95 over the spans' window
     return Observation(t_s=t_s, context=ctx, desired_replicas=int(state.get("desired_replicas", ctx.replicas)),
                        in_flight=int(state.get("in_flight", 0)), censored=int(state.get("censored", 0)),
                        missing=tuple(missing),

@@ -28,7 +28,7 @@ import numpy as np
 from scalelab.errors import ScalelabError
 from scalelab.orchestrator.backend import clamp
 from scalelab.orchestrator.collectors.zipkin import ZipkinCollector
-from scalelab.orchestrator.context import ContextBuilder, ContextSettings
+from scalelab.orchestrator.context import ClientLatencies, ContextBuilder, ContextSettings
 from scalelab.orchestrator.protocol import MAX_TRACE_NUMBER, Order, OrderError, ScaleOrder, parse_order, result_message
 
 
@@ -71,6 +71,7 @@ class OrchestratorService:
         self.services = tuple(services)
         self.last_prometheus_ok: float | None = None
         self.last_locust: dict | None = None
+        self.client = ClientLatencies()  # the load generator's requests, from its statistics messages
         self.prometheus_error: str | None = None
         self.kafka_error: str | None = None
         self.orders_handled = 0
@@ -241,6 +242,7 @@ class OrchestratorService:
         ages = self._in_flight_ages_ms()
         with self.lock:
             ctx = self.builder.build(now, self.scaler.ready_replicas, ages)
+            client_p95, client_n = self.client.p95(now, self.settings)
         last_span = self.zipkin.last_span_at if self.zipkin is not None else None
         gaps = {
             "prometheus_s": None if self.last_prometheus_ok is None else round(now - self.last_prometheus_ok, 3),
@@ -250,7 +252,7 @@ class OrchestratorService:
         }
         out = {"transactionId": transaction_id, "order": "getState", "context": ctx.to_dict(),
                "desired_replicas": self.scaler.desired_replicas, "gaps": gaps, "locust": self.last_locust,
-               "t": now}
+               "client": {"p95_ms": client_p95, "requests": client_n}, "t": now}
         if ages is not None:  # the balancer's view: in-flight requests, censored when none completed
             out["in_flight"] = int(ages.shape[0])
             out["censored"] = int(ages.shape[0]) if ctx.spans == 0 else 0
@@ -368,12 +370,21 @@ class OrchestratorService:
                 print(f"orchestrator: replacing a dead replica failed: {type(exc).__name__}: {exc}", flush=True)
 
     def _locust_stats(self, raw: bytes) -> None:
+        """One statistics message of the injector: kept as the last (without its
+        ``samples``, which go to :attr:`client`); a malformed one is counted, not kept."""
         try:
             stats = json.loads(raw)
-            if isinstance(stats, dict):
-                self.last_locust = stats
-        except ValueError:
+            if not isinstance(stats, dict):
+                raise ValueError("not an object")
+            samples = np.asarray(stats.pop("samples", None) or np.zeros((0, 3)), float)
+            if samples.ndim != 2 or samples.shape[1] != 3 or not np.isfinite(samples).all():
+                raise ValueError("samples must be rows of [start_s, end_s, response_ms]")
+        except (ValueError, TypeError):
             self.errors += 1
+            return
+        with self.lock:
+            self.client.add(samples)
+        self.last_locust = stats
 
     def start(self) -> None:
         if self.bootstrap:

@@ -68,6 +68,8 @@ def test_master_obeys_orders_and_reports(tmp_path):
                 break
         assert seen is not None, "no statistics with 4 users"
         assert seen["num_failures"] == 0 and seen["bad_orders"] == 1
+        assert all(len(row) == 3 and row[0] <= row[1] for row in seen["samples"])  # [start_s, end_s, ms]
+        assert seen["client_requests"] >= seen["num_requests"] - 4 * 4  # every request's timing, in time
         served = sum(int(r["stot"] or 0) for r in stack.haproxy.stats().values())
         assert served >= seen["num_requests"]
         stats.close()
@@ -115,5 +117,8 @@ def test_master_with_two_worker_processes_spreads_the_users(tmp_path):
         assert n > 100 and final["stats"]["num_failures"] == 0
         assert all(p.startswith("/compute?cpu=0") for p in seen)
         assert 0.9 * n <= len(seen) <= n + 20  # the master's aggregate is what the server saw
+        # each request's timing reached the master (the workers send them every second)
+        print("requests", n, "samples", final["stats"]["client_requests"], "served", len(seen))
+        assert 0.85 * len(seen) <= final["stats"]["client_requests"] <= len(seen)
     finally:
         server.shutdown()

@@ -35,8 +35,9 @@ def test_live_run_writes_the_same_run_folder_as_a_simulated_run(tmp_path):
         part = p / "parts" / f"{policy}--run000"
         assert "resuming at step" in (part / "agent.log").read_text()
         assert sorted(steps[steps.policy == policy].step) == list(range(15))
-    # p95 from the spans agrees with what Locust measured (its last-10 s p95) within 15 %:
-    # the median of the per-step ratios, on the steps where both measured something
+    # p95 from the spans agrees with what the users measured (Locust's timings of the
+    # requests in the same window, at the same instant) within 15 %: the median of the
+    # per-step ratios, on the steps where both measured something
     summary = json.loads((p / "summary.json").read_text())
     for row in summary:
         print(row["policy"], row["p95_ms"]["mean"], row["client_p95_ms"]["mean"], row["p95_vs_client"]["mean"])

@@ -201,3 +201,38 @@ def test_a_scale_order_waits_off_the_order_loop():
     _, msg = svc._outbox.get(timeout=10)
     assert msg["transactionId"] == "s" and msg["result"] == "OK" and svc.scaler.n == 3
     svc.stop()
+
+
+def test_the_users_p95_is_taken_over_the_spans_window_at_the_same_instant():
+    """The injector's statistics carry each request's [start_s, end_s, ms]; the state's
+    ``client.p95_ms`` is their p95 over the context's window at the state's instant, as
+    the spans' p95 is (hand-computed: the requests that ended in (100 - 10, 100])."""
+    from scalelab.orchestrator.context import ContextSettings, percentile
+
+    now = [100.0]
+    svc = OrchestratorService(CountingScaler(2), clock=lambda: now[0],
+                              context=ContextSettings(window_s=10.0, rps_mode="window"))
+    ms = np.arange(1.0, 41.0) * 10.0  # 10 .. 400 ms
+    ends = np.linspace(80.5, 99.5, 40)  # half of them before the window
+    samples = [[e - m / 1000.0, e, m] for e, m in zip(ends, ms, strict=True)]
+    svc._locust_stats(json.dumps({"user_count": 5, "samples": samples}).encode())
+    state = svc.state_message("s")
+    inside = ms[(ends > 90.0) & (ends <= 100.0)]
+    assert state["client"] == {"p95_ms": pytest.approx(percentile(inside, 95.0)), "requests": len(inside)}
+    assert "samples" not in state["locust"] and state["locust"]["user_count"] == 5
+    now[0] = 200.0  # nothing ended in the window: no p95, not 0 ms
+    assert svc.state_message("s")["client"] == {"p95_ms": None, "requests": 0}
+    for bad in (b"[1, 2]", json.dumps({"samples": [[1, 2]]}).encode(), b'{"samples": [[1, 2, NaN]]}'):
+        errors = svc.errors
+        svc._locust_stats(bad)
+        assert svc.errors == errors + 1  # counted and dropped, the last good statistics kept
+    assert svc.last_locust["user_count"] == 5
+
+
+def test_client_latencies_use_the_contexts_key_start_in_paper_mode():
+    from scalelab.orchestrator.context import ClientLatencies, ContextSettings
+
+    c = ClientLatencies()
+    c.add(np.array([[89.0, 91.0, 2000.0], [95.0, 95.1, 100.0]]))  # started before the window, ended inside
+    assert c.p95(100.0, ContextSettings(window_s=10.0, rps_mode="window")) == (pytest.approx(1905.0), 2)
+    assert c.p95(100.0, ContextSettings(window_s=10.0, rps_mode="paper", span_buffer=4000)) == (pytest.approx(100.0), 1)
