@@ -13,7 +13,10 @@ runs), then :func:`twin_report` on the two run folders (also ``scalelab report A
   the policies on both;
 - whether the live replicas' CPU limit was a CFS quota (``stack.json``).
 
-Everything goes to ``twin.md``, ``twin.csv`` and ``twin.png`` in ``out``.
+Everything goes to ``twin.md``, ``twin.csv`` and ``twin.png`` in ``out``. With a second
+live run of the same config and seed, the noise floor (:func:`noise_floor`,
+:func:`floor_report`): the same comparisons of sim against live and of live against
+itself, on distributions (per cell, per minute, per run), not single steps.
 """
 
 from __future__ import annotations
@@ -101,10 +104,239 @@ def twin_table(sim: pd.DataFrame, live: pd.DataFrame, step_s: float) -> pd.DataF
     return t
 
 
-def twin_report(sim_dir: str | Path, live_dir: str | Path, out: str | Path | None = None) -> Path:
+# ----------------------------------------------------------------------------- the noise floor
+#: Quantiles of the per-step p95 compared per cell.
+CELL_QUANTILES = (0.10, 0.50, 0.90)
+#: A cell is compared when each side has at least this many measured steps in it.
+CELL_MIN_STEPS = 5
+#: A minute is "within" when its value is within this share of live's.
+MINUTE_TOLERANCE = 0.10
+#: The equivalence margin of the per-run means (two one-sided tests): this share of live's
+#: mean, and at least :data:`MARGIN_FLOOR` of the metric's unit. Why 20 %: the policies a
+#: comparison separates differ by more (on the live week, replica-hours by 25-60 % and
+#: violations by factors), so a twin within 20 % ranks them as live does; a tighter margin
+#: would need more live runs than two cores give in a day.
+MARGIN_SHARE = 0.20
+MARGIN_FLOOR = {"violations": 2.0, "replica_hours": 0.01}
+#: How far the simulator may be from live, as a multiple of live's distance to itself.
+FLOOR_FACTOR = 1.25
+
+
+def twin_summary(steps: pd.DataFrame, step_s: float, slo_ms: float) -> dict:
+    """What the noise floor needs of one run folder, small enough to ship as data: per
+    (policy, run) the violations and replica-hours; per (students, replicas) cell the
+    per-step p95 of every step that measured something; per (policy, run, minute) the
+    mean per-step p95 (ms) and request rate (requests/s)."""
+    measured = steps[(steps.p95_ms > 0) & (steps.missing.fillna("") == "")]
+    runs = _per_run(steps, step_s)
+    cells: dict[str, list[float]] = {}
+    for (users, replicas), g in measured.groupby(["users", "replicas"]):
+        cells[f"{round(users)},{int(replicas)}"] = [round(float(v), 3) for v in g.p95_ms]
+    minute = (steps.t_s // 60.0).astype(int)
+    per_minute = measured.assign(minute=minute).groupby(["policy", "run", "minute"]).agg(
+        p95_ms=("p95_ms", "mean"), rps=("rps", "mean")).reset_index()
+    return {"step_s": float(step_s), "slo_ms": float(slo_ms),
+            "runs": runs.to_dict(orient="records"), "cells": cells,
+            "minutes": per_minute.round(4).to_dict(orient="records")}
+
+
+def read_summary(source: str | Path) -> dict:
+    """A twin summary: a run folder's (computed from its steps) or a summary JSON file."""
+    source = Path(source)
+    if source.is_file():
+        return json.loads(source.read_text())
+    cfg = _config(source)
+    return twin_summary(pd.read_parquet(source / "steps.parquet"), float(cfg.get("step_seconds", 5.0)),
+                        float(cfg.get("slo_ms") or np.inf))
+
+
+def _cell_distance(x: np.ndarray, ref: np.ndarray, slo_ms: float) -> float:
+    """How far ``x``'s per-step p95 distribution is from ``ref``'s: the mean relative
+    distance of their :data:`CELL_QUANTILES`, plus the gap of their shares above the SLO."""
+    qx, qr = np.quantile(x, CELL_QUANTILES), np.quantile(ref, CELL_QUANTILES)
+    return float(np.mean(np.abs(qx - qr) / qr)) + abs(float(np.mean(x > slo_ms)) - float(np.mean(ref > slo_ms)))
+
+
+def cell_floor(sim: dict, live_a: dict, live_b: dict, rng: np.random.Generator, reps: int = 400) -> dict:
+    """Per cell all three visit (each with :data:`CELL_MIN_STEPS` steps): the distance
+    sim-live (the mean of sim to each live side) and live-live (B to A); their medians
+    over cells, with 95 % bootstrap intervals (steps resampled within cells)."""
+    slo = live_a["slo_ms"]
+    keys = [k for k in live_a["cells"] if all(len(side["cells"].get(k, ())) >= CELL_MIN_STEPS
+                                                for side in (sim, live_a, live_b))]
+    out = {"cells": len(keys), "per_cell": {}}
+    if not keys:
+        return {**out, "sim_live": float("nan"), "live_live": float("nan"), "sim_live_ci": (np.nan, np.nan),
+                "live_live_ci": (np.nan, np.nan)}
+    data = {k: tuple(np.asarray(side["cells"][k], float) for side in (sim, live_a, live_b)) for k in keys}
+
+    def distances(pick) -> tuple[float, float]:
+        sl, ll = [], []
+        for k in keys:
+            s, a, b = (pick(v) for v in data[k])
+            sl.append((_cell_distance(s, a, slo) + _cell_distance(s, b, slo)) / 2)
+            ll.append(_cell_distance(b, a, slo))
+        return float(np.median(sl)), float(np.median(ll))
+
+    for k in keys:
+        s, a, b = data[k]
+        out["per_cell"][k] = {"steps": (len(s), len(a), len(b)),
+                              "sim_live": (_cell_distance(s, a, slo) + _cell_distance(s, b, slo)) / 2,
+                              "live_live": _cell_distance(b, a, slo)}
+    out["sim_live"], out["live_live"] = distances(lambda v: v)
+    boot = np.array([distances(lambda v: v[rng.integers(0, len(v), len(v))]) for _ in range(reps)])
+    out["sim_live_ci"] = tuple(np.quantile(boot[:, 0], [0.025, 0.975]))
+    out["live_live_ci"] = tuple(np.quantile(boot[:, 1], [0.025, 0.975]))
+    return out
+
+
+def minute_floor(sim: dict, live_a: dict, live_b: dict) -> dict:
+    """Per quantity (``p95_ms``, ``rps``): the share of (policy, run, minute) cells whose
+    value is within :data:`MINUTE_TOLERANCE` of live A's, for sim (against A and B,
+    averaged) and for live B (the floor)."""
+    frames = {name: pd.DataFrame(side["minutes"]) for name, side in (("sim", sim), ("a", live_a), ("b", live_b))}
+
+    def share(quantity: str, x: str, ref: str) -> tuple[float, int]:
+        both = frames[x].merge(frames[ref], on=["policy", "run", "minute"], suffixes=("_x", "_r"))
+        both = both[both[f"{quantity}_r"] > 0]
+        if both.empty:
+            return float("nan"), 0
+        gap = (both[f"{quantity}_x"] - both[f"{quantity}_r"]).abs() / both[f"{quantity}_r"]
+        return float((gap <= MINUTE_TOLERANCE).mean()), len(both)
+
+    out = {}
+    for quantity in ("p95_ms", "rps"):
+        (sa, n), (sb, _) = share(quantity, "sim", "a"), share(quantity, "sim", "b")
+        out[quantity] = {"sim_live": (sa + sb) / 2, "live_live": share(quantity, "b", "a")[0], "minutes": n}
+    return out
+
+
+def tost(x: np.ndarray, y: np.ndarray, margin: float) -> float:
+    """The p-value of two one-sided Welch t-tests that ``mean(x) - mean(y)`` lies inside
+    ``(-margin, margin)`` (equivalent at 5 % when below 0.05; nan with fewer than two
+    values a side). With no spread on either side, 0 when the gap is inside, 1 outside."""
+    from scipy import stats
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or len(y) < 2:
+        return float("nan")
+    diff = x.mean() - y.mean()
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se = np.sqrt(vx + vy)
+    if se == 0:
+        return 0.0 if abs(diff) < margin else 1.0
+    df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
+    p_low = stats.t.sf((diff + margin) / se, df)  # H0: diff <= -margin
+    p_high = stats.t.cdf((diff - margin) / se, df)  # H0: diff >= +margin
+    return float(max(p_low, p_high))
+
+
+def run_floor(sim: dict, live_a: dict, live_b: dict) -> pd.DataFrame:
+    """Per policy and metric (violations/run, replica-hours/run): sim's and live's (A and
+    B pooled) means with 95 % intervals, live A against B, the margin and the TOST
+    p-values of sim against live and of B against A; and the ranking of the policies by
+    (violations, replica-hours) on sim and on live."""
+    sim_runs, a_runs, b_runs = (pd.DataFrame(s["runs"]) for s in (sim, live_a, live_b))
+    live_runs = pd.concat([a_runs, b_runs])
+    rows = []
+    for policy in [p for p in a_runs.policy.unique() if p in set(sim_runs.policy) and p in set(b_runs.policy)]:
+        for metric in ("violations", "replica_hours"):
+            s, lv = sim_runs[sim_runs.policy == policy][metric], live_runs[live_runs.policy == policy][metric]
+            a, b = a_runs[a_runs.policy == policy][metric], b_runs[b_runs.policy == policy][metric]
+            margin = max(MARGIN_SHARE * abs(float(lv.mean())), MARGIN_FLOOR[metric])
+            (sm, sc), (lm, lc) = _mean_ci(s), _mean_ci(lv)
+            rows.append({"policy": policy, "metric": metric, "sim": sm, "sim_ci95": sc, "live": lm, "live_ci95": lc,
+                         "live_a": float(a.mean()), "live_b": float(b.mean()), "margin": margin,
+                         "p_sim_live": tost(s, lv, margin), "p_live_live": tost(b, a, margin),
+                         "sim_runs": len(s), "live_runs": len(lv)})
+    t = pd.DataFrame(rows)
+    if len(t):
+        wide = t.pivot(index="policy", columns="metric", values=["sim", "live"])
+        for side in ("sim", "live"):
+            order = sorted(wide.index, key=lambda p, side=side: (wide.loc[p, (side, "violations")],
+                                                                  wide.loc[p, (side, "replica_hours")]))
+            t[f"{side}_rank"] = t.policy.map({p: i + 1 for i, p in enumerate(order)})
+    return t
+
+
+def noise_floor(sim: dict, live_a: dict, live_b: dict, seed: int = 0) -> dict:
+    """The three comparisons of the twin against its floor (:func:`cell_floor`,
+    :func:`minute_floor`, :func:`run_floor`) and one verdict per metric."""
+    cells = cell_floor(sim, live_a, live_b, np.random.default_rng(seed))
+    minutes = minute_floor(sim, live_a, live_b)
+    runs = run_floor(sim, live_a, live_b)
+    verdicts = {
+        "per-cell p95 quantiles": cells["sim_live"] <= FLOOR_FACTOR * cells["live_live"],
+        "per-minute p95 within 10 %": minutes["p95_ms"]["sim_live"] >= min(
+            0.80, minutes["p95_ms"]["live_live"] / FLOOR_FACTOR),
+        "per-minute throughput within 10 %": minutes["rps"]["sim_live"] >= min(
+            0.80, minutes["rps"]["live_live"] / FLOOR_FACTOR),
+        "per-run means equivalent (TOST)": bool(len(runs)) and bool((runs.p_sim_live < 0.05).all()),
+        "ranking": bool(len(runs)) and bool((runs.sim_rank == runs.live_rank).all()),
+    }
+    return {"cells": cells, "minutes": minutes, "runs": runs, "verdicts": verdicts}
+
+
+def floor_report(sim: str | Path, live_a: str | Path, live_b: str | Path, out: str | Path) -> Path:
+    """The noise floor of three sides (run folders or summary files: :func:`read_summary`),
+    written to ``out``: ``floor.md``, ``floor.csv`` (the per-run table) and each side's
+    ``summary-*.json`` (what to ship instead of the live steps); returns ``floor.md``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sides = {name: read_summary(src) for name, src in (("sim", sim), ("live-a", live_a), ("live-b", live_b))}
+    for name, summary in sides.items():
+        (out / f"summary-{name}.json").write_text(json.dumps(summary))
+    floor = noise_floor(sides["sim"], sides["live-a"], sides["live-b"])
+    floor["runs"].to_csv(out / "floor.csv", index=False)
+    (out / "floor.md").write_text("\n".join(floor_lines(floor)) + "\n")
+    return out / "floor.md"
+
+
+def floor_lines(floor: dict) -> list[str]:
+    """The noise-floor section of ``twin.md``: one line per metric saying whether the
+    simulator is as close to live as live is to itself, then the per-run table."""
+    c, m, runs, v = floor["cells"], floor["minutes"], floor["runs"], floor["verdicts"]
+
+    def yes(ok: bool) -> str:
+        return "**as close as live to itself**" if ok else "**farther than live from itself**"
+
+    lines = ["## The noise floor: two live runs of the same config and seed", "",
+             f"- per-cell p95 quantiles (q10/q50/q90 and the share above the SLO; median over {c['cells']} "
+             f"(students, replicas) cells with >= {CELL_MIN_STEPS} measured steps on every side): sim-live "
+             f"{c['sim_live']:.2f} [{c['sim_live_ci'][0]:.2f}, {c['sim_live_ci'][1]:.2f}], live-live "
+             f"{c['live_live']:.2f} [{c['live_live_ci'][0]:.2f}, {c['live_live_ci'][1]:.2f}] "
+             f"(target sim-live <= {FLOOR_FACTOR} x live-live): {yes(v['per-cell p95 quantiles'])}"]
+    for quantity, name, key in (("p95_ms", "p95", "per-minute p95 within 10 %"),
+                                ("rps", "throughput", "per-minute throughput within 10 %")):
+        q = m[quantity]
+        lines.append(f"- per-minute {name} within ±{MINUTE_TOLERANCE:.0%} of live ({q['minutes']} minutes): sim "
+                     f"{q['sim_live']:.0%} of minutes, live against live {q['live_live']:.0%} (target >= 80 %, or "
+                     f">= live's share / {FLOOR_FACTOR}): {yes(v[key])}")
+    shown, floor_shown = int((runs.p_sim_live < 0.05).sum()), int((runs.p_live_live < 0.05).sum())
+    lines.append(f"- per-run violations and replica-hours equivalent to live (two one-sided Welch tests at 5 %, "
+                 f"margin {MARGIN_SHARE:.0%} of live's mean): shown for {shown} of {len(runs)} (policy, metric), "
+                 f"live B against A for {floor_shown}: "
+                 + ("**equivalent**" if v["per-run means equivalent (TOST)"] else "**not shown equivalent**"))
+    lines.append(f"- ranking of the policies (violations, then replica-hours): "
+                 f"{'the same' if v['ranking'] else 'DIFFERENT'} on the simulator and live")
+    lines += ["", "| policy | metric | sim | live (A and B) | live A / B | margin | TOST p sim-live | "
+              "TOST p live B-A | runs sim / live |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs.itertuples():
+        lines.append(f"| {r.policy} | {r.metric} | {r.sim:.3g} ± {r.sim_ci95:.2g} | {r.live:.3g} ± {r.live_ci95:.2g} | "
+                     f"{r.live_a:.3g} / {r.live_b:.3g} | {r.margin:.3g} | {r.p_sim_live:.3f} | "
+                     f"{r.p_live_live:.3f} | {r.sim_runs} / {r.live_runs} |")
+    lines += ["", "A TOST p below 0.05 says the two means are within the margin; with few runs it stays "
+              "above even for identical systems (the live B-A column shows what the runs can resolve)."]
+    return lines
+
+
+def twin_report(sim_dir: str | Path, live_dir: str | Path, out: str | Path | None = None,
+                live_again: str | Path | None = None) -> Path:
     """Compare two run folders of one config (any two backends; ``sim`` and ``live``
     in the usual case) and write ``twin.md``, ``twin.csv``, ``twin.png`` to ``out``
-    (default: ``live_dir/twin``); returns the path of ``twin.md``."""
+    (default: ``live_dir/twin``); returns the path of ``twin.md``. With ``live_again``
+    (a second live run folder of the same config and seed, or its summary file), also
+    the noise floor (:func:`floor_report`)."""
     sim_dir, live_dir = Path(sim_dir), Path(live_dir)
     out = Path(out) if out else live_dir / "twin"
     out.mkdir(parents=True, exist_ok=True)
@@ -155,11 +387,13 @@ def twin_report(sim_dir: str | Path, live_dir: str | Path, out: str | Path | Non
         lines += ["", "Failure reasons (all policies): " + "; ".join(f"{k}: {v}" for k, v in sorted(
             reasons.items(), key=lambda kv: -kv[1])[:8])]
     lines += ["", "The orchestrator's p95 is over its context window (spans of the last "
-              f"{window or 'preset'} s); Locust's is its current p95 over about the last 10 s, rounded to two "
-              "significant digits: a gap between them is partly the windows."]
+              f"{window or 'preset'} s); the users' is over the same window at the same instant (Locust's timing "
+              "of each request): a gap between them is the balancer, the network and the client."]
     same = len(t) and (t.sim_rank == t.live_rank).all()
     lines += ["", f"Ranking (by violations, then replica-hours): {'the same' if same else 'DIFFERENT'} on both.",
               "Intervals are mean ± a 95 % Student-t interval over runs (nan with one run).", "", "![twin](twin.png)"]
+    if live_again is not None:
+        lines += ["", *floor_report(sim_dir, live_dir, live_again, out).read_text().splitlines()]
     (out / "twin.md").write_text("\n".join(lines) + "\n")
     return out / "twin.md"
 

@@ -160,3 +160,103 @@ def test_scalelab_report_of_two_run_folders_puts_them_side_by_side(tmp_path, cap
     assert (tmp_path / "side" / "twin.png").stat().st_size > 10_000
     t = pd.read_csv(tmp_path / "side" / "twin.csv")
     assert set(t.policy) == {"hslinucb", "static"} and (t.steps_compared > 0).all()
+
+
+# ----------------------------------------------------------------------------- the noise floor
+def _summary(cells, minutes=(), runs=(), slo_ms=1e9):
+    return {"step_s": 5.0, "slo_ms": slo_ms, "cells": {k: list(map(float, v)) for k, v in cells.items()},
+            "minutes": [dict(zip(("policy", "run", "minute", "p95_ms", "rps"), m, strict=True)) for m in minutes],
+            "runs": [dict(zip(("policy", "run", "violations", "replica_hours"), r, strict=True)) for r in runs]}
+
+
+def test_tost_is_two_one_sided_welch_tests():
+    from scipy import stats
+
+    from scalelab.experiments.twin import tost
+
+    x, y, margin = np.array([10.0, 12.0, 11.0, 13.0]), np.array([11.0, 14.0, 12.5]), 2.0
+    low = stats.ttest_ind(x + margin, y, equal_var=False, alternative="greater").pvalue
+    high = stats.ttest_ind(x - margin, y, equal_var=False, alternative="less").pvalue
+    assert tost(x, y, margin) == pytest.approx(max(low, high))
+    # by hand: x = y = [1, 2, 3], margin 1: se = sqrt(2/3), df = 4, p = P(T4 > 1 / se)
+    assert tost(np.array([1.0, 2, 3]), np.array([1.0, 2, 3]), 1.0) == pytest.approx(
+        stats.t.sf(1 / np.sqrt(2 / 3), 4))
+    assert tost(np.arange(100.0), np.arange(100.0) + 0.1, 10.0) < 0.05  # equivalent (se 4.1: t = 2.4)
+    assert tost(np.arange(100.0), np.arange(100.0) + 30, 10.0) > 0.99  # not
+    assert np.isnan(tost(np.array([1.0]), np.array([1.0, 2.0]), 1.0))
+
+
+def test_cell_distances_by_hand():
+    from scalelab.experiments.twin import cell_floor
+
+    live = np.linspace(100.0, 1000.0, 20)
+    a = _summary({"4,1": live, "9,2": live, "1,1": live[:3]})  # the last cell has too few steps: left out
+    sim = _summary({"4,1": 1.5 * live, "9,2": 1.5 * live, "1,1": live[:3]})
+    out = cell_floor(sim, a, a, np.random.default_rng(0), reps=50)
+    assert out["cells"] == 2 and out["live_live"] == 0.0
+    assert out["sim_live"] == pytest.approx(0.5)  # every quantile 50 % above live's
+    assert out["sim_live_ci"][0] < 0.5 < out["sim_live_ci"][1]  # steps resampled on each side
+    # the share above the SLO counts too: sim's 20 steps above 1000 ms against none
+    slo = _summary({"4,1": live}, slo_ms=1000.0)
+    above = cell_floor(_summary({"4,1": live + 1000}, slo_ms=1000.0), slo, slo, np.random.default_rng(0), reps=10)
+    q = np.quantile(live, [0.1, 0.5, 0.9])
+    assert above["sim_live"] == pytest.approx(np.mean(1000 / q) + 1.0)
+
+
+def test_minute_shares_and_the_ranking_by_hand():
+    from scalelab.experiments.twin import minute_floor, noise_floor, run_floor
+
+    mins_a = [("p", 0, m, 100.0, 10.0) for m in range(10)]
+    mins_b = [("p", 0, m, 100.0 if m < 8 else 150.0, 10.0) for m in range(10)]  # live B: 8 of 10 within
+    mins_s = [("p", 0, m, 105.0 if m < 5 else 200.0, 10.5) for m in range(10)]  # sim: 5 of 10
+    m = minute_floor(_summary({}, mins_s), _summary({}, mins_a), _summary({}, mins_b))
+    assert m["p95_ms"]["live_live"] == 0.8 and m["p95_ms"]["minutes"] == 10
+    # sim against A: 5 of 10 within; against B: minutes 0-4 (105 vs 100) and none after: 0.5; mean 0.5
+    assert m["p95_ms"]["sim_live"] == 0.5 and m["rps"]["sim_live"] == 1.0 and m["rps"]["live_live"] == 1.0
+    runs = [("good", r, 1.0 + r, 1.0) for r in range(3)] + [("bad", r, 20.0 + r, 0.5) for r in range(3)]
+    sim_runs = [("good", r, 30.0 + r, 1.0) for r in range(3)] + [("bad", r, 20.0 + r, 0.5) for r in range(3)]
+    t = run_floor(_summary({}, runs=sim_runs), _summary({}, runs=runs), _summary({}, runs=runs)).set_index(
+        ["policy", "metric"])
+    assert t.loc[("good", "violations"), "live_rank"] == 1 and t.loc[("good", "violations"), "sim_rank"] == 2
+    assert t.loc[("good", "violations"), "margin"] == 2.0  # 20 % of 2 violations is below the floor of 2
+    assert t.loc[("bad", "violations"), "p_sim_live"] < 0.05  # the same runs: equivalent
+    assert t.loc[("good", "violations"), "p_sim_live"] > 0.5
+    floor = noise_floor(_summary({}, mins_s, sim_runs), _summary({}, mins_a, runs), _summary({}, mins_b, runs))
+    assert floor["verdicts"]["ranking"] is False and floor["verdicts"]["per-minute throughput within 10 %"]
+
+
+def test_the_noise_floor_report_of_run_folders_and_of_shipped_summaries(tmp_path):
+    """Three simulated run folders stand in for sim and two live runs; the floor report
+    reads folders and summary files alike, and says one line per metric."""
+    import json
+
+    from scalelab.cli import main
+    from scalelab.experiments.experiment import run_experiment
+    from scalelab.experiments.twin import floor_report
+
+    cfg = {"name": "fl", "seed": 3, "runs": 2, "steps": 24, "slo_ms": 3000, "app": {"profile": "sandbox"},
+           "workload": {"kind": "evaluation-week-v1", "start_day": 1, "start_hour": 13.9, "days": 0.04,
+                        "time_compression": 12, "user_scale": 0.1},
+           "cluster": {"max_replicas": 3}, "policies": [{"name": "hslinucb"}, {"name": "static", "replicas": 2}]}
+    sim = run_experiment(cfg, out=tmp_path, progress=False).path
+    a = run_experiment({**cfg, "seed": 4}, out=tmp_path, progress=False).path
+    b = run_experiment({**cfg, "seed": 5}, out=tmp_path, progress=False).path
+    md = floor_report(sim, a, b, tmp_path / "floor").read_text()
+    for line in ("per-cell p95 quantiles", "per-minute p95 within", "per-minute throughput within",
+                 "per-run violations and replica-hours equivalent", "ranking of the policies"):
+        assert sum(line in x for x in md.splitlines()) == 1, line
+    summary = json.loads((tmp_path / "floor" / "summary-live-a.json").read_text())
+    assert {r["policy"] for r in summary["runs"]} == {"hslinucb", "static"} and summary["cells"]
+    again = floor_report(sim, tmp_path / "floor" / "summary-live-a.json", tmp_path / "floor" / "summary-live-b.json",
+                         tmp_path / "again").read_text()
+    assert again == md  # a shipped summary gives what its run folder gave
+    # the CLI: the simulator against two shipped live summaries, no live run
+    cfg_file = tmp_path / "fl.yaml"
+    import yaml
+
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    assert main(["twin", str(cfg_file), "--out", str(tmp_path / "cli"),
+                 "--live-summary", str(tmp_path / "floor" / "summary-live-a.json"),
+                 "--live-summary", str(tmp_path / "floor" / "summary-live-b.json")]) == 0
+    (folder,) = [p for p in (tmp_path / "cli").iterdir() if p.is_dir()]
+    assert (folder / "twin" / "floor.md").read_text() == md  # same config and seed: the same simulation

@@ -1,4 +1,5 @@
-"""``twin``: one config on the simulator and on the live stack, then the twin report."""
+"""``twin``: one config on the simulator and on the live stack, then the twin report with
+its noise floor (two live runs of the same config and seed)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,27 @@ def cmd_twin(args) -> int:
 
     from scalelab.experiments.config import load_config
     from scalelab.experiments.experiment import run_experiment, run_live
-    from scalelab.experiments.twin import twin_report
+    from scalelab.experiments.twin import floor_report, twin_report
 
     cfg = load_config(config_path(args.config))
     if args.runs:
         cfg = replace(cfg, runs=args.runs)
     sim = run_experiment(replace(cfg, backend="sim"), out=args.out, command=command())
     print(f"simulated: {sim.path} ({sim.seconds:.1f} s)")
-    if args.live:  # a live run made before (the simulator recalibrated since, say)
-        live_path = Path(args.live)
-    else:
+    if args.live_summary:  # shipped summaries of live runs: the noise floor only (no live steps here)
+        if len(args.live_summary) != 2:
+            print("scalelab: error: --live-summary needs two files (two live runs of the same config and seed)")
+            return 2
+        md = floor_report(sim.path, *args.live_summary, out=sim.path / "twin")
+        print(md.read_text())
+        print(f"noise floor: {md}")
+        return 0
+    live_paths = [Path(p) for p in args.live or []]  # live runs made before (the simulator recalibrated since)
+    while len(live_paths) < max(args.live_repeats, 1):  # the same config and seed each time
         live = run_live(replace(cfg, backend="live"), out=args.out, command=command())
         print(f"live: {live.path} ({live.seconds:.1f} s)")
-        live_path = live.path
-    md = twin_report(sim.path, live_path)
+        live_paths.append(live.path)
+    md = twin_report(sim.path, live_paths[0], live_again=live_paths[1] if len(live_paths) > 1 else None)
     print(md.read_text())
     print(f"twin report: {md}")
     return 0
@@ -35,6 +43,11 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("twin", help="run a config on the simulator and on the live stack, then compare them")
     p.add_argument("config", help="a YAML file, or the name of a shipped config (e.g. live-evaluation-week)")
     p.add_argument("--runs", type=int, help="runs per policy on each backend (default: the config's)")
-    p.add_argument("--out", default="runs", help="parent folder of the two run folders (default: runs)")
-    p.add_argument("--live", metavar="FOLDER", help="compare with this live run folder instead of running live")
+    p.add_argument("--out", default="runs", help="parent folder of the run folders (default: runs)")
+    p.add_argument("--live-repeats", type=int, default=2,
+                   help="live run folders of the same config and seed (default 2: the second is the noise floor)")
+    p.add_argument("--live", metavar="FOLDER", action="append",
+                   help="a live run folder made before (twice: both sides of the floor) instead of running live")
+    p.add_argument("--live-summary", metavar="FILE", action="append",
+                   help="a shipped summary of a live run (twice): compare the simulator with it, no live run")
     p.set_defaults(func=cmd_twin)
