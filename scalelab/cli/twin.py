@@ -18,7 +18,9 @@ def cmd_twin(args) -> int:
     cfg = load_config(config_path(args.config))
     if args.runs:
         cfg = replace(cfg, runs=args.runs)
-    sim = run_experiment(replace(cfg, backend="sim"), out=args.out, command=command())
+    # the simulator as many times as live in all (its runs 0..runs-1 have live's seeds)
+    sim_runs = cfg.runs * max(args.live_repeats, len(args.live or []), len(args.live_summary or []), 1)
+    sim = run_experiment(replace(cfg, backend="sim", runs=sim_runs), out=args.out, command=command())
     print(f"simulated: {sim.path} ({sim.seconds:.1f} s)")
     if args.live_summary:  # shipped summaries of live runs: the noise floor only (no live steps here)
         if len(args.live_summary) != 2:
@@ -42,7 +44,8 @@ def cmd_twin(args) -> int:
 def add_parsers(sub) -> None:
     p = sub.add_parser("twin", help="run a config on the simulator and on the live stack, then compare them")
     p.add_argument("config", help="a YAML file, or the name of a shipped config (e.g. live-evaluation-week)")
-    p.add_argument("--runs", type=int, help="runs per policy on each backend (default: the config's)")
+    p.add_argument("--runs", type=int, help="runs per policy in each live run folder (default: the config's); "
+                                            "the simulator runs as many as all live folders together")
     p.add_argument("--out", default="runs", help="parent folder of the run folders (default: runs)")
     p.add_argument("--live-repeats", type=int, default=2,
                    help="live run folders of the same config and seed (default 2: the second is the noise floor)")
