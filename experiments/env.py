@@ -64,7 +64,7 @@ from scalelab.agent.base import Decision
 from scalelab.agent.build import build_reward
 from scalelab.agent.loop import StepLoop, takes_violation
 from scalelab.errors import UserError
-from scalelab.experiments.config import ConfigError, ExperimentConfig, config_path, load_config
+from scalelab.experiments.config import ConfigError, ExperimentConfig, config_path, load_config, validate
 from scalelab.experiments.episode import deployment_of, episode_seeds, make_backend, oracle_levels, resolve
 from scalelab.orchestrator.backend import Observation, VirtualClock, clamp
 from scalelab.orchestrator.context import FIELDS, Context
@@ -107,8 +107,9 @@ class SandboxScalingEnv(gym.Env):
         if cfg.backend == "live":
             raise ConfigError("env: backend 'live' is not supported: a live stack runs on the wall clock, one "
                               "episode at a time; use `scalelab live run CONFIG`, or set backend: sim or replay")
-        if engine is not None:
+        if engine is not None:  # checked as the config's own key is (a misspelt engine runs no other one)
             cfg = replace(cfg, engine=engine)
+            validate(cfg)
         if observation not in ("raw", "normalized"):
             raise UserError(f"env: observation={observation!r} is not 'raw' or 'normalized'")
         if actions not in ("incremental", "fixed"):

@@ -160,3 +160,12 @@ def test_the_default_reward_charges_scale_changes():
     assert SloCostV2().replica_cost == 0.3  # 0.03 per replica and step with 10: the oracle's few per cent
     assert SandboxScalingEnv(SMALL).reward_fn.change_cost == 0.3  # the env's default reward
     assert make_reward("slo-cost-v2", change_cost=0.0).change_cost == 0.0  # and it can be turned off
+
+
+@pytest.mark.parametrize("engine", ["fluid-stochastc", "dse", "FLUID"])
+def test_a_misspelt_engine_is_refused_naming_the_key(engine):
+    """The env checks ``engine=`` as the config's own key is checked: a misspelt name
+    runs no other engine."""
+
+    with pytest.raises(ConfigError, match=f"config: engine='?{engine}'? must be one of"):
+        SandboxScalingEnv(engine=engine)
