@@ -15,8 +15,14 @@ p95_ms                 mean over steps of the outcome's p95 (steps with no spans
 replicas               mean over steps of the ready replicas
 replica_hours          sum over steps of ready replicas × step length, replica-hours
 scale_changes_per_run  steps whose ordered replica count differs from the previous one
-regret_replicas        mean over steps of (ready replicas − oracle replicas); NaN with no
-                       oracle. Positive: over-provisioned; negative: under.
+under_share            share of a run's steps with fewer ready replicas than the oracle
+                       ordered (under-provisioned); NaN with no oracle
+short_replica_steps    sum over a run's steps of the replicas missing below the oracle's,
+                       max(oracle − ready, 0): under-provisioning, replica-steps
+spare_replica_steps    sum over a run's steps of the replicas above the oracle's,
+                       max(ready − oracle, 0): over-provisioning, replica-steps. Kept apart
+                       (a signed mean would let the two cancel: a static policy short half
+                       the time and spare the other half would show 0)
 client_p95_ms          live runs only: mean of the load generator's own p95 (its requests,
                        Locust's timings, over the window and instant of the spans' p95:
                        the orchestrator's ``client`` state), ms, over the steps where both
@@ -42,7 +48,7 @@ from scipy import stats
 
 METRICS = (
     "violations_per_run", "p95_ms", "replicas", "replica_hours", "scale_changes_per_run",
-    "regret_replicas", "forced_ups_per_run", "missing_per_run",
+    "under_share", "short_replica_steps", "spare_replica_steps", "forced_ups_per_run", "missing_per_run",
 )  # fmt: skip
 
 
@@ -61,12 +67,25 @@ def per_run(steps: pd.DataFrame, step_seconds: float) -> pd.DataFrame:
             "replicas": float(g["replicas"].mean()),
             "replica_hours": float(g["replicas"].sum() * step_seconds / 3600.0),
             "scale_changes_per_run": float(np.count_nonzero(np.diff(target))),
-            "regret_replicas": float((g["replicas"] - g["oracle_replicas"]).mean()) if has_oracle else np.nan,
+            **_against_oracle(g["replicas"].to_numpy(float), g["oracle_replicas"].to_numpy(float), has_oracle),
             "forced_ups_per_run": float(g["forced"].sum()) if "forced" in g else 0.0,
             "missing_per_run": float((g["missing"].str.len() > 0).sum()) if "missing" in g else 0.0,
             **(_client_p95(g) if "client_p95_ms" in g and g["client_p95_ms"].notna().any() else {}),
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _against_oracle(ready: np.ndarray, oracle: np.ndarray, has_oracle: bool) -> dict:
+    """Under- and over-provisioning of one run against the oracle's replicas, apart.
+
+    >>> _against_oracle(np.array([1.0, 3.0, 2.0, 2.0]), np.array([2.0, 2.0, 2.0, 4.0]), True)
+    {'under_share': 0.5, 'short_replica_steps': 3.0, 'spare_replica_steps': 1.0}
+    """
+    if not has_oracle:
+        return {"under_share": np.nan, "short_replica_steps": np.nan, "spare_replica_steps": np.nan}
+    gap = ready - oracle
+    return {"under_share": float(np.mean(gap < 0)), "short_replica_steps": float(np.clip(-gap, 0, None).sum()),
+            "spare_replica_steps": float(np.clip(gap, 0, None).sum())}
 
 
 def steps_per_run(steps: pd.DataFrame) -> int:
@@ -182,7 +201,9 @@ COLUMNS = (
     ("replicas", "replicas", "ready replicas, averaged over a run's steps"),
     ("replica_hours", "replica-h", "the cost: ready replicas x step length, summed over a run, hours"),
     ("scale_changes_per_run", "changes/run", "steps whose ordered replica count differs from the previous one"),
-    ("regret_replicas", "regret", "mean (ready - oracle) replicas: > 0 over-provisioned, < 0 under-provisioned"),
+    ("under_share", "under", "share of steps with fewer ready replicas than the oracle's (under-provisioned)"),
+    ("spare_replica_steps", "spare r-steps", "replicas above the oracle's, summed over a run's steps "
+                                             "(over-provisioning; the replicas short below it are in the CSV)"),
     ("forced_ups_per_run", "forced-ups/run", "steps where a rule imposed the action (the paper's +1 above the SLO)"),
     ("missing_per_run", "missing/run", "steps whose outcome lacked a signal (spans or metrics)"),
 )  # fmt: skip
@@ -213,7 +234,7 @@ def experiment_lines(cfg, steps_per_run: int | None = None, runs: int | None = N
         f"per run     {length}; SLO: p95 <= {cfg.slo_ms:g} ms per step",
         f"runs        {n} per policy; ± is a 95 % Student-t interval over runs (t = {t95(n):.2f})" if n > 1
         else "runs        1 per policy: no interval",
-        *(["oracle      skipped (config oracle: false): no regret column, no oracle policy"]
+        *(["oracle      skipped (config oracle: false): no under/spare columns, no oracle policy"]
           if not getattr(cfg, "oracle", True) and cfg.backend in ("sim", "replay") else []),
     ]
 
@@ -221,7 +242,8 @@ def experiment_lines(cfg, steps_per_run: int | None = None, runs: int | None = N
 def _cell(v: dict, metric: str) -> str:
     if v["mean"] is None:
         return "-"
-    digits = 0 if metric == "p95_ms" else 1 if metric.endswith("_per_run") and metric != "scale_changes_per_run" else 2
+    digits = 0 if metric in ("p95_ms", "spare_replica_steps") else 1 if metric.endswith("_per_run") and \
+        metric != "scale_changes_per_run" else 2
     return f"{v['mean']:.{digits}f} ± {v['ci95']:.{digits}f}"
 
 

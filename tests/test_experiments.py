@@ -107,7 +107,7 @@ def test_run_folder_is_complete(small_run):
     summary = json.loads((p / "summary.json").read_text())
     assert [s["policy"] for s in summary] == ["static", "oracle"]
     for key in ("violations_per_run", "p95_ms", "replicas", "replica_hours", "scale_changes_per_run",
-                "regret_replicas"):
+                "under_share", "short_replica_steps", "spare_replica_steps"):
         assert set(summary[0][key]) == {"mean", "ci95"}
     static = steps[steps.policy == "static"]
     assert (static.target_replicas == 2).all()

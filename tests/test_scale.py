@@ -125,6 +125,6 @@ def test_the_oracle_can_be_skipped_and_the_summary_says_so(tmp_path):
     res = run_experiment(cfg, out=tmp_path, progress=False)
     assert set(res.steps.oracle_replicas) == {-1}
     assert "oracle      skipped (config oracle: false)" in res.table()
-    assert res.summary.iloc[0]["regret_replicas"]["mean"] is None  # no oracle, no regret
+    assert res.summary.iloc[0]["under_share"]["mean"] is None  # no oracle, nothing to be under
     with pytest.raises(ConfigError, match="oracle=False cannot be false while the oracle policy is listed"):
         load_config({"name": "x", "oracle": False, "policies": [{"name": "oracle"}]})
