@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from scalelab.experiments import runfolder
 from scalelab.experiments.metrics import (
@@ -169,8 +170,17 @@ def plot_replicas(steps: pd.DataFrame, path: Path, styles: dict | None = None,
 
 def plot_p95(steps: pd.DataFrame, path: Path, slo_ms: float, styles: dict | None = None,
              bins: tuple[float, pd.DataFrame] | None = None) -> Path:
+    """Writes :func:`p95_figure` to ``path / "p95.png"``."""
+    out = path / "p95.png"
+    p95_figure(steps, slo_ms, styles, bins).savefig(out, dpi=100)
+    return out
+
+
+def p95_figure(steps: pd.DataFrame, slo_ms: float, styles: dict | None = None,
+               bins: tuple[float, pd.DataFrame] | None = None) -> Figure:
     """Small multiples: per-bin median and max of the per-step p95 against the SLO; the
-    panel title gives the violations per run."""
+    panel title gives the violations per run. The panels share one logarithmic range that
+    holds every plotted value of every policy (and the SLO)."""
     styles = styles or policy_styles(_policies(steps))
     bin_s, b = bins or timeline_bins(steps)
     pols = _policies(steps)
@@ -178,7 +188,10 @@ def plot_p95(steps: pd.DataFrame, path: Path, slo_ms: float, styles: dict | None
                                           f"q10-q90, red dots the bins whose worst step broke the SLO ({slo_ms:g} ms, "
                                           "dashed)", "p95 (ms)")
     runs = max(int(steps.run.nunique()), 1)
-    floor = max(1.0, 0.5 * float(np.nanpercentile(b.p95_q10, 5))) if b.p95_q10.notna().any() else 1.0
+    plotted = b[b.policy.isin(pols)][["p95_q10", "p95_median", "p95_q90", "p95_max"]].to_numpy(float)
+    positive = plotted[np.isfinite(plotted) & (plotted > 0)]  # a log axis shows no 0 (a window with nothing)
+    floor = max(1.0, 0.8 * float(positive.min())) if positive.size else 1.0
+    top = float(slo_ms)
     for ax, pol in zip(axes, pols, strict=False):
         p = b[b.policy == pol]
         st = styles[pol]
@@ -186,15 +199,16 @@ def plot_p95(steps: pd.DataFrame, path: Path, slo_ms: float, styles: dict | None
         ax.step(p.hour, p.p95_median, where="post", color=st["color"], lw=1.1)
         worst = p[p.p95_max > slo_ms]
         ax.plot(worst.hour, worst.p95_max, ".", color="red", ms=3)
+        top = max(top, *(float(np.nanmax(c)) for c in (p.p95_q90, p.p95_median, worst.p95_max) if np.isfinite(c).any()))
         ax.axhline(slo_ms, color="red", ls="--", lw=0.9)
         v = float(steps[steps.policy == pol].violation.sum()) / runs
         ax.set_title(f"{pol}: {v:.1f} violations/run", fontsize=9, loc="left")
         ax.set_yscale("log")
-        ax.set_ylim(bottom=floor)
         ax.grid(alpha=0.3)
-    out = path / "p95.png"
-    fig.savefig(out, dpi=100)
-    return out
+    axes[0].set_ylim(floor, top * 1.3)  # shared: one range holding every panel's values
+    for ax in axes[:len(pols)]:  # full numbers on the log axis (1,000 not 10^3)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    return fig
 
 
 def steepest_rise(steps: pd.DataFrame, window_s: float = 900.0) -> float:

@@ -1,0 +1,56 @@
+"""Figures that do not mislead, checked from their own axes: every plotted value of every
+policy lies inside the axes that draw it, also when one policy's values dwarf the others'."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalelab.experiments.experiment import run_experiment
+
+
+@pytest.fixture(scope="module")
+def dwarfing_steps(tmp_path_factory) -> pd.DataFrame:
+    """Three policies' steps, the last one's p95 multiplied by 40 (as linucb's 42,008 ms
+    beside hslinucb's 13,000 in compare)."""
+    cfg = {"name": "fig", "seed": 2, "runs": 2, "steps": 60, "slo_ms": 600,
+           "workload": {"kind": "step", "before": 5, "after": 25, "at_s": 100, "duration_s": 300},
+           "cluster": {"max_replicas": 6},
+           "policies": [{"name": "hslinucb"}, {"name": "static", "replicas": 3}, {"name": "static", "replicas": 1,
+                                                                                    "label": "starved"}]}
+    res = run_experiment(cfg, out=tmp_path_factory.mktemp("fig"), progress=False)
+    steps = pd.read_parquet(res.path / "steps.parquet")
+    steps.loc[steps.policy == "starved", "p95_ms"] *= 40.0
+    return steps
+
+
+def _inside(ax, values: np.ndarray) -> np.ndarray:
+    lo, hi = ax.get_ylim()
+    v = values[np.isfinite(values) & (values > 0 if ax.get_yscale() == "log" else True)]
+    return v[(v < lo) | (v > hi)]
+
+
+def test_every_p95_panel_holds_every_value_it_draws(dwarfing_steps):
+    from scalelab.experiments.report import p95_figure
+
+    fig = p95_figure(dwarfing_steps, 600.0)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title(loc="left").split(":")[0] for ax in panels] == ["hslinucb", "static", "starved"]
+    for ax in panels:
+        drawn = [line.get_ydata() for line in ax.get_lines()]
+        drawn += [c.get_paths()[0].vertices[:, 1] for c in ax.collections if c.get_paths()]
+        for values in drawn:
+            outside = _inside(ax, np.asarray(values, float))
+            assert outside.size == 0, (ax.get_title(loc="left"), ax.get_ylim(), outside[:5])
+    starved = dwarfing_steps[dwarfing_steps.policy == "starved"].p95_ms.max()
+    assert panels[0].get_ylim()[1] >= starved  # the shared range reaches the largest policy's values
+
+
+def test_p95_ticks_are_full_numbers(dwarfing_steps):
+    from scalelab.experiments.report import p95_figure
+
+    fig = p95_figure(dwarfing_steps, 600.0)
+    fig.canvas.draw()
+    labels = {t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()}
+    assert {"1,000", "10,000"} <= labels and not any("^" in t for t in labels), labels
