@@ -225,8 +225,17 @@ def steepest_rise(steps: pd.DataFrame, window_s: float = 900.0) -> float:
 
 def plot_zoom(steps: pd.DataFrame, path: Path, styles: dict | None = None, run: int = 0,
               before_s: float = 900.0, after_s: float = 2700.0) -> Path:
+    """Writes :func:`zoom_figure` to ``path / "zoom.png"``."""
+    out = path / "zoom.png"
+    zoom_figure(steps, styles, run, before_s, after_s).savefig(out, dpi=100)
+    return out
+
+
+def zoom_figure(steps: pd.DataFrame, styles: dict | None = None, run: int = 0, before_s: float = 900.0,
+                after_s: float = 2700.0) -> Figure:
     """Small multiples, step by step, of the hour around the steepest load rise: ready
-    replicas, the oracle's level (grey), the load (right axis) and violations (red ticks)."""
+    replicas, the oracle's level (grey), the load (on its own axis, right) and violations
+    (red ticks)."""
     styles = styles or policy_styles(_policies(steps))
     at = steepest_rise(steps)
     lo, hi = max(at - before_s, float(steps.t_s.min())), min(at + after_s, float(steps.t_s.max()) + 1.0)
@@ -236,13 +245,18 @@ def plot_zoom(steps: pd.DataFrame, path: Path, styles: dict | None = None, run: 
     top = float(max(z.replicas.max(), z.oracle_replicas.max(), 1)) if len(z) else 1.0
     fig, axes = _timeline_axes(len(pols), f"zoom on the steepest rise of the load: {lo / 3600:.2f} h to {hi / 3600:.2f} h "
                                           f"of run {run}, every step\ngrey: the oracle's level; thin black: the load "
-                                          f"(peak {umax:.0f}) scaled to the panel; red ticks: violations", "replicas")
-    for ax, pol in zip(axes, pols, strict=False):
+                                          f"(its own axis, right; peak {umax:.0f}); red ticks: violations", "replicas")
+    _, cols = _grid(len(pols))
+    for k, (ax, pol) in enumerate(zip(axes, pols, strict=False)):
         p = z[z.policy == pol]
         h = p.t_s / 3600.0
         if (p.oracle_replicas >= 0).all():
             ax.fill_between(h, p.oracle_replicas, step="post", color="0.85", lw=0)
-        ax.plot(h, p.users / umax * top, color="black", lw=0.6, alpha=0.7)
+        load = ax.twinx()  # the load on its own axis, never on the replicas'
+        load.plot(h, p.users, color="black", lw=0.6, alpha=0.7)
+        load.set_ylim(-0.12 * umax, umax * 1.08)
+        if k % cols == cols - 1 or k == len(pols) - 1:
+            load.set_ylabel("load (users or req/s)", fontsize=8)
         st = styles[pol]
         ax.step(h, p.replicas, where="post", color=st["color"], lw=1.3)
         bad = p[p.violation.astype(bool)]
@@ -250,9 +264,7 @@ def plot_zoom(steps: pd.DataFrame, path: Path, styles: dict | None = None, run: 
         ax.set_ylim(-0.12 * top, top * 1.08)
         ax.set_title(pol, fontsize=9, loc="left")
         ax.grid(alpha=0.3)
-    out = path / "zoom.png"
-    fig.savefig(out, dpi=100)
-    return out
+    return fig
 
 
 def _place_labels(ax, xs, ys, labels, fig) -> None:

@@ -54,3 +54,22 @@ def test_p95_ticks_are_full_numbers(dwarfing_steps):
     fig.canvas.draw()
     labels = {t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()}
     assert {"1,000", "10,000"} <= labels and not any("^" in t for t in labels), labels
+
+
+def test_zoom_draws_the_load_on_its_own_axis(dwarfing_steps):
+    """The load (25 users) is on an axis of its own, not on the replicas' (1 to 6)."""
+    from scalelab.experiments.report import zoom_figure
+
+    fig = zoom_figure(dwarfing_steps)
+    replica_axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_title(loc="left")]
+    load_axes = [ax for ax in fig.axes if ax not in replica_axes and ax.get_lines()]
+    assert len(load_axes) == len(replica_axes) == 3
+    for ax in replica_axes:
+        for line in ax.get_lines():
+            values = np.asarray(line.get_ydata(), float)
+            assert _inside(ax, values).size == 0
+            assert values.size == 0 or np.nanmax(values) <= 6.5  # replicas, or the violation ticks below 0
+    for ax in load_axes:
+        (line,) = ax.get_lines()
+        users = np.asarray(line.get_ydata(), float)
+        assert users.max() == 25 and _inside(ax, users).size == 0
