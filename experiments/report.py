@@ -294,25 +294,46 @@ def _place_labels(ax, xs, ys, labels, fig) -> None:
 
 def plot_tradeoff(summary: pd.DataFrame, path: Path, styles: dict | None = None, name: str = "tradeoff.png",
                   title: str | None = None) -> Path:
+    """Writes :func:`tradeoff_figure` to ``path / name``."""
+    out = path / name
+    tradeoff_figure(summary, styles, title).savefig(out, dpi=100)
+    return out
+
+
+def tradeoff_figure(summary: pd.DataFrame, styles: dict | None = None, title: str | None = None) -> Figure:
     """Violations per run against replica-hours: mean and 95 % t-interval (clipped at
-    0), one marker and colour per policy, the Pareto front drawn."""
+    0), one marker and colour per policy, the Pareto front drawn. On a log cost axis an
+    interval reaching 0 is drawn down to its mean only, with a left triangle saying so;
+    the axes hold every interval's ends; the markers are drawn over every bar."""
     summary = with_pareto_ranks(summary) if "pareto_rank" not in summary else summary
     styles = styles or policy_styles(summary.policy)
     fig = Figure(figsize=(11, 7), layout="constrained")
     ax = fig.subplots()
-    xs, ys, labels = [], [], []
-    for rec in summary.to_dict(orient="records"):
-        x, y = rec["replica_hours"], rec["violations_per_run"]
-        if x["mean"] is None or y["mean"] is None:
-            continue
+    rows = [r for r in summary.to_dict(orient="records")
+            if r["replica_hours"]["mean"] is not None and r["violations_per_run"]["mean"] is not None]
+    xs = [r["replica_hours"]["mean"] for r in rows]
+    ys = [r["violations_per_run"]["mean"] for r in rows]
+    labels = [r["policy"] for r in rows]
+    log = _log_worthy(xs)
+    ends: list[float] = []
+    reaches_zero = False
+    for rec, x, y in zip(rows, xs, ys, strict=True):
         st = styles.get(rec["policy"], {"color": "grey", "marker": "o"})
-        xerr = [[min(x["ci95"], x["mean"])], [x["ci95"]]]
-        yerr = [[min(y["ci95"], y["mean"])], [y["ci95"]]]
-        ax.errorbar(x["mean"], y["mean"], xerr=xerr, yerr=yerr, fmt=st["marker"], color=st["color"], ms=8, capsize=3,
-                    lw=1, mfc="white" if rec.get("pareto_rank") not in (1,) else st["color"], label=rec["policy"])
-        xs.append(x["mean"])
-        ys.append(y["mean"])
-        labels.append(rec["policy"])
+        cx, cy = rec["replica_hours"]["ci95"], rec["violations_per_run"]["ci95"]
+        low = min(cx, x)
+        if log and x - cx <= 0:  # a log axis has no 0: the interval reaches it, a marker says so
+            low = 0.0
+            reaches_zero = True
+            ax.plot(x / 1.18, y, "<", color=st["color"], ms=5, zorder=3)
+        ends += [x - low, x + cx]
+        ax.errorbar(x, y, xerr=[[low], [cx]], yerr=[[min(cy, y)], [cy]], fmt="none", ecolor=st["color"], capsize=3,
+                    lw=1, zorder=2)
+    for rec, x, y in zip(rows, xs, ys, strict=True):  # markers over every bar: a point at 0 is never hidden
+        st = styles.get(rec["policy"], {"color": "grey", "marker": "o"})
+        ax.plot(x, y, st["marker"], color=st["color"], ms=8, zorder=4, label=rec["policy"],
+                mfc="white" if rec.get("pareto_rank") not in (1,) else st["color"])
+    if reaches_zero:
+        ax.plot([], [], "<", color="black", ms=5, label="interval reaches 0 (not drawable on a log axis)")
     front = summary[summary.pareto_rank == 1]
     if len(front):
         fx = np.array([r["mean"] for r in front.replica_hours])
@@ -322,17 +343,16 @@ def plot_tradeoff(summary: pd.DataFrame, path: Path, styles: dict | None = None,
                 label="Pareto front")
     ax.set_xlabel("replica-hours per run (cost)")
     ax.set_ylabel("SLO violations per run")
-    ax.set_ylim(bottom=0)
-    _maybe_log_x(ax, xs)
+    top = max([y + r["violations_per_run"]["ci95"] for r, y in zip(rows, ys, strict=True)] or [1.0])
+    ax.set_ylim(-0.03 * top, top * 1.08)  # a point at 0 sits above the frame, not on it
+    _cost_axis(ax, xs, [e for e in ends if e > 0] if log else ends, log)
     ax.grid(alpha=0.3)
     runs = int(summary.runs.max()) if len(summary) else 1
     ax.set_title(title or f"cost against SLO violations: mean ± 95 % t-interval over {runs} runs; filled: the Pareto "
                           "front (dashed)", fontsize=10)
     ax.legend(fontsize=8, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     _place_labels(ax, np.array(xs), np.array(ys), labels, fig)
-    out = path / name
-    fig.savefig(out, dpi=100)
-    return out
+    return fig
 
 
 def plot_comparison(table: pd.DataFrame, keys: list[str], path: Path) -> Path:
@@ -341,9 +361,10 @@ def plot_comparison(table: pd.DataFrame, keys: list[str], path: Path) -> Path:
     styles = policy_styles(table.base_policy)
     fig = Figure(figsize=(11, 7), layout="constrained")
     ax = fig.subplots()
-    xs, ys, labels = [], [], []
+    xs, ys, labels, every_x = [], [], [], []
     for pol, g in table.groupby("base_policy", sort=False):
         px = [r["mean"] for r in g.replica_hours]
+        every_x += px
         py = [r["mean"] for r in g.violations_per_run]
         color = styles[pol]["color"]
         ax.plot(px, py, color=color, lw=0.8, alpha=0.7)
@@ -358,7 +379,7 @@ def plot_comparison(table: pd.DataFrame, keys: list[str], path: Path) -> Path:
     ax.set_xlabel("replica-hours per run (cost)")
     ax.set_ylabel("SLO violations per run")
     ax.set_ylim(bottom=0)
-    _maybe_log_x(ax, xs)
+    _cost_axis(ax, every_x, every_x, _log_worthy(every_x))
     ax.grid(alpha=0.3)
     ax.legend(title="folder", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title("run folders compared: each policy's mean per folder, joined in folder order (filled: the last)",
@@ -369,15 +390,22 @@ def plot_comparison(table: pd.DataFrame, keys: list[str], path: Path) -> Path:
     return out
 
 
-def _maybe_log_x(ax, xs) -> None:
-    """A log x axis with plain ticks when the costs spread over more than 4x."""
+def _log_worthy(xs) -> bool:
+    """A log cost axis when the costs spread over more than 4x."""
+    return bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 4
+
+
+def _cost_axis(ax, xs, ends, log: bool) -> None:
+    """The cost axis: linear from 0, or logarithmic with plain ticks (:func:`_log_worthy`);
+    either way wide enough for ``ends`` (the intervals' drawn ends)."""
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    if not xs or min(xs) <= 0 or max(xs) / min(xs) <= 4:
-        ax.set_xlim(0, max(xs) * 1.12 if xs and max(xs) > 0 else None)
+    if not log:
+        hi = max([*xs, *ends]) if xs else 0
+        ax.set_xlim(0, hi * 1.08 if hi > 0 else None)
         return
     ax.set_xscale("log")
-    ax.set_xlim(min(xs) / 1.3, max(xs) * 1.6)
+    ax.set_xlim(min([*xs, *ends]) / 1.3, max([*xs, *ends]) * 1.3)
     lo, hi = ax.get_xlim()
     ticks = [m * 10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in (1, 2, 3, 5)]
     ax.set_xticks([t for t in ticks if lo <= t <= hi])

@@ -73,3 +73,34 @@ def test_zoom_draws_the_load_on_its_own_axis(dwarfing_steps):
         (line,) = ax.get_lines()
         users = np.asarray(line.get_ydata(), float)
         assert users.max() == 25 and _inside(ax, users).size == 0
+
+
+def _summary_rows(spec: dict) -> pd.DataFrame:
+    """A summary frame: policy -> (replica-hours mean, ci, violations mean, ci)."""
+    return pd.DataFrame([{"policy": p, "runs": 3, "replica_hours": {"mean": x, "ci95": cx},
+                          "violations_per_run": {"mean": y, "ci95": cy}} for p, (x, cx, y, cy) in spec.items()])
+
+
+def test_tradeoff_draws_no_interval_to_the_frame_and_hides_no_point():
+    """On a log cost axis an interval whose lower end is <= 0 is not drawn to the frame's
+    edge (it read as a reference line): a left triangle says it reaches 0; every
+    interval end and every point is inside the axes; a point at 0 violations is drawn
+    over the others' bars."""
+    from scalelab.experiments.report import tradeoff_figure
+
+    summary = _summary_rows({"cheap": (0.5, 0.2, 40.0, 10.0), "noisy": (2.0, 3.5, 5.0, 9.0),
+                             "dear": (20.0, 4.0, 0.0, 0.0), "mid": (6.0, 1.0, 1.0, 2.5)})
+    fig = tradeoff_figure(summary)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    for coll in ax.collections:  # the error bars
+        for seg in coll.get_segments():
+            assert (seg[:, 0] > x0).all() and (seg[:, 0] < x1).all(), seg
+            assert (seg[:, 1] >= y0).all() and (seg[:, 1] <= y1).all(), seg
+    assert y0 < 0.0  # a point at 0 violations sits inside the frame, not on its edge
+    triangles = [line for line in ax.get_lines() if line.get_marker() == "<" and len(line.get_xdata())]
+    assert len(triangles) == 1 and triangles[0].get_ydata()[0] == 5.0  # noisy's interval reaches 0
+    bar_z = max(c.get_zorder() for c in ax.collections)
+    dear = [line for line in ax.get_lines() if line.get_label() == "dear"]
+    assert dear and dear[0].get_zorder() > bar_z
