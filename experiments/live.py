@@ -44,6 +44,7 @@ from scalelab.experiments.episode import (
 from scalelab.experiments.runfolder import RunResult, completed_steps, config_to_run, folder_lock
 from scalelab.injector.calendar import calendar_features, timetable_data
 from scalelab.orchestrator import plugins
+from scalelab.orchestrator.local_processes import die_with_parent
 from scalelab.orchestrator.scalers.local import ReplicaSpec
 from scalelab.orchestrator.stack import LocalStack
 
@@ -145,8 +146,9 @@ def plugin_env() -> dict[str, str]:
 def run_agent_process(spec: AgentSpec, part: Path, bootstrap: str, restarts: int = 3,
                       kill_after_records: int | None = None) -> int:
     """Run ``python -m scalelab.agent`` for one episode in ``part``, starting it again (it
-    resumes) if it dies; returns how many times it was restarted. ``kill_after_records``
-    (fault tests) kills it with SIGKILL once that many decisions are on disk."""
+    resumes) if it dies; it gets SIGTERM if this thread ends (``die_with_parent``). Returns
+    how many times it was restarted. ``kill_after_records`` (fault tests) kills it with
+    SIGKILL once that many decisions are on disk."""
     spec.save(part / "agent.yaml")
     folder = AgentFolder(part)
     budget = spec.steps * spec.step_seconds * 3 + 120
@@ -155,7 +157,7 @@ def run_agent_process(spec: AgentSpec, part: Path, bootstrap: str, restarts: int
         with open(part / "agent.log", "a") as log:
             proc = subprocess.Popen([sys.executable, "-m", "scalelab.agent", "--config", str(part / "agent.yaml"),
                                      "--bootstrap", bootstrap], stdout=log, stderr=subprocess.STDOUT,
-                                    env=plugin_env())
+                                    env=plugin_env(), preexec_fn=die_with_parent())
             end = time.monotonic() + budget
             try:
                 while proc.poll() is None:
@@ -194,14 +196,16 @@ def service_commands(stack_dir: Path, bootstrap: str, service_url: str, settings
 
 def start_services(stack: LocalStack, settings: LiveSettings, injector_cpu: int = 200) -> list[subprocess.Popen]:
     """Start ``python -m scalelab.orchestrator`` and ``python -m scalelab.injector`` on ``stack``; each
-    says "ready" on its first line once it listens to Kafka."""
+    says "ready" on its first line once it listens to Kafka. They get SIGTERM when the
+    thread that started them ends (``die_with_parent``): a run killed with SIGKILL leaves
+    no orchestrator replacing the replicas of a stack ``scalelab live down`` stops."""
     addr = stack.state["kafka"]["bootstrap"]
     cmds, extra = service_commands(stack.dir, addr, stack.service_url, settings, injector_cpu)
     env = {**os.environ, **extra}
     procs: list[subprocess.Popen] = []
     try:
         for cmd in cmds:
-            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=die_with_parent())
             procs.append(p)
             line = p.stdout.readline().strip()
             if not line.endswith("ready"):
@@ -263,7 +267,8 @@ class Supervisor:
             if self.procs[i].poll() is not None:
                 if self.procs[i].stdout:
                     self.procs[i].stdout.close()
-                p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, **extra})
+                p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, **extra},
+                                     preexec_fn=die_with_parent())
                 line = p.stdout.readline().strip()
                 if not line.endswith("ready"):
                     raise RuntimeError(f"{name} did not start again (said {line!r})")
@@ -387,7 +392,7 @@ def _run_live_in(cfg: ExperimentConfig, settings: LiveSettings, path: Path, stac
         if stack is not None:
             if stack.state:  # a resumed run's stack, left behind by the run that died
                 stack.down()
-            stack.up(replicas=settings.initial_replicas, spec=settings.replica)
+            stack.up(replicas=settings.initial_replicas, spec=settings.replica, owner_stops_on_sigterm=True)
             (path / "stack.json").write_text(json.dumps({"cpu_limit_enforced": stack.scaler.cpu_limit_enforced,
                                                          "replica": asdict(settings.replica), "task": settings.task}))
         if stack is not None:

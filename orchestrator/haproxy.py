@@ -30,12 +30,15 @@ defaults
     timeout connect 5s
     timeout client 300s
     timeout server 300s
-    # a request (headers and body) must arrive within 5 s: a slow body is cut here,
-    # never holding a replica's worker
-    timeout http-request 5s
+    # a request (headers and body) must arrive within request_timeout_s (5 s): a slow
+    # body is cut here (408), never holding a replica's worker. A body larger than
+    # HAProxy's buffer (16 kB, far above a submission) is forwarded as it arrives: the
+    # replica's own deadline (SANDBOX_REQUEST_TIMEOUT, sandbox/gunicorn_conf.py) bounds it
+    timeout http-request {request_timeout_ms}ms
     option http-server-close
 frontend web
     bind 127.0.0.1:{port}
+    # the whole request is read before a replica is picked: a dripping client never reaches one
     option http-buffer-request
     # when the balancer took the request: the replica's span starts there, as a
     # sidecar proxy's span does (queueing in the replica counts)
@@ -63,8 +66,9 @@ class HAProxy:
     """One HAProxy process; ``port`` is the service address, ``sock`` the admin socket."""
 
     def __init__(self, workdir: Path, port: int, slots: int = 20, balance: str = "leastconn",
-                 pid: int | None = None) -> None:
+                 pid: int | None = None, request_timeout_s: float = 5.0) -> None:
         self.dir, self.port, self.slots, self.balance, self.pid = Path(workdir), port, slots, balance, pid
+        self.request_timeout_s = request_timeout_s
         # unix socket paths are short (HAProxy: 97 characters): keep it in the temp dir
         digest = hashlib.sha1(str(self.dir.resolve()).encode()).hexdigest()[:12]
         self.sock = Path(tempfile.gettempdir()) / f"scalelab-haproxy-{digest}.sock"
@@ -76,7 +80,7 @@ class HAProxy:
         self.dir.mkdir(parents=True, exist_ok=True)
         cfg = self.dir / "haproxy.cfg"
         cfg.write_text(CONFIG.format(sock=self.sock, port=self.port, backend=BACKEND, balance=self.balance,
-                                     slots=self.slots))
+                                     slots=self.slots, request_timeout_ms=round(self.request_timeout_s * 1000)))
         self.pid = spawn([exe, "-db", "-f", str(cfg)], self.dir / "haproxy.log")
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:

@@ -1,10 +1,16 @@
 """An embedded Kafka-protocol broker for one machine: librdkafka's mock cluster.
 
 ``confluent-kafka`` starts it inside this process when a client is configured with
-``test.mock.num.brokers``; librdkafka logs the mock cluster's bootstrap address, which
-:class:`EmbeddedKafka` reads. kafka-python talks to it with ``api_version=(2, 3)``.
-The broker lives as long as the process: ``python -m scalelab.orchestrator.kafka_embedded``
-(or ``scalelab kafka``) prints the address and serves until stopped.
+``test.mock.num.brokers``; librdkafka logs the mock cluster's bootstrap address (a notice,
+"Mock cluster enabled: ... replaced with ADDRESS"), which :class:`EmbeddedKafka` reads.
+kafka-python talks to it with ``api_version=(2, 3)``. The broker lives as long as the
+process: ``python -m scalelab.orchestrator.kafka_embedded`` (or ``scalelab kafka``) prints
+the address and serves until SIGTERM or SIGINT, which end it at once.
+
+No debug logging: with ``debug: mock`` librdkafka logs every request the broker serves,
+and those lines wait in the client's queue until it is polled. A broker that served a
+live run for minutes then spent longer than the stack's 10-s grace period logging them
+after SIGTERM (10 000 produce requests: 9 s), and slowed down as the queue grew.
 
 librdkafka picks the mock broker's port itself. To give a restarted broker the same
 address, as a real broker has, :func:`fixed_port_env` preloads a tiny shim
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -28,7 +35,7 @@ from pathlib import Path
 
 from scalelab.errors import PermanentError
 
-ADDRESS = re.compile(r"bootstrap\.servers=(\S+)")
+ADDRESS = re.compile(r"Mock cluster enabled: .* replaced with (\S+)")
 
 
 class KafkaError(PermanentError, RuntimeError):
@@ -65,8 +72,7 @@ class EmbeddedKafka:
         log.propagate = False
         log.addHandler(capture)
         log.setLevel(logging.DEBUG)
-        self._producer = Producer({"test.mock.num.brokers": self.brokers, "logger": log, "debug": "mock",
-                                   "log_level": 7})
+        self._producer = Producer({"test.mock.num.brokers": self.brokers, "logger": log})
         end = time.monotonic() + self.timeout_s
         while not capture.ready.is_set() and time.monotonic() < end:
             self._producer.poll(0.05)
@@ -74,6 +80,11 @@ class EmbeddedKafka:
             raise KafkaError("librdkafka's mock cluster did not report its address (confluent-kafka too old?)")
         self.bootstrap = capture.address
         return self.bootstrap
+
+    def poll(self, timeout_s: float = 0) -> None:
+        """Serve the client's queue (its log lines), waiting up to ``timeout_s``."""
+        if self._producer is not None:
+            self._producer.poll(timeout_s)
 
     def stop(self) -> None:
         if self._producer is not None:
@@ -115,13 +126,16 @@ def fixed_port_env(port: int, env: dict | None = None) -> dict:
 
 
 def serve(brokers: int = 1, seconds: float | None = None) -> None:
-    """Start the cluster, print its address, serve until SIGTERM/SIGINT or ``seconds``."""
+    """Start the cluster, print its address, serve until SIGTERM/SIGINT or ``seconds``.
+    Meanwhile the client's log queue is served (its lines are dropped), so it never grows."""
     kafka = EmbeddedKafka(brokers)
     print(kafka.start(), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait(seconds)
+    end = math.inf if seconds is None else time.monotonic() + seconds
+    while not stop.wait(min(0.5, max(end - time.monotonic(), 0.0))) and time.monotonic() < end:
+        kafka.poll(0)
     kafka.stop()
 
 

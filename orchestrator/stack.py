@@ -3,6 +3,9 @@
 ``LocalStack(dir).up(n)`` starts everything as detached processes and records them in
 ``dir/stack.json``; ``status()`` reports one JSON document; ``down()`` stops everything
 and checks that no process is left. Any process can take the stack over from its folder.
+Each stack is also recorded in the user's registry of stacks
+(:mod:`scalelab.orchestrator.stack_registry`), so :func:`down_all` (``scalelab live
+down``) finds every stack, wherever its folder is and whether or not its owner lives.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from scalelab.errors import PermanentError
+from scalelab.orchestrator import stack_registry
 from scalelab.orchestrator.haproxy import HAProxy
 from scalelab.orchestrator.kafka_embedded import fixed_port_env
 from scalelab.orchestrator.local_processes import alive, free_port, reap, spawn, stop
@@ -86,7 +90,7 @@ class LocalStack:
     def scaler(self) -> LocalScaler:
         return LocalScaler(self.dir / "replicas", self.haproxy, ReplicaSpec(**self.state["spec"]),
                            kafka_bootstrap=self.state["kafka"]["bootstrap"],
-                           targets_file=self.prometheus.targets_file)
+                           targets_file=self.prometheus.targets_file, on_spawn=self._register)
 
     @property
     def service_url(self) -> str:
@@ -96,20 +100,31 @@ class LocalStack:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.file.write_text(json.dumps(self.state, indent=1))
 
+    def _register(self, name: str, pid: int) -> None:
+        """Add a process just started to the stack's record in the registry."""
+        stack_registry.add(self.dir, {name: pid})
+
     # -- lifecycle
-    def up(self, replicas: int = 1, spec: ReplicaSpec | None = None, slots: int = 20) -> dict:
+    def up(self, replicas: int = 1, spec: ReplicaSpec | None = None, slots: int = 20,
+           owner_stops_on_sigterm: bool = False) -> dict:
+        """Bring the stack up with ``replicas`` replicas; this process is its owner in the
+        registry (``owner_stops_on_sigterm``: SIGTERM makes this process stop the stack, so
+        ``scalelab live down`` sends it one first, as a live run's owner)."""
         spec = spec or ReplicaSpec()
         if self.state and any(alive(self.state[k].get("pid")) for k in ("kafka", "prometheus", "haproxy")
                               if k in self.state):
             raise StackError(f"a stack is already up in {self.dir}; run `scalelab live down` first")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state = {"spec": asdict(spec), "started": time.time()}
+        stack_registry.add(self.dir, owner=stack_registry.this_process(owner_stops_on_sigterm))
         try:
             self.start_kafka()
             prom = _start_with_a_free_port(lambda port: LocalPrometheus(self.dir / "prometheus", port))
+            self._register("prometheus", prom.pid)
             self.state["prometheus"] = {"pid": prom.pid, "port": prom.port, "url": prom.url}
             self._save()
             hap = _start_with_a_free_port(lambda port: HAProxy(self.dir / "haproxy", port, slots))
+            self._register("haproxy", hap.pid)
             self.state["haproxy"] = {"pid": hap.pid, "port": hap.port, "slots": slots}
             self._save()
             self.scaler.scale_to(replicas)
@@ -126,6 +141,7 @@ class LocalStack:
             port = self.state.get("kafka", {}).get("port") or free_port()
             log.write_text("")
             pid = spawn([sys.executable, "-m", "scalelab.orchestrator.kafka_embedded"], log, env=fixed_port_env(port))
+            self._register("kafka", pid)
             try:
                 bootstrap = self._read_bootstrap(log, pid)
             except StackError:
@@ -163,6 +179,7 @@ class LocalStack:
             if not alive(p["pid"]):
                 prom = LocalPrometheus(self.dir / "prometheus", p["port"])
                 prom.start()
+                self._register("prometheus", prom.pid)
                 self.state["prometheus"] = {**p, "pid": prom.pid}
                 self._save()
                 started.append("prometheus")
@@ -210,11 +227,18 @@ class LocalStack:
             pids += [r.pid for r in self.scaler.replicas]
         return pids
 
-    def down(self) -> list[int]:
-        """Stop everything; returns the pids still alive afterwards (should be none)."""
-        if not self.state:
-            return []
-        pids = self.pids()
+    def down(self, owner_timeout_s: float = 180.0) -> list[int]:
+        """Stop everything; returns the pids still alive afterwards (should be none).
+
+        When another process owns the stack and stops it on SIGTERM (a live run), it gets
+        one first, and up to ``owner_timeout_s`` to stop its agent, services and stack. Then
+        the replicas leave the balancer and stop, then HAProxy, Prometheus and Kafka, and
+        last every process the registry recorded for this folder (whatever else kept their
+        sessions, the folder's state lost or not); the record goes once nothing is left."""
+        rec = stack_registry.record(self.dir)
+        if rec is not None:
+            self._stop_owner(rec, owner_timeout_s)
+        pids = self.pids() if self.state else []
         if "haproxy" in self.state:
             try:
                 self.scaler.stop_all()
@@ -223,8 +247,54 @@ class LocalStack:
         for key in ("haproxy", "prometheus", "kafka"):
             if key in self.state:
                 stop(self.state[key]["pid"])
-        left = [p for p in pids if alive(p)]
+        left = {p for p in pids if alive(p)}
+        if rec is not None:
+            left.update(stack_registry.stop_processes(stack_registry.record(self.dir) or rec))
         if not left:
             self.file.unlink(missing_ok=True)
             self.state = {}
-        return left
+            stack_registry.remove(self.dir)
+        return sorted(left)
+
+    def _stop_owner(self, rec: dict, timeout_s: float) -> None:
+        owner = rec.get("owner") or {}
+        if not owner.get("stops_on_sigterm") or owner["pid"] == os.getpid() or not stack_registry.owner_alive(rec):
+            return
+        os.kill(owner["pid"], signal.SIGTERM)
+        end = time.monotonic() + timeout_s
+        while stack_registry.owner_alive(rec) and time.monotonic() < end:
+            time.sleep(0.1)
+        self.state = json.loads(self.file.read_text()) if self.file.exists() else {}  # what the owner left
+
+
+def down_all() -> list[dict]:
+    """Stop every stack this user started: each in the registry (whatever its folder and
+    whether its owner lives) and one in the default folder that has no record. One report
+    per stack: its folder, its owner, the pids that were alive and those still alive."""
+    dirs = [Path(r["dir"]) for r in stack_registry.records()]
+    if (default_dir() / "stack.json").exists() and default_dir().resolve() not in dirs:
+        dirs.append(default_dir())
+    reports = []
+    for d in dirs:
+        stack, rec = LocalStack(d), stack_registry.record(d) or {}
+        before = set(stack.pids() if stack.state else []) | set(stack_registry.alive_pids(rec) if rec else [])
+        report = {"dir": str(d), "owner_pid": (rec.get("owner") or {}).get("pid"),
+                  "owner_alive": bool(rec) and stack_registry.owner_alive(rec)}
+        left = stack.down()
+        reports.append({**report, "stopped": sorted(p for p in before if p not in left), "left": left})
+    return reports
+
+
+def stacks() -> list[dict]:
+    """Every stack this user started (``scalelab live status``): the registry's record of
+    each, with its owner's and processes' liveness, and the stack's status when its folder
+    still holds its state."""
+    out = []
+    for rec in stack_registry.records():
+        stack = LocalStack(Path(rec["dir"]))
+        status = stack.status() if stack.state else {"up": False, "dir": rec["dir"],
+                                                     "state": "the folder holds no stack.json"}
+        owner = rec.get("owner") or {}
+        out.append({**status, "owner": {**owner, "alive": stack_registry.owner_alive(rec)},
+                    "alive_pids": stack_registry.alive_pids(rec)})
+    return out

@@ -8,7 +8,8 @@ its own cgroup (cgroup v1 ``cpu``, with ``cpuacct`` and ``memory`` for usage) wh
 kernel lets us; ``cpu_limit_enforced`` says honestly whether it could.
 
 The scaler's state (replicas, ports, pids) lives in ``state_dir/replicas.json``, so any
-process (``scalelab live``, the orchestrator) can take it over.
+process (``scalelab live``, the orchestrator) can take it over; ``on_spawn(name, pid)`` is
+told of each replica started (the stack records it in the user's registry of stacks).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -94,11 +96,12 @@ class LocalScaler:
     """Starts and drains sandbox replicas; ``scale_to(n)`` is the scale subresource."""
 
     def __init__(self, state_dir: Path, haproxy: HAProxy, spec: ReplicaSpec = ReplicaSpec(),
-                 kafka_bootstrap: str | None = None, targets_file: Path | None = None) -> None:
+                 kafka_bootstrap: str | None = None, targets_file: Path | None = None,
+                 on_spawn: Callable[[str, int], None] | None = None) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.haproxy, self.spec, self.kafka = haproxy, spec, kafka_bootstrap
-        self.targets_file = targets_file
+        self.targets_file, self.on_spawn = targets_file, on_spawn
         self.replicas: list[Replica] = []
         self.cpu_limit_enforced: bool | None = None
         self._counter = 0
@@ -210,6 +213,8 @@ class LocalScaler:
                "-b", f"127.0.0.1:{port}", "--graceful-timeout", str(int(self.spec.drain_timeout_s)),
                "--timeout", "120", "-c", "python:scalelab.sandbox.gunicorn_conf", "scalelab.sandbox.app:application"]
         pid = spawn(cmd, self.dir / f"{name}.log", env=env, preexec=join_cgroup)
+        if self.on_spawn is not None:
+            self.on_spawn(name, pid)
         replica = Replica(name=name, slot=slot, port=port, pid=pid, control_port=control)
         self.replicas.append(replica)
         self._save()

@@ -25,8 +25,19 @@ def cmd_live_run(args) -> int:
 
 def cmd_live(args) -> int:
     from scalelab.orchestrator.scalers.local import ReplicaSpec
-    from scalelab.orchestrator.stack import LocalStack
+    from scalelab.orchestrator.stack import LocalStack, down_all, stacks
 
+    if args.live_command in ("status", "down") and not args.dir:  # every stack this user started
+        if args.live_command == "status":
+            print(json.dumps({"stacks": stacks()}, indent=1))
+            return 0
+        reports = down_all()
+        print(json.dumps({"stopped": reports}, indent=1))
+        left = {r["dir"]: r["left"] for r in reports if r["left"]}
+        if left:
+            print(f"scalelab: error: processes still alive after down (folder: pids): {left}", file=sys.stderr)
+            return 1
+        return 0
     stack = LocalStack(Path(args.dir) if args.dir else None)
     if args.live_command == "up":
         spec = ReplicaSpec(cpu_request=args.cpu_request, cpu_limit=args.cpu_limit,
@@ -42,7 +53,8 @@ def cmd_live(args) -> int:
     else:
         left = stack.down()
         if left:
-            print(f"scalelab: error: processes still alive after down: {left}", file=sys.stderr)
+            print(f"scalelab: error: processes of the stack in {stack.dir} still alive after down: {left}",
+                  file=sys.stderr)
             return 1
         print(json.dumps({"up": False, "dir": str(stack.dir)}))
     return 0
@@ -58,10 +70,15 @@ def cmd_kafka(args) -> int:
 def add_parsers(sub) -> None:
     p = sub.add_parser("live", help="the local live data plane: Kafka, Prometheus, HAProxy, sandbox replicas")
     lsub = p.add_subparsers(dest="live_command", required=True)
-    for name, text in (("up", "bring the stack up"), ("status", "print one JSON document about the stack"),
-                       ("scale", "set the replica count"), ("down", "stop everything, leave no process")):
+    every = ("every stack this user started (the registry $SCALELAB_STACKS_DIR or ~/.scalelab/stacks: "
+             "`live up`'s, `live run`'s in run folders, those whose owner died)")
+    for name, text in (("up", "bring the stack up"),
+                       ("status", f"print one JSON document about the stack in --dir, or about {every}"),
+                       ("scale", "set the replica count"),
+                       ("down", f"stop the stack in --dir, or {every}; leave no process")):
         lp = lsub.add_parser(name, help=text)
-        lp.add_argument("--dir", help="state folder (default $SCALELAB_LIVE_DIR or ~/.scalelab/live)")
+        lp.add_argument("--dir", help="state folder (default $SCALELAB_LIVE_DIR or ~/.scalelab/live)" if name in
+                        ("up", "scale") else "a stack's state folder (without it: every stack this user started)")
         if name in ("up", "scale"):
             lp.add_argument("--replicas", type=int, default=1, help="sandbox replicas")
         if name == "up":
