@@ -48,7 +48,7 @@ def _injector(url: str, users: int, seconds: float) -> dict:
 def _replica_cpu_s(stack: LocalStack) -> float:
     total = 0.0
     for r in stack.scaler.replicas:
-        f = CGROUP_ROOT / "cpuacct" / "scalelab" / r.name / "cpuacct.usage"
+        f = CGROUP_ROOT / "cpuacct" / "scalelab" / (r.cgroup or r.name) / "cpuacct.usage"
         total += int(f.read_text()) / 1e9 if f.exists() else float("nan")
     return total
 

@@ -263,3 +263,4 @@ def test_the_noise_floor_report_of_run_folders_and_of_shipped_summaries(tmp_path
     assert all(line in cli for line in ("per-cell p95 quantiles", "ranking of the policies"))
     sim_runs = json.loads((folder / "twin" / "summary-sim.json").read_text())["runs"]
     assert len(sim_runs) == 2 * 2 * 2  # 2 policies x (2 runs x 2 live sides): as many as live in all
+

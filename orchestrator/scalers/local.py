@@ -14,6 +14,7 @@ told of each replica started (the stack records it in the user's registry of sta
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -59,6 +60,7 @@ class Replica:
     state: str = "starting"  # starting, ready, draining
     started_at: float = field(default_factory=time.time)
     control_port: int | None = None  # /healthz and /metrics off the request threads
+    cgroup: str | None = None  # its cgroups' name under scalelab/ (unique on the host: LocalScaler.cgroup_name)
 
 
 def _cgroup_dirs(name: str) -> dict[str, Path]:
@@ -158,7 +160,7 @@ class LocalScaler:
                 self.haproxy.disable(r.slot)
             except Exception:  # the balancer's answer does not change what is dead
                 pass
-            remove_cgroup(r.name)
+            remove_cgroup(r.cgroup or r.name)
             self.replicas.remove(r)
         if dead:
             self._save()
@@ -184,13 +186,20 @@ class LocalScaler:
             victim = max((r for r in self.replicas if r.state in ("starting", "ready")), key=lambda r: r.started_at)
             self._drain(victim)
 
+    def cgroup_name(self, name: str) -> str:
+        """The cgroups' name of this scaler's replica ``name``: the replica's name after a
+        key of the scaler's folder, so two stacks on one host (each has its ``sandbox-1``)
+        never share a replica's cgroups -- and so its CPU quota."""
+        return f"{hashlib.sha1(str(self.dir.resolve()).encode()).hexdigest()[:10]}-{name}"
+
     def _start_one(self) -> Replica:
         self._counter += 1
         name = f"sandbox-{self._counter}"
         used = {r.slot for r in self.replicas}
         slot = next(s for s in range(1, self.haproxy.slots + 1) if s not in used)
         port, control = free_port(), free_port()
-        cg = make_cgroup(name, self.spec)
+        cgroup = self.cgroup_name(name)
+        cg = make_cgroup(cgroup, self.spec)
         self.cpu_limit_enforced = cg is not None if self.cpu_limit_enforced in (None, True) else False
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")},
@@ -215,14 +224,15 @@ class LocalScaler:
         pid = spawn(cmd, self.dir / f"{name}.log", env=env, preexec=join_cgroup)
         if self.on_spawn is not None:
             self.on_spawn(name, pid)
-        replica = Replica(name=name, slot=slot, port=port, pid=pid, control_port=control)
+        replica = Replica(name=name, slot=slot, port=port, pid=pid, control_port=control,
+                          cgroup=cgroup if cg is not None else None)
         self.replicas.append(replica)
         self._save()
         if not (wait_http(f"http://127.0.0.1:{port}/healthz", self.spec.startup_timeout_s, pid=pid)
                 and wait_http(f"http://127.0.0.1:{control}/healthz", self.spec.startup_timeout_s, pid=pid)):
             stop(pid)
             self.replicas.remove(replica)
-            remove_cgroup(name)
+            remove_cgroup(cgroup)
             self._save()
             raise ScaleError(f"replica {name} did not become healthy; see {self.dir / (name + '.log')}")
         self.haproxy.enable(slot, port, check_port=control)
@@ -249,7 +259,7 @@ class LocalScaler:
                 stop(r.pid, timeout_s=2.0, sig=signal.SIGKILL)
             else:
                 stop(r.pid, timeout_s=self.spec.drain_timeout_s if busy else 10.0)
-            remove_cgroup(r.name)
+            remove_cgroup(r.cgroup or r.name)
             self.replicas.remove(r)
             self._save()
 
@@ -260,7 +270,7 @@ class LocalScaler:
             except Exception:
                 pass
             stop(r.pid, timeout_s=10)
-            remove_cgroup(r.name)
+            remove_cgroup(r.cgroup or r.name)
             self.replicas.remove(r)
         self._save()
 
