@@ -343,7 +343,7 @@ def tradeoff_figure(summary: pd.DataFrame, styles: dict | None = None, title: st
                 label="Pareto front")
     ax.set_xlabel("replica-hours per run (cost)")
     ax.set_ylabel("SLO violations per run")
-    top = max([y + r["violations_per_run"]["ci95"] for r, y in zip(rows, ys, strict=True)] or [1.0])
+    top = max([1.0, *(y + r["violations_per_run"]["ci95"] for r, y in zip(rows, ys, strict=True))])
     ax.set_ylim(-0.03 * top, top * 1.08)  # a point at 0 sits above the frame, not on it
     _cost_axis(ax, xs, [e for e in ends if e > 0] if log else ends, log)
     ax.grid(alpha=0.3)

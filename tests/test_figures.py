@@ -104,3 +104,17 @@ def test_tradeoff_draws_no_interval_to_the_frame_and_hides_no_point():
     bar_z = max(c.get_zorder() for c in ax.collections)
     dear = [line for line in ax.get_lines() if line.get_label() == "dear"]
     assert dear and dear[0].get_zorder() > bar_z
+
+
+def test_tradeoff_of_policies_that_never_violate_has_a_frame():
+    """Every policy at 0 violations (an easy load): the violations axis still spans
+    something (it was [0, 0], a singular transform matplotlib warns about)."""
+    import warnings
+
+    from scalelab.experiments.report import tradeoff_figure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = tradeoff_figure(_summary_rows({"a": (1.0, 0.1, 0.0, 0.0), "b": (2.0, 0.0, 0.0, 0.0)}))
+    lo, hi = fig.axes[0].get_ylim()
+    assert lo < 0.0 < hi
