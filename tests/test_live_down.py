@@ -21,7 +21,7 @@ from scalelab.orchestrator import stack_registry
 from scalelab.orchestrator.local_processes import alive, session_members, spawn, start_time
 from scalelab.orchestrator.stack import LocalStack, down_all
 from tests.tools import requires
-from tests.waiting import live_demo_until_its_first_decision, wait_for
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -147,8 +147,15 @@ def test_live_down_stops_the_stack_of_a_live_run_killed_with_sigkill(tmp_path, r
     through the registry and stops every process of it. The run's own children (agent,
     orchestrator, injector) die with it (PR_SET_PDEATHSIG)."""
     out = tmp_path / "runs"
-    run, state = live_demo_until_its_first_decision(out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = subprocess.Popen([sys.executable, "-m", "scalelab.cli", "live", "run", "experiments/configs/live-demo.yaml",
+                            "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
     try:
+        def first_decision() -> bool:
+            return any(f.stat().st_size > 0 for f in out.glob("*/parts/*/decisions.jsonl"))
+
+        wait_for(first_decision, 300, "the live run's first decision")
+        (state,) = out.glob("*/stack/stack.json")
         run.send_signal(signal.SIGKILL)  # the owner alone: what it started keeps running
         run.wait(timeout=60)
     finally:

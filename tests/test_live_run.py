@@ -57,12 +57,20 @@ def test_a_terminated_live_run_stops_what_it_started(tmp_path):
     import os
     import signal
     import subprocess
+    import sys
 
-    from tests.waiting import live_demo_until_its_first_decision
+    from tests.waiting import wait_for
 
     out = tmp_path / "runs"
-    proc, state = live_demo_until_its_first_decision(out, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "scalelab.cli", "live", "run", "experiments/configs/live-demo.yaml",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
+        def first_decision() -> bool:
+            return any(f.stat().st_size > 0 for f in out.glob("*/parts/*/decisions.jsonl"))
+
+        wait_for(first_decision, 300, "the live run's first decision")
+        (state,) = out.glob("*/stack/stack.json")
         stack = json.loads(state.read_text())
         pids = [stack[k]["pid"] for k in ("kafka", "prometheus", "haproxy")]
         pids += [int(line) for line in _replica_pids(state.parent)]

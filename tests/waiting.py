@@ -28,24 +28,3 @@ def tail(bootstrap: str, topic: str, timeout_s: float = 60.0):
     for tp in parts:  # resolve the end offsets now, before anything is sent
         consumer.position(tp)
     return consumer
-
-
-def live_demo_until_its_first_decision(out, **popen) -> tuple:
-    """Start ``scalelab live run`` of the live demo into ``out`` (its own session) and
-    wait for its first decision; returns the process and its stack's ``stack.json``."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    run = subprocess.Popen([sys.executable, "-m", "scalelab.cli", "live", "run", "experiments/configs/live-demo.yaml",
-                            "--out", str(out)], start_new_session=True, **popen)
-    try:
-        wait_for(lambda: any(f.stat().st_size > 0 for f in out.glob("*/parts/*/decisions.jsonl")), 300,
-                 "the live run's first decision")
-        (state,) = out.glob("*/stack/stack.json")
-    except BaseException:  # the run never got there: it ends here (its stack with it, on SIGTERM)
-        os.killpg(run.pid, signal.SIGTERM)
-        run.wait(timeout=180)
-        raise
-    return run, state
