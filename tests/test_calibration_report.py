@@ -156,3 +156,22 @@ def test_each_figure_is_written_with_its_table_beside_it(tmp_path, which):
     assert png == out and png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5_000
     assert csv == out.with_suffix(".csv")
     pd.testing.assert_frame_equal(pd.read_csv(csv), table.reset_index(drop=True), check_dtype=False)
+
+
+def test_the_fluid_figure_holds_every_cell_with_plain_log_ticks():
+    """One kind's p95 is 100x the other's: each panel holds its own cells, and its log
+    ticks are full numbers (``1,000``, not ``10³``)."""
+    table = cr.check_bands(pd.DataFrame({"demand": ["a", "a", "b", "b"], "users": [1, 2, 1, 2],
+                                         "replicas": [1, 1, 1, 1], "utilization": [0.2, 0.5, 0.2, 0.5],
+                                         "des_p95_ms": [90.0, 120.0, 9000.0, 30000.0],
+                                         "fluid_p95_ms": [100.0, 110.0, 7000.0, 33000.0],
+                                         "des_rps": [1.0] * 4, "fluid_rps": [1.0] * 4}))
+    fig = cr.fluid_figure(table, "sandbox")
+    for ax, (_, g) in zip(fig.axes, table.groupby("demand", sort=False), strict=True):
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        assert (x0 < g.des_p95_ms.min()) and (g.des_p95_ms.max() < x1)
+        assert (y0 < g.fluid_p95_ms.min()) and (g.fluid_p95_ms.max() < y1)
+        labels = [t.get_text() for t in ax.get_yticklabels() if y0 <= t.get_position()[1] <= y1]
+        assert labels and all(lab.replace(",", "").isdigit() for lab in labels), labels
+        assert "log scale" in ax.get_xlabel()
+

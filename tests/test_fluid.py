@@ -3,6 +3,8 @@ with the discrete-event engine on a grid, and its place in experiments (``engine
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -12,14 +14,17 @@ from scalelab.simulator.fluid import (
     FluidCluster,
     FluidModel,
     Steady,
+    _erlang_birth_death,
+    _erlang_levels,
     _mva,
     _relaxation_s,
     _steady_closed,
     effective_spans,
+    expected_order_statistic,
     expected_sample_quantile,
 )
 from scalelab.simulator.models import DEMAND_KINDS, SANDBOX, AppProfile, DemandModel
-from scalelab.simulator.validation import GRID, validate
+from scalelab.simulator.validation import GRID, GRID_REPLICAS, GRID_UTILISATIONS, utilisation_cells, validate
 
 
 def test_mva_matches_the_machine_repairman_by_hand():
@@ -166,29 +171,103 @@ def test_fluid_agrees_with_the_discrete_event_engine_below_090_utilisation(kind)
         assert abs(rps_err) <= rps_tol, (kind, cell, rps_err)
 
 
-def test_the_fluid_engines_corpus_bias_stays_within_its_known_bounds():
-    """The measured corpus (a mixture with 3.5 % of its mass at the 2 s CPU limit, the
-    sandbox profile's demand) is where the fluid engine is NOT validated (next test): on
-    the grid cells below 0.9 utilisation it reads the p95 25-60 % low and the RPS up to
-    14 % high (docs/evaluation-week.md; the discrete-event engine is the default). This
-    bounds that bias both ways: it must not grow (p95 more than 70 % low, RPS more than
-    20 % off) and the engine must not overshoot (p95 more than 15 % high); an engine
-    that improves keeps passing."""
-    for cell, p95_err, rps_err in _errors(SANDBOX):
-        assert -0.70 <= p95_err <= P95_TOL, (cell, p95_err)
-        assert abs(rps_err) <= 0.20, (cell, rps_err)
+@functools.cache
+def _grid_errors(kind: str, utilisations: tuple[float, ...], steps: int) -> list[tuple[tuple[int, int], float, float]]:
+    """``_errors`` on the acceptance grid (4 to 400 round-robin replicas at these target
+    utilisations, :func:`utilisation_cells`) for the sandbox profile's corpus or
+    exponential demand of the same mean, the cells the discrete-event engine measured
+    below 0.9 utilisation."""
+    profile = SANDBOX if kind == "corpus" else SANDBOX.with_overrides(demand={"kind": kind,
+                                                                            "mean_ms": SANDBOX.demand.mean_s * 1000})
+    rows = [r for r in validate(profile, utilisation_cells(profile, utilisations=utilisations), steps=steps)
+            if r["utilization"] < 0.9]
+    assert len(rows) >= 3 * len(GRID_REPLICAS) - 1, rows
+    return [((r["users"], r["replicas"]), r["fluid_p95_ms"] / r["des_p95_ms"] - 1, r["fluid_rps"] / r["des_rps"] - 1)
+            for r in rows]
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: the fluid engine's pooled quasi-static model reads the "
-                   "corpus demand's p95 25-60 % low (RPS up to 14 % high) against the discrete-event engine "
-                   "below 0.9 utilisation; it passes (and this mark must go) once the engine meets the target")
-def test_the_fluid_engine_meets_its_target_on_the_measured_corpus():
-    """The target every other demand kind meets (previous tests), on the sandbox
-    profile's own demand: p95 within 15 % and RPS within 5 % on every cell below 0.9
-    utilisation."""
-    for cell, p95_err, rps_err in _errors(SANDBOX):
+def test_the_fluid_engine_meets_its_target_with_exponential_demand_from_4_to_400_replicas():
+    """Round-robin replicas queue apart (one replica's chain, Erlang arrivals): p95 within
+    15 % and RPS within 5 % from 0.2 to 0.7 utilisation at 4, 16, 64 and 400 replicas
+    (measured: p95 -3 % to +9 %, RPS within 1 %; the pooled station read the p95 22-53 %
+    low at 0.5-0.7)."""
+    for cell, p95_err, rps_err in _grid_errors("exponential", (0.2, 0.5, 0.7), 60):
         assert abs(p95_err) <= P95_TOL, (cell, p95_err)
         assert abs(rps_err) <= RPS_TOL, (cell, rps_err)
+
+
+def test_the_fluid_engines_corpus_error_stays_within_its_known_bounds():
+    """The measured corpus (3.5 % of its mass at the 2 s CPU limit, the sandbox profile's
+    demand) on the acceptance grid: measured p95 -21 % to +7 % and RPS up to +6 % below
+    0.9 utilisation (the worst near 0.85-0.89; the pooled quasi-static model read the p95
+    13-57 % low and the RPS up to 29 % high). This bounds the error both ways, so it
+    cannot grow back; an engine that improves keeps passing."""
+    for cell, p95_err, rps_err in _grid_errors("corpus", GRID_UTILISATIONS, 200):
+        assert abs(p95_err) <= 0.25, (cell, p95_err)
+        assert abs(rps_err) <= 0.08, (cell, rps_err)
+
+
+@pytest.mark.xfail(strict=True, reason="known defect: on the measured corpus the fluid engine reads the p95 up to "
+                   "21 % low (RPS up to 6 % high) against the discrete-event engine at 0.7-0.9 utilisation; it "
+                   "passes (and this mark must go) once the engine meets the target")
+def test_the_fluid_engine_meets_its_target_on_the_measured_corpus():
+    """The target exponential demand meets (above), on the sandbox profile's own demand:
+    p95 within 15 % and RPS within 5 % on every acceptance cell below 0.9 utilisation."""
+    for cell, p95_err, rps_err in _grid_errors("corpus", GRID_UTILISATIONS, 200):
+        assert abs(p95_err) <= P95_TOL, (cell, p95_err)
+        assert abs(rps_err) <= RPS_TOL, (cell, rps_err)
+
+
+def test_erlang_levels_solve_the_chain_as_its_generator_does():
+    """The level reduction against the dense generator's null space, with 1 to 8 phases."""
+    rng = np.random.default_rng(3)
+    for n, k in ((1, 3), (2, 2), (6, 3), (25, 8), (9, 1)):
+        births, deaths = rng.uniform(0.1, 3.0, n), np.r_[0.0, rng.uniform(0.5, 4.0, n - 1)]
+        q = np.zeros((n * k, n * k))
+        for j in range(n):
+            for i in range(k):
+                s = j * k + i
+                if i < k - 1:
+                    q[s, s + 1] += k * births[j]
+                elif j < n - 1:
+                    q[s, (j + 1) * k] += k * births[j]
+                if j > 0:
+                    q[s, s - k] += deaths[j]
+        q -= np.diag(q.sum(axis=1))
+        a = np.vstack([q.T, np.ones(n * k)])
+        pi = np.linalg.lstsq(a, np.r_[np.zeros(n * k), 1.0], rcond=None)[0]
+        got = _erlang_levels(births, deaths, k)
+        np.testing.assert_allclose(got.ravel() / got.sum(), pi, atol=1e-10)
+    # one phase is the plain birth-death chain, product form
+    births, deaths = np.array([2.0, 1.0, 0.5]), np.array([0.0, 1.0, 2.0])
+    p, seen = _erlang_birth_death(births, deaths, 1)
+    np.testing.assert_allclose(p, np.array([1.0, 2.0, 1.0]) / 4.0)
+    np.testing.assert_allclose(seen, np.array([2.0, 2.0, 0.5]) / 4.5)  # arrivals see p(j) λ(j)
+
+
+def test_the_expected_order_statistic_of_a_heavy_tail_is_its_mean_not_its_median():
+    """3.5 % of the mass at 2.9 s, the rest at 0.1 s, 23 draws: the 22nd smallest is
+    2.9 s when at least two draws hit the tail, so its mean is 0.1 + 2.8 P(Bin >= 2)."""
+    st = Steady(1.0, 0.2, np.array([0.1, 2.9]), np.array([0.965, 1.0]), 1.0)
+    tail = 1 - 0.965**23 - 23 * 0.035 * 0.965**22
+    assert expected_order_statistic(st, 22, 23) == pytest.approx(0.1 + 2.8 * tail, rel=1e-9)
+    assert st.quantile(22 / 24) == 0.1  # the quantile at the mean rank: the median, 29x lower
+
+
+def test_round_robin_is_one_replicas_chain_and_least_requests_the_pooled_station():
+    """With variable demand, round robin queues more than least-requests (it does not
+    look at the queues); one replica is the same either way; regular demand keeps the
+    pooled station."""
+    exp = SANDBOX.with_overrides(demand={"kind": "exponential", "mean_ms": 200.0})
+    rr = FluidModel(exp, ClusterSettings(balancer="round-robin"))
+    lr = FluidModel(exp, ClusterSettings(balancer="least-requests"))
+    assert rr.closed(40, 8).mean_s > 1.2 * lr.closed(40, 8).mean_s
+    assert rr.closed(40, 8).rps < lr.closed(40, 8).rps
+    assert rr.closed(6, 1).mean_s == pytest.approx(lr.closed(6, 1).mean_s, rel=1e-12)
+    regular = SANDBOX.with_overrides(demand={"kind": "fixed-cpu", "cpu_ms": 200.0, "cv": 0.3})
+    a = FluidModel(regular, ClusterSettings(balancer="round-robin")).closed(40, 8)
+    b = FluidModel(regular, ClusterSettings(balancer="least-requests")).closed(40, 8)
+    assert a.mean_s == pytest.approx(b.mean_s, rel=1e-12)
 
 
 def test_replicas_start_after_startup_and_leave_at_once():

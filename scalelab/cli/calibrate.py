@@ -17,7 +17,7 @@ def cmd_calibrate(args) -> int:
 
     app = find_profile(args.profile)
     if args.engine == "fluid":
-        t = cr.fluid_against_des(app, steps=args.steps // 4, seed=args.seed)
+        t = cr.fluid_against_des(app, steps=args.steps, seed=args.seed)
         lines, files = cr.fluid_lines(t), cr.write_fluid(t, args.profile, args.out)
     elif args.against == "samples" or args.dataset:
         target = (cr.dataset_samples(app, args.dataset, args.steps, args.seed, args.slo_ms) if args.dataset
