@@ -8,8 +8,11 @@ Every random choice draws from the policy's own generator, seeded at constructio
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -17,6 +20,22 @@ import numpy as np
 from scalelab.agent.actions import ActionSet
 from scalelab.errors import UserError
 from scalelab.orchestrator.context import Context
+
+
+def read_state_file(path: str | Path) -> dict:
+    """A saved policy state: JSON, gzip-compressed when its name ends in ``.gz`` (a run
+    folder's ``policies/*.json.gz``)."""
+    p = Path(path)
+    data = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+    return json.loads(data)
+
+
+def write_state_file(path: str | Path, state: dict) -> None:
+    """``state`` as :func:`read_state_file` reads it back (gzip when the name ends in
+    ``.gz``; ``mtime=0``, so the same state gives the same bytes)."""
+    p = Path(path)
+    data = json.dumps(state).encode()
+    p.write_bytes(gzip.compress(data, mtime=0) if p.suffix == ".gz" else data)
 
 
 class PolicyError(UserError):

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from scalelab.agent.base import Decision, Policy, PolicyError
+from scalelab.agent.base import Decision, Policy, PolicyError, read_state_file
 from scalelab.agent.build import Deployment, build_policy, build_reward, reads_timetable
 from scalelab.agent.loop import LOOP_MODES, LoopSettings, StepLoop, StepRecord, decision_from_dict, decision_to_dict
 from scalelab.agent.rewards import RewardError
@@ -168,7 +168,7 @@ def build_agent_policy(spec: AgentSpec) -> Policy:
     try:
         state = None
         if spec.hot_start:
-            saved = json.loads(Path(spec.hot_start).read_text())
+            saved = read_state_file(spec.hot_start)
             state = saved.get("policy", saved)
         table = agent_timetable(spec) if reads_timetable(spec.policy) else None
         return build_policy(spec.policy, spec.params, agent_deployment(spec), spec.seed, timetable=table,

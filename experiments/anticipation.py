@@ -32,6 +32,7 @@ import pandas as pd
 from scalelab.experiments.config import config_path, load_config
 from scalelab.experiments.metrics import pareto_ranks
 from scalelab.experiments.report import policy_styles, write_comparison
+from scalelab.experiments.runfolder import read_steps
 from scalelab.injector.workloads import make_workload
 
 BASE = "evaluation-week-5d"
@@ -105,8 +106,7 @@ def exam_timeline(folder: Path, out: Path, before_min: float = 30.0, after_min: 
     each policy's ready replicas (mean over runs, per minute) and the students; bottom,
     its violations per minute (mean over runs)."""
     cfg = load_config(folder / "config.yaml")
-    steps = pd.read_parquet(folder / "steps.parquet", columns=["run", "policy", "step", "users", "replicas",
-                                                                "violation", "oracle_replicas"])
+    steps = read_steps(folder)[["run", "policy", "step", "users", "replicas", "violation", "oracle_replicas"]]
     step_s = float(cfg.step_seconds)
     end_s = (steps.step.max() + 1) * step_s
     windows = [w for w in make_workload(cfg.workload).exam_windows() if w[0] < end_s and w[1] > 0]  # in the run

@@ -10,7 +10,8 @@ Three comparisons:
   (:func:`paper_samples`) or a recorded dataset (:func:`dataset_samples`): quantiles and
   the fraction above the SLO (:func:`sample_lines`, :func:`write_samples`);
 - **fluid** -- the fluid engine against the discrete-event one on
-  :data:`scalelab.simulator.validation.GRID` for every demand kind (:func:`fluid_against_des`),
+  :func:`scalelab.simulator.validation.utilisation_cells` (4 to 400 replicas, 0.2 to 0.9
+  utilisation) for every demand kind (:func:`fluid_against_des`),
   judged by the acceptance bands :data:`FLUID_BANDS` (:func:`check_bands`).
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from scalelab.experiments.report import plain_log_ticks
 from scalelab.simulator.calibration import CalibrationResult, SampleCalibration
 from scalelab.simulator.models import AppProfile
 
@@ -65,14 +67,16 @@ def check_bands(rows: pd.DataFrame, bands: Bands = FLUID_BANDS) -> pd.DataFrame:
 def fluid_against_des(app: AppProfile, steps: int, seed: int = 0, cells=None, kinds=None,
                       bands: Bands = FLUID_BANDS) -> pd.DataFrame:
     """The fluid engine against the discrete-event one for ``app`` with each demand kind
-    (default: every one) on ``cells`` (default: the fluid engine's grid): one row per
+    (default: every one) on ``cells`` (default: the acceptance grid,
+    :func:`scalelab.simulator.validation.utilisation_cells` of each kind): one row per
     (demand, users, replicas), judged by :func:`check_bands`."""
     from scalelab.simulator.models import DEMAND_KINDS
-    from scalelab.simulator.validation import GRID, validate
+    from scalelab.simulator.validation import utilisation_cells, validate
 
     rows = []
     for kind in kinds or DEMAND_KINDS:
-        for r in validate(app.with_overrides(demand={"kind": kind}), list(cells or GRID), steps=steps, seed=seed):
+        shaped = app if kind == app.demand.kind else app.with_overrides(demand={"kind": kind})
+        for r in validate(shaped, list(cells or utilisation_cells(shaped)), steps=steps, seed=seed):
             rows.append({"demand": kind, **r})
     return check_bands(pd.DataFrame(rows), bands)
 
@@ -220,8 +224,14 @@ def write_samples(res: SampleCalibration, target: SampleTarget, profile: str, ou
 
 
 def write_fluid(t: pd.DataFrame, profile: str, out: str | Path, bands: Bands = FLUID_BANDS) -> tuple[Path, Path]:
-    """Per demand kind, fluid p95 against discrete-event p95 (log-log) with the p95 band
-    shaded; at ``out``, the table of :func:`fluid_against_des` beside it (``.csv``)."""
+    """:func:`fluid_figure` at ``out``, the table of :func:`fluid_against_des` beside it
+    (``.csv``)."""
+    return _save(fluid_figure(t, profile, bands), t, out)
+
+
+def fluid_figure(t: pd.DataFrame, profile: str, bands: Bands = FLUID_BANDS) -> Figure:
+    """Per demand kind, fluid p95 against discrete-event p95 (log-log, both axes over
+    the same range holding every cell, full-number ticks) with the p95 band shaded."""
     kinds = list(dict.fromkeys(t.demand))
     fig = Figure(figsize=(5 * len(kinds), 4))
     axes = np.atleast_1d(fig.subplots(1, len(kinds)))
@@ -231,8 +241,12 @@ def write_fluid(t: pd.DataFrame, profile: str, out: str | Path, bands: Bands = F
         ax.plot(lim, lim, "k-", lw=0.8)
         ax.fill_between(lim, [v * (1 - bands.p95) for v in lim], [v * (1 + bands.p95) for v in lim], alpha=0.15,
                         color="green")
+        ax.set_xlim(*lim)
+        ax.set_ylim(*lim)
+        plain_log_ticks(ax.xaxis)
+        plain_log_ticks(ax.yaxis)
         ax.set_title(f"{profile}, {kind}")
-        ax.set_xlabel("discrete-event p95 (ms)")
-        ax.set_ylabel("fluid p95 (ms)")
+        ax.set_xlabel("discrete-event p95 (ms, log scale)")
+        ax.set_ylabel("fluid p95 (ms, log scale)")
     fig.tight_layout()
-    return _save(fig, t, out)
+    return fig

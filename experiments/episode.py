@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.agent import build as agent_build
-from scalelab.agent.base import PolicyError
+from scalelab.agent.base import PolicyError, read_state_file
 from scalelab.agent.build import Deployment
 from scalelab.agent.loop import ROW_COLUMNS, LoopSettings, StepLoop, StepRecord
 from scalelab.agent.rewards import RewardError
@@ -99,17 +99,19 @@ def saved_state_path(load: str, label: str, run: int, load_run: int | str = "sam
     if p.is_file():
         return p
     if load_run == "last":
-        saved = sorted((p / "policies").glob(f"{episode_name(label, 0).rsplit('--run', 1)[0]}--run*.json"))
-        candidates = saved[-1:]
+        stem = episode_name(label, 0).rsplit("--run", 1)[0]
+        saved = sorted({f.name.split(".")[0] for f in (p / "policies").glob(f"{stem}--run*.json*")})
+        names = saved[-1:]
     elif load_run == "same":
-        candidates = [p / "policies" / f"{episode_name(label, run)}.json", p / "policies" / f"{episode_name(label, 0)}.json"]
+        names = [episode_name(label, run), episode_name(label, 0)]
     else:
-        candidates = [p / "policies" / f"{episode_name(label, int(load_run))}.json"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        names = [episode_name(label, int(load_run))]
+    for name in names:
+        for suffix in (".json.gz", ".json"):  # gzip since the folders got smaller; plain JSON before
+            if (candidate := p / "policies" / f"{name}{suffix}").is_file():
+                return candidate
     raise ConfigError(f"config: policies: load={load!r}: no saved state for {label!r} there "
-                      f"(expected a JSON file or a run folder with policies/{episode_name(label, run)}.json)")
+                      f"(expected a JSON file or a run folder with policies/{episode_name(label, run)}.json.gz)")
 
 
 def episode_name(policy_label: str, run: int) -> str:
@@ -153,7 +155,7 @@ def build_policy(spec: PolicySpec, cfg: ExperimentConfig, seed: int, run: int = 
     ``load_run``), its learned state is restored (hot start) and it keeps learning, with
     its own generator."""
     params, saved = saved_state_of(spec, run)
-    state = json.loads(saved.read_text()) if saved is not None else None
+    state = read_state_file(saved) if saved is not None else None
     try:
         return agent_build.build_policy(spec.name, params, deployment_of(cfg), seed, state=state, label=spec.display,
                                         timetable=timetable_data(table) if table is not None else None)

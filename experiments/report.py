@@ -398,20 +398,27 @@ def _log_worthy(xs) -> bool:
 def _cost_axis(ax, xs, ends, log: bool) -> None:
     """The cost axis: linear from 0, or logarithmic with plain ticks (:func:`_log_worthy`);
     either way wide enough for ``ends`` (the intervals' drawn ends)."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
     if not log:
         hi = max([*xs, *ends]) if xs else 0
         ax.set_xlim(0, hi * 1.08 if hi > 0 else None)
         return
     ax.set_xscale("log")
     ax.set_xlim(min([*xs, *ends]) / 1.3, max([*xs, *ends]) * 1.3)
-    lo, hi = ax.get_xlim()
-    ticks = [m * 10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in (1, 2, 3, 5)]
-    ax.set_xticks([t for t in ticks if lo <= t <= hi])
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    plain_log_ticks(ax.xaxis)
     ax.set_xlabel(ax.get_xlabel() + ", log scale")
+
+
+def plain_log_ticks(axis) -> None:
+    """Ticks of a logarithmic ``axis`` (``ax.xaxis`` or ``ax.yaxis``, limits already set)
+    at 1, 2, 3 and 5 times the powers of ten inside its limits, written as full numbers
+    (``300``, not ``3×10²``), and no minor labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    lo, hi = sorted(axis.get_view_interval())
+    ticks = [m * 10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in (1, 2, 3, 5)]
+    axis.set_ticks([t for t in ticks if lo <= t <= hi])
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _img(p: Path) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.experiments.metrics import mean_ci
+from scalelab.experiments.runfolder import read_steps
 
 
 def _per_run(steps: pd.DataFrame, step_s: float) -> pd.DataFrame:
@@ -146,7 +147,7 @@ def read_summary(source: str | Path) -> dict:
     if source.is_file():
         return json.loads(source.read_text())
     cfg = _config(source)
-    return twin_summary(pd.read_parquet(source / "steps.parquet"), float(cfg.get("step_seconds", 5.0)),
+    return twin_summary(read_steps(source), float(cfg.get("step_seconds", 5.0)),
                         float(cfg.get("slo_ms") or np.inf))
 
 
@@ -342,7 +343,7 @@ def twin_report(sim_dir: str | Path, live_dir: str | Path, out: str | Path | Non
     out.mkdir(parents=True, exist_ok=True)
     cfg_sim, cfg_live = _config(sim_dir), _config(live_dir)
     step_s = float(cfg_live.get("step_seconds", 5.0))
-    sim, live = pd.read_parquet(sim_dir / "steps.parquet"), pd.read_parquet(live_dir / "steps.parquet")
+    sim, live = read_steps(sim_dir), read_steps(live_dir)
     t = twin_table(sim, live, step_s)
     stack = {}
     if (live_dir / "stack.json").exists():

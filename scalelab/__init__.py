@@ -9,7 +9,7 @@ Names load lazily (PEP 562), so ``import scalelab`` stays cheap for the CLI.
 Experiments
     load_config, save_config, ExperimentConfig, ConfigError, run_experiment, RunResult,
     summarize, summary_frame, format_table, per_run, write_report, plot_load,
-    plot_replicas, plot_p95, plot_tradeoff, configs_dir
+    plot_replicas, plot_p95, plot_tradeoff, configs_dir, read_steps (a run folder's steps.parquet)
 The paper
     reproduce_paper, comparison, format_comparison, PAPER_RESULTS, gaps, checks
 Policies
@@ -48,6 +48,7 @@ _EXPORTS = {
     "VirtualClock": "scalelab.orchestrator.backend", "WallClock": "scalelab.orchestrator.backend",
     "OrchestratorBackend": "scalelab.orchestrator.live_backend",
     "configs_dir": "scalelab.experiments", "summary_frame": "scalelab.experiments.metrics",
+    "read_steps": "scalelab.experiments.runfolder",
 }  # fmt: skip
 _RENAMED = {"off_policy_evaluate": ("scalelab.experiments.ope", "evaluate")}
 

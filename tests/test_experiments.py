@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scalelab import read_steps
+from scalelab.agent.base import read_state_file
 from scalelab.cli import main
 from scalelab.experiments.config import ConfigError, load_config
 from scalelab.experiments.episode import COLUMNS
@@ -100,7 +102,7 @@ def test_run_folder_is_complete(small_run):
               "report.html", "load.png", "replicas.png", "tradeoff.png", "p95.png", "zoom.png", "complete.json"):
         assert (p / f).is_file(), f
     assert not list(p.glob("parts/*/chunk-*.parquet")), "a complete run keeps one copy of its steps"
-    steps = pd.read_parquet(p / "steps.parquet")
+    steps = read_steps(p)
     assert list(steps.columns) == list(COLUMNS)
     assert len(steps) == 2 * 2 * 48
     assert set(steps.policy) == {"static", "oracle"}
@@ -196,12 +198,17 @@ def test_cli_run_as_a_subprocess(tmp_path):
 def test_hot_start_loads_the_saved_state_and_keeps_learning(tmp_path):
     cold_cfg = {**SMALL, "runs": 1, "policies": [{"name": "hslinucb"}]}
     cold = run_experiment(load_config(cold_cfg), out=tmp_path, progress=False, report=False)
-    saved = cold.path / "policies" / "hslinucb--run000.json"
-    state = json.loads(saved.read_text())
+    saved = cold.path / "policies" / "hslinucb--run000.json.gz"
+    state = read_state_file(saved)
     assert np.asarray(state["core"]["A"]).shape == (2, 7, 7)
     hot_cfg = {**cold_cfg, "policies": [{"name": "hslinucb", "load": str(cold.path)}]}
     hot = run_experiment(load_config(hot_cfg), out=tmp_path, progress=False, report=False)
-    after = json.loads((hot.path / "policies" / "hslinucb--run000.json").read_text())
+    after = read_state_file(hot.path / "policies" / "hslinucb--run000.json.gz")
+    # a state saved as plain JSON (folders before the states were compressed, or a file of one's own) loads too
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(state))
+    run_experiment(load_config({**cold_cfg, "policies": [{"name": "hslinucb", "load": str(plain)}]}), out=tmp_path,
+                   progress=False, report=False)
     a0, a1 = np.asarray(state["core"]["A"]), np.asarray(after["core"]["A"])
     n_cold = a0[:, 0, 0].sum()  # λ + Σ replicas²: it grew further from the loaded state
     assert a1[:, 0, 0].sum() > n_cold

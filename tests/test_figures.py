@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scalelab import read_steps
 from scalelab.experiments.experiment import run_experiment
 
 
@@ -20,7 +21,7 @@ def dwarfing_steps(tmp_path_factory) -> pd.DataFrame:
            "policies": [{"name": "hslinucb"}, {"name": "static", "replicas": 3}, {"name": "static", "replicas": 1,
                                                                                     "label": "starved"}]}
     res = run_experiment(cfg, out=tmp_path_factory.mktemp("fig"), progress=False)
-    steps = pd.read_parquet(res.path / "steps.parquet")
+    steps = read_steps(res.path)
     steps.loc[steps.policy == "starved", "p95_ms"] *= 40.0
     return steps
 

@@ -3,9 +3,9 @@ replicas as separate processes talking through Kafka."""
 
 import json
 
-import pandas as pd
 import pytest
 
+from scalelab import read_steps
 from scalelab.experiments.experiment import run_live
 from scalelab.orchestrator.local_processes import alive
 from tests.tools import requires
@@ -20,9 +20,9 @@ def test_live_run_writes_the_same_run_folder_as_a_simulated_run(tmp_path):
     res = run_live("experiments/configs/live-demo.yaml", out=tmp_path, command="test", kill_agent_after=4)
     p = res.path
     for f in ("config.yaml", "command.txt", "versions.json", "steps.parquet", "summary.json", "summary.csv",
-              "report.html", "policies/threshold-cpu--run000.json", "policies/hslinucb--run000.json"):
+              "report.html", "policies/threshold-cpu--run000.json.gz", "policies/hslinucb--run000.json.gz"):
         assert (p / f).is_file(), f
-    steps = pd.read_parquet(p / "steps.parquet")
+    steps = read_steps(p)
     assert len(steps) == 2 * 15
     for policy, g in steps.groupby("policy"):  # the orchestrator scaled the local replicas up
         print(g[["step", "users", "pre_replicas", "replicas", "target_replicas", "p95_ms", "client_p95_ms", "rps"]])

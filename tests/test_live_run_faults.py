@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from waiting import wait_for
 
+from scalelab import read_steps
 from scalelab.agent.process import AgentFolder
 from scalelab.experiments.experiment import run_live
 from scalelab.orchestrator.stack import LocalStack
@@ -72,7 +73,7 @@ def test_prometheus_the_orchestrator_and_a_replica_killed_mid_run(tmp_path):
     p = res.path
     services = json.loads((p / "services.json").read_text())
     assert services["restarts"]["prometheus"] >= 1 and services["restarts"]["orchestrator"] >= 1, services
-    steps = pd.read_parquet(p / "steps.parquet")
+    steps = read_steps(p)
     assert len(steps) == 2 * 15  # the run finished: every step of both episodes
     for part in sorted((p / "parts").iterdir()):
         assert json.loads((part / "status.json").read_text())["status"] == "done"

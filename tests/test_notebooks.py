@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from scalelab import read_steps
 from tests.tools import requires
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +134,6 @@ def test_the_live_agent_notebook_drives_the_local_stack(tmp_path):
 def test_the_training_notebook_trains_exports_and_compares(tmp_path):
     _execute("06-train-ppo", tmp_path)
     folder = next((tmp_path / "runs" / "ppo-notebook").glob("ppo-vs-hslinucb-*"))
-    import pandas as pd
 
-    steps = pd.read_parquet(folder / "steps.parquet")
+    steps = read_steps(folder)
     assert set(steps.policy) == {"ppo", "hslinucb", "hpa", "oracle"} and len(steps) == 4 * 300

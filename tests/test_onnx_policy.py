@@ -18,6 +18,7 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install -e '.[dev]'")
 
+from scalelab import read_steps
 from scalelab.agent.check import EXAMPLE_ONNX
 from scalelab.agent.registry import make_policy
 from scalelab.experiments.env import SandboxScalingEnv
@@ -58,7 +59,7 @@ def test_an_onnx_agent_runs_from_a_yaml_config_resumes_elsewhere_and_never_impor
     first = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     folder = next((tmp_path / "runs").iterdir())
-    steps = pd.read_parquet(folder / "steps.parquet")
+    steps = read_steps(folder)
     assert len(steps) == 2 * 150
     expected = [rule(p) for p in steps.pre_p95_ms]
     assert steps.action.tolist() == expected and len(set(expected)) == 3  # it went up, stayed and came down
@@ -69,7 +70,7 @@ def test_an_onnx_agent_runs_from_a_yaml_config_resumes_elsewhere_and_never_impor
     again = subprocess.run([sys.executable, "-m", "scalelab.cli", "run", "--resume", str(folder)], cwd=elsewhere,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    pd.testing.assert_frame_equal(pd.read_parquet(folder / "steps.parquet"), steps, check_exact=True)
+    pd.testing.assert_frame_equal(read_steps(folder), steps, check_exact=True)
 
 
 def test_the_pipeline_is_the_envs_with_vecnormalize_statistics(tmp_path):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from scalelab import read_steps
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -90,9 +92,8 @@ def test_a_researchers_own_experiments_agent_and_simulator_do_not_shadow_scalela
     (folder,) = (tmp_path / "out").iterdir()
     summary = json.loads((folder / "summary.json").read_text())
     assert {r["policy"] for r in summary} == {"hold-two", "static"}
-    import pandas as pd
 
-    steps = pd.read_parquet(folder / "steps.parquet")
+    steps = read_steps(folder)
     mine = steps[steps.policy == "hold-two"]
     assert len(mine) == 12
     # ordered 2 at every step: two replicas from the first order on, started from one

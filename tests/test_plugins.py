@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from scalelab import read_steps
 from scalelab.agent.registry import make_policy, policy_names
 from scalelab.agent.rewards import make_reward
 from scalelab.injector.workloads import WorkloadError, make_workload, workload_names
@@ -84,7 +85,7 @@ def test_a_policy_reward_and_workload_from_files_beside_the_config_run_and_resum
     record = json.loads((folder / "plugins.json").read_text())
     assert set(record) == {"p95_band:P95Band", "flat_load:Flat", "cost_reward:Cost"}
     assert record["p95_band:P95Band"]["dir"] == str(home.resolve())
-    steps = pd.read_parquet(folder / "steps.parquet")
+    steps = read_steps(folder)
     band = steps[steps.policy == "band"]
     assert len(band) == 2 * 120 and (band.users == 12).all()
     assert band.action.isin([0, 1, 2]).all() and band.target_replicas.nunique() > 1  # it scaled
@@ -97,7 +98,7 @@ def test_a_policy_reward_and_workload_from_files_beside_the_config_run_and_resum
     (folder / "steps.parquet").unlink()
     again = _cli("run", "--resume", str(folder), cwd=elsewhere)
     assert again.returncode == 0, again.stderr
-    pd.testing.assert_frame_equal(pd.read_parquet(folder / "steps.parquet"), steps, check_exact=True)
+    pd.testing.assert_frame_equal(read_steps(folder), steps, check_exact=True)
     report = _cli("report", str(folder), cwd=elsewhere)
     assert report.returncode == 0, report.stderr
     assert "p95_band.py" in (folder / "report.html").read_text()  # what was imported is in the report

@@ -151,3 +151,29 @@ def test_the_folder_and_the_report_import_neither_runner():
                                ("scalelab.experiments.live", "scalelab.experiments.report"),
                                ("scalelab.experiments.env", "scalelab.experiments.runner")]:
         assert g.find_shortest_chain(importer=importer, imported=imported) is None, (importer, imported)
+
+
+@pytest.mark.parametrize("loop", ["period", "settle"])
+def test_steps_parquet_reads_back_what_the_run_reported(tmp_path, loop):
+    """The file's types (float32 measurements, ``pre_`` nulls where a row repeats the
+    previous outcome, zstd) lose nothing the run reported: ``read_steps`` gives the run's
+    own frame, column for column and dtype for dtype, and its summary is the run's; in a
+    settle loop the observation decided on is not always the previous outcome, and those
+    rows keep their own."""
+    import pyarrow.parquet as pq
+
+    from scalelab.experiments.metrics import summarize
+
+    cfg = runfolder.load_config({**SMALL, "loop": loop, "runs": 1})
+    res = run_simulated(cfg, out=tmp_path, progress=False, workers=1)
+    back = runfolder.read_steps(res.path)
+    pd.testing.assert_frame_equal(back, res.steps, check_exact=True)
+    pd.testing.assert_frame_equal(summarize(back, cfg), res.summary, check_exact=True)
+    stored = pq.read_table(res.path / runfolder.STEPS)
+    assert stored.schema.field("cpu_request_ratio").type == "float" and stored.schema.field("p95_ms").type == "double"
+    repeated = stored.column(runfolder.PRE_IS_PREVIOUS).to_numpy()
+    assert stored.column("pre_p95_ms").null_count == repeated.sum()
+    if loop == "period":  # every row but each episode's first decided on the previous outcome
+        assert (~repeated).sum() == cfg.runs * len(cfg.policies)
+    else:  # settle: each decision observes afresh, so every row keeps its own
+        assert not repeated.any()
