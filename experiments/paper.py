@@ -292,10 +292,12 @@ def report_text(table: pd.DataFrame, results: dict[str, RunResult], datasets: di
 
 def reproduce_paper(out: str | Path = "runs/paper", runs: int | None = None, only: tuple[str, ...] = EXPERIMENTS,
                     progress: bool = True, steps: int | None = None, d2: str | Path | None = None,
-                    real_week: str | Path | None = None) -> tuple[pd.DataFrame, dict[str, RunResult]]:
+                    real_week: str | Path | None = None, workers: int | None = None,
+                    ) -> tuple[pd.DataFrame, dict[str, RunResult]]:
     """Run the paper's experiments into ``out`` (the hot starts after the cold start
     they load); write ``paper-report.md`` and ``paper-comparison.csv`` there. ``runs``
-    and ``steps`` shorten them (quick looks, tests); the paper's are the default."""
+    and ``steps`` shorten them (quick looks, tests); the paper's are the default.
+    ``workers``: parallel processes per experiment (default: one per core)."""
     import time
 
     t0 = time.perf_counter()
@@ -317,7 +319,7 @@ def reproduce_paper(out: str | Path = "runs/paper", runs: int | None = None, onl
         if coldstart is not None:  # the cold start just run, not an older one in `out`
             cfg = replace(cfg, policies=[replace(p, params={**p.params, "load": str(coldstart)})
                                          if p.params.get("load") == "paper-coldstart" else p for p in cfg.policies])
-        results[name] = run_experiment(cfg, out=out, progress=progress, command="scalelab paper")
+        results[name] = run_experiment(cfg, out=out, progress=progress, command="scalelab paper", workers=workers)
         datasets[name] = cfg.dataset or ""
         if name == "paper-coldstart":
             coldstart = results[name].path

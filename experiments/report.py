@@ -93,11 +93,14 @@ def binned(steps: pd.DataFrame, bin_s: float) -> pd.DataFrame:
     measured = steps["p95_ms"].where(steps["p95_ms"] > 0)  # a step with no span has no p95
     g = steps.assign(bin=(steps.t_s // bin_s) * bin_s, p95=measured)
     runs = max(int(steps.run.nunique()), 1)
-    out = g.groupby(["policy", "bin"], sort=False).agg(
+    groups = g.groupby(["policy", "bin"], sort=False)
+    out = groups.agg(
         replicas=("replicas", "mean"), oracle=("oracle_replicas", "mean"), users=("users", "mean"),
-        p95_q10=("p95", lambda v: v.quantile(0.1)), p95_median=("p95", "median"),
-        p95_q90=("p95", lambda v: v.quantile(0.9)), p95_max=("p95", "max"), violations=("violation", "sum"),
-    ).reset_index()  # fmt: skip
+        p95_median=("p95", "median"), p95_max=("p95", "max"), violations=("violation", "sum"),
+    )  # fmt: skip
+    for name, q in (("p95_q10", 0.1), ("p95_q90", 0.9)):  # the grouped quantile (vectorised), as Series.quantile
+        out.insert(3 if q < 0.5 else 5, name, groups["p95"].quantile(q))
+    out = out.reset_index()
     out["violations"] = out["violations"] / runs
     out["hour"] = out["bin"] / 3600.0
     return out

@@ -520,3 +520,17 @@ def read_text(path: Path, name: str, default: str = "") -> str:
     when it is not there."""
     f = path / name
     return f.read_text() if f.exists() else default
+
+
+def resume_differences(folder: str | Path, given: ExperimentConfig | dict) -> list[str]:
+    """How ``given`` (a config, or overrides such as ``{"runs": 5}``) differs from the
+    config the run in ``folder`` runs, as ``field: folder's -> given``: a resume runs the
+    folder's own config, so any difference is refused rather than ignored."""
+    theirs = load_config(Path(folder) / CONFIG)
+    if isinstance(given, dict):
+        return [f"{k}: {getattr(theirs, k)!r} -> {v!r}" for k, v in given.items() if getattr(theirs, k) != v]
+    from dataclasses import fields
+
+    return [f"{f.name}: {getattr(theirs, f.name)!r} -> {getattr(given, f.name)!r}" if f.name in ("runs", "seed", "name")
+            else f.name for f in fields(ExperimentConfig) if getattr(theirs, f.name) != getattr(given, f.name)]
+

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from scalelab.errors import RunInterrupted
 from scalelab.experiments import runfolder
 from scalelab.experiments.config import ConfigError, ExperimentConfig, config_path, load_config
 from scalelab.experiments.episode import (
@@ -137,8 +138,11 @@ def run_simulated(
         path = runfolder.create(cfg, out, command)
         run_cfg = runfolder.from_snapshot(cfg, path)  # a new run runs from its snapshot, as its resume will
         resolved = resolve(run_cfg)
-    with folder_lock(path):
-        steps, summary = _run_in(run_cfg, resolved, path, workers, progress)
+    try:
+        with folder_lock(path):
+            steps, summary = _run_in(run_cfg, resolved, path, workers, progress)
+    except KeyboardInterrupt:
+        raise RunInterrupted(path) from None
     return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t0, config=cfg)
 
 

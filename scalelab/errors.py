@@ -54,3 +54,13 @@ class TemporaryError(OperationalError):
 
 class PermanentError(OperationalError):
     """A fault that retrying will not fix."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: what was finished is kept in ``folder``, and ``scalelab run
+    --resume FOLDER`` finishes the rest (the CLI says so)."""
+
+    def __init__(self, folder) -> None:
+        super().__init__(str(folder))
+        self.folder = folder
+

@@ -177,3 +177,50 @@ def test_steps_parquet_reads_back_what_the_run_reported(tmp_path, loop):
         assert (~repeated).sum() == cfg.runs * len(cfg.policies)
     else:  # settle: each decision observes afresh, so every row keeps its own
         assert not repeated.any()
+
+
+def test_a_resume_with_another_config_is_refused_naming_the_difference(tmp_path, capsys):
+    """``scalelab run CONFIG --resume FOLDER`` runs the folder's config: a CONFIG or a
+    ``--runs``/``--seed`` that differ from it are refused with what differs, before any
+    work; the folder's own config (or none) resumes."""
+    import yaml
+
+    from scalelab.cli import main
+
+    res = run_simulated({**SMALL, "runs": 1}, out=tmp_path, progress=False, workers=1)
+    same, other = tmp_path / "same.yaml", tmp_path / "other.yaml"
+    same.write_text(yaml.safe_dump({**SMALL, "runs": 1}))
+    other.write_text(yaml.safe_dump({**SMALL, "runs": 1, "seed": 6, "workload": {**SMALL["workload"], "after": 30}}))
+    assert main(["run", str(other), "--resume", str(res.path)]) == 2
+    err = capsys.readouterr().err
+    assert "seed: 5 -> 6" in err and "workload" in err and "resume without a config" in err
+    assert main(["run", "--resume", str(res.path), "--runs", "3"]) == 2
+    assert "runs: 1 -> 3" in capsys.readouterr().err
+    assert main(["run", str(same), "--resume", str(res.path)]) == 0
+
+
+def test_ctrl_c_in_a_run_says_how_to_resume_it(tmp_path, monkeypatch, capsys):
+    """A KeyboardInterrupt during the episodes ends the command with status 130 and the
+    resume command naming the folder, whose finished episodes a resume keeps."""
+    import scalelab.experiments.runner as runner
+    from scalelab.cli import main
+
+    real = runner._run_chain
+    calls = []
+
+    def interrupted(job):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(job)
+        return real(job)
+
+    cfg = tmp_path / "small.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump(SMALL))
+    monkeypatch.setattr(runner, "_run_chain", interrupted)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "runs"), "--workers", "1"]) == 130
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert f"interrupted: resume with `scalelab run --resume {folder}`" in capsys.readouterr().err
+    monkeypatch.setattr(runner, "_run_chain", real)
+    assert main(["run", "--resume", str(folder)]) == 0

@@ -25,7 +25,7 @@ import sys
 
 from scalelab.cli import calibrate, catalog, dataset, live, paper, run, sweep, twin
 from scalelab.cli._common import with_defaults
-from scalelab.errors import OperationalError, ScalelabError, TemporaryError
+from scalelab.errors import OperationalError, RunInterrupted, ScalelabError, TemporaryError
 
 EPILOG = __doc__.split("Examples::", 1)[1]
 
@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except ScalelabError as exc:  # UserError and the base: one line; a bug keeps its traceback
         print(f"scalelab: error: {_first_line(exc)}", file=sys.stderr)
         return exc.exit_code
+    except RunInterrupted as exc:  # Ctrl-C in a run: its finished episodes are kept
+        print(f"\ninterrupted: resume with `scalelab run --resume {exc.folder}`", file=sys.stderr)
+        return 130
 
 
 __all__ = ["build_parser", "main"]

@@ -15,6 +15,17 @@ def cmd_run(args) -> int:
     from scalelab.experiments.experiment import run_experiment
 
     if args.resume:
+        overrides = {k: v for k, v in (("runs", args.runs), ("seed", args.seed)) if v is not None}
+        if args.config or overrides:  # what was asked must be what the folder runs
+            from scalelab.experiments.runfolder import resume_differences
+
+            given = load_config(config_path(args.config), **overrides) if args.config else overrides
+            differ = resume_differences(args.resume, given)
+            if differ:
+                from scalelab.errors import UserError
+
+                raise UserError(f"--resume {args.resume}: the folder's run differs in {'; '.join(differ)}: resume "
+                                "without a config (the folder's own), or start a new run")
         result = run_experiment(None, resume=args.resume, workers=args.workers, command=command())
     else:
         overrides = {k: v for k, v in (("runs", args.runs), ("seed", args.seed)) if v is not None}
