@@ -108,17 +108,17 @@ class SloCostV2:
             raise RewardError(f"reward: max_replicas must be >= 1, got {self.max_replicas}")
 
     def terms(self, before: Context, action: int, after: Context, violation: bool | None = None) -> dict[str, float]:
-        """``slo_met`` (0 or 1: the loop's ``violation`` flag when given, else the p95
-        against the SLO), ``replica_cost`` and ``change_cost`` (both >= 0); the reward is
-        ``slo_met − 1`` minus the other two."""
+        """The reward's parts, which add up to it: ``slo`` (0 within the SLO, −1 for a
+        violation: the loop's ``violation`` flag when given, else the p95 against the
+        SLO), ``replicas`` and ``changes`` (their costs, <= 0)."""
         met = (after.p95_ms <= self.slo_ms) if violation is None else not violation
-        return {"slo_met": 1.0 if met else 0.0,
-                "replica_cost": self.replica_cost * after.replicas / self.max_replicas,
-                "change_cost": self.change_cost * abs(after.replicas - before.replicas) / self.max_replicas}
+        return {"slo": 0.0 if met else -1.0,
+                "replicas": -self.replica_cost * after.replicas / self.max_replicas,
+                "changes": -self.change_cost * abs(after.replicas - before.replicas) / self.max_replicas}
 
     def __call__(self, before: Context, action: int, after: Context, violation: bool | None = None) -> float:
         t = self.terms(before, action, after, violation)
-        return t["slo_met"] - 1.0 - t["replica_cost"] - t["change_cost"]
+        return t["slo"] + t["replicas"] + t["changes"]
 
 
 REWARDS = {"slo-binary-v1": SloBinaryV1, "slo-cost-v1": SloCostV1, "slo-cost-v2": SloCostV2}

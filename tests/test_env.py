@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import scalelab.experiments.env  # noqa: F401  (registers the ids)
 from scalelab.experiments.config import ConfigError, load_config
@@ -82,11 +84,11 @@ def test_the_default_reward_prices_replicas_by_the_clusters_maximum_and_reports_
     env.reset(seed=0)
     _, r, _, _, info = env.step(1)  # stay at 20 of 20
     t = info["reward_terms"]
-    assert t["replica_cost"] == pytest.approx(0.3 * 20 / 20) and t["change_cost"] == 0.0
-    assert r == pytest.approx(t["slo_met"] - 1.0 - t["replica_cost"] - t["change_cost"]) and t["slo_met"] == 1.0
+    assert t["replicas"] == pytest.approx(-0.3 * 20 / 20) and t["changes"] == 0.0
+    assert r == pytest.approx(sum(t.values())) and t["slo"] == 0.0
     _, r, _, _, info = env.step(0)  # one down: 19 ready after the drain
     t = info["reward_terms"]
-    assert t["change_cost"] == pytest.approx(0.2 * 1 / 20) and t["replica_cost"] == pytest.approx(0.3 * 19 / 20)
+    assert t["changes"] == pytest.approx(-0.2 * 1 / 20) and t["replicas"] == pytest.approx(-0.3 * 19 / 20)
     assert info["oracle_replicas"] >= 1 and info["regret"] == 19 - info["oracle_replicas"]
     assert info["ready_replicas"] == 19 and info["target_replicas"] == 19 and not info["clamped"]
 
@@ -169,3 +171,21 @@ def test_a_misspelt_engine_is_refused_naming_the_key(engine):
 
     with pytest.raises(ConfigError, match=f"config: engine='?{engine}'? must be one of"):
         SandboxScalingEnv(engine=engine)
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=st.integers(1, 40), after=st.integers(1, 40), p95=st.floats(0.0, 5000.0),
+       violation=st.sampled_from([None, True, False]), replica_cost=st.floats(0.0, 2.0),
+       change_cost=st.floats(0.0, 2.0), max_replicas=st.integers(1, 40))
+def test_the_reward_terms_add_up_to_the_reward(before, after, p95, violation, replica_cost, change_cost, max_replicas):
+    """Whatever the step, the terms ``info["reward_terms"]`` shows are the reward's parts,
+    bit for bit: their sum is the reward, each cost is <= 0 and ``slo`` is 0 or -1."""
+    from scalelab.agent.rewards import SloCostV2
+    from scalelab.orchestrator.context import Context
+
+    reward = SloCostV2(slo_ms=600.0, max_replicas=max_replicas, replica_cost=replica_cost, change_cost=change_cost)
+    b, a = Context(before, 300.0, 1.0, 0.5, 0.5, 0.2, 0.2), Context(after, p95, 1.0, 0.5, 0.5, 0.2, 0.2)
+    terms = reward.terms(b, 1, a, violation)
+    assert reward(b, 1, a, violation) == terms["slo"] + terms["replicas"] + terms["changes"]
+    assert terms["slo"] in (0.0, -1.0) and terms["replicas"] <= 0 and terms["changes"] <= 0
+    assert terms["slo"] == (-1.0 if (violation if violation is not None else p95 > 600.0) else 0.0)
