@@ -175,3 +175,20 @@ def test_the_fluid_figure_holds_every_cell_with_plain_log_ticks():
         assert labels and all(lab.replace(",", "").isdigit() for lab in labels), labels
         assert "log scale" in ax.get_xlabel()
 
+
+
+def test_calibrate_never_replaces_its_files_without_force(tmp_path, capsys, monkeypatch):
+    """``scalelab calibrate --out FILE`` refuses, before any work, a figure or table that
+    exists, naming it; ``--force`` replaces them."""
+    from scalelab.cli import main
+
+    out = tmp_path / "fluid.png"
+    args = ["calibrate", "--engine", "fluid", "--profile", "paper", "--steps", "3", "--out", str(out)]
+    monkeypatch.setattr(cr, "fluid_against_des", lambda app, steps, seed: cr.check_bands(CELLS.assign(demand="x")))
+    assert main(args) == 0 and out.is_file() and out.with_suffix(".csv").is_file()
+    assert "plot " + str(out) in capsys.readouterr().out
+    before = out.stat().st_mtime_ns
+    assert main(args) == 2
+    assert f"{out}, {out.with_suffix('.csv')} exist: pass --force" in capsys.readouterr().err
+    assert out.stat().st_mtime_ns == before
+    assert main([*args, "--force"]) == 0

@@ -56,3 +56,13 @@ def with_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         elif action.help and action.default not in (None, False, argparse.SUPPRESS) and "default" not in action.help:
             action.help += f" (default: {action.default})"
     return parser
+
+
+def refuse_overwrite(paths, force: bool, option: str = "--out") -> None:
+    """Refuse, before any work, to replace files that exist (a ``UserError`` naming
+    them), unless ``force``."""
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not force:
+        raise UserError(f"{', '.join(existing)} exist{'s' if len(existing) == 1 else ''}: pass --force to replace "
+                        f"{'it' if len(existing) == 1 else 'them'}, or another {option}")
+

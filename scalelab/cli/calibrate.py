@@ -15,6 +15,15 @@ def cmd_calibrate(args) -> int:
     from scalelab.simulator.calibration import calibrate, fit_profile
     from scalelab.simulator.models import find_profile, save_profile
 
+    from pathlib import Path
+
+    from scalelab.cli._common import refuse_overwrite
+    from scalelab.simulator.models import profiles_dir
+
+    out = Path(args.out)
+    refuse_overwrite([out, out.with_suffix(".csv")], args.force)
+    if args.fit:
+        refuse_overwrite([profiles_dir() / f"{args.save or args.profile + '-fitted'}.json"], args.force, "--save")
     app = find_profile(args.profile)
     if args.engine == "fluid":
         t = cr.fluid_against_des(app, steps=args.steps, seed=args.seed)
@@ -56,6 +65,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--steps", type=int, default=150, help="simulated 5 s steps per cell")
     p.add_argument("--seed", type=int, default=0, help="the simulator's seed")
     p.add_argument("--out", default="calibration.png", help="the figure (PNG); its table goes beside it as .csv")
+    p.add_argument("--force", action="store_true", help="replace the figure, its table or a saved profile that exist")
     p.add_argument("--engine", choices=["des", "fluid"], default="des",
                    help="des: against the paper's table; fluid: the fluid engine against the discrete-event one")
     p.set_defaults(func=cmd_calibrate)
