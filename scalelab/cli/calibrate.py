@@ -9,16 +9,14 @@ from dataclasses import replace
 
 
 def cmd_calibrate(args) -> int:
-    from tqdm.auto import tqdm
-
-    from scalelab.experiments import calibration_report as cr
-    from scalelab.simulator.calibration import calibrate, fit_profile
-    from scalelab.simulator.models import find_profile, save_profile
-
     from pathlib import Path
 
+    from tqdm.auto import tqdm
+
     from scalelab.cli._common import refuse_overwrite
-    from scalelab.simulator.models import profiles_dir
+    from scalelab.experiments import calibration_report as cr
+    from scalelab.simulator.calibration import calibrate, fit_profile
+    from scalelab.simulator.models import find_profile, profiles_dir, save_profile
 
     out = Path(args.out)
     refuse_overwrite([out, out.with_suffix(".csv")], args.force)
