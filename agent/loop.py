@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -82,6 +83,8 @@ class StepRecord:
         ac, bc = a.context, b.context
         for name in CONTEXT_FIELDS:
             row[name] = getattr(ac, name)
+        if quiet(a):  # nothing completed and nothing in flight: no latency to report
+            row["p95_ms"] = row["mean_ms"] = math.nan
         row.update(
             target_replicas=o.applied, requested_replicas=o.requested, clamped=o.requested != o.applied,
             action=d.action, probability=d.probability, forced=d.forced,
@@ -92,6 +95,8 @@ class StepRecord:
         )
         for name in CONTEXT_FIELDS:
             row["pre_" + name] = getattr(bc, name)
+        if quiet(b):
+            row["pre_p95_ms"] = row["pre_mean_ms"] = math.nan
         row["pre_in_flight"] = b.in_flight
         return row
 
@@ -128,6 +133,13 @@ def probabilities_json(probabilities: tuple[float, ...]) -> str:
     """A probability vector as the JSON text of ``steps.parquet`` (6 decimals); policies
     repeat a few vectors, so the text is cached."""
     return json.dumps([round(float(v), 6) for v in probabilities])
+
+
+def quiet(obs: Observation) -> bool:
+    """A window that measured no latency: no span completed in it and none was in
+    flight to censor. Its p95 is 0 in the context a policy sees, and NaN in
+    ``steps.parquet`` (left out of means and figures, counted as a quiet step)."""
+    return obs.context.spans == 0 and obs.censored == 0
 
 
 def is_violation(obs: Observation, slo_ms: float) -> bool:

@@ -11,7 +11,11 @@ violations_per_run     steps whose outcome breaks the SLO: p95 above it (where n
                        completed, the p95 of the in-flight requests' ages), or no spans
 forced_ups_per_run     steps whose action a rule imposed (the paper's +1 above the SLO)
 missing_per_run        steps whose outcome lacked a signal (spans or metrics)
-p95_ms                 mean over steps of the outcome's p95 (steps with no spans left out), ms
+quiet_steps_per_run    steps whose window measured no latency (no span completed, none in
+                       flight): their p95 is NaN in steps.parquet, neither a violation nor
+                       a p95 of 0 in the means
+p95_ms                 mean over the measured steps of the outcome's p95 (quiet steps and
+                       steps missing a signal left out), ms
 replicas               mean over steps of the ready replicas
 replica_hours          sum over steps of ready replicas × step length, replica-hours
 scale_changes_per_run  steps whose ordered replica count differs from the previous one
@@ -49,6 +53,7 @@ from scipy import stats
 METRICS = (
     "violations_per_run", "p95_ms", "replicas", "replica_hours", "scale_changes_per_run",
     "under_share", "short_replica_steps", "spare_replica_steps", "forced_ups_per_run", "missing_per_run",
+    "quiet_steps_per_run",
 )  # fmt: skip
 
 
@@ -70,6 +75,8 @@ def per_run(steps: pd.DataFrame, step_seconds: float) -> pd.DataFrame:
             **_against_oracle(g["replicas"].to_numpy(float), g["oracle_replicas"].to_numpy(float), has_oracle),
             "forced_ups_per_run": float(g["forced"].sum()) if "forced" in g else 0.0,
             "missing_per_run": float((g["missing"].str.len() > 0).sum()) if "missing" in g else 0.0,
+            "quiet_steps_per_run": float(((g["spans"] == 0) & (g["censored"] == 0)).sum())
+            if {"spans", "censored"} <= set(g) else 0.0,
             **(_client_p95(g) if "client_p95_ms" in g and g["client_p95_ms"].notna().any() else {}),
         })  # fmt: skip
     return pd.DataFrame(rows)
@@ -197,7 +204,8 @@ COLUMNS = (
     ("violations_per_run", "violations/run",
      "steps of a run whose outcome broke the SLO: p95 above it (with nothing completed, the in-flight "
      "requests' ages), or no spans while load was offered"),
-    ("p95_ms", "p95 ms", "per-step p95 latency (over the context window), averaged over a run's steps"),
+    ("p95_ms", "p95 ms", "per-step p95 latency (over the context window), averaged over a run's measured steps "
+                         "(quiet windows, which measured nothing, are counted apart: quiet_steps_per_run in the CSV)"),
     ("replicas", "replicas", "ready replicas, averaged over a run's steps"),
     ("replica_hours", "replica-h", "the cost: ready replicas x step length, summed over a run, hours"),
     ("scale_changes_per_run", "changes/run", "steps whose ordered replica count differs from the previous one"),

@@ -98,7 +98,11 @@ def estimate(x: np.ndarray, actions: np.ndarray, rewards: np.ndarray, propensiti
 def decided_on(row: dict) -> Context:
     """The context a logged step's decision was made on: its ``pre_`` columns
     (``scalelab.agent.loop.StepRecord.row``), every field of :class:`Context`."""
-    return Context.from_dict({f.name: row["pre_" + f.name] for f in fields(Context)})
+    values = {f.name: row["pre_" + f.name] for f in fields(Context)}
+    for name in ("p95_ms", "mean_ms"):  # a quiet window (NaN in the file) was 0 to the policy
+        if values[name] != values[name]:
+            values[name] = 0.0
+    return Context.from_dict(values)
 
 
 def evaluate(steps: pd.DataFrame, policy, n_boot: int = 200, seed: int = 0) -> OPEResult:
