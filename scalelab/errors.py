@@ -56,11 +56,14 @@ class PermanentError(OperationalError):
     """A fault that retrying will not fix."""
 
 
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run: what was finished is kept in ``folder``, and ``scalelab run
-    --resume FOLDER`` finishes the rest (the CLI says so)."""
+class RunInterrupted(ScalelabError):
+    """Ctrl-C (a ``KeyboardInterrupt``) during a run: what was finished is kept in
+    ``folder``, and ``scalelab run --resume FOLDER`` finishes the rest (the CLI says so
+    and exits with 130, as a shell does for SIGINT)."""
+
+    exit_code = 130
 
     def __init__(self, folder) -> None:
-        super().__init__(str(folder))
+        super().__init__(f"interrupted: resume with `scalelab run --resume {folder}`")
         self.folder = folder
 

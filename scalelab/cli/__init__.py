@@ -64,15 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         args.check(parser, args)
     try:
         return args.func(args)
+    except RunInterrupted as exc:  # Ctrl-C in a run: its finished episodes are kept
+        print(f"\n{exc}", file=sys.stderr)
+        return exc.exit_code
     except OperationalError as exc:  # outside the project's code: one line and what to do
         print(f"scalelab: {_first_line(exc)}\nhint: {hint(exc)}", file=sys.stderr)
         return exc.exit_code
     except ScalelabError as exc:  # UserError and the base: one line; a bug keeps its traceback
         print(f"scalelab: error: {_first_line(exc)}", file=sys.stderr)
         return exc.exit_code
-    except RunInterrupted as exc:  # Ctrl-C in a run: its finished episodes are kept
-        print(f"\ninterrupted: resume with `scalelab run --resume {exc.folder}`", file=sys.stderr)
-        return 130
 
 
 __all__ = ["build_parser", "main"]
