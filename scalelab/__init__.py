@@ -9,7 +9,7 @@ Names load lazily (PEP 562), so ``import scalelab`` stays cheap for the CLI.
 Experiments
     load_config, save_config, ExperimentConfig, ConfigError, run_experiment, RunResult,
     summarize, summary_frame, format_table, per_run, write_report, plot_load,
-    plot_replicas, plot_p95, plot_tradeoff, configs_dir, read_steps (a run folder's steps.parquet)
+    plot_replicas, plot_p95, plot_tradeoff, configs_dir, read_steps
 The paper
     reproduce_paper, comparison, format_comparison, PAPER_RESULTS, gaps, checks
 Policies
