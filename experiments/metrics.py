@@ -46,6 +46,8 @@ reference and is not ranked.
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -216,6 +218,12 @@ COLUMNS = (
     ("missing_per_run", "missing/run", "steps whose outcome lacked a signal (spans or metrics)"),
 )  # fmt: skip
 
+#: The terminal table's columns (it fits 100 characters with the usual policy names);
+#: every column of :data:`COLUMNS` is in ``summary.csv`` and ``report.html``.
+TABLE_COLUMNS = ("violations_per_run", "p95_ms", "replica_hours", "under_share")
+#: The terminal's width the table and its text are set for, characters.
+WIDTH = 100
+
 PARETO_TEXT = ("pareto: rank by non-dominated sorting on (violations/run, replica-h), both lower-better; "
                "1 (*) = the Pareto front: no other policy has both fewer violations and fewer replica-hours")
 
@@ -270,13 +278,14 @@ def ranked(summary: pd.DataFrame) -> pd.DataFrame:
 def format_table(summary: pd.DataFrame, cfg=None, steps_per_run: int | None = None, glossary: bool = True) -> str:
     """The summary as text: what was run (with ``cfg``), the table ranked by Pareto rank
     (mean ± 95 % t-interval), the front, and a glossary of every column."""
-    heads = ["pareto", "policy", "runs", *(h for _, h, _ in COLUMNS)]
+    shown = [c for c in COLUMNS if c[0] in TABLE_COLUMNS]
+    heads = ["pareto", "policy", "runs", *(h for _, h, _ in shown)]
     lines = []
     table = ranked(summary)
     for rec in table.to_dict(orient="records"):
         rank = rec.get("pareto_rank")
         mark = "ref" if rank is None or rank != rank else f"{int(rank)}{'*' if rank == 1 else ''}"
-        lines.append([mark, str(rec["policy"]), str(rec["runs"]), *(_cell(rec[m], m) for m, _, _ in COLUMNS)])
+        lines.append([mark, str(rec["policy"]), str(rec["runs"]), *(_cell(rec[m], m) for m, _, _ in shown)])
     widths = [max(len(h), *(len(r[k]) for r in lines)) for k, h in enumerate(heads)]
     out = [*experiment_lines(cfg, steps_per_run, int(summary["runs"].max())), ""] if cfg is not None else []
     out.append("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)))
@@ -285,13 +294,17 @@ def format_table(summary: pd.DataFrame, cfg=None, steps_per_run: int | None = No
     front = [f"{r['policy']} ({r['violations_per_run']['mean']:.1f} violations, {r['replica_hours']['mean']:.2f} "
              f"replica-h)" for r in table.to_dict(orient="records") if r.get("pareto_rank") == 1]
     if front:
-        out += ["", "best (the Pareto front): " + "; ".join(front)]
+        out += ["", *textwrap.wrap("best (the Pareto front): " + "; ".join(front), WIDTH, subsequent_indent="  ")]
     if glossary:
         out += ["", "columns:"]
         slo = f" (SLO {cfg.slo_ms:g} ms)" if cfg is not None else ""
-        for _, head, text in COLUMNS:
-            out.append(f"  {head:15s} {text}{slo if head == 'violations/run' else ''}")
-        out.append(f"  {'pareto':15s} {PARETO_TEXT.split(': ', 1)[1]}")
+        entries = [(head, text + (slo if head == "violations/run" else "")) for _, head, text in shown]
+        entries.append(("pareto", PARETO_TEXT.split(": ", 1)[1]))
+        entries.append(("more", "in summary.csv and report.html: " + ", ".join(
+            f"{head} ({metric})" for metric, head, _ in COLUMNS if metric not in TABLE_COLUMNS)
+            + ", short_replica_steps, quiet_steps_per_run"))
+        for head, text in entries:
+            out += textwrap.wrap(f"{head:15s} {text}", WIDTH, initial_indent="  ", subsequent_indent=" " * 18)
         if any(is_reference(p) for p in summary["policy"]):
-            out += ["", ORACLE_TEXT]
+            out += ["", *textwrap.wrap(ORACLE_TEXT, WIDTH)]
     return "\n".join(out)

@@ -256,3 +256,21 @@ def test_load_finds_the_state_under_the_policys_name_or_names_the_labels_the_fol
     with pytest.raises(ConfigError, match=r"the folder holds hslinucb: set load_label"):
         run_experiment(load_config({**cold_cfg, "policies": [{"name": "linucb", "load": str(cold.path)}]}),
                        out=tmp_path, progress=False, report=False)
+
+
+def test_the_terminal_table_fits_100_columns_and_names_where_the_rest_is(tmp_path):
+    """Every line of the printed summary (the experiment, the table, the front, the
+    glossary) fits 100 characters; the table holds violations, p95, replica-hours and the
+    under-provisioned share, and the glossary says the other columns are in summary.csv
+    and report.html."""
+    cfg = load_config({**SMALL, "runs": 2, "policies": [{"name": "static", "replicas": 2}, {"name": "hslinucb"},
+                                                         {"name": "hpa", "label": "hpa-with-a-long-label"}]})
+    res = run_experiment(cfg, out=tmp_path, progress=False, report=False)
+    text = res.table()
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    head = next(line for line in text.splitlines() if line.startswith("pareto"))
+    assert head.split() == ["pareto", "policy", "runs", "violations/run", "p95", "ms", "replica-h", "under"]
+    more = text[text.index("  more"):]
+    assert "summary.csv and report.html" in more and "spare_replica_steps" in more.replace("\n", " ")
+    flat = pd.read_csv(res.path / "summary.csv")
+    assert {"spare_replica_steps_mean", "quiet_steps_per_run_mean", "scale_changes_per_run_mean"} <= set(flat.columns)
