@@ -142,13 +142,50 @@ def twin_summary(steps: pd.DataFrame, step_s: float, slo_ms: float) -> dict:
 
 
 def read_summary(source: str | Path) -> dict:
-    """A twin summary: a run folder's (computed from its steps) or a summary JSON file."""
+    """A twin summary: a run folder's (computed from its steps, with ``config``: the
+    experiment's name, seed, runs and backend, and the folder's name) or a summary JSON
+    file."""
     source = Path(source)
     if source.is_file():
         return json.loads(source.read_text())
     cfg = _config(source)
-    return twin_summary(read_steps(source), float(cfg.get("step_seconds", 5.0)),
-                        float(cfg.get("slo_ms") or np.inf))
+    summary = twin_summary(read_steps(source), float(cfg.get("step_seconds", 5.0)),
+                           float(cfg.get("slo_ms") or np.inf))
+    summary["config"] = {"name": cfg.get("name"), "seed": cfg.get("seed"), "runs": cfg.get("runs"),
+                         "backend": cfg.get("backend", "sim"), "folder": source.name}
+    return summary
+
+
+#: Where the live summaries shipped with scalelab live: ``<config name>/summary-live-{a,b}.json``
+#: and a ``README.md`` with the command, the commit and the machine that made them.
+SHIPPED_TWIN = "twin"
+
+
+def shipped_live_summaries(config_name: str) -> tuple[Path, Path]:
+    """The two shipped summaries of live runs of the config ``config_name`` (the noise
+    floor's live sides, :func:`floor_report`); a ``UserError`` names the configs that have
+    them."""
+    from importlib import resources
+
+    from scalelab.errors import UserError
+
+    root = Path(str(resources.files("scalelab.experiments.data"))) / SHIPPED_TWIN
+    pair = (root / config_name / "summary-live-a.json", root / config_name / "summary-live-b.json")
+    if not all(p.is_file() for p in pair):
+        have = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise UserError(f"no shipped live summaries for {config_name!r} (shipped: {', '.join(have) or 'none'})")
+    return pair
+
+
+def check_same_experiment(config_name: str, *summaries: dict) -> None:
+    """Refuse summaries of another experiment than ``config_name`` (those that say which)."""
+    from scalelab.errors import UserError
+
+    for s in summaries:
+        theirs = (s.get("config") or {}).get("name")
+        if theirs is not None and theirs != config_name:
+            raise UserError(f"the live summary is of the experiment {theirs!r}, not {config_name!r}: compare a "
+                            f"simulation of the same config")
 
 
 def _cell_distance(x: np.ndarray, ref: np.ndarray, slo_ms: float) -> float:

@@ -32,7 +32,8 @@ def test_the_wheel_holds_only_scalelab_at_the_top_level(tmp_path):
     # the linked folders arrive as files (the links are followed), with their data
     for path in ("scalelab/agent/loop.py", "scalelab/orchestrator/native/fixed_port.c",
                  "scalelab/experiments/configs/compare.yaml", "scalelab/simulator/data/paper-D1-p95.json",
-                 "scalelab/agent/policies/data/p95-rule.onnx", "scalelab/cli/__init__.py"):
+                 "scalelab/agent/policies/data/p95-rule.onnx", "scalelab/cli/__init__.py",
+                 "scalelab/experiments/data/twin/live-evaluation-week/summary-live-a.json"):
         assert path in names, path
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "scalelab = scalelab.cli:main" in entry

@@ -264,3 +264,33 @@ def test_the_noise_floor_report_of_run_folders_and_of_shipped_summaries(tmp_path
     sim_runs = json.loads((folder / "twin" / "summary-sim.json").read_text())["runs"]
     assert len(sim_runs) == 2 * 2 * 2  # 2 policies x (2 runs x 2 live sides): as many as live in all
 
+
+
+def test_the_simulator_against_the_live_runs_shipped_with_scalelab(tmp_path, capsys):
+    """CI's short twin: ``live-evaluation-week`` simulated against the two live runs of it
+    shipped in ``experiments/data/twin/`` (same config and seed): the floor report has its
+    five verdicts; a summary of another experiment is refused, naming both."""
+    import json
+
+    from scalelab.cli import main
+    from scalelab.experiments.twin import shipped_live_summaries
+
+    a, b = shipped_live_summaries("live-evaluation-week")
+    for side in (a, b):
+        shipped = json.loads(side.read_text())
+        assert shipped["config"]["name"] == "live-evaluation-week" and shipped["config"]["backend"] == "live"
+        assert {r["policy"] for r in shipped["runs"]} == {"hslinucb", "hpa-default", "threshold-cpu"}
+    assert main(["twin", "live-evaluation-week", "--runs", "1", "--shipped-live", "--out", str(tmp_path / "t")]) == 0
+    (folder,) = [p for p in (tmp_path / "t").iterdir() if p.is_dir()]
+    md = (folder / "twin" / "floor.md").read_text()
+    for line in ("per-cell p95 quantiles", "per-minute p95 within", "per-minute throughput within",
+                 "per-run violations and replica-hours equivalent", "ranking of the policies"):
+        assert sum(line in x for x in md.splitlines()) == 1, line
+    sim_runs = json.loads((folder / "twin" / "summary-sim.json").read_text())["runs"]
+    assert len(sim_runs) == 3 * 2  # three policies, as many runs as the two live folders together
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**json.loads(a.read_text()), "config": {"name": "paper-coldstart"}}))
+    capsys.readouterr()
+    assert main(["twin", "live-evaluation-week", "--runs", "1", "--out", str(tmp_path / "u"),
+                 "--live-summary", str(other), "--live-summary", str(b)]) == 2
+    assert "'paper-coldstart', not 'live-evaluation-week'" in capsys.readouterr().err

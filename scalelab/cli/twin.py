@@ -13,19 +13,29 @@ def cmd_twin(args) -> int:
 
     from scalelab.experiments.config import load_config
     from scalelab.experiments.experiment import run_experiment, run_live
-    from scalelab.experiments.twin import floor_report, twin_report
+    from scalelab.experiments.twin import (
+        check_same_experiment,
+        floor_report,
+        read_summary,
+        shipped_live_summaries,
+        twin_report,
+    )
 
     cfg = load_config(config_path(args.config))
     if args.runs:
         cfg = replace(cfg, runs=args.runs)
+    if args.shipped_live:
+        args.live_summary = [str(p) for p in shipped_live_summaries(cfg.name)]
+    if args.live_summary:  # shipped summaries of live runs: checked before any work
+        if len(args.live_summary) != 2:
+            print("scalelab: error: --live-summary needs two files (two live runs of the same config and seed)")
+            return 2
+        check_same_experiment(cfg.name, *(read_summary(p) for p in args.live_summary))
     # the simulator as many times as live in all (its runs 0..runs-1 have live's seeds)
     sim_runs = cfg.runs * max(args.live_repeats, len(args.live or []), len(args.live_summary or []), 1)
     sim = run_experiment(replace(cfg, backend="sim", runs=sim_runs), out=args.out, command=command())
     print(f"simulated: {sim.path} ({sim.seconds:.1f} s)")
-    if args.live_summary:  # shipped summaries of live runs: the noise floor only (no live steps here)
-        if len(args.live_summary) != 2:
-            print("scalelab: error: --live-summary needs two files (two live runs of the same config and seed)")
-            return 2
+    if args.live_summary:  # the noise floor only (no live steps here)
         md = floor_report(sim.path, *args.live_summary, out=sim.path / "twin")
         print(md.read_text())
         print(f"noise floor: {md}")
@@ -53,4 +63,7 @@ def add_parsers(sub) -> None:
                    help="a live run folder made before (twice: both sides of the floor) instead of running live")
     p.add_argument("--live-summary", metavar="FILE", action="append",
                    help="a shipped summary of a live run (twice): compare the simulator with it, no live run")
+    p.add_argument("--shipped-live", action="store_true",
+                   help="compare the simulator with the two live runs shipped with scalelab for this config "
+                        "(experiments/data/twin/<config>/), no live run")
     p.set_defaults(func=cmd_twin)

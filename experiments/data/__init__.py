@@ -1,0 +1,1 @@
+"""Data shipped with the experiments: the live sides of the twin's noise floor (``twin/``)."""
