@@ -263,6 +263,68 @@ def _cell(v: dict, metric: str) -> str:
     return f"{v['mean']:.{digits}f} ± {v['ci95']:.{digits}f}"
 
 
+#: The criterion the conclusion states: fewest violations; among the policies not
+#: distinguishable from the fewest on violations, fewest replica-hours.
+CRITERION = ("fewest violations per run, then, among the policies not distinguishable from the fewest on "
+             "violations, fewest replica-hours")
+
+
+def _interval(v: dict) -> tuple[float, float]:
+    m, c = v["mean"], v.get("ci95") or 0.0
+    return (m - c, m + c) if m is not None and m == m else (np.nan, np.nan)
+
+
+def _best_and_tied(rows: list[dict], metric: str) -> tuple[dict, list[dict], list[dict]]:
+    """The row of the lowest mean of ``metric``, the rows whose 95 % interval overlaps
+    its interval (not distinguishable from it) and the others (distinguishably higher)."""
+    best = min(rows, key=lambda r: r[metric]["mean"])
+    hi = _interval(best[metric])[1]
+    tied = [r for r in rows if r is not best and _interval(r[metric])[0] <= hi]
+    return best, tied, [r for r in rows if r is not best and r not in tied]
+
+
+def conclusion(summary: pd.DataFrame) -> str:
+    """The results in plain words: which policies are distinguishable on violations and on
+    replica-hours (95 % intervals that do not overlap), and which wins under
+    :data:`CRITERION`, or that none can be told apart. The oracle, a reference, is left
+    out."""
+    rows = [r for r in summary.to_dict(orient="records") if not is_reference(r["policy"])
+            and r["violations_per_run"]["mean"] is not None]
+    if len(rows) < 2:
+        return "One policy: nothing to compare."
+    runs = sorted({int(r["runs"]) for r in rows})
+    if runs == [1]:
+        return (f"{len(rows)} policies, one run each: no interval, so no policy can be told apart from another; "
+                "run more (runs: 5 or more).")
+
+    def names(rs: list[dict]) -> str:
+        return ", ".join(str(r["policy"]) for r in rs)
+
+    out = [f"{len(rows)} policies, {'-'.join(map(str, runs))} runs each; two policies differ when their 95 % "
+           "intervals do not overlap."]
+    for metric, what in (("violations_per_run", "violations per run"), ("replica_hours", "replica-hours")):
+        best, tied, worse = _best_and_tied(rows, metric)
+        b = best[metric]
+        line = f"Fewest {what}: {best['policy']} ({b['mean']:.3g} ± {b['ci95']:.2g})"
+        line += f"; not distinguishable from it: {names(tied)}" if tied else "; distinguishably below every other"
+        line += f"; distinguishably more: {len(worse)} ({names(worse)})." if worse else "."
+        out.append(line)
+    best, tied, _ = _best_and_tied(rows, "violations_per_run")
+    pool = [best, *tied]
+    if len(pool) == 1:
+        out.append(f"Under the criterion ({CRITERION}): {best['policy']} wins.")
+    else:
+        cheapest, cost_tied, _ = _best_and_tied(pool, "replica_hours")
+        if cost_tied:
+            out.append(f"Under the criterion ({CRITERION}): no single winner; {names([cheapest, *cost_tied])} "
+                       "cannot be told apart on either axis.")
+        else:
+            out.append(f"Under the criterion ({CRITERION}): {cheapest['policy']} wins (its violations are not "
+                       f"distinguishable from the fewest, and its replica-hours are distinguishably lower than "
+                       f"those of {names([r for r in pool if r is not cheapest])}).")
+    return " ".join(out)
+
+
 def ranked(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary's rows by Pareto rank, then violations, then cost; the oracle last."""
     if "pareto_rank" not in summary:
@@ -293,6 +355,7 @@ def format_table(summary: pd.DataFrame, cfg=None, steps_per_run: int | None = No
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
     front = [f"{r['policy']} ({r['violations_per_run']['mean']:.1f} violations, {r['replica_hours']['mean']:.2f} "
              f"replica-h)" for r in table.to_dict(orient="records") if r.get("pareto_rank") == 1]
+    out += ["", *textwrap.wrap(conclusion(summary), WIDTH)]
     if front:
         out += ["", *textwrap.wrap("best (the Pareto front): " + "; ".join(front), WIDTH, subsequent_indent="  ")]
     if glossary:

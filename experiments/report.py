@@ -40,6 +40,7 @@ from scalelab.experiments.metrics import (
     COLUMNS,
     ORACLE_TEXT,
     PARETO_TEXT,
+    conclusion,
     experiment_lines,
     is_reference,
     pareto_ranks,
@@ -618,6 +619,7 @@ def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.Data
 <style>{STYLE}</style></head><body><h1>scalelab run: {html.escape(cfg.name)}</h1>
 <p class="lead">{lead}</p>
 <h2>Results, ranked</h2>
+<p class="conclusion">{html.escape(conclusion(summary))}</p>
 <p>Best (the Pareto front on violations and replica-hours): {'; '.join(front) or 'none'}.</p>
 {summary_table_html(summary)}
 <h3>What the columns mean</h3>{glossary_html(cfg.slo_ms)}{oracle}{warning}

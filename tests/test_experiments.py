@@ -274,3 +274,27 @@ def test_the_terminal_table_fits_100_columns_and_names_where_the_rest_is(tmp_pat
     assert "summary.csv and report.html" in more and "spare_replica_steps" in more.replace("\n", " ")
     flat = pd.read_csv(res.path / "summary.csv")
     assert {"spare_replica_steps_mean", "quiet_steps_per_run_mean", "scale_changes_per_run_mean"} <= set(flat.columns)
+
+
+def test_the_conclusion_says_which_policies_differ_and_which_wins():
+    """Hand-made intervals: A and B overlap on violations (the fewest) and differ on cost,
+    C is distinguishably worse; A wins under the criterion. When the pool cannot be told
+    apart on cost either, no single winner; with one run, nothing can be told."""
+    from scalelab.experiments.metrics import conclusion
+
+    def row(policy, v, vc, h, hc, runs=3):
+        return {"policy": policy, "runs": runs, "violations_per_run": {"mean": v, "ci95": vc},
+                "replica_hours": {"mean": h, "ci95": hc}}
+
+    summary = pd.DataFrame([row("A", 10, 3, 5.0, 0.5), row("B", 9, 2, 8.0, 0.5), row("C", 40, 5, 2.0, 0.1),
+                            row("oracle", 0, 0, 1.0, 0.0)])
+    text = conclusion(summary)
+    assert "3 policies, 3 runs each" in text  # the oracle, a reference, left out
+    assert "Fewest violations per run: B (9 ± 2); not distinguishable from it: A; distinguishably more: 1 (C)." in text
+    assert "Fewest replica-hours: C (2 ± 0.1); distinguishably below every other; distinguishably more: 2 (A, B)." in text
+    assert text.endswith("A wins (its violations are not distinguishable from the fewest, and its replica-hours are "
+                         "distinguishably lower than those of B).")
+    close = pd.DataFrame([row("A", 10, 3, 5.0, 2.0), row("B", 9, 2, 6.0, 2.0)])
+    assert conclusion(close).endswith("no single winner; A, B cannot be told apart on either axis.")
+    one = pd.DataFrame([row("A", 10, 0, 5.0, 0.0, runs=1), row("B", 9, 0, 6.0, 0.0, runs=1)])
+    assert "no policy can be told apart" in conclusion(one)
