@@ -368,6 +368,18 @@ def floor_lines(floor: dict) -> list[str]:
     return lines
 
 
+def why_not_a_twin(sim: str | Path, live: str | Path) -> str:
+    """Why two run folders, one simulated and one live, are not a twin ("" when they
+    are): a twin is one experiment (its config the same but for the backend and the
+    runs); two with another workload, length or seed do not correspond step by step."""
+    sim, live = Path(sim), Path(live)
+    differ = config_differences(_config(sim), _config(live))
+    if any(d.split(":")[0].split(".")[0] in ("workload", "steps", "step_seconds", "seed") for d in differ):
+        return f"{sim.name} and {live.name} are different experiments ({'; '.join(differ[:3])}): their steps " \
+            "do not correspond"
+    return ""
+
+
 def twin_report(sim_dir: str | Path, live_dir: str | Path, out: str | Path | None = None,
                 live_again: str | Path | None = None) -> Path:
     """Compare two run folders of one config (any two backends; ``sim`` and ``live``

@@ -129,6 +129,9 @@ def test_report_of_two_folders_takes_the_live_one_from_its_config_snapshot(tmp_p
 
     live, sim = tmp_path / "measured", tmp_path / "backend: live"
     backends = {live: "live", sim: "sim"}
+    for folder, backend in backends.items():  # one experiment, two backends
+        folder.mkdir()
+        (folder / "config.yaml").write_text(f"name: x\nseed: 1\nbackend: {backend}\n")
     monkeypatch.setattr(report, "folder_summary", lambda d: (SimpleNamespace(backend=backends[Path(d)]), None))
     monkeypatch.setattr(report, "write_report", lambda d: Path(d) / "report.html")
     monkeypatch.setattr(report, "write_comparison", lambda folders, out: Path(out) / "comparison.html")

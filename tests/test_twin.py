@@ -156,10 +156,24 @@ def test_scalelab_report_of_two_run_folders_puts_them_side_by_side(tmp_path, cap
     assert "seed: 3 -&gt; 4" in html
     comparison = pd.read_csv(tmp_path / "side" / "comparison.csv")
     assert len(comparison) == 4 and set(comparison.folder) == {a.name, b.name} and set(comparison.key) == {"A", "B"}
-    md = (tmp_path / "side" / "twin.md").read_text()
-    assert "| hslinucb |" in md and "| static |" in md and "DIFFER beyond the backend: seed: 3 -> 4" in md
-    assert (tmp_path / "side" / "twin.png").stat().st_size > 10_000
-    t = pd.read_csv(tmp_path / "side" / "twin.csv")
+    # two simulated runs are a comparison, not a twin: no simulated run is labelled live
+    assert "no twin report: neither is a live run" in capsys.readouterr().out
+    assert not (tmp_path / "side" / "twin.md").exists()
+    # one of them recorded as live, the other's seed different: not one experiment, not compared step by step
+    import yaml
+
+    live_cfg = yaml.safe_load((b / "config.yaml").read_text())
+    (b / "config.yaml").write_text(yaml.safe_dump({**live_cfg, "backend": "live"}))
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "side2")]) == 0
+    out = capsys.readouterr().out
+    assert f"no twin report: {a.name} and {b.name} are different experiments (seed: 3 -> 4)" in out
+    # the same seed: a twin, written step by step
+    (b / "config.yaml").write_text(yaml.safe_dump({**live_cfg, "backend": "live", "seed": 3}))
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "side3")]) == 0
+    md = (tmp_path / "side3" / "twin.md").read_text()
+    assert "| hslinucb |" in md and "| static |" in md and "the same experiment" in md
+    assert (tmp_path / "side3" / "twin.png").stat().st_size > 10_000
+    t = pd.read_csv(tmp_path / "side3" / "twin.csv")
     assert set(t.policy) == {"hslinucb", "static"} and (t.steps_compared > 0).all()
 
 

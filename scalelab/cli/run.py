@@ -84,13 +84,21 @@ def cmd_report(args) -> int:
     if len(folders) > 1:
         out = Path(args.out) if args.out else folders[0].parent / ("comparison-" + "-vs-".join(d.name for d in folders))[:120]
         print(f"comparison: {write_comparison(folders, out)}")
-        if len(folders) == 2:  # two runs of one config (a simulated and a live one, say): step by step
-            from scalelab.experiments.twin import twin_report
+        if len(folders) == 2:  # a simulated and a live run of one experiment: also step by step
+            from scalelab.experiments import twin
 
-            sim, measured = sorted(folders, key=lambda d: configs[d].backend == "live")
-            md = twin_report(sim, measured, out)
-            print(md.read_text())
-            print(f"twin:       {md}")
+            live = [d for d in folders if configs[d].backend == "live"]
+            why_not = (("both are live runs" if live else "neither is a live run") + ": a twin is one simulated "
+                       "and one live run of one experiment") if len(live) != 1 else ""
+            if not why_not:
+                sim, measured = sorted(folders, key=lambda d: configs[d].backend == "live")
+                why_not = twin.why_not_a_twin(sim, measured)
+            if why_not:
+                print(f"no twin report: {why_not}")
+            else:
+                md = twin.twin_report(sim, measured, out)
+                print(md.read_text())
+                print(f"twin:       {md}")
     return 0
 
 
