@@ -96,6 +96,7 @@ class AppConfig:
     overhead_ms: float | None = None
     burst_cores: float | None = None
     sidecar: dict[str, Any] | str | None = None  # a dict of Sidecar fields, or "none"
+    wall_limit_ms: float | str | None = None  # a run killed this long after it reached its replica, or "none"
 
 
 @dataclass

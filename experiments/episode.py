@@ -54,6 +54,8 @@ def resolve(cfg: ExperimentConfig) -> Resolved:
     except KeyError as exc:
         raise ConfigError(f"config: {exc.args[0]}") from None
     overrides = {k: v for k, v in vars(cfg.app).items() if k != "profile" and v is not None}
+    if overrides.get("wall_limit_ms") == "none":  # the profile's wall limit removed
+        overrides["wall_limit_ms"] = None
     try:
         app = base.with_overrides(**overrides)
     except (ValueError, TypeError) as exc:

@@ -113,6 +113,7 @@ class SimCluster:
         self.params[E.P_TIMEOUT_CPU] = app.demand.timeout_s
         self.params[E.P_CONTENTION] = app.contention
         self.params[E.P_CONTENTION_CAP] = app.contention_cap
+        self.params[E.P_WALL] = app.wall_limit_ms / 1000.0 if app.wall_limit_ms is not None else np.inf
         self.u_gen = np.zeros(0, dtype=np.int64)
         self.u_active = np.zeros(0, dtype=np.int64)
         self.ht = np.zeros(0)
@@ -187,6 +188,7 @@ class SimCluster:
         self.rf[r, E.RF_PEND] = self.now + self.app.cfs_period_ms / 1000.0
         self.rf[r, E.RF_BUDGET] = self.params[E.P_QUOTA]
         self.rf[r, E.RF_READY_AT] = ready_at
+        self.rf[r, E.RF_DMIN] = np.inf
         self.pod_name[r] = f"sandbox-{self._pods_made}"
         self.pod_start[r] = self.now
         self._pods_made += 1

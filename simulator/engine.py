@@ -16,6 +16,10 @@ Model (times in seconds, CPU in core-seconds):
   (the request is then flagged as timed out).
 * **Closed users** send, wait for the response, think, and send again. User events live
   in one binary heap keyed by ``(time, sequence)``, so ties run in insertion order.
+* A request still running ``wall`` seconds after it reached its replica is **killed** at
+  that instant (the sandbox's wall limit): its response leaves then, flagged like a
+  timed-out one, and the rest of its demand is never served. ``wall`` is infinite
+  unless the profile states one.
 * **Open arrivals** come from a sorted array of instants.
 * Replica events (a completion, a budget exhausted, a period boundary while busy, a
   replica becoming ready) are found in a segment tree over the replicas' next event
@@ -43,7 +47,8 @@ RF_PHASE = 7  # CFS period phase, s
 RF_NEXT = 8  # time of the next replica event, s (inf if none)
 RF_ALIVE = 9  # seconds alive since the last sample
 RF_FMIN = 10  # the smallest finish threshold of the requests in service (valid while any is)
-N_RF = 11
+RF_DMIN = 11  # the earliest wall deadline of the requests in service, s (valid while any is)
+N_RF = 12
 
 # replica int columns
 RI_STATE = 0
@@ -86,7 +91,8 @@ P_BURST = 3
 P_TIMEOUT_CPU = 4
 P_CONTENTION = 5  # extra CPU per unit of useful work for each other request in service
 P_CONTENTION_CAP = 6  # other requests beyond this add no more contention
-N_PARAMS = 7
+P_WALL = 7  # wall-clock limit of a request at its replica, s (inf: none); past it the run is killed
+N_PARAMS = 8
 
 # return codes of run_until
 DONE = 0
@@ -206,8 +212,9 @@ def schedule_replica(rf, ri, act, sf, r, params):
         rf[r, RF_NEXT] = INF
         return
     t0 = rf[r, RF_TUPD]
+    deadline = rf[r, RF_DMIN]  # the earliest wall limit: an event whatever the budget
     if rf[r, RF_BUDGET] <= EPS:
-        rf[r, RF_NEXT] = rf[r, RF_PEND]
+        rf[r, RF_NEXT] = min(rf[r, RF_PEND], deadline)
         return
     c = min(float(n), params[P_BURST])
     s = _share(c, n, params)
@@ -216,13 +223,15 @@ def schedule_replica(rf, ri, act, sf, r, params):
     t_exhaust = t0 + rf[r, RF_BUDGET] / c
     if t_exhaust <= t0:  # the budget left is below the clock's resolution
         rf[r, RF_BUDGET] = 0.0
-        rf[r, RF_NEXT] = rf[r, RF_PEND]
+        rf[r, RF_NEXT] = min(rf[r, RF_PEND], deadline)
         return
     nxt = rf[r, RF_PEND]
     if t_complete < nxt:
         nxt = t_complete
     if t_exhaust < nxt:
         nxt = t_exhaust
+    if deadline < nxt:
+        nxt = deadline
     rf[r, RF_NEXT] = nxt
 
 
@@ -361,6 +370,7 @@ def run_until(
     nrep = ri.shape[0]
     overhead = params[P_OVERHEAD]
     tcap = params[P_TIMEOUT_CPU]
+    wall = params[P_WALL]
     t = now
     ev, bal, size = build_trees(rf, ri, meta)  # the replicas may have changed since the last call
     while True:
@@ -394,15 +404,18 @@ def run_until(
             share = _share(min(float(n), params[P_BURST]), n, params) if n > 0 else 1.0
             k = 0
             fmin = INF  # of the requests that stay
+            dmin = INF
             first = rf[r, RF_FMIN] - v
-            if n == 0 or (first > 1e-12 and t + first / share > t):
+            if n == 0 or (first > 1e-12 and t + first / share > t and t < rf[r, RF_DMIN]):
                 k = n  # not a completion (the budget or the period): the requests all stay
                 fmin = rf[r, RF_FMIN]
+                dmin = rf[r, RF_DMIN]
             while k < ri[r, RI_N]:
                 slot = act[r, k]
                 left = sf[slot, SF_FINISH] - v
-                # done, or so close that the clock cannot represent the rest
-                if left <= 1e-12 or t + left / share <= t:
+                killed = sf[slot, SF_ARRIVE] + wall <= t
+                # done, or so close that the clock cannot represent the rest, or past its wall limit
+                if left <= 1e-12 or t + left / share <= t or killed:
                     # complete this request
                     nn = ri[r, RI_N] - 1
                     act[r, k] = act[r, nn]
@@ -412,7 +425,7 @@ def run_until(
                     out_f[o, 0] = sf[slot, SF_ARRIVE]
                     out_f[o, 1] = t - sf[slot, SF_ARRIVE] + overhead
                     out_i[o, 0] = r
-                    out_i[o, 1] = si[slot, SI_TIMEOUT]
+                    out_i[o, 1] = 1 if killed and left > 1e-12 else si[slot, SI_TIMEOUT]
                     meta[M_OUT] = o + 1
                     u = si[slot, SI_USER]
                     if u >= 0 and u_active[u] == 1:
@@ -424,8 +437,11 @@ def run_until(
                 else:
                     if sf[slot, SF_FINISH] < fmin:
                         fmin = sf[slot, SF_FINISH]
+                    if sf[slot, SF_ARRIVE] + wall < dmin:
+                        dmin = sf[slot, SF_ARRIVE] + wall
                     k += 1
             rf[r, RF_FMIN] = fmin
+            rf[r, RF_DMIN] = dmin
             if ri[r, RI_STATE] == DRAINING and ri[r, RI_N] == 0:
                 ri[r, RI_STATE] = FREE
             schedule_replica(rf, ri, act, sf, r, params)
@@ -472,6 +488,8 @@ def run_until(
         si[slot, SI_TIMEOUT] = timeout
         if ri[r, RI_N] == 0 or sf[slot, SF_FINISH] < rf[r, RF_FMIN]:
             rf[r, RF_FMIN] = sf[slot, SF_FINISH]
+        if ri[r, RI_N] == 0:  # arrivals come in time order: the first one present has the earliest deadline
+            rf[r, RF_DMIN] = t + wall
         act[r, ri[r, RI_N]] = slot
         ri[r, RI_N] += 1
         schedule_replica(rf, ri, act, sf, r, params)

@@ -261,6 +261,7 @@ class FluidModel:
         self.mean_demand = float(sample.mean())
         self.demand_scv = float(sample.var() / self.mean_demand**2) if self.mean_demand > 0 else 0.0
         self.overhead = self.app.overhead_ms / 1000.0
+        self.wall_limit = self.app.wall_limit_ms / 1000.0 if self.app.wall_limit_ms is not None else math.inf
         self.think = 0.5 * (self.settings.think_low_s + self.settings.think_high_s)
         a = self.app
         self.period = a.cfs_period_ms / 1000.0
@@ -337,7 +338,7 @@ class FluidModel:
                 if relaxation_s > 0:
                     found = relaxation_s / v * -np.expm1(-v / relaxation_s)
                     v = self.walls(self.points, 1.0 + found * k + (1.0 - found) * mean_others, u)
-                v = v + self.overhead
+                v = np.minimum(v, self.wall_limit) + self.overhead  # a run past the wall limit is killed then
                 vals.append(v)
                 wts.append(np.full(QUANTILES, w / QUANTILES))
                 moments.append((w, v.mean(), float(np.mean(v * v))))

@@ -197,6 +197,8 @@ class AppProfile:
         (0 and 0: memory not modelled).
     sidecar: the proxy beside the app in every pod (:class:`Sidecar`), or none (the
         default); the ``pod_*`` properties are the pod's totals.
+    wall_limit_ms: a request still running this long after it reached its replica is
+        killed and answered then (the sandbox's wall limit on a run), ms; None: no limit.
     provenance: where each value came from, field (``demand.cpu_ms``,
         ``sidecar.idle_cores``) -> source: a fit and its data (the source begins with
         ``fitted``), a platform's setting, or a value set by hand; :func:`provenance_table`
@@ -218,6 +220,7 @@ class AppProfile:
     mem_base_mib: float = 0.0
     mem_per_request_mib: float = 0.0
     sidecar: Sidecar | None = None
+    wall_limit_ms: float | None = None
     provenance: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -257,6 +260,9 @@ class AppProfile:
         for name in ("overhead_ms", "contention", "contention_cap", "mem_base_mib", "mem_per_request_mib"):
             if getattr(self, name) < 0:
                 raise ValueError(f"app.{name} must be >= 0, got {getattr(self, name)}")
+        w = self.wall_limit_ms
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int | float) or not w > 0):
+            raise ValueError(f"app.wall_limit_ms must be a number of ms > 0, or none (no limit), got {w!r}")
 
     def with_overrides(self, *, source: str = "overridden", **changes) -> AppProfile:
         """A copy with some fields changed (``demand`` and ``sidecar`` may be dicts of
@@ -378,6 +384,7 @@ PAPER = AppProfile(
         "sidecar.cpu_ms_per_request": "Istio 1.6's performance page: 0.6 vCPU per 1000 requests/s (scripts/"
                                       "paper_factorial.py --real-week: it decides threshold-cpu's violations)",
         "sidecar.memory_mib": "Istio 1.6's performance page: about 50 MB",
+        "wall_limit_ms": "none: the paper's endpoint computes a fixed amount of CPU and kills no request",
     },
 )
 
@@ -414,6 +421,7 @@ SANDBOX = AppProfile(
     mem_base_mib=150.0,
     mem_per_request_mib=40.0,
     sidecar=None,
+    wall_limit_ms=10_000.0,
     provenance={
         "demand.kind": "student submissions (commit 4c040fc; live: injector/locustfile.py StudentUser, POST /run)",
         "demand.corpus": "injector/data/corpus-v1.json: the corpus's CPU times measured in the live sandbox "
@@ -425,6 +433,7 @@ SANDBOX = AppProfile(
         "memory_request_mib": _SANDBOX_REPLICA,
         "memory_limit_mib": _SANDBOX_REPLICA,
         "overhead_ms": _SANDBOX_FIT,
+        "wall_limit_ms": "sandbox/app.py PROOF_LIMITS.wall_seconds: a run is killed 10 s after it starts",
         "cfs_period_ms": _LINUX,
         "burst_cores": _SANDBOX_BY_HAND + " (its CPU limit, one core)",
         "contention": _SANDBOX_BY_HAND + " (none)",

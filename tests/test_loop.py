@@ -176,8 +176,9 @@ def test_an_empty_window_under_overload_is_a_violation(tmp_path):
     windows see no completion. Those steps take the in-flight requests' ages as
     (censored) latencies -- ages of tens of seconds, far above the SLO -- so every
     overloaded step is a violation by its p95; none reads p95 = 0 (which the context
-    reported before, scoring the worst steps as fine)."""
-    cfg = {"name": "overload", "seed": 1, "runs": 1, "steps": 30, "app": {"profile": "sandbox"},
+    reported before, scoring the worst steps as fine). (Without the sandbox's wall limit:
+    with it, runs are killed at 10 s and every window holds their answers.)"""
+    cfg = {"name": "overload", "seed": 1, "runs": 1, "steps": 30, "app": {"profile": "sandbox", "wall_limit_ms": "none"},
            "workload": {"kind": "constant", "users": 400, "duration_s": 150},
            "cluster": {"min_replicas": 1, "max_replicas": 1, "initial_replicas": 1},
            "policies": [{"name": "static", "replicas": 1}]}  # fmt: skip

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: The defaults a profile may leave: each one the absence of its term or the platform's own.
 NEUTRAL = {"name": "unnamed", "cfs_period_ms": 100.0, "contention_cap": math.inf, "mem_base_mib": 0.0,
-           "mem_per_request_mib": 0.0, "sidecar": None, "provenance": {}}
+           "mem_per_request_mib": 0.0, "sidecar": None, "wall_limit_ms": None, "provenance": {}}
 
 
 def _default(f):
@@ -181,3 +181,19 @@ def test_a_fit_marks_the_fields_it_searched():
     unchanged, _, _ = fit_profile(PAPER, lambda a: score(PAPER) if a is PAPER else replace(
         score(a), median_q_error=1.0), candidates=2, seed=1)
     assert unchanged is PAPER
+
+
+def test_a_wall_limit_is_stated_in_ms_or_removed_with_none():
+    """The sandbox kills a run at 10 s; a config may remove the limit (``none``) and a
+    malformed one is refused naming the key."""
+    from scalelab import load_config
+    from scalelab.experiments.config import ConfigError
+    from scalelab.experiments.episode import resolve
+
+    base = {"name": "w", "workload": {"kind": "constant", "users": 1, "duration_s": 10},
+            "policies": [{"name": "static"}]}
+    assert resolve(load_config({**base, "app": {"profile": "sandbox"}})).app.wall_limit_ms == 10_000.0
+    assert resolve(load_config({**base, "app": {"profile": "sandbox", "wall_limit_ms": "none"}})).app.wall_limit_ms is None
+    assert resolve(load_config({**base, "app": {"profile": "sandbox", "wall_limit_ms": 5000}})).app.wall_limit_ms == 5000
+    with pytest.raises(ConfigError, match=r"app.wall_limit_ms must be a number of ms > 0, or none .* got 'nope'"):
+        resolve(load_config({**base, "app": {"profile": "sandbox", "wall_limit_ms": "nope"}}))

@@ -144,6 +144,47 @@ def test_sandbox_timeouts_are_flagged():
     assert spans.duration_ms[spans.error].min() >= 999.0
 
 
+def test_a_run_past_its_wall_limit_is_killed_and_answered_then():
+    """Two users, 6 s of CPU each, one core, a 10 s wall limit, 30 ms overhead, no think:
+    both requests share the core from t = 0, each at half speed, so at t = 10 each has
+    had 5 s of its 6 and both are killed then, answered at 10 s + 30 ms and flagged; the
+    replica used 10 s of CPU, not 12. Without the limit both finish at t = 12."""
+    base = dict(name="w", demand=DemandModel(kind="fixed-cpu", cpu_ms=6000.0, cv=0.0), cpu_limit=1.0,
+                cpu_request=1.0, burst_cores=1.0, contention=0.0, overhead_ms=30.0, memory_request_mib=512.0,
+                memory_limit_mib=512.0)
+    killed = make(AppProfile(wall_limit_ms=10_000.0, **base), think=(0.0, 0.0))
+    killed.set_users(2)
+    step = killed.run_to(10.0)  # the deadline is the step's end: both answered at it
+    np.testing.assert_allclose(step.spans.duration_ms, [10_030.0, 10_030.0])
+    assert step.spans.error.all()
+    assert step.pods.cpu_cores[0] == pytest.approx(1.0)  # 10 s of CPU in 10 s: the killed work is not served
+    free = make(AppProfile(**base), think=(0.0, 0.0))
+    free.set_users(2)
+    assert len(free.run_to(11.9).spans) == 0
+    spans = free.run_to(12.1).spans
+    np.testing.assert_allclose(spans.duration_ms, [12_030.0, 12_030.0])
+    assert not spans.error.any()
+    # a request within the limit is untouched by it
+    short = make(AppProfile(wall_limit_ms=10_000.0, **{**base, "demand": DemandModel(kind="fixed-cpu", cpu_ms=100.0,
+                                                                                        cv=0.0)}), think=(0.5, 0.5))
+    short.set_users(1)
+    out = short.run_to(5.0).spans
+    np.testing.assert_allclose(out.duration_ms, 130.0)
+    assert not out.error.any()
+
+
+def test_a_wall_limit_the_profile_does_not_state_changes_nothing():
+    """The same seed with no wall limit and with one longer than any request gives the
+    same events, bit for bit."""
+    none = make(plain_ps(200.0), seed=3)
+    far = make(plain_ps(200.0).with_overrides(wall_limit_ms=1e9), seed=3)
+    for c in (none, far):
+        c.set_users(8)
+    a, b = none.run_to(120.0).spans, far.run_to(120.0).spans
+    np.testing.assert_array_equal(a.duration_ms, b.duration_ms)
+    np.testing.assert_array_equal(a.start_s, b.start_s)
+
+
 @pytest.mark.slow
 def test_paper_profile_is_calibrated_to_the_papers_table():
     res = calibrate(PAPER, min_steps=100, steps=150, seed=0)
