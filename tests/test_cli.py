@@ -146,3 +146,17 @@ def test_report_of_two_folders_takes_the_live_one_from_its_config_snapshot(tmp_p
     for order in ([live, sim], [sim, live]):
         assert main(["report", *map(str, order), "--out", str(tmp_path / "side")]) == 0
     assert pairs == [(sim, live), (sim, live)]
+
+
+def test_list_policies_shows_each_policys_parameters_with_their_defaults(capsys):
+    from scalelab.cli import main
+
+    assert main(["list", "policies"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[:1] == ["hslinucb"])
+    params = lines[at + 1]
+    assert "alpha=1.0" in params and "lam=1.0" in params and "slo_ms=600.0" in params and "seed" not in params
+    kpa = next(i for i, line in enumerate(lines) if line.split()[:1] == ["kpa"])
+    assert "stable_window_s=60.0" in " ".join(lines[kpa + 1: kpa + 4])
+    assert "min_replicas, max_replicas, step_seconds" in out.replace("\n", " ")

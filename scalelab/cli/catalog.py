@@ -21,11 +21,19 @@ def cmd_list(args) -> int:
     if want in ("all", "workloads"):
         print_workloads()
     if want in ("all", "policies"):
+        import textwrap
+
         from scalelab.agent.registry import factory_of, policy_names
 
-        print("policies (policies: [{name: NAME, ...}], or 'package.module:Class' of your own):")
+        print(textwrap.fill("policies (policies: [{name: NAME, ...}], or 'package.module:Class' of your own; "
+                            "under each, its parameters with their defaults; those the experiment knows -- slo_ms, "
+                            "min_replicas, max_replicas, step_seconds -- are taken from it unless given):", 100))
         for name in policy_names():
-            print(f"  {name:20s} {first_sentence(factory_of(name))}")
+            factory = factory_of(name)
+            print(f"  {name:20s} {first_sentence(factory)}")
+            params = parameters_of(factory)
+            if params:
+                print(textwrap.fill(", ".join(params), 100, initial_indent=" " * 23, subsequent_indent=" " * 23))
     if want in ("all", "rewards"):
         from scalelab.agent.rewards import reward_names
 
@@ -35,6 +43,20 @@ def cmd_list(args) -> int:
 
         print("paper experiments (scalelab paper --only NAME):", ", ".join(EXPERIMENTS))
     return 0
+
+
+def parameters_of(factory) -> list[str]:
+    """``name=default`` of each keyword a policy factory takes (its generator's ``seed``
+    left out: the experiment's seed decides it)."""
+    import inspect
+
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # a callable without a readable signature
+        return []
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [f"{p.name}={p.default!r}" for p in sig.parameters.values()
+            if p.kind in kinds and p.default is not inspect.Parameter.empty and p.name != "seed"]
 
 
 def first_sentence(obj, width: int = 96) -> str:
