@@ -514,7 +514,9 @@ def interactive_tradeoff(summary: pd.DataFrame, styles: dict, group: pd.Series |
 def interactive_timelines(steps: pd.DataFrame, styles: dict, slo_ms: float,
                           bins: tuple[float, pd.DataFrame] | None = None):
     """Replicas and p95 per time bin (the PNGs' bins), every policy; a legend click
-    hides a policy in both panels."""
+    hides a policy in both panels, and a menu shows one policy alone (with the load, the
+    oracle's level and the SLO, which every view keeps). The p95 axis is logarithmic with
+    full-number ticks."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -524,6 +526,7 @@ def interactive_timelines(steps: pd.DataFrame, styles: dict, slo_ms: float,
                                         f"per-step p95, median per {_bin_label(bin_s)} (ms, log); dashed: SLO",
                                         "load"))
     first = True
+    owner: list[str | None] = []  # per trace: its policy, or None for what every view keeps
     for pol in _policies(steps):
         p = b[b.policy == pol]
         color = _hex(styles[pol]["color"])
@@ -533,15 +536,24 @@ def interactive_timelines(steps: pd.DataFrame, styles: dict, slo_ms: float,
         fig.add_trace(go.Scatter(x=p.hour, y=p.p95_median, name=str(pol), legendgroup=str(pol),
                                  showlegend=False, line={"color": color, "dash": dash, "shape": "hv", "width": 1.1}),
                       row=2, col=1)
+        owner += [str(pol), str(pol)]
         if first:
             fig.add_trace(go.Scatter(x=p.hour, y=p.users, name="load", line={"color": "black", "width": 1}),
                           row=3, col=1)
+            owner.append(None)
             if (p.oracle >= 0).all():
                 fig.add_trace(go.Scatter(x=p.hour, y=p.oracle, name="oracle level", line={"color": "grey", "width": 1,
                                          "dash": "dot", "shape": "hv"}), row=1, col=1)
+                owner.append(None)
             first = False
     fig.add_hline(y=slo_ms, line_dash="dash", line_color="red", row=2, col=1)
-    fig.update_yaxes(type="log", row=2, col=1)
+    fig.update_yaxes(type="log", tickformat=",.0f", row=2, col=1)
+    views = [("all policies", None), *((pol, pol) for pol in dict.fromkeys(o for o in owner if o is not None))]
+    fig.update_layout(updatemenus=[{
+        "type": "dropdown", "x": 1.0, "xanchor": "right", "y": 1.06, "yanchor": "bottom",
+        "buttons": [{"label": label, "method": "restyle",
+                     "args": [{"visible": [who is None or pol is None or who == pol for who in owner]}]}
+                    for label, pol in views]}])
     fig.update_xaxes(title_text="time (h)", row=3, col=1)
     fig.update_layout(height=820, template="plotly_white", hovermode="x unified",
                       legend={"title": "click: hide; double-click: only this"})

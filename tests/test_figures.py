@@ -119,3 +119,29 @@ def test_tradeoff_of_policies_that_never_violate_has_a_frame():
         fig = tradeoff_figure(_summary_rows({"a": (1.0, 0.1, 0.0, 0.0), "b": (2.0, 0.0, 0.0, 0.0)}))
     lo, hi = fig.axes[0].get_ylim()
     assert lo < 0.0 < hi
+
+
+def test_the_interactive_timelines_show_one_policy_alone_and_keep_the_load_oracle_and_slo():
+    """The menu of the interactive time series: "all policies", then one view per policy
+    showing its two traces (replicas, p95) beside the load and the oracle's level; the
+    SLO line stays (a shape, in every view); the p95 axis is log with full numbers."""
+    from scalelab.experiments.report import interactive_timelines, policy_styles
+
+    t = np.arange(0, 3600, 5.0)
+    frames = []
+    for k, pol in enumerate(("a", "b", "c")):
+        frames.append(pd.DataFrame({"policy": pol, "run": 0, "t_s": t, "step": np.arange(t.size),
+                                    "replicas": 1 + k, "oracle_replicas": 2, "users": 10.0,
+                                    "p95_ms": 100.0 * (10 ** k), "violation": False}))
+    steps = pd.concat(frames, ignore_index=True)
+    fig = interactive_timelines(steps, policy_styles(["a", "b", "c"]), 600.0)
+    (menu,) = fig.layout.updatemenus
+    labels = [b.label for b in menu.buttons]
+    assert labels == ["all policies", "a", "b", "c"]
+    names = [tr.name for tr in fig.data]
+    for button in menu.buttons[1:]:
+        shown = {n for n, v in zip(names, button.args[0]["visible"], strict=True) if v}
+        assert shown == {button.label, "load", "oracle level"}, (button.label, shown)
+    assert all(menu.buttons[0].args[0]["visible"])
+    assert any(s.y0 == 600.0 and s.line.color == "red" for s in fig.layout.shapes)
+    assert fig.layout.yaxis2.type == "log" and fig.layout.yaxis2.tickformat == ",.0f"
