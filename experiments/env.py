@@ -7,12 +7,14 @@ Registered ids (``import scalelab.experiments.env`` registers them; ``scalelab/.
                                ``paper`` profile, SLO 600 ms, 1..10 replicas
 ``PaperRealWeek-v1``           the paper's real-week pattern (``paper-real-week`` config)
 ``EvaluationWeek-v1``          a simulated evaluation-week day (the ``compare`` config)
-``SandboxScaling-v1``          any config: ``gym.make(id, config="my.yaml")``
+``SandboxScaling-v1``          any config: ``gym.make(id, config="my.yaml")`` (or a shipped
+                               config's name, ``config="paper-coldstart"``)
 ``SandboxScaling-v0``          as v1, with the config's own reward and raw observations (the
                                behaviour before v1, kept for old scripts)
 =============================  ===============================================================
 
-Every id is a complete experiment; ``max_episode_steps`` is its length in steps.
+Every id is a complete experiment; ``max_episode_steps`` is its length in steps (for the two
+``SandboxScaling`` ids, the length of the config given to ``gym.make``).
 Keywords of ``gym.make`` (all ids):
 
 - ``engine``: ``des``, ``fluid`` or ``fluid-stochastic`` (overrides the config's; the last
@@ -103,6 +105,8 @@ class SandboxScalingEnv(gym.Env):
                  steps: list[int] | tuple[int, ...] = (-1, 0, 1), *, engine: str | None = None,
                  reward: str = "slo-cost-v2", reward_params: dict | None = None, observation: str = "raw",
                  actions: str = "incremental", render_mode: str | None = None, oracle: bool = True) -> None:
+        if isinstance(config, (str, Path)):
+            config = config_path(config)  # a file, or a shipped config's name ("paper-sim-v1")
         cfg = config if isinstance(config, ExperimentConfig) else load_config(config or DEFAULT_CONFIG)
         if cfg.backend == "live":
             raise ConfigError("env: backend 'live' is not supported: a live stack runs on the wall clock, one "
@@ -309,8 +313,19 @@ def _make_scenario(env_id: str, **kwargs) -> SandboxScalingEnv:
     return SandboxScalingEnv(scenario_config(env_id), **kwargs)
 
 
-def _make_v0(config=None, steps=(-1, 0, 1), **kwargs) -> SandboxScalingEnv:
-    return SandboxScalingEnv(config, steps, **{"reward": "config", "oracle": False, **kwargs})
+def _limited(env: SandboxScalingEnv) -> gym.Wrapper:
+    """``env`` under Gymnasium's ``TimeLimit`` at its config's length in steps: the ids whose
+    config is a keyword learn ``max_episode_steps`` only when the env is made (the wrapper's
+    ``spec`` carries it; ``gym.make(..., max_episode_steps=n)`` still shortens it)."""
+    return gym.wrappers.TimeLimit(env, env.resolved.steps)
+
+
+def _make_v0(config=None, steps=(-1, 0, 1), **kwargs) -> gym.Wrapper:
+    return _limited(SandboxScalingEnv(config, steps, **{"reward": "config", "oracle": False, **kwargs}))
+
+
+def _make_v1(config=None, steps=(-1, 0, 1), **kwargs) -> gym.Wrapper:
+    return _limited(SandboxScalingEnv(config, steps, **kwargs))
 
 
 def _register() -> None:
@@ -319,7 +334,7 @@ def _register() -> None:
     if ENV_ID not in gym.registry:
         gym.register(id=ENV_ID, entry_point=_make_v0)
     if GENERIC_ID not in gym.registry:
-        gym.register(id=GENERIC_ID, entry_point="scalelab.experiments.env:SandboxScalingEnv")
+        gym.register(id=GENERIC_ID, entry_point=_make_v1)
     for env_id in SCENARIOS:
         if env_id not in gym.registry:
             steps = resolve(scenario_config(env_id)).steps

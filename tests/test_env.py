@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import scalelab.experiments.env  # noqa: F401  (registers the ids)
 from scalelab.experiments.config import ConfigError, load_config
-from scalelab.experiments.env import GENERIC_ID, SCENARIOS, SandboxScalingEnv
+from scalelab.experiments.env import DEFAULT_CONFIG, ENV_ID, GENERIC_ID, SCENARIOS, SandboxScalingEnv
+from scalelab.experiments.episode import resolve
 from scalelab.experiments.experiment import run_experiment
 
 SMALL = {"name": "e", "seed": 5, "steps": 40, "slo_ms": 600,
@@ -28,6 +29,19 @@ def test_every_registered_id_passes_the_gymnasium_checker(env_id):
     if env_id in SCENARIOS:
         assert env.spec.max_episode_steps > 100
     check_env(env.unwrapped)
+
+
+@pytest.mark.parametrize("env_id", [ENV_ID, GENERIC_ID])
+def test_the_config_ids_register_their_config_length_as_max_episode_steps(env_id):
+    assert gym.make(env_id).spec.max_episode_steps == resolve(load_config(DEFAULT_CONFIG)).steps
+    env = gym.make(env_id, config=SMALL)
+    steps = resolve(load_config(SMALL)).steps
+    assert env.spec.max_episode_steps == steps
+    env.reset(seed=0)
+    ends = [env.step(1)[3] for _ in range(steps)]
+    assert ends == [False] * (steps - 1) + [True]
+    assert gym.make(env_id, config="paper-coldstart").spec.max_episode_steps == 9000  # a shipped config by name
+    assert gym.make(env_id, config=SMALL, max_episode_steps=3).spec.max_episode_steps == 3
 
 
 @pytest.mark.skipif(importlib.util.find_spec("stable_baselines3") is None,
