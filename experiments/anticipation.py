@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.experiments.config import config_path, load_config
-from scalelab.experiments.metrics import pareto_ranks
+from scalelab.experiments.metrics import cell, pareto_ranks
 from scalelab.experiments.report import policy_styles, write_comparison
 from scalelab.experiments.runfolder import read_steps
 from scalelab.injector.workloads import make_workload
@@ -96,8 +96,8 @@ def targets(summary: pd.DataFrame, labels_to_names: dict[str, str], against: str
         out.append({"policy": p, "violations": v, "replica_hours": c, "fewer_violations": fewer,
                     "cost_ratio": c / base_c, "front_vs_reactive": bool(ranks[0] == 1),
                     "meets": bool(fewer >= 0.30 and c <= base_c and ranks[0] == 1),
-                    "violations_ci95": s.loc[p, "violations_per_run"]["ci95"],
-                    "replica_hours_ci95": s.loc[p, "replica_hours"]["ci95"]})
+                    "violations_cell": cell(s.loc[p, "violations_per_run"], 1),
+                    "replica_hours_cell": cell(s.loc[p, "replica_hours"], 1)})
     return out
 
 
@@ -177,8 +177,7 @@ def write_summary(results: list[tuple[str, str, Path]], out: Path) -> Path:
                   "| policy | violations/run | replica-h | violations vs HSLinUCB | replica-h / HSLinUCB's | "
                   "front vs reactive | target |", "|---|---|---|---|---|---|---|"]
         for r in targets(summary, labels):
-            lines.append(f"| {r['policy']} | {r['violations']:.1f} ± {r['violations_ci95']:.1f} | "
-                         f"{r['replica_hours']:.1f} ± {r['replica_hours_ci95']:.1f} | "
+            lines.append(f"| {r['policy']} | {r['violations_cell']} | {r['replica_hours_cell']} | "
                          f"{-100 * r['fewer_violations']:+.0f} % | {r['cost_ratio']:.2f} | "
                          f"{'yes' if r['front_vs_reactive'] else 'no'} | {'**met**' if r['meets'] else 'missed'} |")
         s = summary.set_index("policy")

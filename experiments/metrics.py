@@ -37,8 +37,12 @@ p95_vs_client          live runs only: the median over those same steps of span 
                        the replica's handling). A median of per-step ratios, not a ratio
                        of means: one step of few requests moves a ratio of means.
 
-Each becomes ``{"mean": m, "ci95": t(0.975, runs-1) * std(ddof=1) / sqrt(runs)}``
-(ci95 = 0 for one run). ``pareto_rank`` ranks the policies by non-dominated sorting on
+Each becomes ``{"mean": m, "ci95": t(0.975, runs-1) * std(ddof=1) / sqrt(runs), "low", "high"}``
+(ci95 = 0 for one run), where ``low`` and ``high`` are the interval m ∓ ci95 cut at the range
+the quantity cannot leave (counts in [0, steps], shares in [0, 1], replicas in [0,
+max_replicas], latencies ≥ 0; :func:`metric_ranges`): the true mean lies in that range, so
+the cut interval covers it as often as the t-interval does. Tables show ``m ± ci95``, or
+``m [low, high]`` where the interval was cut. ``pareto_rank`` ranks the policies by non-dominated sorting on
 (violations_per_run, replica_hours), both lower-better: rank 1 is the Pareto front (no
 other policy has both fewer violations and fewer replica-hours). The oracle is a
 reference and is not ranked.
@@ -116,15 +120,45 @@ def t95(runs: int) -> float:
     return float(stats.t.ppf(0.975, runs - 1)) if runs > 1 else 0.0
 
 
-def mean_ci(values: np.ndarray) -> dict:
-    """``{"mean", "ci95"}`` of per-run values (NaN-aware): the mean and the half-width of
-    its 95 % Student-t interval."""
+def mean_ci(values: np.ndarray, lower: float = -np.inf, upper: float = np.inf) -> dict:
+    """``{"mean", "ci95", "low", "high"}`` of per-run values (NaN-aware): the mean, the
+    half-width of its 95 % Student-t interval, and that interval's ends cut to the range
+    ``[lower, upper]`` the quantity cannot leave (a count is not below 0, a share not above
+    1). The true mean lies in that range, so the cut interval keeps the t-interval's
+    coverage; it is no longer symmetric where it was cut.
+
+    >>> mean_ci(np.array([0.0, 0.0, 3.0]), lower=0.0)["low"]
+    0.0
+    """
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
     if v.size == 0:
-        return {"mean": None, "ci95": None}
-    ci = t95(v.size) * v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else 0.0
-    return {"mean": float(v.mean()), "ci95": float(ci)}
+        return {"mean": None, "ci95": None, "low": None, "high": None}
+    m = float(v.mean())
+    ci = float(t95(v.size) * v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else 0.0
+    return {"mean": m, "ci95": ci, "low": float(max(m - ci, lower)), "high": float(min(m + ci, upper))}
+
+
+def interval(v: dict) -> tuple[float, float]:
+    """The ends of a summary cell's 95 % interval: its cut ends where it has them
+    (:func:`mean_ci`), else mean ∓ ci95; NaNs for an empty cell."""
+    m, c = v.get("mean"), v.get("ci95") or 0.0
+    if m is None or m != m:
+        return (np.nan, np.nan)
+    low, high = v.get("low"), v.get("high")
+    return (m - c if low is None else low, m + c if high is None else high)
+
+
+def metric_ranges(cfg, steps: int) -> dict[str, tuple[float, float]]:
+    """The range each per-run metric cannot leave, for runs of ``steps`` steps of ``cfg``:
+    counts in [0, steps], shares in [0, 1], ready replicas in [0, max_replicas],
+    replica-hours in [0, max_replicas × the run's hours], latencies and replica-steps ≥ 0."""
+    top = float(cfg.cluster.max_replicas)
+    counts = ("violations_per_run", "scale_changes_per_run", "forced_ups_per_run", "missing_per_run",
+              "quiet_steps_per_run")
+    return {**{m: (0.0, np.inf) for m in (*METRICS, "client_p95_ms", "p95_vs_client")},
+            **{m: (0.0, float(steps)) for m in counts}, "under_share": (0.0, 1.0), "replicas": (0.0, top),
+            "replica_hours": (0.0, top * steps * cfg.step_seconds / 3600.0)}
 
 
 def pareto_ranks(violations: np.ndarray, cost: np.ndarray) -> np.ndarray:
@@ -162,7 +196,8 @@ def summarize(steps: pd.DataFrame, cfg) -> pd.DataFrame:
         if g.empty:
             continue
         metrics = (*METRICS, "client_p95_ms", "p95_vs_client") if "p95_vs_client" in runs else METRICS
-        rows.append({"policy": policy, "runs": len(g), **{m: mean_ci(g[m].to_numpy()) for m in metrics}})
+        ranges = metric_ranges(cfg, int(g["steps"].max()))
+        rows.append({"policy": policy, "runs": len(g), **{m: mean_ci(g[m].to_numpy(), *ranges[m]) for m in metrics}})
     out = pd.DataFrame(rows)
     return with_pareto_ranks(out)
 
@@ -182,6 +217,7 @@ def flat_summary(summary: pd.DataFrame, mean_suffix: str = "") -> pd.DataFrame:
         for key, val in rec.items():
             if isinstance(val, dict):
                 row[f"{key}{mean_suffix}"], row[f"{key}_ci95"] = val["mean"], val["ci95"]
+                row[f"{key}_low"], row[f"{key}_high"] = interval(val)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -248,19 +284,34 @@ def experiment_lines(cfg, steps_per_run: int | None = None, runs: int | None = N
         f"experiment  {cfg.name}: backend {cfg.backend}{engine}, loop {cfg.loop}, seed {cfg.seed}",
         f"workload    {kind}" + (f" ({params})" if params else ""),
         f"per run     {length}; SLO: p95 <= {cfg.slo_ms:g} ms per step",
-        f"runs        {n} per policy; ± is a 95 % Student-t interval over runs (t = {t95(n):.2f})" if n > 1
-        else "runs        1 per policy: no interval",
+        *([f"runs        {n} per policy; ± is a 95 % Student-t interval over runs (t = {t95(n):.2f}),",
+           "            [low, high] where it was cut at the quantity's range (a count >= 0, a share <= 1)"]
+          if n > 1 else ["runs        1 per policy: no interval"]),
         *(["oracle      skipped (config oracle: false): no under/spare columns, no oracle policy"]
           if not getattr(cfg, "oracle", True) and cfg.backend in ("sim", "replay") else []),
     ]
 
 
-def _cell(v: dict, metric: str) -> str:
+def cell(v: dict, digits: int = 2) -> str:
+    """A summary cell as text: ``mean ± ci95``, or ``mean [low, high]`` where the interval
+    was cut at its quantity's range (:func:`mean_ci`); ``-`` when empty."""
     if v["mean"] is None:
         return "-"
+    m, c = v["mean"], v["ci95"] or 0.0
+    low, high = interval(v)
+    if np.isclose(low, m - c) and np.isclose(high, m + c):
+        return f"{m:.{digits}f} ± {c:.{digits}f}"
+    def end(x: float) -> str:  # 0 and 144 rather than 0.00 and 144.00: the table stays narrow
+        text = f"{x:.{digits}f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+
+    return f"{m:.{digits}f} [{end(low)}, {end(high)}]"
+
+
+def _cell(v: dict, metric: str) -> str:
     digits = 0 if metric in ("p95_ms", "spare_replica_steps") else 1 if metric.endswith("_per_run") and \
         metric != "scale_changes_per_run" else 2
-    return f"{v['mean']:.{digits}f} ± {v['ci95']:.{digits}f}"
+    return cell(v, digits)
 
 
 #: The criterion the conclusion states: fewest violations; among the policies not
@@ -269,17 +320,12 @@ CRITERION = ("fewest violations per run, then, among the policies not distinguis
              "violations, fewest replica-hours")
 
 
-def _interval(v: dict) -> tuple[float, float]:
-    m, c = v["mean"], v.get("ci95") or 0.0
-    return (m - c, m + c) if m is not None and m == m else (np.nan, np.nan)
-
-
 def _best_and_tied(rows: list[dict], metric: str) -> tuple[dict, list[dict], list[dict]]:
     """The row of the lowest mean of ``metric``, the rows whose 95 % interval overlaps
     its interval (not distinguishable from it) and the others (distinguishably higher)."""
     best = min(rows, key=lambda r: r[metric]["mean"])
-    hi = _interval(best[metric])[1]
-    tied = [r for r in rows if r is not best and _interval(r[metric])[0] <= hi]
+    hi = interval(best[metric])[1]
+    tied = [r for r in rows if r is not best and interval(r[metric])[0] <= hi]
     return best, tied, [r for r in rows if r is not best and r not in tied]
 
 
@@ -305,7 +351,7 @@ def conclusion(summary: pd.DataFrame) -> str:
     for metric, what in (("violations_per_run", "violations per run"), ("replica_hours", "replica-hours")):
         best, tied, worse = _best_and_tied(rows, metric)
         b = best[metric]
-        line = f"Fewest {what}: {best['policy']} ({b['mean']:.3g} ± {b['ci95']:.2g})"
+        line = f"Fewest {what}: {best['policy']} ({_cell(b, metric)})"
         line += f"; not distinguishable from it: {names(tied)}" if tied else "; distinguishably below every other"
         line += f"; distinguishably more: {len(worse)} ({names(worse)})." if worse else "."
         out.append(line)
@@ -352,7 +398,7 @@ def format_table(summary: pd.DataFrame, cfg=None, steps_per_run: int | None = No
     out = [*experiment_lines(cfg, steps_per_run, int(summary["runs"].max())), ""] if cfg is not None else []
     out.append("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)))
     out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines]
     front = [f"{r['policy']} ({r['violations_per_run']['mean']:.1f} violations, {r['replica_hours']['mean']:.2f} "
              f"replica-h)" for r in table.to_dict(orient="records") if r.get("pareto_rank") == 1]
     out += ["", *textwrap.wrap(conclusion(summary), WIDTH)]

@@ -24,6 +24,8 @@ import pandas as pd
 
 from scalelab.experiments.config import ExperimentConfig, config_path, load_config
 from scalelab.experiments.experiment import run_experiment
+from scalelab.experiments.metrics import cell as summary_cell
+from scalelab.experiments.metrics import interval
 from scalelab.experiments.runfolder import RunResult
 
 EXPERIMENTS = ("paper-coldstart", "paper-hotstart-seen", "paper-hotstart-unseen", "paper-real-week")
@@ -129,6 +131,7 @@ def comparison(results: dict[str, RunResult]) -> pd.DataFrame:
             for (key, _, _), paper in zip(METRICS, ref, strict=True):
                 ours = rec[key]["mean"]
                 row[f"{key}_ours"], row[f"{key}_ours_ci95"] = ours, rec[key]["ci95"]
+                row[f"{key}_ours_low"], row[f"{key}_ours_high"] = interval(rec[key])
                 row[f"{key}_paper"] = paper.mean if paper else None
                 row[f"{key}_paper_ci95"] = paper.ci95 if paper else None
                 row[f"{key}_diff"] = ours - paper.mean if paper and ours is not None else None
@@ -243,7 +246,8 @@ def format_comparison(table: pd.DataFrame) -> str:
     def cell(r, key, digits):
         ours, ci, paper, pci, diff = (r[f"{key}_ours"], r[f"{key}_ours_ci95"], r[f"{key}_paper"],
                                       r[f"{key}_paper_ci95"], r[f"{key}_diff"])
-        a = f"{ours:.{digits}f} ± {ci:.{digits}f}" if _num(ours) else "-"
+        a = (summary_cell({"mean": ours, "ci95": ci, "low": r.get(f"{key}_ours_low"), "high": r.get(f"{key}_ours_high")},
+                          digits) if _num(ours) else "-")
         b = "-" if not _num(paper) else f"{paper:.{digits}f}" + (f" ± {pci:.{digits}f}" if _num(pci) else "")
         c = f"{diff:+.{digits}f}" if _num(diff) else ""
         return f"{a:>15s} | {b:>15s} | {c:>8s}"

@@ -40,8 +40,10 @@ from scalelab.experiments.metrics import (
     COLUMNS,
     ORACLE_TEXT,
     PARETO_TEXT,
+    cell,
     conclusion,
     experiment_lines,
+    interval,
     is_reference,
     pareto_ranks,
     ranked,
@@ -323,15 +325,15 @@ def tradeoff_figure(summary: pd.DataFrame, styles: dict | None = None, title: st
     reaches_zero = False
     for rec, x, y in zip(rows, xs, ys, strict=True):
         st = styles.get(rec["policy"], {"color": "grey", "marker": "o"})
-        cx, cy = rec["replica_hours"]["ci95"], rec["violations_per_run"]["ci95"]
-        low = min(cx, x)
-        if log and x - cx <= 0:  # a log axis has no 0: the interval reaches it, a marker says so
-            low = 0.0
+        (x0, x1), (y0, y1) = interval(rec["replica_hours"]), interval(rec["violations_per_run"])
+        x0, y0 = max(x0, 0.0), max(y0, 0.0)
+        if log and x0 <= 0:  # a log axis has no 0: the interval reaches it, a marker says so
+            x0 = x
             reaches_zero = True
             ax.plot(x / 1.18, y, "<", color=st["color"], ms=5, zorder=3)
-        ends += [x - low, x + cx]
-        ax.errorbar(x, y, xerr=[[low], [cx]], yerr=[[min(cy, y)], [cy]], fmt="none", ecolor=st["color"], capsize=3,
-                    lw=1, zorder=2)
+        ends += [x0, x1]
+        ax.errorbar(x, y, xerr=[[x - x0], [x1 - x]], yerr=[[y - y0], [y1 - y]], fmt="none", ecolor=st["color"],
+                    capsize=3, lw=1, zorder=2)
     for rec, x, y in zip(rows, xs, ys, strict=True):  # markers over every bar: a point at 0 is never hidden
         st = styles.get(rec["policy"], {"color": "grey", "marker": "o"})
         ax.plot(x, y, st["marker"], color=st["color"], ms=8, zorder=4, label=rec["policy"],
@@ -347,7 +349,7 @@ def tradeoff_figure(summary: pd.DataFrame, styles: dict | None = None, title: st
                 label="Pareto front")
     ax.set_xlabel("replica-hours per run (cost)")
     ax.set_ylabel("SLO violations per run")
-    top = max([1.0, *(y + r["violations_per_run"]["ci95"] for r, y in zip(rows, ys, strict=True))])
+    top = max([1.0, *(interval(r["violations_per_run"])[1] for r in rows)])
     ax.set_ylim(-0.03 * top, top * 1.08)  # a point at 0 sits above the frame, not on it
     _cost_axis(ax, xs, [e for e in ends if e > 0] if log else ends, log)
     ax.grid(alpha=0.3)
@@ -480,8 +482,9 @@ def interactive_tradeoff(summary: pd.DataFrame, styles: dict, group: pd.Series |
             continue
         st = styles.get(rec["policy"], {"color": "grey"})
         front = rec.get("pareto_rank") == 1
-        hover = (f"<b>{html.escape(str(rec['policy']))}</b><br>violations/run {y['mean']:.1f} ± {y['ci95']:.1f}"
-                 f"<br>replica-h {x['mean']:.2f} ± {x['ci95']:.2f}<br>p95 {rec['p95_ms']['mean'] or 0:.0f} ms"
+        (x0, x1), (y0, y1) = interval(x), interval(y)
+        hover = (f"<b>{html.escape(str(rec['policy']))}</b><br>violations/run {cell(y, 1)}"
+                 f"<br>replica-h {cell(x)}<br>p95 {rec['p95_ms']['mean'] or 0:.0f} ms"
                  f"<br>changes/run {rec['scale_changes_per_run']['mean']:.1f}<br>pareto rank "
                  f"{rec.get('pareto_rank') or 'ref'}")
         fig.add_trace(go.Scatter(
@@ -490,8 +493,10 @@ def interactive_tradeoff(summary: pd.DataFrame, styles: dict, group: pd.Series |
             textposition="top center", hovertemplate=hover + "<extra></extra>",
             marker={"size": 11, "color": _hex(st["color"]), "symbol": "circle" if front else "circle-open",
                     "line": {"width": 2, "color": _hex(st["color"])}},
-            error_x={"type": "data", "symmetric": False, "array": [x["ci95"]], "arrayminus": [min(x["ci95"], x["mean"])]},
-            error_y={"type": "data", "symmetric": False, "array": [y["ci95"]], "arrayminus": [min(y["ci95"], y["mean"])]},
+            error_x={"type": "data", "symmetric": False, "array": [x1 - x["mean"]],
+                     "arrayminus": [x["mean"] - max(x0, 0.0)]},
+            error_y={"type": "data", "symmetric": False, "array": [y1 - y["mean"]],
+                     "arrayminus": [y["mean"] - max(y0, 0.0)]},
         ))  # fmt: skip
     front = summary[summary.pareto_rank == 1]
     if len(front):
@@ -570,8 +575,7 @@ def summary_table_html(summary: pd.DataFrame, label: str = "policy") -> str:
     for rec in ranked(summary).to_dict(orient="records"):
         rank = rec.get("pareto_rank")
         mark = "ref" if rank is None or rank != rank else f"{int(rank)}{' ★' if rank == 1 else ''}"
-        cells = "".join("<td>-</td>" if rec[m]["mean"] is None else
-                        f"<td>{rec[m]['mean']:.2f} ± {rec[m]['ci95']:.2f}</td>" for m, _, _ in COLUMNS)
+        cells = "".join(f"<td>{cell(rec[m])}</td>" for m, _, _ in COLUMNS)
         style = ' class="front"' if rank == 1 else ""
         rows.append(f"<tr{style}><td>{mark}</td><td>{html.escape(str(rec['policy']))}</td><td>{rec['runs']}</td>"
                     f"{cells}</tr>")
@@ -686,6 +690,7 @@ def write_comparison(folders: list[Path], out: Path) -> Path:
                "runs": rec["runs"], "pareto_rank": rec["pareto_rank"]}
         for m, _, _ in COLUMNS:
             row[f"{m}_mean"], row[f"{m}_ci95"] = rec[m]["mean"], rec[m]["ci95"]
+            row[f"{m}_low"], row[f"{m}_high"] = interval(rec[m])
         flat.append(row)
     pd.DataFrame(flat).to_csv(out / "comparison.csv", index=False)
     base = cfgs[0].to_dict()

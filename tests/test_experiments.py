@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scalelab import read_steps
 from scalelab.agent.base import read_state_file
@@ -53,9 +55,43 @@ def test_shipped_configs_load():
 def test_mean_ci_is_a_student_t_interval():
     v = np.array([1.0, 2.0, 3.0, 4.0])
     # t(0.975, 3) = 3.182446 (a t table); 1.96 would understate the interval by 38 %
-    assert mean_ci(v) == {"mean": 2.5, "ci95": pytest.approx(3.182446 * np.std(v, ddof=1) / 2, rel=1e-6)}
-    assert mean_ci(np.array([5.0, 7.0, 9.0])) == {"mean": 7.0, "ci95": pytest.approx(4.302653 * 2 / np.sqrt(3))}
-    assert mean_ci(np.array([5.0])) == {"mean": 5.0, "ci95": 0.0}
+    half = 3.182446 * np.std(v, ddof=1) / 2
+    assert mean_ci(v) == {"mean": 2.5, "ci95": pytest.approx(half, rel=1e-6), "low": pytest.approx(2.5 - half),
+                          "high": pytest.approx(2.5 + half)}
+    assert mean_ci(np.array([5.0, 7.0, 9.0]))["ci95"] == pytest.approx(4.302653 * 2 / np.sqrt(3))
+    assert mean_ci(np.array([5.0])) == {"mean": 5.0, "ci95": 0.0, "low": 5.0, "high": 5.0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 180), min_size=2, max_size=10))
+def test_an_interval_never_leaves_the_range_of_its_quantity(counts):
+    """Violations per run of a 180-step run: the interval is the t-interval cut at [0, 180]
+    (the true mean lies there, so the coverage is the t-interval's), and the table shows
+    the cut ends rather than a symmetric ± that reaches below 0."""
+    from scalelab.experiments.metrics import cell
+
+    c = mean_ci(np.array(counts, float), 0.0, 180.0)
+    assert 0.0 <= c["low"] <= c["mean"] <= c["high"] <= 180.0
+    assert c["low"] == pytest.approx(max(c["mean"] - c["ci95"], 0.0))
+    assert c["high"] == pytest.approx(min(c["mean"] + c["ci95"], 180.0))
+    text = cell(c, 1)
+    assert "-" not in text  # no negative end is ever printed
+    assert ("±" in text) == (c["mean"] - c["ci95"] >= -1e-9 and c["mean"] + c["ci95"] <= 180.0 + 1e-9)
+
+
+def test_a_summary_cuts_counts_shares_and_replicas_at_their_ranges():
+    """The example the docs complained of: 0, 0 and 54 violations in three runs give
+    18.0 ± 67 symmetric; the summary shows 18.0 [0, 85.1]; shares stay in [0, 1]."""
+    from scalelab.experiments.metrics import cell, metric_ranges
+
+    cfg = load_config(SMALL)
+    ranges = metric_ranges(cfg, 40)
+    assert ranges["violations_per_run"] == (0.0, 40.0) and ranges["under_share"] == (0.0, 1.0)
+    assert ranges["replicas"] == (0.0, cfg.cluster.max_replicas)
+    c = mean_ci(np.array([0.0, 0.0, 54.0]), *ranges["violations_per_run"])
+    assert c["low"] == 0.0 and c["high"] == 40.0  # above 40 violations in a 40-step run cannot be
+    assert cell(mean_ci(np.array([0.0, 0.0, 54.0]), 0.0), 1) == "18.0 [0, 95.4]"
+    assert cell(mean_ci(np.array([10.0, 12.0, 14.0]), 0.0), 1) == "12.0 ± 5.0"
 
 
 def test_p95_vs_client_is_the_median_step_ratio_so_one_load_jump_does_not_move_it():
@@ -110,7 +146,7 @@ def test_run_folder_is_complete(small_run):
     assert [s["policy"] for s in summary] == ["static", "oracle"]
     for key in ("violations_per_run", "p95_ms", "replicas", "replica_hours", "scale_changes_per_run",
                 "under_share", "short_replica_steps", "spare_replica_steps"):
-        assert set(summary[0][key]) == {"mean", "ci95"}
+        assert set(summary[0][key]) == {"mean", "ci95", "low", "high"}
     static = steps[steps.policy == "static"]
     assert (static.target_replicas == 2).all()
     versions = json.loads((p / "versions.json").read_text())
@@ -290,8 +326,8 @@ def test_the_conclusion_says_which_policies_differ_and_which_wins():
                             row("oracle", 0, 0, 1.0, 0.0)])
     text = conclusion(summary)
     assert "3 policies, 3 runs each" in text  # the oracle, a reference, left out
-    assert "Fewest violations per run: B (9 ± 2); not distinguishable from it: A; distinguishably more: 1 (C)." in text
-    assert "Fewest replica-hours: C (2 ± 0.1); distinguishably below every other; distinguishably more: 2 (A, B)." in text
+    assert "Fewest violations per run: B (9.0 ± 2.0); not distinguishable from it: A; distinguishably more: 1 (C)." in text
+    assert "Fewest replica-hours: C (2.00 ± 0.10); distinguishably below every other; distinguishably more: 2 (A, B)." in text
     assert text.endswith("A wins (its violations are not distinguishable from the fewest, and its replica-hours are "
                          "distinguishably lower than those of B).")
     close = pd.DataFrame([row("A", 10, 3, 5.0, 2.0), row("B", 9, 2, 6.0, 2.0)])
