@@ -421,9 +421,8 @@ def plain_log_ticks(axis) -> None:
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     lo, hi = sorted(axis.get_view_interval())
-    ticks = [m * 10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in (1, 2, 3, 5)]
-    axis.set_ticks([t for t in ticks if lo <= t <= hi])
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_ticks(log_ticks(lo, hi))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: _tick_text(v)))
     axis.set_minor_formatter(NullFormatter())
 
 
@@ -471,33 +470,66 @@ def _plotly_divs(figures: list) -> list[str]:
             for k, f in enumerate(figures)]
 
 
+#: matplotlib's markers (:data:`MARKERS`) under plotly's names, so both figures mark a policy alike
+PLOTLY_SYMBOLS = {"o": "circle", "s": "square", "^": "triangle-up", "D": "diamond", "v": "triangle-down",
+                  "P": "cross", "X": "x", "h": "hexagon", "<": "triangle-left", ">": "triangle-right",
+                  "p": "pentagon", "*": "star"}
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """1, 2, 3 and 5 times the powers of ten in ``[lo, hi]`` (``lo > 0``): a log axis's
+    ticks, written as full numbers by :func:`plain_log_ticks` and the interactive figures."""
+    return [t for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in (1, 2, 3, 5)
+            if lo <= (t := m * 10.0**e) <= hi]
+
+
+def _tick_text(v: float) -> str:
+    return f"{v:,.0f}" if v >= 1 else f"{v:g}"
+
+
 def interactive_tradeoff(summary: pd.DataFrame, styles: dict, group: pd.Series | None = None):
+    """Violations per run against replica-hours, as :func:`tradeoff_figure`: each policy
+    its colour and marker (filled on the Pareto front), its interval cut at 0, the front
+    dashed. No text on the points (names overlapped where policies sit close): the legend
+    names each marker, and hovering gives the figures. A spread cost axis is logarithmic
+    with full-number ticks; both axes hold every interval's ends."""
     import plotly.graph_objects as go
 
     summary = with_pareto_ranks(summary) if "pareto_rank" not in summary else summary
     fig = go.Figure()
+    log = _log_worthy([r["mean"] for r in summary.replica_hours if r["mean"] is not None])
+    xs, x_ends, y_ends, reach = [], [], [0.0], []
     for rec in summary.to_dict(orient="records"):
         x, y = rec["replica_hours"], rec["violations_per_run"]
         if x["mean"] is None or y["mean"] is None:
             continue
-        st = styles.get(rec["policy"], {"color": "grey"})
+        st = styles.get(rec["policy"], {"color": "grey", "marker": "o"})
         front = rec.get("pareto_rank") == 1
         (x0, x1), (y0, y1) = interval(x), interval(y)
+        x0, y0 = max(x0, 0.0), max(y0, 0.0)
+        if log and x0 <= 0:  # a log axis has no 0: the bar stops at the mean, a triangle says it reaches 0
+            x0 = x["mean"]
+            reach.append((x["mean"] / 1.18, y["mean"], _hex(st["color"])))
+        xs.append(x["mean"])
+        x_ends += [x0, x1]
+        y_ends.append(y1)
         hover = (f"<b>{html.escape(str(rec['policy']))}</b><br>violations/run {cell(y, 1)}"
                  f"<br>replica-h {cell(x)}<br>p95 {rec['p95_ms']['mean'] or 0:.0f} ms"
                  f"<br>changes/run {rec['scale_changes_per_run']['mean']:.1f}<br>pareto rank "
                  f"{rec.get('pareto_rank') or 'ref'}")
+        symbol = PLOTLY_SYMBOLS.get(st.get("marker", "o"), "circle")
         fig.add_trace(go.Scatter(
-            x=[x["mean"]], y=[y["mean"]], mode="markers+text" if front else "markers", name=str(rec["policy"]),
-            text=[str(rec["policy"])],
-            textposition="top center", hovertemplate=hover + "<extra></extra>",
-            marker={"size": 11, "color": _hex(st["color"]), "symbol": "circle" if front else "circle-open",
+            x=[x["mean"]], y=[y["mean"]], mode="markers", name=str(rec["policy"]),
+            hovertemplate=hover + "<extra></extra>",
+            marker={"size": 11, "color": _hex(st["color"]), "symbol": symbol if front else f"{symbol}-open",
                     "line": {"width": 2, "color": _hex(st["color"])}},
-            error_x={"type": "data", "symmetric": False, "array": [x1 - x["mean"]],
-                     "arrayminus": [x["mean"] - max(x0, 0.0)]},
-            error_y={"type": "data", "symmetric": False, "array": [y1 - y["mean"]],
-                     "arrayminus": [y["mean"] - max(y0, 0.0)]},
+            error_x={"type": "data", "symmetric": False, "array": [x1 - x["mean"]], "arrayminus": [x["mean"] - x0]},
+            error_y={"type": "data", "symmetric": False, "array": [y1 - y["mean"]], "arrayminus": [y["mean"] - y0]},
         ))  # fmt: skip
+    if reach:
+        fig.add_trace(go.Scatter(x=[r[0] for r in reach], y=[r[1] for r in reach], mode="markers",
+                                 marker={"symbol": "triangle-left", "size": 7, "color": [r[2] for r in reach]},
+                                 name="interval reaches 0 (not drawable on a log axis)", hoverinfo="skip"))
     front = summary[summary.pareto_rank == 1]
     if len(front):
         fx = np.array([r["mean"] for r in front.replica_hours])
@@ -505,14 +537,18 @@ def interactive_tradeoff(summary: pd.DataFrame, styles: dict, group: pd.Series |
         o = np.argsort(fx)
         fig.add_trace(go.Scatter(x=fx[o], y=fy[o], mode="lines", line={"shape": "hv", "dash": "dash", "color": "black"},
                                  name="Pareto front", hoverinfo="skip"))
-    fig.update_layout(title="violations per run against replica-hours (filled: the Pareto front)", height=560,
-                      xaxis_title="replica-hours per run", yaxis_title="SLO violations per run", template="plotly_white")
-    xs = [r["mean"] for r in summary.replica_hours if r["mean"]]
-    if xs and min(xs) > 0 and max(xs) / min(xs) > 4:  # spread costs: log axis, as the PNG
-        fig.update_xaxes(type="log", title="replica-hours per run (log scale)")
-    else:
-        fig.update_xaxes(rangemode="tozero")
-    fig.update_yaxes(rangemode="tozero")
+    fig.update_layout(title="violations per run against replica-hours (filled: the Pareto front; bars: 95 % "
+                            "intervals)", height=560, template="plotly_white",
+                      xaxis_title="replica-hours per run", yaxis_title="SLO violations per run")
+    top = max(y_ends)
+    fig.update_yaxes(range=[-0.03 * max(top, 1.0), max(top, 1.0) * 1.08])  # a point at 0 is inside, not on the edge
+    if log:  # spread costs: log axis, as the PNG
+        lo, hi = min([*xs, *(e for e in x_ends if e > 0)]) / 1.3, max([*xs, *x_ends]) * 1.3
+        ticks = log_ticks(lo, hi)
+        fig.update_xaxes(type="log", title="replica-hours per run (log scale)", range=[math.log10(lo), math.log10(hi)],
+                         tickvals=ticks, ticktext=[_tick_text(t) for t in ticks])
+    elif xs:
+        fig.update_xaxes(range=[0.0, max([*xs, *x_ends]) * 1.08 or 1.0])
     return fig
 
 

@@ -121,6 +121,43 @@ def test_tradeoff_of_policies_that_never_violate_has_a_frame():
     assert lo < 0.0 < hi
 
 
+def test_the_interactive_tradeoff_holds_every_interval_with_full_number_ticks_and_no_overlapping_names():
+    """The interactive trade-off (report.html), from the same fixture as the PNG's test:
+    a log cost axis whose ticks are full numbers (no bare "2" meaning 20); every mean and
+    every bar's end inside the axes' ranges; the interval that reaches 0 stops at its mean
+    with a triangle saying so; no text on the points (names overlapped), each policy named
+    in the legend with its own marker."""
+    import math
+
+    from scalelab.experiments.report import interactive_tradeoff, policy_styles
+
+    summary = _summary_rows({"cheap": (0.5, 0.2, 40.0, 10.0), "noisy": (2.0, 3.5, 5.0, 9.0),
+                             "dear": (20.0, 4.0, 0.0, 0.0), "mid": (6.0, 1.0, 1.0, 2.5)})
+    summary["p95_ms"] = [{"mean": 500.0, "ci95": 1.0}] * 4
+    summary["scale_changes_per_run"] = [{"mean": 3.0, "ci95": 1.0}] * 4
+    fig = interactive_tradeoff(summary, policy_styles(summary.policy))
+    xaxis, yaxis = fig.layout.xaxis, fig.layout.yaxis
+    assert xaxis.type == "log"
+    assert list(xaxis.ticktext) == [f"{v:,.0f}" if v >= 1 else f"{v:g}" for v in xaxis.tickvals]
+    assert "0.5" in xaxis.ticktext and "20" in xaxis.ticktext and "2" in xaxis.ticktext
+    (x_lo, x_hi), (y_lo, y_hi) = (10 ** v for v in xaxis.range), yaxis.range
+    points = [tr for tr in fig.data if tr.mode == "markers" and tr.name in set(summary.policy)]
+    assert [tr.name for tr in points] == list(summary.policy)
+    assert len({tr.marker.symbol.replace("-open", "") for tr in points}) == 4
+    assert not any(tr.text for tr in fig.data) and all("text" not in (tr.mode or "") for tr in fig.data)
+    for tr in points:
+        x, y = tr.x[0], tr.y[0]
+        left, right = x - tr.error_x.arrayminus[0], x + tr.error_x.array[0]
+        low, high = y - tr.error_y.arrayminus[0], y + tr.error_y.array[0]
+        assert x_lo < left <= x <= right < x_hi, tr.name
+        assert y_lo < low <= y <= high < y_hi, tr.name
+        assert low >= 0.0 and left > 0.0
+    noisy = next(tr for tr in points if tr.name == "noisy")
+    assert noisy.error_x.arrayminus[0] == 0.0  # 2.0 - 3.5 < 0: the bar stops at the mean
+    (reach,) = [tr for tr in fig.data if tr.name.startswith("interval reaches 0")]
+    assert list(reach.y) == [5.0] and math.isclose(reach.x[0], 2.0 / 1.18)
+
+
 def test_the_interactive_timelines_show_one_policy_alone_and_keep_the_load_oracle_and_slo():
     """The menu of the interactive time series: "all policies", then one view per policy
     showing its two traces (replicas, p95) beside the load and the oracle's level; the
