@@ -182,8 +182,15 @@ def pareto_ranks(violations: np.ndarray, cost: np.ndarray) -> np.ndarray:
 
 
 def is_reference(policy: str) -> bool:
-    """The oracle (it reads the coming load) is drawn and tabled, never ranked."""
-    return str(policy).split("[")[0].split(":")[0] == "oracle"
+    """The oracle (it reads the coming load) is drawn and tabled, never ranked: under its
+    own name, a labelled variant (``oracle[...]``, ``oracle:...``) or as a comparison of
+    run folders names it (``A oracle``), so that every report ranks it alike.
+
+    >>> [is_reference(p) for p in ("oracle", "B oracle", "oracle[2]", "hslinucb", "A oracle-free")]
+    [True, True, True, False, False]
+    """
+    base = str(policy).split("[")[0].split(":")[0]
+    return base == "oracle" or base.endswith(" oracle")
 
 
 def summarize(steps: pd.DataFrame, cfg) -> pd.DataFrame:

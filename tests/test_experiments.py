@@ -334,3 +334,21 @@ def test_the_conclusion_says_which_policies_differ_and_which_wins():
     assert conclusion(close).endswith("no single winner; A, B cannot be told apart on either axis.")
     one = pd.DataFrame([row("A", 10, 0, 5.0, 0.0, runs=1), row("B", 9, 0, 6.0, 0.0, runs=1)])
     assert "no policy can be told apart" in conclusion(one)
+
+
+def test_the_oracle_is_unranked_in_a_run_and_in_a_comparison_of_run_folders():
+    """A run's summary names it ``oracle``; ``scalelab report A B`` names it ``A oracle``:
+    both leave it unranked (it was rank 1 of the comparison, beating every policy with the
+    coming load in hand), and the policies' ranks are the same as without it."""
+    from scalelab.experiments.metrics import ranked, with_pareto_ranks
+
+    def row(policy, v, h):
+        return {"policy": policy, "runs": 3, "violations_per_run": {"mean": v, "ci95": 0.0},
+                "replica_hours": {"mean": h, "ci95": 0.0}}
+
+    run = with_pareto_ranks(pd.DataFrame([row("oracle", 0.0, 1.0), row("a", 5.0, 2.0), row("b", 1.0, 3.0)]))
+    both = with_pareto_ranks(pd.DataFrame([row("A oracle", 0.0, 1.0), row("A a", 5.0, 2.0), row("B b", 1.0, 3.0),
+                                           row("B oracle", 0.0, 1.0)]))
+    assert run.pareto_rank.tolist() == [None, 1, 1]
+    assert both.pareto_rank.tolist() == [None, 1, 1, None]
+    assert ranked(both).policy.tolist()[-2:] == ["A oracle", "B oracle"]
