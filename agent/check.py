@@ -31,6 +31,7 @@ from scalelab.agent.base import Decision, MissingDependency, Policy, PolicyError
 from scalelab.agent.build import Deployment, build_policy, build_reward
 from scalelab.agent.loop import LoopSettings, StepLoop
 from scalelab.agent.registry import policy_names
+from scalelab.errors import UserError
 from scalelab.orchestrator.backend import BaseBackend, Observation, PodSample, ScaleResult, VirtualClock, clamp
 from scalelab.orchestrator.context import Context, Timetable
 
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         except MissingDependency as exc:  # an optional package not installed: not this policy's fault
             print(f"skipped {name}: {exc}")
         except PolicyError as exc:  # a broken rule (PolicyCheckError) or a policy that cannot be built
+            failed += 1
+            print(f"FAILED  {exc}")
+        except UserError as exc:  # a plug-in that cannot be found or loaded: one line, not a traceback
             failed += 1
             print(f"FAILED  {exc}")
     return 1 if failed else 0

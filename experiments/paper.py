@@ -261,6 +261,27 @@ def format_comparison(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(table: pd.DataFrame) -> str:
+    """The comparison as the docs show it (``docs/hslinucb.md``): one row per experiment and
+    policy (the oracle and policies the paper did not run left out), violations per run and
+    replicas, ours (mean ± 95 % t-interval, or [low, high] where cut at 0) beside the
+    paper's."""
+    def ours(r, key, digits):
+        return summary_cell({"mean": r[f"{key}_ours"], "ci95": r[f"{key}_ours_ci95"], "low": r.get(f"{key}_ours_low"),
+                             "high": r.get(f"{key}_ours_high")}, digits)
+
+    def paper(r, key, digits):
+        p, pci = r[f"{key}_paper"], r[f"{key}_paper_ci95"]
+        return f"{p:.{digits}f}" + (f" ± {pci:.{digits}f}" if _num(pci) else "")
+
+    lines = ["| experiment | policy | violations/run ours | paper | replicas ours | paper |", "|---|---|---|---|---|---|"]
+    for r in table.to_dict(orient="records"):
+        if _num(r["violations_per_run_paper"]):
+            lines.append(f"| {r['experiment']} | {r['policy']} | {ours(r, 'violations_per_run', 1)} | "
+                         f"{paper(r, 'violations_per_run', 1)} | {ours(r, 'replicas', 2)} | {paper(r, 'replicas', 2)} |")
+    return "\n".join(lines)
+
+
 def report_text(table: pd.DataFrame, results: dict[str, RunResult], datasets: dict[str, str],
                 seconds: float | None = None, steps: int | None = None) -> str:
     """The whole report: the table, the checks, the gaps, the data, the run folders.

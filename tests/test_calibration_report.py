@@ -192,3 +192,16 @@ def test_calibrate_never_replaces_its_files_without_force(tmp_path, capsys, monk
     assert f"{out}, {out.with_suffix('.csv')} exist: pass --force" in capsys.readouterr().err
     assert out.stat().st_mtime_ns == before
     assert main([*args, "--force"]) == 0
+
+
+def test_the_two_calibrations_keep_their_own_default_figures(tmp_path, capsys, monkeypatch):
+    """The README runs ``scalelab calibrate`` then ``scalelab calibrate --engine fluid``
+    in one folder: the second writes calibration-fluid.png, not refused by the first's."""
+    from scalelab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "calibration.png").write_bytes(b"the DES calibration's figure")
+    monkeypatch.setattr(cr, "fluid_against_des", lambda app, steps, seed: cr.check_bands(CELLS.assign(demand="x")))
+    assert main(["calibrate", "--engine", "fluid", "--profile", "paper", "--steps", "3"]) == 0
+    assert (tmp_path / "calibration-fluid.png").is_file() and (tmp_path / "calibration-fluid.csv").is_file()
+    assert (tmp_path / "calibration.png").read_bytes() == b"the DES calibration's figure"

@@ -18,6 +18,8 @@ def cmd_calibrate(args) -> int:
     from scalelab.simulator.calibration import calibrate, fit_profile
     from scalelab.simulator.models import find_profile, profiles_dir, save_profile
 
+    if args.out is None:  # the two analyses keep their own figures: one never refuses the other's
+        args.out = "calibration-fluid.png" if args.engine == "fluid" else "calibration.png"
     out = Path(args.out)
     refuse_overwrite([out, out.with_suffix(".csv")], args.force)
     if args.fit:
@@ -62,7 +64,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--min-steps", type=int, default=100, help="cells measured on at least this many steps")
     p.add_argument("--steps", type=int, default=150, help="simulated 5 s steps per cell")
     p.add_argument("--seed", type=int, default=0, help="the simulator's seed")
-    p.add_argument("--out", default="calibration.png", help="the figure (PNG); its table goes beside it as .csv")
+    p.add_argument("--out", help="the figure (PNG; default calibration.png, or calibration-fluid.png with "
+                                 "--engine fluid); its table goes beside it as .csv")
     p.add_argument("--force", action="store_true", help="replace the figure, its table or a saved profile that exist")
     p.add_argument("--engine", choices=["des", "fluid"], default="des",
                    help="des: against the paper's table; fluid: the fluid engine against the discrete-event one")
