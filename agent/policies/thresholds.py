@@ -45,36 +45,67 @@ class HPAError(PolicyError):
     current scale)."""
 
 
+@dataclass(frozen=True)
+class Tolerances:
+    """``replica_calculator.go``'s ``Tolerances`` (KEP-4951): a usage ratio within
+    ``[1 - scale_down, 1 + scale_up]`` (both ends inclusive) changes nothing. Fractions
+    of the target (0.1 = 10 %); the controller's flag gives 0.1 both ways."""
+
+    scale_down: float = 0.1
+    scale_up: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("scale_down", "scale_up"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0.0 <= v):
+                raise PolicyError(f"hpa: tolerance {name}={v!r} must be a number >= 0 (a fraction: 0.1 is 10 %)")
+
+    @classmethod
+    def of(cls, tolerance: float | Tolerances) -> Tolerances:
+        """One number is the same tolerance both ways."""
+        return tolerance if isinstance(tolerance, Tolerances) else cls(float(tolerance), float(tolerance))
+
+    def within(self, usage_ratio: float) -> bool:
+        """``Tolerances.isWithin``: the comparison is made on the ratio itself, so a
+        ratio of exactly ``1 + scale_up`` (e.g. 88 % of an 80 % target) is within;
+        ``abs(1 - ratio) <= tolerance`` would not be, 1 - 1.1 being -0.10000000000000009
+        in floating point."""
+        return (1.0 - self.scale_down) <= usage_ratio <= (1.0 + self.scale_up)
+
+
 def group_pods(pods: Sequence[HPAPod], now_s: float, cpu_initialization_period_s: float,
                delay_of_initial_readiness_status_s: float,
-               metrics: Mapping[str, int] | None = None) -> tuple[int, set[str], set[str]]:
-    """``groupPods`` for the CPU resource: (ready pod count, ignored pods, missing pods).
-    ``metrics``: usage by pod name (default: each pod's ``metric_m``)."""
+               metrics: Mapping[str, int] | None = None) -> tuple[int, set[str], set[str], set[str]]:
+    """``groupPods`` for the CPU resource: (ready pod count, unready pods, missing pods,
+    ignored pods). Ignored: deleted (a deletion timestamp) or Failed; unready: Pending,
+    or not ready by the CPU rules; missing: no metric. ``metrics``: usage by pod name
+    (default: each pod's ``metric_m``)."""
     if metrics is None:
         metrics = {p.name: p.metric_m for p in pods if p.metric_m is not None}
-    ready, ignored, missing = 0, set(), set()
+    ready, unready, missing, ignored = 0, set(), set(), set()
     for pod in pods:
         if pod.deleted or pod.phase == "Failed":
+            ignored.add(pod.name)
             continue
         if pod.phase == "Pending":
-            ignored.add(pod.name)
+            unready.add(pod.name)
             continue
         if pod.name not in metrics:
             missing.add(pod.name)
             continue
         if pod.ready is None or pod.start_s is None:
-            ignore = True
+            not_ready = True
         elif pod.start_s + cpu_initialization_period_s > now_s:
             # still in its initialisation period: unready, or no whole metric window since it changed
-            ignore = pod.ready is False or pod.metric_t_s < pod.ready_transition_s + pod.metric_window_s
+            not_ready = pod.ready is False or pod.metric_t_s < pod.ready_transition_s + pod.metric_window_s
         else:
             # unready and never ready since it started
-            ignore = pod.ready is False and pod.start_s + delay_of_initial_readiness_status_s > pod.ready_transition_s
-        if ignore:
-            ignored.add(pod.name)
+            not_ready = pod.ready is False and pod.start_s + delay_of_initial_readiness_status_s > pod.ready_transition_s
+        if not_ready:
+            unready.add(pod.name)
             continue
         ready += 1
-    return ready, ignored, missing
+    return ready, unready, missing, ignored
 
 
 def utilization_ratio(metrics: Mapping[str, int], requests: Mapping[str, int], target: int) -> tuple[float, int, int]:
@@ -93,47 +124,50 @@ def utilization_ratio(metrics: Mapping[str, int], requests: Mapping[str, int], t
 
 
 def resource_replicas(current: int, target_utilization: int, pods: Sequence[HPAPod], now_s: float,
-                      tolerance: float = 0.1, cpu_initialization_period_s: float = 300.0,
+                      tolerance: float | Tolerances = 0.1, cpu_initialization_period_s: float = 300.0,
                       delay_of_initial_readiness_status_s: float = 30.0,
                       metrics: Mapping[str, int] | None = None) -> tuple[int, int, int]:
     """``ReplicaCalculator.GetResourceReplicas`` for CPU: (replicas, utilization %,
-    raw mean usage in millicores). Defaults are kube-controller-manager's flags.
-    ``metrics``: the metrics API's answer by pod name, which may name pods the lister
-    does not have (default: each pod's ``metric_m``)."""
+    raw mean usage in millicores). Defaults are kube-controller-manager's flags;
+    ``tolerance``: one fraction both ways, or :class:`Tolerances`. ``metrics``: the
+    metrics API's answer by pod name, which may name pods the lister does not have
+    (default: each pod's ``metric_m``)."""
+    tol = Tolerances.of(tolerance)
     metrics = dict({p.name: p.metric_m for p in pods if p.metric_m is not None} if metrics is None else metrics)
     if not metrics:
         raise HPAError("unable to get metrics for resource cpu: no metrics returned from resource metrics API")
     if not pods:
         raise HPAError("no pods returned by selector while calculating replica count")
-    ready, ignored, missing = group_pods(pods, now_s, cpu_initialization_period_s,
-                                         delay_of_initial_readiness_status_s, metrics)
-    for name in ignored:
+    ready, unready, missing, ignored = group_pods(pods, now_s, cpu_initialization_period_s,
+                                                  delay_of_initial_readiness_status_s, metrics)
+    for name in ignored | unready:
         metrics.pop(name, None)
+    if not metrics:
+        raise HPAError("did not receive metrics for targeted pods (pods might be unready)")
     requests = {}
     for p in pods:
         if p.request_m is None:
-            raise HPAError("missing request for cpu")
+            raise HPAError(f"missing request for cpu in pod {p.name}")
         requests[p.name] = p.request_m
-    if not metrics:
-        raise HPAError("did not receive metrics for any ready pods")
     ratio, utilization, raw = utilization_ratio(metrics, requests, target_utilization)
-    rebalance = bool(ignored) and ratio > 1.0
-    if not rebalance and not missing:
-        if abs(1.0 - ratio) <= tolerance:
+    scale_up_with_unready = bool(unready) and ratio > 1.0
+    if not scale_up_with_unready and not missing:
+        if tol.within(ratio):
             return current, utilization, raw
         return math.ceil(ratio * ready), utilization, raw
     if missing:
-        if ratio < 1.0:  # scale-down: missing pods at 100 % of their request
+        if ratio < 1.0:  # scale-down: missing pods at 100 % of their request, or at the target above 100 %
+            fallback = max(100, target_utilization)
             for name in missing:
-                metrics[name] = requests[name]
+                metrics[name] = requests[name] * fallback // 100
         elif ratio > 1.0:  # scale-up: at 0 %
             for name in missing:
                 metrics[name] = 0
-    if rebalance:  # scale-up: unready pods at 0 %
-        for name in ignored:
+    if scale_up_with_unready:  # scale-up: unready pods at 0 %
+        for name in unready:
             metrics[name] = 0
     new_ratio, _, _ = utilization_ratio(metrics, requests, target_utilization)
-    if abs(1.0 - new_ratio) <= tolerance or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
+    if tol.within(new_ratio) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
         return current, utilization, raw
     new_replicas = math.ceil(new_ratio * len(metrics))
     if (new_ratio < 1.0 and new_replicas > current) or (new_ratio > 1.0 and new_replicas < current):
@@ -143,13 +177,17 @@ def resource_replicas(current: int, target_utilization: int, pods: Sequence[HPAP
 
 def hpa_pods(obs: Observation, metric_window_s: float) -> list[HPAPod]:
     """The observation's pods as the controller sees them: draining pods carry a
-    deletion timestamp; starting pods are Running with Ready false since creation."""
+    deletion timestamp; a starting pod with a CPU sample is Running with Ready false
+    since its creation; a starting pod without one has not started its containers
+    (the metrics API has nothing from it): Pending."""
     out = []
     for p in obs.pods:
         metric = None if p.cpu_cores is None else math.ceil(round(p.cpu_cores * 1000.0, 6))
+        starting = p.phase == "starting"
         out.append(HPAPod(
             name=p.pod, request_m=math.ceil(round(p.cpu_request * 1000.0, 6)), metric_m=metric,
-            deleted=p.phase == "draining", ready=p.phase != "starting", start_s=p.start_s,
+            phase="Pending" if starting and metric is None else "Running",
+            deleted=p.phase == "draining", ready=not starting, start_s=p.start_s,
             ready_transition_s=p.ready_s if p.ready_s is not None else p.start_s,
             metric_t_s=obs.t_s, metric_window_s=metric_window_s))
     return out
