@@ -14,7 +14,15 @@ import math
 
 import pytest
 
-from scalelab.agent.policies.thresholds import HPA, HPAError, HPAPod, Tolerances, group_pods, hpa_pods, resource_replicas
+from scalelab.agent.policies.thresholds import (
+    HPA,
+    HPAError,
+    HPAPod,
+    Tolerances,
+    group_pods,
+    hpa_pods,
+    resource_replicas,
+)
 from scalelab.orchestrator.backend import Observation, PodSample
 from scalelab.orchestrator.context import Context
 
@@ -200,7 +208,7 @@ def test_upstream_TestReplicaCalcScaleDownExcludeUnscheduledPods_from_an_observa
     at 10 % and four pods created but not started (starting, no CPU sample) are Pending,
     so unready, not missing: 1 replica at 10 % (filled at 100 % as missing pods they
     would flip the direction and keep 5)."""
-    pods = (sample("test-pod-0", "ready", 0.2),) + tuple(sample(f"test-pod-{i}", "starting", None) for i in range(1, 5))
+    pods = (sample("test-pod-0", "ready", 0.2), *(sample(f"test-pod-{i}", "starting", None) for i in range(1, 5)))
     obs = Observation(NOW, context(1, 0.1), 5, pods=pods)
     seen = hpa_pods(obs, 60.0)
     assert [p.phase for p in seen] == ["Running"] + ["Pending"] * 4

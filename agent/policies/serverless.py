@@ -16,7 +16,6 @@ from scalelab.agent.actions import ActionSet
 from scalelab.agent.base import BasePolicy, Decision, PolicyError
 from scalelab.orchestrator.context import Context
 
-
 #: The signal the KPA's concurrency comes from (the spans' rate and mean latency): a step
 #: whose observation lists it as missing brings the KPA no metric data.
 NO_DATA_SIGNAL = "spans"
