@@ -8,6 +8,8 @@ over one ready pod. The metric client's stable and panic values are handed to
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 
 from scalelab.agent.policies.serverless import KPA
@@ -118,3 +120,33 @@ def test_start_in_panic_mode():
         assert a.panic_time is None and a.max_panic_pods == ready
     a = autoscaler(100, created_over=2)
     assert a.panic_time is not None and a.max_panic_pods == 2
+
+
+def test_autoscaler_no_data_no_autoscale():
+    """TestAutoscalerNoDataNoAutoscale: the metric client has no data, ``Scale`` returns
+    an invalid result and the scale is kept. Here: a step whose spans are missing brings
+    no data; with none in the stable window the decider returns None and the policy
+    orders the current replicas (it read such a step as no traffic and ordered 0)."""
+    from scalelab.orchestrator.backend import Observation
+    from scalelab.orchestrator.context import Context
+
+    a = autoscaler(10)
+    assert a.desired(0.0, 1, None) is None
+    k = KPA(target=10, max_replicas=100)
+    ctx = Context(replicas=4, p95_ms=0.0, rps=0.0, cpu_request_ratio=0.1, cpu_limit_ratio=0.1,
+                  mem_request_ratio=0.1, mem_limit_ratio=0.1, cpu_request_now=0.1)
+    obs = Observation(0.0, ctx, 4, missing=("spans",))
+    assert k.decide(ctx, {"t_s": 0.0, "current_replicas": 4, "observation": obs}).action == 4
+    assert k.history == deque()  # nothing recorded before the first data
+
+
+def test_no_data_ticks_are_left_out_of_the_window_average():
+    """``TimedFloat64Buckets.WindowAverage``: ticks without data after the newest data
+    are left out of the average; a gap before newer data counts as 0."""
+    a = KPA(target=10, step_seconds=5.0, stable_window_s=60.0, panic_window_s=10.0, max_replicas=100)
+    assert a.desired(0.0, 1, 40.0) == 4
+    assert a.desired(5.0, 4, None) == 4  # the stable window is 40 over one tick with data
+    assert a.window_average(a.stable_n) == 40.0 and a.window_average(a.panic_n) == 40.0
+    a.desired(10.0, 4, 20.0)
+    assert a.window_average(a.stable_n) == 20.0  # (40 + 0 + 20) / 3
+    assert a.window_average(a.panic_n) == 10.0  # (0 + 20) / 2

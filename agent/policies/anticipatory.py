@@ -36,7 +36,7 @@ import numpy as np
 from scalelab.agent.actions import ActionSet
 from scalelab.agent.base import Decision, PolicyError
 from scalelab.agent.policies.linucb import FIELDS, HSLinUCB, LinUCBCore, argmax_random, tie_probabilities
-from scalelab.agent.policies.thresholds import HPA
+from scalelab.agent.policies.thresholds import HPA, Tolerances
 from scalelab.orchestrator.context import Context
 
 
@@ -100,11 +100,12 @@ def triggers_from_timetable(timetable, lead_min: float, capacity: Capacity) -> l
             for start, end, students in timetable.exam_windows()]
 
 
-def external_per_pod_proposal(current: int, value: float, target: float, tolerance: float) -> int:
+def external_per_pod_proposal(current: int, value: float, target: float, tolerance: float | Tolerances) -> int:
     """``GetExternalPerPodMetricReplicas``: ``ceil(value / target)`` unless
-    ``value / (target * current)`` is within ``tolerance`` of 1 (then ``current``)."""
+    ``value / (target * current)`` is within the tolerance (``Tolerances.isWithin``,
+    inclusive; one number is the same both ways), then ``current``."""
     ratio = value / (target * current) if current > 0 else math.inf
-    if abs(1.0 - ratio) > tolerance:
+    if not Tolerances.of(tolerance).within(ratio):
         return math.ceil(round(value / target, 9))
     return current
 
@@ -152,7 +153,7 @@ class KedaCronHPA(HPA):
         return super().decide(context, info)
 
     def combine(self, t: float, current: int, calculated: int) -> int:
-        proposals = [external_per_pod_proposal(current, tr.value(self.workload_t), 1.0, self.tolerance)
+        proposals = [external_per_pod_proposal(current, tr.value(self.workload_t), 1.0, self.tolerances)
                      for tr in self.triggers]
         return max([calculated, *proposals])
 

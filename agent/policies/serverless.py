@@ -16,6 +16,10 @@ from scalelab.agent.actions import ActionSet
 from scalelab.agent.base import BasePolicy, Decision, PolicyError
 from scalelab.orchestrator.context import Context
 
+#: The signal the KPA's concurrency comes from (the spans' rate and mean latency): a step
+#: whose observation lists it as missing brings the KPA no metric data.
+NO_DATA_SIGNAL = "spans"
+
 
 def concurrency(context: Context) -> float:
     """Total requests in flight, by Little's law: ``rps × mean_ms / 1000``."""
@@ -30,7 +34,11 @@ class KPA(BasePolicy):
     window 6 s (whole steps, at least one), panic at 200 %, scale-up rate 1000, scale-down
     rate 2; no scale-down while panicking; panic ends 60 s after the last over-threshold
     tick. As Knative's ``newAutoscaler``, it starts in panic mode when more than one pod
-    is ready at its first tick, keeping at least that count until it has data.
+    is ready at its first tick, keeping at least that count until it has data. A step
+    without metric data (its spans missing) records nothing: the windows average the
+    steps up to the newest one with data (:meth:`window_average`), and with no data in
+    the whole stable window the current replicas are kept (Knative's "no data, no
+    scale").
     """
 
     name = "kpa"
@@ -46,7 +54,7 @@ class KPA(BasePolicy):
         self.stable_n = max(1, round(stable_window_s / step_seconds))
         self.panic_n = max(1, round(panic_window_s / step_seconds))
         self.stable_s = float(stable_window_s)
-        self.history: deque[float] = deque(maxlen=self.stable_n)
+        self.history: deque[float | None] = deque(maxlen=self.stable_n)
         self.panic_time: float | None = None
         self.max_panic_pods = 0
         self.started = False
@@ -82,19 +90,43 @@ class KPA(BasePolicy):
             desired = self.max_panic_pods
         return desired
 
-    def desired(self, t: float, ready_pods: int, observed: float) -> int:
-        """One tick: ``observed`` joins the windows (whole steps), then :meth:`scale`; the
-        first tick creates the autoscaler (:meth:`begin`)."""
+    def window_average(self, steps: int) -> float | None:
+        """The mean over the newest ``steps`` ticks of the history, as Knative's
+        ``TimedFloat64Buckets.WindowAverage``: ticks without data after the newest one
+        with data are left out; earlier ones count as 0. None: no data in those ticks."""
+        recent = list(self.history)[-steps:]
+        while recent and recent[-1] is None:
+            recent.pop()
+        if not recent:
+            return None
+        return sum(v for v in recent if v is not None) / len(recent)
+
+    def desired(self, t: float, ready_pods: int, observed: float | None) -> int | None:
+        """One tick: ``observed`` joins the windows (whole steps; None: the tick has no
+        metric data), then :meth:`scale`; the first tick creates the autoscaler
+        (:meth:`begin`). None when the stable window has no data at all (Knative's
+        ``ErrNoData``: ``Scale`` returns an invalid result and the scale is kept)."""
         if not self.started:
             self.begin(t, ready_pods)
-        self.history.append(observed)
-        stable = sum(self.history) / len(self.history)
-        recent = list(self.history)[-self.panic_n :]
-        return self.scale(t, ready_pods, stable, sum(recent) / len(recent))
+        if observed is not None or self.history:  # the windows start at the first data
+            self.history.append(observed)
+        stable = self.window_average(self.stable_n)
+        if stable is None:
+            return None
+        panic = self.window_average(self.panic_n)
+        return self.scale(t, ready_pods, stable, 0.0 if panic is None else panic)
 
     def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
-        t = float((info or {}).get("t_s", 0.0))
-        d = self.desired(t, context.replicas, concurrency(context))
+        """The observation's concurrency; a step whose spans are missing
+        (``observation.missing``) brings no data, and without data in the stable window
+        the current replicas are kept."""
+        info = info or {}
+        t = float(info.get("t_s", 0.0))
+        obs = info.get("observation")
+        no_data = obs is not None and NO_DATA_SIGNAL in obs.missing
+        d = self.desired(t, context.replicas, None if no_data else concurrency(context))
+        if d is None:
+            d = int(info.get("current_replicas", context.replicas))
         return Decision(action=min(d, len(self.actions) - 1), probability=1.0)
 
     def state_dict(self) -> dict:
@@ -103,7 +135,7 @@ class KPA(BasePolicy):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.history = deque((float(x) for x in state["history"]), maxlen=self.stable_n)
+        self.history = deque((None if x is None else float(x) for x in state["history"]), maxlen=self.stable_n)
         self.panic_time, self.max_panic_pods = state["panic_time"], int(state["max_panic_pods"])
         self.started = bool(state["started"])
 

@@ -13,6 +13,16 @@ from typing import Any
 
 from scalelab.agent.actions import ActionSet
 from scalelab.agent.base import BasePolicy, Decision, PolicyError
+from scalelab.agent.policies.hpa_behavior import (
+    ScaleEvent,
+    ScalingRules,
+    convert_desired_replicas_with_rules,
+    convert_with_behavior_rate,
+    parse_policies,
+    stabilize_recommendation,
+    stabilize_with_behaviors,
+    store_scale_event,
+)
 from scalelab.orchestrator.backend import Observation, PodSample
 from scalelab.orchestrator.context import Context
 
@@ -45,36 +55,67 @@ class HPAError(PolicyError):
     current scale)."""
 
 
+@dataclass(frozen=True)
+class Tolerances:
+    """``replica_calculator.go``'s ``Tolerances`` (KEP-4951): a usage ratio within
+    ``[1 - scale_down, 1 + scale_up]`` (both ends inclusive) changes nothing. Fractions
+    of the target (0.1 = 10 %); the controller's flag gives 0.1 both ways."""
+
+    scale_down: float = 0.1
+    scale_up: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("scale_down", "scale_up"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0.0 <= v):
+                raise PolicyError(f"hpa: tolerance {name}={v!r} must be a number >= 0 (a fraction: 0.1 is 10 %)")
+
+    @classmethod
+    def of(cls, tolerance: float | Tolerances) -> Tolerances:
+        """One number is the same tolerance both ways."""
+        return tolerance if isinstance(tolerance, Tolerances) else cls(float(tolerance), float(tolerance))
+
+    def within(self, usage_ratio: float) -> bool:
+        """``Tolerances.isWithin``: the comparison is made on the ratio itself, so a
+        ratio of exactly ``1 + scale_up`` (e.g. 88 % of an 80 % target) is within;
+        ``abs(1 - ratio) <= tolerance`` would not be, 1 - 1.1 being -0.10000000000000009
+        in floating point."""
+        return (1.0 - self.scale_down) <= usage_ratio <= (1.0 + self.scale_up)
+
+
 def group_pods(pods: Sequence[HPAPod], now_s: float, cpu_initialization_period_s: float,
                delay_of_initial_readiness_status_s: float,
-               metrics: Mapping[str, int] | None = None) -> tuple[int, set[str], set[str]]:
-    """``groupPods`` for the CPU resource: (ready pod count, ignored pods, missing pods).
-    ``metrics``: usage by pod name (default: each pod's ``metric_m``)."""
+               metrics: Mapping[str, int] | None = None) -> tuple[int, set[str], set[str], set[str]]:
+    """``groupPods`` for the CPU resource: (ready pod count, unready pods, missing pods,
+    ignored pods). Ignored: deleted (a deletion timestamp) or Failed; unready: Pending,
+    or not ready by the CPU rules; missing: no metric. ``metrics``: usage by pod name
+    (default: each pod's ``metric_m``)."""
     if metrics is None:
         metrics = {p.name: p.metric_m for p in pods if p.metric_m is not None}
-    ready, ignored, missing = 0, set(), set()
+    ready, unready, missing, ignored = 0, set(), set(), set()
     for pod in pods:
         if pod.deleted or pod.phase == "Failed":
+            ignored.add(pod.name)
             continue
         if pod.phase == "Pending":
-            ignored.add(pod.name)
+            unready.add(pod.name)
             continue
         if pod.name not in metrics:
             missing.add(pod.name)
             continue
         if pod.ready is None or pod.start_s is None:
-            ignore = True
+            not_ready = True
         elif pod.start_s + cpu_initialization_period_s > now_s:
             # still in its initialisation period: unready, or no whole metric window since it changed
-            ignore = pod.ready is False or pod.metric_t_s < pod.ready_transition_s + pod.metric_window_s
+            not_ready = pod.ready is False or pod.metric_t_s < pod.ready_transition_s + pod.metric_window_s
         else:
             # unready and never ready since it started
-            ignore = pod.ready is False and pod.start_s + delay_of_initial_readiness_status_s > pod.ready_transition_s
-        if ignore:
-            ignored.add(pod.name)
+            not_ready = pod.ready is False and pod.start_s + delay_of_initial_readiness_status_s > pod.ready_transition_s
+        if not_ready:
+            unready.add(pod.name)
             continue
         ready += 1
-    return ready, ignored, missing
+    return ready, unready, missing, ignored
 
 
 def utilization_ratio(metrics: Mapping[str, int], requests: Mapping[str, int], target: int) -> tuple[float, int, int]:
@@ -93,47 +134,50 @@ def utilization_ratio(metrics: Mapping[str, int], requests: Mapping[str, int], t
 
 
 def resource_replicas(current: int, target_utilization: int, pods: Sequence[HPAPod], now_s: float,
-                      tolerance: float = 0.1, cpu_initialization_period_s: float = 300.0,
+                      tolerance: float | Tolerances = 0.1, cpu_initialization_period_s: float = 300.0,
                       delay_of_initial_readiness_status_s: float = 30.0,
                       metrics: Mapping[str, int] | None = None) -> tuple[int, int, int]:
     """``ReplicaCalculator.GetResourceReplicas`` for CPU: (replicas, utilization %,
-    raw mean usage in millicores). Defaults are kube-controller-manager's flags.
-    ``metrics``: the metrics API's answer by pod name, which may name pods the lister
-    does not have (default: each pod's ``metric_m``)."""
+    raw mean usage in millicores). Defaults are kube-controller-manager's flags;
+    ``tolerance``: one fraction both ways, or :class:`Tolerances`. ``metrics``: the
+    metrics API's answer by pod name, which may name pods the lister does not have
+    (default: each pod's ``metric_m``)."""
+    tol = Tolerances.of(tolerance)
     metrics = dict({p.name: p.metric_m for p in pods if p.metric_m is not None} if metrics is None else metrics)
     if not metrics:
         raise HPAError("unable to get metrics for resource cpu: no metrics returned from resource metrics API")
     if not pods:
         raise HPAError("no pods returned by selector while calculating replica count")
-    ready, ignored, missing = group_pods(pods, now_s, cpu_initialization_period_s,
-                                         delay_of_initial_readiness_status_s, metrics)
-    for name in ignored:
+    ready, unready, missing, ignored = group_pods(pods, now_s, cpu_initialization_period_s,
+                                                  delay_of_initial_readiness_status_s, metrics)
+    for name in ignored | unready:
         metrics.pop(name, None)
+    if not metrics:
+        raise HPAError("did not receive metrics for targeted pods (pods might be unready)")
     requests = {}
     for p in pods:
         if p.request_m is None:
-            raise HPAError("missing request for cpu")
+            raise HPAError(f"missing request for cpu in pod {p.name}")
         requests[p.name] = p.request_m
-    if not metrics:
-        raise HPAError("did not receive metrics for any ready pods")
     ratio, utilization, raw = utilization_ratio(metrics, requests, target_utilization)
-    rebalance = bool(ignored) and ratio > 1.0
-    if not rebalance and not missing:
-        if abs(1.0 - ratio) <= tolerance:
+    scale_up_with_unready = bool(unready) and ratio > 1.0
+    if not scale_up_with_unready and not missing:
+        if tol.within(ratio):
             return current, utilization, raw
         return math.ceil(ratio * ready), utilization, raw
     if missing:
-        if ratio < 1.0:  # scale-down: missing pods at 100 % of their request
+        if ratio < 1.0:  # scale-down: missing pods at 100 % of their request, or at the target above 100 %
+            fallback = max(100, target_utilization)
             for name in missing:
-                metrics[name] = requests[name]
+                metrics[name] = requests[name] * fallback // 100
         elif ratio > 1.0:  # scale-up: at 0 %
             for name in missing:
                 metrics[name] = 0
-    if rebalance:  # scale-up: unready pods at 0 %
-        for name in ignored:
+    if scale_up_with_unready:  # scale-up: unready pods at 0 %
+        for name in unready:
             metrics[name] = 0
     new_ratio, _, _ = utilization_ratio(metrics, requests, target_utilization)
-    if abs(1.0 - new_ratio) <= tolerance or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
+    if tol.within(new_ratio) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
         return current, utilization, raw
     new_replicas = math.ceil(new_ratio * len(metrics))
     if (new_ratio < 1.0 and new_replicas > current) or (new_ratio > 1.0 and new_replicas < current):
@@ -143,13 +187,17 @@ def resource_replicas(current: int, target_utilization: int, pods: Sequence[HPAP
 
 def hpa_pods(obs: Observation, metric_window_s: float) -> list[HPAPod]:
     """The observation's pods as the controller sees them: draining pods carry a
-    deletion timestamp; starting pods are Running with Ready false since creation."""
+    deletion timestamp; a starting pod with a CPU sample is Running with Ready false
+    since its creation; a starting pod without one has not started its containers
+    (the metrics API has nothing from it): Pending."""
     out = []
     for p in obs.pods:
         metric = None if p.cpu_cores is None else math.ceil(round(p.cpu_cores * 1000.0, 6))
+        starting = p.phase == "starting"
         out.append(HPAPod(
             name=p.pod, request_m=math.ceil(round(p.cpu_request * 1000.0, 6)), metric_m=metric,
-            deleted=p.phase == "draining", ready=p.phase != "starting", start_s=p.start_s,
+            phase="Pending" if starting and metric is None else "Running",
+            deleted=p.phase == "draining", ready=not starting, start_s=p.start_s,
             ready_transition_s=p.ready_s if p.ready_s is not None else p.start_s,
             metric_t_s=obs.t_s, metric_window_s=metric_window_s))
     return out
@@ -193,17 +241,32 @@ class ThresholdCPU(BasePolicy):
         return Decision(action=min(d, len(self.actions) - 1), probability=1.0)
 
 
-#: The default behavior's scaling policies all have a 15 s period (the longest one).
-POLICY_PERIOD_S = 15.0
+def direction_rules(prefix: str, policies: str, select: str, window_s: float, tolerance: float | None) -> ScalingRules:
+    """One direction's ``HPAScalingRules`` from the policy's ``<prefix>_*`` parameters;
+    an error names the parameter."""
+    try:
+        return ScalingRules(parse_policies(policies, f"{prefix}_policies"), select, window_s, tolerance)
+    except PolicyError as exc:
+        raise PolicyError(f"{exc} (parameters {prefix}_policies, {prefix}_select, {prefix}_window_s, "
+                          f"{prefix}_tolerance)") from None
 
 
 class HPA(BasePolicy):
     """The Kubernetes HorizontalPodAutoscaler on a CPU Utilization target, as the
     controller computes it (docs/baselines.md).
 
-    behavior: ``none`` (the legacy path: 300 s max-recommendation window, scale-up limited
-    to max(2n, 4) per sync) or ``default`` (``behavior: {}``: scale up by max(4 pods,
-    100 %) per 15 s, scale down 100 % per 15 s after a 300 s stabilization window).
+    behavior: ``none`` (no ``spec.behavior``, the legacy path: the largest recommendation
+    of the last ``downscale_window_s``, scale-up limited to max(2n, 4) per sync) or
+    ``default`` (a ``spec.behavior``, its unset fields filled with the API's defaults).
+    With ``default``, each direction's ``HPAScalingRules`` are parameters, defaults
+    Kubernetes': ``scale_up_policies`` ``"Pods 4/15s, Percent 100/15s"`` (``<Pods|Percent>
+    <value>/<period>s``, comma-separated), ``scale_up_select`` ``Max`` (``Max``, ``Min``
+    or ``Disabled``), ``scale_up_window_s`` 0; ``scale_down_policies`` ``"Percent
+    100/15s"``, ``scale_down_select`` ``Max``, ``scale_down_window_s`` None (the
+    controller's ``downscale_window_s``, 300 s); ``scale_up_tolerance`` and
+    ``scale_down_tolerance`` (KEP-4951, fractions) None: ``tolerance``, the controller's
+    flag, which is also the legacy path's both ways.
+
     Utilization is an integer percent (truncated); the tolerance is inclusive; the
     ratio multiplies the **ready** pods; pods still starting count as unready (at 0 %
     when scaling up); a sync happens every ``sync_seconds``.
@@ -214,25 +277,52 @@ class HPA(BasePolicy):
     def __init__(self, target_utilization: int = 80, behavior: str = "none", tolerance: float = 0.1,
                  sync_seconds: float = 15.0, downscale_window_s: float = 300.0, min_replicas: int = 1,
                  max_replicas: int = 10, cpu_initialization_period_s: float = 300.0,
-                 initial_readiness_delay_s: float = 30.0, metric_window_s: float = 15.0, seed=None) -> None:
+                 initial_readiness_delay_s: float = 30.0, metric_window_s: float = 15.0,
+                 scale_up_policies: str = "Pods 4/15s, Percent 100/15s", scale_up_select: str = "Max",
+                 scale_up_window_s: float = 0.0, scale_up_tolerance: float | None = None,
+                 scale_down_policies: str = "Percent 100/15s", scale_down_select: str = "Max",
+                 scale_down_window_s: float | None = None, scale_down_tolerance: float | None = None,
+                 seed=None) -> None:
         if behavior not in ("none", "default"):
             raise PolicyError(f"hpa: behavior={behavior!r} must be 'none' (legacy) or 'default'")
         if not 0 < target_utilization:
             raise PolicyError(f"hpa: target_utilization must be > 0, got {target_utilization}")
+        if not 0 <= tolerance:
+            raise PolicyError(f"hpa: tolerance={tolerance!r} must be >= 0 (a fraction: 0.1 is 10 %)")
         super().__init__(ActionSet.fixed(0, max_replicas), seed)
         self.target, self.behavior, self.tolerance = int(target_utilization), behavior, float(tolerance)
         self.sync_s, self.window_s = float(sync_seconds), float(downscale_window_s)
         self.min_r, self.max_r = int(min_replicas), int(max_replicas)
+        self.scale_up = direction_rules("scale_up", scale_up_policies, scale_up_select, scale_up_window_s,
+                                        scale_up_tolerance)
+        self.scale_down = direction_rules("scale_down", scale_down_policies, scale_down_select,
+                                          self.window_s if scale_down_window_s is None else scale_down_window_s,
+                                          scale_down_tolerance)
+        if behavior == "none":
+            rules = {"scale_up_policies": (scale_up_policies, "Pods 4/15s, Percent 100/15s"),
+                     "scale_up_select": (scale_up_select, "Max"), "scale_up_window_s": (scale_up_window_s, 0.0),
+                     "scale_up_tolerance": (scale_up_tolerance, None),
+                     "scale_down_policies": (scale_down_policies, "Percent 100/15s"),
+                     "scale_down_select": (scale_down_select, "Max"),
+                     "scale_down_window_s": (scale_down_window_s, None),
+                     "scale_down_tolerance": (scale_down_tolerance, None)}
+            set_ = [k for k, (v, default) in rules.items() if v != default]
+            if set_:
+                raise PolicyError(f"hpa: {', '.join(set_)} apply to behavior='default' only (a spec.behavior); "
+                                  "behavior='none' is the legacy path")
+        self.tolerances = Tolerances(
+            self.tolerance if self.scale_down.tolerance is None else float(self.scale_down.tolerance),
+            self.tolerance if self.scale_up.tolerance is None else float(self.scale_up.tolerance))
         self.recommendations: list[tuple[float, int]] = []
-        self.up_events: list[tuple[float, int]] = []
-        self.down_events: list[tuple[float, int]] = []
+        self.up_events: list[ScaleEvent] = []
+        self.down_events: list[ScaleEvent] = []
         self.last_sync: float | None = None
         self.init_period_s, self.readiness_delay_s = float(cpu_initialization_period_s), float(initial_readiness_delay_s)
         self.metric_window_s = float(metric_window_s)
 
     # -- replica_calculator.go, CPU Utilization, pods sharing one request
     def within(self, ratio: float) -> bool:
-        return 1.0 - self.tolerance <= ratio <= 1.0 + self.tolerance
+        return self.tolerances.within(ratio)
 
     def proposal(self, current: int, ready: int, unready: int, cpu_over_request: float) -> int:
         if ready == 0:
@@ -250,36 +340,16 @@ class HPA(BasePolicy):
 
     # -- horizontal.go
     def _legacy(self, t: float, current: int, desired: int) -> int:
-        stab = max([r for ts, r in self.recommendations if ts >= t - self.window_s] + [desired])
-        self.recommendations = [(ts, r) for ts, r in self.recommendations if ts >= t - self.window_s]
-        self.recommendations.append((t, desired))
-        max_allowed = min(self.max_r, max(2 * current, 4))
-        return max(self.min_r, min(stab, max_allowed))
-
-    def _events(self, events, t, period=POLICY_PERIOD_S) -> int:
-        total = 0
-        for ts, change in events:
-            if ts > t - period:
-                total += change
-        return total
+        """``normalizeDesiredReplicas``."""
+        stab = stabilize_recommendation(self.recommendations, t, desired, self.window_s)
+        return convert_desired_replicas_with_rules(current, stab, self.min_r, self.max_r)[0]
 
     def _behavior(self, t: float, current: int, desired: int) -> int:
-        down_rec = max([r for ts, r in self.recommendations if ts > t - self.window_s] + [desired])
-        rec = current
-        if rec < desired:  # scale-up stabilization window is 0 s: upRec = desired
-            rec = desired
-        if rec > down_rec:
-            rec = down_rec
-        self.recommendations = [(ts, r) for ts, r in self.recommendations if ts > t - self.window_s]
-        self.recommendations.append((t, desired))
-        start = current - self._events(self.up_events, t) + self._events(self.down_events, t)
-        if rec > current:
-            limit = max(start + 4, math.ceil(start * 2.0))  # Pods 4 / 15 s, Percent 100 / 15 s, Max
-            return min(rec, self.max_r, max(limit, current))
-        if rec < current:
-            limit = min(int(start * (1.0 - 1.0)), current)  # Percent 100 / 15 s
-            return max(rec, self.min_r, limit)
-        return rec
+        """``normalizeDesiredReplicasWithBehaviors``."""
+        rec = stabilize_with_behaviors(self.recommendations, t, current, desired, self.scale_up.window_s,
+                                       self.scale_down.window_s)
+        return convert_with_behavior_rate(current, rec, self.min_r, self.max_r, self.up_events, self.down_events,
+                                          self.scale_up, self.scale_down, t)[0]
 
     def reconcile(self, t: float, current: int, ready: int, cpu_over_request: float,
                   observation: Observation | None = None) -> int:
@@ -298,7 +368,7 @@ class HPA(BasePolicy):
             if observation is not None and observation.pods:
                 try:
                     prop = resource_replicas(current, self.target, hpa_pods(observation, self.metric_window_s), t,
-                                             self.tolerance, self.init_period_s, self.readiness_delay_s)[0]
+                                             self.tolerances, self.init_period_s, self.readiness_delay_s)[0]
                 except HPAError:
                     prop = current  # the controller keeps the scale when it cannot compute
             else:
@@ -308,12 +378,11 @@ class HPA(BasePolicy):
                 desired = self._legacy(t, current, prop)
             else:
                 desired = self._behavior(t, current, prop)
-        if desired != current and self.behavior != "none":
-            events = self.up_events if desired > current else self.down_events
-            events.append((t, abs(desired - current)))
-        if self.up_events or self.down_events:  # markScaleEventsOutdated: older than the longest policy period
-            self.up_events = [e for e in self.up_events if e[0] > t - POLICY_PERIOD_S]
-            self.down_events = [e for e in self.down_events if e[0] > t - POLICY_PERIOD_S]
+        if desired != current and self.behavior != "none":  # storeScaleEvent
+            if desired > current:
+                store_scale_event(self.up_events, self.scale_up, desired - current, t)
+            else:
+                store_scale_event(self.down_events, self.scale_down, current - desired, t)
         return desired
 
     def combine(self, t: float, current: int, calculated: int) -> int:
@@ -333,12 +402,14 @@ class HPA(BasePolicy):
         return Decision(action=min(desired, len(self.actions) - 1), probability=1.0)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "recommendations": self.recommendations, "up": self.up_events,
-                "down": self.down_events, "last_sync": self.last_sync}
+        events = {k: [(e.t_s, e.change, e.outdated) for e in getattr(self, k)] for k in ("up_events", "down_events")}
+        return {**super().state_dict(), "recommendations": self.recommendations, "up": events["up_events"],
+                "down": events["down_events"], "last_sync": self.last_sync}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.recommendations = [tuple(x) for x in state["recommendations"]]
-        self.up_events = [tuple(x) for x in state["up"]]
-        self.down_events = [tuple(x) for x in state["down"]]
+        self.up_events = [ScaleEvent(int(x[1]), float(x[0]), bool(x[2]) if len(x) > 2 else False) for x in state["up"]]
+        self.down_events = [ScaleEvent(int(x[1]), float(x[0]), bool(x[2]) if len(x) > 2 else False)
+                            for x in state["down"]]
         self.last_sync = state["last_sync"]
