@@ -300,8 +300,7 @@ class FluidModel:
 
     def mean_walls(self, n: np.ndarray, u: float) -> np.ndarray:
         """:meth:`wall` of the mean demand for each count in service ``n`` (>= 1), s."""
-        n = np.asarray(n, dtype=float)
-        return self._stalled(self.mean_demand * n / self.rate(n), np.minimum(n, self.app.burst_cores), u)
+        return self.walls(self.mean_demand, n, u)
 
     def _station(self, jmax: int, replicas: int, u: float) -> np.ndarray:
         """``mu[j]``, requests/s the replicas complete with ``j`` in the system, spread as
