@@ -735,7 +735,7 @@ def write_comparison(folders: list[Path], out: Path) -> Path:
         d = config_differences(base, cfg.to_dict())
         backend = "" if cfg.backend == cfgs[0].backend else f" (backend {cfgs[0].backend} -> {cfg.backend})"
         diffs.append(f"<li><b>A</b> → <b>{key}</b>{html.escape(backend)}: "
-                     + (html.escape("; ".join(d)) if d else "the same experiment otherwise") + "</li>")
+                     + (html.escape("; ".join(map(str, d))) if d else "the same experiment otherwise") + "</li>")
     leads = "".join(f"<p class='lead'><b>{k}: {html.escape(n)}</b><br>" + "<br>".join(
         html.escape(x) for x in experiment_lines(c, runs=c.runs)) + "</p>"
         for k, n, c in zip(keys, names, cfgs, strict=True))

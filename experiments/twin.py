@@ -22,7 +22,9 @@ itself, on distributions (per cell, per minute, per run), not single steps.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,9 +53,27 @@ def _config(folder: Path) -> dict:
     return yaml.safe_load((folder / "config.yaml").read_text())
 
 
-def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+@dataclass(frozen=True)
+class ConfigDifference:
+    """One key whose value differs between two configs: its dotted ``key`` (``workload.at_s``)
+    and the two values; written ``key: a -> b``."""
+
+    key: str
+    a: Any
+    b: Any
+
+    @property
+    def section(self) -> str:
+        """The top-level key (``workload`` for ``workload.at_s``)."""
+        return self.key.split(".")[0]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.a!r} -> {self.b!r}"
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[ConfigDifference]:
     """Keys whose values differ between two resolved configs (``backend``, ``runs``
-    and ``name`` left out), as ``key: a -> b``."""
+    and ``name`` left out)."""
     out = []
     for key in sorted(set(a) | set(b)):
         if not prefix and key in ("backend", "runs", "name"):
@@ -62,7 +82,7 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
         if isinstance(va, dict) and isinstance(vb, dict):
             out += config_differences(va, vb, f"{prefix}{key}.")
         elif va != vb:
-            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+            out.append(ConfigDifference(f"{prefix}{key}", va, vb))
     return out
 
 
@@ -374,8 +394,8 @@ def why_not_a_twin(sim: str | Path, live: str | Path) -> str:
     runs); two with another workload, length or seed do not correspond step by step."""
     sim, live = Path(sim), Path(live)
     differ = config_differences(_config(sim), _config(live))
-    if any(d.split(":")[0].split(".")[0] in ("workload", "steps", "step_seconds", "seed") for d in differ):
-        return f"{sim.name} and {live.name} are different experiments ({'; '.join(differ[:3])}): their steps " \
+    if any(d.section in ("workload", "steps", "step_seconds", "seed") for d in differ):
+        return f"{sim.name} and {live.name} are different experiments ({'; '.join(map(str, differ[:3]))}): their steps " \
             "do not correspond"
     return ""
 
@@ -408,7 +428,7 @@ def twin_report(sim_dir: str | Path, live_dir: str | Path, out: str | Path | Non
              f"- simulated: `{sim_dir}` ({cfg_sim.get('backend')}); measured: `{live_dir}` ({cfg_live.get('backend')})",
              f"- SLO {cfg_live.get('slo_ms')} ms on the per-step p95; a violation is a step above it",
              "- the two configs " + ("are the same experiment (only the backend and the runs differ)" if not differ
-                                     else "DIFFER beyond the backend: " + "; ".join(differ[:10])),
+                                     else "DIFFER beyond the backend: " + "; ".join(map(str, differ[:10]))),
              "- the live replicas' CPU limit: " + ({True: "a CFS quota (enforced by the kernel)",
                                                      False: "NOT enforced (no writable cgroup here)",
                                                      None: "not recorded"}[quota]

@@ -136,7 +136,8 @@ def test_the_twin_table_by_hand():
 def test_config_differences_leave_out_the_backend():
     a = {"name": "x", "backend": "sim", "runs": 10, "slo_ms": 600, "workload": {"kind": "step", "at_s": 5}}
     b = {"name": "x", "backend": "live", "runs": 2, "slo_ms": 600, "workload": {"kind": "step", "at_s": 6}}
-    assert config_differences(a, b) == ["workload.at_s: 5 -> 6"]
+    (d,) = config_differences(a, b)
+    assert (d.key, d.a, d.b, d.section, str(d)) == ("workload.at_s", 5, 6, "workload", "workload.at_s: 5 -> 6")
     assert config_differences(a, {**a, "backend": "live"}) == []
 
 
