@@ -315,9 +315,11 @@ def cell(v: dict, digits: int = 2) -> str:
     return f"{m:.{digits}f} [{end(low)}, {end(high)}]"
 
 
-def _cell(v: dict, metric: str) -> str:
-    digits = 0 if metric in ("p95_ms", "spare_replica_steps") else 1 if metric.endswith("_per_run") and \
-        metric != "scale_changes_per_run" else 2
+def metric_cell(v: dict, metric: str) -> str:
+    """:func:`cell` with the digits that suit ``metric``: none for milliseconds and
+    replica-steps, one for counts per run, two for the rest."""
+    digits = 0 if metric in ("p95_ms", "spare_replica_steps", "short_replica_steps") else 1 if \
+        metric.endswith("_per_run") else 2
     return cell(v, digits)
 
 
@@ -358,7 +360,7 @@ def conclusion(summary: pd.DataFrame) -> str:
     for metric, what in (("violations_per_run", "violations per run"), ("replica_hours", "replica-hours")):
         best, tied, worse = _best_and_tied(rows, metric)
         b = best[metric]
-        line = f"Fewest {what}: {best['policy']} ({_cell(b, metric)})"
+        line = f"Fewest {what}: {best['policy']} ({metric_cell(b, metric)})"
         line += f"; not distinguishable from it: {names(tied)}" if tied else "; distinguishably below every other"
         line += f"; distinguishably more: {len(worse)} ({names(worse)})." if worse else "."
         out.append(line)
@@ -400,7 +402,7 @@ def format_table(summary: pd.DataFrame, cfg=None, steps_per_run: int | None = No
     for rec in table.to_dict(orient="records"):
         rank = rec.get("pareto_rank")
         mark = "ref" if rank is None or rank != rank else f"{int(rank)}{'*' if rank == 1 else ''}"
-        lines.append([mark, str(rec["policy"]), str(rec["runs"]), *(_cell(rec[m], m) for m, _, _ in shown)])
+        lines.append([mark, str(rec["policy"]), str(rec["runs"]), *(metric_cell(rec[m], m) for m, _, _ in shown)])
     widths = [max(len(h), *(len(r[k]) for r in lines)) for k, h in enumerate(heads)]
     out = [*experiment_lines(cfg, steps_per_run, int(summary["runs"].max())), ""] if cfg is not None else []
     out.append("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)))

@@ -45,6 +45,7 @@ from scalelab.experiments.metrics import (
     experiment_lines,
     interval,
     is_reference,
+    metric_cell,
     pareto_ranks,
     ranked,
     steps_per_run,
@@ -611,7 +612,7 @@ def summary_table_html(summary: pd.DataFrame, label: str = "policy") -> str:
     for rec in ranked(summary).to_dict(orient="records"):
         rank = rec.get("pareto_rank")
         mark = "ref" if rank is None or rank != rank else f"{int(rank)}{' ★' if rank == 1 else ''}"
-        cells = "".join(f"<td>{cell(rec[m])}</td>" for m, _, _ in COLUMNS)
+        cells = "".join(f"<td>{metric_cell(rec[m], m)}</td>" for m, _, _ in COLUMNS)
         style = ' class="front"' if rank == 1 else ""
         rows.append(f"<tr{style}><td>{mark}</td><td>{html.escape(str(rec['policy']))}</td><td>{rec['runs']}</td>"
                     f"{cells}</tr>")
@@ -622,6 +623,9 @@ def glossary_html(slo_ms: float | None) -> str:
     items = [(h, t + (f" (SLO {slo_ms:g} ms)" if h == "violations/run" and slo_ms else "")) for _, h, t in COLUMNS]
     items.append(("pareto", PARETO_TEXT.split(": ", 1)[1]))
     items.append(("±", "a 95 % Student-t interval over runs: t(0.975, runs − 1) · SD / √runs"))
+    items.append(("[low, high]", "that interval where it would leave the quantity's range, cut there (a count is "
+                                 "not below 0, a share not above 1, replicas not above max_replicas): the true mean "
+                                 "lies in the range, so the cut interval keeps the coverage"))
     return "<dl>" + "".join(f"<dt>{html.escape(h)}</dt><dd>{html.escape(t)}</dd>" for h, t in items) + "</dl>"
 
 
