@@ -160,3 +160,26 @@ def test_list_policies_shows_each_policys_parameters_with_their_defaults(capsys)
     kpa = next(i for i, line in enumerate(lines) if line.split()[:1] == ["kpa"])
     assert "stable_window_s=60.0" in " ".join(lines[kpa + 1: kpa + 4])
     assert "min_replicas, max_replicas, step_seconds" in out.replace("\n", " ")
+
+
+@pytest.mark.parametrize("argv, files", [
+    (["workload", "show", "step", "--out", "{d}/step.png"], ["step.png"]),
+    (["dataset", "record", "--users", "5", "--replicas", "1", "--samples", "1", "--out", "{d}/D.parquet"],
+     ["D.parquet.meta.json"]),
+    (["corpus", "measure", "--out", "{d}/measured.json"], ["measured.json"]),
+    (["paper", "--out", "{d}"], ["paper-comparison.csv"]),
+    (["calibrate", "--out", "{d}/c.png"], ["c.csv"]),
+])  # fmt: skip
+def test_no_command_replaces_a_file_without_force(tmp_path, capsys, argv, files):
+    """Every command that writes named files refuses, before any work, to replace one that
+    exists (one line naming it and --force); nothing is written."""
+    from scalelab.cli import main
+
+    for name in files:
+        (tmp_path / name).write_text("kept")
+    argv = [a.format(d=tmp_path) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / files[0]}" in err and "pass --force" in err
+    assert all((tmp_path / name).read_text() == "kept" for name in files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scalelab.cli._common import parse_params
+from scalelab.cli._common import parse_params, refuse_overwrite
 from scalelab.errors import UserError
 
 
@@ -92,6 +92,8 @@ def cmd_workload_show(args) -> int:
         wl = make_workload({"kind": args.name, **parse_params(args.param)})
     except WorkloadError as exc:
         raise UserError(f"{exc}") from None
+    out = Path(args.out or f"{wl.name}.png")
+    refuse_overwrite([out], args.force)
     series = wl.series(args.step)
     unit = "users" if wl.loop == "closed" else "req/s"
     print(f"workload      {wl.name} ({wl.loop}-loop, {unit})")
@@ -100,7 +102,6 @@ def cmd_workload_show(args) -> int:
     print(f"p50/p95/p99   {np.percentile(series, 50):.1f} / {np.percentile(series, 95):.1f} / {np.percentile(series, 99):.1f}")
     if wl.think_s is not None:
         print(f"think time    uniform {wl.think_s[0]:g}..{wl.think_s[1]:g} s")
-    out = Path(args.out or f"{wl.name}.png")
     fig = Figure(figsize=(10, 3))
     ax = fig.subplots()
     ax.plot(np.arange(series.shape[0]) * args.step / 3600.0, series, lw=0.8)
@@ -121,6 +122,7 @@ def add_parsers(sub) -> None:
     w.add_argument("--param", action="append", help="KEY=VALUE (YAML value), repeatable; e.g. days=2")
     w.add_argument("--step", type=float, default=5.0, help="sampling step, s (default 5)")
     w.add_argument("--out", help="PNG path (default NAME.png)")
+    w.add_argument("--force", action="store_true", help="replace the PNG if it exists")
     w.set_defaults(func=cmd_workload_show)
 
     p = sub.add_parser("list", help="what is shipped and installed: configs, workloads, policies, rewards, the "

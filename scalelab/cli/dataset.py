@@ -13,11 +13,13 @@ def cmd_dataset_record(args) -> int:
     """The paper's collector on the simulator or on the live local stack."""
     from tqdm.auto import tqdm
 
+    from scalelab.cli._common import refuse_overwrite
     from scalelab.experiments.config import load_config
     from scalelab.experiments.episode import resolve
     from scalelab.simulator.datasets import DatasetMeta, write_dataset_meta
 
     out = Path(args.out)
+    refuse_overwrite([out, out.with_name(out.name + ".meta.json")], args.force)
     users = int_list(args.users, "--users")
     replicas = int_list(args.replicas, "--replicas")
     if args.config:
@@ -71,9 +73,11 @@ def cmd_corpus_show(args) -> int:
 def cmd_corpus_measure(args) -> int:
     from tqdm.auto import tqdm
 
+    from scalelab.cli._common import refuse_overwrite
     from scalelab.experiments.corpus import measure_corpus
     from scalelab.injector.corpus import build_corpus, load_corpus, save_corpus, summary
 
+    refuse_overwrite([args.out], args.force)
     corpus = build_corpus() if args.rebuild else load_corpus(args.corpus)
     with tqdm(total=len(corpus.programs) * args.repeats, desc="measure", unit="run") as bar:
         measured = measure_corpus(corpus, url=args.url, repeats=args.repeats, progress=bar.update)
@@ -98,6 +102,7 @@ def add_parsers(sub) -> None:
     d.add_argument("--samples", type=int, default=20, help="samples per (users, replicas) cell (default 20)")
     d.add_argument("--warmup-steps", type=int, default=2, help="live: steps skipped after each level (default 2)")
     d.add_argument("--out", required=True, help="Parquet file to write (its settings go to FILE.meta.json)")
+    d.add_argument("--force", action="store_true", help="replace the file and its settings if they exist")
     d.set_defaults(func=cmd_dataset_record)
 
     p = sub.add_parser("corpus", help="the submission corpus: show it, or measure it on a live sandbox")
@@ -112,4 +117,5 @@ def add_parsers(sub) -> None:
     c.add_argument("--url", help="a sandbox service (default: a one-replica local stack brought up for it)")
     c.add_argument("--repeats", type=int, default=5, help="runs of each program (default 5)")
     c.add_argument("--out", required=True, help="the measured corpus file to write")
+    c.add_argument("--force", action="store_true", help="replace the file if it exists")
     c.set_defaults(func=cmd_corpus_measure)

@@ -6,9 +6,11 @@ from pathlib import Path
 
 
 def cmd_paper(args) -> int:
+    from scalelab.cli._common import refuse_overwrite
     from scalelab.experiments.paper import EXPERIMENTS, reproduce_paper
 
     only = tuple(args.only) if args.only else EXPERIMENTS
+    refuse_overwrite([Path(args.out) / "paper-report.md", Path(args.out) / "paper-comparison.csv"], args.force)
     reproduce_paper(args.out, runs=args.runs, only=only, d2=args.d2, real_week=args.real_week)
     report = Path(args.out) / "paper-report.md"
     print(report.read_text())
@@ -25,6 +27,7 @@ def add_parsers(sub) -> None:
                                 "(default: paper-D2, the paper's own D2 samples)")
     p.add_argument("--real-week", help="another real-week pattern file (default: the paper's, shipped)")
     p.add_argument("--runs", type=int, help="runs per policy (default: the paper's 10)")
+    p.add_argument("--force", action="store_true", help="replace the paper-report.md and paper-comparison.csv of --out")
     p.add_argument("--only", nargs="+", choices=EXPERIMENTS, metavar="EXPERIMENT",
                    help=f"a subset of the experiments: {', '.join(EXPERIMENTS)} (default: all; a hot start brings "
                         "its cold start)")
