@@ -141,6 +141,14 @@ def _policies(steps: pd.DataFrame) -> list[str]:
 
 
 def plot_load(steps: pd.DataFrame, path: Path, run: int = 0) -> Path:
+    """Writes :func:`load_figure` to ``path / "load.png"``."""
+    out = path / "load.png"
+    load_figure(steps, run).savefig(out, dpi=100)
+    return out
+
+
+def load_figure(steps: pd.DataFrame, run: int = 0) -> Figure:
+    """The offered load of ``run`` (the first policy's steps), users or req/s per step."""
     first = steps[(steps.run == run) & (steps.policy == steps.policy.iloc[0])]
     fig = Figure(figsize=(10, 2.8), layout="constrained")
     ax = fig.subplots()
@@ -148,13 +156,19 @@ def plot_load(steps: pd.DataFrame, path: Path, run: int = 0) -> Path:
     ax.set_xlabel("time (h)")
     ax.set_ylabel("load (users or req/s)")
     ax.set_title(f"offered load, run {run}")
-    out = path / "load.png"
-    fig.savefig(out, dpi=100)
-    return out
+    return fig
 
 
 def plot_replicas(steps: pd.DataFrame, path: Path, styles: dict | None = None,
                   bins: tuple[float, pd.DataFrame] | None = None) -> Path:
+    """Writes :func:`replicas_figure` to ``path / "replicas.png"``."""
+    out = path / "replicas.png"
+    replicas_figure(steps, styles, bins).savefig(out, dpi=100)
+    return out
+
+
+def replicas_figure(steps: pd.DataFrame, styles: dict | None = None,
+                    bins: tuple[float, pd.DataFrame] | None = None) -> Figure:
     """Small multiples: each policy's ready replicas and the oracle's level, per bin
     (``bins``: :func:`timeline_bins` of ``steps``, computed if not given)."""
     styles = styles or policy_styles(_policies(steps))
@@ -170,9 +184,7 @@ def plot_replicas(steps: pd.DataFrame, path: Path, styles: dict | None = None,
         ax.step(p.hour, p.replicas, where="post", color=st["color"], lw=1.1)
         ax.set_title(pol, fontsize=9, loc="left")
         ax.grid(alpha=0.3)
-    out = path / "replicas.png"
-    fig.savefig(out, dpi=100)
-    return out
+    return fig
 
 
 def plot_p95(steps: pd.DataFrame, path: Path, slo_ms: float, styles: dict | None = None,

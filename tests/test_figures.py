@@ -57,6 +57,29 @@ def test_p95_ticks_are_full_numbers(dwarfing_steps):
     assert {"1,000", "10,000"} <= labels and not any("^" in t for t in labels), labels
 
 
+def test_every_replicas_panel_and_the_load_hold_every_value_they_draw(dwarfing_steps):
+    """replicas.png with one policy at ten times the others' replicas (shared panels):
+    every step line and oracle band inside every panel; load.png holds the load."""
+    from scalelab.experiments.report import load_figure, replicas_figure
+
+    steps = dwarfing_steps.copy()
+    steps.loc[steps.policy == "starved", "replicas"] *= 10
+    fig = replicas_figure(steps)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title(loc="left") for ax in panels] == ["hslinucb", "static", "starved"]
+    for ax in panels:
+        drawn = [line.get_ydata() for line in ax.get_lines()]
+        drawn += [c.get_paths()[0].vertices[:, 1] for c in ax.collections if c.get_paths()]
+        assert drawn
+        for values in drawn:
+            assert _inside(ax, np.asarray(values, float)).size == 0, (ax.get_title(loc="left"), ax.get_ylim())
+    assert panels[0].get_ylim()[1] >= steps.replicas.max() * 0.99  # bins average, so the max may be a little lower
+    (ax,) = load_figure(steps).axes
+    (line,) = ax.get_lines()
+    users = np.asarray(line.get_ydata(), float)
+    assert users.max() == 25 and _inside(ax, users).size == 0 and ax.get_ylabel().startswith("load")
+
+
 def test_zoom_draws_the_load_on_its_own_axis(dwarfing_steps):
     """The load (25 users) is on an axis of its own, not on the replicas' (1 to 6)."""
     from scalelab.experiments.report import zoom_figure
