@@ -405,7 +405,7 @@ def format_table(summary: pd.DataFrame, cfg=None, steps_per_run: int | None = No
         lines.append([mark, str(rec["policy"]), str(rec["runs"]), *(metric_cell(rec[m], m) for m, _, _ in shown)])
     widths = [max(len(h), *(len(r[k]) for r in lines)) for k, h in enumerate(heads)]
     out = [*experiment_lines(cfg, steps_per_run, int(summary["runs"].max())), ""] if cfg is not None else []
-    out.append("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)))
+    out.append("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip())
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines]
     front = [f"{r['policy']} ({r['violations_per_run']['mean']:.1f} violations, {r['replica_hours']['mean']:.2f} "

@@ -146,3 +146,23 @@ def test_the_policy_checker_passes_the_example_policy():
     out = subprocess.run([sys.executable, "-m", "scalelab.agent.check", "p95_band:P95Band"], cwd=ROOT / "examples",
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "ok      p95_band:P95Band" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_readmes_workload_plugin_is_the_example_file_and_runs(tmp_path):
+    """The README shows examples/lunch_rush.py whole (the code after its module
+    docstring, word for word), and examples/lunch-rush.yaml runs it: the steps' users are
+    its series (users_at every 5 s), the rise and the return to the base both seen."""
+    from scalelab.experiments.config import load_config
+    from scalelab.experiments.experiment import run_experiment
+
+    source = (ROOT / "examples" / "lunch_rush.py").read_text().split('"""', 2)[2].lstrip("\n")
+    assert f"```python\n{source}```" in (ROOT / "README.md").read_text()
+    cfg = load_config(ROOT / "examples" / "lunch-rush.yaml")
+    res = run_experiment(cfg, out=tmp_path, progress=False, report=False)
+    steps = res.steps[(res.steps.policy == "hpa") & (res.steps.run == 0)]
+    wl = make_workload({k: v for k, v in cfg.workload.items()})
+    assert wl.name == "lunch-rush" and wl.think_s == (3.0, 12.0)
+    assert steps.users.max() == 45 and steps.users.iloc[0] == 5 and steps.users.iloc[-1] == 5
+    assert (steps.users.to_numpy() == wl.series(cfg.step_seconds)[: len(steps)]).all()
+    with pytest.raises(WorkloadError, match="base and peak must be >= 0"):
+        make_workload({**cfg.workload, "peak": -1})
