@@ -43,9 +43,12 @@ the quantity cannot leave (counts in [0, steps], shares in [0, 1], replicas in [
 max_replicas], latencies ≥ 0; :func:`metric_ranges`): the true mean lies in that range, so
 the cut interval covers it as often as the t-interval does. Tables show ``m ± ci95``, or
 ``m [low, high]`` where the interval was cut. ``pareto_rank`` ranks the policies by non-dominated sorting on
-(violations_per_run, replica_hours), both lower-better: rank 1 is the Pareto front (no
-other policy has both fewer violations and fewer replica-hours). The oracle is a
-reference and is not ranked.
+(violations_per_run, replica_hours), both lower-better, with their intervals: a policy is
+dominated only when another is no worse on both means and better beyond the noise on at
+least one axis (its 95 % interval entirely below), so rank 1, the front, holds every policy
+no other beats beyond the noise (:func:`pareto_ranks`). ``front_share`` is the share of
+bootstrap resamples of the runs in which the policy's means are on the front of the means
+(:func:`front_shares`). The oracle is a reference and is not ranked.
 """
 
 from __future__ import annotations
@@ -161,24 +164,73 @@ def metric_ranges(cfg, steps: int) -> dict[str, tuple[float, float]]:
             "replica_hours": (0.0, top * steps * cfg.step_seconds / 3600.0)}
 
 
-def pareto_ranks(violations: np.ndarray, cost: np.ndarray) -> np.ndarray:
+def pareto_ranks(violations: np.ndarray, cost: np.ndarray, violations_interval: np.ndarray | None = None,
+                 cost_interval: np.ndarray | None = None) -> np.ndarray:
     """Non-dominated sorting on (violations, cost), both lower-better; 1 = the front.
+
+    Without intervals, on the means: ``j`` dominates ``i`` when it is no worse on both
+    and better on one. With intervals (``(n, 2)`` arrays of each policy's 95 % interval
+    ends), a policy is dominated only when another is no worse on both means and better
+    beyond the noise on at least one axis (its interval entirely below: ``high_j <
+    low_i``), so a policy whose means lose to another's on both axes, each within the
+    intervals, stays on the front.
 
     >>> pareto_ranks(np.array([0, 5, 1, 6]), np.array([10, 2, 12, 3])).tolist()
     [1, 1, 2, 2]
+    >>> v, c = np.array([0.0, 1.0]), np.array([10.0, 12.0])  # b's means are worse on both ...
+    >>> pareto_ranks(v, c, np.array([[0, 2], [0, 3]]), np.array([[9, 11], [11, 13]])).tolist()  # ... within noise
+    [1, 1]
     """
     v, c = np.asarray(violations, float), np.asarray(cost, float)
+    if violations_interval is None or cost_interval is None:
+        vi, ci = np.stack([v, v], axis=1), np.stack([c, c], axis=1)
+    else:
+        vi, ci = np.asarray(violations_interval, float), np.asarray(cost_interval, float)
+
+    def dominates(j: int, i: int) -> bool:
+        no_worse = v[j] <= v[i] and c[j] <= c[i]
+        return no_worse and (vi[j, 1] < vi[i, 0] or ci[j, 1] < ci[i, 0] or
+                             ((v[j], c[j]) != (v[i], c[i]) and vi[j, 1] <= vi[i, 0] and ci[j, 1] <= ci[i, 0]))
+
     rank = np.zeros(len(v), dtype=int)
     left = set(range(len(v)))
     r = 1
     while left:
-        front = {i for i in left if not any(v[j] <= v[i] and c[j] <= c[i] and (v[j] < v[i] or c[j] < c[i])
-                                            for j in left)}
+        front = {i for i in left if not any(dominates(j, i) for j in left if j != i)}
         for i in front:
             rank[i] = r
         left -= front
         r += 1
     return rank
+
+
+#: Bootstrap resamples behind ``front_share``, and the spawn key of their generator (a
+#: stream of the experiment's seed of its own, so a summary recomputed by ``scalelab
+#: report`` gives the same shares).
+FRONT_RESAMPLES = 1000
+FRONT_STREAM = 0xF407
+
+
+def front_shares(violations: list[np.ndarray], cost: list[np.ndarray], seed: int,
+                 resamples: int = FRONT_RESAMPLES) -> np.ndarray:
+    """Each policy's share of bootstrap resamples in which its means are on the front of
+    the means: a resample draws each policy's runs with replacement (``violations[p]`` and
+    ``cost[p]``, one value per run) and takes their means. 1.0: on the front whatever the
+    runs' noise; 0.0: dominated in every resample.
+
+    >>> front_shares([np.array([0.0, 0.0]), np.array([5.0, 5.0])], [np.array([1.0, 1.0]), np.array([2.0, 2.0])], 1)
+    array([1., 0.])
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(FRONT_STREAM,)))
+    means_v, means_c = [], []
+    for v, c in zip(violations, cost, strict=True):
+        pick = rng.integers(0, len(v), size=(resamples, len(v)))
+        means_v.append(np.asarray(v, float)[pick].mean(axis=1))
+        means_c.append(np.asarray(c, float)[pick].mean(axis=1))
+    mv, mc = np.stack(means_v, axis=1)[:, :, None], np.stack(means_c, axis=1)[:, :, None]  # (B, j, 1)
+    vi, ci = np.swapaxes(mv, 1, 2), np.swapaxes(mc, 1, 2)  # (B, 1, i)
+    dominated = ((mv <= vi) & (mc <= ci) & ((mv < vi) | (mc < ci))).any(axis=1)  # some j dominates i
+    return (~dominated).mean(axis=0)
 
 
 def is_reference(policy: str) -> bool:
@@ -205,8 +257,13 @@ def summarize(steps: pd.DataFrame, cfg) -> pd.DataFrame:
         metrics = (*METRICS, "client_p95_ms", "p95_vs_client") if "p95_vs_client" in runs else METRICS
         ranges = metric_ranges(cfg, int(g["steps"].max()))
         rows.append({"policy": policy, "runs": len(g), **{m: mean_ci(g[m].to_numpy(), *ranges[m]) for m in metrics}})
-    out = pd.DataFrame(rows)
-    return with_pareto_ranks(out)
+    out = with_pareto_ranks(pd.DataFrame(rows))
+    ranked = [p for p in out.policy if not is_reference(p)] if len(out) else []
+    shares = front_shares([runs[runs.policy == p].violations_per_run.to_numpy() for p in ranked],
+                          [runs[runs.policy == p].replica_hours.to_numpy() for p in ranked], cfg.seed) if ranked else []
+    share_of = dict(zip(ranked, shares, strict=True))
+    out["front_share"] = [float(share_of[p]) if p in share_of else None for p in out.policy]
+    return out
 
 
 def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
@@ -220,7 +277,8 @@ def flat_summary(summary: pd.DataFrame, mean_suffix: str = "") -> pd.DataFrame:
     ``<metric><mean_suffix>`` (the mean) and ``<metric>_ci95``."""
     rows = []
     for rec in summary.to_dict(orient="records"):
-        row = {"policy": rec["policy"], "runs": rec["runs"], "pareto_rank": rec.get("pareto_rank")}
+        row = {"policy": rec["policy"], "runs": rec["runs"], "pareto_rank": rec.get("pareto_rank"),
+               "front_share": rec.get("front_share")}
         for key, val in rec.items():
             if isinstance(val, dict):
                 row[f"{key}{mean_suffix}"], row[f"{key}_ci95"] = val["mean"], val["ci95"]
@@ -237,7 +295,9 @@ def with_pareto_ranks(summary: pd.DataFrame) -> pd.DataFrame:
     if ranked:
         v = np.array([out["violations_per_run"].iloc[i]["mean"] for i in ranked], float)
         c = np.array([out["replica_hours"].iloc[i]["mean"] for i in ranked], float)
-        ranks = pareto_ranks(v, c)
+        vi = np.array([interval(out["violations_per_run"].iloc[i]) for i in ranked], float)
+        ci = np.array([interval(out["replica_hours"].iloc[i]) for i in ranked], float)
+        ranks = pareto_ranks(v, c, vi, ci)
         col = out.columns.get_loc("pareto_rank")
         for i, r in zip(ranked, ranks, strict=True):
             out.iat[i, col] = int(r)
@@ -267,8 +327,9 @@ TABLE_COLUMNS = ("violations_per_run", "p95_ms", "replica_hours", "under_share")
 #: The terminal's width the table and its text are set for, characters.
 WIDTH = 100
 
-PARETO_TEXT = ("pareto: rank by non-dominated sorting on (violations/run, replica-h), both lower-better; "
-               "1 (*) = the Pareto front: no other policy has both fewer violations and fewer replica-hours")
+PARETO_TEXT = ("pareto: rank by non-dominated sorting on (violations/run, replica-h), both lower-better, "
+               "with the intervals: a policy is dominated only when another is no worse on both means and better "
+               "beyond the 95 % intervals on at least one; 1 (*) = the front, which no policy beats beyond the noise")
 
 ORACLE_TEXT = ("oracle: a reference, not ranked. Each step it orders the fewest replicas whose steady-state p95 "
                "stayed under the SLO at the coming step's load in separate simulator runs (scalelab.simulator.oracle). "
@@ -323,6 +384,11 @@ def metric_cell(v: dict, metric: str) -> str:
     return cell(v, digits)
 
 
+#: The fewest runs per policy for which the conclusion names a winner (the protocol: a
+#: claim rests on at least five runs; with three, t = 4.30 and intervals are often wider
+#: than the means).
+MIN_RUNS_FOR_A_WINNER = 5
+
 #: The criterion the conclusion states: fewest violations; among the policies not
 #: distinguishable from the fewest on violations, fewest replica-hours.
 CRITERION = ("fewest violations per run, then, among the policies not distinguishable from the fewest on "
@@ -364,6 +430,10 @@ def conclusion(summary: pd.DataFrame) -> str:
         line += f"; not distinguishable from it: {names(tied)}" if tied else "; distinguishably below every other"
         line += f"; distinguishably more: {len(worse)} ({names(worse)})." if worse else "."
         out.append(line)
+    if min(runs) < MIN_RUNS_FOR_A_WINNER:
+        out.append(f"With fewer than {MIN_RUNS_FOR_A_WINNER} runs per policy no winner is named (intervals over "
+                   f"{min(runs)} runs are too wide to trust): run {MIN_RUNS_FOR_A_WINNER} or more.")
+        return " ".join(out)
     best, tied, _ = _best_and_tied(rows, "violations_per_run")
     pool = [best, *tied]
     if len(pool) == 1:
@@ -412,7 +482,8 @@ def format_table(summary: pd.DataFrame, cfg=None, steps_per_run: int | None = No
              f"replica-h)" for r in table.to_dict(orient="records") if r.get("pareto_rank") == 1]
     out += ["", *textwrap.wrap(conclusion(summary), WIDTH)]
     if front:
-        out += ["", *textwrap.wrap("best (the Pareto front): " + "; ".join(front), WIDTH, subsequent_indent="  ")]
+        out += ["", *textwrap.wrap("the front (no policy beats these on both axes beyond the intervals): "
+                                   + "; ".join(front), WIDTH, subsequent_indent="  ")]
     if glossary:
         out += ["", "columns:"]
         slo = f" (SLO {cfg.slo_ms:g} ms)" if cfg is not None else ""
@@ -420,7 +491,8 @@ def format_table(summary: pd.DataFrame, cfg=None, steps_per_run: int | None = No
         entries.append(("pareto", PARETO_TEXT.split(": ", 1)[1]))
         entries.append(("more", "in summary.csv and report.html: " + ", ".join(
             f"{head} ({metric})" for metric, head, _ in COLUMNS if metric not in TABLE_COLUMNS)
-            + ", short_replica_steps, quiet_steps_per_run"))
+            + ", short_replica_steps, quiet_steps_per_run, front_share (the share of bootstrap resamples of the "
+            "runs in which the policy's means are on the front)"))
         for head, text in entries:
             out += textwrap.wrap(f"{head:15s} {text}", WIDTH, initial_indent="  ", subsequent_indent=" " * 18)
         if any(is_reference(p) for p in summary["policy"]):

@@ -5,7 +5,7 @@ PNGs (for a paper; every policy keeps one colour, line style and marker everywhe
 from :func:`policy_styles`):
 
 - ``tradeoff.png``  violations per run against replica-hours, mean and 95 % t-interval
-  (clipped at 0), the Pareto front drawn, labels placed so that they do not overlap;
+  (clipped at 0), the front filled, labels placed so that they do not overlap;
 - ``replicas.png``  small multiples: one panel per policy, its ready replicas against the
   oracle's level, averaged per time bin (a minute up to a day, so that a week stays
   readable);
@@ -38,6 +38,7 @@ from matplotlib.ticker import FuncFormatter
 from scalelab.experiments import runfolder
 from scalelab.experiments.metrics import (
     COLUMNS,
+    FRONT_RESAMPLES,
     ORACLE_TEXT,
     PARETO_TEXT,
     cell,
@@ -321,7 +322,7 @@ def plot_tradeoff(summary: pd.DataFrame, path: Path, styles: dict | None = None,
 
 def tradeoff_figure(summary: pd.DataFrame, styles: dict | None = None, title: str | None = None) -> Figure:
     """Violations per run against replica-hours: mean and 95 % t-interval (clipped at
-    0), one marker and colour per policy, the Pareto front drawn. On a log cost axis an
+    0), one marker and colour per policy, the front filled. On a log cost axis an
     interval reaching 0 is drawn down to its mean only, with a left triangle saying so;
     the axes hold every interval's ends; the markers are drawn over every bar."""
     summary = with_pareto_ranks(summary) if "pareto_rank" not in summary else summary
@@ -353,13 +354,7 @@ def tradeoff_figure(summary: pd.DataFrame, styles: dict | None = None, title: st
                 mfc="white" if rec.get("pareto_rank") not in (1,) else st["color"])
     if reaches_zero:
         ax.plot([], [], "<", color="black", ms=5, label="interval reaches 0 (not drawable on a log axis)")
-    front = summary[summary.pareto_rank == 1]
-    if len(front):
-        fx = np.array([r["mean"] for r in front.replica_hours])
-        fy = np.array([r["mean"] for r in front.violations_per_run])
-        o = np.argsort(fx)
-        ax.step(fx[o], fy[o], where="post", color="black", lw=1, ls="--", alpha=0.6, zorder=0,
-                label="Pareto front")
+    ax.plot([], [], "o", color="black", ms=8, label="filled: the front (no policy beats it beyond the intervals)")
     ax.set_xlabel("replica-hours per run (cost)")
     ax.set_ylabel("SLO violations per run")
     top = max([1.0, *(interval(r["violations_per_run"])[1] for r in rows)])
@@ -367,8 +362,8 @@ def tradeoff_figure(summary: pd.DataFrame, styles: dict | None = None, title: st
     _cost_axis(ax, xs, [e for e in ends if e > 0] if log else ends, log)
     ax.grid(alpha=0.3)
     runs = int(summary.runs.max()) if len(summary) else 1
-    ax.set_title(title or f"cost against SLO violations: mean ± 95 % t-interval over {runs} runs; filled: the Pareto "
-                          "front (dashed)", fontsize=10)
+    ax.set_title(title or f"cost against SLO violations: mean and 95 % interval over {runs} runs; filled: the "
+                          "front (no policy beats it on both axes beyond the intervals)", fontsize=10)
     ax.legend(fontsize=8, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     _place_labels(ax, np.array(xs), np.array(ys), labels, fig)
     return fig
@@ -502,8 +497,8 @@ def _tick_text(v: float) -> str:
 
 def interactive_tradeoff(summary: pd.DataFrame, styles: dict, group: pd.Series | None = None):
     """Violations per run against replica-hours, as :func:`tradeoff_figure`: each policy
-    its colour and marker (filled on the Pareto front), its interval cut at 0, the front
-    dashed. No text on the points (names overlapped where policies sit close): the legend
+    its colour and marker (filled on the front), its interval cut at 0.
+    No text on the points (names overlapped where policies sit close): the legend
     names each marker, and hovering gives the figures. A spread cost axis is logarithmic
     with full-number ticks; both axes hold every interval's ends."""
     import plotly.graph_objects as go
@@ -543,15 +538,8 @@ def interactive_tradeoff(summary: pd.DataFrame, styles: dict, group: pd.Series |
         fig.add_trace(go.Scatter(x=[r[0] for r in reach], y=[r[1] for r in reach], mode="markers",
                                  marker={"symbol": "triangle-left", "size": 7, "color": [r[2] for r in reach]},
                                  name="interval reaches 0 (not drawable on a log axis)", hoverinfo="skip"))
-    front = summary[summary.pareto_rank == 1]
-    if len(front):
-        fx = np.array([r["mean"] for r in front.replica_hours])
-        fy = np.array([r["mean"] for r in front.violations_per_run])
-        o = np.argsort(fx)
-        fig.add_trace(go.Scatter(x=fx[o], y=fy[o], mode="lines", line={"shape": "hv", "dash": "dash", "color": "black"},
-                                 name="Pareto front", hoverinfo="skip"))
-    fig.update_layout(title="violations per run against replica-hours (filled: the Pareto front; bars: 95 % "
-                            "intervals)", height=560, template="plotly_white",
+    fig.update_layout(title="violations per run against replica-hours (filled: the front, which no policy beats "
+                            "beyond the intervals on both axes; bars: 95 % intervals)", height=560, template="plotly_white",
                       xaxis_title="replica-hours per run", yaxis_title="SLO violations per run")
     top = max(y_ends)
     fig.update_yaxes(range=[-0.03 * max(top, 1.0), max(top, 1.0) * 1.08])  # a point at 0 is inside, not on the edge
@@ -618,22 +606,26 @@ def interactive_timelines(steps: pd.DataFrame, styles: dict, slo_ms: float,
 
 
 def summary_table_html(summary: pd.DataFrame, label: str = "policy") -> str:
-    """The ranked summary as an HTML table, the Pareto front marked ★."""
-    heads = ["pareto", label, "runs", *(h for _, h, _ in COLUMNS)]
+    """The ranked summary as an HTML table, the front marked ★."""
+    heads = ["pareto", "front share", label, "runs", *(h for _, h, _ in COLUMNS)]
     rows = []
     for rec in ranked(summary).to_dict(orient="records"):
         rank = rec.get("pareto_rank")
         mark = "ref" if rank is None or rank != rank else f"{int(rank)}{' ★' if rank == 1 else ''}"
+        share = rec.get("front_share")
+        share = "-" if share is None or share != share else f"{100 * share:.0f} %"
         cells = "".join(f"<td>{metric_cell(rec[m], m)}</td>" for m, _, _ in COLUMNS)
         style = ' class="front"' if rank == 1 else ""
-        rows.append(f"<tr{style}><td>{mark}</td><td>{html.escape(str(rec['policy']))}</td><td>{rec['runs']}</td>"
-                    f"{cells}</tr>")
+        rows.append(f"<tr{style}><td>{mark}</td><td>{share}</td><td>{html.escape(str(rec['policy']))}</td>"
+                    f"<td>{rec['runs']}</td>{cells}</tr>")
     return f"<table><tr>{''.join(f'<th>{h}</th>' for h in heads)}</tr>{''.join(rows)}</table>"
 
 
 def glossary_html(slo_ms: float | None) -> str:
     items = [(h, t + (f" (SLO {slo_ms:g} ms)" if h == "violations/run" and slo_ms else "")) for _, h, t in COLUMNS]
     items.append(("pareto", PARETO_TEXT.split(": ", 1)[1]))
+    items.append(("front share", f"the share of {FRONT_RESAMPLES} bootstrap resamples of the runs (each policy's runs "
+                                 "drawn with replacement) in which the policy's means are on the front of the means"))
     items.append(("±", "a 95 % Student-t interval over runs: t(0.975, runs − 1) · SD / √runs"))
     items.append(("[low, high]", "that interval where it would leave the quantity's range, cut there (a count is "
                                  "not below 0, a share not above 1, replicas not above max_replicas): the true mean "
@@ -688,7 +680,7 @@ def write_report(path: Path, steps: pd.DataFrame | None = None, summary: pd.Data
 <p class="lead">{lead}</p>
 <h2>Results, ranked</h2>
 <p class="conclusion">{html.escape(conclusion(summary))}</p>
-<p>Best (the Pareto front on violations and replica-hours): {'; '.join(front) or 'none'}.</p>
+<p>The front (no policy beats these on violations and replica-hours beyond the intervals): {'; '.join(front) or 'none'}.</p>
 {summary_table_html(summary)}
 <h3>What the columns mean</h3>{glossary_html(cfg.slo_ms)}{oracle}{warning}
 <h2>Interactive figures</h2><p>Hover for values, drag to zoom (double-click resets), click a policy in a legend

@@ -40,7 +40,7 @@ RUN = {
     "scalelab calibrate --out calibration.png": 0,
     "scalelab dataset record --seed 1 --out D1.parquet": 0,
     "scalelab capacity evaluation-week-5d --steps 20": 0,
-    "scalelab run experiments/configs/step-demo.yaml --runs 3 --seed 1 --out runs": 0,
+    "scalelab run experiments/configs/step-demo.yaml --runs 5 --seed 1 --out runs": 0,
     "scalelab run --resume runs/step-demo-20261123-101500": 0,
     "scalelab report runs/step-demo-20261123-101500": 0,
     "scalelab run experiments/configs/step-demo.yaml --out runs": 0,

@@ -119,6 +119,14 @@ def test_pareto_ranks_by_hand_and_the_oracle_is_not_ranked():
     # (violations, cost): a (0, 10) and b (5, 2) are the front; c (1, 12) is dominated by a; d (6, 3) by b
     assert pareto_ranks(np.array([0, 5, 1, 6]), np.array([10, 2, 12, 3])).tolist() == [1, 1, 2, 2]
     assert pareto_ranks(np.array([3, 3]), np.array([1, 1])).tolist() == [1, 1]  # ties dominate neither
+    # with intervals: c (1 ± 2, 12 ± 1) is no longer dominated by a (0 ± 1, 10 ± 1): they overlap on violations
+    v, c = np.array([0, 5, 1, 7]), np.array([10, 2, 12, 3])
+    vi = np.array([[0, 1], [4, 6], [0, 3], [6.5, 7.5]])
+    ci = np.array([[9, 11], [1.5, 2.5], [11, 13], [2.6, 3.4]])
+    assert pareto_ranks(v, c, vi, ci).tolist() == [1, 1, 1, 2]  # d: b's intervals lie below its own on both axes
+    # at or below on one axis and strictly below on the other dominates: two statics, 0 ± 0 violations each
+    assert pareto_ranks(np.array([0, 0]), np.array([24, 72]), np.array([[0, 0], [0, 0]]),
+                        np.array([[24, 24], [72, 72]])).tolist() == [1, 2]
     cell = lambda m: {"mean": m, "ci95": 0.0}  # noqa: E731
     summary = pd.DataFrame({"policy": ["a", "oracle", "b"], "runs": [3, 3, 3],
                             "violations_per_run": [cell(4.0), cell(0.0), cell(9.0)],
@@ -153,7 +161,7 @@ def test_run_folder_is_complete(small_run):
     assert versions["seed"] == 3 and len(versions["episodes"]) == 2
     html = (p / "report.html").read_text()
     assert "data:image/png;base64" in html and "violations/run" in html
-    assert "SLO: p95 &lt;= 600 ms per step" in html and "Student-t" in html and "Pareto front" in html
+    assert "SLO: p95 &lt;= 600 ms per step" in html and "Student-t" in html and "The front (no policy beats these" in html
     assert "<script src=" not in html and "Plotly.newPlot" in html  # interactive and offline
 
 
@@ -318,20 +326,24 @@ def test_the_conclusion_says_which_policies_differ_and_which_wins():
     apart on cost either, no single winner; with one run, nothing can be told."""
     from scalelab.experiments.metrics import conclusion
 
-    def row(policy, v, vc, h, hc, runs=3):
+    def row(policy, v, vc, h, hc, runs=5):
         return {"policy": policy, "runs": runs, "violations_per_run": {"mean": v, "ci95": vc},
                 "replica_hours": {"mean": h, "ci95": hc}}
 
     summary = pd.DataFrame([row("A", 10, 3, 5.0, 0.5), row("B", 9, 2, 8.0, 0.5), row("C", 40, 5, 2.0, 0.1),
                             row("oracle", 0, 0, 1.0, 0.0)])
     text = conclusion(summary)
-    assert "3 policies, 3 runs each" in text  # the oracle, a reference, left out
+    assert "3 policies, 5 runs each" in text  # the oracle, a reference, left out
     assert "Fewest violations per run: B (9.0 ± 2.0); not distinguishable from it: A; distinguishably more: 1 (C)." in text
     assert "Fewest replica-hours: C (2.00 ± 0.10); distinguishably below every other; distinguishably more: 2 (A, B)." in text
     assert text.endswith("A wins (its violations are not distinguishable from the fewest, and its replica-hours are "
                          "distinguishably lower than those of B).")
     close = pd.DataFrame([row("A", 10, 3, 5.0, 2.0), row("B", 9, 2, 6.0, 2.0)])
     assert conclusion(close).endswith("no single winner; A, B cannot be told apart on either axis.")
+    three = pd.DataFrame([row("A", 10, 3, 5.0, 0.5, runs=3), row("B", 9, 2, 8.0, 0.5, runs=3)])
+    assert conclusion(three).endswith("With fewer than 5 runs per policy no winner is named (intervals over 3 runs are "
+                                      "too wide to trust): run 5 or more.")
+    assert "Fewest violations per run: B" in conclusion(three)  # what can be told apart is still said
     one = pd.DataFrame([row("A", 10, 0, 5.0, 0.0, runs=1), row("B", 9, 0, 6.0, 0.0, runs=1)])
     assert "no policy can be told apart" in conclusion(one)
 
@@ -352,3 +364,22 @@ def test_the_oracle_is_unranked_in_a_run_and_in_a_comparison_of_run_folders():
     assert run.pareto_rank.tolist() == [None, 1, 1]
     assert both.pareto_rank.tolist() == [None, 1, 1, None]
     assert ranked(both).policy.tolist()[-2:] == ["A oracle", "B oracle"]
+
+
+def test_front_shares_count_the_bootstrap_resamples_on_the_front():
+    """By hand: a policy better on both axes in every run is on the front of every
+    resample, the other in none; two policies whose runs cross share the front; the
+    shares are the same for the same seed (a summary recomputed gives the same)."""
+    from scalelab.experiments.metrics import front_shares
+
+    always = front_shares([np.array([0.0, 1.0, 2.0]), np.array([5.0, 6.0, 7.0])],
+                          [np.array([1.0, 1.0, 1.0]), np.array([2.0, 2.0, 2.0])], seed=3)
+    assert always.tolist() == [1.0, 0.0]
+    crossing = front_shares([np.array([0.0, 10.0]), np.array([4.0, 6.0])], [np.array([1.0, 1.0]), np.array([1.0, 1.0])],
+                            seed=3)
+    # resampled means: A's 0, 5, 10 and B's 4, 5, 6 with chances 1/4, 1/2, 1/4; A is dominated when B's is
+    # lower (A 5 and B 4: 1/8; A 10: 1/4), B when A's is lower (A 0: 1/4; A 5 and B 6: 1/8): 5/8 each on the front
+    assert crossing[0] == pytest.approx(0.625, abs=0.04) and crossing[1] == pytest.approx(0.625, abs=0.04)
+    again = front_shares([np.array([0.0, 10.0]), np.array([4.0, 6.0])], [np.array([1.0, 1.0]), np.array([1.0, 1.0])],
+                         seed=3)
+    assert (again == crossing).all()
