@@ -2,8 +2,9 @@
 
 A grid is ``KEY=V1,V2`` items. ``KEY`` is a dotted path into the config
 (``workload.after=30,40``, ``cluster.max_replicas=8,12``, ``engine=des,fluid``), or one
-of two special keys: ``seed`` (the experiment's root seed) and ``policy`` (one of the
-config's policies by its label, so that each cell runs one policy). Values are YAML
+of three special forms: ``seed`` (the experiment's root seed), ``policy`` (one of the
+config's policies by its label, so that each cell runs one policy) and ``policy.PARAM``
+(a parameter of the cell's policies, ``policy.target_utilization=50,70``). Values are YAML
 scalars. Each cell is an ordinary experiment (``run_simulated``, one process, no report)
 whose per-run metrics come back to the caller, which writes them to
 ``OUT/cells/<cell>.json``: a re-run skips the cells already there, a failed cell is
@@ -89,6 +90,10 @@ def cell_config(base: dict, cell: Cell) -> dict:
                 known = [p.get("label") or p["name"] for p in data.get("policies", [])]
                 raise SweepError(f"grid: policy={value!r} is not one of the config's policies {known}")
             data["policies"] = chosen
+            continue
+        if key.startswith("policy."):  # a parameter of the cell's policies (after policy= chose them)
+            for p in data.get("policies", []):
+                p[key.split(".", 1)[1]] = value
             continue
         target = data
         parts = key.split(".")

@@ -23,14 +23,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scalelab.cli import calibrate, catalog, dataset, live, paper, run, sweep, twin
+from scalelab.cli import calibrate, catalog, dataset, live, paper, run, sweep, tune, twin
 from scalelab.cli._common import with_defaults
 from scalelab.errors import OperationalError, RunInterrupted, ScalelabError, TemporaryError
 
 EPILOG = __doc__.split("Examples::", 1)[1]
 
 #: The command groups, in the order ``scalelab --help`` lists their commands.
-GROUPS = (run, twin, catalog, paper, live, sweep, dataset, calibrate)
+GROUPS = (run, twin, catalog, paper, live, sweep, tune, dataset, calibrate)
 
 
 def build_parser() -> argparse.ArgumentParser:
