@@ -71,6 +71,8 @@ COVERED = {
         "tests/test_twin.py::test_the_simulator_against_the_live_runs_shipped_with_scalelab",
     "scalelab sweep experiments/configs/compare.yaml --grid policy=hslinucb,hpa-default,threshold-cpu "
     "--grid seed=1,2,3 --grid workload.days=0.5,1 --out runs/sweep": "tests/test_sweep.py (12 compare runs: ~10 min)",
+    "scalelab tune compare --policy hpa-default --grid target_utilization=30,40,50,60,70,80 --out runs/tune-hpa":
+        "tests/test_tune.py::test_tune_chooses_on_tuning_seeds_and_judges_on_held_out_seeds (about 3 min here)",
     "scalelab calibrate --dataset live-students.parquet --profile sandbox --fit 30 --save sandbox-here "
     "--steps 60 --out calibration-live.png": "tests/test_calibration_report.py (needs a live recording)",
     "bash scripts/install-system-deps.sh && pip install -e \".[dev,live]\" && scripts/test": ".ci/run runs it",
