@@ -362,7 +362,7 @@ def tradeoff_figure(summary: pd.DataFrame, styles: dict | None = None, title: st
     _cost_axis(ax, xs, [e for e in ends if e > 0] if log else ends, log)
     ax.grid(alpha=0.3)
     runs = int(summary.runs.max()) if len(summary) else 1
-    ax.set_title(title or f"cost against SLO violations: mean and 95 % interval over {runs} runs; filled: the "
+    ax.set_title(title or f"cost against SLO violations: mean and 95 % interval over {runs} runs\nfilled: the "
                           "front (no policy beats it on both axes beyond the intervals)", fontsize=10)
     ax.legend(fontsize=8, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     _place_labels(ax, np.array(xs), np.array(ys), labels, fig)

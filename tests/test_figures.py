@@ -130,6 +130,17 @@ def test_tradeoff_draws_no_interval_to_the_frame_and_hides_no_point():
     assert dear and dear[0].get_zorder() > bar_z
 
 
+def test_the_tradeoff_title_fits_in_the_figure():
+    """The title (runs, what filled means) is inside the figure, not cut at its edges."""
+    from scalelab.experiments.report import tradeoff_figure
+
+    fig = tradeoff_figure(_summary_rows({"a": (1.0, 0.1, 3.0, 1.0), "b": (2.0, 0.2, 1.0, 0.5)}))
+    fig.canvas.draw()
+    title = fig.axes[0].title.get_window_extent()
+    frame = fig.bbox
+    assert frame.x0 <= title.x0 and title.x1 <= frame.x1 and title.y1 <= frame.y1, (title, frame)
+
+
 def test_tradeoff_of_policies_that_never_violate_has_a_frame():
     """Every policy at 0 violations (an easy load): the violations axis still spans
     something (it was [0, 0], a singular transform matplotlib warns about)."""
