@@ -21,7 +21,8 @@ comparison does not use:
    held-out seeds, never used to choose: both rows, mean ± 95 % t-interval over the
    runs, are the result a comparison may quote.
 
-Files in ``OUT``: ``tuning/`` and ``held-out/`` (the two sweeps, resumable),
+Files in ``OUT``: ``tuning/`` and ``held-out/PARAMS/`` (the two sweeps, resumable; one
+held-out folder per choice),
 ``tune.json`` (the choice, the criterion, both tables) and ``tune.md``.
 """
 
@@ -129,10 +130,12 @@ def tune(config: str | Path | dict, policy: str, grid: dict[str, list], out: str
     stem = policy.removesuffix("-default")
     default = {**entry, "label": f"{stem}-default"}
     tuned = {**entry, **params, "label": f"{stem}-tuned"}
-    held = run_sweep({**base, "policies": [default, tuned]}, {"seed": list(held_out_seeds)}, out / "held-out",
+    # one folder per choice: a re-run with another grid that chooses otherwise never reuses these cells
+    held_dir = out / "held-out" / ",".join(f"{k}={v}" for k, v in params.items())
+    held = run_sweep({**base, "policies": [default, tuned]}, {"seed": list(held_out_seeds)}, held_dir,
                      executor=executor, scheduler=scheduler, workers=workers)
     if held.failed:
-        raise SweepError(f"tune: {len(held.failed)} held-out cells failed; see {out / 'held-out' / 'cells'}")
+        raise SweepError(f"tune: {len(held.failed)} held-out cells failed; see {held_dir / 'cells'}")
     rows = []
     for label in (default["label"], tuned["label"]):
         g = held.table[held.table.policy == label]

@@ -52,6 +52,11 @@ def test_tune_chooses_on_tuning_seeds_and_judges_on_held_out_seeds(tmp_path):
     # a re-run finds every cell done and makes the same choice
     again = tune(SMALL, "hpa-default", {"target_utilization": [30, 50, 80]}, tmp_path, workers=1)
     assert again.params == res.params and again.held_out.equals(res.held_out)
+    # another grid that chooses otherwise judges its own choice (the held-out cells are per choice)
+    other = tune(SMALL, "hpa-default", {"target_utilization": [80]}, tmp_path, workers=1)
+    assert other.params == {"target_utilization": 80}
+    rows = other.held_out.set_index("policy")
+    assert rows.loc["hpa-tuned", "violations_per_run_mean"] == rows.loc["hpa-default", "violations_per_run_mean"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
