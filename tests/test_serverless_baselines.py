@@ -2,6 +2,7 @@
 
 import pytest
 
+from scalelab.agent.base import PolicyError
 from scalelab.agent.policies.serverless import KPA, Invok, PrairieLearn, PrairieLearnNotes, concurrency
 from scalelab.orchestrator.context import Context
 
@@ -43,6 +44,66 @@ def test_kpa_starts_in_panic_over_more_than_one_ready_pod():
     assert k.desired(61.0, 8, 0.0) == 4  # 60 s with no over-threshold tick: panic over, halve
     one = KPA(target=10, max_replicas=100)
     assert one.desired(0.0, ready_pods=1, observed=0.0) == 0 and one.panic_time is None
+
+
+def test_kpa_scale_down_delay_holds_the_largest_decision_of_the_delay():
+    """scale_down_delay_s=30: a decision stays for 30 s after the need has fallen (the
+    2-s buckets of Knative's window), then the rate limit halves it per decision."""
+    k = KPA(target=10, scale_down_delay_s=30, max_replicas=100)
+    assert k.desired(0.0, 1, 80.0) == 8  # 8 / 1 >= 2: panic, for 60 s
+    got = [k.desired(float(t), 8, 0.0) for t in range(5, 130, 5)]
+    # panic holds 8 through 60 s; the window then keeps 8 until 8 was last decided (60 s) + 30 s
+    assert got[:17] == [8] * 17 and got[17:] == [4, 4, 4, 4, 4, 4, 4, 4]  # t >= 90: floor(8 / 2)
+    plain = KPA(target=10, max_replicas=100)
+    plain.desired(0.0, 1, 80.0)
+    assert [plain.desired(float(t), 8, 0.0) for t in range(5, 70, 5)][-1] == 4  # at 65 s without a delay
+
+
+def test_kpa_activation_scale_and_bounds_act_on_the_order():
+    """activation_scale lifts a count above 0 to at least 3; min_scale and max_scale
+    bound the order, but not while there is no data (the current replicas are kept)."""
+    from scalelab.orchestrator.backend import Observation
+
+    act = KPA(target=10, activation_scale=3, max_replicas=100)
+    assert act.decide(ctx(replicas=1, rps=10.0, mean_ms=100.0), {"t_s": 0.0}).action == 3  # 1 in flight
+    idle = KPA(target=10, activation_scale=3, max_replicas=100)
+    assert idle.decide(ctx(replicas=1, rps=0.0), {"t_s": 0.0}).action == 0  # no traffic: 0 stays 0
+    low = KPA(target=10, min_scale=2, max_scale=5, max_replicas=100)
+    assert low.decide(ctx(replicas=1, rps=0.0), {"t_s": 0.0}).action == 2
+    high = KPA(target=10, min_scale=2, max_scale=5, max_replicas=100)
+    assert high.decide(ctx(replicas=1, rps=500.0, mean_ms=200.0), {"t_s": 0.0}).action == 5  # wants 10
+    capped = KPA(target=10, max_scale=50, max_replicas=8)
+    assert capped.decide(ctx(replicas=1, rps=500.0, mean_ms=200.0), {"t_s": 0.0}).action == 8  # the action set
+    blind = KPA(target=10, min_scale=6, max_replicas=100)
+    c = ctx(replicas=4)
+    obs = Observation(0.0, c, 4, missing=("spans",))
+    assert blind.decide(c, {"t_s": 0.0, "current_replicas": 4, "observation": obs}).action == 4
+
+
+def test_kpa_state_round_trip_keeps_the_delay_window():
+    a = KPA(target=10, scale_down_delay_s=20, max_replicas=100)
+    for t, obs in [(0.0, 50.0), (5.0, 10.0), (10.0, 10.0)]:
+        a.desired(t, 5, obs)
+    b = KPA(target=10, scale_down_delay_s=20, max_replicas=100)
+    b.load_state_dict(a.state_dict())
+    assert b.delay_window.window.maxima == a.delay_window.window.maxima
+    assert [b.desired(float(t), 5, 0.0) for t in range(15, 60, 5)] == \
+        [a.desired(float(t), 5, 0.0) for t in range(15, 60, 5)]
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"max_scale_up_rate": 1.0}, "max_scale_up_rate=1.0"),
+    ({"max_scale_down_rate": 0.5}, "max_scale_down_rate=0.5"),
+    ({"scale_down_delay_s": 7200.0}, "scale_down_delay_s=7200.0"),
+    ({"activation_scale": 0}, "activation_scale=0"),
+    ({"min_scale": -2}, "min_scale=-2"),
+    ({"activation_scale": 1.5}, "activation_scale=1.5"),
+])
+def test_kpa_bad_parameters_are_named(params, words):
+    from scalelab.agent.registry import make_policy
+
+    with pytest.raises(PolicyError, match=words):
+        make_policy("kpa", **params)
 
 
 def test_prairielearn_rules():

@@ -20,10 +20,90 @@ from scalelab.orchestrator.context import Context
 #: whose observation lists it as missing brings the KPA no metric data.
 NO_DATA_SIGNAL = "spans"
 
+#: Knative's decider tick (``tickInterval``, ``scaling/multiscaler.go``), s: the bucket
+#: width of the scale-down delay window (``max.NewTimeWindow(ScaleDownDelay, tickInterval)``).
+TICK_INTERVAL_S = 2
+
+#: ``autoscaling.WindowMax``, s: the longest scale-down delay a revision may ask for.
+WINDOW_MAX_S = 3600
+
 
 def concurrency(context: Context) -> float:
     """Total requests in flight, by Little's law: ``rps × mean_ms / 1000``."""
     return context.rps * context.mean_ms / 1000.0
+
+
+class MaxWindow:
+    """Knative's ``aggregation/max/window.go``: the largest value recorded over the last
+    ``size`` indexes, by the descending-minima algorithm.
+
+    Kept: the values that are larger than every later one, oldest first, each with its
+    index; :meth:`current` is the first. Indexes must not decrease.
+
+    >>> w = MaxWindow(3)
+    >>> [(w.record(i, v), w.current())[1] for i, v in enumerate([5, 8, 5, 7, 1])]
+    [5, 8, 8, 8, 7]
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"a max window needs at least one bucket, got {size}")
+        self.size = int(size)
+        self.maxima: deque[tuple[int, int]] = deque()  # (index, value), values descending
+
+    def record(self, index: int, value: int) -> None:
+        """``window.Record``: ``value`` at ``index``."""
+        # Values not larger than the new one can never be the maximum again.
+        while self.maxima and not value < self.maxima[-1][1]:
+            self.maxima.pop()
+        # The oldest fall out of the window.
+        while self.maxima and index - self.maxima[0][0] >= self.size:
+            self.maxima.popleft()
+        # Several values at one index: the largest is kept.
+        if self.maxima and self.maxima[-1][0] == index:
+            value = max(value, self.maxima.pop()[1])
+        self.maxima.append((index, value))
+        if len(self.maxima) > self.size:  # Knative panics here: indexes went backwards
+            raise ValueError(f"max window: {len(self.maxima)} entries in {self.size} buckets (index {index} "
+                             "is older than one recorded)")
+
+    def current(self) -> int:
+        """``window.Current``: the largest value in the window (0 before any record)."""
+        return self.maxima[0][1] if self.maxima else 0
+
+    def state(self) -> list[list[int]]:
+        return [[i, v] for i, v in self.maxima]
+
+    def load(self, state: list) -> None:
+        self.maxima = deque((int(i), int(v)) for i, v in state)
+
+
+class MaxTimeWindow:
+    """Knative's ``aggregation/max/timewindow.go``: a :class:`MaxWindow` of
+    ``ceil(duration / granularity)`` buckets indexed by time, the bucket of ``t`` being
+    ``⌊t⌋ // granularity`` (Go: ``int(now.Unix()) / int(granularity.Seconds())``).
+
+    duration_s, granularity_s: seconds (granularity a whole number of seconds, as Go's
+    integer division of Unix seconds makes it).
+    """
+
+    def __init__(self, duration_s: float, granularity_s: int) -> None:
+        if int(granularity_s) < 1:
+            raise ValueError(f"a time window needs a granularity of at least 1 s, got {granularity_s}")
+        self.granularity = int(granularity_s)
+        self.window = MaxWindow(math.ceil(duration_s / granularity_s))
+
+    def record(self, t: float, value: int) -> None:
+        """``TimeWindow.Record``: ``value`` at ``t`` seconds."""
+        self.window.record(math.floor(t) // self.granularity, value)
+
+    def current(self) -> int:
+        """``TimeWindow.Current``: the largest value of the last ``duration_s``."""
+        return self.window.current()
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
 
 
 class KPA(BasePolicy):
@@ -31,33 +111,84 @@ class KPA(BasePolicy):
 
     target: concurrent requests per pod (Knative: container concurrency 100 × target
     utilization 0.7 = 70; a CPU-bound sandbox wants about 1). Stable window 60 s, panic
-    window 6 s (whole steps, at least one), panic at 200 %, scale-up rate 1000, scale-down
-    rate 2; no scale-down while panicking; panic ends 60 s after the last over-threshold
-    tick. As Knative's ``newAutoscaler``, it starts in panic mode when more than one pod
-    is ready at its first tick, keeping at least that count until it has data. A step
-    without metric data (its spans missing) records nothing: the windows average the
-    steps up to the newest one with data (:meth:`window_average`), and with no data in
-    the whole stable window the current replicas are kept (Knative's "no data, no
-    scale").
+    window 6 s (whole steps, at least one), panic at 200 %; no scale-down while
+    panicking; panic ends 60 s after the last over-threshold tick. As Knative's
+    ``newAutoscaler``, it starts in panic mode when more than one pod is ready at its
+    first tick, keeping at least that count until it has data. A step without metric
+    data (its spans missing) records nothing: the windows average the steps up to the
+    newest one with data (:meth:`window_average`), and with no data in the whole stable
+    window the current replicas are kept (Knative's "no data, no scale").
+
+    The rest of Knative's settings, with its defaults (``config-autoscaler`` and the
+    revision's annotations):
+
+    - max_scale_up_rate (``max-scale-up-rate``, 1000) and max_scale_down_rate
+      (``max-scale-down-rate``, 2), both > 1: each tick the stable and panic pod counts
+      are held to ``[⌊r / down⌋, ⌈up · r⌉]`` with ``r`` the ready pods, at least 1.
+    - scale_down_delay_s (``scale-down-delay``, 0 s; whole seconds within [0, 3600]):
+      the decision is the largest of those of the last ``scale_down_delay_s`` (a
+      :class:`MaxTimeWindow` in 2-s buckets, Knative's decider tick); 0: no window.
+    - activation_scale (``activation-scale``, 1: off): a stable or panic pod count whose
+      unbounded value is above 0 is at least ``activation_scale``.
+    - min_scale, max_scale (``min-scale`` 0, ``max-scale`` 0 = unbounded): the
+      reconciler's bounds on the decision (none while there is no data); an
+      ``activation_scale`` above 1 must lie within them.
+
+    The revision is always reachable (it takes the traffic), so the scale-down rate and
+    the delay always apply. ``max_replicas`` (the testbed's action set) caps the order.
     """
 
     name = "kpa"
 
     def __init__(self, target: float = 70.0, stable_window_s: float = 60.0, panic_window_s: float = 6.0,
                  panic_threshold: float = 2.0, max_scale_up_rate: float = 1000.0, max_scale_down_rate: float = 2.0,
+                 scale_down_delay_s: float = 0.0, activation_scale: int = 1, min_scale: int = 0, max_scale: int = 0,
                  step_seconds: float = 5.0, max_replicas: int = 10, seed=None) -> None:
-        if target <= 0 or max_scale_down_rate <= 1 or max_scale_up_rate <= 1:
-            raise PolicyError("kpa: need target > 0, max_scale_up_rate > 1, max_scale_down_rate > 1")
+        self._validate(target, max_scale_up_rate, max_scale_down_rate, scale_down_delay_s, activation_scale,
+                       min_scale, max_scale)
         super().__init__(ActionSet.fixed(0, max_replicas), seed)
         self.target, self.threshold = float(target), float(panic_threshold)
         self.up_rate, self.down_rate = float(max_scale_up_rate), float(max_scale_down_rate)
         self.stable_n = max(1, round(stable_window_s / step_seconds))
         self.panic_n = max(1, round(panic_window_s / step_seconds))
         self.stable_s = float(stable_window_s)
+        self.scale_down_delay_s = float(scale_down_delay_s)
+        self.activation_scale = int(activation_scale)
+        self.min_scale, self.max_scale = int(min_scale), int(max_scale)
+        self.reachable = True  # Knative's DeciderSpec.Reachable: the revision takes traffic
         self.history: deque[float | None] = deque(maxlen=self.stable_n)
         self.panic_time: float | None = None
         self.max_panic_pods = 0
         self.started = False
+        # ``New``: a delay window only for a positive delay (a one-bucket window is not
+        # the same as none: two decisions in one bucket would keep the larger).
+        self.delay_window = (MaxTimeWindow(self.scale_down_delay_s, TICK_INTERVAL_S)
+                             if self.scale_down_delay_s > 0 else None)
+
+    @staticmethod
+    def _validate(target, up_rate, down_rate, delay_s, activation, min_scale, max_scale) -> None:
+        """Knative's ``config.validate`` and ``ValidateAnnotations`` rules; each error names
+        the parameter, the rule and the value."""
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise PolicyError(f"kpa: {message}")
+
+        need(target > 0, f"target={target!r} must be > 0 (concurrent requests per pod)")
+        need(up_rate > 1, f"max_scale_up_rate={up_rate!r} must be greater than 1.0 (Knative's default: 1000)")
+        need(down_rate > 1, f"max_scale_down_rate={down_rate!r} must be greater than 1.0 (Knative's default: 2)")
+        need(isinstance(delay_s, int | float) and not isinstance(delay_s, bool) and 0 <= delay_s <= WINDOW_MAX_S,
+             f"scale_down_delay_s={delay_s!r} must be within [0, {WINDOW_MAX_S}] seconds")
+        need(float(delay_s).is_integer(), f"scale_down_delay_s={delay_s!r} must be a whole number of seconds")
+        need(_whole(min_scale) and min_scale >= 0, f"min_scale={min_scale!r} must be an integer >= 0")
+        need(_whole(max_scale) and max_scale >= 0, f"max_scale={max_scale!r} must be an integer >= 0 (0: unbounded)")
+        need(max_scale == 0 or max_scale >= min_scale,
+             f"max_scale={max_scale!r} is less than min_scale={min_scale!r}")
+        need(_whole(activation) and activation >= 1,
+             f"activation_scale={activation!r} must be an integer >= 1 (1: off; Knative takes 2 or more)")
+        if activation > 1:
+            need(min_scale <= activation, f"min_scale={min_scale!r} is greater than activation_scale={activation!r}")
+            need(max_scale == 0 or activation <= max_scale,
+                 f"max_scale={max_scale!r} is less than activation_scale={activation!r}")
 
     def begin(self, t: float, ready_pods: int) -> None:
         """``newAutoscaler``: created over more than one ready pod, it starts in panic mode
@@ -73,11 +204,16 @@ class KPA(BasePolicy):
         concurrency (requests in flight, all pods together): the desired pod count."""
         ready = max(1, ready_pods)
         max_up = math.ceil(self.up_rate * ready)
-        max_down = math.floor(ready / self.down_rate)
+        max_down = math.floor(ready / self.down_rate) if self.reachable else 0
         dspc = math.ceil(round(stable / self.target, 9))
         dppc = math.ceil(round(panic / self.target, 9))
         desired_stable = min(max(dspc, max_down), max_up)
         desired_panic = min(max(dppc, max_down), max_up)
+        if self.activation_scale > 1:  # a count above 0 is at least the activation scale
+            if dspc > 0:
+                desired_stable = max(desired_stable, self.activation_scale)
+            if dppc > 0:
+                desired_panic = max(desired_panic, self.activation_scale)
         over = dppc / ready >= self.threshold
         if over:  # begin panicking, or extend the panic window
             self.panic_time = t
@@ -88,6 +224,18 @@ class KPA(BasePolicy):
             desired = max(desired, desired_panic)
             self.max_panic_pods = max(self.max_panic_pods, desired)
             desired = self.max_panic_pods
+        if self.reachable and self.delay_window is not None:  # the largest of the delay window
+            self.delay_window.record(t, desired)
+            desired = self.delay_window.current()
+        return desired
+
+    def bounded(self, desired: int) -> int:
+        """The reconciler's ``applyBounds``: at least ``min_scale``, at most ``max_scale``
+        when it is set (``scaler.scale``)."""
+        if desired < self.min_scale:
+            return self.min_scale
+        if self.max_scale != 0 and desired > self.max_scale:
+            return self.max_scale
         return desired
 
     def window_average(self, steps: int) -> float | None:
@@ -119,7 +267,8 @@ class KPA(BasePolicy):
     def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
         """The observation's concurrency; a step whose spans are missing
         (``observation.missing``) brings no data, and without data in the stable window
-        the current replicas are kept."""
+        the current replicas are kept; otherwise the decision within
+        ``[min_scale, max_scale]`` (:meth:`bounded`)."""
         info = info or {}
         t = float(info.get("t_s", 0.0))
         obs = info.get("observation")
@@ -127,17 +276,22 @@ class KPA(BasePolicy):
         d = self.desired(t, context.replicas, None if no_data else concurrency(context))
         if d is None:
             d = int(info.get("current_replicas", context.replicas))
+        else:
+            d = self.bounded(d)
         return Decision(action=min(d, len(self.actions) - 1), probability=1.0)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "history": list(self.history), "panic_time": self.panic_time,
-                "max_panic_pods": self.max_panic_pods, "started": self.started}
+                "max_panic_pods": self.max_panic_pods, "started": self.started,
+                "delay_window": None if self.delay_window is None else self.delay_window.window.state()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.history = deque((None if x is None else float(x) for x in state["history"]), maxlen=self.stable_n)
         self.panic_time, self.max_panic_pods = state["panic_time"], int(state["max_panic_pods"])
         self.started = bool(state["started"])
+        if self.delay_window is not None:
+            self.delay_window.window.load(state.get("delay_window") or [])
 
 
 class PrairieLearnNotes(BasePolicy):
