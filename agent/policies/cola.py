@@ -19,7 +19,11 @@ What it computes, as the source does (units: replicas, req/s, ms):
 * **A round** (``run_bandit`` + ``UCB_Bandit``): ``arms`` (COLA's ``k = 5``) replica
   counts centred on the context's current count, ``current - floor(k/2) ...``, shifted
   inside ``[max(1, min_replicas), max_replicas]`` (``create_action_to_rep_map``);
-  ``pulls`` pulls (``min(50, 2k) = 10``). Each pull plays
+  ``pulls`` pulls (``min(50, 2k) = 10``). A pull orders its count and holds it for
+  ``settle_s`` (the source's ``time.sleep(30)``) and then ``sample_s`` (Locust's
+  ``sample_duration``, 25 s by ``TrainConfig``'s default), whole steps of
+  ``step_seconds`` (at least one of sample); its latency is the mean of the latencies
+  of the sample's steps, and it counts for the context it started in. Each pull plays
   ``argmax(k_reward + c * sqrt(ln(n) / k_n))`` (``np.argmax``: the first, the fewest
   replicas, on a tie), with ``n = 1`` and ``k_n = 1`` at the start: all arms tie at 0
   on the first pull, and as every reward is negative an unplayed arm (mean 0) beats a
@@ -49,9 +53,12 @@ How this differs from COLA: COLA trains offline, on a cluster it drives, one ser
 a time (chosen by CPU growth under load), holding each training rate with Locust for a
 pull (30 s to settle, then 25-45 s of load and the median latency), and then deploys
 the finished table of counts per rate. Here there is one deployment and no separate
-training phase: the learner learns online, step by step as HSLinUCB does -- each loop
-step is a pull, scored on the step's outcome (the latency measured over the step after
-the order); the context is the measured request rate, not an offered load; a context
+training phase: the learner learns online, step by step as HSLinUCB does -- every loop
+step orders a count, a pull lasts the steps of its settling and sample (``settle_s: 0``
+with ``sample_s`` one step: a pull per step, scored on the step's outcome), the load
+is whatever the workload offers meanwhile; its latency is the steps' mean, not Locust's
+figure over the whole sample; the context is the measured request rate, not an offered
+load (Locust users, in the source); a context
 learns the first time rates in it are seen and interpolation uses the counts as they
 stand (a context below not yet seen: the count of the one above alone). The latency is
 ``latency: p95`` (the context's p95, the SLO scalelab scores) or ``mean``; COLA's
@@ -65,7 +72,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -177,6 +184,24 @@ class ContextState:
                    None if d["round"] is None else Round.from_dict(d["round"]))
 
 
+@dataclass
+class Pull:
+    """A pull under way: its context and arm, the steps it has lasted and the latencies
+    (ms) of the steps of its sample."""
+
+    context: int
+    arm: int
+    steps: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"context": self.context, "arm": self.arm, "steps": self.steps, "latencies": list(self.latencies)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Pull:
+        return cls(int(d["context"]), int(d["arm"]), int(d["steps"]), [float(x) for x in d["latencies"]])
+
+
 def _number(name: str, value: Any, rule: str, ok) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not ok(value):
         raise PolicyError(f"cola: {name} must be {rule}, got {value!r}")
@@ -201,7 +226,9 @@ class Cola(BasePolicy):
     target, ms. latency: ``p95`` or ``mean`` of the step's outcome. contexts: the request
     rates learned at, req/s (COLA's train_rps). rps_change: the relative change of the
     rate that makes a learned context act again. restart_policy: start a new context
-    from the fewest replicas instead of the current count.
+    from the fewest replicas instead of the current count. settle_s, sample_s: how long
+    a pull holds its count before it measures, and measures, s (whole steps of
+    ``step_seconds``).
     """
 
     name = "cola"
@@ -209,13 +236,19 @@ class Cola(BasePolicy):
     def __init__(self, c: float = 2.0, w_l: float = 5.0, w_i: float = 15.0, arms: int = 5, pulls: int = 10,
                  rounds: int = 10, slo_ms: float = 50.0, latency: str = "p95",
                  contexts: Sequence[float] = DEFAULT_CONTEXTS, rps_change: float = 0.1,
-                 restart_policy: bool = False, min_replicas: int = 1, max_replicas: int = 10, seed=None) -> None:
+                 restart_policy: bool = False, settle_s: float = 30.0, sample_s: float = 25.0,
+                 step_seconds: float = 5.0, min_replicas: int = 1, max_replicas: int = 10, seed=None) -> None:
         self.c = _number("c", c, "a number >= 0", lambda v: v >= 0)
         self.w_l = _number("w_l", w_l, "a number >= 0", lambda v: v >= 0)
         self.w_i = _number("w_i", w_i, "a number >= 0", lambda v: v >= 0)
         self.slo_ms = _number("slo_ms", slo_ms, "a number of ms > 0", lambda v: v > 0)
         self.rps_change = _number("rps_change", rps_change, "a number >= 0 (a fraction: 0.1 is 10 %)",
                                   lambda v: v >= 0)
+        step_s = _number("step_seconds", step_seconds, "a number of s > 0", lambda v: v > 0)
+        self.settle_s = _number("settle_s", settle_s, "a number of s >= 0", lambda v: v >= 0)
+        self.sample_s = _number("sample_s", sample_s, "a number of s > 0", lambda v: v > 0)
+        self.settle_steps = round(self.settle_s / step_s)  # steps of a pull before its sample
+        self.sample_steps = max(1, round(self.sample_s / step_s))  # steps measured
         min_replicas = _integer("min_replicas", min_replicas, "an integer >= 0", lambda v: v >= 0)
         self.low = max(1, min_replicas)  # COLA never goes below one replica
         self.high = _integer("max_replicas", max_replicas, f"an integer >= {self.low}", lambda v: v >= self.low)
@@ -243,6 +276,7 @@ class Cola(BasePolicy):
         self.previous_rps = 0.0  # BanditAutoscaler.current_rps
         self.last_order: int | None = None
         self.pulled = False  # the previous decision was a pull
+        self.pull: Pull | None = None  # the pull under way
 
     # ------------------------------------------------------------------ contexts
     def context_of(self, rps: float) -> int | None:
@@ -295,6 +329,10 @@ class Cola(BasePolicy):
         rps = float(context.rps)
         moved = abs(rps - self.previous_rps) / (self.previous_rps + 1) > self.rps_change
         self.previous_rps = rps
+        if self.pull is not None:  # the pull goes on: the same count until its sample ends
+            p = self.pull
+            return self._decision(self.states[p.context].round.low + p.arm, cola="pull", context=p.context,
+                                  arm=p.arm)
         i = self.context_of(rps)
         if i is not None:
             if self.states[i] is None:
@@ -303,29 +341,31 @@ class Cola(BasePolicy):
             if not state.done:
                 arm = state.round.choose(self.c)
                 self.pulled = True
+                self.pull = Pull(i, arm)
                 return self._decision(state.round.low + arm, cola="pull", context=i, arm=arm)
         if moved or self.pulled or self.last_order is None:
             self.pulled = False
             return self._decision(self.count(rps), cola="learned", context=i)
         return self._decision(self.last_order, cola="hold", context=i)
 
-    def reward(self, arm: int, next_context: Context) -> tuple[float, float]:
-        """COLA's reward of arm ``arm`` (index in its round) and the latency it is
-        computed from, in ms, from the step's outcome."""
-        latency = float(next_context.p95_ms if self.latency == "p95" else next_context.mean_ms)
-        return cola_reward(latency, self.slo_ms, arm + 1, self.w_l, self.w_i), latency
+    def latency_of(self, context: Context) -> float:
+        """The latency a pull measures in a step's outcome, ms."""
+        return float(context.p95_ms if self.latency == "p95" else context.mean_ms)
 
     def update(self, context: Context, action: int, reward: float, next_context: Context) -> None:
-        i = self.context_of(float(context.rps))
-        state = None if i is None else self.states[i]
-        if state is None or state.done:
+        p = self.pull
+        if p is None:
             return
+        p.steps += 1
+        if p.steps > self.settle_steps:
+            p.latencies.append(self.latency_of(next_context))
+        if p.steps < self.settle_steps + self.sample_steps:
+            return
+        self.pull = None
+        state = self.states[p.context]
         rnd = state.round
-        arm = action + self.first - rnd.low
-        if not 0 <= arm < self.arms:
-            return
-        r, latency = self.reward(arm, next_context)
-        rnd.update(arm, r, latency)
+        latency = float(np.mean(p.latencies))
+        rnd.update(p.arm, cola_reward(latency, self.slo_ms, p.arm + 1, self.w_l, self.w_i), latency)
         if rnd.pulls < self.pulls:
             return
         best = rnd.best()  # train_context after run_bandit: keep the best arm
@@ -340,7 +380,8 @@ class Cola(BasePolicy):
     def state_dict(self) -> dict:
         return {**super().state_dict(), "contexts": list(self.contexts),
                 "states": [None if s is None else s.to_dict() for s in self.states],
-                "previous_rps": self.previous_rps, "last_order": self.last_order, "pulled": self.pulled}
+                "previous_rps": self.previous_rps, "last_order": self.last_order, "pulled": self.pulled,
+                "pull": None if self.pull is None else self.pull.to_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -356,3 +397,4 @@ class Cola(BasePolicy):
         self.previous_rps = float(state["previous_rps"])
         self.last_order = None if state["last_order"] is None else int(state["last_order"])
         self.pulled = bool(state["pulled"])
+        self.pull = None if state["pull"] is None else Pull.from_dict(state["pull"])
