@@ -50,21 +50,25 @@ What it computes, as the source does (units: replicas, req/s, ms):
   step was a pull; otherwise it orders its previous count again.
 
 How this differs from COLA: COLA trains offline, on a cluster it drives, one service at
-a time (chosen by CPU growth under load), holding each training rate with Locust for a
-pull (30 s to settle, then 25-45 s of load and the median latency), and then deploys
-the finished table of counts per rate. Here there is one deployment and no separate
-training phase: the learner learns online, step by step as HSLinUCB does -- every loop
-step orders a count, a pull lasts the steps of its settling and sample (``settle_s: 0``
-with ``sample_s`` one step: a pull per step, scored on the step's outcome), the load
-is whatever the workload offers meanwhile; its latency is the steps' mean, not Locust's
-figure over the whole sample; the context is the measured request rate, not an offered
-load (Locust users, in the source); a context
-learns the first time rates in it are seen and interpolation uses the counts as they
-stand (a context below not yet seen: the count of the one above alone). The latency is
-``latency: p95`` (the context's p95, the SLO scalelab scores) or ``mean``; COLA's
-default is Locust's median, which the context does not carry, and its 50 ms target
-gives way to the experiment's ``slo_ms``. The reward the experiment configures is not
-used (COLA's own is). No draw is random: the generator is kept for the checker's rules.
+a time (chosen by CPU growth under load), holding each training rate with Locust for
+every pull (30 s to settle, then 25-45 s of load and its median latency), and then
+deploys the finished table of counts per rate. Here there is one deployment and no
+separate training phase: it learns online, step by step as HSLinUCB does. Every loop
+step orders a count; a pull lasts the steps of its settling and its sample
+(``settle_s: 0`` and ``sample_s`` of one step make a pull per step, scored on the
+step's outcome) under whatever load the workload offers meanwhile; its latency is the
+mean of the steps' figures, not Locust's over the whole sample; the context is the
+measured request rate, not an offered load (Locust users, in the source). A context
+learns the first time rates in it are seen, and the interpolation uses the counts as
+they stand (a context below not yet seen: the count of the one above alone). The
+latency is ``latency: p95`` (the context's p95, what scalelab's SLO is on) or
+``mean``; COLA's default is Locust's median, which the context does not carry, and its
+50 ms target gives way to the experiment's ``slo_ms``. As in COLA, the target is met on
+average over a sample, not at every step: a count whose sample's mean p95 is under the
+target is kept even if some of its steps break it. The interpolation's ceiling is the
+source's, floating point included (at a context's own rate the next one weighs 1e-5,
+which ceils one replica up). The reward the experiment configures is not used (COLA's
+own is). No draw is random: the generator is kept for the checker's rules.
 """
 
 from __future__ import annotations
