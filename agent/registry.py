@@ -105,6 +105,7 @@ def make_policy(name: str, *, defaults: dict | None = None, **params) -> Policy:
 def _register_builtins() -> None:
     from scalelab.agent.policies.anticipatory import CalendarHSLinUCB, KedaCronHPA, PredictiveHPA
     from scalelab.agent.policies.bandits import UCB1, EpsilonGreedy, LinTS
+    from scalelab.agent.policies.cola import Cola
     from scalelab.agent.policies.linucb import HSLinUCB, LinUCB
     from scalelab.agent.policies.oracle import Oracle
     from scalelab.agent.policies.paper_learners import DQN, QLearning
@@ -119,6 +120,7 @@ def _register_builtins() -> None:
     register("lin-ts", LinTS)
     register("epsilon-greedy", EpsilonGreedy)
     register("ucb1", UCB1)
+    register("cola", Cola)
     register("q-learning", QLearning)
     register("dqn", DQN)
     register("kpa", KPA)
