@@ -5,6 +5,7 @@ comparison ``scalelab paper`` wrote, whose cold-start rows a fresh run reproduce
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -41,10 +42,32 @@ def test_the_paper_table_of_the_docs_is_the_comparison_scalelab_paper_wrote():
 
 def test_the_quick_start_policies_are_the_ones_the_readme_names():
     readme = " ".join((ROOT / "README.md").read_text().split())
-    entries = [p.name for p in load_config(config_path("compare")).policies]
-    twice = sorted({n for n in entries if entries.count(n) == 2})
+    cfg = load_config(config_path("compare"))
+    entries = [p.name for p in cfg.policies]
+    several = [f"{n} at {entries.count(n)}" for n in sorted(set(entries)) if entries.count(n) > 1]
+    several[0] += " settings"  # "hpa at 3 settings, kpa at 2, ..."
     distinct = {n for n in entries if n != "oracle"}
     left_out = sorted(set(policy_names()) - set(entries))
-    assert (f"{len(entries)} rows: {len(distinct)} policies ({' and '.join(twice)} each at two settings) and the "
-            "oracle") in readme
-    assert f"({', '.join(left_out)})" in readme
+    assert f"{len(entries)} rows: {len(distinct)} policies ({', '.join(several)};" in readme
+    assert f"({', '.join(left_out)})" in readme and f"{cfg.runs} runs each" in readme
+
+
+def test_the_tuned_baselines_of_compare_are_the_choices_tune_shipped():
+    """Each ``-tuned`` entry of compare.yaml is the policy of its shipped tune.json with the
+    chosen parameters; docs/baselines.md quotes each held-out table as tune.md wrote it."""
+    cfg = load_config(config_path("compare"))
+    tuned = {p.display: p for p in cfg.policies if p.display.endswith("-tuned")}
+    baselines = (ROOT / "docs" / "baselines.md").read_text()
+    shipped = sorted((ROOT / "docs" / "data" / "tune").glob("*.json"))
+    assert len(shipped) == len(tuned) == 3
+    for path in shipped:
+        saved = json.loads(path.read_text())
+        label = saved["policy"].removesuffix("-default") + "-tuned"
+        entry = {k: v for k, v in saved["entry"].items() if k not in ("name", "label")}
+        assert tuned[label].name == saved["entry"]["name"]
+        assert tuned[label].params == {**entry, **saved["params"]}, label
+        assert set(saved["tuning_seeds"]).isdisjoint({cfg.seed}) and set(saved["held_out_seeds"]).isdisjoint(
+            saved["tuning_seeds"])
+        md = path.with_suffix(".md").read_text()
+        held = md[md.index("| policy | runs |"):].strip()
+        assert held in baselines, label
