@@ -152,10 +152,11 @@ def explore_distribution(greedy: int, n_actions: int, explore: float) -> np.ndar
 
 def context_pods(context: Context) -> list[HPAPod]:
     """The context's ready replicas as pods of one request (1000 m) at the newest
-    scrape's CPU over request: the HPA's per-pod path on the context's mean, for
-    backends that report no pods."""
+    scrape's CPU over request, ready long since (past the CPU-initialisation period):
+    the HPA's per-pod path on the context's mean, for backends that report no pods."""
     metric = math.ceil(round(context.cpu_request_now * 1000.0, 6))
-    return [HPAPod(name=f"pod-{i}", request_m=1000, metric_m=metric) for i in range(context.replicas)]
+    return [HPAPod(name=f"pod-{i}", request_m=1000, metric_m=metric, start_s=-math.inf, ready_transition_s=-math.inf)
+            for i in range(context.replicas)]
 
 
 def captain_replicas(current: int, target_pct: int, pods: Sequence[HPAPod], now_s: float,
