@@ -176,8 +176,9 @@ def captain_replicas(current: int, target_pct: int, pods: Sequence[HPAPod], now_
 
 
 class Autothrottle(BasePolicy):
-    """Autothrottle's Tower over an HPA-style captain (module docstring: the mapping,
-    the units and what differs from the source).
+    """Autothrottle's Tower (NSDI'24) choosing, every 60 s, the CPU-utilisation target
+    of an HPA-style captain run every step (module docstring: the mapping, the units and
+    what differs from the source).
 
     Every ``period_s`` the Tower closes the last period's sample, renormalises the
     costs, rebuilds its per-action cost table and picks a utilisation target (greedy,
@@ -188,10 +189,10 @@ class Autothrottle(BasePolicy):
 
     name = "autothrottle"
 
-    def __init__(self, targets: list[int] | None = None, period_s: float = 60.0, explore: float = 0.1,
+    def __init__(self, targets: Sequence[int] = DEFAULT_TARGETS, period_s: float = 60.0, explore: float = 0.1,
                  aggregate_rps: float = 20.0, drop_samples: int = 0, slo_ms: float = 600.0,
                  tolerance: float = 0.1, min_replicas: int = 1, max_replicas: int = 10, seed=None) -> None:
-        targets = list(DEFAULT_TARGETS if targets is None else targets)
+        targets = list(targets) if isinstance(targets, list | tuple) else [targets]
         if (not targets or any(isinstance(t, bool) or not isinstance(t, int | float) or not float(t).is_integer()
                                or t <= 0 for t in targets)
                 or any(b <= a for a, b in pairwise(targets))):
