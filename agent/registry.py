@@ -104,6 +104,7 @@ def make_policy(name: str, *, defaults: dict | None = None, **params) -> Policy:
 
 def _register_builtins() -> None:
     from scalelab.agent.policies.anticipatory import CalendarHSLinUCB, KedaCronHPA, PredictiveHPA
+    from scalelab.agent.policies.autothrottle import Autothrottle
     from scalelab.agent.policies.bandits import UCB1, EpsilonGreedy, LinTS
     from scalelab.agent.policies.cola import Cola
     from scalelab.agent.policies.linucb import HSLinUCB, LinUCB
@@ -129,6 +130,7 @@ def _register_builtins() -> None:
     register("invok", Invok)
     register("threshold-cpu", ThresholdCPU)
     register("hpa", HPA)
+    register("autothrottle", Autothrottle)
     register("keda-cron", KedaCronHPA)
     register("phpa-holt-winters", PredictiveHPA)
     register("hslinucb-calendar", CalendarHSLinUCB)
