@@ -164,6 +164,23 @@ def metric_ranges(cfg, steps: int) -> dict[str, tuple[float, float]]:
             "replica_hours": (0.0, top * steps * cfg.step_seconds / 3600.0)}
 
 
+def _domination(violations, cost, violations_interval=None, cost_interval=None):
+    """``dominates(j, i)``, the rule :func:`pareto_ranks` sorts by (on the means alone
+    without intervals)."""
+    v, c = np.asarray(violations, float), np.asarray(cost, float)
+    if violations_interval is None or cost_interval is None:
+        vi, ci = np.stack([v, v], axis=1), np.stack([c, c], axis=1)
+    else:
+        vi, ci = np.asarray(violations_interval, float), np.asarray(cost_interval, float)
+
+    def dominates(j: int, i: int) -> bool:
+        no_worse = v[j] <= v[i] and c[j] <= c[i]
+        return no_worse and (vi[j, 1] < vi[i, 0] or ci[j, 1] < ci[i, 0] or
+                             ((v[j], c[j]) != (v[i], c[i]) and vi[j, 1] <= vi[i, 0] and ci[j, 1] <= ci[i, 0]))
+
+    return dominates
+
+
 def pareto_ranks(violations: np.ndarray, cost: np.ndarray, violations_interval: np.ndarray | None = None,
                  cost_interval: np.ndarray | None = None) -> np.ndarray:
     """Non-dominated sorting on (violations, cost), both lower-better; 1 = the front.
@@ -181,17 +198,8 @@ def pareto_ranks(violations: np.ndarray, cost: np.ndarray, violations_interval: 
     >>> pareto_ranks(v, c, np.array([[0, 2], [0, 3]]), np.array([[9, 11], [11, 13]])).tolist()  # ... within noise
     [1, 1]
     """
-    v, c = np.asarray(violations, float), np.asarray(cost, float)
-    if violations_interval is None or cost_interval is None:
-        vi, ci = np.stack([v, v], axis=1), np.stack([c, c], axis=1)
-    else:
-        vi, ci = np.asarray(violations_interval, float), np.asarray(cost_interval, float)
-
-    def dominates(j: int, i: int) -> bool:
-        no_worse = v[j] <= v[i] and c[j] <= c[i]
-        return no_worse and (vi[j, 1] < vi[i, 0] or ci[j, 1] < ci[i, 0] or
-                             ((v[j], c[j]) != (v[i], c[i]) and vi[j, 1] <= vi[i, 0] and ci[j, 1] <= ci[i, 0]))
-
+    dominates = _domination(violations, cost, violations_interval, cost_interval)
+    v = np.asarray(violations, float)
     rank = np.zeros(len(v), dtype=int)
     left = set(range(len(v)))
     r = 1
@@ -278,7 +286,7 @@ def flat_summary(summary: pd.DataFrame, mean_suffix: str = "") -> pd.DataFrame:
     rows = []
     for rec in summary.to_dict(orient="records"):
         row = {"policy": rec["policy"], "runs": rec["runs"], "pareto_rank": rec.get("pareto_rank"),
-               "front_share": rec.get("front_share")}
+               "front_share": rec.get("front_share"), "dominated_by": rec.get("dominated_by")}
         for key, val in rec.items():
             if isinstance(val, dict):
                 row[f"{key}{mean_suffix}"], row[f"{key}_ci95"] = val["mean"], val["ci95"]
@@ -288,19 +296,24 @@ def flat_summary(summary: pd.DataFrame, mean_suffix: str = "") -> pd.DataFrame:
 
 
 def with_pareto_ranks(summary: pd.DataFrame) -> pd.DataFrame:
-    """``summary`` with a ``pareto_rank`` column (None for the oracle)."""
+    """``summary`` with a ``pareto_rank`` column (None for the oracle) and ``dominated_by``
+    (the policies that dominate it, comma-separated; None on the front)."""
     out = summary.copy()
     ranked = [i for i, p in enumerate(out["policy"]) if not is_reference(p)] if len(out) else []
     out["pareto_rank"] = None
+    out["dominated_by"] = None  # the policies that beat it: no worse on both means, beyond the noise on one
     if ranked:
         v = np.array([out["violations_per_run"].iloc[i]["mean"] for i in ranked], float)
         c = np.array([out["replica_hours"].iloc[i]["mean"] for i in ranked], float)
         vi = np.array([interval(out["violations_per_run"].iloc[i]) for i in ranked], float)
         ci = np.array([interval(out["replica_hours"].iloc[i]) for i in ranked], float)
         ranks = pareto_ranks(v, c, vi, ci)
-        col = out.columns.get_loc("pareto_rank")
-        for i, r in zip(ranked, ranks, strict=True):
+        dominates = _domination(v, c, vi, ci)
+        names = [str(out["policy"].iloc[i]) for i in ranked]
+        col, by = out.columns.get_loc("pareto_rank"), out.columns.get_loc("dominated_by")
+        for k, (i, r) in enumerate(zip(ranked, ranks, strict=True)):
             out.iat[i, col] = int(r)
+            out.iat[i, by] = ", ".join(names[j] for j in range(len(ranked)) if j != k and dominates(j, k)) or None
     return out
 
 
@@ -462,6 +475,12 @@ def ranked(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.loc[key.sort_values(["rank", "v", "c"], kind="stable").index]
 
 
+def _first(names: str, n: int) -> str:
+    """The first ``n`` of comma-separated ``names``, and how many more."""
+    parts = names.split(", ")
+    return ", ".join(parts[:n]) + (f" and {len(parts) - n} more" if len(parts) > n else "")
+
+
 def format_table(summary: pd.DataFrame, cfg=None, steps_per_run: int | None = None, glossary: bool = True) -> str:
     """The summary as text: what was run (with ``cfg``), the table ranked by Pareto rank
     (mean ± 95 % t-interval), the front, and a glossary of every column."""
@@ -484,6 +503,11 @@ def format_table(summary: pd.DataFrame, cfg=None, steps_per_run: int | None = No
     if front:
         out += ["", *textwrap.wrap("the front (no policy beats these on both axes beyond the intervals): "
                                    + "; ".join(front), WIDTH, subsequent_indent="  ")]
+    beaten = [f"{r['policy']} by {_first(r['dominated_by'], 2)}" for r in table.to_dict(orient="records")
+              if r.get("dominated_by")]
+    if beaten:
+        out += textwrap.wrap("dominated (no worse on both means, better beyond the noise on one): " + "; ".join(beaten),
+                             WIDTH, subsequent_indent="  ")
     if glossary:
         out += ["", "columns:"]
         slo = f" (SLO {cfg.slo_ms:g} ms)" if cfg is not None else ""

@@ -607,7 +607,7 @@ def interactive_timelines(steps: pd.DataFrame, styles: dict, slo_ms: float,
 
 def summary_table_html(summary: pd.DataFrame, label: str = "policy") -> str:
     """The ranked summary as an HTML table, the front marked ★."""
-    heads = ["pareto", "front share", label, "runs", *(h for _, h, _ in COLUMNS)]
+    heads = ["pareto", "front share", label, "runs", *(h for _, h, _ in COLUMNS), "dominated by"]
     rows = []
     for rec in ranked(summary).to_dict(orient="records"):
         rank = rec.get("pareto_rank")
@@ -616,14 +616,17 @@ def summary_table_html(summary: pd.DataFrame, label: str = "policy") -> str:
         share = "-" if share is None or share != share else f"{100 * share:.0f} %"
         cells = "".join(f"<td>{metric_cell(rec[m], m)}</td>" for m, _, _ in COLUMNS)
         style = ' class="front"' if rank == 1 else ""
+        by = html.escape(str(rec.get("dominated_by") or ""))
         rows.append(f"<tr{style}><td>{mark}</td><td>{share}</td><td>{html.escape(str(rec['policy']))}</td>"
-                    f"<td>{rec['runs']}</td>{cells}</tr>")
+                    f"<td>{rec['runs']}</td>{cells}<td>{by}</td></tr>")
     return f"<table><tr>{''.join(f'<th>{h}</th>' for h in heads)}</tr>{''.join(rows)}</table>"
 
 
 def glossary_html(slo_ms: float | None) -> str:
     items = [(h, t + (f" (SLO {slo_ms:g} ms)" if h == "violations/run" and slo_ms else "")) for _, h, t in COLUMNS]
     items.append(("pareto", PARETO_TEXT.split(": ", 1)[1]))
+    items.append(("dominated by", "the policies that beat it: no worse on both means, and better beyond the 95 % "
+                                  "intervals on at least one axis (empty on the front)"))
     items.append(("front share", f"the share of {FRONT_RESAMPLES} bootstrap resamples of the runs (each policy's runs "
                                  "drawn with replacement) in which the policy's means are on the front of the means"))
     items.append(("±", "a 95 % Student-t interval over runs: t(0.975, runs − 1) · SD / √runs"))

@@ -362,6 +362,9 @@ def test_the_oracle_is_unranked_in_a_run_and_in_a_comparison_of_run_folders():
     both = with_pareto_ranks(pd.DataFrame([row("A oracle", 0.0, 1.0), row("A a", 5.0, 2.0), row("B b", 1.0, 3.0),
                                            row("B oracle", 0.0, 1.0)]))
     assert run.pareto_rank.tolist() == [None, 1, 1]
+    # who beats whom is named: c (9 ± 0, 4 ± 0) is beaten by b on both axes, a is not (cheaper)
+    named = with_pareto_ranks(pd.DataFrame([row("a", 5.0, 2.0), row("b", 1.0, 3.0), row("c", 9.0, 4.0)]))
+    assert named.dominated_by.tolist() == [None, None, "a, b"] and named.pareto_rank.tolist() == [1, 1, 2]
     assert both.pareto_rank.tolist() == [None, 1, 1, None]
     assert ranked(both).policy.tolist()[-2:] == ["A oracle", "B oracle"]
 
