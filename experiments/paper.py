@@ -241,16 +241,26 @@ def checks(table: pd.DataFrame) -> list[Check]:
     return out
 
 
+def _ours_cell(r: dict, key: str, digits: int) -> str:
+    """Our figure of a comparison row: mean ± t-interval, or [low, high] where cut; ``-``."""
+    if not _num(r[f"{key}_ours"]):
+        return "-"
+    return summary_cell({"mean": r[f"{key}_ours"], "ci95": r[f"{key}_ours_ci95"], "low": r.get(f"{key}_ours_low"),
+                         "high": r.get(f"{key}_ours_high")}, digits)
+
+
+def _paper_cell(r: dict, key: str, digits: int) -> str:
+    """The paper's figure of a comparison row, with its ± where it gives one; ``-``."""
+    p, pci = r[f"{key}_paper"], r[f"{key}_paper_ci95"]
+    return "-" if not _num(p) else f"{p:.{digits}f}" + (f" ± {pci:.{digits}f}" if _num(pci) else "")
+
+
 def format_comparison(table: pd.DataFrame) -> str:
     """The fixed-width table: per metric ``ours ± ci | paper (± ci) | ours - paper``."""
     def cell(r, key, digits):
-        ours, ci, paper, pci, diff = (r[f"{key}_ours"], r[f"{key}_ours_ci95"], r[f"{key}_paper"],
-                                      r[f"{key}_paper_ci95"], r[f"{key}_diff"])
-        a = (summary_cell({"mean": ours, "ci95": ci, "low": r.get(f"{key}_ours_low"), "high": r.get(f"{key}_ours_high")},
-                          digits) if _num(ours) else "-")
-        b = "-" if not _num(paper) else f"{paper:.{digits}f}" + (f" ± {pci:.{digits}f}" if _num(pci) else "")
+        diff = r[f"{key}_diff"]
         c = f"{diff:+.{digits}f}" if _num(diff) else ""
-        return f"{a:>15s} | {b:>15s} | {c:>8s}"
+        return f"{_ours_cell(r, key, digits):>15s} | {_paper_cell(r, key, digits):>15s} | {c:>8s}"
 
     head = f"{'experiment':22s} {'policy':13s} " + "  ".join(
         f"{label + ': ours | paper | diff':>44s}" for _, label, _ in METRICS)
@@ -266,19 +276,12 @@ def markdown_table(table: pd.DataFrame) -> str:
     policy (the oracle and policies the paper did not run left out), violations per run and
     replicas, ours (mean ± 95 % t-interval, or [low, high] where cut at 0) beside the
     paper's."""
-    def ours(r, key, digits):
-        return summary_cell({"mean": r[f"{key}_ours"], "ci95": r[f"{key}_ours_ci95"], "low": r.get(f"{key}_ours_low"),
-                             "high": r.get(f"{key}_ours_high")}, digits)
-
-    def paper(r, key, digits):
-        p, pci = r[f"{key}_paper"], r[f"{key}_paper_ci95"]
-        return f"{p:.{digits}f}" + (f" ± {pci:.{digits}f}" if _num(pci) else "")
-
     lines = ["| experiment | policy | violations/run ours | paper | replicas ours | paper |", "|---|---|---|---|---|---|"]
     for r in table.to_dict(orient="records"):
         if _num(r["violations_per_run_paper"]):
-            lines.append(f"| {r['experiment']} | {r['policy']} | {ours(r, 'violations_per_run', 1)} | "
-                         f"{paper(r, 'violations_per_run', 1)} | {ours(r, 'replicas', 2)} | {paper(r, 'replicas', 2)} |")
+            lines.append(f"| {r['experiment']} | {r['policy']} | {_ours_cell(r, 'violations_per_run', 1)} | "
+                         f"{_paper_cell(r, 'violations_per_run', 1)} | {_ours_cell(r, 'replicas', 2)} | "
+                         f"{_paper_cell(r, 'replicas', 2)} |")
     return "\n".join(lines)
 
 

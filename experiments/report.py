@@ -320,6 +320,20 @@ def plot_tradeoff(summary: pd.DataFrame, path: Path, styles: dict | None = None,
     return out
 
 
+#: A "reaches 0" triangle sits this factor left of its point on a log cost axis.
+REACHES_ZERO_OFFSET = 1.18
+
+
+def drawn_intervals(rec: dict, log: bool) -> tuple[tuple[float, float], tuple[float, float], bool]:
+    """The replica-hours and violations intervals of a summary row as the trade-off
+    figures draw them: cut at 0; on a log cost axis (which has no 0) an interval reaching
+    0 stops at its mean, and the third value says so (a triangle marks it)."""
+    (x0, x1), (y0, y1) = interval(rec["replica_hours"]), interval(rec["violations_per_run"])
+    x0, y0 = max(x0, 0.0), max(y0, 0.0)
+    reaches = bool(log and x0 <= 0)
+    return ((rec["replica_hours"]["mean"] if reaches else x0, x1), (y0, y1), reaches)
+
+
 def tradeoff_figure(summary: pd.DataFrame, styles: dict | None = None, title: str | None = None) -> Figure:
     """Violations per run against replica-hours: mean and 95 % t-interval (clipped at
     0), one marker and colour per policy, the front filled. On a log cost axis an
@@ -339,12 +353,10 @@ def tradeoff_figure(summary: pd.DataFrame, styles: dict | None = None, title: st
     reaches_zero = False
     for rec, x, y in zip(rows, xs, ys, strict=True):
         st = styles.get(rec["policy"], {"color": "grey", "marker": "o"})
-        (x0, x1), (y0, y1) = interval(rec["replica_hours"]), interval(rec["violations_per_run"])
-        x0, y0 = max(x0, 0.0), max(y0, 0.0)
-        if log and x0 <= 0:  # a log axis has no 0: the interval reaches it, a marker says so
-            x0 = x
+        (x0, x1), (y0, y1), reaches = drawn_intervals(rec, log)
+        if reaches:
             reaches_zero = True
-            ax.plot(x / 1.18, y, "<", color=st["color"], ms=5, zorder=3)
+            ax.plot(x / REACHES_ZERO_OFFSET, y, "<", color=st["color"], ms=5, zorder=3)
         ends += [x0, x1]
         ax.errorbar(x, y, xerr=[[x - x0], [x1 - x]], yerr=[[y - y0], [y1 - y]], fmt="none", ecolor=st["color"],
                     capsize=3, lw=1, zorder=2)
@@ -513,11 +525,9 @@ def interactive_tradeoff(summary: pd.DataFrame, styles: dict, group: pd.Series |
             continue
         st = styles.get(rec["policy"], {"color": "grey", "marker": "o"})
         front = rec.get("pareto_rank") == 1
-        (x0, x1), (y0, y1) = interval(x), interval(y)
-        x0, y0 = max(x0, 0.0), max(y0, 0.0)
-        if log and x0 <= 0:  # a log axis has no 0: the bar stops at the mean, a triangle says it reaches 0
-            x0 = x["mean"]
-            reach.append((x["mean"] / 1.18, y["mean"], _hex(st["color"])))
+        (x0, x1), (y0, y1), reaches = drawn_intervals(rec, log)
+        if reaches:
+            reach.append((x["mean"] / REACHES_ZERO_OFFSET, y["mean"], _hex(st["color"])))
         xs.append(x["mean"])
         x_ends += [x0, x1]
         y_ends.append(y1)

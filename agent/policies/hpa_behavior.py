@@ -124,6 +124,12 @@ def store_scale_event(events: list[ScaleEvent], rules: ScalingRules, change: int
         events.append(new)
 
 
+def _period_start(current: int, period_s: float, up: list[ScaleEvent], down: list[ScaleEvent], now_s: float) -> int:
+    """The replicas at the start of a policy's period: ``current`` less the period's
+    scale-ups, plus its scale-downs (the ``periodStartReplicas`` both limits start from)."""
+    return current - replicas_change_per_period(period_s, up, now_s) + replicas_change_per_period(period_s, down, now_s)
+
+
 def scale_up_limit(current: int, up: list[ScaleEvent], down: list[ScaleEvent], rules: ScalingRules,
                    now_s: float) -> int:
     """``calculateScaleUpLimitWithScalingRules``: the most replicas the policies allow
@@ -132,8 +138,7 @@ def scale_up_limit(current: int, up: list[ScaleEvent], down: list[ScaleEvent], r
         return current
     proposals = []
     for p in rules.policies:
-        start = current - replicas_change_per_period(p.period_s, up, now_s) + \
-            replicas_change_per_period(p.period_s, down, now_s)
+        start = _period_start(current, p.period_s, up, down, now_s)
         if p.type == "Pods":
             proposals.append(start + p.value)
         else:  # rounded up, or a small percentage of a small count would never scale up
@@ -150,8 +155,7 @@ def scale_down_limit(current: int, up: list[ScaleEvent], down: list[ScaleEvent],
         return current
     proposals = []
     for p in rules.policies:
-        start = current - replicas_change_per_period(p.period_s, up, now_s) + \
-            replicas_change_per_period(p.period_s, down, now_s)
+        start = _period_start(current, p.period_s, up, down, now_s)
         if p.type == "Pods":
             proposals.append(start - p.value)
         else:
