@@ -41,7 +41,7 @@ import numpy as np
 from scalelab.agent.actions import ActionSet
 from scalelab.agent.base import Decision, Policy
 from scalelab.errors import UserError
-from scalelab.orchestrator.backend import Backend, Clock, Observation, ScaleResult
+from scalelab.orchestrator.backend import QUEUE_COLUMNS, Backend, Clock, Observation, ScaleResult
 from scalelab.orchestrator.context import CALENDAR_FEATURES, CalendarFeatures, Context
 
 LOOP_MODES = ("period", "settle")
@@ -98,6 +98,8 @@ class StepRecord:
         if quiet(b):
             row["pre_p95_ms"] = row["pre_mean_ms"] = math.nan
         row["pre_in_flight"] = b.in_flight
+        if a.queue is not None:  # the jobs model: its signals as queue_* columns
+            row.update({"queue_" + k: getattr(a.queue, k) for k in QUEUE_COLUMNS})
         return row
 
     def to_dict(self) -> dict[str, Any]:

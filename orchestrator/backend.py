@@ -50,6 +50,74 @@ class PodSample:
             raise ValueError(f"pod {self.pod!r}: phase={self.phase!r} is not one of {PHASES}")
 
 
+#: The committed offset of a partition its consumer group has never committed (Kafka's
+#: ``OFFSET_INVALID``; KEDA's ``invalidOffset``).
+INVALID_OFFSET = -1
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionOffsets:
+    """One partition of the jobs topic at one instant. latest: the producer's log-end
+    offset (jobs ever submitted to it). committed: the consumer group's committed offset
+    (jobs finished and committed), :data:`INVALID_OFFSET` before the group's first
+    commit. Lag is ``latest - committed``: waiting jobs plus jobs in progress."""
+
+    partition: int
+    latest: int
+    committed: int = INVALID_OFFSET
+
+    @property
+    def lag(self) -> int:
+        return self.latest - max(self.committed, 0)
+
+
+#: QueueSignals' scalar fields, as ``queue_``-prefixed columns of ``steps.parquet``.
+QUEUE_COLUMNS = ("lag", "waiting", "oldest_wait_s", "in_progress", "arrival_rate", "completion_rate",
+                 "turnaround_p95_ms", "censored", "runners", "runners_busy")
+
+
+@dataclass(frozen=True)
+class QueueSignals:
+    """The jobs model's signals at one instant (the runners' architecture: submissions
+    are jobs on a topic that runners pull). Absent (None) on the service model.
+
+    partitions: per-partition offsets, in partition order. lag: total over partitions
+    (jobs submitted and not committed). waiting: jobs no runner has taken yet.
+    oldest_wait_s: the age of the oldest waiting job, s (0 when none waits).
+    in_progress: jobs held by runners. arrival_rate / completion_rate: jobs per second
+    submitted / finished over the step's window. turnaround_p95_ms: the p95 of
+    (finish - submit) over the jobs finished in the window, ms; when none finished but
+    some wait or run, the p95 of their ages (a censored lower bound, as the service's
+    empty windows are); ``censored`` counts those ages. runners: the runners that exist
+    (starting, ready or draining); runners_busy: those holding at least one job.
+    """
+
+    partitions: tuple[PartitionOffsets, ...] = ()
+    lag: int = 0
+    waiting: int = 0
+    oldest_wait_s: float = 0.0
+    in_progress: int = 0
+    arrival_rate: float = 0.0
+    completion_rate: float = 0.0
+    turnaround_p95_ms: float = 0.0
+    censored: int = 0
+    runners: int = 0
+    runners_busy: int = 0
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in QUEUE_COLUMNS}
+        d["partitions"] = [[p.partition, p.latest, p.committed] for p in self.partitions]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> QueueSignals:
+        """The inverse of :meth:`to_dict`."""
+        parts = tuple(PartitionOffsets(int(a), int(b), int(c)) for a, b, c in data.get("partitions") or ())
+        kinds = {f.name: f.type for f in fields(cls)}
+        return cls(partitions=parts, **{k: (int if kinds[k] == "int" else float)(data[k])
+                                        for k in QUEUE_COLUMNS if k in data})
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     """What the loop observed at ``t_s``: the 7-field context plus what it was built
@@ -62,6 +130,8 @@ class Observation:
     signals that did not arrive (``"spans"``, ``"metrics"``); such a step is marked,
     never scored as fine. desired_replicas: the deployment's ``spec.replicas``.
     client_p95_ms: the load generator's own p95 (Locust's, live), ms, when known.
+    queue: the jobs model's signals (lag, waits, turnaround), None on the service model;
+    there the context's latencies are the jobs' turnaround.
     """
 
     t_s: float
@@ -72,11 +142,15 @@ class Observation:
     censored: int = 0
     missing: tuple[str, ...] = ()
     client_p95_ms: float | None = None
+    queue: QueueSignals | None = None
 
     def to_dict(self) -> dict:
-        return {"t_s": self.t_s, "context": self.context.to_dict(), "desired_replicas": self.desired_replicas,
-                "pods": [asdict(p) for p in self.pods], "in_flight": self.in_flight, "censored": self.censored,
-                "missing": list(self.missing), "client_p95_ms": self.client_p95_ms}
+        d = {"t_s": self.t_s, "context": self.context.to_dict(), "desired_replicas": self.desired_replicas,
+             "pods": [asdict(p) for p in self.pods], "in_flight": self.in_flight, "censored": self.censored,
+             "missing": list(self.missing), "client_p95_ms": self.client_p95_ms}
+        if self.queue is not None:
+            d["queue"] = self.queue.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, data: dict) -> Observation:
@@ -87,7 +161,8 @@ class Observation:
         return cls(t_s=float(data["t_s"]), context=ctx,
                    desired_replicas=int(data.get("desired_replicas", ctx.replicas)), pods=pods,
                    in_flight=int(data.get("in_flight", 0)), censored=int(data.get("censored", 0)),
-                   missing=tuple(data.get("missing") or ()), client_p95_ms=data.get("client_p95_ms"))
+                   missing=tuple(data.get("missing") or ()), client_p95_ms=data.get("client_p95_ms"),
+                   queue=QueueSignals.from_dict(data["queue"]) if data.get("queue") is not None else None)
 
 
 @dataclass(frozen=True, slots=True)
