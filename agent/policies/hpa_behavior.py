@@ -90,10 +90,33 @@ class ScalingRules:
         return max(p.period_s for p in self.policies)
 
 
-#: ``GenerateHPAScaleUpRules(nil)`` (``pkg/apis/autoscaling/v2/defaults.go``).
-DEFAULT_SCALE_UP = ScalingRules((ScalingPolicy("Pods", 4, 15), ScalingPolicy("Percent", 100, 15)), "Max", 0.0)
+def generate_scale_up_rules(policies: tuple[ScalingPolicy, ...] = (), select_policy: str | None = None,
+                            window_s: float | None = None, tolerance: float | None = None) -> ScalingRules:
+    """``GenerateHPAScaleUpRules`` (``pkg/apis/autoscaling/v2/defaults.go``): a scale-up
+    rule's unset fields filled with the API's defaults. No policies: ``Pods 4/15s`` and
+    ``Percent 100/15s``; no ``selectPolicy``: ``Max``; no window: 0 s."""
+    if not policies:
+        policies = (ScalingPolicy("Pods", 4, 15), ScalingPolicy("Percent", 100, 15))
+    return ScalingRules(tuple(policies), select_policy or "Max", 0.0 if window_s is None else window_s, tolerance)
+
+
+def generate_scale_down_rules(policies: tuple[ScalingPolicy, ...] = (), select_policy: str | None = None,
+                              window_s: float | None = None, tolerance: float | None = None,
+                              controller_window_s: float = DOWNSCALE_STABILIZATION_S) -> ScalingRules:
+    """``GenerateHPAScaleDownRules``: no policies: ``Percent 100/15s``; no
+    ``selectPolicy``: ``Max``; no window: left unset by the API (nil), which the
+    controller reads as its ``--horizontal-pod-autoscaler-downscale-stabilization`` flag,
+    ``controller_window_s`` (300 s by default)."""
+    if not policies:
+        policies = (ScalingPolicy("Percent", 100, 15),)
+    return ScalingRules(tuple(policies), select_policy or "Max",
+                        controller_window_s if window_s is None else window_s, tolerance)
+
+
+#: ``GenerateHPAScaleUpRules(nil)``.
+DEFAULT_SCALE_UP = generate_scale_up_rules()
 #: ``GenerateHPAScaleDownRules(nil)``, its window the controller's flag (300 s).
-DEFAULT_SCALE_DOWN = ScalingRules((ScalingPolicy("Percent", 100, 15),), "Max", DOWNSCALE_STABILIZATION_S)
+DEFAULT_SCALE_DOWN = generate_scale_down_rules()
 
 
 @dataclass

@@ -14,10 +14,13 @@ from typing import Any
 from scalelab.agent.actions import ActionSet
 from scalelab.agent.base import BasePolicy, Decision, PolicyError
 from scalelab.agent.policies.hpa_behavior import (
+    DOWNSCALE_STABILIZATION_S,
     ScaleEvent,
     ScalingRules,
     convert_desired_replicas_with_rules,
     convert_with_behavior_rate,
+    generate_scale_down_rules,
+    generate_scale_up_rules,
     parse_policies,
     stabilize_recommendation,
     stabilize_with_behaviors,
@@ -241,11 +244,16 @@ class ThresholdCPU(BasePolicy):
         return Decision(action=min(d, len(self.actions) - 1), probability=1.0)
 
 
-def direction_rules(prefix: str, policies: str, select: str, window_s: float, tolerance: float | None) -> ScalingRules:
-    """One direction's ``HPAScalingRules`` from the policy's ``<prefix>_*`` parameters;
-    an error names the parameter."""
+def direction_rules(prefix: str, policies: str, select: str, window_s: float | None, tolerance: float | None,
+                    controller_window_s: float = DOWNSCALE_STABILIZATION_S) -> ScalingRules:
+    """One direction's ``HPAScalingRules`` from the policy's ``<prefix>_*`` parameters,
+    unset fields defaulted as the API does (:func:`generate_scale_up_rules`,
+    :func:`generate_scale_down_rules`); an error names the parameter."""
     try:
-        return ScalingRules(parse_policies(policies, f"{prefix}_policies"), select, window_s, tolerance)
+        parsed = parse_policies(policies, f"{prefix}_policies") if policies.strip() else ()
+        if prefix == "scale_up":
+            return generate_scale_up_rules(parsed, select, window_s, tolerance)
+        return generate_scale_down_rules(parsed, select, window_s, tolerance, controller_window_s)
     except PolicyError as exc:
         raise PolicyError(f"{exc} (parameters {prefix}_policies, {prefix}_select, {prefix}_window_s, "
                           f"{prefix}_tolerance)") from None
@@ -295,9 +303,8 @@ class HPA(BasePolicy):
         self.min_r, self.max_r = int(min_replicas), int(max_replicas)
         self.scale_up = direction_rules("scale_up", scale_up_policies, scale_up_select, scale_up_window_s,
                                         scale_up_tolerance)
-        self.scale_down = direction_rules("scale_down", scale_down_policies, scale_down_select,
-                                          self.window_s if scale_down_window_s is None else scale_down_window_s,
-                                          scale_down_tolerance)
+        self.scale_down = direction_rules("scale_down", scale_down_policies, scale_down_select, scale_down_window_s,
+                                          scale_down_tolerance, controller_window_s=self.window_s)
         if behavior == "none":
             rules = {"scale_up_policies": (scale_up_policies, "Pods 4/15s, Percent 100/15s"),
                      "scale_up_select": (scale_up_select, "Max"), "scale_up_window_s": (scale_up_window_s, 0.0),
