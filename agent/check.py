@@ -125,7 +125,7 @@ class SyntheticJobsBackend(SyntheticBackend):
 
     def observe(self) -> Observation:
         obs = super().observe()
-        steps = int(round((obs.t_s - self.t_last) / STEP_S))
+        steps = round((obs.t_s - self.t_last) / STEP_S)
         if steps > 0:
             self.t_last = obs.t_s
             for _ in range(steps):

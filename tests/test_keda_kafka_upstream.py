@@ -248,7 +248,7 @@ def test_off_by_one_above_the_partition_count():
     meta = KafkaMetadata(lag_threshold=10)
     parts = [PartitionOffsets(0, 12, 0), PartitionOffsets(1, 12, 0), PartitionOffsets(2, 11, 0)]
     assert total_lag(meta, parts, {}) == (35, 35)
-    assert total_lag(meta, parts[:2] + [PartitionOffsets(2, 16, 0)], {}) == (30, 40)  # 40 // 10 > 3: capped
+    assert total_lag(meta, [*parts[:2], PartitionOffsets(2, 16, 0)], {}) == (30, 40)  # 40 // 10 > 3: capped
     p = KedaKafka(lag_threshold=10)
     n, _ = run(p, 3, 0.0, 5.0, [12, 12, 11], [0, 0, 0])
     assert n == 4

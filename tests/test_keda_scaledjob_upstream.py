@@ -177,7 +177,7 @@ def test_bad_parameters_are_named():
         KedaScaledJob(multiple_scalers_calculation="median")
     with pytest.raises(PolicyError, match="lag_threshold=0"):
         KedaScaledJob(lag_threshold=0)
-    with pytest.raises(PolicyError, match="custom_scaling_queue_length_deduction=1.5"):
+    with pytest.raises(PolicyError, match=r"custom_scaling_queue_length_deduction=1\.5"):
         KedaScaledJob(scaling_strategy="custom", custom_scaling_queue_length_deduction=1.5)
     with pytest.raises(PolicyError, match=r"needs the jobs model \(architecture: jobs\)"):
         obs = observe(0.0, 1, 0, [0], [0])
