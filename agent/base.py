@@ -82,9 +82,14 @@ class Policy(Protocol):
 
 
 class BasePolicy:
-    """Shared plumbing: a seeded generator, a name, an action set, state of the rng."""
+    """Shared plumbing: a seeded generator, a name, an action set, state of the rng.
+
+    ``architecture``: the model a policy needs -- ``"jobs"`` for one that reads the
+    observation's queue signals (it raises a :class:`PolicyError` without them); None (the
+    default) for one that runs on either."""
 
     name = "base"
+    architecture: str | None = None
 
     def __init__(self, actions: ActionSet, seed: int | np.random.SeedSequence | None = None) -> None:
         self.actions = actions

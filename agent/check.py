@@ -2,7 +2,8 @@
 
 :func:`check_policy` drives a policy through the step loop (:class:`scalelab.agent.loop.StepLoop`)
 on a small deterministic backend (users rise and fall; p95 grows with users per
-replica; per-pod samples as the simulator reports them) and raises :class:`PolicyCheckError` naming the first rule broken:
+replica; per-pod samples as the simulator reports them; queue signals too for a policy
+that needs the jobs model) and raises :class:`PolicyCheckError` naming the first rule broken:
 
 1. every action is in the action set; its probability is in (0, 1];
 2. a probability vector, when given, has one entry per action, sums to 1, and its
@@ -32,7 +33,17 @@ from scalelab.agent.build import Deployment, build_policy, build_reward
 from scalelab.agent.loop import LoopSettings, StepLoop
 from scalelab.agent.registry import policy_names
 from scalelab.errors import UserError
-from scalelab.orchestrator.backend import BaseBackend, Observation, PodSample, ScaleResult, VirtualClock, clamp
+from scalelab.orchestrator.backend import (
+    INVALID_OFFSET,
+    BaseBackend,
+    Observation,
+    PartitionOffsets,
+    PodSample,
+    QueueSignals,
+    ScaleResult,
+    VirtualClock,
+    clamp,
+)
 from scalelab.orchestrator.context import Context, Timetable
 
 STEP_S = 5.0
@@ -98,6 +109,44 @@ class SyntheticBackend(BaseBackend):
         return self.observe()
 
 
+class SyntheticJobsBackend(SyntheticBackend):
+    """The same loop on the jobs model, for a policy that needs it (``architecture =
+    "jobs"``): the users submit one job each per step, round-robin over 3 partitions, and
+    each replica finishes up to 2 jobs a step, committing them; a partition's group has
+    committed nothing until its first job is done (:data:`INVALID_OFFSET`)."""
+
+    PARTITIONS, PER_REPLICA = 3, 2
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__(clock)
+        self.latest = [0] * self.PARTITIONS
+        self.done = [0] * self.PARTITIONS
+        self.submitted, self.t_last = 0, 0.0
+
+    def observe(self) -> Observation:
+        obs = super().observe()
+        steps = round((obs.t_s - self.t_last) / STEP_S)
+        if steps > 0:
+            self.t_last = obs.t_s
+            for _ in range(steps):
+                for _ in range(self.users):
+                    self.latest[self.submitted % self.PARTITIONS] += 1
+                    self.submitted += 1
+                capacity = self.replicas * self.PER_REPLICA
+                for i in range(self.PARTITIONS):
+                    take = min(self.latest[i] - self.done[i], capacity)
+                    self.done[i] += take
+                    capacity -= take
+        parts = tuple(PartitionOffsets(i, self.latest[i], self.done[i] if self.done[i] else INVALID_OFFSET)
+                      for i in range(self.PARTITIONS))
+        lag = sum(p.lag for p in parts)
+        in_progress = min(lag, self.replicas * self.PER_REPLICA)
+        queue = QueueSignals(partitions=parts, lag=lag, waiting=lag - in_progress, in_progress=in_progress,
+                             runners=self.replicas, runners_busy=min(self.replicas, in_progress))
+        return Observation(t_s=obs.t_s, context=obs.context, desired_replicas=obs.desired_replicas, pods=obs.pods,
+                           queue=queue)
+
+
 def _check_decision(name: str, k: int, d: Decision, n_actions: int) -> None:
     if not 0.0 < d.probability <= 1.0:
         raise PolicyCheckError(f"{name}: step {k}: probability {d.probability!r} is not in (0, 1]")
@@ -112,13 +161,14 @@ def _check_decision(name: str, k: int, d: Decision, n_actions: int) -> None:
 
 
 def _drive(build: Callable[[int], Policy], steps: int, name: str,
-           restore_at: int | None = None) -> tuple[list[Decision], Policy]:
+           restore_at: int | None = None, backend: type[SyntheticBackend] = SyntheticBackend
+           ) -> tuple[list[Decision], Policy]:
     """Run a policy built with seed 3 through the step loop (``settle`` mode) on the
     synthetic backend; at ``restore_at``, resume as the agent process does, with a
     policy built with another seed and restored from the JSON of the first one's state."""
     clock = VirtualClock()
     loads = [_users(k) for k in range(steps)]
-    loop = StepLoop(SyntheticBackend(clock), clock, loads, LoopSettings(STEP_S, "settle", 600.0),
+    loop = StepLoop(backend(clock), clock, loads, LoopSettings(STEP_S, "settle", 600.0),
                     build_reward("slo-binary-v1", {}, DEPLOYMENT), oracle=[max(1, math.ceil(u / 10)) for u in loads])
     policy, start, before, decisions = build(3), 0, None, []
     n_actions = len(policy.actions)
@@ -148,14 +198,15 @@ def check_policy(name: str, params: Mapping[str, Any] | None = None, steps: int 
     def build(seed: Any, extra: Mapping[str, Any] | None = None) -> Policy:
         return build_policy(name, {**params, **(extra or {})}, DEPLOYMENT, seed, timetable=TIMETABLE)
 
-    whole, final = _drive(build, steps, name)
+    backend = SyntheticJobsBackend if needs_jobs(name) else SyntheticBackend
+    whole, final = _drive(build, steps, name, backend=backend)
     final_state = json.dumps(final.state_dict(), sort_keys=True)
-    again, _ = _drive(build, steps, name)
+    again, _ = _drive(build, steps, name, backend=backend)
     if whole != again:
         k = next(i for i, (a, b) in enumerate(zip(whole, again, strict=True)) if a != b)
         raise PolicyCheckError(f"{name}: the same seed gave different decisions from step {k}: {whole[k]} / {again[k]}")
     for cut in range(3, steps, 7):
-        resumed, end = _drive(build, steps, name, restore_at=cut)
+        resumed, end = _drive(build, steps, name, restore_at=cut, backend=backend)
         if resumed != whole:
             k = next(i for i, (a, b) in enumerate(zip(whole, resumed, strict=True)) if a != b)
             raise PolicyCheckError(f"{name}: restored from its state_dict at step {cut}, it decided differently "
@@ -181,6 +232,13 @@ def check_policy(name: str, params: Mapping[str, Any] | None = None, steps: int 
         else:
             if key in _parameters(name):
                 raise PolicyCheckError(f"{name}: {key}='not-a-number' was accepted")
+
+
+def needs_jobs(name: str) -> bool:
+    """Whether the policy registered as ``name`` needs the jobs model's queue signals."""
+    from scalelab.agent.registry import factory_of
+
+    return getattr(factory_of(name), "architecture", None) == "jobs"
 
 
 def _parameters(name: str) -> set[str]:

@@ -107,9 +107,12 @@ def _register_builtins() -> None:
     from scalelab.agent.policies.autothrottle import Autothrottle
     from scalelab.agent.policies.bandits import UCB1, EpsilonGreedy, LinTS
     from scalelab.agent.policies.cola import Cola
+    from scalelab.agent.policies.keda_kafka import KedaKafka
+    from scalelab.agent.policies.keda_scaledjob import KedaScaledJob
     from scalelab.agent.policies.linucb import HSLinUCB, LinUCB
     from scalelab.agent.policies.oracle import Oracle
     from scalelab.agent.policies.paper_learners import DQN, QLearning
+    from scalelab.agent.policies.prairielearn_grader import PrairieLearnGrader
     from scalelab.agent.policies.serverless import KPA, Invok, PrairieLearn, PrairieLearnNotes
     from scalelab.agent.policies.static import Static
     from scalelab.agent.policies.thresholds import HPA, ThresholdCPU
@@ -134,6 +137,9 @@ def _register_builtins() -> None:
     register("keda-cron", KedaCronHPA)
     register("phpa-holt-winters", PredictiveHPA)
     register("hslinucb-calendar", CalendarHSLinUCB)
+    register("keda-kafka", KedaKafka)
+    register("keda-scaledjob", KedaScaledJob)
+    register("prairielearn-grader", PrairieLearnGrader)
     register("onnx", _onnx_policy)
 
 

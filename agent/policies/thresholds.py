@@ -372,15 +372,7 @@ class HPA(BasePolicy):
         elif current < self.min_r:
             desired = self.min_r
         else:
-            if observation is not None and observation.pods:
-                try:
-                    prop = resource_replicas(current, self.target, hpa_pods(observation, self.metric_window_s), t,
-                                             self.tolerances, self.init_period_s, self.readiness_delay_s)[0]
-                except HPAError:
-                    prop = current  # the controller keeps the scale when it cannot compute
-            else:
-                prop = self.proposal(current, ready, max(current - ready, 0), cpu_over_request)
-            prop = self.combine(t, current, prop)
+            prop = self.combine(t, current, self.calculate(t, current, ready, cpu_over_request, observation))
             if self.behavior == "none":
                 desired = self._legacy(t, current, prop)
             else:
@@ -391,6 +383,19 @@ class HPA(BasePolicy):
             else:
                 store_scale_event(self.down_events, self.scale_down, current - desired, t)
         return desired
+
+    def calculate(self, t: float, current: int, ready: int, cpu_over_request: float,
+                  observation: Observation | None = None) -> int:
+        """The CPU metric's proposal (``computeReplicasForMetric``): per pod when the
+        observation has pods, else from the context's mean. A subclass whose HPA has
+        another metric (an external one: ``keda-kafka``) computes that one here."""
+        if observation is not None and observation.pods:
+            try:
+                return resource_replicas(current, self.target, hpa_pods(observation, self.metric_window_s), t,
+                                         self.tolerances, self.init_period_s, self.readiness_delay_s)[0]
+            except HPAError:
+                return current  # the controller keeps the scale when it cannot compute
+        return self.proposal(current, ready, max(current - ready, 0), cpu_over_request)
 
     def combine(self, t: float, current: int, calculated: int) -> int:
         """The proposal the behavior gets from the CPU metric's ``calculated`` one: with
