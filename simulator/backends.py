@@ -12,8 +12,7 @@ import math
 
 import numpy as np
 
-from scalelab.orchestrator.backend import (BaseBackend, Clock, Observation, PodSample, QueueSignals, ScaleResult,
-                                           clamp)
+from scalelab.orchestrator.backend import BaseBackend, Clock, Observation, PodSample, QueueSignals, ScaleResult, clamp
 from scalelab.orchestrator.context import ContextBuilder, ContextSettings, Spans, percentile
 from scalelab.simulator.cluster import ClusterSettings, SimCluster
 from scalelab.simulator.fluid import FluidCluster
