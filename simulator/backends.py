@@ -183,7 +183,7 @@ class JobsBackend(_Deployment):
         if self._last is not None and self._last.t_s == c.now:  # nothing happened since: the same observation
             return self._last
         ctx = self.builder.build(c.now, c.ready_replicas)
-        waiting, in_progress = c.waiting, c.in_flight
+        waiting, in_progress, runners, busy, oldest_wait = c.queue_state()
         ages = None
         censored = 0
         if ctx.spans == 0 and waiting + in_progress > 0:  # an empty window under load: censored turnarounds
@@ -200,12 +200,12 @@ class JobsBackend(_Deployment):
             p95, q_censored = percentile(ages, 95.0), int(ages.shape[0])
         else:
             p95 = 0.0
-        parts = c.partition_offsets()
         queue = QueueSignals(
-            partitions=parts, lag=sum(p.lag for p in parts), waiting=waiting, oldest_wait_s=c.oldest_wait_s(),
-            in_progress=in_progress, arrival_rate=self._submitted / span if span > 0 else 0.0,
+            partitions=c.partition_offsets(), lag=int((c.latest - c.committed).sum()), waiting=waiting,
+            oldest_wait_s=oldest_wait, in_progress=in_progress,
+            arrival_rate=self._submitted / span if span > 0 else 0.0,
             completion_rate=done.shape[0] / span if span > 0 else 0.0, turnaround_p95_ms=p95,
-            censored=q_censored, runners=c.runners, runners_busy=c.runners_busy)
+            censored=q_censored, runners=runners, runners_busy=busy)
         self._window_start, self._submitted, self._turnaround = c.now, 0, []
         pods = tuple(PodSample(name, phase, start, ready, a.pod_cpu_request, a.pod_cpu_limit, a.pod_memory_request_mib,
                                a.pod_memory_limit_mib, cpu, mem) for name, phase, start, ready, cpu, mem in c.pod_view())

@@ -434,6 +434,30 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
     return E.DONE, t_end
 
 
+@njit(cache=True)
+def queue_state(ri, jf, pq, latest, taken, now):
+    """``(waiting, in_progress, runners, runners_busy, oldest_wait_s)`` in one pass."""
+    cap = pq.shape[1]
+    waiting = 0
+    oldest = np.inf
+    for p in range(latest.shape[0]):
+        if latest[p] > taken[p]:
+            waiting += latest[p] - taken[p]
+            sub = jf[pq[p, taken[p] % cap], JF_SUBMIT]
+            if sub < oldest:
+                oldest = sub
+    in_progress = 0
+    runners = 0
+    busy = 0
+    for r in range(ri.shape[0]):
+        if ri[r, E.RI_STATE] != E.FREE:
+            runners += 1
+            in_progress += ri[r, E.RI_N]
+            if ri[r, E.RI_N] > 0:
+                busy += 1
+    return waiting, in_progress, runners, busy, (now - oldest) if waiting > 0 else 0.0
+
+
 # ---------------------------------------------------------------------- the cluster
 @dataclass(frozen=True)
 class JobsStepSignals:
@@ -463,6 +487,7 @@ class JobsCluster(SimCluster):
                  rng_think: np.random.Generator, rng_demand: np.random.Generator,
                  rng_arrivals: np.random.Generator, rng_partition: np.random.Generator, max_users: int = 64) -> None:
         self.jobs = jobs
+        self._desired: int | None = None  # cached: only orders (and one-shot runners' exits) change it
         nrep = 2 * settings.max_replicas + 4
         self.rseq = np.zeros(nrep, dtype=np.int64)
         self.jm = np.zeros(N_J, dtype=np.int64)
@@ -489,6 +514,7 @@ class JobsCluster(SimCluster):
         self._grow_jobs(max(256, 2 * max_users))
         self.out_f = np.zeros((4096, 3))
         self.submitted = 0
+        self._offsets: list | None = None
         assign(self.ri, self.rseq, self.owner, self.jm)  # the group formed before the episode
 
     @property
@@ -520,7 +546,16 @@ class JobsCluster(SimCluster):
         self.pq, self.pdone = pq, done
 
     # ------------------------------------------------------------------ runners
+    @property
+    def desired_replicas(self) -> int:
+        """Runners starting or ready (the Deployment's ``spec.replicas``; in job mode, the
+        one-shot runners not yet done)."""
+        if self._desired is None:
+            self._desired = int(E.count_state(self.ri, E.READY) + E.count_state(self.ri, E.STARTING))
+        return self._desired
+
     def _start_replica(self, ready_at: float) -> None:
+        self._desired = None
         r = int(np.flatnonzero(self.ri[:, E.RI_STATE] == E.FREE)[0])
         super()._start_replica(ready_at)
         self.pod_name[r] = f"runner-{self._pods_made - 1}"
@@ -551,6 +586,7 @@ class JobsCluster(SimCluster):
             self._start_replica(ready_at=self.now + st.startup_seconds)
         if n >= current or self.oneshot:
             return
+        self._desired = None
         s = self.ri[:, E.RI_STATE]
         starting = np.flatnonzero(s == E.STARTING)[::-1]
         ready = np.flatnonzero(s == E.READY)
@@ -575,6 +611,8 @@ class JobsCluster(SimCluster):
         chunks_f, chunks_i = [], []
         self.meta[E.M_OUT] = 0
         self.jm[J_SUBMITTED] = 0
+        if self.oneshot:
+            self._desired = None  # one-shot runners exit as they finish
         while True:
             code, t = run_jobs(
                 t_end, self.rf, self.ri, self.rseq, self.act, self.jf, self.ji, self.jfree, self.jm, self.gf,
@@ -634,9 +672,22 @@ class JobsCluster(SimCluster):
         return int((self.latest - self.taken).sum())
 
     def partition_offsets(self) -> tuple[PartitionOffsets, ...]:
-        """Per partition: latest, and committed (:data:`INVALID_OFFSET` before its first commit)."""
-        return tuple(PartitionOffsets(p, int(self.latest[p]), int(c) if c > 0 else INVALID_OFFSET)
-                     for p, c in enumerate(self.committed))
+        """Per partition: latest, and committed (:data:`INVALID_OFFSET` before its first
+        commit). A partition whose offsets did not move keeps its object from the last call."""
+        latest, committed = self.latest.tolist(), self.committed.tolist()
+        last = self._offsets
+        if last is None or len(last) != len(latest):
+            last = self._offsets = [None] * len(latest)
+        for p, (a, c) in enumerate(zip(latest, committed, strict=True)):
+            old = last[p]
+            if old is None or old.latest != a or max(old.committed, 0) != c:
+                last[p] = PartitionOffsets(p, a, c if c > 0 else INVALID_OFFSET)
+        return tuple(last)
+
+    def queue_state(self) -> tuple[int, int, int, int, float]:
+        """``(waiting, in_progress, runners, runners_busy, oldest_wait_s)`` now."""
+        w, i, r, b, age = queue_state(self.ri, self.jf, self.pq, self.latest, self.taken, self.now)
+        return int(w), int(i), int(r), int(b), float(age)
 
     def waiting_submits(self) -> np.ndarray:
         """Submission instants of the waiting jobs, s."""

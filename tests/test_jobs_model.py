@@ -175,11 +175,11 @@ def test_job_mode_runs_one_job_per_runner_and_never_removes_one():
         clock.sleep_until((k + 1) * 5.0)
         s = b.deployment.run_to(clock.now())
         ran.extend(b.deployment.pod_name[r] for r in s.runner)
-        before = b.deployment.runners
-        b.scale_to(4)
-        b.scale_to(1)  # never kills: the runners just ordered stay
-        assert b.deployment.runners == before + max(0, 4 - b.deployment.desired_replicas) or \
-            b.deployment.runners >= 4
+        b.scale_to(4)  # tops up to 4 starting or ready runners
+        assert b.deployment.desired_replicas == 4
+        runners = b.deployment.runners
+        assert b.scale_to(1).applied == 1  # never kills: every runner stays
+        assert b.deployment.runners == runners and b.deployment.desired_replicas == 4
     assert len(ran) > 50
     assert len(set(ran)) == len(ran), "a one-shot runner runs exactly one job"
     obs = b.observe()
