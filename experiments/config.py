@@ -163,6 +163,24 @@ class CalendarConfig:
 
 
 @dataclass
+class JobsConfig:
+    """The jobs model (``architecture: jobs``, :mod:`scalelab.simulator.jobs`): a topic of
+    ``partitions`` partitions, runners (the scaled replicas) holding at most
+    ``max_concurrent_jobs`` jobs each (PrairieLearn's grader: 5). ``runner_mode``:
+    ``deployment`` (long-lived runners in one consumer group) or ``job`` (KEDA's
+    ScaledJob: a runner takes one job and exits; scaling only adds runners).
+    ``rebalance_seconds``: the group's pause when a runner joins or leaves, s.
+    ``assignor``: ``range`` (Kafka's default), ``round-robin``, or ``shared`` (a share
+    group / a plain queue: any runner takes any partition's oldest job)."""
+
+    partitions: int = 12
+    max_concurrent_jobs: int = 5
+    runner_mode: str = "deployment"
+    rebalance_seconds: float = 3.0
+    assignor: str = "range"
+
+
+@dataclass
 class PolicySpec:
     """One policy: its registry ``name``, an optional ``label`` for tables, and its
     parameters (any other key)."""
@@ -186,6 +204,11 @@ class RewardConfig:
 #: the same model, each step's p95, request rate and usage drawn as a window of that many
 #: spans would give them (seeded by the run's demand stream)
 ENGINES = ("des", "fluid", "fluid-stochastic")
+#: service: an HTTP service behind a balancer (requests); jobs: submissions are jobs on a
+#: partitioned topic that runners pull (:mod:`scalelab.simulator.jobs`)
+ARCHITECTURES = ("service", "jobs")
+#: Ceiling on ``jobs.partitions``.
+MAX_PARTITIONS = 10_000
 
 
 @dataclass
@@ -211,11 +234,16 @@ class ExperimentConfig:
     ``settle`` (the paper's: after an order that changed the count, wait until it took
     effect and was measured; that observation is the step's outcome). See
     ``scalelab.agent.loop`` and ``docs/architecture.md``.
+    architecture: ``service`` (the default: requests to replicas behind a balancer) or
+    ``jobs`` (submissions are jobs on a topic that runners pull; ``backend: sim``,
+    ``engine: des`` only), shaped by ``jobs`` (:class:`JobsConfig`).
     """
 
     name: str = "experiment"
     backend: str = "sim"
     engine: str = "des"
+    architecture: str = "service"
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     loop: str = "period"
     seed: int = 0
     runs: int = 1
@@ -343,6 +371,22 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(cfg.backend in BACKENDS, "backend", cfg.backend, f"must be one of {list(BACKENDS)}")
     need(cfg.engine in ENGINES, "engine", cfg.engine, f"must be one of {list(ENGINES)}")
     need(cfg.loop in LOOP_MODES, "loop", cfg.loop, f"must be one of {list(LOOP_MODES)}")
+    need(cfg.architecture in ARCHITECTURES, "architecture", cfg.architecture, f"must be one of {list(ARCHITECTURES)}")
+    j = cfg.jobs
+    if cfg.architecture == "jobs":
+        need(cfg.backend == "sim", "backend", cfg.backend,
+             "must be 'sim' with architecture: jobs (the jobs model runs on the simulator only)")
+        need(cfg.engine == "des", "engine", cfg.engine,
+             "must be 'des' with architecture: jobs (the fluid engines model the service only)")
+    else:
+        need(j == JobsConfig(), "jobs", dataclasses.asdict(j), "is read only with architecture: jobs")
+    need(1 <= j.partitions <= MAX_PARTITIONS, "jobs.partitions", j.partitions, f"must be within [1, {MAX_PARTITIONS}]")
+    need(j.max_concurrent_jobs >= 1, "jobs.max_concurrent_jobs", j.max_concurrent_jobs, "must be >= 1")
+    need(j.runner_mode in ("deployment", "job"), "jobs.runner_mode", j.runner_mode,
+         "must be one of ['deployment', 'job']")
+    need(j.rebalance_seconds >= 0, "jobs.rebalance_seconds", j.rebalance_seconds, "must be >= 0")
+    need(j.assignor in ("range", "round-robin", "shared"), "jobs.assignor", j.assignor,
+         "must be one of ['range', 'round-robin', 'shared']")
     need(1 <= cfg.runs <= MAX_RUNS, "runs", cfg.runs, f"must be within [1, {MAX_RUNS}]")
     need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     need(cfg.step_seconds > 0, "step_seconds", cfg.step_seconds, "must be > 0")

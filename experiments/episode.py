@@ -25,11 +25,12 @@ from scalelab.experiments.config import ConfigError, ExperimentConfig, PolicySpe
 from scalelab.injector.calendar import CalendarSettings, calendar_features, timetable_data
 from scalelab.injector.calendar import run_timetable as announced_timetable
 from scalelab.injector.workloads import Workload, WorkloadError, make_workload
-from scalelab.orchestrator.backend import Backend, Clock, VirtualClock
+from scalelab.orchestrator.backend import QUEUE_COLUMNS, Backend, Clock, VirtualClock
 from scalelab.orchestrator.context import PRESETS, ContextSettings
-from scalelab.simulator.backends import FluidBackend, ReplayBackend, SimBackend
+from scalelab.simulator.backends import FluidBackend, JobsBackend, ReplayBackend, SimBackend
 from scalelab.simulator.cluster import ClusterSettings
 from scalelab.simulator.datasets import BUILTIN, resolve_dataset
+from scalelab.simulator.jobs import JobsSettings
 from scalelab.simulator.models import AppProfile, find_profile
 from scalelab.simulator.oracle import OracleTable
 from scalelab.simulator.replay import Replay
@@ -45,6 +46,7 @@ class Resolved:
     workload: Workload
     steps: int
     loop: LoopSettings
+    jobs: JobsSettings | None = None  # architecture: jobs
 
 
 def resolve(cfg: ExperimentConfig) -> Resolved:
@@ -85,7 +87,13 @@ def resolve(cfg: ExperimentConfig) -> Resolved:
     steps = cfg.steps or math.ceil(workload.duration_s / cfg.step_seconds)
     loop = LoopSettings(step_seconds=float(cfg.step_seconds), mode=cfg.loop, slo_ms=float(cfg.slo_ms),
                         warmup_load=cfg.warmup.load, warmup_seconds=float(cfg.warmup.seconds))
-    return Resolved(app=app, cluster=cluster, context=context, workload=workload, steps=steps, loop=loop)
+    jobs = None
+    if cfg.architecture == "jobs":
+        try:
+            jobs = JobsSettings(**vars(cfg.jobs))
+        except ValueError as exc:
+            raise ConfigError(f"config: {exc}") from None
+    return Resolved(app=app, cluster=cluster, context=context, workload=workload, steps=steps, loop=loop, jobs=jobs)
 
 #: Columns of steps.parquet, in order: the episode, the step's record
 #: (:meth:`scalelab.agent.loop.StepRecord.row`), the oracle.
@@ -211,6 +219,12 @@ def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndar
             replay.restart(keep_index=cfg.replay.index == "experiment")
         return ReplayBackend(replay, clock, first_draws=cfg.replay.first_draws)
     closed = r.workload.loop == "closed"
+    if cfg.architecture == "jobs":
+        if cfg.backend != "sim" or cfg.engine != "des":
+            raise ConfigError(f"config: architecture='jobs' runs on backend: sim, engine: des only "
+                              f"(got backend={cfg.backend!r}, engine={cfg.engine!r})")
+        return JobsBackend(r.app, r.cluster, r.jobs, r.context, clock, seeds, closed=closed,
+                           max_users=int(max(np.max(loads), 1)) if closed else 64)
     if cfg.engine.startswith("fluid"):
         noise = np.random.default_rng(seeds["demand"]) if cfg.engine == "fluid-stochastic" else None
         return FluidBackend(r.app, r.cluster, r.context, clock, closed=closed, rng=noise)
@@ -220,7 +234,8 @@ def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndar
 
 def records_frame(records: list[StepRecord], run: int, policy: str, oracle: np.ndarray | None) -> pd.DataFrame:
     """Rows of ``steps.parquet`` for ``records``: ``run``, ``policy``, then
-    :meth:`StepRecord.row`, then ``oracle_replicas`` (-1 without an oracle)."""
+    :meth:`StepRecord.row`, then ``oracle_replicas`` (-1 without an oracle), then, on
+    the jobs model, the ``queue_*`` columns (:data:`QUEUE_COLUMNS`)."""
     rows = [r.row() for r in records]
     frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
     frame.insert(0, "policy", [policy] * len(rows))
@@ -228,6 +243,9 @@ def records_frame(records: list[StepRecord], run: int, policy: str, oracle: np.n
     steps = frame["step"].to_numpy() if rows else np.zeros(0, dtype=np.int64)
     frame["oracle_replicas"] = (oracle[steps].astype(np.int64) if oracle is not None
                                 else np.full(len(rows), -1, dtype=np.int64))
+    if rows and "queue_lag" in rows[0]:  # the jobs model: its queue_* columns after the oracle's
+        for k in QUEUE_COLUMNS:
+            frame["queue_" + k] = [row["queue_" + k] for row in rows]
     return frame
 
 
@@ -317,7 +335,7 @@ def episode_seeds(seed: int, runs: int, n_policies: int) -> list[dict]:
 
 def oracle_levels(cfg: ExperimentConfig, resolved: Resolved, cache_dir: Path | None, progress=None):
     """Per-step load and oracle replicas (``None`` when no oracle is possible); the
-    oracle's table is cached in ``cache_dir`` (``oracle.json``, ``oracle-fluid.json``)
+    oracle's table is cached in ``cache_dir`` (``oracle.json``, ``oracle-fluid.json``, ``oracle-jobs.json``)
     when given."""
     wl = resolved.workload
     loads = wl.series(cfg.step_seconds, resolved.steps)
@@ -328,11 +346,12 @@ def oracle_levels(cfg: ExperimentConfig, resolved: Resolved, cache_dir: Path | N
     if cfg.backend != "sim" or not cfg.oracle:
         return loads, None
     engine = "fluid" if cfg.engine.startswith("fluid") else cfg.engine  # the oracle reads the expected p95
-    cache_file = cache_dir / f"oracle{'-fluid' if engine == 'fluid' else ''}.json" if cache_dir is not None else None
+    suffix = "-fluid" if engine == "fluid" else "-jobs" if resolved.jobs is not None else ""
+    cache_file = cache_dir / f"oracle{suffix}.json" if cache_dir is not None else None
     table = OracleTable(
         app=resolved.app, settings=resolved.cluster, context=resolved.context,
         slo_ms=cfg.slo_ms, open_loop=wl.loop == "open", step_s=cfg.step_seconds,
-        seed=int(np.random.SeedSequence([cfg.seed, 7]).generate_state(1)[0]), engine=engine,
+        seed=int(np.random.SeedSequence([cfg.seed, 7]).generate_state(1)[0]), engine=engine, jobs=resolved.jobs,
     )  # fmt: skip
     if cache_file is not None and cache_file.exists():
         table.cache = {float(k): int(v) for k, v in json.loads(cache_file.read_text()).items()}

@@ -12,10 +12,11 @@ import math
 
 import numpy as np
 
-from scalelab.orchestrator.backend import BaseBackend, Clock, Observation, PodSample, ScaleResult, clamp
-from scalelab.orchestrator.context import ContextBuilder, ContextSettings
+from scalelab.orchestrator.backend import BaseBackend, Clock, Observation, PodSample, QueueSignals, ScaleResult, clamp
+from scalelab.orchestrator.context import ContextBuilder, ContextSettings, Spans, percentile
 from scalelab.simulator.cluster import ClusterSettings, SimCluster
 from scalelab.simulator.fluid import FluidCluster
+from scalelab.simulator.jobs import JobsCluster, JobsSettings
 from scalelab.simulator.models import AppProfile
 from scalelab.simulator.replay import Replay
 
@@ -37,8 +38,9 @@ def settled_at(ready_s: float, grew: bool, scrape_s: float = SCRAPE_SECONDS, rat
 
 
 def stream_seeds(seed: int) -> dict:
-    """The ``think``, ``demand`` and ``arrivals`` streams of a :class:`SimBackend`, spawned
-    from ``seed`` (a recording or a steady-state probe that has no episode's seeds)."""
+    """The ``think``, ``demand`` and ``arrivals`` streams of a :class:`SimBackend` (or a
+    :class:`JobsBackend`), spawned from ``seed`` (a recording or a steady-state probe
+    that has no episode's seeds)."""
     return dict(zip(("think", "demand", "arrivals"), np.random.SeedSequence(seed).spawn(3), strict=True))
 
 
@@ -47,7 +49,7 @@ class _Deployment(BaseBackend):
     (the cluster twin of either engine, or the replay), its limits, the one clamp rule,
     and the episode hooks' defaults (built fresh per episode: nothing to set up)."""
 
-    deployment: SimCluster | FluidCluster | Replay
+    deployment: SimCluster | JobsCluster | FluidCluster | Replay
     min_replicas: int
     max_replicas: int
     clock: Clock
@@ -117,6 +119,107 @@ class SimBackend(_Deployment):
     def settle(self) -> Observation:
         """Wait as the paper's orchestrator did after an order (:func:`settled_at`),
         and observe."""
+        grew = self.deployment.ready_by() > self.clock.now()
+        self.clock.sleep_until(self.deployment.ready_by())
+        self._advance()
+        self.clock.sleep_until(settled_at(self.clock.now(), grew, self.scrape_s, self.rate_scrapes,
+                                          self.samples_after))
+        return self.observe()
+
+
+class JobsBackend(_Deployment):
+    """The jobs model on the discrete-event engine (:mod:`scalelab.simulator.jobs`):
+    submissions are jobs on a partitioned topic, runners (the replicas) pull them.
+
+    The same users (closed: load = users; open: load = jobs/s) and the same CPU model as
+    :class:`SimBackend`; ``seeds`` as there: the think times, demands and arrival instants
+    come from the same streams, and each job's partition from a generator spawned from
+    the ``arrivals`` seed (so the arrival instants are the service model's).
+
+    The context keeps its fields with the jobs' meanings: ``p95_ms``/``mean_ms`` are the
+    turnaround (submission to result) over the context's window, censored by the ages of
+    the jobs waiting or running when none finished in it; ``rps`` is completions per
+    second; the CPU and memory ratios are the runners'. ``queue`` carries the topic's
+    signals over the step's window (since the previous observation).
+    """
+
+    def __init__(self, app: AppProfile, cluster: ClusterSettings, jobs: JobsSettings, context: ContextSettings,
+                 clock: Clock, seeds: dict, closed: bool = True, max_users: int = 64,
+                 scrape_seconds: float = SCRAPE_SECONDS, rate_scrapes: int = 2, samples_after: int = 1) -> None:
+        self.app, self.clock, self.closed, self.scrape_s = app, clock, closed, scrape_seconds
+        self.rate_scrapes, self.samples_after = int(rate_scrapes), int(samples_after)
+        self.min_replicas, self.max_replicas = cluster.min_replicas, cluster.max_replicas
+        rng_arrivals = np.random.default_rng(seeds["arrivals"])
+        self.deployment = JobsCluster(
+            app, cluster, jobs, np.random.default_rng(seeds["think"]), np.random.default_rng(seeds["demand"]),
+            rng_arrivals, rng_arrivals.spawn(1)[0], max_users=max_users if closed else 64)
+        self.builder = ContextBuilder(context)
+        self.load = 0.0
+        self._window_start = self.deployment.now  # the step's window: since the previous observation
+        self._submitted = 0
+        self._turnaround: list[np.ndarray] = []
+        self._last: Observation | None = None
+
+    def set_load(self, level: float) -> None:
+        self.load = float(level)
+        if self.closed:
+            self.deployment.set_users(int(level))
+
+    def _advance(self) -> None:
+        t = self.clock.now()
+        if t <= self.deployment.now:
+            return
+        if not self.closed:
+            self.deployment.add_open_arrivals(self.load, t)
+        s = self.deployment.run_to(t)
+        self.builder.add_spans(Spans(s.submit_s, s.turnaround_s * 1000.0, s.runner, s.error))
+        self.builder.add_pod_samples(s.pods)
+        self._submitted += s.submitted
+        self._turnaround.append(s.turnaround_s)
+
+    def observe(self) -> Observation:
+        self._advance()
+        c, a = self.deployment, self.app
+        if self._last is not None and self._last.t_s == c.now:  # nothing happened since: the same observation
+            return self._last
+        ctx = self.builder.build(c.now, c.ready_replicas)
+        waiting, in_progress, runners, busy, oldest_wait = c.queue_state()
+        ages = None
+        censored = 0
+        if ctx.spans == 0 and waiting + in_progress > 0:  # an empty window under load: censored turnarounds
+            ages = c.in_flight_ages_ms()
+            ctx = self.builder.build(c.now, c.ready_replicas, ages)
+            censored = ages.shape[0]
+        span = c.now - self._window_start
+        done = np.concatenate(self._turnaround) if self._turnaround else np.zeros(0)
+        q_censored = 0
+        if done.shape[0]:
+            p95 = percentile(done * 1000.0, 95.0)
+        elif waiting + in_progress > 0:
+            ages = c.in_flight_ages_ms() if ages is None else ages
+            p95, q_censored = percentile(ages, 95.0), int(ages.shape[0])
+        else:
+            p95 = 0.0
+        queue = QueueSignals(
+            partitions=c.partition_offsets(), lag=int((c.latest - c.committed).sum()), waiting=waiting,
+            oldest_wait_s=oldest_wait, in_progress=in_progress,
+            arrival_rate=self._submitted / span if span > 0 else 0.0,
+            completion_rate=done.shape[0] / span if span > 0 else 0.0, turnaround_p95_ms=p95,
+            censored=q_censored, runners=runners, runners_busy=busy)
+        self._window_start, self._submitted, self._turnaround = c.now, 0, []
+        pods = tuple(PodSample(name, phase, start, ready, a.pod_cpu_request, a.pod_cpu_limit, a.pod_memory_request_mib,
+                               a.pod_memory_limit_mib, cpu, mem) for name, phase, start, ready, cpu, mem in c.pod_view())
+        self._last = Observation(t_s=c.now, context=ctx, desired_replicas=c.desired_replicas, pods=pods,
+                                 in_flight=waiting + in_progress, censored=censored, queue=queue)
+        return self._last
+
+    def scale_to(self, n: int) -> ScaleResult:
+        result = super().scale_to(n)
+        self._last = None  # the state changed: the next observation is built again
+        return result
+
+    def settle(self) -> Observation:
+        """As :meth:`SimBackend.settle`."""
         grew = self.deployment.ready_by() > self.clock.now()
         self.clock.sleep_until(self.deployment.ready_by())
         self._advance()

@@ -6,6 +6,11 @@ or below the SLO: their mean **and** their maximum. Here the samples come from t
 simulator itself, run at that load for ``measure_steps`` steps after a warm-up of one
 think cycle. Answers are cached per load level; required replicas grow with the load,
 so the search starts from the previous level's answer.
+
+On the jobs model (``jobs`` given) the samples are the turnaround p95s of a
+:class:`~scalelab.simulator.backends.JobsBackend` held at that many runners (in
+``runner_mode: job``, topped up to that many every step, as a scaler would), so the
+oracle's answer is the fewest runners whose turnaround meets the SLO.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import numpy as np
 
 from scalelab.orchestrator.backend import VirtualClock
 from scalelab.orchestrator.context import ContextSettings
-from scalelab.simulator.backends import SimBackend, stream_seeds
+from scalelab.simulator.backends import JobsBackend, SimBackend, stream_seeds
 from scalelab.simulator.cluster import ClusterSettings
+from scalelab.simulator.jobs import JobsSettings
 from scalelab.simulator.models import AppProfile
 
 
@@ -33,22 +39,30 @@ def steady_state_p95s(
     warmup: int = 6,
     seed: int = 0,
     step_s: float = 5.0,
+    jobs: JobsSettings | None = None,
 ) -> np.ndarray:
     """Per-step p95 (ms), shape ``(steps,)``, at a fixed load and replica count,
     observed through a :class:`~scalelab.simulator.backends.SimBackend` held at ``replicas``.
 
     The load is ``users`` closed users, or ``rate_rps`` open arrivals when given. A
     window where nothing completed while requests were in flight reads the p95 of their
-    ages, as the step loop scores it (an empty window is not a fast one).
+    ages, as the step loop scores it (an empty window is not a fast one). With ``jobs``,
+    the jobs model's runners and their turnaround p95.
     """
     clock = VirtualClock()
-    backend = SimBackend(app, settings.held_at(replicas), context, clock, stream_seeds(seed),
-                         closed=rate_rps is None, max_users=max(users, 1))
+    if jobs is None:
+        backend = SimBackend(app, settings.held_at(replicas), context, clock, stream_seeds(seed),
+                             closed=rate_rps is None, max_users=max(users, 1))
+    else:
+        backend = JobsBackend(app, settings.held_at(replicas), jobs, context, clock, stream_seeds(seed),
+                              closed=rate_rps is None, max_users=max(users, 1))
     backend.set_load(users if rate_rps is None else rate_rps)
     out = np.zeros(steps)
     for k in range(warmup + steps):
         clock.sleep_until((k + 1) * step_s)
-        obs = backend.observe()  # censored where nothing completed under load, as the loop scores it
+        obs = backend.observe()
+        if jobs is not None and jobs.runner_mode == "job":
+            backend.scale_to(replicas)  # one-shot runners exit: held at the count as a scaler would  # censored where nothing completed under load, as the loop scores it
         if k >= warmup:
             out[k - warmup] = obs.context.p95_ms
     return out
@@ -67,6 +81,7 @@ class OracleTable:
     measure_steps: int = 20
     seed: int = 0
     engine: str = "des"  # or "fluid": the fluid model's p95 decides
+    jobs: JobsSettings | None = None  # the jobs model's runners (engine des)
     cache: dict[float, int] = field(default_factory=dict)
 
     def _meets(self, load: float, replicas: int) -> bool:
@@ -79,7 +94,7 @@ class OracleTable:
         kwargs = {"rate_rps": load} if self.open_loop else {"users": int(load)}
         p95 = steady_state_p95s(
             self.app, self.settings, self.context, replicas, steps=self.measure_steps,
-            warmup=warmup, seed=self.seed, step_s=self.step_s, **kwargs,
+            warmup=warmup, seed=self.seed, step_s=self.step_s, jobs=self.jobs, **kwargs,
         )
         return bool(p95.mean() <= self.slo_ms and p95.max() <= self.slo_ms)
 

@@ -30,12 +30,14 @@ class Silent:
 
 def backends():
     out = {}
-    for engine, backend in (("des", "sim"), ("fluid", "sim"), ("des", "replay")):
+    for engine, backend, arch in (("des", "sim", "service"), ("fluid", "sim", "service"), ("des", "replay", "service"),
+                                  ("des", "sim", "jobs")):
         cfg = load_config({"name": "proto", "seed": 1, "runs": 1, "steps": 2, "engine": engine, "backend": backend,
+                           "architecture": arch,
                            "workload": {"kind": "constant", "users": 2},
                            **({"dataset": "paper-D1"} if backend == "replay" else {}),
                            "policies": [{"name": "static", "replicas": 1}]})
-        out[f"{backend}-{engine}"] = make_backend(cfg, resolve(cfg), dict(episode_seeds(1, 1, 1)[0], policy=0),
+        out[f"{backend}-{engine}" + ("-jobs" if arch == "jobs" else "")] = make_backend(cfg, resolve(cfg), dict(episode_seeds(1, 1, 1)[0], policy=0),
                                                   np.full(2, 2.0), VirtualClock())
     out["live"] = OrchestratorBackend(Silent(), VirtualClock(), 1, 4)
     out["checker"] = SyntheticBackend(VirtualClock())

@@ -158,9 +158,10 @@ def test_settle_on_the_simulator_waits_for_readiness_and_a_sample(engine):
     assert settled_at(12.0, grew=False) == 20.0  # a scale-down: counted at the next scrape, one more sample
 
 
-@pytest.mark.parametrize("engine", ["des", "fluid"])
+@pytest.mark.parametrize("engine", ["des", "fluid", "jobs"])
 def test_every_backend_clamps_and_reports(engine):
-    cfg = load_config({**CONFIG, "engine": engine, "steps": 3})
+    arch = {"engine": "des", "architecture": "jobs"} if engine == "jobs" else {"engine": engine}
+    cfg = load_config({**CONFIG, **arch, "steps": 3})
     r = resolve(cfg)
     backend = make_backend(cfg, r, dict(episode_seeds(1, 1, 1)[0], policy=0), np.full(3, 5.0), VirtualClock())
     res = backend.scale_to(12)
