@@ -109,7 +109,7 @@ def _register_builtins() -> None:
     from scalelab.agent.policies.cola import Cola
     from scalelab.agent.policies.keda_kafka import KedaKafka
     from scalelab.agent.policies.keda_scaledjob import KedaScaledJob
-    from scalelab.agent.policies.linucb import HSLinUCB, LinUCB
+    from scalelab.agent.policies.linucb import HSLinUCB, LinUCB, QueueHSLinUCB
     from scalelab.agent.policies.oracle import Oracle
     from scalelab.agent.policies.paper_learners import DQN, QLearning
     from scalelab.agent.policies.prairielearn_grader import PrairieLearnGrader
@@ -120,6 +120,7 @@ def _register_builtins() -> None:
     register("static", Static)
     register("oracle", Oracle)
     register("hslinucb", HSLinUCB)
+    register("hslinucb-queue", QueueHSLinUCB)
     register("linucb", LinUCB)
     register("lin-ts", LinTS)
     register("epsilon-greedy", EpsilonGreedy)

@@ -236,3 +236,43 @@ class HSLinUCB(BasePolicy):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.core.load(state["core"])
+
+
+class QueueHSLinUCB(HSLinUCB):
+    """HSLinUCB over the jobs model's context (``architecture: jobs``): the paper's rule
+    and reward on the turnaround (the context's p95 is the jobs' turnaround there), its
+    bandit on the paper's 7 features plus two from the queue: the lag per runner (jobs
+    submitted and not committed, over the runners that exist; jobs) and the oldest
+    waiting job's age (s). A queue that grows is then visible before the turnaround
+    breaks the SLO."""
+
+    name = "hslinucb-queue"
+    architecture = "jobs"
+    EXTRA = ("lag_per_runner", "oldest_wait_s")
+
+    def __init__(self, alpha: float = 1.0, lam: float = 1.0, slo_ms: float = 600.0, paper_reward: bool = True,
+                 seed=None) -> None:
+        super().__init__(alpha=alpha, lam=lam, slo_ms=slo_ms, paper_reward=paper_reward, seed=seed)
+        self.core = LinUCBCore(2, len(FIELDS) + len(self.EXTRA), alpha, lam, exact_inverse=True)
+        self._x: np.ndarray | None = None  # the features of the last decision
+
+    def features(self, context: Context, info: Mapping[str, Any] | None) -> np.ndarray:
+        """The 7 features, then the lag per runner (jobs) and the oldest wait (s)."""
+        from scalelab.agent.policies.keda_kafka import needs_queue
+
+        _, q = needs_queue(self.name, info or {})
+        return np.concatenate((context.vector(), (q.lag / max(q.runners, 1), q.oldest_wait_s)))
+
+    def decide(self, context: Context, info: Mapping[str, Any] | None = None) -> Decision:
+        self._x = self.features(context, info)
+        if context.p95_ms > self.slo_ms:
+            return Decision(action=self.UP, probability=1.0, probabilities=(0.0, 0.0, 1.0), forced=True)
+        s = self.core.scores(self._x)
+        a, p = argmax_random(s, self.rng)
+        return Decision(action=a, probability=p, probabilities=(*tie_probabilities(s, a, p), 0.0))
+
+    def update(self, context: Context, action: int, reward: float, next_context: Context) -> None:
+        if action == self.UP or self._x is None:
+            return
+        r = self.reward(context, action, next_context) if self.paper_reward else reward
+        self.core.update(action, self._x, r)
