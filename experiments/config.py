@@ -182,6 +182,27 @@ class RewardConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+#: The architectures a config may name: ``service`` (a sandbox HTTP service behind a balancer,
+#: scaled as replicas) or ``jobs`` (submissions are jobs on a Kafka topic that runners pull).
+ARCHITECTURES = ("service", "jobs")
+#: How the jobs model's runners are deployed: a Deployment of long-lived runners, or one
+#: Kubernetes Job per runner (KEDA's ScaledObject and ScaledJob).
+RUNNER_MODES = ("deployment", "job")
+
+
+@dataclass
+class JobsConfig:
+    """The jobs architecture (``architecture: jobs``): ``partitions`` of the jobs topic,
+    the jobs a runner holds at once (``max_concurrent_jobs``, PrairieLearn's grader
+    default 5), ``runner_mode`` (``deployment`` or ``job``) and the seconds a consumer
+    group's rebalance takes (``rebalance_seconds``)."""
+
+    partitions: int = 12
+    max_concurrent_jobs: int = 5
+    runner_mode: str = "deployment"
+    rebalance_seconds: float = 3.0
+
+
 #: des: every request; fluid: a queueing model per step (deterministic); fluid-stochastic:
 #: the same model, each step's p95, request rate and usage drawn as a window of that many
 #: spans would give them (seeded by the run's demand stream)
@@ -211,6 +232,8 @@ class ExperimentConfig:
     ``settle`` (the paper's: after an order that changed the count, wait until it took
     effect and was measured; that observation is the step's outcome). See
     ``scalelab.agent.loop`` and ``docs/architecture.md``.
+    architecture: ``service`` (the default: an HTTP service scaled as replicas) or
+    ``jobs`` (submissions are jobs on a Kafka topic pulled by runners; :class:`JobsConfig`).
     """
 
     name: str = "experiment"
@@ -233,6 +256,8 @@ class ExperimentConfig:
     context: ContextConfig = field(default_factory=ContextConfig)
     policies: list[PolicySpec] = field(default_factory=lambda: [PolicySpec("static")])
     reward: RewardConfig = field(default_factory=RewardConfig)
+    architecture: str = "service"
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
     def to_dict(self) -> dict:
         """Plain data, as YAML would hold it (policy params inlined)."""
@@ -342,6 +367,12 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
 
     need(cfg.backend in BACKENDS, "backend", cfg.backend, f"must be one of {list(BACKENDS)}")
     need(cfg.engine in ENGINES, "engine", cfg.engine, f"must be one of {list(ENGINES)}")
+    need(cfg.architecture in ARCHITECTURES, "architecture", cfg.architecture, f"must be one of {list(ARCHITECTURES)}")
+    j = cfg.jobs
+    need(j.partitions >= 1, "jobs.partitions", j.partitions, "must be >= 1")
+    need(j.max_concurrent_jobs >= 1, "jobs.max_concurrent_jobs", j.max_concurrent_jobs, "must be >= 1")
+    need(j.runner_mode in RUNNER_MODES, "jobs.runner_mode", j.runner_mode, f"must be one of {list(RUNNER_MODES)}")
+    need(j.rebalance_seconds >= 0, "jobs.rebalance_seconds", j.rebalance_seconds, "must be >= 0")
     need(cfg.loop in LOOP_MODES, "loop", cfg.loop, f"must be one of {list(LOOP_MODES)}")
     need(1 <= cfg.runs <= MAX_RUNS, "runs", cfg.runs, f"must be within [1, {MAX_RUNS}]")
     need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
