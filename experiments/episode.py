@@ -220,9 +220,11 @@ def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndar
 
 def records_frame(records: list[StepRecord], run: int, policy: str, oracle: np.ndarray | None) -> pd.DataFrame:
     """Rows of ``steps.parquet`` for ``records``: ``run``, ``policy``, then
-    :meth:`StepRecord.row`, then ``oracle_replicas`` (-1 without an oracle)."""
+    :meth:`StepRecord.row`, then ``oracle_replicas`` (-1 without an oracle). The jobs
+    architecture's ``queue_*`` columns follow the row's own when its outcomes carry them."""
     rows = [r.row() for r in records]
-    frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    queue = [k for k in (rows[0] if rows else ()) if k.startswith("queue_")]
+    frame = pd.DataFrame(rows, columns=[*ROW_COLUMNS, *queue])
     frame.insert(0, "policy", [policy] * len(rows))
     frame.insert(0, "run", np.full(len(rows), run, dtype=np.int64))
     steps = frame["step"].to_numpy() if rows else np.zeros(0, dtype=np.int64)

@@ -106,12 +106,15 @@ def parse_job(key: bytes | None, value: bytes | None, partition: int, offset: in
 
 class Offsets:
     """The commit rule: per partition, jobs taken in offset order; the committable offset
-    is one past the longest run of done jobs from the start."""
+    is one past the longest run of done jobs from the start. ``next`` keeps it until a
+    commit of it is acknowledged (``acknowledge``), so a commit the broker refused is
+    made again."""
 
     def __init__(self) -> None:
         self.taken: dict[int, deque[int]] = {}
         self.done: dict[int, set[int]] = {}
-        self.next: dict[int, int] = {}  # partition -> offset to commit (not yet committed)
+        self.next: dict[int, int] = {}  # partition -> the offset to commit
+        self.acked: dict[int, int] = {}  # partition -> the last offset the broker acknowledged
 
     def take(self, partition: int, offset: int) -> None:
         self.taken.setdefault(partition, deque()).append(offset)
@@ -130,13 +133,17 @@ class Offsets:
         parts = self.taken if partitions is None else [p for p in partitions if p in self.taken]
         return sum(len(self.taken[p]) - len(self.done[p]) for p in parts)
 
-    def pop_commits(self) -> dict[int, int]:
-        out, self.next = self.next, {}
-        return out
+    def to_commit(self, partitions=None) -> dict[int, int]:
+        """The offsets to commit (of ``partitions``, default all): those not acknowledged yet."""
+        return {p: o for p, o in self.next.items()
+                if (partitions is None or p in partitions) and o > self.acked.get(p, -1)}
+
+    def acknowledge(self, partition: int, offset: int) -> None:
+        self.acked[partition] = max(self.acked.get(partition, -1), offset)
 
     def forget(self, partition: int) -> None:
-        self.taken.pop(partition, None)
-        self.done.pop(partition, None)
+        for d in (self.taken, self.done, self.next, self.acked):
+            d.pop(partition, None)
 
 
 class RunnerApp(App):
@@ -187,9 +194,15 @@ class JobRunner:
         self.assigned = threading.Event()  # set once the group gave it partitions (or none, but answered)
         self._delivered: queue.Queue = queue.Queue()  # (partition, offset) of results the broker acknowledged
         self._pool = ThreadPoolExecutor(max_workers=self.max, thread_name_prefix="job")
-        self._paused = False
+        self._paused: bool | None = None  # None: apply to the assignment whatever it was
+        self._sent: dict[int, int] | None = None  # the asynchronous commit awaiting its answer
         self.consumer = self.producer = None
         self.errors: list[str] = []
+
+    def _error(self, message: str) -> None:
+        """Keep and log an error that does not stop the runner."""
+        self.errors.append(message[:300])
+        print(f"runner {self.name}: {message[:300]}", file=sys.stderr, flush=True)
 
     # -- Kafka
     def _connect(self) -> None:
@@ -200,26 +213,43 @@ class JobRunner:
         self.consumer = Consumer({
             "bootstrap.servers": self.bootstrap, "group.id": self.group, "client.id": self.name,
             "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
-            "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000, "max.poll.interval.ms": 600000,
-            "topic.metadata.refresh.interval.ms": 5000,
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "max.poll.interval.ms": 600000,
+            "topic.metadata.refresh.interval.ms": 5000, "on_commit": self._committed,
+            # incremental rebalances: a runner joining or leaving moves only the partitions that
+            # change hands; the others keep their jobs running and their commits going
+            "partition.assignment.strategy": "cooperative-sticky",
         })  # fmt: skip
-        self.consumer.subscribe([self.jobs_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.consumer.subscribe([self.jobs_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+
+    def _on_lost(self, consumer, partitions) -> None:
+        """Partitions lost (the group went on without this runner): their jobs are
+        someone else's now; the results still go out, their commits would fail."""
+        self._error(f"lost partitions {[p.partition for p in partitions]}")
+        for p in partitions:
+            self.offsets.forget(p.partition)
 
     def _on_assign(self, consumer, partitions) -> None:
-        self._paused = False
+        print(f"runner {self.name}: assigned {[p.partition for p in partitions]}", file=sys.stderr, flush=True)
+        # a partition paused before a rebalance stays paused when it comes back: the next
+        # round pauses or resumes the whole new assignment, whatever it was
+        self._paused = None
         self.assigned.set()
 
     def _on_revoke(self, consumer, partitions) -> None:
         """Partitions taken away: finish their jobs and commit before letting them go."""
         ids = [p.partition for p in partitions]
+        print(f"runner {self.name}: revoked {ids}, holding {self.offsets.in_progress(ids)} of their jobs",
+              file=sys.stderr, flush=True)
         end = time.monotonic() + self.drain_timeout_s
         while self.offsets.in_progress(ids) and time.monotonic() < end:
-            self._serve(0.05)
-        self._commit(asynchronous=False)
+            self._serve(0.05, commit=False)
+        self._serve(0, commit=False)
+        self._commit(asynchronous=False, partitions=ids)
         for p in ids:
             self.offsets.forget(p)
 
-    def _serve(self, timeout_s: float) -> None:
+    def _serve(self, timeout_s: float, commit: bool = True) -> None:
         """Serve the producer's acknowledgements: each acknowledged finished result
         makes its offset done; then commit what became committable."""
         self.producer.poll(timeout_s)
@@ -230,24 +260,44 @@ class JobRunner:
                 break
             self.offsets.finish(partition, offset)
         self.app.jobs_in_progress = self.offsets.in_progress()
-        self._commit()
+        if commit:
+            self._commit()
 
-    def _commit(self, asynchronous: bool = True) -> None:
+    def _commit(self, asynchronous: bool = True, partitions=None) -> None:
+        """Commit the offsets not acknowledged yet; an acknowledgement (here for a
+        synchronous commit, in :meth:`_committed` for an asynchronous one) marks them."""
         from confluent_kafka import KafkaException, TopicPartition
 
-        commits = self.offsets.pop_commits()
-        if not commits:
+        commits = self.offsets.to_commit(partitions)
+        if not commits or (asynchronous and commits == self._sent):
             return
+        self._sent = commits
         try:
-            self.consumer.commit(offsets=[TopicPartition(self.jobs_topic, p, o) for p, o in commits.items()],
-                                 asynchronous=asynchronous)
+            done = self.consumer.commit(offsets=[TopicPartition(self.jobs_topic, p, o) for p, o in commits.items()],
+                                        asynchronous=asynchronous)
         except KafkaException as exc:  # e.g. no longer a member: the jobs come again to whoever holds them
-            self.errors.append(f"commit {commits}: {exc}"[:300])
+            self._sent = None
+            self._error(f"commit {commits}: {exc}")
+            return
+        if not asynchronous:
+            for tp in done or ():
+                if tp.error is None:
+                    self.offsets.acknowledge(tp.partition, tp.offset)
+
+    def _committed(self, err, partitions) -> None:
+        """The broker's answer to an asynchronous commit (served by ``poll``)."""
+        self._sent = None
+        if err is not None:
+            print(f"runner {self.name}: a commit was refused ({err}); it is made again", file=sys.stderr, flush=True)
+            return
+        for tp in partitions:
+            if tp.error is None and tp.topic == self.jobs_topic:
+                self.offsets.acknowledge(tp.partition, tp.offset)
 
     def _publish(self, job: Job, event: dict, done: bool) -> None:
         def delivered(err, msg) -> None:
             if err is not None:
-                self.errors.append(f"result of {job.id}: {err}"[:300])
+                self._error(f"result of {job.id}: {err}")
             if done:  # a result the broker did not take still ends the job here; the error is logged
                 self._delivered.put((job.partition, job.offset))
 
@@ -280,7 +330,7 @@ class JobRunner:
         try:
             self._run(job)
         except Exception as exc:  # a bug must not lose the job: it ends with the error
-            self.errors.append(f"job {job.id}: {type(exc).__name__}: {exc}"[:300])
+            self._error(f"job {job.id}: {type(exc).__name__}: {exc}")
             self._publish(job, {"event": "finished", "started": time.time(), "finished": time.time(), "status": 500,
                                 "verdict": None, "error": f"{type(exc).__name__}: {exc}"[:500]}, done=True)
 
@@ -299,7 +349,7 @@ class JobRunner:
     def _flow(self) -> None:
         """Pause the partitions while the runner is full, resume when a place is free."""
         full = self.offsets.in_progress() >= self.max
-        if full != self._paused:
+        if full is not self._paused:
             parts = self.consumer.assignment()
             if parts:
                 (self.consumer.pause if full else self.consumer.resume)(parts)
@@ -328,8 +378,8 @@ class JobRunner:
             self.consumer.pause(parts)
         end = time.monotonic() + self.drain_timeout_s
         while self.offsets.in_progress() and time.monotonic() < end:
-            self._serve(0.05)
-        self._serve(0)
+            self._serve(0.05, commit=False)
+        self._serve(0, commit=False)
         self._commit(asynchronous=False)
         self.producer.flush(10)
         self.consumer.close()  # leaves the group: the others rebalance
