@@ -215,9 +215,6 @@ class JobRunner:
             "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "max.poll.interval.ms": 600000,
             "topic.metadata.refresh.interval.ms": 5000, "on_commit": self._committed,
-            # incremental rebalances: a runner joining or leaving moves only the partitions that
-            # change hands; the others keep their jobs running and their commits going
-            "partition.assignment.strategy": "cooperative-sticky",
         })  # fmt: skip
         self.consumer.subscribe([self.jobs_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)

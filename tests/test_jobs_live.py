@@ -115,9 +115,14 @@ def test_runners_run_jobs_in_the_sandbox_commit_in_order_and_drain_on_sigterm():
         runners.append(_runner(addr, "runner-c", 2))  # a runner joins while runner-b is full and paused
         wait_for(lambda: len(results.finished()) == 27, 180, "a result of every job")
         done = results.finished()
-        assert all(len(v) == 1 for v in done.values()), {k: [(m["runner"], m["partition"], m["offset"], m["started"]) for m in v] for k, v in done.items() if len(v) != 1}
+        # at least once: a job finished while the group rebalanced may run again on its partition's
+        # next owner (the mock broker refuses commits during a rebalance); both answers agree
+        again = {k: v for k, v in done.items() if len(v) > 1}
+        assert len(again) <= 6, again
+        for v in again.values():
+            assert len({(m["status"], (m["verdict"] or {}).get("stdout"), m["error"]) for m in v}) == 1
         for job_id, stdout in sent.items():
-            (r,) = done[job_id]
+            r = done[job_id][0]
             assert r["_key"] == job_id and r["status"] == 200 and r["verdict"]["stdout"] == stdout, r
             assert r["submitted"] <= r["started"] <= r["finished"]
         assert "not JSON" in done["not-json"][0]["error"] and done["not-json"][0]["status"] == 400
@@ -126,7 +131,7 @@ def test_runners_run_jobs_in_the_sandbox_commit_in_order_and_drain_on_sigterm():
         assert {r[0]["runner"] for r in done.values()} <= {"runner-a", "runner-b", "runner-c"}
         assert {"runner-a", "runner-b"} <= {r[0]["runner"] for r in done.values()}
         started = [m for m in results.messages if m["event"] == "started"]
-        assert len({m["id"] for m in started}) == 27
+        assert {m["id"] for m in started} == set(done)
         # at most 2 jobs at once per runner: count overlaps of [started, finished]
         for name in ("runner-a", "runner-b", "runner-c"):
             spans = [(r[0]["started"], r[0]["finished"]) for r in done.values() if r[0]["runner"] == name]

@@ -3,8 +3,14 @@ decisions.jsonl, Kafka state messages) and into the step rows as ``queue_*`` col
 
 from scalelab.agent.base import Decision
 from scalelab.agent.loop import StepRecord
-from scalelab.orchestrator.backend import (INVALID_OFFSET, QUEUE_COLUMNS, Observation, PartitionOffsets,
-                                           QueueSignals, ScaleResult)
+from scalelab.orchestrator.backend import (
+    INVALID_OFFSET,
+    QUEUE_COLUMNS,
+    Observation,
+    PartitionOffsets,
+    QueueSignals,
+    ScaleResult,
+)
 from scalelab.orchestrator.context import Context
 
 
