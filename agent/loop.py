@@ -253,11 +253,13 @@ class StepLoop:
         """What a policy may know at step ``k`` besides the context: ``workload_t_s`` is
         the moment of the workload (s from its start) whose load the step's outcome is
         measured under (step ``k + 1``'s in ``period`` mode, ``k``'s in ``settle``), and
-        the oracle and the calendar are given for that moment."""
+        the oracle and the calendar are given for that moment. ``users`` is the load offered
+        during step ``k`` (students working on the site now: what PrairieLearn's
+        ``current_pages`` counts; req/s for an open workload)."""
         ahead = 1 if self.settings.mode == "period" else 0  # the load the step's outcome is measured at
         faces = min(k + ahead, self.steps - 1)
         info = {"step": k, "t_s": before.t_s, "current_replicas": self.backend.desired_replicas,
-                "observation": before, "workload_t_s": faces * self.settings.step_seconds}
+                "observation": before, "workload_t_s": faces * self.settings.step_seconds, "users": self.loads[k]}
         if self.oracle is not None:
             info["oracle_replicas"] = self.oracle[faces]
         if self.calendar is not None:  # what the timetable says for that moment and after

@@ -235,8 +235,8 @@ class ExperimentConfig:
     effect and was measured; that observation is the step's outcome). See
     ``scalelab.agent.loop`` and ``docs/architecture.md``.
     architecture: ``service`` (the default: requests to replicas behind a balancer) or
-    ``jobs`` (submissions are jobs on a topic that runners pull; ``backend: sim``,
-    ``engine: des`` only), shaped by ``jobs`` (:class:`JobsConfig`).
+    ``jobs`` (submissions are jobs on a topic that runners pull; ``backend: sim`` with
+    ``engine: des``, or ``live``), shaped by ``jobs`` (:class:`JobsConfig`).
     """
 
     name: str = "experiment"
@@ -374,10 +374,11 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(cfg.architecture in ARCHITECTURES, "architecture", cfg.architecture, f"must be one of {list(ARCHITECTURES)}")
     j = cfg.jobs
     if cfg.architecture == "jobs":
-        need(cfg.backend == "sim", "backend", cfg.backend,
-             "must be 'sim' with architecture: jobs (the jobs model runs on the simulator only)")
-        need(cfg.engine == "des", "engine", cfg.engine,
-             "must be 'des' with architecture: jobs (the fluid engines model the service only)")
+        need(cfg.backend in ("sim", "live"), "backend", cfg.backend,
+             "must be 'sim' or 'live' with architecture: jobs (no dataset of jobs is recorded to replay)")
+        if cfg.backend == "sim":
+            need(cfg.engine == "des", "engine", cfg.engine,
+                 "must be 'des' with architecture: jobs (the fluid engines model the service only)")
     else:
         need(j == JobsConfig(), "jobs", dataclasses.asdict(j), "is read only with architecture: jobs")
     need(1 <= j.partitions <= MAX_PARTITIONS, "jobs.partitions", j.partitions, f"must be within [1, {MAX_PARTITIONS}]")

@@ -46,7 +46,7 @@ from scalelab.injector.calendar import calendar_features, timetable_data
 from scalelab.orchestrator import plugins
 from scalelab.orchestrator.local_processes import die_with_parent
 from scalelab.orchestrator.scalers.local import ReplicaSpec
-from scalelab.orchestrator.stack import LocalStack
+from scalelab.orchestrator.stack import JobsStack, LocalStack
 
 
 class AgentFailed(PermanentError):
@@ -66,15 +66,23 @@ class LiveSettings:
     max_replicas: int
     initial_replicas: int
     task: dict = field(default_factory=lambda: {"task": "compute", "cpu": 200})  # the injector's set_task order
+    jobs: JobsStack | None = None  # the jobs architecture: runners pull jobs from Kafka (None: the service)
 
 
-def injector_task(r: Resolved, injector_cpu: int = 200) -> dict:
+def injector_task(r: Resolved, injector_cpu: int = 200, jobs: bool = False) -> dict:
     """What the injector's users do for the resolved config: the app's service demand
     has one live counterpart. ``fixed-cpu`` (the paper's) is ``GET /compute?cpu=N``
     clients; ``corpus`` (the ``sandbox`` profile) is students submitting the corpus's
-    programs to ``POST /run``. The think time is the simulator's."""
+    programs to ``POST /run``; with ``jobs`` (``architecture: jobs``), the same students
+    submitting them as jobs to Kafka and waiting for their results. The think time is the
+    simulator's."""
     d, c = r.app.demand, r.cluster
     think = [c.think_low_s, c.think_high_s]
+    if jobs:
+        if d.kind != "corpus":
+            raise ConfigError(f"config: architecture: jobs runs the submission corpus's programs as jobs; "
+                              f"app.demand.kind={d.kind!r} has no jobs counterpart (use the sandbox profile)")
+        return {"task": "job", "corpus": d.corpus, "think_s": think}
     if d.kind == "fixed-cpu":
         return {"task": "compute", "cpu": int(injector_cpu), "think_s": think}
     if d.kind == "corpus":
@@ -90,9 +98,17 @@ def live_settings(cfg: ExperimentConfig, r: Resolved | None = None, injector_cpu
     replica = ReplicaSpec(cpu_request=a.cpu_request, cpu_limit=a.cpu_limit,
                           memory_request_mib=round(a.memory_request_mib),
                           memory_limit_mib=round(a.memory_limit_mib))
+    jobs = None
+    if cfg.architecture == "jobs":
+        j = cfg.jobs
+        if j.runner_mode != "deployment":
+            raise ConfigError(f"config: jobs.runner_mode={j.runner_mode!r}: the local stack runs long-lived runners "
+                              "only ('deployment'); a runner per job is the Kubernetes ScaledJob's")
+        jobs = JobsStack(partitions=j.partitions, max_concurrent_jobs=j.max_concurrent_jobs)
     return LiveSettings(replica=replica, think_s=(c.think_low_s, c.think_high_s), context=asdict(r.context),
                         min_replicas=c.min_replicas, max_replicas=c.max_replicas,
-                        initial_replicas=c.initial_replicas, task=injector_task(r, injector_cpu))
+                        initial_replicas=c.initial_replicas, task=injector_task(r, injector_cpu, jobs is not None),
+                        jobs=jobs)
 
 
 def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int, injector_cpu: int = 200,
@@ -110,7 +126,7 @@ def agent_spec(cfg: ExperimentConfig, policy_index: int, run: int, seed: int, in
                      min_replicas=cfg.cluster.min_replicas, max_replicas=cfg.cluster.max_replicas,
                      initial_replicas=cfg.cluster.initial_replicas, users=users, hot_start=hot,
                      warmup_load=cfg.warmup.load, warmup_seconds=float(cfg.warmup.seconds),
-                     injector_task={**injector_task(r, injector_cpu), "seed": int(seed)},
+                     injector_task={**injector_task(r, injector_cpu, cfg.architecture == "jobs"), "seed": int(seed)},
                      calendar=agent_calendar(cfg, r, calendar_seed))
 
 
@@ -392,9 +408,11 @@ def _run_live_in(cfg: ExperimentConfig, settings: LiveSettings, path: Path, stac
         if stack is not None:
             if stack.state:  # a resumed run's stack, left behind by the run that died
                 stack.down()
-            stack.up(replicas=settings.initial_replicas, spec=settings.replica, owner_stops_on_sigterm=True)
+            stack.up(replicas=settings.initial_replicas, spec=settings.replica, owner_stops_on_sigterm=True,
+                     jobs=settings.jobs)
             (path / "stack.json").write_text(json.dumps({"cpu_limit_enforced": stack.scaler.cpu_limit_enforced,
-                                                         "replica": asdict(settings.replica), "task": settings.task}))
+                                                         "replica": asdict(settings.replica), "task": settings.task,
+                                                         "jobs": asdict(settings.jobs) if settings.jobs else None}))
         if stack is not None:
             addr = stack.state["kafka"]["bootstrap"]
             procs = start_services(stack, settings, injector_cpu=injector_cpu)

@@ -3,7 +3,7 @@ publishing aggregated statistics on ``locust`` every ``report_s`` seconds.
 
 Orders (the paper's): ``set_user_level`` (``level``, ``spawn_rate``, ``reset_stats``),
 ``step_user_level`` (``level`` ± k), ``reset`` (statistics), ``stop`` (all users); and
-``set_task`` (what users do: ``task`` ``compute`` or ``student``, ``think_s``, ``cpu``,
+``set_task`` (what users do: ``task`` ``compute``, ``student`` or ``job``, ``think_s``, ``cpu``,
 ``corpus``, ``seed``; :class:`scalelab.injector.locustfile.Task`), which the experiment sends
 before its first step. Malformed orders are counted and ignored.
 

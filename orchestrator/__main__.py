@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--namespace", default="default", help="the Deployments' and pods' namespace")
     ap.add_argument("--api-host", help="Kubernetes API URL (default: in-cluster, then kubeconfig)")
     ap.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for ready replicas")
+    ap.add_argument("--jobs", action="store_true", help="the jobs architecture: the queue of topics jobs and "
+                    "results and group runners (a local stack up for it says so itself)")
     args = ap.parse_args(argv)
+    jobs = {"jobs_topic": "jobs", "results_topic": "results", "group": "runners"} if args.jobs else None
     if args.kubernetes == bool(args.stack_dir):
         ap.error("give exactly one of --stack-dir (local stack) and --kubernetes")
     if args.kubernetes:
@@ -59,12 +62,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"orchestrator: error: no stack is up in {args.stack_dir}", file=sys.stderr)
             return 2
         scaler, pools = stack.scaler, None
+        if stack.jobs is not None and not args.jobs:
+            j = stack.jobs
+            jobs = {"jobs_topic": j.jobs_topic, "results_topic": j.results_topic, "group": j.group}
         bootstrap = args.bootstrap or stack.state["kafka"]["bootstrap"]
         prometheus = args.prometheus or stack.state["prometheus"]["url"]
     svc = OrchestratorService(
         scaler, bootstrap=bootstrap, prometheus_url=prometheus, context=context_settings(args),
         services=tuple(args.service or ["sandbox"]), min_replicas=args.min, max_replicas=args.max,
-        namespace=args.namespace, pools=pools,
+        namespace=args.namespace, pools=pools, jobs=jobs,
     )  # fmt: skip
     svc.start()
     stop = threading.Event()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from scalelab.errors import PermanentError, TemporaryError
-from scalelab.orchestrator.backend import BaseBackend, Clock, Observation, ScaleResult, clamp
+from scalelab.orchestrator.backend import BaseBackend, Clock, Observation, QueueSignals, ScaleResult, clamp
 from scalelab.orchestrator.context import Context
 
 
@@ -50,7 +50,8 @@ def observation_from_state(state: dict, t_s: float, load: float, metric_gap_s: f
     return Observation(t_s=t_s, context=ctx, desired_replicas=int(state.get("desired_replicas", ctx.replicas)),
                        in_flight=int(state.get("in_flight", 0)), censored=int(state.get("censored", 0)),
                        missing=tuple(missing),
-                       client_p95_ms=float(client) if client is not None else None)
+                       client_p95_ms=float(client) if client is not None else None,
+                       queue=QueueSignals.from_dict(state["queue"]) if state.get("queue") else None)
 
 
 class OrchestratorBackend(BaseBackend):

@@ -58,7 +58,10 @@ class OrchestratorService:
                  min_replicas: int = 1, max_replicas: int = 10, metric_interval_s: float = 5.0,
                  namespace: str = "default", clock: Callable[[], float] = time.time,
                  api_version: tuple[int, int] | None = (2, 3), fetch_wait_ms: int = 50,
-                 pools: dict[str, Scaler] | None = None) -> None:
+                 pools: dict[str, Scaler] | None = None, jobs: dict | None = None) -> None:
+        # the jobs architecture (runners pulling jobs from Kafka): {"jobs_topic", "results_topic", "group"}
+        self.jobs_settings = dict(jobs) if jobs else None
+        self.jobs = None  # its JobsCollector, once started
         # several Deployments (node pools): scaleSUT's optional ``deployment`` picks one
         self.pools = dict(pools or {})
         self.fetch_wait_ms = fetch_wait_ms  # the order consumer's long-poll wait: idle CPU vs round trip
@@ -231,6 +234,8 @@ class OrchestratorService:
             self.builder = ContextBuilder(settings)
             if self.zipkin is not None:
                 self.zipkin.builder = self.builder
+            if self.jobs is not None:
+                self.jobs.builder = self.builder
 
     def config(self) -> dict:
         return {"context": asdict(self.settings), "services": list(self.services), "min": self.min,
@@ -243,7 +248,8 @@ class OrchestratorService:
         with self.lock:
             ctx = self.builder.build(now, self.scaler.ready_replicas, ages)
             client_p95, client_n = self.client.p95(now, self.settings)
-        last_span = self.zipkin.last_span_at if self.zipkin is not None else None
+        last_span = self.zipkin.last_span_at if self.zipkin is not None else (
+            self.jobs.last_result_at if self.jobs is not None else None)
         gaps = {
             "prometheus_s": None if self.last_prometheus_ok is None else round(now - self.last_prometheus_ok, 3),
             "zipkin_s": None if last_span is None else round(now - last_span, 3),
@@ -256,6 +262,12 @@ class OrchestratorService:
         if ages is not None:  # the balancer's view: in-flight requests, censored when none completed
             out["in_flight"] = int(ages.shape[0])
             out["censored"] = int(ages.shape[0]) if ctx.spans == 0 else 0
+        if self.jobs is not None:  # the jobs architecture's queue (offsets, waits, turnaround)
+            runners = len(getattr(self.scaler, "replicas", ())) or self.scaler.desired_replicas
+            try:
+                out["queue"] = self.jobs.signals(now, self.settings.window_s, runners).to_dict()
+            except Exception as exc:  # the broker did not answer the offsets: the state goes on, marked
+                gaps["queue_error"] = f"{type(exc).__name__}: {exc}"[:300]
         if self.pools:
             out["pools"] = {n: {"desired": p.desired_replicas, "ready": p.ready_replicas} for n, p in self.pools.items()}
         return out
@@ -263,6 +275,8 @@ class OrchestratorService:
     def _in_flight_ages_ms(self):
         """The ages of the requests in flight at the balancer, ms (None when the scaler
         cannot tell, as on Kubernetes)."""
+        if self.jobs is not None:  # jobs submitted and not finished
+            return self.jobs.unfinished_ages_ms(self.clock())
         ages = getattr(self.scaler, "in_flight_ages_ms", None)
         if ages is None:
             return None
@@ -387,10 +401,16 @@ class OrchestratorService:
         self.last_locust = stats
 
     def start(self) -> None:
-        if self.bootstrap:
+        if self.bootstrap and self.jobs_settings is not None:
+            from scalelab.orchestrator.collectors.jobs import JobsCollector
+
+            self.jobs = JobsCollector(self.bootstrap, self.builder, self.lock, **self.jobs_settings)
+            self.jobs.start()
+        elif self.bootstrap:
             self.zipkin = ZipkinCollector(self.bootstrap, self.builder, self.lock, services=self.services,
                                           api_version=self.api_version)
             self.zipkin.start()
+        if self.bootstrap:
             self._threads.append(threading.Thread(target=self._order_loop, name="orders", daemon=True))
         if self.prometheus_url:
             self._threads.append(threading.Thread(target=self._prometheus_loop, name="prometheus", daemon=True))
@@ -403,6 +423,8 @@ class OrchestratorService:
         self._stop.set()
         if self.zipkin is not None:
             self.zipkin.stop()
+        if self.jobs is not None:
+            self.jobs.stop()
         for t in self._threads:
             t.join(timeout=10)
         self._scaling.shutdown(wait=False, cancel_futures=True)

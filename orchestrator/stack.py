@@ -1,4 +1,6 @@
-"""The local live data plane: embedded Kafka, Prometheus, HAProxy and N sandbox replicas.
+"""The local live data plane: embedded Kafka, Prometheus, HAProxy and N sandbox replicas;
+or, for the jobs architecture (``up(..., jobs=JobsStack(...))``), embedded Kafka with the
+jobs and results topics, Prometheus and N runners (no balancer: runners pull their jobs).
 
 ``LocalStack(dir).up(n)`` starts everything as detached processes and records them in
 ``dir/stack.json``; ``status()`` reports one JSON document; ``down()`` stops everything
@@ -16,16 +18,16 @@ import signal
 import sys
 import time
 import urllib.request
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from scalelab.errors import PermanentError
 from scalelab.orchestrator import stack_registry
 from scalelab.orchestrator.haproxy import HAProxy
-from scalelab.orchestrator.kafka_embedded import fixed_port_env
+from scalelab.orchestrator.kafka_embedded import fixed_port_env, topic_args
 from scalelab.orchestrator.local_processes import alive, free_port, reap, spawn, stop
 from scalelab.orchestrator.prometheus_local import LocalPrometheus
-from scalelab.orchestrator.scalers.local import LocalScaler, ReplicaSpec
+from scalelab.orchestrator.scalers.local import LocalRunnerScaler, LocalScaler, ReplicaSpec, RunnerSpec
 
 #: The paper's topics (docs/architecture.md; the order vocabulary is in orchestrator/protocol.py).
 TOPICS = ("action", "action_result", "state", "locust_order", "locust", "zipkin")
@@ -61,6 +63,25 @@ def _start_with_a_free_port(make, attempts: int = 3):
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class JobsStack:
+    """The jobs architecture on the local stack: the jobs and results topics with
+    ``partitions`` partitions each, runners in consumer group ``group`` holding at most
+    ``max_concurrent_jobs`` jobs at once."""
+
+    partitions: int = 12
+    max_concurrent_jobs: int = 5
+    jobs_topic: str = "jobs"
+    results_topic: str = "results"
+    group: str = "runners"
+
+    def runner(self) -> RunnerSpec:
+        return RunnerSpec(self.jobs_topic, self.results_topic, self.group, self.max_concurrent_jobs)
+
+    def topics(self) -> dict[str, int]:
+        return {self.jobs_topic: self.partitions, self.results_topic: self.partitions}
+
+
 class StackError(PermanentError, RuntimeError):
     """The local stack could not be brought up (the message names the part)."""
 
@@ -87,13 +108,27 @@ class LocalStack:
         return LocalPrometheus(self.dir / "prometheus", p["port"], pid=p["pid"])
 
     @property
+    def jobs(self) -> JobsStack | None:
+        """The jobs architecture's settings; None on the service architecture."""
+        return JobsStack(**self.state["jobs"]) if self.state.get("jobs") else None
+
+    @property
     def scaler(self) -> LocalScaler:
+        jobs = self.jobs
+        if jobs is not None:
+            return LocalRunnerScaler(self.dir / "replicas", ReplicaSpec(**self.state["spec"]), jobs.runner(),
+                                     kafka_bootstrap=self.state["kafka"]["bootstrap"],
+                                     targets_file=self.prometheus.targets_file, on_spawn=self._register)
         return LocalScaler(self.dir / "replicas", self.haproxy, ReplicaSpec(**self.state["spec"]),
                            kafka_bootstrap=self.state["kafka"]["bootstrap"],
                            targets_file=self.prometheus.targets_file, on_spawn=self._register)
 
     @property
     def service_url(self) -> str:
+        """Where students send submissions: the balancer, or the broker of the jobs topic
+        (``kafka://ADDRESS``)."""
+        if self.state.get("jobs"):
+            return f"kafka://{self.state['kafka']['bootstrap']}"
         return f"http://127.0.0.1:{self.state['haproxy']['port']}"
 
     def _save(self) -> None:
@@ -106,16 +141,19 @@ class LocalStack:
 
     # -- lifecycle
     def up(self, replicas: int = 1, spec: ReplicaSpec | None = None, slots: int = 20,
-           owner_stops_on_sigterm: bool = False) -> dict:
-        """Bring the stack up with ``replicas`` replicas; this process is its owner in the
-        registry (``owner_stops_on_sigterm``: SIGTERM makes this process stop the stack, so
-        ``scalelab live down`` sends it one first, as a live run's owner)."""
+           owner_stops_on_sigterm: bool = False, jobs: JobsStack | None = None) -> dict:
+        """Bring the stack up with ``replicas`` replicas (runners, with ``jobs``); this
+        process is its owner in the registry (``owner_stops_on_sigterm``: SIGTERM makes this
+        process stop the stack, so ``scalelab live down`` sends it one first, as a live
+        run's owner)."""
         spec = spec or ReplicaSpec()
         if self.state and any(alive(self.state[k].get("pid")) for k in ("kafka", "prometheus", "haproxy")
                               if k in self.state):
             raise StackError(f"a stack is already up in {self.dir}; run `scalelab live down` first")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state = {"spec": asdict(spec), "started": time.time()}
+        if jobs is not None:
+            self.state["jobs"] = asdict(jobs)
         stack_registry.add(self.dir, owner=stack_registry.this_process(owner_stops_on_sigterm))
         try:
             self.start_kafka()
@@ -123,10 +161,11 @@ class LocalStack:
             self._register("prometheus", prom.pid)
             self.state["prometheus"] = {"pid": prom.pid, "port": prom.port, "url": prom.url}
             self._save()
-            hap = _start_with_a_free_port(lambda port: HAProxy(self.dir / "haproxy", port, slots))
-            self._register("haproxy", hap.pid)
-            self.state["haproxy"] = {"pid": hap.pid, "port": hap.port, "slots": slots}
-            self._save()
+            if jobs is None:
+                hap = _start_with_a_free_port(lambda port: HAProxy(self.dir / "haproxy", port, slots))
+                self._register("haproxy", hap.pid)
+                self.state["haproxy"] = {"pid": hap.pid, "port": hap.port, "slots": slots}
+                self._save()
             self.scaler.scale_to(replicas)
         except Exception:
             self.down()
@@ -140,7 +179,10 @@ class LocalStack:
         for attempt in range(attempts):
             port = self.state.get("kafka", {}).get("port") or free_port()
             log.write_text("")
-            pid = spawn([sys.executable, "-m", "scalelab.orchestrator.kafka_embedded"], log, env=fixed_port_env(port))
+            jobs = self.jobs
+            cmd = [sys.executable, "-m", "scalelab.orchestrator.kafka_embedded",
+                   *(topic_args(jobs.topics()) if jobs is not None else [])]
+            pid = spawn(cmd, log, env=fixed_port_env(port))
             self._register("kafka", pid)
             try:
                 bootstrap = self._read_bootstrap(log, pid)
@@ -213,8 +255,11 @@ class LocalStack:
             except OSError as exc:
                 targets = [{"error": f"prometheus did not answer: {exc}"}]
             out["prometheus"] = {**p, "alive": alive(p["pid"]), "targets": targets}
+        if "jobs" in self.state:
+            out["jobs"] = self.state["jobs"]
         if "haproxy" in self.state:
             out["haproxy"] = {**self.state["haproxy"], "alive": alive(self.state["haproxy"]["pid"])}
+        if self._has_scaler():
             sc = self.scaler
             out["replicas"] = sc.status()
             out["ready_replicas"] = sc.ready_replicas
@@ -223,7 +268,7 @@ class LocalStack:
 
     def pids(self) -> list[int]:
         pids = [self.state[k]["pid"] for k in ("kafka", "prometheus", "haproxy") if k in self.state]
-        if "haproxy" in self.state:
+        if self._has_scaler():
             pids += [r.pid for r in self.scaler.replicas]
         return pids
 
@@ -239,7 +284,7 @@ class LocalStack:
         if rec is not None:
             self._stop_owner(rec, owner_timeout_s)
         pids = self.pids() if self.state else []
-        if "haproxy" in self.state:
+        if self._has_scaler():
             try:
                 self.scaler.stop_all()
             except Exception:
@@ -255,6 +300,11 @@ class LocalStack:
             self.state = {}
             stack_registry.remove(self.dir)
         return sorted(left)
+
+    def _has_scaler(self) -> bool:
+        """Whether the stack got as far as its replicas' scaler (HAProxy, or the runners'
+        Prometheus targets)."""
+        return "haproxy" in self.state or ("jobs" in self.state and "prometheus" in self.state)
 
     def _stop_owner(self, rec: dict, timeout_s: float) -> None:
         owner = rec.get("owner") or {}

@@ -165,8 +165,15 @@ class App:
             size = -1
         if not 0 < size <= MAX_BODY:
             return _json("400 Bad Request", {"error": f"body must be 1..{MAX_BODY} bytes of JSON"})
+        status, answer = self.submission(environ["wsgi.input"].read(size))
+        return _json(status, answer)
+
+    def submission(self, raw: bytes) -> tuple[str, dict]:
+        """Run one submission, the JSON body of ``POST /run`` (``raw``): its status line
+        and answer. The one run path of the service's replicas and of the jobs
+        architecture's runners (:mod:`scalelab.sandbox.job_runner`): a malformed request is
+        ``400`` naming what is wrong, a sandbox that cannot run programs ``503``."""
         try:
-            raw = environ["wsgi.input"].read(size)
             if json_depth(raw) > MAX_JSON_DEPTH:
                 raise ValueError(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
             req = json.loads(raw)
@@ -184,14 +191,14 @@ class App:
             # the server's limits are the ceiling: a request may only lower them
             limits = Limits(**{**asdict(CEILING), **asked}).within(CEILING)
         except (ValueError, TypeError, SandboxRequestError) as exc:  # JSON's errors and ours name what is wrong
-            return _json("400 Bad Request", {"error": f"bad run request: {exc}"})
+            return "400 Bad Request", {"error": f"bad run request: {exc}"}
         try:
             result = self.sandbox.run(code, language, stdin, limits)
         except SandboxRequestError as exc:  # a language this replica does not run
-            return _json("400 Bad Request", {"error": f"bad run request: {exc}"})
+            return "400 Bad Request", {"error": f"bad run request: {exc}"}
         except SandboxError as exc:
-            return _json("503 Service Unavailable", {"error": str(exc)})
-        return _json("200 OK", capped_answer(result, limits.output_bytes))
+            return "503 Service Unavailable", {"error": str(exc)}
+        return "200 OK", capped_answer(result, limits.output_bytes)
 
     def prove(self) -> str:
         """Build the sandbox and run a test program through it: ``""`` when it printed

@@ -269,7 +269,10 @@ def test_dockerfiles_pin_their_base_and_run_as_non_root():
                 assert (top in sys.stdlib_module_names or top in ("kafka", "__future__")
                         or n in ("scalelab.sandbox", "scalelab.errors") or n.startswith("scalelab.sandbox.")
                         # the image installs gunicorn: the replicas' config subclasses its threaded worker
-                        or (top == "gunicorn" and module.name == "gunicorn_conf.py")), (module, n)
+                        or (top == "gunicorn" and module.name == "gunicorn_conf.py")
+                        # and confluent-kafka: the jobs architecture's runners consume their jobs with it
+                        or (top == "confluent_kafka" and module.name == "job_runner.py")), (module, n)
+    assert '"confluent-kafka==' in (ROOT / "sandbox" / "Dockerfile").read_text()
     text = (ROOT / "sandbox" / "Dockerfile").read_text()
     assert "COPY sandbox scalelab/sandbox" in text and "COPY scalelab/__init__.py scalelab/errors.py scalelab/" in text
 
@@ -292,3 +295,78 @@ def test_the_kubernetes_scaler_needs_only_the_verbs_the_role_grants():
         with pytest.raises(KubernetesScaleError, match="HTTP 403") as err:
             scaler.scale_to(2)
         assert err.value.retry is False  # a missing permission is permanent, reported at once
+
+
+#: KEDA's ScaledObject (keda.sh/v1alpha1) as its CRD declares it (KEDA 2.x, docs
+#: https://keda.sh/docs/latest/reference/scaledobject-spec/): the spec's fields and types.
+#: kubernetes-validate has no CRD schemas; KEDA publishes its CRD only in its release
+#: manifests (GitHub), and no PyPI or npm package ships it as a schema Python can read, so
+#: the test checks these fields by hand.
+KEDA_SPEC_FIELDS = {"scaleTargetRef": dict, "pollingInterval": int, "cooldownPeriod": int, "initialCooldownPeriod": int,
+                    "idleReplicaCount": int, "minReplicaCount": int, "maxReplicaCount": int, "advanced": dict,
+                    "triggers": list, "fallback": dict}
+#: KEDA's Kafka scaler (https://keda.sh/docs/latest/scalers/apache-kafka/): its metadata keys.
+KEDA_KAFKA_KEYS = {"bootstrapServers", "consumerGroup", "topic", "lagThreshold", "activationLagThreshold",
+                   "offsetResetPolicy", "allowIdleConsumers", "excludePersistentLag", "scaleToZeroOnInvalidOffset",
+                   "limitToPartitionsWithLag", "partitionLimitation", "version", "sasl", "tls",
+                   "ensureEvenDistributionOfPartitions"}
+
+
+@KUBECTL
+def test_the_runners_overlay_renders_validates_and_scales_runners_with_keda_on_the_groups_lag():
+    import kubernetes_validate
+
+    overlay = "overlays/runners"
+    docs = render(overlay)
+    for doc in docs:
+        if doc["apiVersion"].startswith("keda.sh/"):
+            continue  # not in kubernetes-validate's schemas: checked below
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+        assert doc["metadata"].get("namespace", "scalelab") == "scalelab" or doc["kind"] in (
+            "ClusterRole", "ClusterRoleBinding", "Namespace")
+    deployments = objects(overlay, "Deployment")
+    assert "sandbox" not in deployments and "experiment" not in objects(overlay, "Job")
+    runners = deployments["runners"]
+    pod = runners["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["command"][:3] == ["python", "-m", "scalelab.sandbox.job_runner"]
+    cmd = c["command"]
+    opts = {cmd[i]: cmd[i + 1] for i in range(3, len(cmd), 2)}
+    assert opts["--group"] == "runners" and opts["--jobs-topic"] == "jobs" and opts["--results-topic"] == "results"
+    assert int(opts["--max-concurrent-jobs"]) == 5  # PrairieLearn's grader default, the config's default
+    assert pod["terminationGracePeriodSeconds"] >= float(opts["--drain-timeout"])  # a drain finishes its jobs
+    assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert env_of(c)["SANDBOX_CONTAINER"] == "sandbox"  # the orchestrator's PromQL reads the runners' usage
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "control"}
+    # the topics, with the partitions the runners' group spreads
+    (topics,) = objects(overlay, "Job").values()
+    script = topics["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "--partitions 12" in script and "jobs results" in script
+    # the orchestrator watches the queue of the runners' Deployment
+    args = deployments["orchestrator"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--jobs" in args and args[args.index("--deployment") + 1] == "runners"
+    for name in ("injector", "injector-worker"):
+        (ic,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert ic["args"][ic["args"].index("--host") + 1] == "kafka://kafka-0.kafka:9092"
+        assert env_of(ic)["INJECTOR_TASK"] == "job"
+    # KEDA's ScaledObject, field by field against its spec
+    (so,) = objects(overlay, "ScaledObject").values()
+    assert so["apiVersion"] == "keda.sh/v1alpha1" and set(so) <= {"apiVersion", "kind", "metadata", "spec"}
+    spec = so["spec"]
+    for key, value in spec.items():
+        assert key in KEDA_SPEC_FIELDS and isinstance(value, KEDA_SPEC_FIELDS[key]), key
+        if KEDA_SPEC_FIELDS[key] is int:
+            assert 0 <= value < 2**31 and not isinstance(value, bool), key  # int32
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "runners"}
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= 12  # no runner without a partition
+    assert spec["pollingInterval"] > 0 and spec["cooldownPeriod"] > 0
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "kafka" and set(trigger) <= {"type", "metadata", "name", "authenticationRef",
+                                                          "useCachedMetrics", "metricType"}
+    meta = trigger["metadata"]
+    assert set(meta) <= KEDA_KAFKA_KEYS and all(isinstance(v, str) for v in meta.values())  # a map of strings
+    assert meta["bootstrapServers"] == "kafka-0.kafka:9092" and meta["consumerGroup"] == "runners"
+    assert meta["topic"] == "jobs" and int(meta["lagThreshold"]) == int(opts["--max-concurrent-jobs"])
+    assert int(meta["activationLagThreshold"]) == 0
+    assert meta["offsetResetPolicy"] in ("earliest", "latest") and meta["offsetResetPolicy"] == "earliest"

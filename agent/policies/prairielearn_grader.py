@@ -32,8 +32,8 @@ How scalelab fills the SQL's inputs from the observation (runners are graders):
   ``instance_count``: the runners reporting (ready or draining pods; without pods,
   ``queue.runners``).
 * ``ungraded_jobs``: ``queue.waiting + queue.in_progress``.
-* ``current_users``: ``info["users"]`` when the runner provides it; otherwise 0, which
-  turns both user-based predictions off (``predicted_jobs_by_current_users`` is then 0,
+* ``current_users``: ``info["users"]``, the students working now (the step loop gives the
+  load offered during the step); without it 0, which turns both user-based predictions off (``predicted_jobs_by_current_users`` is then 0,
   and so is its history).
 """
 

@@ -192,12 +192,10 @@ class LocalScaler:
         never share a replica's cgroups -- and so its CPU quota."""
         return f"{hashlib.sha1(str(self.dir.resolve()).encode()).hexdigest()[:10]}-{name}"
 
-    def _start_one(self) -> Replica:
-        self._counter += 1
-        name = f"sandbox-{self._counter}"
-        used = {r.slot for r in self.replicas}
-        slot = next(s for s in range(1, self.haproxy.slots + 1) if s not in used)
-        port, control = free_port(), free_port()
+    def _prepare(self, name: str, control: int) -> tuple[str, dict[str, Path] | None, dict, Callable[[], None]]:
+        """A new replica's cgroups (with its CPU quota and memory limit, where the kernel
+        lets us), its environment (what the pod spec would say) and the ``preexec_fn``
+        that puts it in its cgroups."""
         cgroup = self.cgroup_name(name)
         cg = make_cgroup(cgroup, self.spec)
         self.cpu_limit_enforced = cg is not None if self.cpu_limit_enforced in (None, True) else False
@@ -218,6 +216,15 @@ class LocalScaler:
                 for d in cg.values():
                     (d / "cgroup.procs").write_text(str(os.getpid()))
 
+        return cgroup, cg, env, join_cgroup
+
+    def _start_one(self) -> Replica:
+        self._counter += 1
+        name = f"sandbox-{self._counter}"
+        used = {r.slot for r in self.replicas}
+        slot = next(s for s in range(1, self.haproxy.slots + 1) if s not in used)
+        port, control = free_port(), free_port()
+        cgroup, cg, env, join_cgroup = self._prepare(name, control)
         cmd = [sys.executable, "-m", "gunicorn", "-w", str(self.spec.workers), "--threads", str(self.spec.threads),
                "-b", f"127.0.0.1:{port}", "--graceful-timeout", str(int(self.spec.drain_timeout_s)),
                "--timeout", "120", "-c", "python:scalelab.sandbox.gunicorn_conf", "scalelab.sandbox.app:application"]
@@ -276,3 +283,102 @@ class LocalScaler:
 
     def status(self) -> list[dict]:
         return [{**asdict(r), "alive": alive(r.pid)} for r in self.replicas]
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """What the jobs architecture's runners pull and how many jobs each holds
+    (``python -m scalelab.sandbox.job_runner``'s options)."""
+
+    jobs_topic: str = "jobs"
+    results_topic: str = "results"
+    group: str = "runners"
+    max_concurrent_jobs: int = 5
+
+
+class LocalRunnerScaler(LocalScaler):
+    """The jobs architecture's runners as processes on this machine
+    (``python -m scalelab.sandbox.job_runner``), each in its cgroups as a service replica
+    is, with no balancer: runners pull their jobs from Kafka. A runner is ready once its
+    ``/healthz`` (control port) answers, after it proved it runs programs. Scaling down
+    sends SIGTERM to the newest runners at once (each stops taking jobs, finishes those it
+    holds, commits and leaves the group) and waits for them to exit, up to the drain
+    timeout; then what is left is killed. Prometheus scrapes their ``/metrics`` as it
+    scrapes the replicas'."""
+
+    def __init__(self, state_dir: Path, spec: ReplicaSpec = ReplicaSpec(), runner: RunnerSpec = RunnerSpec(),
+                 kafka_bootstrap: str | None = None, targets_file: Path | None = None,
+                 on_spawn: Callable[[str, int], None] | None = None) -> None:
+        super().__init__(state_dir, None, spec, kafka_bootstrap, targets_file, on_spawn)
+        self.runner = runner
+
+    def in_flight_ages_ms(self) -> list[float]:
+        """No balancer: the jobs' ages come from the topics (the orchestrator's jobs collector)."""
+        return []
+
+    def scale_to(self, n: int, wait: bool = True) -> None:
+        if n < 0:
+            raise ScaleError(f"cannot scale to {n} runners")
+        while self.desired_replicas < n:
+            self._start_one()
+        active = sorted((r for r in self.replicas if r.state in ("starting", "ready")), key=lambda r: r.started_at)
+        self._drain_all(active[n:])
+
+    def _start_one(self) -> Replica:
+        self._counter += 1
+        name = f"runner-{self._counter}"
+        control = free_port()
+        cgroup, cg, env, join_cgroup = self._prepare(name, control)
+        r = self.runner
+        cmd = [sys.executable, "-m", "scalelab.sandbox.job_runner", "--bootstrap", self.kafka or "",
+               "--jobs-topic", r.jobs_topic, "--results-topic", r.results_topic, "--group", r.group,
+               "--max-concurrent-jobs", str(r.max_concurrent_jobs), "--drain-timeout", str(self.spec.drain_timeout_s)]
+        pid = spawn(cmd, self.dir / f"{name}.log", env=env, preexec=join_cgroup)
+        if self.on_spawn is not None:
+            self.on_spawn(name, pid)
+        replica = Replica(name=name, slot=0, port=0, pid=pid, control_port=control,
+                          cgroup=cgroup if cg is not None else None)
+        self.replicas.append(replica)
+        self._save()
+        if not wait_http(f"http://127.0.0.1:{control}/healthz", self.spec.startup_timeout_s, pid=pid):
+            stop(pid)
+            self.replicas.remove(replica)
+            remove_cgroup(cgroup)
+            self._save()
+            raise ScaleError(f"runner {name} did not become healthy; see {self.dir / (name + '.log')}")
+        replica.state = "ready"
+        self._save()
+        return replica
+
+    def _drain(self, r: Replica) -> None:
+        self._drain_all([r])
+
+    def _drain_all(self, victims: list[Replica]) -> None:
+        """SIGTERM to each runner's own process (not its session: its sandboxed runs are
+        its to finish), wait until they exited, then stop what is left."""
+        if not victims:
+            return
+        for r in victims:
+            r.state = "draining"
+        self._save()
+        for r in victims:
+            try:
+                os.kill(r.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + self.spec.drain_timeout_s
+        while any(not self._dead(r) for r in victims) and time.monotonic() < end:
+            time.sleep(0.05)
+        for r in victims:
+            stop(r.pid, timeout_s=1.0, sig=signal.SIGTERM if self._dead(r) else signal.SIGKILL)
+            remove_cgroup(r.cgroup or r.name)
+            self.replicas.remove(r)
+        self._save()
+
+    def stop_all(self) -> None:
+        self._drain_all([r for r in self.replicas if r.state != "draining"] or list(self.replicas))
+        for r in list(self.replicas):  # left draining by a process that died
+            stop(r.pid, timeout_s=2.0, sig=signal.SIGKILL)
+            remove_cgroup(r.cgroup or r.name)
+            self.replicas.remove(r)
+        self._save()

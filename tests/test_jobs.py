@@ -1,0 +1,141 @@
+"""The jobs architecture's live parts without a broker: the runner's job parsing and
+commit rule, the orchestrator's queue signals from the topics' messages, the config's
+keys, the broker's topic options, the live backend passing the queue on."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from scalelab.experiments.config import ConfigError, load_config
+from scalelab.orchestrator.backend import INVALID_OFFSET, PartitionOffsets
+from scalelab.orchestrator.collectors.jobs import JobsCollector
+from scalelab.orchestrator.context import ContextBuilder, ContextSettings
+from scalelab.orchestrator.kafka_embedded import main as kafka_main
+from scalelab.orchestrator.kafka_embedded import topic_args
+from scalelab.orchestrator.live_backend import observation_from_state
+from scalelab.sandbox.job_runner import Offsets, parse_job
+
+
+def test_a_job_message_is_parsed_and_a_malformed_one_says_what_is_wrong():
+    job = parse_job(b"k1", json.dumps({"id": "j1", "submitted": 10.5, "request": {"code": "print(1)"}}).encode(), 3, 7, 99.0)
+    assert (job.id, job.partition, job.offset, job.submitted, job.error) == ("j1", 3, 7, 10.5, None)
+    assert json.loads(job.request) == {"code": "print(1)"}
+    cases = {b"{nope": "not JSON", b"[1]": "must be a JSON object", b"": "empty",
+             json.dumps({"id": "x"}).encode(): "no 'request'",
+             json.dumps({"id": "x", "request": "print(1)"}).encode(): "'request' must be a JSON object",
+             json.dumps({"id": 5, "request": {}}).encode(): "'id' must be a non-empty string",
+             json.dumps({"id": "x", "submitted": "now", "request": {}}).encode(): "'submitted' must be a number"}
+    for value, why in cases.items():
+        bad = parse_job(b"key", value, 0, 1, 42.0)
+        assert bad.request is None and why in bad.error, (value, bad.error)
+    assert parse_job(None, b"{nope", 2, 9, 1.0).id == "2/9"  # no key: its place names it
+    assert parse_job(b"key", b"{nope", 2, 9, 1.0).id == "key" and parse_job(b"key", b"{nope", 2, 9, 1.0).submitted == 1.0
+
+
+def test_offsets_are_committed_in_order_per_partition_and_again_until_acknowledged():
+    o = Offsets()
+    for off in (10, 11, 12):
+        o.take(0, off)
+    o.take(1, 5)
+    o.finish(0, 11)  # finished early: waits for 10
+    assert o.to_commit() == {} and o.in_progress() == 3
+    o.finish(0, 10)
+    assert o.to_commit() == {0: 12}
+    o.finish(1, 5)
+    assert o.to_commit() == {0: 12, 1: 6} and o.to_commit([1]) == {1: 6}
+    o.acknowledge(0, 12)
+    assert o.to_commit() == {1: 6}  # the one not acknowledged is committed again
+    o.finish(0, 12)
+    assert o.to_commit() == {0: 13, 1: 6} and o.in_progress() == 0
+    o.forget(0)
+    o.finish(0, 13)  # a partition let go: nothing to commit for it
+    assert o.to_commit() == {1: 6}
+
+
+def _collector():
+    builder = ContextBuilder(ContextSettings(window_s=10.0))
+    c = JobsCollector("127.0.0.1:1", builder, threading.Lock())
+    c.offsets = lambda partitions=None, timeout_s=3.0: (PartitionOffsets(0, 6, 2), PartitionOffsets(1, 1))
+    return c, builder
+
+
+def _result(event, job, runner="r1", submitted=100.0, started=101.0, finished=None):
+    msg = {"event": event, "id": job, "runner": runner, "submitted": submitted, "started": started}
+    if finished is not None:
+        msg["finished"] = finished
+    return json.dumps(msg).encode()
+
+
+def test_the_queue_signals_from_the_topics_and_the_offsets():
+    c, builder = _collector()
+    for i, t in enumerate((100.0, 101.0, 102.0, 103.0, 104.0)):
+        c.ingest_job(f"j{i}".encode(), json.dumps({"id": f"j{i}", "submitted": t, "request": {}}).encode(), t)
+    c.ingest_job(b"bad", b"{nope", 104.5)  # malformed: counted, and waiting until its error result
+    c.ingest_result(_result("started", "j0", submitted=100.0))
+    c.ingest_result(_result("finished", "j0", submitted=100.0, finished=102.0))
+    c.ingest_result(_result("started", "j1", "r2", submitted=101.0, started=102.0))
+    c.ingest_result(_result("finished", "j0", submitted=100.0, finished=102.0))  # read twice: counted once
+    c.ingest_result(b"not json")
+    q = c.signals(105.0, 10.0, runners=3)
+    assert q.lag == 4 + 1 and [p.committed for p in q.partitions] == [2, INVALID_OFFSET]
+    assert q.waiting == 4 and q.in_progress == 1 and q.runners == 3 and q.runners_busy == 1
+    assert q.oldest_wait_s == pytest.approx(3.0)  # j2, submitted at 102
+    assert q.arrival_rate == pytest.approx(0.6) and q.completion_rate == pytest.approx(0.1)
+    assert q.turnaround_p95_ms == pytest.approx(2000.0) and q.censored == 0
+    assert c.malformed == 2
+    ctx = builder.build(105.0, 3, c.unfinished_ages_ms(105.0))  # the context's latency is the turnaround
+    assert ctx.p95_ms == pytest.approx(2000.0) and ctx.rps == pytest.approx(0.1) and ctx.spans == 1
+    # later, none finished in the window: the unfinished jobs' ages, censored
+    q = c.signals(130.0, 10.0, runners=3)
+    ages = 130.0 - np.array([101.0, 102.0, 103.0, 104.0, 104.5])
+    assert q.censored == 5 and q.turnaround_p95_ms == pytest.approx(np.percentile(ages, 95) * 1000)
+    assert q.completion_rate == 0 and q.arrival_rate == 0
+
+
+def test_the_config_names_the_architecture_and_the_jobs_section():
+    cfg = load_config("experiments/configs/live-evaluation-week-jobs.yaml")
+    assert cfg.architecture == "jobs" and cfg.backend == "live"
+    assert (cfg.jobs.partitions, cfg.jobs.max_concurrent_jobs, cfg.jobs.runner_mode, cfg.jobs.rebalance_seconds) == (
+        12, 5, "deployment", 3.0)
+    assert load_config({"name": "x"}).architecture == "service"
+    with pytest.raises(ConfigError, match="architecture='queue' must be one of"):
+        load_config({"name": "x", "architecture": "queue"})
+    with pytest.raises(ConfigError, match=r"jobs\.max_concurrent_jobs=0 must be >= 1"):
+        load_config({"name": "x", "jobs": {"max_concurrent_jobs": 0}})
+    with pytest.raises(ConfigError, match=r"jobs\.runner_mode='pod'"):
+        load_config({"name": "x", "jobs": {"runner_mode": "pod"}})
+
+
+def test_the_live_settings_of_a_jobs_config():
+    from scalelab.experiments.live import live_settings
+
+    cfg = load_config("experiments/configs/live-evaluation-week-jobs.yaml")
+    s = live_settings(cfg)
+    assert s.jobs.partitions == 12 and s.jobs.max_concurrent_jobs == 5 and s.task["task"] == "job"
+    with pytest.raises(ConfigError, match="runner_mode='job'"):
+        live_settings(load_config({**cfg.to_dict(), "jobs": {"runner_mode": "job"}}))
+    with pytest.raises(ConfigError, match="no jobs counterpart"):
+        live_settings(load_config({**cfg.to_dict(), "app": {"profile": "paper"}}))
+
+
+def test_the_broker_takes_topics_with_their_partitions(monkeypatch):
+    assert topic_args({"jobs": 12, "results": 12}) == ["--topic", "jobs:12", "--topic", "results:12"]
+    seen = {}
+    monkeypatch.setattr("scalelab.orchestrator.kafka_embedded.serve", lambda seconds, topics: seen.update(topics))
+    kafka_main(["--topic", "jobs:12", "--topic", "results:3"])
+    assert seen == {"jobs": 12, "results": 3}
+    with pytest.raises(SystemExit):
+        kafka_main(["--topic", "jobs"])
+
+
+def test_the_live_backend_passes_the_queue_on():
+    ctx = {"replicas": 2, "p95_ms": 900.0, "rps": 1.0, "cpu_request_ratio": 0.1, "cpu_limit_ratio": 0.1,
+           "mem_request_ratio": 0.1, "mem_limit_ratio": 0.1, "spans": 3}
+    queue = {"lag": 4, "waiting": 1, "in_progress": 3, "partitions": [[0, 5, 1]], "runners": 2}
+    obs = observation_from_state({"context": ctx, "queue": queue}, 5.0, 10.0)
+    assert obs.queue.lag == 4 and obs.queue.partitions[0] == PartitionOffsets(0, 5, 1)
+    assert observation_from_state({"context": ctx}, 5.0, 10.0).queue is None
