@@ -19,6 +19,7 @@ import numpy as np
 
 from scalelab.agent.actions import ActionSet
 from scalelab.errors import UserError
+from scalelab.orchestrator.backend import Observation, QueueSignals
 from scalelab.orchestrator.context import Context
 
 
@@ -111,3 +112,12 @@ class BasePolicy:
         learning from it in a new experiment, with a new generator (a resumed run
         does not call this)."""
         self.rng = np.random.default_rng(seed)
+
+
+def needs_queue(who: str, info: Mapping[str, Any]) -> tuple[Observation, QueueSignals]:
+    """The observation and its queue signals; a :class:`PolicyError` on the service model."""
+    obs = info.get("observation")
+    if obs is None or getattr(obs, "queue", None) is None:
+        raise PolicyError(f"{who} needs the jobs model (architecture: jobs): the observation has no queue signals "
+                          "(partitions, lag, runners); it cannot run on the service model")
+    return obs, obs.queue

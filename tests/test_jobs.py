@@ -105,9 +105,11 @@ def test_the_config_names_the_architecture_and_the_jobs_section():
     with pytest.raises(ConfigError, match="architecture='queue' must be one of"):
         load_config({"name": "x", "architecture": "queue"})
     with pytest.raises(ConfigError, match=r"jobs\.max_concurrent_jobs=0 must be >= 1"):
-        load_config({"name": "x", "jobs": {"max_concurrent_jobs": 0}})
+        load_config({"name": "x", "architecture": "jobs", "jobs": {"max_concurrent_jobs": 0}})
     with pytest.raises(ConfigError, match=r"jobs\.runner_mode='pod'"):
-        load_config({"name": "x", "jobs": {"runner_mode": "pod"}})
+        load_config({"name": "x", "architecture": "jobs", "jobs": {"runner_mode": "pod"}})
+    with pytest.raises(ConfigError, match="is read only with architecture: jobs"):
+        load_config({"name": "x", "jobs": {"partitions": 4}})
 
 
 def test_the_live_settings_of_a_jobs_config():

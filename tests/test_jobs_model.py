@@ -290,7 +290,7 @@ def test_run_experiment_on_the_jobs_model(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"engine": "fluid"}, r"engine='fluid' must be 'des' with architecture: jobs"),
-    ({"backend": "replay", "dataset": "paper-D1"}, r"backend='replay' must be 'sim' with architecture: jobs"),
+    ({"backend": "replay", "dataset": "paper-D1"}, r"backend='replay' must be 'sim' or 'live' with architecture: jobs"),
     ({"jobs": {"partitions": 0}}, r"jobs.partitions=0 must be within"),
     ({"jobs": {"max_concurrent_jobs": 0}}, r"jobs.max_concurrent_jobs=0 must be >= 1"),
     ({"jobs": {"runner_mode": "pod"}}, r"jobs.runner_mode='pod' must be one of"),

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from scalelab.agent.base import Decision, PolicyError
+from scalelab.agent.base import Decision, PolicyError, needs_queue
 from scalelab.agent.policies.anticipatory import external_per_pod_proposal
 from scalelab.agent.policies.thresholds import HPA
 from scalelab.orchestrator.backend import INVALID_OFFSET, Observation, PartitionOffsets, QueueSignals
@@ -52,15 +52,6 @@ DEFAULT_COOLDOWN_PERIOD_S = 300.0
 DEFAULT_MAX_REPLICA_COUNT = 100
 _INT = re.compile(r"^[+-]?\d+$")
 _INT32 = (-(2**31), 2**31 - 1)
-
-
-def needs_queue(who: str, info: Mapping[str, Any]) -> tuple[Observation, QueueSignals]:
-    """The observation and its queue signals; a :class:`PolicyError` on the service model."""
-    obs = info.get("observation")
-    if obs is None or getattr(obs, "queue", None) is None:
-        raise PolicyError(f"{who} needs the jobs model (architecture: jobs): the observation has no queue signals "
-                          "(partitions, lag, runners); it cannot run on the service model")
-    return obs, obs.queue
 
 
 def _go_int32(text: str, part: str) -> int:

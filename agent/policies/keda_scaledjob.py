@@ -38,11 +38,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from scalelab.agent.actions import ActionSet
-from scalelab.agent.base import BasePolicy, Decision, PolicyError
+from scalelab.agent.base import BasePolicy, Decision, PolicyError, needs_queue
 from scalelab.agent.policies.keda_kafka import (
     DEFAULT_POLLING_INTERVAL_S,
     kafka_metadata,
-    needs_queue,
     scaled_object_limits,
     total_lag,
 )

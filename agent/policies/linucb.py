@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from scalelab.agent.actions import ActionSet
-from scalelab.agent.base import BasePolicy, Decision, PolicyError
+from scalelab.agent.base import BasePolicy, Decision, PolicyError, needs_queue
 from scalelab.orchestrator.context import FIELDS, Context
 
 
@@ -258,8 +258,6 @@ class QueueHSLinUCB(HSLinUCB):
 
     def features(self, context: Context, info: Mapping[str, Any] | None) -> np.ndarray:
         """The 7 features, then the lag per runner (jobs) and the oldest wait (s)."""
-        from scalelab.agent.policies.keda_kafka import needs_queue
-
         _, q = needs_queue(self.name, info or {})
         return np.concatenate((context.vector(), (q.lag / max(q.runners, 1), q.oldest_wait_s)))
 

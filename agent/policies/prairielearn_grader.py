@@ -45,8 +45,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from scalelab.agent.actions import ActionSet
-from scalelab.agent.base import BasePolicy, Decision, PolicyError
-from scalelab.agent.policies.keda_kafka import needs_queue
+from scalelab.agent.base import BasePolicy, Decision, PolicyError, needs_queue
 from scalelab.orchestrator.context import Context
 
 #: The SQL's fixed window of ``average_grading_jobs_per_user``, s ("5 minutes").
