@@ -72,6 +72,15 @@ def cmd_anticipation(args) -> int:
     return 0
 
 
+def cmd_architectures(args) -> int:
+    from scalelab.experiments.architectures import run_architectures
+
+    folder = run_architectures(out=args.out, runs=args.runs, short=args.short, workers=args.workers)
+    print((folder / "architectures.md").read_text())
+    print(f"comparison: {folder / 'comparison.html'}")
+    return 0
+
+
 def cmd_report(args) -> int:
     """One folder: rewrite its figures and report. Several: also one report comparing them;
     two, one of them live (as its config snapshot records): also their twin report."""
@@ -135,6 +144,14 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", default="runs", help="parent folder of the run folders")
     p.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
     p.set_defaults(func=cmd_anticipation)
+
+    p = sub.add_parser("architectures", help="the evaluation week on the service and on runners that pull jobs "
+                                             "(KEDA, PrairieLearn, HSLinUCB), one report")
+    p.add_argument("--runs", type=int, default=5, help="runs per policy on every architecture")
+    p.add_argument("--short", action="store_true", help="Tuesday 08:00-16:00 only (two exams): a quick look")
+    p.add_argument("--out", default="runs", help="parent folder of the run folders")
+    p.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
+    p.set_defaults(func=cmd_architectures)
 
     p = sub.add_parser("compare", help="the quick start: evaluation week on the simulator, every policy")
     _run_options(p)
