@@ -16,16 +16,19 @@ is replica-hours (runner-hours on the runners). Writes, in ``OUT/architectures-<
 
 * ``comparison.html`` / ``.csv`` / ``.png``: every policy of the three in one ranked
   table and trade-off plot (:func:`scalelab.experiments.report.write_comparison`);
+* ``folders.json``: each architecture's run folder;
 * ``architectures.md``: per architecture its own Pareto front (with the intervals), then
   where each architecture wins: violations and replica-hours in the exam slots and in
   the rest of the week, and the verdict under the comparison's stated criterion.
 
-``short=True`` runs Tuesday 08:00 to 16:00 only (two exams) for a quick look and the tests.
+``hours=8`` runs Tuesday from 08:00 for that many hours only (8: both of its exams; the
+command's ``--short``) for a quick look, the notebook and the tests.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,14 +65,14 @@ ARCHITECTURES = (
 #: The exam slots: from an exam's start to this long after its end, s (the students still
 #: finishing and the queues draining).
 EXAM_TAIL_S = 600.0
-#: ``short``: Tuesday 08:00 to 16:00, both of Tuesday's exams.
-SHORT_WORKLOAD = {"start_day": 1, "start_hour": 8.0, "days": 1 / 3}
+#: ``--short``: Tuesday from 08:00 for this many hours (both of Tuesday's exams).
+SHORT_HOURS = 8.0
 
 
-def architecture_config(arch: Architecture, runs: int | None = None, short: bool = False,
+def architecture_config(arch: Architecture, runs: int | None = None, hours: float | None = None,
                         base: dict | None = None) -> dict:
     """The config ``arch`` runs: its shipped config (or ``base``), its policies kept,
-    ``runs`` set, shortened to :data:`SHORT_WORKLOAD` with ``short``."""
+    ``runs`` set; with ``hours``, only Tuesday from 08:00 for that many hours."""
     import yaml
 
     cfg = copy.deepcopy(base) if base is not None else yaml.safe_load(config_path(arch.config).read_text())
@@ -78,9 +81,9 @@ def architecture_config(arch: Architecture, runs: int | None = None, short: bool
     cfg.pop("calendar", None)  # the timetable's features are the anticipation study's; not compared here
     if runs is not None:
         cfg["runs"] = runs
-    if short:
-        cfg["workload"] = {**cfg["workload"], **SHORT_WORKLOAD}
-        cfg["name"] = f"{cfg['name']}-short"
+    if hours is not None:
+        cfg["workload"] = {**cfg["workload"], "start_day": 1, "start_hour": 8.0, "days": hours / 24.0}
+        cfg["name"] = f"{cfg['name']}-{hours:g}h"
     return cfg
 
 
@@ -170,7 +173,7 @@ def write_summary(results: list[tuple[Architecture, Path]], out: Path) -> Path:
     return path
 
 
-def run_architectures(out: str | Path = "runs", runs: int | None = 5, short: bool = False,
+def run_architectures(out: str | Path = "runs", runs: int | None = 5, hours: float | None = None,
                       workers: int | None = None, progress: bool = True,
                       architectures: tuple[Architecture, ...] = ARCHITECTURES,
                       bases: dict[str, dict] | None = None) -> Path:
@@ -180,7 +183,7 @@ def run_architectures(out: str | Path = "runs", runs: int | None = 5, short: boo
 
     results = []
     for arch in architectures:
-        cfg = architecture_config(arch, runs, short, (bases or {}).get(arch.name))
+        cfg = architecture_config(arch, runs, hours, (bases or {}).get(arch.name))
         res = run_experiment(load_config(cfg), out=out, workers=workers, progress=progress)
         if progress:
             print(res.table(), flush=True)
@@ -188,5 +191,6 @@ def run_architectures(out: str | Path = "runs", runs: int | None = 5, short: boo
     folder = Path(out) / f"architectures-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
     write_comparison([p for _, p in results], folder)
+    (folder / "folders.json").write_text(json.dumps({a.name: str(p) for a, p in results}, indent=1) + "\n")
     write_summary(results, folder)
     return folder

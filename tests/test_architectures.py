@@ -3,6 +3,9 @@ report; the exam slots and the rest add up to each policy's whole week."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,8 +45,9 @@ def test_every_architecture_runs_its_shipped_config_with_the_policies_it_keeps()
     # the same students, programs, seed and SLO on all three
     cfgs = [load_config(architecture_config(a)) for a in ARCHITECTURES]
     assert len({(c.seed, c.slo_ms, c.step_seconds, repr(c.workload), c.app.profile) for c in cfgs}) == 1
-    short = load_config(architecture_config(names["runners"], short=True))
-    assert short.workload["start_day"] == 1 and short.name.endswith("-short")
+    short = load_config(architecture_config(names["runners"], hours=8))
+    assert (short.workload["start_day"], short.workload["start_hour"]) == (1, 8.0) and short.name.endswith("-8h")
+    assert short.workload["days"] == pytest.approx(1 / 3)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -61,7 +65,9 @@ def test_one_command_one_report_with_each_front_and_the_phases(tmp_path):
     assert sorted(table.policy) == sorted(["hpa-default", "kpa", "keda-kafka", "prairielearn-grader",
                                            "keda-scaledjob"])
     # the phases split each policy's week: exam + rest = the whole run's violations and replica-hours
-    runners = sorted(p for p in tmp_path.iterdir() if p.name.startswith("evaluation-week-5d-jobs"))[0]
+    folders = json.loads((folder / "folders.json").read_text())
+    assert sorted(folders) == sorted(a.name for a in ARCHITECTURES)
+    runners = Path(folders["runners"])
     steps = read_steps(runners)
     phases = by_phase(runners).set_index("policy")
     for policy, frame in steps.groupby("policy"):

@@ -30,6 +30,7 @@ SMALL = {
     "06-train-ppo": {"TIMESTEPS": 2048, "RUNS": 1, "STEPS": 300},
     "07-anticipation": {"RUNS": 1, "VARIANT_RUNS": 1, "DAYS": 0.27, "START_DAY": 1, "START_HOUR": 8.5,
                         "ENGINE": "fluid", "HELD_OUT": ["noisy"]},
+    "08-architectures": {"RUNS": 1, "HOURS": 1.5},
 }
 #: notebooks with their own test (the live stack; the rl extra)
 OWN_TEST = ("05-live-agent", "06-train-ppo")
