@@ -32,6 +32,14 @@ Keywords of ``gym.make`` (all ids):
   values beyond are clipped, so observations never leave the box. The scales spread the
   range where decisions are made over the box: with p95 / (10 · SLO), RPS / twice the
   capacity and usage / 2, PPO on the staircase never learned to scale down at low load);
+- ``calendar``: also observe the announced timetable's 5 features
+  (:data:`~scalelab.orchestrator.context.CALENDAR_FEATURES`, what ``calendar.features``
+  hands policies in the runner, for the same moment); None (default): as the config's
+  ``calendar.features`` says. Normalised: students / the workload's peak, minutes / 240.
+  On the jobs architecture (``architecture: jobs``) the queue's signals follow
+  (:data:`QUEUE_FEATURES`: lag, waiting, oldest wait, in progress, arrival and completion
+  rates); normalised: jobs / (max_replicas x max_concurrent_jobs), the wait / (2 · SLO),
+  rates / the capacity at max_replicas. :attr:`SandboxScalingEnv.features` names them all;
 - ``actions``: ``incremental`` (``steps``, default ``(-1, 0, 1)``: index 0 removes a
   replica, 1 stays, 2 adds one) or ``fixed`` (index ``i`` orders ``min_replicas + i``);
 - ``render_mode``: ``"ansi"`` (one text line per step) or ``"rgb_array"`` (a figure of the
@@ -67,9 +75,20 @@ from scalelab.agent.build import build_reward
 from scalelab.agent.loop import StepLoop, takes_violation
 from scalelab.errors import UserError
 from scalelab.experiments.config import ConfigError, ExperimentConfig, config_path, load_config, validate
-from scalelab.experiments.episode import deployment_of, episode_seeds, make_backend, oracle_levels, resolve
+from scalelab.experiments.episode import (
+    deployment_of,
+    episode_seeds,
+    make_backend,
+    oracle_levels,
+    resolve,
+    run_timetable,
+)
+from scalelab.injector.calendar import calendar_features
 from scalelab.orchestrator.backend import Observation, VirtualClock, clamp
-from scalelab.orchestrator.context import FIELDS, Context
+from scalelab.orchestrator.context import CALENDAR_FEATURES, FIELDS, Context
+
+#: The jobs model's signals an env observes after the context (and the calendar), in order.
+QUEUE_FEATURES = ("lag", "waiting", "oldest_wait_s", "in_progress", "arrival_rate", "completion_rate")
 
 ENV_ID = "scalelab/SandboxScaling-v0"
 GENERIC_ID = "scalelab/SandboxScaling-v1"
@@ -104,7 +123,8 @@ class SandboxScalingEnv(gym.Env):
     def __init__(self, config: ExperimentConfig | dict | str | Path | None = None,
                  steps: list[int] | tuple[int, ...] = (-1, 0, 1), *, engine: str | None = None,
                  reward: str = "slo-cost-v2", reward_params: dict | None = None, observation: str = "raw",
-                 actions: str = "incremental", render_mode: str | None = None, oracle: bool = True) -> None:
+                 actions: str = "incremental", render_mode: str | None = None, oracle: bool = True,
+                 calendar: bool | None = None) -> None:
         if isinstance(config, (str, Path)):
             config = config_path(config)  # a file, or a shipped config's name ("paper-sim-v1")
         cfg = config if isinstance(config, ExperimentConfig) else load_config(config or DEFAULT_CONFIG)
@@ -130,9 +150,13 @@ class SandboxScalingEnv(gym.Env):
         self.reward_fn = build_reward(name, params, deployment_of(cfg))
         self._reward_terms = getattr(self.reward_fn, "terms", None)  # for info, when the reward gives them
         self._terms_take_violation = self._reward_terms is not None and takes_violation(self._reward_terms)
-        self._raw_high = np.array([c.max_replicas, *self.RAW_HIGH[1:]], dtype=np.float64)
+        self.calendar = cfg.calendar.features if calendar is None else bool(calendar)
+        self.queue = cfg.architecture == "jobs"
+        #: the observation's features, in order: the paper's 7, then the calendar's and the queue's when observed
+        self.features = (*FIELDS, *(CALENDAR_FEATURES if self.calendar else ()), *(QUEUE_FEATURES if self.queue else ()))
+        self._raw_high = np.array([c.max_replicas, *self.RAW_HIGH[1:], *self._extra_high()], dtype=np.float64)
         self._scale = self._normalisation()
-        n = len(FIELDS)
+        n = len(self.features)
         self.observation_space = (gym.spaces.Box(np.zeros(n), self._raw_high, dtype=np.float64) if observation == "raw"
                                   else gym.spaces.Box(np.zeros(n), np.ones(n), dtype=np.float64))
         self.action_space = gym.spaces.Discrete(len(self.actions))
@@ -151,19 +175,52 @@ class SandboxScalingEnv(gym.Env):
         fluid = cfg.backend == "sim" and cfg.engine == "fluid"  # fluid-stochastic: a new Context each step
         self._obs_cache: dict[int, tuple[Context, np.ndarray]] | None = {} if fluid else None
 
+    def _extra_high(self) -> list[float]:
+        """Raw bounds of the calendar's and the queue's features (students, minutes; jobs,
+        s, jobs/s)."""
+        calendar = [1e7] * 4 + [240.0] if self.calendar else []
+        return calendar + ([1e9, 1e9, 1e7, 1e9, 1e7, 1e7] if self.queue else [])
+
     def _normalisation(self) -> np.ndarray:
         """Divisors that bring each raw feature into [0, 1] (see the module docstring)."""
         c, app = self.cfg.cluster, self.resolved.app
         demand_s = max(float(app.demand.mean_s), 1e-6)
         per_replica = app.cpu_limit / demand_s  # req/s one replica serves at its CPU limit
-        return np.array([c.max_replicas, 2.0 * self.cfg.slo_ms, per_replica * c.max_replicas, 1.0, 1.0, 1.0, 1.0])
+        out = [c.max_replicas, 2.0 * self.cfg.slo_ms, per_replica * c.max_replicas, 1.0, 1.0, 1.0, 1.0]
+        if self.calendar:
+            out += [max(float(np.max(self.loads)), 1.0)] * 4 + [240.0]
+        if self.queue:
+            jobs = float(c.max_replicas * self.cfg.jobs.max_concurrent_jobs)
+            rate = per_replica * c.max_replicas
+            out += [jobs, jobs, 2.0 * self.cfg.slo_ms / 1000.0, jobs, rate, rate]
+        return np.array(out)
 
-    def _vector(self, c: Context) -> np.ndarray:
-        v = np.clip(c.vector(), 0.0, self._raw_high)
+    def _vector(self, c: Context, extra: np.ndarray | None = None) -> np.ndarray:
+        raw = c.vector() if extra is None else np.concatenate((c.vector(), extra))
+        v = np.clip(raw, 0.0, self._raw_high)
         return v if self.observation == "raw" else np.clip(v / self._scale, 0.0, 1.0)
 
-    def _obs(self, c: Context) -> np.ndarray:
-        """The clipped (and, normalised, scaled) feature vector (a fresh array)."""
+    def _extra(self, before: Observation, k: int) -> np.ndarray | None:
+        """The calendar's features as the loop hands them to policies at step ``k``, then
+        the queue's signals; None when neither is observed."""
+        if not (self.calendar or self.queue):
+            return None
+        parts = []
+        if self.calendar:
+            parts.append(self._loop.info(k, before)["calendar"].vector())
+        if self.queue:
+            q = before.queue
+            parts.append(np.array([getattr(q, f) for f in QUEUE_FEATURES], dtype=float) if q is not None
+                         else np.zeros(len(QUEUE_FEATURES)))
+        return np.concatenate(parts)
+
+    def _obs(self, before: Observation, k: int) -> np.ndarray:
+        """The clipped (and, normalised, scaled) feature vector of the observation step
+        ``k`` decides on (a fresh array)."""
+        extra = self._extra(before, k)
+        if extra is not None:
+            return self._vector(before.context, extra)
+        c = before.context
         if self._obs_cache is None:
             return self._vector(c)
         hit = self._obs_cache.get(id(c))
@@ -191,12 +248,17 @@ class SandboxScalingEnv(gym.Env):
             self._oracle = oracle_levels(self.cfg, self.resolved, None)[1]
         clock = VirtualClock()
         backend = make_backend(self.cfg, self.resolved, seeds, self.loads, clock)
-        self._loop = StepLoop(backend, clock, self.loads, self.resolved.loop, self.reward_fn)
+        features = None
+        if self.calendar:  # the run's timetable (noisy as the config says, from the episode's seeds)
+            cfg = replace(self.cfg, calendar=replace(self.cfg.calendar, features=True))
+            features = calendar_features(run_timetable(cfg, self.resolved, seeds), self.cfg.step_seconds,
+                                         self.resolved.steps)
+        self._loop = StepLoop(backend, clock, self.loads, self.resolved.loop, self.reward_fn, calendar=features)
         self._k = 0
         self._done = False
         self._history = []
         self._before = self._loop.start(0)
-        return self._obs(self._before.context), {"step": 0, "users": float(self.loads[0]),
+        return self._obs(self._before, 0), {"step": 0, "users": float(self.loads[0]),
                                                   "ready_replicas": self._before.context.replicas}
 
     def action_masks(self) -> np.ndarray:
@@ -246,7 +308,7 @@ class SandboxScalingEnv(gym.Env):
         self._last_line = (f"step {k:5d}  users {record.load:6.1f}  replicas {after.context.replicas:2d} "
                            f"(ordered {record.order.applied:2d})  p95 {after.context.p95_ms:8.1f} ms  "
                            f"reward {record.reward:+.3f}{'  VIOLATION' if record.violation else ''}")
-        return self._obs(nxt.context), record.reward, False, truncated, info
+        return self._obs(nxt, self._k), record.reward, False, truncated, info
 
     def observation_pipeline(self, vecnormalize=None) -> dict:
         """How this env's observations are made, for the ``onnx`` policy to make them the
@@ -254,6 +316,9 @@ class SandboxScalingEnv(gym.Env):
         normalised features' divisors, the action set, and (``vecnormalize``: an SB3
         ``VecNormalize`` or anything with ``obs_rms.mean``, ``obs_rms.var``, ``clip_obs``,
         ``epsilon``) its running statistics. Save it as JSON beside the exported model."""
+        if len(self.features) != len(FIELDS):
+            raise UserError(f"env: the onnx policy reads the paper's {len(FIELDS)} features; this env also observes "
+                            f"{', '.join(self.features[len(FIELDS):])} (calendar=False, architecture: service)")
         acts = self.actions.orders
         if all(o.mode == "incremental" for o in acts):
             actions = {"kind": "incremental", "steps": [int(o.level) for o in acts]}
