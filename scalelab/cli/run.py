@@ -73,9 +73,7 @@ def cmd_anticipation(args) -> int:
 
 
 def cmd_architectures(args) -> int:
-    from scalelab.experiments.architectures import run_architectures
-
-    from scalelab.experiments.architectures import SHORT_HOURS
+    from scalelab.experiments.architectures import SHORT_HOURS, run_architectures
 
     folder = run_architectures(out=args.out, runs=args.runs, hours=SHORT_HOURS if args.short else None,
                                workers=args.workers)
