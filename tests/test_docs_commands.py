@@ -62,6 +62,7 @@ COVERED = {
     "scalelab paper": "tests/test_paper_reproduction.py::test_cold_start_on_paper_d1_meets_the_targets "
                       "(about 70 s here: its four experiments at full size)",
     "scalelab anticipation": "tests/test_anticipatory.py (about 30 min at full size)",
+    "scalelab architectures": "tests/test_architectures.py (about 30 min at full size)",
     "scalelab report runs/A runs/B --out runs/A-vs-B":
         "tests/test_twin.py::test_scalelab_report_of_two_run_folders_puts_them_side_by_side",
     "scalelab twin live-evaluation-week": "tests/test_twin.py (a live campaign: about 90 min)",
