@@ -243,8 +243,10 @@ class CalendarHSLinUCB(HSLinUCB):
        ``15min``: ``peak_15min``), which need ``floor`` replicas by ``capacity`` (a
        load-test table, or ``students_per_replica``: :class:`Capacity`); the policy
        never asks for fewer than ``floor``. At or below ``quiet_students`` expected
-       students there is no floor: the quiet hours are left to the bandit, whose
-       occasional violation there costs less than a replica held all day. When the floor raises
+       students (default 0: the floor holds at every level) there is no floor and the
+       quiet hours are left to the bandit. With ``margin_cost``, leave it at 0: without a
+       floor every replica counts as spare, and the bandit runs one short (on held-out
+       calendars, twice HSLinUCB's violations in the diurnal hours). When the floor raises
        the order, the step is a forced one (probability 1) and the bandit does not learn
        from it, as the paper's forced scale-up.
     2. **The paper's rule above it**: p95 over the SLO forces one up; otherwise the
