@@ -290,6 +290,31 @@ class SimCluster:
             self.demand_buf = np.concatenate([rest, more])
             self.meta[E.M_DEMAND] = 0
 
+    def _take_output(self, chunks_f: list, chunks_i: list) -> None:
+        """The engine's ``OUT_FULL``: keep the rows it wrote and start its buffers again
+        (twice as long when a single event filled them)."""
+        o = self.meta[E.M_OUT]
+        chunks_f.append(self.out_f[:o].copy())
+        chunks_i.append(self.out_i[:o].copy())
+        self.meta[E.M_OUT] = 0
+        if o == 0:
+            self.out_f = np.zeros((2 * self.out_f.shape[0], self.out_f.shape[1]))
+            self.out_i = np.zeros((2 * self.out_i.shape[0], self.out_i.shape[1]), dtype=np.int64)
+
+    def _output(self, chunks_f: list, chunks_i: list) -> tuple[np.ndarray, np.ndarray]:
+        """The step's rows (float and int columns) once the engine is done, and the open
+        arrivals it consumed dropped."""
+        o = self.meta[E.M_OUT]
+        chunks_f.append(self.out_f[:o])
+        chunks_i.append(self.out_i[:o])
+        out_f = np.concatenate(chunks_f) if len(chunks_f) > 1 else chunks_f[0].copy()
+        out_i = np.concatenate(chunks_i) if len(chunks_i) > 1 else chunks_i[0].copy()
+        self.meta[E.M_OUT] = 0
+        if self.meta[E.M_OPEN] > 0:
+            self.open_arrivals = self.open_arrivals[self.meta[E.M_OPEN] :]
+            self.meta[E.M_OPEN] = 0
+        return out_f, out_i
+
     def run_to(self, t_end: float) -> StepSignals:
         """Advance to ``t_end`` and return the spans completed and the pod samples."""
         if t_end < self.now:
@@ -308,13 +333,7 @@ class SimCluster:
             if code == E.DONE:
                 break
             if code == E.OUT_FULL:
-                o = self.meta[E.M_OUT]
-                chunks_f.append(self.out_f[:o].copy())
-                chunks_i.append(self.out_i[:o].copy())
-                self.meta[E.M_OUT] = 0
-                if o == 0:
-                    self.out_f = np.zeros((2 * self.out_f.shape[0], 2))
-                    self.out_i = np.zeros((2 * self.out_i.shape[0], 2), dtype=np.int64)
+                self._take_output(chunks_f, chunks_i)
             elif code == E.NEED_THINK:
                 self._refill("think")
             elif code == E.NEED_DEMAND:
@@ -328,16 +347,7 @@ class SimCluster:
             else:  # NO_REPLICA
                 raise RuntimeError("no ready replica to take a request (min_replicas >= 1?)")
         started = self.requests_started - started_before
-        o = self.meta[E.M_OUT]
-        chunks_f.append(self.out_f[:o])
-        chunks_i.append(self.out_i[:o])
-        out_f = np.concatenate(chunks_f) if len(chunks_f) > 1 else chunks_f[0].copy()
-        out_i = np.concatenate(chunks_i) if len(chunks_i) > 1 else chunks_i[0].copy()
-        self.meta[E.M_OUT] = 0
-        # open arrivals consumed so far can be dropped
-        if self.meta[E.M_OPEN] > 0:
-            self.open_arrivals = self.open_arrivals[self.meta[E.M_OPEN] :]
-            self.meta[E.M_OPEN] = 0
+        out_f, out_i = self._output(chunks_f, chunks_i)
         spans = Spans(
             start_s=out_f[:, 0],
             duration_ms=out_f[:, 1] * 1000.0,

@@ -623,13 +623,7 @@ class JobsCluster(SimCluster):
             if code == E.DONE:
                 break
             if code == E.OUT_FULL:
-                o = self.meta[E.M_OUT]
-                chunks_f.append(self.out_f[:o].copy())
-                chunks_i.append(self.out_i[:o].copy())
-                self.meta[E.M_OUT] = 0
-                if o == 0:
-                    self.out_f = np.zeros((2 * self.out_f.shape[0], 3))
-                    self.out_i = np.zeros((2 * self.out_i.shape[0], 2), dtype=np.int64)
+                self._take_output(chunks_f, chunks_i)
             elif code == E.NEED_THINK:
                 self._refill("think")
             elif code == E.NEED_DEMAND:
@@ -645,15 +639,7 @@ class JobsCluster(SimCluster):
                 self._grow_ring()
             else:
                 raise RuntimeError(f"jobs engine: unexpected code {code}")
-        o = self.meta[E.M_OUT]
-        chunks_f.append(self.out_f[:o])
-        chunks_i.append(self.out_i[:o])
-        out_f = np.concatenate(chunks_f) if len(chunks_f) > 1 else chunks_f[0].copy()
-        out_i = np.concatenate(chunks_i) if len(chunks_i) > 1 else chunks_i[0].copy()
-        self.meta[E.M_OUT] = 0
-        if self.meta[E.M_OPEN] > 0:
-            self.open_arrivals = self.open_arrivals[self.meta[E.M_OPEN]:]
-            self.meta[E.M_OPEN] = 0
+        out_f, out_i = self._output(chunks_f, chunks_i)
         submitted = int(self.jm[J_SUBMITTED])
         self.submitted += submitted
         return JobsStepSignals(submit_s=out_f[:, 0], turnaround_s=out_f[:, 1], wait_s=out_f[:, 2],
