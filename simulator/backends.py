@@ -104,17 +104,22 @@ class SimBackend(_Deployment):
 
     def observe(self) -> Observation:
         self._advance()
-        c, a = self.deployment, self.app
+        c = self.deployment
         ctx = self.builder.build(c.now, c.ready_replicas)
         in_flight = c.in_flight
         censored = 0
         if ctx.spans == 0 and in_flight > 0:  # an empty window under load: censored latencies
             ctx = self.builder.build(c.now, c.ready_replicas, c.in_flight_ages_ms())
             censored = in_flight
-        pods = tuple(PodSample(name, phase, start, ready, a.pod_cpu_request, a.pod_cpu_limit, a.pod_memory_request_mib,
-                               a.pod_memory_limit_mib, cpu, mem) for name, phase, start, ready, cpu, mem in c.pod_view())
-        return Observation(t_s=c.now, context=ctx, desired_replicas=c.desired_replicas, pods=pods,
+        return Observation(t_s=c.now, context=ctx, desired_replicas=c.desired_replicas, pods=self._pods(),
                            in_flight=in_flight, censored=censored)
+
+    def _pods(self) -> tuple[PodSample, ...]:
+        """One sample per pod (runner) at the deployment's last scrape."""
+        a = self.app
+        return tuple(PodSample(name, phase, start, ready, a.pod_cpu_request, a.pod_cpu_limit, a.pod_memory_request_mib,
+                               a.pod_memory_limit_mib, cpu, mem)
+                     for name, phase, start, ready, cpu, mem in self.deployment.pod_view())
 
     def settle(self) -> Observation:
         """Wait as the paper's orchestrator did after an order (:func:`settled_at`),
@@ -127,7 +132,7 @@ class SimBackend(_Deployment):
         return self.observe()
 
 
-class JobsBackend(_Deployment):
+class JobsBackend(SimBackend):
     """The jobs model on the discrete-event engine (:mod:`scalelab.simulator.jobs`):
     submissions are jobs on a partitioned topic, runners (the replicas) pull them.
 
@@ -160,11 +165,6 @@ class JobsBackend(_Deployment):
         self._turnaround: list[np.ndarray] = []
         self._last: Observation | None = None
 
-    def set_load(self, level: float) -> None:
-        self.load = float(level)
-        if self.closed:
-            self.deployment.set_users(int(level))
-
     def _advance(self) -> None:
         t = self.clock.now()
         if t <= self.deployment.now:
@@ -179,7 +179,7 @@ class JobsBackend(_Deployment):
 
     def observe(self) -> Observation:
         self._advance()
-        c, a = self.deployment, self.app
+        c = self.deployment
         if self._last is not None and self._last.t_s == c.now:  # nothing happened since: the same observation
             return self._last
         ctx = self.builder.build(c.now, c.ready_replicas)
@@ -207,9 +207,7 @@ class JobsBackend(_Deployment):
             completion_rate=done.shape[0] / span if span > 0 else 0.0, turnaround_p95_ms=p95,
             censored=q_censored, runners=runners, runners_busy=busy)
         self._window_start, self._submitted, self._turnaround = c.now, 0, []
-        pods = tuple(PodSample(name, phase, start, ready, a.pod_cpu_request, a.pod_cpu_limit, a.pod_memory_request_mib,
-                               a.pod_memory_limit_mib, cpu, mem) for name, phase, start, ready, cpu, mem in c.pod_view())
-        self._last = Observation(t_s=c.now, context=ctx, desired_replicas=c.desired_replicas, pods=pods,
+        self._last = Observation(t_s=c.now, context=ctx, desired_replicas=c.desired_replicas, pods=self._pods(),
                                  in_flight=waiting + in_progress, censored=censored, queue=queue)
         return self._last
 
@@ -218,14 +216,6 @@ class JobsBackend(_Deployment):
         self._last = None  # the state changed: the next observation is built again
         return result
 
-    def settle(self) -> Observation:
-        """As :meth:`SimBackend.settle`."""
-        grew = self.deployment.ready_by() > self.clock.now()
-        self.clock.sleep_until(self.deployment.ready_by())
-        self._advance()
-        self.clock.sleep_until(settled_at(self.clock.now(), grew, self.scrape_s, self.rate_scrapes,
-                                          self.samples_after))
-        return self.observe()
 
 
 class FluidBackend(_Deployment):
