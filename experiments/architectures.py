@@ -22,7 +22,10 @@ is replica-hours (runner-hours on the runners). Writes, in ``OUT/architectures-<
   the rest of the week, and the verdict under the comparison's stated criterion.
 
 ``hours=8`` runs Tuesday from 08:00 for that many hours only (8: both of its exams; the
-command's ``--short``) for a quick look, the notebook and the tests.
+command's ``--short``) for a quick look, the notebook and the tests. ``live=True`` (the
+command's ``--live``) is the short form on the live stack: ``live-evaluation-week`` (the
+service) and ``live-evaluation-week-jobs`` (the runners), Tuesday 13:00-15:00 compressed
+12 times, one after the other (each run about 10 minutes per policy).
 """
 
 from __future__ import annotations
@@ -61,6 +64,14 @@ ARCHITECTURES = (
                  "jobs on a 12-partition topic, pulled by a Deployment of runners (5 jobs each at most)"),
     Architecture("scaledjob", "evaluation-week-5d-scaledjob", None,
                  "jobs on the same topic, one Kubernetes Job per submission (KEDA ScaledJob)"),
+)
+#: The short form on the live stack (``live=True``): Tuesday 13:00-15:00 (a deadline, then
+#: an exam) compressed 12 times, at 8 % of the students, on the local stack.
+LIVE_ARCHITECTURES = (
+    Architecture("service", "live-evaluation-week", None,
+                 "the sealed sandbox service behind HAProxy, on the local stack"),
+    Architecture("runners", "live-evaluation-week-jobs", None,
+                 "runner processes pulling jobs from the embedded broker's 12-partition topic, on the local stack"),
 )
 #: The exam slots: from an exam's start to this long after its end, s (the students still
 #: finishing and the queues draining).
@@ -173,18 +184,25 @@ def write_summary(results: list[tuple[Architecture, Path]], out: Path) -> Path:
     return path
 
 
-def run_architectures(out: str | Path = "runs", runs: int | None = 5, hours: float | None = None,
+def run_architectures(out: str | Path = "runs", runs: int | None = None, hours: float | None = None,
                       workers: int | None = None, progress: bool = True,
-                      architectures: tuple[Architecture, ...] = ARCHITECTURES,
-                      bases: dict[str, dict] | None = None) -> Path:
+                      architectures: tuple[Architecture, ...] | None = None,
+                      bases: dict[str, dict] | None = None, live: bool = False) -> Path:
     """Run every architecture's config, then write the comparison; returns its folder.
-    ``bases`` replaces a shipped config by name (tests)."""
-    from scalelab.experiments.experiment import run_experiment
+    ``live``: the short form on the live stack (:data:`LIVE_ARCHITECTURES`, one after the
+    other; ``hours`` does not apply). ``runs``: per policy (default 5 on the simulator, the
+    live configs' own 2 live). ``bases`` replaces a shipped config by name (tests)."""
+    from scalelab.experiments.experiment import run_experiment, run_live
 
+    if architectures is None:
+        architectures = LIVE_ARCHITECTURES if live else ARCHITECTURES
+    if runs is None and not live:
+        runs = 5
     results = []
     for arch in architectures:
-        cfg = architecture_config(arch, runs, hours, (bases or {}).get(arch.name))
-        res = run_experiment(load_config(cfg), out=out, workers=workers, progress=progress)
+        cfg = load_config(architecture_config(arch, runs, None if live else hours, (bases or {}).get(arch.name)))
+        res = (run_live(cfg, out=out) if cfg.backend == "live"
+               else run_experiment(cfg, out=out, workers=workers, progress=progress))
         if progress:
             print(res.table(), flush=True)
         results.append((arch, res.path))

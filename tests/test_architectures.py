@@ -81,3 +81,31 @@ def test_one_command_one_report_with_each_front_and_the_phases(tmp_path):
     inside = exam_steps(runners)
     assert not inside[:144].any() and inside[144:].all()
     assert np.isfinite(phases.to_numpy(dtype=float)).all()
+
+
+def test_the_short_form_on_the_live_stack_runs_both_live_configs_into_the_same_report(tmp_path, monkeypatch):
+    """``--live``: the service's and the runners' live configs (same seed, SLO, students), each
+    through ``run_live``; here ``run_live`` is the simulator on the same config (the live stack
+    itself: tests/test_jobs_live.py and tests/test_live_run.py)."""
+    from dataclasses import replace
+
+    from scalelab.experiments import experiment
+    from scalelab.experiments.architectures import LIVE_ARCHITECTURES
+
+    cfgs = [load_config(architecture_config(a)) for a in LIVE_ARCHITECTURES]
+    assert [c.backend for c in cfgs] == ["live", "live"]
+    assert [c.architecture for c in cfgs] == ["service", "jobs"]
+    assert len({(c.seed, c.slo_ms, c.step_seconds, repr(c.workload), c.app.cpu_limit) for c in cfgs}) == 1
+    ran = []
+
+    def on_the_simulator(cfg, out):
+        ran.append(cfg.name)
+        return experiment.run_experiment(replace(cfg, backend="sim", runs=1, oracle=False,
+                                                 policies=cfg.policies[1:2]), out=out, progress=False)
+
+    monkeypatch.setattr(experiment, "run_live", on_the_simulator)
+    folder = run_architectures(out=tmp_path, live=True, progress=False)
+    assert ran == ["live-evaluation-week", "live-evaluation-week-jobs"]
+    md = (folder / "architectures.md").read_text()
+    assert "## service: the sealed sandbox service" in md and "## runners: runner processes" in md
+    assert sorted(json.loads((folder / "folders.json").read_text())) == ["runners", "service"]

@@ -76,7 +76,7 @@ def cmd_architectures(args) -> int:
     from scalelab.experiments.architectures import SHORT_HOURS, run_architectures
 
     folder = run_architectures(out=args.out, runs=args.runs, hours=SHORT_HOURS if args.short else None,
-                               workers=args.workers)
+                               workers=args.workers, live=args.live)
     print((folder / "architectures.md").read_text())
     print(f"comparison: {folder / 'comparison.html'}")
     return 0
@@ -148,8 +148,12 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("architectures", help="the evaluation week on the service and on runners that pull jobs "
                                              "(KEDA, PrairieLearn, HSLinUCB), one report")
-    p.add_argument("--runs", type=int, default=5, help="runs per policy on every architecture")
+    p.add_argument("--runs", type=int, help="runs per policy on every architecture (default: 5; --live: the live "
+                                           "configs' 2)")
     p.add_argument("--short", action="store_true", help="Tuesday 08:00-16:00 only (its two exams): a quick look")
+    p.add_argument("--live", action="store_true", help="the short form on the live stack: Tuesday 13:00-15:00 "
+                                                       "compressed 12 times, the service then the runners "
+                                                       "(about 10 min per policy and run)")
     p.add_argument("--out", default="runs", help="parent folder of the run folders")
     p.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
     p.set_defaults(func=cmd_architectures)
