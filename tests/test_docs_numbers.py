@@ -71,3 +71,28 @@ def test_the_tuned_baselines_of_compare_are_the_choices_tune_shipped():
         md = path.with_suffix(".md").read_text()
         held = md[md.index("| policy | runs |"):].strip()
         assert held in baselines, label
+
+
+
+ARCHITECTURES_CSV = ROOT / "docs" / "data" / "architectures" / "comparison.csv"
+
+
+def test_the_readmes_architectures_table_is_the_shipped_run():
+    """Each row of the README's two-architectures table: the mean violations and
+    replica-hours of ``scalelab architectures`` as it wrote them (docs/data/architectures)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Two architectures"):text.index("### Sweeps")]
+    table = pd.read_csv(ARCHITECTURES_CSV)
+    config = {"service": "evaluation-week-5d", "runners": "evaluation-week-5d-jobs",
+              "ScaledJob": "evaluation-week-5d-scaledjob"}
+    rows = re.findall(r"^\| (service|runners|ScaledJob) · ([\w-]+)(?: \([^)]*\))? \| ([\d.]+)[^|]*\| ([\d.]+)[^|]*\| "
+                      r"([\d.]+), ([\d.]+) \|", section, re.M)
+    assert len(rows) == len(table) == 13
+    phases = (ARCHITECTURES_CSV.parent / "architectures.md").read_text()
+    for arch, policy, violations, hours, exam_violations, exam_hours in rows:
+        assert f"| {arch.lower()} · {policy} | {exam_violations} | {exam_hours} |" in phases, (arch, policy)
+        folder = table.folder.str.rsplit("-", n=2).str[0]  # the config's name before its -date-time
+        row = table[(folder == config[arch]) & (table.policy == policy)]
+        assert len(row) == 1, (arch, policy)
+        assert float(violations) == round(float(row.violations_per_run_mean.iloc[0]), 1), (arch, policy)
+        assert float(hours) == round(float(row.replica_hours_mean.iloc[0]), 1), (arch, policy)
