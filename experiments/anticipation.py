@@ -191,15 +191,26 @@ def write_summary(results: list[tuple[str, str, Path]], out: Path) -> Path:
 
 def run_anticipation(out: str | Path = "runs", runs: int | None = None, variant_runs: int | None = 5,
                      only: list[str] | None = None, workers: int | None = None, progress: bool = True,
-                     base: dict | None = None, variants: dict | None = None) -> Path:
+                     base: dict | None = None, variants: dict | None = None,
+                     policies: list[str] | None = None) -> Path:
     """Run the default week and the held-out calendars (``only``: a subset of
     ``default`` and :data:`VARIANTS`), then write the comparison; returns its folder.
-    ``base`` and ``variants`` replace the shipped config and :data:`VARIANTS` (tests)."""
+    ``policies``: only these of the config's (labels); the oracle is then computed only
+    when kept. ``base`` and ``variants`` replace the shipped config and :data:`VARIANTS` (tests)."""
     import yaml
 
+    from scalelab.experiments.config import ConfigError
     from scalelab.experiments.experiment import run_experiment
 
     base = base if base is not None else yaml.safe_load(config_path(BASE).read_text())
+    if policies:
+        labels = [p.get("label", p["name"]) for p in base["policies"]]
+        unknown = sorted(set(policies) - set(labels))
+        if unknown:
+            raise ConfigError(f"anticipation: --policies {', '.join(unknown)}: not in {BASE} (its policies: "
+                              f"{', '.join(labels)})")
+        base = {**base, "policies": [p for p, label in zip(base["policies"], labels, strict=True) if label in policies],
+                "oracle": REFERENCE in policies}
     variants = variants if variants is not None else VARIANTS
     chosen = only or ["default", *variants]
     results = []

@@ -173,6 +173,29 @@ def test_the_anticipation_experiment_runs_every_calendar_and_checks_the_targets(
     assert noisy["calendar"]["size_noise"] == 0.3 and noisy["policies"] == base["policies"]  # the same policies
 
 
+def test_anticipation_runs_only_the_policies_named(tmp_path):
+    """``--policies``: the held-out comparison of two policies without the others' cost;
+    the oracle only when named; a label the config lacks is named in the error."""
+    import yaml
+
+    from scalelab.experiments.anticipation import run_anticipation
+    from scalelab.experiments.config import ConfigError, config_path
+
+    base = yaml.safe_load(config_path("evaluation-week-5d").read_text())
+    base.update(engine="fluid", runs=1)
+    base["workload"] = {"kind": "evaluation-week-v1", "start_day": 1, "start_hour": 8.5, "days": 0.1}
+    with pytest.raises(ConfigError, match="hslinucb-calender: not in evaluation-week-5d"):
+        run_anticipation(out=tmp_path, progress=False, base=base, variants={}, policies=["hslinucb-calender"])
+    folder = run_anticipation(out=tmp_path, progress=False, base=base, variants={}, only=["default"],
+                              policies=["hslinucb", "hslinucb-calendar"])
+    run = next(p for p in tmp_path.iterdir() if p.name.startswith("evaluation-week-5d-"))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert [p.get("label", p["name"]) for p in cfg["policies"]] == ["hslinucb", "hslinucb-calendar"]
+    assert cfg["oracle"] is False
+    md = (folder / "anticipation.md").read_text()
+    assert "| hslinucb-calendar |" in md and "keda-cron" not in md
+
+
 def test_targets_are_judged_against_hslinucb_and_the_reactive_front():
     from scalelab.experiments.anticipation import targets
 

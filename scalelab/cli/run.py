@@ -66,7 +66,7 @@ def cmd_anticipation(args) -> int:
     from scalelab.experiments.anticipation import run_anticipation
 
     folder = run_anticipation(out=args.out, runs=args.runs, variant_runs=args.variant_runs, only=args.only,
-                              workers=args.workers)
+                              workers=args.workers, policies=args.policies)
     print((folder / "anticipation.md").read_text())
     print(f"comparison: {folder / 'comparison.html'}")
     return 0
@@ -142,6 +142,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--variant-runs", type=int, default=5, help="runs per policy on the held-out calendars")
     p.add_argument("--only", nargs="+", choices=["default", "moved", "resized", "noisy"],
                    help="calendars to run (default: all four)")
+    p.add_argument("--policies", nargs="+", metavar="LABEL",
+                   help="only these of the config's policies (default: all; the oracle only when named)")
     p.add_argument("--out", default="runs", help="parent folder of the run folders")
     p.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
     p.set_defaults(func=cmd_anticipation)
