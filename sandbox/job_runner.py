@@ -52,6 +52,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from scalelab.errors import UserError
 from scalelab.sandbox.app import PROVE_EVERY_S, App, Settings, _text, start_control_listener
 
 JOBS_TOPIC, RESULTS_TOPIC, GROUP = "jobs", "results", "runners"
@@ -59,7 +60,7 @@ JOBS_TOPIC, RESULTS_TOPIC, GROUP = "jobs", "results", "runners"
 MAX_CONCURRENT_JOBS = 5
 
 
-class MalformedJob(ValueError):
+class MalformedJob(UserError):
     """A job message that cannot be run; the message names what is wrong."""
 
 
