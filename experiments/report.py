@@ -382,8 +382,17 @@ def tradeoff_figure(summary: pd.DataFrame, styles: dict | None = None, title: st
 
 
 def plot_comparison(table: pd.DataFrame, keys: list[str], path: Path) -> Path:
+    """:func:`comparison_figure`, saved as ``path/comparison.png``."""
+    out = path / "comparison.png"
+    comparison_figure(table, keys).savefig(out, dpi=100)
+    return out
+
+
+def comparison_figure(table: pd.DataFrame, keys: list[str]) -> Figure:
     """Run folders compared: one colour per policy, one marker per folder (the key's
-    letter), each policy's points joined in folder order, labelled once."""
+    letter), each policy's points joined in folder order, labelled once. Violations on a
+    symmetric-log axis (linear below 1) when they spread over more than 100 times, so
+    that one architecture's thousands do not flatten the others' tens to 0."""
     styles = policy_styles(table.base_policy)
     fig = Figure(figsize=(11, 7), layout="constrained")
     ax = fig.subplots()
@@ -404,16 +413,24 @@ def plot_comparison(table: pd.DataFrame, keys: list[str], path: Path) -> Path:
         ax.plot([], [], MARKERS[k % len(MARKERS)], color="black", mfc="white", label=key)
     ax.set_xlabel("replica-hours per run (cost)")
     ax.set_ylabel("SLO violations per run")
-    ax.set_ylim(bottom=0)
+    every_y = [r["mean"] for r in table.violations_per_run]
+    positive = [y for y in every_y if y > 0]
+    if positive and max(positive) > 100 * max(min(positive), 1.0):
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylim(0 if len(positive) < len(every_y) else min(positive) / 2, max(positive) * 2)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _tick_text(v)))
+        ax.set_ylabel("SLO violations per run, symmetric log scale (linear below 1)")
+    else:
+        ax.set_ylim(bottom=0)
     _cost_axis(ax, every_x, every_x, _log_worthy(every_x))
     ax.grid(alpha=0.3)
     ax.legend(title="folder", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title("run folders compared: each policy's mean per folder, joined in folder order (filled: the last)",
                  fontsize=10)
     _place_labels(ax, np.array(xs), np.array(ys), labels, fig)
-    out = path / "comparison.png"
-    fig.savefig(out, dpi=100)
-    return out
+    return fig
 
 
 def _log_worthy(xs) -> bool:

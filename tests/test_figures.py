@@ -216,3 +216,29 @@ def test_the_interactive_timelines_show_one_policy_alone_and_keep_the_load_oracl
     assert all(menu.buttons[0].args[0]["visible"])
     assert any(s.y0 == 600.0 and s.line.color == "red" for s in fig.layout.shapes)
     assert fig.layout.yaxis2.type == "log" and fig.layout.yaxis2.tickformat == ",.0f"
+
+
+def test_the_comparison_of_run_folders_keeps_small_violations_readable_beside_huge_ones():
+    """Run folders compared (``scalelab report A B``, ``scalelab architectures``): when one
+    folder's violations are thousands of times another's, the axis is symmetric-log with
+    plain ticks, so the tens are not drawn at 0; otherwise it stays linear from 0."""
+    import pandas as pd
+
+    from scalelab.experiments.metrics import with_pareto_ranks
+    from scalelab.experiments.report import comparison_figure
+
+    def row(folder, policy, v, c):
+        return {"folder": folder, "policy": f"{folder} {policy}", "base_policy": policy, "runs": 5,
+                "violations_per_run": {"mean": v, "ci95": 1.0}, "replica_hours": {"mean": c, "ci95": 1.0}}
+
+    wide = with_pareto_ranks(pd.DataFrame([row("A", "hpa", 40.0, 130.0), row("A", "hslinucb", 25.0, 190.0),
+                                           row("B", "keda-scaledjob", 70000.0, 120.0)]))
+    ax = comparison_figure(wide, ["A", "B"]).axes[0]
+    assert ax.get_yscale() == "symlog"
+    lo, hi = ax.get_ylim()
+    assert lo <= 25.0 / 2 and hi >= 70000.0
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert "10,000" in labels and "10" in labels and not any("^" in t or "times" in t for t in labels)
+    narrow = with_pareto_ranks(pd.DataFrame([row("A", "hpa", 40.0, 130.0), row("B", "hpa", 0.0, 190.0)]))
+    ax = comparison_figure(narrow, ["A", "B"]).axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0
