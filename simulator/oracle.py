@@ -62,7 +62,8 @@ def steady_state_p95s(
         clock.sleep_until((k + 1) * step_s)
         obs = backend.observe()
         if jobs is not None and jobs.runner_mode == "job":
-            backend.scale_to(replicas)  # one-shot runners exit: held at the count as a scaler would  # censored where nothing completed under load, as the loop scores it
+            backend.scale_to(replicas)  # one-shot runners exit: held at the count as a scaler would
+        # the p95 is censored where nothing completed under load, as the loop scores it
         if k >= warmup:
             out[k - warmup] = obs.context.p95_ms
     return out

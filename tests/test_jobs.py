@@ -94,6 +94,12 @@ def test_the_queue_signals_from_the_topics_and_the_offsets():
     ages = 130.0 - np.array([101.0, 102.0, 103.0, 104.0, 104.5])
     assert q.censored == 5 and q.turnaround_p95_ms == pytest.approx(np.percentile(ages, 95) * 1000)
     assert q.completion_rate == 0 and q.arrival_rate == 0
+    # the step's window, as the simulator's: since the previous call (130 s), not the context's 10 s
+    c.ingest_job(b"j9", json.dumps({"id": "j9", "submitted": 131.0, "request": {}}).encode(), 131.0)
+    c.ingest_result(_result("finished", "j2", submitted=102.0, started=131.0, finished=132.0))
+    q = c.signals(150.0, 10.0, runners=3)
+    assert q.arrival_rate == pytest.approx(1 / 20) and q.completion_rate == pytest.approx(1 / 20)
+    assert q.turnaround_p95_ms == pytest.approx(30000.0) and q.censored == 0  # j2: 102 to 132
 
 
 def test_the_config_names_the_architecture_and_the_jobs_section():

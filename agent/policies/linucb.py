@@ -231,11 +231,17 @@ class HSLinUCB(BasePolicy):
         self.core.update(action, context.vector(), r)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "core": self.core.state()}
+        """The bandit, and (variants that decide on more than the context: the calendar's,
+        the queue's) the features of the last decision, which its update learns on: a run
+        resumed between a decision and its update learns as an uninterrupted one."""
+        x = getattr(self, "_x", None)
+        return {**super().state_dict(), "core": self.core.state(), "x": None if x is None else x.tolist()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.core.load(state["core"])
+        if hasattr(self, "_x"):
+            self._x = None if state.get("x") is None else np.asarray(state["x"], dtype=float)
 
 
 class QueueHSLinUCB(HSLinUCB):

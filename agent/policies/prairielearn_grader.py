@@ -176,7 +176,8 @@ class PrairieLearnGrader(BasePolicy):
     ``maxConcurrentJobs``: set it to the runners' ``max_concurrent_jobs``),
     ``report_interval_sec`` 10 (the grader's ``reportIntervalSec``),
     ``external_grading_load_average_interval_sec`` 30 (must exceed the report interval:
-    a grader whose report is older does not count), ``external_grading_history_load_interval_sec``
+    a grader whose report is older does not count; here every runner reports at every
+    step, so no report is that old and it only validates), ``external_grading_history_load_interval_sec``
     900, ``external_grading_current_capacity_factor`` and
     ``external_grading_history_capacity_factor`` 1, ``cron_interval_external_grader_load_sec`` 8.
 

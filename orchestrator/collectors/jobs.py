@@ -53,6 +53,7 @@ class JobsCollector:
         self.jobs_seen = 0
         self.results_seen = 0
         self.last_result_at: float | None = None
+        self._last_signals_s: float | None = None  # the previous :meth:`signals` instant: the step's window starts there
         self.assigned = threading.Event()
         self._state = threading.Lock()
         self._offsets_lock = threading.Lock()
@@ -143,11 +144,15 @@ class JobsCollector:
         return tuple(out)
 
     def signals(self, now_s: float, window_s: float, runners: int) -> QueueSignals:
-        """The queue at ``now_s``: offsets and lag from the broker, the rest from the
-        topics over the last ``window_s`` seconds."""
+        """The queue at ``now_s``: offsets and lag from the broker; the rates and the
+        turnaround p95 over the step, since the previous call (the first call: the last
+        ``window_s`` seconds), as the simulator's ``JobsBackend`` takes them."""
         parts = self.offsets()
         with self._state:
-            lo = now_s - window_s
+            last = self._last_signals_s
+            lo = last if last is not None and last < now_s else now_s - window_s
+            self._last_signals_s = now_s
+            span = now_s - lo
             while self.arrivals and self.arrivals[0] < now_s - self.keep_s:
                 self.arrivals.popleft()
             while self.finished and self.finished[0][0] < now_s - self.keep_s:
@@ -166,8 +171,8 @@ class JobsCollector:
             p95, censored = 0.0, 0
         return QueueSignals(partitions=parts, lag=sum(p.lag for p in parts), waiting=len(waiting),
                             oldest_wait_s=max(now_s - min(waiting), 0.0) if waiting else 0.0,
-                            in_progress=in_progress, arrival_rate=arrived / window_s,
-                            completion_rate=done.shape[0] / window_s, turnaround_p95_ms=float(p95),
+                            in_progress=in_progress, arrival_rate=arrived / span,
+                            completion_rate=done.shape[0] / span, turnaround_p95_ms=float(p95),
                             censored=censored, runners=int(runners), runners_busy=len(busy))
 
     # -- the thread
