@@ -80,6 +80,12 @@ def test_one_command_one_report_with_each_front_and_the_phases(tmp_path):
     # the workload starts 08:48; the exam at 09:00 (start within 3 min): step 144 is its first
     inside = exam_steps(runners)
     assert not inside[:144].any() and inside[144:].all()
+    for policy, frame in steps.groupby("policy"):  # the exam phase is exactly those steps
+        runs = frame["run"].nunique()
+        assert phases.loc[policy, "exams_violations"] == pytest.approx(
+            frame.loc[frame.step >= 144, "violation"].sum() / runs)
+        assert phases.loc[policy, "rest_replica_hours"] == pytest.approx(
+            frame.loc[frame.step < 144, "replicas"].sum() * 5 / 3600 / runs)
     assert np.isfinite(phases.to_numpy(dtype=float)).all()
 
 
