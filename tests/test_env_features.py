@@ -84,3 +84,18 @@ def test_the_onnx_pipeline_refuses_features_it_cannot_make():
     env = SandboxScalingEnv(_config("evaluation-week-5d"), oracle=False)
     with pytest.raises(UserError, match="expected_now"):
         env.observation_pipeline()
+
+
+def test_normalised_queue_signals_are_jobs_over_the_runners_slots_and_waits_over_twice_the_slo():
+    env = SandboxScalingEnv(_config("evaluation-week-5d-jobs"), oracle=False, observation="normalized")
+    slots = 12 * 5  # max_replicas x max_concurrent_jobs
+    capacity = env.resolved.app.cpu_limit / env.resolved.app.demand.mean_s * 12  # jobs/s at max_replicas
+    obs, _ = env.reset(seed=2)
+    for _ in range(120):
+        obs, _, _, done, info = env.step(1)
+        q = info["record"].after.queue
+        want = [q.lag / slots, q.waiting / slots, q.oldest_wait_s / 6.0, q.in_progress / slots,
+                q.arrival_rate / capacity, q.completion_rate / capacity]
+        np.testing.assert_allclose(obs[len(FIELDS):], np.clip(want, 0.0, 1.0))
+        if done:
+            break
