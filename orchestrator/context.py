@@ -253,6 +253,23 @@ def percentile(values: np.ndarray, q: float) -> float:
     return float(part[lo] + (part[hi] - part[lo]) * frac)
 
 
+def censored_p95(done_ms: np.ndarray, ages_ms: np.ndarray) -> tuple[float, int]:
+    """The p95 of what completed in a window, ms; when nothing did, the p95 of the ages of
+    what is still waiting or running (a censored lower bound: the empty-window rule), with
+    how many ages it took; ``(0.0, 0)`` when there is neither.
+
+    >>> censored_p95(np.array([100.0, 200.0]), np.array([9000.0]))
+    (195.0, 0)
+    >>> censored_p95(np.zeros(0), np.array([4000.0, 5000.0]))
+    (4950.0, 2)
+    """
+    if done_ms.shape[0]:
+        return percentile(done_ms, 95.0), 0
+    if ages_ms.shape[0]:
+        return percentile(ages_ms, 95.0), int(ages_ms.shape[0])
+    return 0.0, 0
+
+
 class ClientLatencies:
     """What the load generator measured, request by request: ``(start s, end s,
     response ms)``, kept for ``keep_s``. :meth:`p95` takes them over the window the

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from scalelab.orchestrator.backend import BaseBackend, Clock, Observation, PodSample, QueueSignals, ScaleResult, clamp
-from scalelab.orchestrator.context import ContextBuilder, ContextSettings, Spans, percentile
+from scalelab.orchestrator.context import ContextBuilder, ContextSettings, Spans, censored_p95
 from scalelab.simulator.cluster import ClusterSettings, SimCluster
 from scalelab.simulator.fluid import FluidCluster
 from scalelab.simulator.jobs import JobsCluster, JobsSettings
@@ -192,14 +192,9 @@ class JobsBackend(SimBackend):
             censored = ages.shape[0]
         span = c.now - self._window_start
         done = np.concatenate(self._turnaround) if self._turnaround else np.zeros(0)
-        q_censored = 0
-        if done.shape[0]:
-            p95 = percentile(done * 1000.0, 95.0)
-        elif waiting + in_progress > 0:
+        if not done.shape[0] and waiting + in_progress > 0:
             ages = c.in_flight_ages_ms() if ages is None else ages
-            p95, q_censored = percentile(ages, 95.0), int(ages.shape[0])
-        else:
-            p95 = 0.0
+        p95, q_censored = censored_p95(done * 1000.0, ages if ages is not None else np.zeros(0))
         queue = QueueSignals(
             partitions=c.partition_offsets(), lag=int((c.latest - c.committed).sum()), waiting=waiting,
             oldest_wait_s=oldest_wait, in_progress=in_progress,

@@ -32,7 +32,7 @@ from collections import deque
 import numpy as np
 
 from scalelab.orchestrator.backend import INVALID_OFFSET, PartitionOffsets, QueueSignals
-from scalelab.orchestrator.context import ContextBuilder, Spans, percentile
+from scalelab.orchestrator.context import ContextBuilder, Spans, censored_p95
 
 
 class JobsCollector:
@@ -163,12 +163,7 @@ class JobsCollector:
             done = np.array([ms for t, ms in self.finished if lo < t <= now_s])
             ages = np.maximum(now_s - np.fromiter(self.submitted.values(), float, len(self.submitted)), 0.0) * 1000.0
             in_progress = len(self.started)
-        if done.shape[0]:
-            p95, censored = percentile(done, 95.0), 0
-        elif ages.shape[0]:
-            p95, censored = percentile(ages, 95.0), int(ages.shape[0])
-        else:
-            p95, censored = 0.0, 0
+        p95, censored = censored_p95(done, ages)
         return QueueSignals(partitions=parts, lag=sum(p.lag for p in parts), waiting=len(waiting),
                             oldest_wait_s=max(now_s - min(waiting), 0.0) if waiting else 0.0,
                             in_progress=in_progress, arrival_rate=arrived / span,
