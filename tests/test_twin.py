@@ -315,3 +315,27 @@ def test_the_simulator_against_the_live_runs_shipped_with_scalelab(tmp_path, cap
     assert main(["twin", "live-evaluation-week", "--runs", "1", "--out", str(tmp_path / "u"),
                  "--live-summary", str(other), "--live-summary", str(b)]) == 2
     assert "'paper-coldstart', not 'live-evaluation-week'" in capsys.readouterr().err
+
+
+def test_the_runners_simulated_against_their_live_runs_shipped_with_scalelab(tmp_path):
+    """The jobs architecture's short twin: ``live-evaluation-week-jobs`` simulated against
+    its two shipped live runs (runner processes pulling jobs from the embedded broker); the
+    floor's verdicts are the ones docs/evaluation-week.md quotes."""
+    import json
+
+    from scalelab.cli import main
+    from scalelab.experiments.twin import shipped_live_summaries
+
+    a, b = shipped_live_summaries("live-evaluation-week-jobs")
+    for side in (a, b):
+        shipped = json.loads(side.read_text())
+        assert shipped["config"]["name"] == "live-evaluation-week-jobs" and shipped["config"]["backend"] == "live"
+        assert {r["policy"] for r in shipped["runs"]} == {"keda-kafka-5", "hslinucb"}
+    assert main(["twin", "live-evaluation-week-jobs", "--runs", "1", "--shipped-live", "--out", str(tmp_path)]) == 0
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    md = (folder / "twin" / "floor.md").read_text()
+    assert "sim-live 0.49 [0.42, 0.58], live-live 0.25 [0.21, 0.46]" in md
+    assert "sim 20% of minutes, live against live 23%" in md and "sim 75% of minutes, live against live 73%" in md
+    assert "the same on the simulator and live" in md
+    doc = (Path(__file__).parents[1] / "docs" / "evaluation-week.md").read_text()
+    assert "| 0.49 [0.42, 0.58] | 0.25 [0.21, 0.46] |" in doc and "| 20 % | 23 % |" in doc and "| 75 % | 73 % |" in doc
