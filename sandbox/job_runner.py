@@ -122,8 +122,8 @@ class Offsets:
         self.done.setdefault(partition, set())
 
     def finish(self, partition: int, offset: int) -> None:
-        if offset not in self.taken.get(partition, ()):  # the partition was let go meanwhile (and maybe taken
-            return                                        # again): a job of the old assignment is not counted
+        if partition not in self.taken:  # the partition was let go meanwhile
+            return
         self.done[partition].add(offset)
         q, d = self.taken[partition], self.done[partition]
         while q and q[0] in d:
@@ -294,10 +294,9 @@ class JobRunner:
 
     def _publish(self, job: Job, event: dict, done: bool) -> None:
         def delivered(err, msg) -> None:
-            if err is not None:  # not taken (librdkafka's own retries ran out): sent again, never committed unsent
-                self._error(f"result of {job.id}: {err}; sent again")
-                self._publish(job, event, done)
-            elif done:  # the broker has the finished result: the job's offset may be committed
+            if err is not None:
+                self._error(f"result of {job.id}: {err}")
+            if done:  # a result the broker did not take still ends the job here; the error is logged
                 self._delivered.put((job.partition, job.offset))
 
         body = {"id": job.id, "runner": self.name, "partition": job.partition, "offset": job.offset,
