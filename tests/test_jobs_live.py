@@ -182,13 +182,15 @@ def test_the_short_evaluation_week_on_runners_end_to_end(tmp_path):
         c.assign([TopicPartition("results", p, 0) for p in range(parts)])
         try:
             while stack.state:
-                for m in c.consume(500, timeout=0.5):
-                    if m.error() is None and json.loads(m.value())["event"] == "finished":
-                        finished.add(m.key().decode())
+                # the offsets first, the results after: a runner commits a job only once its result
+                # is acknowledged, so a sample never counts a commit whose result it has not read
                 submitted = sum(c.get_watermark_offsets(TopicPartition("jobs", p), timeout=2, cached=False)[1]
                                 for p in range(parts))
                 committed = sum(max(t.offset, 0) for t in group.committed(
                     [TopicPartition("jobs", p) for p in range(parts)], timeout=2))
+                for m in c.consume(500, timeout=0.5):
+                    if m.error() is None and json.loads(m.value())["event"] == "finished":
+                        finished.add(m.key().decode())
                 totals.append({"submitted": submitted, "finished": len(finished), "committed": committed})
         except Exception:  # the stack went down under the watcher: what it saw is kept
             pass
