@@ -180,6 +180,9 @@ class JobRunner:
     """Pulls jobs, runs at most ``max_concurrent_jobs`` at once, publishes results,
     commits in order, drains on :meth:`stop`."""
 
+    #: seconds an asynchronous commit may go unanswered before the same offsets are sent again
+    commit_answer_s = 2.0
+
     def __init__(self, bootstrap: str, jobs_topic: str = JOBS_TOPIC, results_topic: str = RESULTS_TOPIC,
                  group: str = GROUP, max_concurrent_jobs: int = MAX_CONCURRENT_JOBS, app: RunnerApp | None = None,
                  name: str | None = None, drain_timeout_s: float = 300.0) -> None:
@@ -197,6 +200,7 @@ class JobRunner:
         self._pool = ThreadPoolExecutor(max_workers=self.max, thread_name_prefix="job")
         self._paused: bool | None = None  # None: apply to the assignment whatever it was
         self._sent: dict[int, int] | None = None  # the asynchronous commit awaiting its answer
+        self._sent_at = 0.0  # when it was sent (time.monotonic(), s)
         self.consumer = self.producer = None
         self.errors: list[str] = []
 
@@ -267,9 +271,12 @@ class JobRunner:
         from confluent_kafka import KafkaException, TopicPartition
 
         commits = self.offsets.to_commit(partitions)
-        if not commits or (asynchronous and commits == self._sent):
+        if not commits:
             return
-        self._sent = commits
+        if asynchronous:  # the same offsets again only once the last sending was answered, or went unanswered
+            if commits == self._sent and time.monotonic() - self._sent_at < self.commit_answer_s:
+                return
+            self._sent, self._sent_at = commits, time.monotonic()
         try:
             done = self.consumer.commit(offsets=[TopicPartition(self.jobs_topic, p, o) for p, o in commits.items()],
                                         asynchronous=asynchronous)

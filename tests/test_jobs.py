@@ -56,6 +56,41 @@ def test_offsets_are_committed_in_order_per_partition_and_again_until_acknowledg
     assert o.to_commit() == {1: 6}
 
 
+def test_an_unanswered_asynchronous_commit_is_sent_again_and_a_synchronous_one_never_blocks_it():
+    from scalelab.sandbox.job_runner import JobRunner
+
+    class Silent:  # a consumer whose broker never answers asynchronous commits
+        def __init__(self):
+            self.sent = []
+
+        def commit(self, offsets, asynchronous):
+            self.sent.append(({tp.partition: tp.offset for tp in offsets}, asynchronous))
+            if not asynchronous:  # a synchronous commit the broker refuses
+                return [type("TP", (), {"error": "REBALANCE_IN_PROGRESS", "partition": tp.partition,
+                                        "offset": tp.offset})() for tp in offsets]
+            return None
+
+    r = JobRunner("127.0.0.1:1")
+    r.consumer = Silent()
+    r.offsets.take(0, 4)
+    r.offsets.finish(0, 4)
+    r._commit()
+    r._commit()  # awaiting its answer: not sent twice at once
+    assert r.consumer.sent == [({0: 5}, True)]
+    r._sent_at -= r.commit_answer_s  # the answer never came: sent again
+    r._commit()
+    assert r.consumer.sent == [({0: 5}, True)] * 2
+    r._commit(asynchronous=False)  # refused: the offsets stay to commit
+    assert r.offsets.to_commit() == {0: 5}
+    r._sent_at -= r.commit_answer_s
+    r._commit()
+    assert r.consumer.sent[-1] == ({0: 5}, True) and len(r.consumer.sent) == 4
+    r._committed(None, [type("TP", (), {"error": None, "topic": r.jobs_topic, "partition": 0, "offset": 5})()])
+    r._commit()  # acknowledged: nothing left
+    assert len(r.consumer.sent) == 4 and r.offsets.to_commit() == {}
+    r._pool.shutdown()
+
+
 def _collector():
     builder = ContextBuilder(ContextSettings(window_s=10.0))
     c = JobsCollector("127.0.0.1:1", builder, threading.Lock())
