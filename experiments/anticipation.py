@@ -201,6 +201,7 @@ def run_anticipation(out: str | Path = "runs", runs: int | None = None, variant_
 
     from scalelab.experiments.config import ConfigError
     from scalelab.experiments.experiment import run_experiment
+    from scalelab.experiments.runner import command_bar, episodes
 
     base = base if base is not None else yaml.safe_load(config_path(BASE).read_text())
     if policies:
@@ -213,17 +214,21 @@ def run_anticipation(out: str | Path = "runs", runs: int | None = None, variant_
                 "oracle": REFERENCE in policies}
     variants = variants if variants is not None else VARIANTS
     chosen = only or ["default", *variants]
-    results = []
+    configs = {}
     for name in chosen:
         if name == "default":
-            cfg, what = dict(base, runs=runs or base["runs"]), "the week the policies were tuned on"
+            configs[name] = load_config(dict(base, runs=runs or base["runs"])), "the week the policies were tuned on"
         else:
             what, overrides = variants[name]
             cfg = variant_config(base, overrides, name, variant_runs if runs is None else runs)
-        res = run_experiment(load_config(cfg), out=out, workers=workers, progress=progress)
-        if progress:
-            print(res.table(), flush=True)
-        results.append((name, what, res.path))
+            configs[name] = load_config(cfg), what
+    results = []
+    with command_bar(progress, "anticipation", sum(episodes(cfg) for cfg, _ in configs.values())) as bar:
+        for name, (cfg, what) in configs.items():
+            res = run_experiment(cfg, out=out, workers=workers, progress=bar)
+            if progress:
+                bar.write(str(res.table()))
+            results.append((name, what, res.path))
     folder = Path(out) / f"anticipation-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
     write_comparison([p for _, _, p in results], folder)

@@ -193,19 +193,23 @@ def run_architectures(out: str | Path = "runs", runs: int | None = None, hours: 
     other; ``hours`` does not apply). ``runs``: per policy (default 5 on the simulator, the
     live configs' own 2 live). ``bases`` replaces a shipped config by name (tests)."""
     from scalelab.experiments.experiment import run_experiment, run_live
+    from scalelab.experiments.runner import command_bar, episodes
 
     if architectures is None:
         architectures = LIVE_ARCHITECTURES if live else ARCHITECTURES
     if runs is None and not live:
         runs = 5
+    configs = [(arch, load_config(architecture_config(arch, runs, None if live else hours,
+                                                      (bases or {}).get(arch.name)))) for arch in architectures]
     results = []
-    for arch in architectures:
-        cfg = load_config(architecture_config(arch, runs, None if live else hours, (bases or {}).get(arch.name)))
-        res = (run_live(cfg, out=out) if cfg.backend == "live"
-               else run_experiment(cfg, out=out, workers=workers, progress=progress))
-        if progress:
-            print(res.table(), flush=True)
-        results.append((arch, res.path))
+    simulated = [cfg for _, cfg in configs if cfg.backend != "live"]
+    with command_bar(progress and bool(simulated), "architectures", sum(map(episodes, simulated))) as bar:
+        for arch, cfg in configs:
+            res = (run_live(cfg, out=out) if cfg.backend == "live"
+                   else run_experiment(cfg, out=out, workers=workers, progress=bar))
+            if progress:
+                bar.write(str(res.table()))
+            results.append((arch, res.path))
     folder = Path(out) / f"architectures-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
     write_comparison([p for _, p in results], folder)

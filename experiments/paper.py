@@ -27,6 +27,7 @@ from scalelab.experiments.experiment import run_experiment
 from scalelab.experiments.metrics import cell as summary_cell
 from scalelab.experiments.metrics import interval
 from scalelab.experiments.runfolder import RunResult
+from scalelab.experiments.runner import command_bar, episodes
 
 EXPERIMENTS = ("paper-coldstart", "paper-hotstart-seen", "paper-hotstart-unseen", "paper-real-week")
 METRICS = (("violations_per_run", "violations/run", 1), ("p95_ms", "p95 ms", 1), ("replicas", "replicas", 2))
@@ -342,15 +343,17 @@ def reproduce_paper(out: str | Path = "runs/paper", runs: int | None = None, onl
     results: dict[str, RunResult] = {}
     datasets: dict[str, str] = {}
     coldstart = None
-    for name in order:
-        cfg = prepare(name, runs, steps, d2, real_week)
-        if coldstart is not None:  # the cold start just run, not an older one in `out`
-            cfg = replace(cfg, policies=[replace(p, params={**p.params, "load": str(coldstart)})
-                                         if p.params.get("load") == "paper-coldstart" else p for p in cfg.policies])
-        results[name] = run_experiment(cfg, out=out, progress=progress, command="scalelab paper", workers=workers)
-        datasets[name] = cfg.dataset or ""
-        if name == "paper-coldstart":
-            coldstart = results[name].path
+    configs = {name: prepare(name, runs, steps, d2, real_week) for name in order}
+    with command_bar(progress, "paper", sum(episodes(cfg) for cfg in configs.values())) as bar:
+        for name, cfg in configs.items():
+            if coldstart is not None:  # the cold start just run, not an older one in `out`
+                cfg = replace(cfg, policies=[replace(p, params={**p.params, "load": str(coldstart)})
+                                             if p.params.get("load") == "paper-coldstart" else p
+                                             for p in cfg.policies])
+            results[name] = run_experiment(cfg, out=out, progress=bar, command="scalelab paper", workers=workers)
+            datasets[name] = cfg.dataset or ""
+            if name == "paper-coldstart":
+                coldstart = results[name].path
     table = comparison(results)
     table.to_csv(out / "paper-comparison.csv", index=False)
     (out / "paper-report.md").write_text(report_text(table, results, datasets, time.perf_counter() - t0, steps))

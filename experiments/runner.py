@@ -43,7 +43,8 @@ from scalelab.experiments.runfolder import (
     folder_lock,
 )
 
-__all__ = ["check_reward", "check_size", "die_with_parent", "run_simulated", "with_saved_states"]
+__all__ = ["check_reward", "check_size", "command_bar", "die_with_parent", "episodes", "run_simulated",
+           "with_saved_states"]
 
 
 def _run_chain(args) -> list[tuple[str, pd.DataFrame]]:
@@ -116,12 +117,13 @@ def run_simulated(
     out: str | Path | None = None,
     resume: str | Path | None = None,
     workers: int | None = None,
-    progress: bool = True,
+    progress=True,
     command: str | None = None,
 ) -> RunResult:
     """Run ``config`` (``backend: sim`` or ``replay``) into a new folder under ``out``
     (default ``runs/``), or finish the run in ``resume``; no report (the caller's step).
-    Returns the steps, the summary and the folder."""
+    ``progress``: True (a bar per run), False, or a command's bar (:func:`command_bar`)
+    its episodes advance. Returns the steps, the summary and the folder."""
     t0 = time.perf_counter()
     cfg, path = config_to_run(config, resume)
     if resume is None:
@@ -167,22 +169,27 @@ def check_size(cfg: ExperimentConfig, resolved: Resolved) -> None:
 
 
 def _run_in(cfg: ExperimentConfig, resolved: Resolved, path: Path, workers,
-            progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+            progress) -> tuple[pd.DataFrame, pd.DataFrame]:
     from tqdm.auto import tqdm
 
     complete = completed_steps(path)
     if complete is not None:  # resuming a finished run: nothing to redo
+        if is_bar(progress):
+            episode_bar(progress, cfg, 0, read_back=episodes(cfg))
         return complete, runfolder.write_summary(path, complete, cfg)
     seeds = runfolder.write_versions(path, cfg)
 
     needs_oracle = cfg.backend in ("sim", "replay") and cfg.oracle
-    with tqdm(desc="oracle", unit="level", disable=not progress or not needs_oracle, leave=False) as bar:
+    shared = is_bar(progress)
+    if shared:
+        progress.set_description(f"{cfg.name}: oracle" if needs_oracle else cfg.name)
+    with tqdm(desc="oracle", unit="level", disable=shared or not progress or not needs_oracle, leave=False) as bar:
         loads, oracle = oracle_levels(cfg, resolved, path, progress=bar.update)
 
     frames: dict[str, pd.DataFrame] = {}
     jobs = _jobs(cfg, resolved, path, seeds, loads, oracle, frames)
     workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
-    with tqdm(total=sum(len(job[3]) for job in jobs), desc=cfg.name, unit="episode", disable=not progress) as bar:
+    with episode_bar(progress, cfg, sum(len(job[3]) for job in jobs), read_back=len(frames)) as bar:
         if workers <= 1 or len(jobs) <= 1:
             for job in jobs:
                 for name, frame in _run_chain(job):
@@ -199,7 +206,44 @@ def _run_in(cfg: ExperimentConfig, resolved: Resolved, path: Path, workers,
     return runfolder.finish(path, cfg, list(frames.values()), compact=compact_parts)
 
 
-def with_saved_states(cfg: ExperimentConfig, out: str | Path | None, progress: bool = True) -> ExperimentConfig:
+def is_bar(progress) -> bool:
+    """Whether ``progress`` is a command's own bar (a ``tqdm``) rather than on/off."""
+    return not isinstance(progress, bool) and hasattr(progress, "update")
+
+
+def command_bar(enabled: bool, desc: str, total: int | None = None):
+    """One progress bar for a command that runs several experiments (``scalelab paper``,
+    ``anticipation``, ``architectures``): passed as their ``progress``, every run advances
+    it by each of its episodes (run, or read back on a resume); ``total``: the command's
+    episodes (the runs add theirs when it is None). Disabled, it draws nothing."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="episode", disable=not enabled, dynamic_ncols=True)
+
+
+def episodes(cfg: ExperimentConfig) -> int:
+    """The episodes a run of ``cfg`` runs: runs × policies."""
+    return cfg.runs * len(cfg.policies)
+
+
+def episode_bar(progress, cfg: ExperimentConfig, todo: int, read_back: int = 0):
+    """The bar the run's ``todo`` episodes advance: the command's (``progress`` a bar;
+    the ``read_back`` episodes of a resume count as done, and a bar without a total grows
+    by the run's episodes) or a new one of its own (``progress`` True), or none."""
+    from contextlib import nullcontext
+
+    from tqdm.auto import tqdm
+
+    if not is_bar(progress):
+        return tqdm(total=todo, desc=cfg.name, unit="episode", disable=not progress)
+    if progress.total is None or progress.n + todo + read_back > progress.total:
+        progress.total = (progress.total or 0) + todo + read_back
+    progress.set_description(cfg.name)
+    progress.update(read_back)
+    return nullcontext(progress)
+
+
+def with_saved_states(cfg: ExperimentConfig, out: str | Path | None, progress=True) -> ExperimentConfig:
     """``cfg`` with every ``load: EXPERIMENT`` (a config's name or file, not a saved
     state) replaced by the newest finished run folder of that experiment under ``out``;
     when there is none, that experiment is run first (same ``runs``, and ``steps`` if
@@ -225,7 +269,10 @@ def with_saved_states(cfg: ExperimentConfig, out: str | Path | None, progress: b
             if finished:
                 done[load] = finished[-1]
             else:
-                print(f"{cfg.name}: {spec.display} starts from {source_cfg.name}'s states; running it first")
+                say = progress.write if is_bar(progress) else print
+                say(f"{cfg.name}: {spec.display} starts from {source_cfg.name}'s states; running it first")
+                if is_bar(progress) and progress.total is not None:  # the command did not count it
+                    progress.total += episodes(source_cfg)
                 done[load] = run_simulated(source_cfg, out=base, progress=progress,
                                            command=f"(for {cfg.name})").path
         policies.append(replace(spec, params={**spec.params, "load": str(done[load])}))

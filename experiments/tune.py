@@ -101,9 +101,10 @@ def _per_set(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def tune(config: str | Path | dict, policy: str, grid: dict[str, list], out: str | Path,
          criterion: str = "knee", budget: float | None = None, tuning_seeds=TUNING_SEEDS,
          held_out_seeds=HELD_OUT_SEEDS, runs: int = 1, executor: str = "local", scheduler=None,
-         workers: int | None = None) -> TuneResult:
+         workers: int | None = None, progress=None) -> TuneResult:
     """Tune ``policy`` (a label of the config's policies) over ``grid`` (its parameters'
-    values) and judge default against tuned on held-out seeds; see the module docstring."""
+    values) and judge default against tuned on held-out seeds; see the module docstring.
+    ``progress``: a bar both sweeps' cells advance (:func:`scalelab.experiments.runner.command_bar`)."""
     base = copy.deepcopy(config) if isinstance(config, dict) else yaml.safe_load(Path(config).read_text())
     if not isinstance(base, dict):
         raise ConfigError(f"config: {config} is not a mapping")
@@ -121,7 +122,8 @@ def tune(config: str | Path | dict, policy: str, grid: dict[str, list], out: str
     out = Path(out)
     keys = list(grid)
     sweep_grid = {"policy": [policy], **{f"policy.{k}": v for k, v in grid.items()}, "seed": list(tuning_seeds)}
-    tuning = run_sweep(base, sweep_grid, out / "tuning", executor=executor, scheduler=scheduler, workers=workers)
+    tuning = run_sweep(base, sweep_grid, out / "tuning", executor=executor, scheduler=scheduler, workers=workers,
+                       progress=progress)
     if tuning.failed:
         raise SweepError(f"tune: {len(tuning.failed)} tuning cells failed; see {out / 'tuning' / 'cells'}")
     sets = _per_set(tuning.table.rename(columns={f"grid.policy.{k}": f"grid.{k}" for k in keys}), keys)
@@ -133,7 +135,7 @@ def tune(config: str | Path | dict, policy: str, grid: dict[str, list], out: str
     # one folder per choice: a re-run with another grid that chooses otherwise never reuses these cells
     held_dir = out / "held-out" / ",".join(f"{k}={v}" for k, v in params.items())
     held = run_sweep({**base, "policies": [default, tuned]}, {"seed": list(held_out_seeds)}, held_dir,
-                     executor=executor, scheduler=scheduler, workers=workers)
+                     executor=executor, scheduler=scheduler, workers=workers, progress=progress)
     if held.failed:
         raise SweepError(f"tune: {len(held.failed)} held-out cells failed; see {held_dir / 'cells'}")
     rows = []

@@ -147,3 +147,21 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_commands_one_bar_counts_every_episode_once_run_or_read_back(tmp_path):
+    """Commands that run several experiments (paper, anticipation, architectures) pass one
+    bar: each run advances it by its episodes; a resumed run's finished episodes count at once."""
+    from scalelab.experiments.runner import command_bar, episodes, run_simulated
+
+    a, b = load_config(SMALL), load_config(dict(SMALL, name="robust-b", runs=1))
+    with command_bar(True, "two", episodes(a) + episodes(b)) as bar:
+        first = run_simulated(a, out=tmp_path, progress=bar, workers=1)
+        assert bar.n == 4 and bar.desc.startswith("robust")
+        run_simulated(b, out=tmp_path, progress=bar, workers=1)
+        assert (bar.n, bar.total) == (6, 6)
+    with command_bar(True, "again") as bar:  # no total given: each run adds its own
+        run_simulated(None, resume=first.path, progress=bar)
+        assert (bar.n, bar.total) == (4, 4)
+    with command_bar(False, "quiet", 4) as bar:
+        run_simulated(a, out=tmp_path, progress=bar, workers=1)  # disabled: draws nothing, fails nothing

@@ -8,11 +8,12 @@ from scalelab.cli._common import config_path
 
 
 def cmd_sweep(args) -> int:
+    from scalelab.experiments.runner import command_bar
     from scalelab.experiments.sweep import parse_grid, run_sweep
 
-    res = run_sweep(config_path(args.config), parse_grid(args.grid), args.out, executor=args.executor,
-                    scheduler=args.scheduler, workers=args.workers, band=args.band,
-                    progress=lambda name: print(f"cell done: {name}", flush=True))
+    with command_bar(True, "sweep") as bar:
+        res = run_sweep(config_path(args.config), parse_grid(args.grid), args.out, executor=args.executor,
+                        scheduler=args.scheduler, workers=args.workers, band=args.band, progress=bar)
     print((res.path / "leaderboard.md").read_text())
     print(f"{len(res.ran)} cells ran, {len(res.skipped)} already done, {len(res.failed)} failed; "
           f"table {res.path / 'sweep.csv'}")

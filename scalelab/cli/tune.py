@@ -6,13 +6,15 @@ from scalelab.cli._common import config_path, int_list
 
 
 def cmd_tune(args) -> int:
+    from scalelab.experiments.runner import command_bar
     from scalelab.experiments.sweep import parse_grid
     from scalelab.experiments.tune import tune
 
-    res = tune(config_path(args.config), args.policy, parse_grid(args.grid), args.out, criterion=args.criterion,
-               budget=args.budget, tuning_seeds=int_list(args.tuning_seeds, "--tuning-seeds"),
-               held_out_seeds=int_list(args.held_out_seeds, "--held-out-seeds"), runs=args.runs,
-               executor=args.executor, scheduler=args.scheduler, workers=args.workers)
+    with command_bar(True, "tune") as bar:
+        res = tune(config_path(args.config), args.policy, parse_grid(args.grid), args.out, criterion=args.criterion,
+                   budget=args.budget, tuning_seeds=int_list(args.tuning_seeds, "--tuning-seeds"),
+                   held_out_seeds=int_list(args.held_out_seeds, "--held-out-seeds"), runs=args.runs,
+                   executor=args.executor, scheduler=args.scheduler, workers=args.workers, progress=bar)
     print((res.path / "tune.md").read_text())
     print(f"report: {res.path / 'tune.md'} (and tune.json)")
     return 0
