@@ -200,7 +200,7 @@ def run_anticipation(out: str | Path = "runs", runs: int | None = None, variant_
     import yaml
 
     from scalelab.experiments.config import ConfigError
-    from scalelab.experiments.experiment import run_experiment
+    from scalelab.experiments.experiment import run_experiments
     from scalelab.experiments.runner import command_bar, episodes
 
     base = base if base is not None else yaml.safe_load(config_path(BASE).read_text())
@@ -222,13 +222,14 @@ def run_anticipation(out: str | Path = "runs", runs: int | None = None, variant_
             what, overrides = variants[name]
             cfg = variant_config(base, overrides, name, variant_runs if runs is None else runs)
             configs[name] = load_config(cfg), what
-    results = []
+    names = list(configs)
+    paths = {}
     with command_bar(progress, "anticipation", sum(episodes(cfg) for cfg, _ in configs.values())) as bar:
-        for name, (cfg, what) in configs.items():
-            res = run_experiment(cfg, out=out, workers=workers, progress=bar)
+        for i, res in run_experiments([cfg for cfg, _ in configs.values()], out=out, workers=workers, progress=bar):
             if progress:
                 bar.write(str(res.table()))
-            results.append((name, what, res.path))
+            paths[names[i]] = res.path
+    results = [(name, configs[name][1], paths[name]) for name in names]
     folder = Path(out) / f"anticipation-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
     write_comparison([p for _, _, p in results], folder)

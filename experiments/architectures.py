@@ -192,7 +192,7 @@ def run_architectures(out: str | Path = "runs", runs: int | None = None, hours: 
     ``live``: the short form on the live stack (:data:`LIVE_ARCHITECTURES`, one after the
     other; ``hours`` does not apply). ``runs``: per policy (default 5 on the simulator, the
     live configs' own 2 live). ``bases`` replaces a shipped config by name (tests)."""
-    from scalelab.experiments.experiment import run_experiment, run_live
+    from scalelab.experiments.experiment import run_experiments, run_live
     from scalelab.experiments.runner import command_bar, episodes
 
     if architectures is None:
@@ -201,15 +201,20 @@ def run_architectures(out: str | Path = "runs", runs: int | None = None, hours: 
         runs = 5
     configs = [(arch, load_config(architecture_config(arch, runs, None if live else hours,
                                                       (bases or {}).get(arch.name)))) for arch in architectures]
-    results = []
-    simulated = [cfg for _, cfg in configs if cfg.backend != "live"]
-    with command_bar(progress and bool(simulated), "architectures", sum(map(episodes, simulated))) as bar:
-        for arch, cfg in configs:
-            res = (run_live(cfg, out=out) if cfg.backend == "live"
-                   else run_experiment(cfg, out=out, workers=workers, progress=bar))
+    paths = {}
+    simulated = [(arch, cfg) for arch, cfg in configs if cfg.backend != "live"]
+    with command_bar(progress and bool(simulated), "architectures", sum(episodes(c) for _, c in simulated)) as bar:
+        for i, res in run_experiments([cfg for _, cfg in simulated], out=out, workers=workers, progress=bar):
             if progress:
                 bar.write(str(res.table()))
-            results.append((arch, res.path))
+            paths[simulated[i][0].name] = res.path
+    for arch, cfg in configs:  # the live ones one after the other
+        if cfg.backend == "live":
+            res = run_live(cfg, out=out)
+            if progress:
+                print(res.table(), flush=True)
+            paths[arch.name] = res.path
+    results = [(arch, paths[arch.name]) for arch, _ in configs]
     folder = Path(out) / f"architectures-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
     write_comparison([p for _, p in results], folder)

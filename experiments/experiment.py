@@ -10,11 +10,12 @@ this module calls one, then the other. The CLI and the public API (``scalelab.ru
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from scalelab.experiments.config import ExperimentConfig
 from scalelab.experiments.runfolder import RunResult
-from scalelab.experiments.runner import run_simulated
+from scalelab.experiments.runner import run_simulated, run_together
 
 # the report (matplotlib, plotly) and the live run (the stack's modules) are imported when
 # used, so that importing this module (the paper's, the CLI's) stays cheap
@@ -29,6 +30,16 @@ def run_experiment(config: ExperimentConfig | str | Path | dict | None, out: str
     the steps, the summary and the folder."""
     result = run_simulated(config, out, **options)
     return with_report(result) if report else result
+
+
+def run_experiments(configs: list, out: str | Path | None = None, *, report: bool = True,
+                    **options) -> Iterator[tuple[int, RunResult]]:
+    """Run several independent configs with their episodes in one pool
+    (:func:`scalelab.experiments.runner.run_together`, which takes ``options``:
+    ``workers``, ``progress``, ``command``); each run's report is written as soon as it
+    finishes, while the others' episodes go on. Yields ``(index in configs, result)``."""
+    for i, result in run_together(configs, out, **options):
+        yield i, with_report(result) if report else result
 
 
 def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "runs", *, report: bool = True,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from scalelab.experiments.config import ExperimentConfig, config_path, load_config
-from scalelab.experiments.experiment import run_experiment
+from scalelab.experiments.experiment import run_experiment, run_experiments
 from scalelab.experiments.metrics import cell as summary_cell
 from scalelab.experiments.metrics import interval
 from scalelab.experiments.runfolder import RunResult
@@ -345,15 +345,22 @@ def reproduce_paper(out: str | Path = "runs/paper", runs: int | None = None, onl
     coldstart = None
     configs = {name: prepare(name, runs, steps, d2, real_week) for name in order}
     with command_bar(progress, "paper", sum(episodes(cfg) for cfg in configs.values())) as bar:
-        for name, cfg in configs.items():
-            if coldstart is not None:  # the cold start just run, not an older one in `out`
-                cfg = replace(cfg, policies=[replace(p, params={**p.params, "load": str(coldstart)})
-                                             if p.params.get("load") == "paper-coldstart" else p
-                                             for p in cfg.policies])
-            results[name] = run_experiment(cfg, out=out, progress=bar, command="scalelab paper", workers=workers)
-            datasets[name] = cfg.dataset or ""
-            if name == "paper-coldstart":
-                coldstart = results[name].path
+        if "paper-coldstart" in configs:  # first: the others load its states
+            cfg = configs.pop("paper-coldstart")
+            results[cfg.name] = run_experiment(cfg, out=out, progress=bar, command="scalelab paper", workers=workers)
+            datasets[cfg.name] = cfg.dataset or ""
+            coldstart = results[cfg.name].path
+        if coldstart is not None:  # the cold start just run, not an older one in `out`
+            configs = {name: replace(cfg, policies=[replace(p, params={**p.params, "load": str(coldstart)})
+                                                    if p.params.get("load") == "paper-coldstart" else p
+                                                    for p in cfg.policies]) for name, cfg in configs.items()}
+        names = list(configs)
+        # the rest in one pool: one experiment's long learner overlaps the others' episodes
+        for i, res in run_experiments(list(configs.values()), out=out, progress=bar, command="scalelab paper",
+                                      workers=workers):
+            results[names[i]] = res
+            datasets[names[i]] = configs[names[i]].dataset or ""
+        results = {name: results[name] for name in order}
     table = comparison(results)
     table.to_csv(out / "paper-comparison.csv", index=False)
     (out / "paper-report.md").write_text(report_text(table, results, datasets, time.perf_counter() - t0, steps))

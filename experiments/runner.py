@@ -15,9 +15,13 @@ A complete run is read back from ``steps.parquet`` and only its summary is rewri
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +48,7 @@ from scalelab.experiments.runfolder import (
 )
 
 __all__ = ["check_reward", "check_size", "command_bar", "die_with_parent", "episodes", "run_simulated",
-           "with_saved_states"]
+           "run_together", "with_saved_states"]
 
 
 def _run_chain(args) -> list[tuple[str, pd.DataFrame]]:
@@ -124,6 +128,41 @@ def run_simulated(
     (default ``runs/``), or finish the run in ``resume``; no report (the caller's step).
     ``progress``: True (a bar per run), False, or a command's bar (:func:`command_bar`)
     its episodes advance. Returns the steps, the summary and the folder."""
+    run = _open(config, out, resume, progress, command)
+    [(_, result)] = _run_all([run], workers, progress)
+    return result
+
+
+def run_together(configs: list, out: str | Path | None = None, workers: int | None = None, progress=True,
+                 command: str | None = None) -> Iterator[tuple[int, RunResult]]:
+    """Run several independent configs (each into its own new folder under ``out``) with
+    their episodes in one pool of processes, so that one config's long episodes overlap
+    the others' instead of leaving a core idle; yields ``(index in configs, result)`` as
+    each run finishes (its folder complete: the caller may report it while the others
+    run). Every config is checked, and its folder made, before any episode runs.
+    ``progress``: as :func:`run_simulated`'s (True: one bar for them all)."""
+    runs = [_open(config, out, None, progress, command) for config in configs]
+    if len(runs) > 1 and not is_bar(progress):
+        with command_bar(bool(progress), "runs", sum(episodes(r.cfg) for r in runs)) as bar:
+            yield from _run_all(runs, workers, bar)
+    else:
+        yield from _run_all(runs, workers, progress)
+
+
+@dataclass
+class _Run:
+    """A run about to start: its config as given (``cfg``) and as run (``run_cfg``, from
+    the folder's snapshot), the folder, and when it was asked for (``perf_counter``, s)."""
+
+    cfg: ExperimentConfig
+    run_cfg: ExperimentConfig
+    resolved: Resolved
+    path: Path
+    t0: float
+
+
+def _open(config, out, resume, progress, command) -> _Run:
+    """Check ``config`` and make its folder (or open ``resume``'s): everything before the episodes."""
     t0 = time.perf_counter()
     cfg, path = config_to_run(config, resume)
     if resume is None:
@@ -140,12 +179,7 @@ def run_simulated(
         path = runfolder.create(cfg, out, command)
         run_cfg = runfolder.from_snapshot(cfg, path)  # a new run runs from its snapshot, as its resume will
         resolved = resolve(run_cfg)
-    try:
-        with folder_lock(path):
-            steps, summary = _run_in(run_cfg, resolved, path, workers, progress)
-    except KeyboardInterrupt:
-        raise RunInterrupted(path) from None
-    return RunResult(path=path, steps=steps, summary=summary, seconds=time.perf_counter() - t0, config=cfg)
+    return _Run(cfg, run_cfg, resolved, path, t0)
 
 
 def check_reward(cfg: ExperimentConfig) -> None:
@@ -168,42 +202,89 @@ def check_size(cfg: ExperimentConfig, resolved: Resolved) -> None:
                           "fewer runs, policies or steps")
 
 
-def _run_in(cfg: ExperimentConfig, resolved: Resolved, path: Path, workers,
-            progress) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _plan(run: _Run, progress, frames: dict) -> list[tuple] | pd.DataFrame:
+    """The chains of episodes ``run`` still has to run (see :func:`_jobs`; the finished
+    ones read into ``frames``), or, resuming a complete run, its steps."""
     from tqdm.auto import tqdm
 
+    cfg, resolved, path = run.run_cfg, run.resolved, run.path
     complete = completed_steps(path)
     if complete is not None:  # resuming a finished run: nothing to redo
-        if is_bar(progress):
-            episode_bar(progress, cfg, 0, read_back=episodes(cfg))
-        return complete, runfolder.write_summary(path, complete, cfg)
+        return complete
     seeds = runfolder.write_versions(path, cfg)
-
     needs_oracle = cfg.backend in ("sim", "replay") and cfg.oracle
     shared = is_bar(progress)
     if shared:
         progress.set_description(f"{cfg.name}: oracle" if needs_oracle else cfg.name)
     with tqdm(desc="oracle", unit="level", disable=shared or not progress or not needs_oracle, leave=False) as bar:
         loads, oracle = oracle_levels(cfg, resolved, path, progress=bar.update)
+    return _jobs(cfg, resolved, path, seeds, loads, oracle, frames)
 
-    frames: dict[str, pd.DataFrame] = {}
-    jobs = _jobs(cfg, resolved, path, seeds, loads, oracle, frames)
-    workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
-    with episode_bar(progress, cfg, sum(len(job[3]) for job in jobs), read_back=len(frames)) as bar:
-        if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                for name, frame in _run_chain(job):
-                    frames[name] = frame
-                    bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
-                futures = [pool.submit(_run_chain, job) for job in jobs]
-                for fut in as_completed(futures):
-                    for name, frame in fut.result():
-                        frames[name] = frame
-                        bar.update(1)
+
+def _run_all(runs: list[_Run], workers, progress) -> Iterator[tuple[int, RunResult]]:
+    """Run the chains of every run of ``runs`` (in one pool of ``workers`` processes, or
+    here with one worker), yielding each run's result once its folder is complete."""
+    with ExitStack() as stack:
+        for run in runs:
+            stack.enter_context(folder_lock(run.path))
+        frames: list[dict[str, pd.DataFrame]] = [{} for _ in runs]
+        jobs, left, bars = [], [], []
+        try:
+            for i, run in enumerate(runs):
+                plan = _plan(run, progress, frames[i])
+                if isinstance(plan, pd.DataFrame):  # complete already
+                    if is_bar(progress):
+                        episode_bar(progress, run.run_cfg, 0, read_back=episodes(run.run_cfg))
+                    summary = runfolder.write_summary(run.path, plan, run.run_cfg)
+                    yield i, _result(run, plan, summary)
+                    left.append(None)
+                    bars.append(None)
+                    continue
+                jobs.append([(i, job) for job in plan])
+                left.append(len(plan))
+                bars.append(stack.enter_context(
+                    episode_bar(progress, run.run_cfg, sum(len(job[3]) for job in plan), read_back=len(frames[i]))))
+            for i, run in enumerate(runs):  # nothing to run (every episode read back)
+                if left[i] == 0:
+                    yield i, _finished(run, frames[i])
+            # the runs' chains taken in turn (each run's first, then each run's second, ...):
+            # one run's long chains do not wait behind all of another's
+            jobs = [job for turn in itertools.zip_longest(*jobs) for job in turn if job is not None]
+            workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
+            for i, chain in _chains(jobs, workers):
+                for name, frame in chain:
+                    frames[i][name] = frame
+                    bars[i].update(1)
+                left[i] -= 1
+                if left[i] == 0:
+                    yield i, _finished(runs[i], frames[i])
+        except KeyboardInterrupt:
+            pending = [run.path for k, run in enumerate(runs) if k >= len(left) or left[k]]
+            raise RunInterrupted(pending[0] if pending else runs[0].path) from None
+
+
+def _chains(jobs: list[tuple[int, tuple]], workers: int) -> Iterator[tuple[int, list]]:
+    """``(run index, the chain's episodes)`` as chains finish: here one after the other
+    with one worker, else in a pool of ``workers`` processes (in submission order)."""
+    if workers <= 1 or len(jobs) <= 1:
+        for i, job in jobs:
+            yield i, _run_chain(job)
+        return
+    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
+        futures = {pool.submit(_run_chain, job): i for i, job in jobs}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+
+
+def _finished(run: _Run, frames: dict[str, pd.DataFrame]) -> RunResult:
     # compact_parts through this module's name: a test stands in for a run killed before its end by replacing it
-    return runfolder.finish(path, cfg, list(frames.values()), compact=compact_parts)
+    steps, summary = runfolder.finish(run.path, run.run_cfg, list(frames.values()), compact=compact_parts)
+    return _result(run, steps, summary)
+
+
+def _result(run: _Run, steps: pd.DataFrame, summary: pd.DataFrame) -> RunResult:
+    return RunResult(path=run.path, steps=steps, summary=summary, seconds=time.perf_counter() - run.t0,
+                     config=run.cfg)
 
 
 def is_bar(progress) -> bool:

@@ -165,3 +165,23 @@ def test_a_commands_one_bar_counts_every_episode_once_run_or_read_back(tmp_path)
         assert (bar.n, bar.total) == (4, 4)
     with command_bar(False, "quiet", 4) as bar:
         run_simulated(a, out=tmp_path, progress=bar, workers=1)  # disabled: draws nothing, fails nothing
+
+
+def test_configs_run_together_in_one_pool_give_the_numbers_they_give_alone(tmp_path):
+    """``run_together`` (paper, anticipation, architectures): the runs' episodes share one
+    pool; each run is yielded with its folder complete, and its steps are those it has alone."""
+    import pandas as pd
+
+    from scalelab.experiments.runfolder import completed_steps
+    from scalelab.experiments.runner import run_simulated, run_together
+
+    configs = [load_config(SMALL), load_config(dict(SMALL, name="robust-b", seed=4, runs=1))]
+    together = {}
+    for i, res in run_together(configs, out=tmp_path / "together", workers=2, progress=False):
+        assert completed_steps(res.path) is not None  # complete when handed over
+        together[i] = res
+    assert sorted(together) == [0, 1]
+    for i, cfg in enumerate(configs):
+        alone = run_simulated(cfg, out=tmp_path / "alone", workers=1, progress=False)
+        pd.testing.assert_frame_equal(alone.steps.drop(columns="wall_s", errors="ignore"),
+                                      together[i].steps.drop(columns="wall_s", errors="ignore"))

@@ -156,14 +156,37 @@ class QLearning(PaperRule):
 
 
 class MLP:
-    """A small ReLU network with He-uniform initialisation, Huber loss and Adam, numpy only."""
+    """A small ReLU network with He-uniform initialisation, Huber loss and Adam, numpy only.
+
+    The weights ``W`` and biases ``b`` are views into one flat vector, and Adam's moments
+    are flat too, so one optimiser step is a few array operations whatever the layers
+    (element by element the same arithmetic as per parameter)."""
 
     def __init__(self, sizes: tuple[int, ...], rng: np.random.Generator, lr: float = 0.01) -> None:
-        self.W = [rng.uniform(-np.sqrt(6 / a), np.sqrt(6 / a), (a, b)) for a, b in itertools.pairwise(sizes)]
-        self.b = [np.zeros(b) for b in sizes[1:]]
+        shapes = [(a, b) for a, b in itertools.pairwise(sizes)] + [(b,) for b in sizes[1:]]
+        self._sizes = [int(np.prod(shape)) for shape in shapes]
+        self.theta = np.zeros(sum(self._sizes))
+        self._grad = np.zeros_like(self.theta)
+        params = self._views(self.theta, shapes)
+        grads = self._views(self._grad, shapes)
+        n = len(sizes) - 1
+        self.W, self.b = params[:n], params[n:]
+        self._gw, self._gb = grads[:n], grads[n:]
+        for w, (a, _) in zip(self.W, shapes, strict=False):
+            w[...] = rng.uniform(-np.sqrt(6 / a), np.sqrt(6 / a), w.shape)
         self.lr, self.t = lr, 0
-        self.m = [np.zeros_like(p) for p in self.W + self.b]
-        self.v = [np.zeros_like(p) for p in self.W + self.b]
+        self.m = np.zeros_like(self.theta)
+        self.v = np.zeros_like(self.theta)
+        self._shapes = shapes
+
+    @staticmethod
+    def _views(flat: np.ndarray, shapes: list[tuple]) -> list[np.ndarray]:
+        out, at = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            out.append(flat[at:at + size].reshape(shape))
+            at += size
+        return out
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         acts = [x]
@@ -177,42 +200,45 @@ class MLP:
         ``over_outputs``: averaged over every output as well (Keras' ``fit`` on a target
         vector equal to the prediction except at ``action``)."""
         q, acts = self.forward(x)
-        err = q[np.arange(len(x)), action] - target
+        rows = np.arange(len(x))
+        err = q[rows, action] - target
         share = len(x) * (q.shape[1] if over_outputs else 1)
-        loss = np.where(np.abs(err) <= 1, 0.5 * err**2, np.abs(err) - 0.5).sum() / share
+        abs_err = np.abs(err)
+        loss = np.where(abs_err <= 1, 0.5 * err**2, abs_err - 0.5).sum() / share
         grad = np.zeros_like(q)
-        grad[np.arange(len(x)), action] = np.clip(err, -1, 1) / share
-        grads_w, grads_b = [], []
+        grad[rows, action] = np.clip(err, -1, 1) / share
         for k in range(len(self.W) - 1, -1, -1):
-            grads_w.insert(0, acts[k].T @ grad)
-            grads_b.insert(0, grad.sum(axis=0))
+            np.matmul(acts[k].T, grad, out=self._gw[k])
+            grad.sum(axis=0, out=self._gb[k])
             if k:
                 grad = (grad @ self.W[k].T) * (acts[k] > 0)
         self.t += 1
         b1, b2, eps = 0.9, 0.999, 1e-7
-        for i, (p, g) in enumerate(zip(self.W + self.b, grads_w + grads_b, strict=True)):
-            self.m[i] = b1 * self.m[i] + (1 - b1) * g
-            self.v[i] = b2 * self.v[i] + (1 - b2) * g * g
-            mhat, vhat = self.m[i] / (1 - b1**self.t), self.v[i] / (1 - b2**self.t)
-            p -= self.lr * mhat / (np.sqrt(vhat) + eps)
+        g = self._grad
+        self.m = b1 * self.m + (1 - b1) * g
+        self.v = b2 * self.v + (1 - b2) * g * g
+        mhat, vhat = self.m / (1 - b1**self.t), self.v / (1 - b2**self.t)
+        self.theta -= self.lr * mhat / (np.sqrt(vhat) + eps)
         return float(loss)
 
     def copy_from(self, other: MLP) -> None:
-        self.W = [w.copy() for w in other.W]
-        self.b = [b.copy() for b in other.b]
+        self.theta[:] = other.theta
+
+    def _split(self, flat: np.ndarray) -> list[list]:
+        return [part.tolist() for part in self._views(flat, self._shapes)]
 
     def params(self) -> dict:
         """Weights and the optimiser's state (Adam's moments and step), JSON-ready."""
         return {"W": [w.tolist() for w in self.W], "b": [b.tolist() for b in self.b], "t": self.t,
-                "m": [m.tolist() for m in self.m], "v": [v.tolist() for v in self.v]}
+                "m": self._split(self.m), "v": self._split(self.v)}
 
     def load(self, d: dict) -> None:
-        self.W = [np.asarray(w, dtype=float) for w in d["W"]]
-        self.b = [np.asarray(b, dtype=float) for b in d["b"]]
+        for view, value in zip(self.W + self.b, d["W"] + d["b"], strict=True):
+            view[...] = np.asarray(value, dtype=float).reshape(view.shape)
         if "m" in d:  # states saved before the optimiser's state was kept have none
             self.t = int(d["t"])
-            self.m = [np.asarray(m, dtype=float) for m in d["m"]]
-            self.v = [np.asarray(v, dtype=float) for v in d["v"]]
+            self.m = np.concatenate([np.asarray(m, dtype=float).ravel() for m in d["m"]])
+            self.v = np.concatenate([np.asarray(v, dtype=float).ravel() for v in d["v"]])
 
 
 class DQN(PaperRule):
@@ -245,6 +271,7 @@ class DQN(PaperRule):
         # dropped every ``clean_every`` observations
         self.memory: dict[tuple, None] = {}
         self.paper_memory: list[tuple] = []
+        self._paper_rows = np.zeros((0, 16))  # paper_memory as an array, row for row (batches index it)
         self.trained = 0
         self.observed = 0  # the notebook's learn_step_counter
 
@@ -284,15 +311,23 @@ class DQN(PaperRule):
         memory = self.paper_memory
         if self.observed % self.clean_every == 0:
             memory[:] = list(dict.fromkeys(memory))  # drop_duplicates, keeping the first
+            self._mirror_paper_memory()
         memory.append(item)
+        if len(memory) > len(self._paper_rows):
+            self._paper_rows = np.concatenate((self._paper_rows, np.zeros((max(len(memory), 1024), 16))))
+        self._paper_rows[len(memory) - 1] = item
         if self.observed % 5 and len(memory) >= self.batch:
             # the target copy would go here under `observed % 100 == 0`: never true
-            self._train([memory[i] for i in self.rng.choice(len(memory), self.batch, replace=False)],
+            self._train(self._paper_rows[self.rng.choice(len(memory), self.batch, replace=False)],
                         over_outputs=True)
         self.observed += 1
 
-    def _train(self, batch: list[tuple], over_outputs: bool = False) -> None:
-        rows = np.array(batch)
+    def _mirror_paper_memory(self) -> None:
+        self._paper_rows = np.array(self.paper_memory, dtype=float).reshape(len(self.paper_memory), 16)
+
+    def _train(self, batch: list[tuple] | np.ndarray, over_outputs: bool = False) -> None:
+        """One training step on ``batch``: transitions (x, action, reward, x'), 16 numbers each."""
+        rows = np.asarray(batch, dtype=float)
         x, a, r, x2 = rows[:, :7], rows[:, 7].astype(int), rows[:, 8], rows[:, 9:]
         target = r + self.gamma * self.target.forward(x2)[0].max(axis=1)
         self.net.train(x, a, target, over_outputs)
@@ -311,6 +346,7 @@ class DQN(PaperRule):
         self.observed = int(state.get("observed", 0))
         if self.paper:
             self.paper_memory = [tuple(k) for k in state["memory"]]
+            self._mirror_paper_memory()
         else:
             self.memory = {tuple(k): None for k in state["memory"]}
 
@@ -321,4 +357,5 @@ class DQN(PaperRule):
             # loaded network, the memory the saved one de-duplicated, a new Agent's counter
             self.target.copy_from(self.net)
             self.paper_memory = list(dict.fromkeys(self.paper_memory))
+            self._mirror_paper_memory()
             self.observed = 0
