@@ -166,7 +166,7 @@ class SandboxScalingEnv(gym.Env):
         self._k = 0
         self._before: Observation | None = None
         self._done = False
-        self._last_line = ""
+        self._last: tuple | None = None  # (step, its record): the ansi render's line, formatted when asked for
         self._history: list[tuple[float, float, int, int, float]] = []  # rgb_array: (t h, load, ready, oracle, p95)
         self._decisions = [Decision(action=a) for a in range(len(self.actions))]
         self._seeded_once = False
@@ -257,6 +257,7 @@ class SandboxScalingEnv(gym.Env):
         self._k = 0
         self._done = False
         self._history = []
+        self._last = None
         self._before = self._loop.start(0)
         return self._obs(self._before, 0), {"step": 0, "users": float(self.loads[0]),
                                                   "ready_replicas": self._before.context.replicas}
@@ -305,9 +306,7 @@ class SandboxScalingEnv(gym.Env):
         if self.render_mode == "rgb_array":
             self._history.append((record.t_s / 3600.0, record.load, after.context.replicas,
                                   int(self._oracle[k]) if self._oracle is not None else -1, after.context.p95_ms))
-        self._last_line = (f"step {k:5d}  users {record.load:6.1f}  replicas {after.context.replicas:2d} "
-                           f"(ordered {record.order.applied:2d})  p95 {after.context.p95_ms:8.1f} ms  "
-                           f"reward {record.reward:+.3f}{'  VIOLATION' if record.violation else ''}")
+        self._last = (k, record)
         return self._obs(nxt, self._k), record.reward, False, truncated, info
 
     def observation_pipeline(self, vecnormalize=None) -> dict:
@@ -338,7 +337,13 @@ class SandboxScalingEnv(gym.Env):
         episode so far (ready replicas against the oracle's level and the load; the p95
         against the SLO), ``uint8 (480, 800, 3)``."""
         if self.render_mode == "ansi":
-            return self._last_line or "(no step yet)"
+            if self._last is None:
+                return "(no step yet)"
+            k, record = self._last
+            after = record.after.context
+            return (f"step {k:5d}  users {record.load:6.1f}  replicas {after.replicas:2d} "
+                    f"(ordered {record.order.applied:2d})  p95 {after.p95_ms:8.1f} ms  "
+                    f"reward {record.reward:+.3f}{'  VIOLATION' if record.violation else ''}")
         if self.render_mode != "rgb_array":
             return None
         from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -1,4 +1,6 @@
-"""The simulated runner: runs × policies, in parallel processes, into a run folder.
+"""The simulated runner: runs × policies, in parallel processes, into a run folder
+(:func:`run_simulated`), or several independent configs' episodes in one pool, each into
+its own folder (:func:`run_together`: the commands that run several experiments).
 
 The folder (its layout, snapshot, chunks, ``done`` markers, lock and resume) is
 :mod:`scalelab.experiments.runfolder`'s; this module runs the episodes of a ``sim`` or

@@ -252,6 +252,9 @@ class FluidModel:
     app: AppProfile
     settings: ClusterSettings
     cache: dict = field(default_factory=dict)
+    #: context settings -> {(users, ready replicas): the closed loop's deterministic
+    #: (Context, Steady)}: shared by every episode on this model, as the steady states are
+    contexts: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         d = self.app.demand
@@ -549,7 +552,8 @@ class FluidCluster:
         self.ready_at = [0.0] * settings.initial_replicas
         self.now = 0.0
         self.backlog = 0.0  # open loop: requests waiting above capacity
-        self._contexts: dict = {}  # closed loop: (users, replicas) -> Context
+        # closed loop: (users, replicas) -> (Context, Steady), shared with the model's other episodes
+        self._contexts = self.model.contexts.setdefault(context, {}) if self.model.app == app else {}
 
     @property
     def desired_replicas(self) -> int:
