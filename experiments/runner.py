@@ -216,10 +216,13 @@ def _plan(run: _Run, progress, frames: dict) -> list[tuple] | pd.DataFrame:
     seeds = runfolder.write_versions(path, cfg)
     needs_oracle = cfg.backend in ("sim", "replay") and cfg.oracle
     shared = is_bar(progress)
-    if shared:
-        progress.set_description(f"{cfg.name}: oracle" if needs_oracle else cfg.name)
+    if shared and needs_oracle:  # the command's bar says what it waits for, then its own name again
+        desc = getattr(progress, "desc", "").removesuffix(": ")  # a disabled bar has none
+        progress.set_description(f"{desc} ({cfg.name}: oracle)")
     with tqdm(desc="oracle", unit="level", disable=shared or not progress or not needs_oracle, leave=False) as bar:
         loads, oracle = oracle_levels(cfg, resolved, path, progress=bar.update)
+    if shared and needs_oracle:
+        progress.set_description(desc)
     return _jobs(cfg, resolved, path, seeds, loads, oracle, frames)
 
 
@@ -321,7 +324,6 @@ def episode_bar(progress, cfg: ExperimentConfig, todo: int, read_back: int = 0):
         return tqdm(total=todo, desc=cfg.name, unit="episode", disable=not progress)
     if progress.total is None or progress.n + todo + read_back > progress.total:
         progress.total = (progress.total or 0) + todo + read_back
-    progress.set_description(cfg.name)
     progress.update(read_back)
     return nullcontext(progress)
 

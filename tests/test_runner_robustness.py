@@ -157,7 +157,7 @@ def test_a_commands_one_bar_counts_every_episode_once_run_or_read_back(tmp_path)
     a, b = load_config(SMALL), load_config(dict(SMALL, name="robust-b", runs=1))
     with command_bar(True, "two", episodes(a) + episodes(b)) as bar:
         first = run_simulated(a, out=tmp_path, progress=bar, workers=1)
-        assert bar.n == 4 and bar.desc.startswith("robust")
+        assert bar.n == 4 and bar.desc.startswith("two")  # the command's name stays
         run_simulated(b, out=tmp_path, progress=bar, workers=1)
         assert (bar.n, bar.total) == (6, 6)
     with command_bar(True, "again") as bar:  # no total given: each run adds its own
