@@ -38,8 +38,13 @@ def run_experiments(configs: list, out: str | Path | None = None, *, report: boo
     (:func:`scalelab.experiments.runner.run_together`, which takes ``options``:
     ``workers``, ``progress``, ``command``); each run's report is written as soon as it
     finishes, while the others' episodes go on. Yields ``(index in configs, result)``."""
-    for i, result in run_together(configs, out, **options):
-        yield i, with_report(result) if report else result
+    runs = run_together(configs, out, **options)
+    for i, result in runs:
+        try:
+            result = with_report(result) if report else result
+        except KeyboardInterrupt:  # the runner names every folder left to finish, this one included
+            runs.throw(KeyboardInterrupt)
+        yield i, result
 
 
 def run_live(config: ExperimentConfig | str | Path | None, out: str | Path = "runs", *, report: bool = True,

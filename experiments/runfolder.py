@@ -87,7 +87,7 @@ class RunResult:
     path: Path
     steps: pd.DataFrame
     summary: pd.DataFrame
-    seconds: float
+    seconds: float  # wall time from the config's check to the folder complete (with others run together: shared)
     config: ExperimentConfig | None = None
 
     @property

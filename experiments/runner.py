@@ -130,7 +130,7 @@ def run_simulated(
     (default ``runs/``), or finish the run in ``resume``; no report (the caller's step).
     ``progress``: True (a bar per run), False, or a command's bar (:func:`command_bar`)
     its episodes advance. Returns the steps, the summary and the folder."""
-    run = _open(config, out, resume, progress, command)
+    run = _make_folder(_check(config, resume, out, progress), out, command)
     [(_, result)] = _run_all([run], workers, progress)
     return result
 
@@ -143,7 +143,8 @@ def run_together(configs: list, out: str | Path | None = None, workers: int | No
     each run finishes (its folder complete: the caller may report it while the others
     run). Every config is checked, and its folder made, before any episode runs.
     ``progress``: as :func:`run_simulated`'s (True: one bar for them all)."""
-    runs = [_open(config, out, None, progress, command) for config in configs]
+    checked = [_check(config, None, out, progress) for config in configs]  # every config before any folder
+    runs = [_make_folder(c, out, command) for c in checked]
     if len(runs) > 1 and not is_bar(progress):
         with command_bar(bool(progress), "runs", sum(episodes(r.cfg) for r in runs)) as bar:
             yield from _run_all(runs, workers, bar)
@@ -163,8 +164,10 @@ class _Run:
     t0: float
 
 
-def _open(config, out, resume, progress, command) -> _Run:
-    """Check ``config`` and make its folder (or open ``resume``'s): everything before the episodes."""
+def _check(config, resume, out, progress) -> tuple:
+    """Check ``config`` (or ``resume``'s) before any work: ``(cfg, run_cfg, resolved,
+    folder or None, perf_counter at the start)``. A hot start whose states are not in
+    ``out`` yet runs their experiment here (:func:`with_saved_states`)."""
     t0 = time.perf_counter()
     cfg, path = config_to_run(config, resume)
     if resume is None:
@@ -177,6 +180,12 @@ def _open(config, out, resume, progress, command) -> _Run:
     if cfg.backend not in ("sim", "replay"):
         raise ConfigError(f"config: backend={cfg.backend!r} runs with `scalelab live run CONFIG`" if cfg.backend == "live" else f"config: backend={cfg.backend!r} is unknown")
     check_size(cfg, resolved)
+    return cfg, run_cfg, resolved, path, t0
+
+
+def _make_folder(checked: tuple, out, command) -> _Run:
+    """The run of a checked config: its new folder under ``out`` (or the resumed one)."""
+    cfg, run_cfg, resolved, path, t0 = checked
     if path is None:
         path = runfolder.create(cfg, out, command)
         run_cfg = runfolder.from_snapshot(cfg, path)  # a new run runs from its snapshot, as its resume will
@@ -216,32 +225,38 @@ def _plan(run: _Run, progress, frames: dict) -> list[tuple] | pd.DataFrame:
     seeds = runfolder.write_versions(path, cfg)
     needs_oracle = cfg.backend in ("sim", "replay") and cfg.oracle
     shared = is_bar(progress)
+    desc = getattr(progress, "desc", "").removesuffix(": ")  # a disabled bar has none
     if shared and needs_oracle:  # the command's bar says what it waits for, then its own name again
-        desc = getattr(progress, "desc", "").removesuffix(": ")  # a disabled bar has none
         progress.set_description(f"{desc} ({cfg.name}: oracle)")
-    with tqdm(desc="oracle", unit="level", disable=shared or not progress or not needs_oracle, leave=False) as bar:
-        loads, oracle = oracle_levels(cfg, resolved, path, progress=bar.update)
-    if shared and needs_oracle:
-        progress.set_description(desc)
+    try:
+        with tqdm(desc="oracle", unit="level", disable=shared or not progress or not needs_oracle,
+                  leave=False) as bar:
+            loads, oracle = oracle_levels(cfg, resolved, path, progress=bar.update)
+    finally:
+        if shared and needs_oracle:
+            progress.set_description(desc)
     return _jobs(cfg, resolved, path, seeds, loads, oracle, frames)
 
 
 def _run_all(runs: list[_Run], workers, progress) -> Iterator[tuple[int, RunResult]]:
     """Run the chains of every run of ``runs`` (in one pool of ``workers`` processes, or
-    here with one worker), yielding each run's result once its folder is complete."""
+    here with one worker), yielding each run's result once its folder is complete. A run
+    counts as unfinished until the caller is done with it (its report): a Ctrl-C, here or
+    thrown in by the caller, names every unfinished folder (:class:`RunInterrupted`); an
+    error keeps the finished episodes and adds a note naming the folders to resume."""
+    unfinished = dict(enumerate(run.path for run in runs))
     with ExitStack() as stack:
         for run in runs:
             stack.enter_context(folder_lock(run.path))
         frames: list[dict[str, pd.DataFrame]] = [{} for _ in runs]
-        jobs, left, bars = [], [], []
+        jobs, left, bars, ready = [], [], [], []
         try:
             for i, run in enumerate(runs):
                 plan = _plan(run, progress, frames[i])
                 if isinstance(plan, pd.DataFrame):  # complete already
                     if is_bar(progress):
                         episode_bar(progress, run.run_cfg, 0, read_back=episodes(run.run_cfg))
-                    summary = runfolder.write_summary(run.path, plan, run.run_cfg)
-                    yield i, _result(run, plan, summary)
+                    ready.append((i, _result(run, plan, runfolder.write_summary(run.path, plan, run.run_cfg))))
                     left.append(None)
                     bars.append(None)
                     continue
@@ -249,9 +264,11 @@ def _run_all(runs: list[_Run], workers, progress) -> Iterator[tuple[int, RunResu
                 left.append(len(plan))
                 bars.append(stack.enter_context(
                     episode_bar(progress, run.run_cfg, sum(len(job[3]) for job in plan), read_back=len(frames[i]))))
-            for i, run in enumerate(runs):  # nothing to run (every episode read back)
-                if left[i] == 0:
-                    yield i, _finished(run, frames[i])
+                if not plan:  # every episode read back: nothing to run
+                    ready.append((i, _finished(run, frames[i])))
+            for i, result in ready:
+                yield i, result
+                del unfinished[i]
             # the runs' chains taken in turn (each run's first, then each run's second, ...):
             # one run's long chains do not wait behind all of another's
             jobs = [job for turn in itertools.zip_longest(*jobs) for job in turn if job is not None]
@@ -263,9 +280,14 @@ def _run_all(runs: list[_Run], workers, progress) -> Iterator[tuple[int, RunResu
                 left[i] -= 1
                 if left[i] == 0:
                     yield i, _finished(runs[i], frames[i])
+                    del unfinished[i]
         except KeyboardInterrupt:
-            pending = [run.path for k, run in enumerate(runs) if k >= len(left) or left[k]]
-            raise RunInterrupted(pending[0] if pending else runs[0].path) from None
+            raise RunInterrupted(*unfinished.values()) from None
+        except Exception as exc:
+            if unfinished:
+                exc.add_note("unfinished run folders (their finished episodes are kept; `scalelab run --resume "
+                             f"FOLDER` finishes each): {', '.join(map(str, unfinished.values()))}")
+            raise
 
 
 def _chains(jobs: list[tuple[int, tuple]], workers: int) -> Iterator[tuple[int, list]]:
@@ -275,10 +297,13 @@ def _chains(jobs: list[tuple[int, tuple]], workers: int) -> Iterator[tuple[int, 
         for i, job in jobs:
             yield i, _run_chain(job)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent)
+    try:
         futures = {pool.submit(_run_chain, job): i for i, job in jobs}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
+    finally:  # on an error, or the caller gone: the chains not started yet are not run
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _finished(run: _Run, frames: dict[str, pd.DataFrame]) -> RunResult:
@@ -297,14 +322,14 @@ def is_bar(progress) -> bool:
     return not isinstance(progress, bool) and hasattr(progress, "update")
 
 
-def command_bar(enabled: bool, desc: str, total: int | None = None):
+def command_bar(enabled: bool, desc: str, total: int | None = None, unit: str = "episode"):
     """One progress bar for a command that runs several experiments (``scalelab paper``,
     ``anticipation``, ``architectures``): passed as their ``progress``, every run advances
     it by each of its episodes (run, or read back on a resume); ``total``: the command's
     episodes (the runs add theirs when it is None). Disabled, it draws nothing."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="episode", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
 
 
 def episodes(cfg: ExperimentConfig) -> int:

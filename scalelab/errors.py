@@ -63,7 +63,11 @@ class RunInterrupted(ScalelabError):
 
     exit_code = 130
 
-    def __init__(self, folder) -> None:
-        super().__init__(f"interrupted: resume with `scalelab run --resume {folder}`")
+    def __init__(self, folder, *others) -> None:
+        """``folder``: the run to resume; ``others``: more unfinished runs of the same
+        command (several experiments run together), each resumed the same way."""
+        more = "".join(f" and `scalelab run --resume {f}`" for f in others)
+        super().__init__(f"interrupted: resume with `scalelab run --resume {folder}`{more}")
         self.folder = folder
+        self.folders = [folder, *others]
 

@@ -142,3 +142,54 @@ def test_paper_learners_regret_falls(name, params):
         regret.append(float(a != best))
     assert np.mean(regret[-300:]) < 0.5 * np.mean(regret[:100])
     assert np.mean(regret[-300:]) < 0.1
+
+
+def _reference_adam_step(W, b, m, v, t, x, action, target, lr, over_outputs):
+    """The MLP's training step written per parameter, as the notebook's Keras model
+    takes it (Huber loss, Adam b1 0.9, b2 0.999, eps 1e-7): the known answer."""
+    acts = [x]
+    for k, (w, bias) in enumerate(zip(W, b, strict=True)):
+        z = acts[-1] @ w + bias
+        acts.append(np.maximum(z, 0.0) if k < len(W) - 1 else z)
+    q = acts[-1]
+    err = q[np.arange(len(x)), action] - target
+    share = len(x) * (q.shape[1] if over_outputs else 1)
+    grad = np.zeros_like(q)
+    grad[np.arange(len(x)), action] = np.clip(err, -1, 1) / share
+    gw, gb = [None] * len(W), [None] * len(W)
+    for k in range(len(W) - 1, -1, -1):
+        gw[k], gb[k] = acts[k].T @ grad, grad.sum(axis=0)
+        if k:
+            grad = (grad @ W[k].T) * (acts[k] > 0)
+    t += 1
+    for i, (p, g) in enumerate(zip(W + b, gw + gb, strict=True)):
+        m[i] = 0.9 * m[i] + (1 - 0.9) * g
+        v[i] = 0.999 * v[i] + (1 - 0.999) * g * g
+        p -= lr * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-7)
+    return t
+
+
+@pytest.mark.parametrize("over_outputs", [False, True])
+def test_the_flat_mlp_trains_bit_for_bit_as_the_step_written_per_parameter(over_outputs):
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(3)
+    net = MLP((7, 24, 12, 2), rng, lr=0.01)
+    W, b = [w.copy() for w in net.W], [x.copy() for x in net.b]
+    m, v, t = [np.zeros_like(p) for p in W + b], [np.zeros_like(p) for p in W + b], 0
+    data = np.random.default_rng(4)
+    for _ in range(60):
+        x, a, y = data.uniform(0, 1, (50, 7)), data.integers(0, 2, 50), data.uniform(-2, 2, 50)
+        net.train(x, a, y, over_outputs)
+        t = _reference_adam_step(W, b, m, v, t, x, a, y, 0.01, over_outputs)
+    for ours, ref in zip(net.W + net.b, W + b, strict=True):
+        np.testing.assert_array_equal(ours, ref)
+    state = net.params()
+    np.testing.assert_array_equal(np.array(state["m"][0]), m[0])  # Adam's moments saved per parameter
+    for twin in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):  # a copy trains on its own weights
+        x, a, y = data.uniform(0, 1, (50, 7)), data.integers(0, 2, 50), data.uniform(-2, 2, 50)
+        before = net.theta.copy()
+        twin.train(x, a, y, over_outputs)
+        np.testing.assert_array_equal(net.theta, before)
+        assert np.shares_memory(twin.W[0], twin.theta) and not np.array_equal(twin.W[0], net.W[0])

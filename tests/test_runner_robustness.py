@@ -175,7 +175,10 @@ def test_configs_run_together_in_one_pool_give_the_numbers_they_give_alone(tmp_p
     from scalelab.experiments.runfolder import completed_steps
     from scalelab.experiments.runner import run_simulated, run_together
 
-    configs = [load_config(SMALL), load_config(dict(SMALL, name="robust-b", seed=4, runs=1))]
+    other = dict(SMALL, name="robust-b", seed=4, runs=1, steps=40,
+                 workload={"kind": "constant", "users": 12, "duration_s": 200},
+                 policies=[{"name": "hpa"}, {"name": "static", "replicas": 3}])
+    configs = [load_config(SMALL), load_config(other)]
     together = {}
     for i, res in run_together(configs, out=tmp_path / "together", workers=2, progress=False):
         assert completed_steps(res.path) is not None  # complete when handed over
@@ -185,3 +188,43 @@ def test_configs_run_together_in_one_pool_give_the_numbers_they_give_alone(tmp_p
         alone = run_simulated(cfg, out=tmp_path / "alone", workers=1, progress=False)
         pd.testing.assert_frame_equal(alone.steps.drop(columns="wall_s", errors="ignore"),
                                       together[i].steps.drop(columns="wall_s", errors="ignore"))
+
+
+def test_runs_together_stopped_by_an_error_or_ctrl_c_name_every_folder_left_to_finish(tmp_path, monkeypatch):
+    """An episode's error stops the runs run together (the chains not started are not run)
+    with a note naming each unfinished folder; Ctrl-C, in the runs or in the caller's
+    report of a finished one, names every folder to resume, that one included."""
+    import scalelab.experiments.experiment as experiment
+    import scalelab.experiments.runner as runner
+    from scalelab.errors import RunInterrupted
+    from scalelab.experiments.runner import run_together
+
+    configs = [load_config(dict(SMALL, name=f"together-{k}", runs=1)) for k in range(3)]
+    real = runner._run_chain
+
+    def broken(job):
+        if job[0].name == "together-1":
+            raise RuntimeError("a bug in an episode")
+        return real(job)
+
+    monkeypatch.setattr(runner, "_run_chain", broken)
+    with pytest.raises(RuntimeError, match="a bug") as err:
+        list(run_together(configs, out=tmp_path / "error", workers=1, progress=False))
+    note = " ".join(err.value.__notes__)
+    folders = sorted((tmp_path / "error").iterdir())
+    assert len(folders) == 3 and "unfinished run folders" in note
+    assert all(str(f) in note for f in folders if not (f / "steps.parquet").exists())
+    assert str(folders[1]) in note
+
+    monkeypatch.setattr(runner, "_run_chain", real)
+    reported = []
+
+    def report_interrupted(result):
+        reported.append(result.path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "with_report", report_interrupted)
+    with pytest.raises(RunInterrupted) as stop:
+        list(experiment.run_experiments(configs, out=tmp_path / "ctrl-c", workers=1, progress=False))
+    assert len(reported) == 1 and reported[0] in stop.value.folders  # its report was not written
+    assert len(stop.value.folders) == 3 and "`scalelab run --resume" in str(stop.value)

@@ -163,21 +163,30 @@ class MLP:
     (element by element the same arithmetic as per parameter)."""
 
     def __init__(self, sizes: tuple[int, ...], rng: np.random.Generator, lr: float = 0.01) -> None:
-        shapes = [(a, b) for a, b in itertools.pairwise(sizes)] + [(b,) for b in sizes[1:]]
-        self._sizes = [int(np.prod(shape)) for shape in shapes]
-        self.theta = np.zeros(sum(self._sizes))
+        self._shapes = [(a, b) for a, b in itertools.pairwise(sizes)] + [(b,) for b in sizes[1:]]
+        self.theta = np.zeros(sum(int(np.prod(shape)) for shape in self._shapes))
         self._grad = np.zeros_like(self.theta)
-        params = self._views(self.theta, shapes)
-        grads = self._views(self._grad, shapes)
-        n = len(sizes) - 1
-        self.W, self.b = params[:n], params[n:]
-        self._gw, self._gb = grads[:n], grads[n:]
-        for w, (a, _) in zip(self.W, shapes, strict=False):
+        self._bind()
+        for w in self.W:
+            a = w.shape[0]
             w[...] = rng.uniform(-np.sqrt(6 / a), np.sqrt(6 / a), w.shape)
         self.lr, self.t = lr, 0
         self.m = np.zeros_like(self.theta)
         self.v = np.zeros_like(self.theta)
-        self._shapes = shapes
+
+    def _bind(self) -> None:
+        """``W``, ``b`` (and the gradient's) as views into the flat vectors."""
+        n = len(self._shapes) // 2
+        params, grads = self._views(self.theta, self._shapes), self._views(self._grad, self._shapes)
+        self.W, self.b = params[:n], params[n:]
+        self._gw, self._gb = grads[:n], grads[n:]
+
+    def __getstate__(self) -> dict:  # copies and pickles keep W and b views of their own theta
+        return {k: v for k, v in self.__dict__.items() if k not in ("W", "b", "_gw", "_gb")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind()
 
     @staticmethod
     def _views(flat: np.ndarray, shapes: list[tuple]) -> list[np.ndarray]:

@@ -11,7 +11,7 @@ def cmd_sweep(args) -> int:
     from scalelab.experiments.runner import command_bar
     from scalelab.experiments.sweep import parse_grid, run_sweep
 
-    with command_bar(True, "sweep") as bar:
+    with command_bar(True, "sweep", unit="cell") as bar:
         res = run_sweep(config_path(args.config), parse_grid(args.grid), args.out, executor=args.executor,
                         scheduler=args.scheduler, workers=args.workers, band=args.band, progress=bar)
     print((res.path / "leaderboard.md").read_text())

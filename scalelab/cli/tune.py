@@ -10,7 +10,7 @@ def cmd_tune(args) -> int:
     from scalelab.experiments.sweep import parse_grid
     from scalelab.experiments.tune import tune
 
-    with command_bar(True, "tune") as bar:
+    with command_bar(True, "tune", unit="cell") as bar:
         res = tune(config_path(args.config), args.policy, parse_grid(args.grid), args.out, criterion=args.criterion,
                    budget=args.budget, tuning_seeds=int_list(args.tuning_seeds, "--tuning-seeds"),
                    held_out_seeds=int_list(args.held_out_seeds, "--held-out-seeds"), runs=args.runs,
