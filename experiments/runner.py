@@ -49,7 +49,7 @@ from scalelab.experiments.runfolder import (
     folder_lock,
 )
 
-__all__ = ["check_reward", "check_size", "command_bar", "die_with_parent", "episodes", "run_simulated",
+__all__ = ["check_reward", "check_size", "command_bar", "count_on", "die_with_parent", "episodes", "run_simulated",
            "run_together", "with_saved_states"]
 
 
@@ -347,10 +347,16 @@ def episode_bar(progress, cfg: ExperimentConfig, todo: int, read_back: int = 0):
 
     if not is_bar(progress):
         return tqdm(total=todo, desc=cfg.name, unit="episode", disable=not progress)
-    if progress.total is None or progress.n + todo + read_back > progress.total:
-        progress.total = (progress.total or 0) + todo + read_back
-    progress.update(read_back)
+    count_on(progress, todo, read_back)
     return nullcontext(progress)
+
+
+def count_on(bar, todo: int, done: int = 0) -> None:
+    """Count ``todo`` more items and ``done`` finished ones on a command's ``bar``: its
+    total grows unless the command counted them already; the finished advance it at once."""
+    if bar.total is None or bar.n + todo + done > bar.total:
+        bar.total = (bar.total or 0) + todo + done
+    bar.update(done)
 
 
 def with_saved_states(cfg: ExperimentConfig, out: str | Path | None, progress=True) -> ExperimentConfig:

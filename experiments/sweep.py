@@ -39,7 +39,7 @@ import yaml
 from scalelab.errors import UserError
 from scalelab.experiments.config import ConfigError, load_config
 from scalelab.experiments.metrics import pareto_ranks
-from scalelab.experiments.runner import is_bar
+from scalelab.experiments.runner import count_on
 
 
 class SweepError(UserError):
@@ -173,8 +173,8 @@ def run_sweep(config: str | Path | dict, grid: dict[str, list], out: str | Path,
               scheduler=None, workers: int | None = None, band: float = 0.1,
               progress=None) -> SweepResult:
     """Run every cell of ``grid`` over ``config`` into ``out`` (see the module docstring).
-    ``progress``: a bar (:func:`scalelab.experiments.runner.command_bar`; each cell
-    advances it, a finished one at once) or a function called with each finished cell's name."""
+    ``progress``: a command's bar (:func:`scalelab.experiments.runner.command_bar`; each
+    cell advances it, a finished one at once)."""
     import os
 
     if isinstance(config, dict):
@@ -208,10 +208,8 @@ def run_sweep(config: str | Path | dict, grid: dict[str, list], out: str | Path,
         stream = _dask_map(run_cell, jobs, scheduler)
     else:
         raise SweepError(f"executor={executor!r} is not one of ['local', 'dask']")
-    bar = progress if is_bar(progress) else None
-    if bar is not None:
-        bar.total = (bar.total or 0) + len(all_cells)
-        bar.update(len(all_cells) - len(todo))
+    if progress is not None:
+        count_on(progress, len(todo), len(all_cells) - len(todo))
     for i, answer in stream:
         cell = todo[i]
         if isinstance(answer, Exception):
@@ -223,11 +221,9 @@ def run_sweep(config: str | Path | dict, grid: dict[str, list], out: str | Path,
             payload = {"cell": cell.as_dict(), **answer}
             (out / "cells" / f"{cell.name}.json").write_text(json.dumps(payload, indent=1, default=str))
             result.ran.append(cell.name)
-        if bar is not None:
-            bar.set_postfix_str(cell.name, refresh=False)
-            bar.update(1)
-        elif progress is not None:
-            progress(cell.name)
+        if progress is not None:
+            progress.set_postfix_str(cell.name, refresh=False)
+            progress.update(1)
     result.table = gather(out, all_cells)
     result.leaderboard = leaderboard(result.table, [k for k in grid if k not in ("seed", "policy")], band)
     result.table.to_csv(out / "sweep.csv", index=False)
