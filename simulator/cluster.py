@@ -98,6 +98,7 @@ class SimCluster:
         self.rf = np.zeros((nrep, E.N_RF))
         self.ri = np.zeros((nrep, E.N_RI), dtype=np.int64)
         self.rf[:, E.RF_NEXT] = np.inf
+        self.ev, self.bal = E.tree_arrays(nrep)
         self.act = np.zeros((nrep, 64), dtype=np.int64)
         self.sf = np.zeros((0, E.N_SF))
         self.si = np.zeros((0, E.N_SI), dtype=np.int64)
@@ -327,7 +328,7 @@ class SimCluster:
                 t_end, self.rf, self.ri, self.act, self.sf, self.si, self.free_stack,
                 self.ht, self.hs, self.hu, self.hg, self.u_gen, self.u_active,
                 self.think_buf, self.demand_buf, self.open_arrivals,
-                self.out_f, self.out_i, self.meta, self.params, self.now,
+                self.out_f, self.out_i, self.meta, self.params, self.ev, self.bal, self.now,
             )  # fmt: skip
             self.now = t
             if code == E.DONE:

@@ -163,7 +163,7 @@ def assign(ri, rseq, owner, jm):
             owner[p] = members[p % n]
 
 
-@njit(cache=True)
+@E.hot
 def _oldest_partition(r, owner, pq, latest, taken, jf, any_partition):
     """The partition whose next waiting job is the oldest among ``r``'s partitions (all
     partitions when ``any_partition``); -1 if none waits."""
@@ -179,7 +179,7 @@ def _oldest_partition(r, owner, pq, latest, taken, jf, any_partition):
     return best
 
 
-@njit(cache=True)
+@E.hot
 def _start(r, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size):
     """Runner ``r`` takes the next job of partition ``p`` at ``t``."""
     cap = pq.shape[1]
@@ -200,7 +200,7 @@ def _start(r, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size):
     E.tree_set(ev, size, r, E.event_key(rf, ri, r))
 
 
-@njit(cache=True)
+@E.hot
 def _fill(r, t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size):
     """Runner ``r`` (a member of the consumer group) takes jobs while it has a free slot
     and its partitions hold any."""
@@ -213,7 +213,7 @@ def _fill(r, t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, s
         _start(r, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size)
 
 
-@njit(cache=True)
+@E.hot
 def _fill_shared(t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size):
     """Shared queue (share group, one-shot runners): while a job waits and a ready runner
     has a free slot, the runner holding the fewest jobs (the lowest first) takes the
@@ -234,7 +234,7 @@ def _fill_shared(t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, e
         _start(best, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size)
 
 
-@njit(cache=True)
+@E.hot
 def _dispatch_all(t, rf, ri, rseq, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size):
     if jm[J_PENDING] != 0:
         return
@@ -247,13 +247,15 @@ def _dispatch_all(t, rf, ri, rseq, act, jf, ji, jm, owner, pq, latest, taken, pa
         _fill(order[k], t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
 
 
-@njit(cache=True)
+@E.hot
 def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, latest, taken, committed, pbuf,
-             ht, hs, hu, hg, u_gen, u_active, think_buf, demand_buf, open_arrivals, out_f, out_i, meta, params, now):
+             ht, hs, hu, hg, u_gen, u_active, think_buf, demand_buf, open_arrivals, out_f, out_i, meta, params, ev,
+             now):
     """Process the jobs model's events up to and including ``t_end``; resumable as
     :func:`scalelab.simulator.engine.run_until` (same return codes, plus NEED_RING and
     NEED_PART). At equal times: the group's rebalance, then runner events (the lowest
-    runner first), then submissions."""
+    runner first), then submissions. ``ev`` is the event tree's room
+    (:func:`scalelab.simulator.engine.tree_arrays`), set afresh at every call."""
     nrep = ri.shape[0]
     cap = pq.shape[1]
     overhead = params[E.P_OVERHEAD]
@@ -262,10 +264,9 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
     oneshot = jm[J_ONESHOT] != 0
     shared = jm[J_ASSIGNOR] == SHARED or oneshot
     t = now
-    size = E.tree_size(nrep)
-    ev = np.full(2 * size, E.INF)
-    for r in range(nrep):
-        ev[size + r] = E.event_key(rf, ri, r)
+    size = ev.shape[0] // 2
+    for r in range(size):
+        ev[size + r] = E.event_key(rf, ri, r) if r < nrep else E.INF
     for j in range(size - 1, 0, -1):
         ev[j] = min(ev[2 * j], ev[2 * j + 1])
     while True:
@@ -434,7 +435,7 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
     return E.DONE, t_end
 
 
-@njit(cache=True)
+@E.hot
 def queue_state(ri, jf, pq, latest, taken, now):
     """``(waiting, in_progress, runners, runners_busy, oldest_wait_s)`` in one pass."""
     cap = pq.shape[1]
@@ -618,7 +619,7 @@ class JobsCluster(SimCluster):
                 t_end, self.rf, self.ri, self.rseq, self.act, self.jf, self.ji, self.jfree, self.jm, self.gf,
                 self.owner, self.pq, self.pdone, self.latest, self.taken, self.committed, self.pbuf,
                 self.ht, self.hs, self.hu, self.hg, self.u_gen, self.u_active, self.think_buf, self.demand_buf,
-                self.open_arrivals, self.out_f, self.out_i, self.meta, self.params, self.now)  # fmt: skip
+                self.open_arrivals, self.out_f, self.out_i, self.meta, self.params, self.ev, self.now)  # fmt: skip
             self.now = t
             if code == E.DONE:
                 break
