@@ -129,12 +129,18 @@ class SimCluster:
         self.out_f = np.zeros((4096, 2))
         self.out_i = np.zeros((4096, 2), dtype=np.int64)
         self.users = 0
+        self._ready: int | None = None  # cached counts: the engine's events and orders change them
+        self._desired: int | None = None
         self._demands_used = 0  # demands consumed before the last buffer refill
         self.pod_name = [""] * nrep  # per replica slot: the pod in it, its creation instant
         self.pod_start = np.zeros(nrep)
         self._pods_made = 0
         self._resource_arrays: dict[int, tuple[np.ndarray, ...]] = {}
         self.last_scrape: tuple = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
+        side = app.sidecar  # what a scrape adds to the app's own CPU and memory
+        self._scrape_args = (app.mem_base_mib, app.mem_per_request_mib, side.idle_cores if side else 0.0,
+                             side.cpu_ms_per_request / 1000.0 if side else 0.0, side.memory_mib if side else 0.0)
+        self._in_flight: int | None = 0  # requests in service at the last scrape (None: changed since)
         for _ in range(settings.initial_replicas):
             self._start_replica(ready_at=0.0)
 
@@ -179,7 +185,12 @@ class SimCluster:
         self.meta[E.M_HSIZE] = n
 
     # ------------------------------------------------------------------ replicas
+    def _replicas_changed(self) -> None:
+        """Forget the cached replica counts (an order, a replica started)."""
+        self._ready = self._desired = None
+
     def _start_replica(self, ready_at: float) -> None:
+        self._replicas_changed()
         free = np.flatnonzero(self.ri[:, E.RI_STATE] == E.FREE)
         r = int(free[0])
         self.rf[r, :] = 0.0
@@ -204,12 +215,17 @@ class SimCluster:
     @property
     def ready_replicas(self) -> int:
         """Replicas that take traffic."""
-        return int(E.count_state(self.ri, E.READY))
+        if self._ready is None:
+            self._ready = int(E.count_state(self.ri, E.READY))
+        return self._ready
 
     @property
     def desired_replicas(self) -> int:
-        """Replicas that are starting or ready (the Deployment's ``spec.replicas``)."""
-        return int(E.count_state(self.ri, E.READY) + E.count_state(self.ri, E.STARTING))
+        """Replicas that are starting or ready (the Deployment's ``spec.replicas``); only
+        orders change it (a replica that becomes ready was starting)."""
+        if self._desired is None:
+            self._desired = int(E.count_state(self.ri, E.READY) + E.count_state(self.ri, E.STARTING))
+        return self._desired
 
     def scale_to(self, n: int) -> None:
         """Set the replica count now: start new replicas, or drain the surplus.
@@ -221,6 +237,7 @@ class SimCluster:
         if not st.min_replicas <= n <= st.max_replicas:
             raise ValueError(f"scale_to({n}) is outside [{st.min_replicas}, {st.max_replicas}]")
         current = self.desired_replicas
+        self._replicas_changed()
         for _ in range(n - current):
             self._start_replica(ready_at=self.now + st.startup_seconds)
         if n < current:
@@ -322,6 +339,7 @@ class SimCluster:
             raise ValueError(f"cannot run backwards: now={self.now}, t_end={t_end}")
         chunks_f, chunks_i = [], []
         self.meta[E.M_OUT] = 0
+        self._ready = self._in_flight = None  # replicas become ready, drained ones leave, requests move
         started_before = self.requests_started
         while True:
             code, t = E.run_until(
@@ -362,17 +380,13 @@ class SimCluster:
         """One scrape: CPU rate and working set of every live pod over the time it
         lived since the last scrape. Draining pods are left out of the means (the
         metrics API and the controllers skip terminating pods) but kept in ``pods``."""
-        live = np.flatnonzero(self.ri[:, E.RI_STATE] != E.FREE)
-        a, side = self.app, self.app.sidecar
-        cpu, mem = E.sample_pods(self.rf, self.ri, a.mem_base_mib, a.mem_per_request_mib,
-                                 side.idle_cores if side else 0.0, side.cpu_ms_per_request / 1000.0 if side else 0.0,
-                                 side.memory_mib if side else 0.0)
-        state = self.ri[live, E.RI_STATE]
-        serving = state != E.DRAINING
-        n = int(serving.sum())
+        live, state, cpu, mem, n, self._in_flight = E.sample_pods(self.rf, self.ri, *self._scrape_args)
         self.last_scrape = (live, state, cpu, mem)
+        if n < live.shape[0]:  # draining pods: out of the means
+            serving = state != E.DRAINING
+            cpu, mem = cpu[serving], mem[serving]
         req, lim, mreq, mlim = self._resources(n)
-        return PodSamples(cpu_cores=cpu[serving], memory_mib=mem[serving], cpu_request=req, cpu_limit=lim,
+        return PodSamples(cpu_cores=cpu, memory_mib=mem, cpu_request=req, cpu_limit=lim,
                           memory_request_mib=mreq, memory_limit_mib=mlim)
 
     def _resources(self, n: int) -> tuple[np.ndarray, ...]:
@@ -402,7 +416,9 @@ class SimCluster:
     @property
     def in_flight(self) -> int:
         """Requests being served now."""
-        return int(self.ri[self.ri[:, E.RI_STATE] != E.FREE, E.RI_N].sum())
+        if self._in_flight is None:
+            self._in_flight = int(self.ri[self.ri[:, E.RI_STATE] != E.FREE, E.RI_N].sum())
+        return self._in_flight
 
     def in_flight_ages_ms(self) -> np.ndarray:
         """Ages (now minus arrival) of the requests being served now, ms."""

@@ -519,17 +519,23 @@ def run_until(
 
 @njit(cache=True)
 def sample_pods(rf, ri, mem_base, mem_per_request, side_idle, side_s_per_request, side_mem):
-    """CPU rate (cores) and working set (MiB) of every live pod since the last sample,
-    shape ``(live,)`` each -- the app's plus a sidecar's (``side_idle`` cores,
-    ``side_s_per_request`` CPU-s per request completed, ``side_mem`` MiB); resets the
+    """One scrape of every live pod since the last, in one pass: ``(live, state, cpu,
+    mem, serving, in_flight)`` -- the live replicas' indices and states, their CPU rate
+    (cores) and working set (MiB), the app's plus a sidecar's (``side_idle`` cores,
+    ``side_s_per_request`` CPU-s per request completed, ``side_mem`` MiB), how many of
+    them serve (not draining) and the requests in service on them. Resets the
     per-sample accumulators."""
     nrep = ri.shape[0]
     count = 0
     for r in range(nrep):
         if ri[r, RI_STATE] != FREE:
             count += 1
+    live = np.empty(count, dtype=np.int64)
+    state = np.empty(count, dtype=np.int64)
     cpu = np.empty(count)
     mem = np.empty(count)
+    serving = 0
+    in_flight = 0
     k = 0
     for r in range(nrep):
         if ri[r, RI_STATE] != FREE:
@@ -540,8 +546,13 @@ def sample_pods(rf, ri, mem_base, mem_per_request, side_idle, side_s_per_request
             rf[r, RF_NINT] = 0.0
             rf[r, RF_ALIVE] = 0.0
             ri[r, RI_SERVED] = 0
+            live[k] = r
+            state[k] = ri[r, RI_STATE]
+            if state[k] != DRAINING:
+                serving += 1
+            in_flight += ri[r, RI_N]
             k += 1
-    return cpu, mem
+    return live, state, cpu, mem, serving, in_flight
 
 
 @hot

@@ -488,7 +488,6 @@ class JobsCluster(SimCluster):
                  rng_think: np.random.Generator, rng_demand: np.random.Generator,
                  rng_arrivals: np.random.Generator, rng_partition: np.random.Generator, max_users: int = 64) -> None:
         self.jobs = jobs
-        self._desired: int | None = None  # cached: only orders (and one-shot runners' exits) change it
         nrep = 2 * settings.max_replicas + 4
         self.rseq = np.zeros(nrep, dtype=np.int64)
         self.jm = np.zeros(N_J, dtype=np.int64)
@@ -547,16 +546,7 @@ class JobsCluster(SimCluster):
         self.pq, self.pdone = pq, done
 
     # ------------------------------------------------------------------ runners
-    @property
-    def desired_replicas(self) -> int:
-        """Runners starting or ready (the Deployment's ``spec.replicas``; in job mode, the
-        one-shot runners not yet done)."""
-        if self._desired is None:
-            self._desired = int(E.count_state(self.ri, E.READY) + E.count_state(self.ri, E.STARTING))
-        return self._desired
-
     def _start_replica(self, ready_at: float) -> None:
-        self._desired = None
         r = int(np.flatnonzero(self.ri[:, E.RI_STATE] == E.FREE)[0])
         super()._start_replica(ready_at)
         self.pod_name[r] = f"runner-{self._pods_made - 1}"
@@ -587,7 +577,7 @@ class JobsCluster(SimCluster):
             self._start_replica(ready_at=self.now + st.startup_seconds)
         if n >= current or self.oneshot:
             return
-        self._desired = None
+        self._replicas_changed()
         s = self.ri[:, E.RI_STATE]
         starting = np.flatnonzero(s == E.STARTING)[::-1]
         ready = np.flatnonzero(s == E.READY)
@@ -612,8 +602,7 @@ class JobsCluster(SimCluster):
         chunks_f, chunks_i = [], []
         self.meta[E.M_OUT] = 0
         self.jm[J_SUBMITTED] = 0
-        if self.oneshot:
-            self._desired = None  # one-shot runners exit as they finish
+        self._replicas_changed()  # runners become ready; one-shot runners exit as they finish
         while True:
             code, t = run_jobs(
                 t_end, self.rf, self.ri, self.rseq, self.act, self.jf, self.ji, self.jfree, self.jm, self.gf,

@@ -49,7 +49,8 @@ def test_the_trees_choose_what_the_scans_chose(reps, start, least):
     meta = np.zeros(E.N_META, dtype=np.int64)
     meta[E.M_BALANCER] = int(least)
     meta[E.M_RR] = start % n
-    ev, bal, size = E.build_trees(rf, ri, meta)
+    ev, bal = E.tree_arrays(n)
+    size = E.fill_trees(rf, ri, meta, ev, bal)
     want = scan_pick(ri, start % n, least)
     assert E.pick_replica(bal, size, n, meta) == want
     if want >= 0:
@@ -61,7 +62,8 @@ def test_the_trees_choose_what_the_scans_chose(reps, start, least):
     r = n // 2
     ri[r, E.RI_STATE], ri[r, E.RI_N], rf[r, E.RF_NEXT] = E.READY, 0, 0.25
     E.touch(rf, ri, meta, ev, bal, size, r)
-    ev2, bal2, _ = E.build_trees(rf, ri, meta)
+    ev2, bal2 = E.tree_arrays(n)
+    E.fill_trees(rf, ri, meta, ev2, bal2)
     np.testing.assert_array_equal(ev, ev2)
     np.testing.assert_array_equal(bal, bal2)
 
