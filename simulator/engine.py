@@ -15,7 +15,7 @@ Model (times in seconds, CPU in core-seconds):
   plus a fixed network/sidecar ``overhead``. Its CPU demand is capped at ``timeout_cpu``
   (the request is then flagged as timed out).
 * **Closed users** send, wait for the response, think, and send again. User events live
-  in one binary heap keyed by ``(time, sequence)``, so ties run in insertion order.
+  in one 4-ary heap keyed by ``(time, sequence)``, so ties run in insertion order.
 * A request still running ``wall`` seconds after it reached its replica is **killed** at
   that instant (the sandbox's wall limit): its response leaves then, flagged like a
   timed-out one, and the rest of its demand is never served. ``wall`` is infinite
@@ -117,6 +117,12 @@ def _heap_less(ht, hs, i, j):
     return ht[i] < ht[j] or (ht[i] == ht[j] and hs[i] < hs[j])
 
 
+#: Children per node of the users' heap. Four halve its depth against two, and a node's
+#: children share a cache line: at 20,000 users the heap outgrows the core's cache. Keys
+#: ``(time, sequence)`` are unique, so any arity pops the same order.
+HEAP_ARITY = 4
+
+
 @hot
 def heap_push(ht, hs, hu, hg, meta, t, user, gen):
     """Push a user event; the caller guarantees capacity (one event per user at most)."""
@@ -128,7 +134,7 @@ def heap_push(ht, hs, hu, hg, meta, t, user, gen):
     hu[i] = user
     hg[i] = gen
     while i > 0:
-        p = (i - 1) >> 1
+        p = (i - 1) // HEAP_ARITY
         if _heap_less(ht, hs, i, p):
             ht[i], ht[p] = ht[p], ht[i]
             hs[i], hs[p] = hs[p], hs[i]
@@ -152,13 +158,13 @@ def heap_pop(ht, hs, hu, hg, meta):
     hg[0] = hg[n]
     i = 0
     while True:
-        left = 2 * i + 1
-        if left >= n:
+        first = HEAP_ARITY * i + 1
+        if first >= n:
             break
-        c = left
-        right = left + 1
-        if right < n and _heap_less(ht, hs, right, left):
-            c = right
+        c = first
+        for k in range(first + 1, min(first + HEAP_ARITY, n)):
+            if _heap_less(ht, hs, k, c):
+                c = k
         if _heap_less(ht, hs, c, i):
             ht[i], ht[c] = ht[c], ht[i]
             hs[i], hs[c] = hs[c], hs[i]
