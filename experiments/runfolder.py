@@ -350,6 +350,21 @@ def part(path: Path, policy_label: str, run: int) -> Part:
     return Part(path / PARTS / episode_name(policy_label, run))
 
 
+def finished_rows(path: Path, cfg: ExperimentConfig) -> list[pd.DataFrame]:
+    """Every episode's rows of the complete run ``path`` (``cfg``: its policies and runs),
+    read back from its chunks, verified against their done markers; in config order."""
+    frames = []
+    for spec in cfg.policies:
+        for run in range(cfg.runs):
+            episode = part(path, spec.display, run)
+            frame = episode.verified()
+            if frame is None:
+                raise RuntimeError(f"{episode.dir}: the episode's rows do not match its done marker "
+                                   "(damaged while the run went on?); `scalelab run --resume` redoes it")
+            frames.append(frame)
+    return frames
+
+
 def failed_parts(path: Path) -> list[str]:
     """The episodes of a live run whose ``status.json`` says they failed."""
     return [p.name for p in sorted((path / PARTS).glob("*")) if (Part(p).status() or {}).get("status") == "failed"]

@@ -53,10 +53,11 @@ __all__ = ["check_reward", "check_size", "command_bar", "count_on", "die_with_pa
            "run_together", "with_saved_states"]
 
 
-def _run_chain(args) -> list[tuple[str, pd.DataFrame]]:
+def _run_chain(args) -> list[str]:
     """Episodes of one policy run one after the other: one episode, or, with
     ``replay.index: experiment``, the runs of a policy sharing one replay whose cells'
-    positions (saved after each run in its part) carry on from run to run."""
+    positions (saved after each run in its part) carry on from run to run. Returns the
+    finished episodes' names; their rows are in their parts' chunks."""
     cfg, resolved, p, episodes, loads, oracle, index_state = args
     replay = None
     if index_state is not None:
@@ -69,15 +70,15 @@ def _run_chain(args) -> list[tuple[str, pd.DataFrame]]:
         if replay is not None:
             part.write_replay_index(replay.index_state())
         part.mark_done(len(frame))
-        out.append((part.name, frame))
+        out.append(part.name)  # the rows stay in the part's chunks: no copy through the pool
     return out
 
 
 def _jobs(cfg: ExperimentConfig, resolved: Resolved, path: Path, seeds: list[dict], loads, oracle,
-          frames: dict) -> list[tuple]:
+          done: set) -> list[tuple]:
     """The episodes still to run, grouped into chains (see :func:`_run_chain`); the
-    finished ones are read into ``frames``. A shared replay reruns every run after the
-    first unfinished one (each depends on the positions the previous left)."""
+    finished ones (verified) are added to ``done``. A shared replay reruns every run after
+    the first unfinished one (each depends on the positions the previous left)."""
     shared = cfg.backend == "replay" and cfg.replay.index == "experiment"
     jobs = []
     for p, spec in enumerate(cfg.policies):
@@ -86,7 +87,7 @@ def _jobs(cfg: ExperimentConfig, resolved: Resolved, path: Path, seeds: list[dic
             part = runfolder.part(path, spec.display, run)
             kept = part.verified() if part.marked_done() and not chain else None
             if kept is not None:
-                frames[part.name] = kept
+                done.add(part.name)
                 if shared:
                     state = part.replay_index()
                 continue
@@ -213,9 +214,9 @@ def check_size(cfg: ExperimentConfig, resolved: Resolved) -> None:
                           "fewer runs, policies or steps")
 
 
-def _plan(run: _Run, progress, frames: dict) -> list[tuple] | pd.DataFrame:
+def _plan(run: _Run, progress, done: set) -> list[tuple] | pd.DataFrame:
     """The chains of episodes ``run`` still has to run (see :func:`_jobs`; the finished
-    ones read into ``frames``), or, resuming a complete run, its steps."""
+    ones added to ``done``), or, resuming a complete run, its steps."""
     from tqdm.auto import tqdm
 
     cfg, resolved, path = run.run_cfg, run.resolved, run.path
@@ -235,7 +236,7 @@ def _plan(run: _Run, progress, frames: dict) -> list[tuple] | pd.DataFrame:
     finally:
         if shared and needs_oracle:
             progress.set_description(desc)
-    return _jobs(cfg, resolved, path, seeds, loads, oracle, frames)
+    return _jobs(cfg, resolved, path, seeds, loads, oracle, done)
 
 
 def _run_all(runs: list[_Run], workers, progress) -> Iterator[tuple[int, RunResult]]:
@@ -248,11 +249,13 @@ def _run_all(runs: list[_Run], workers, progress) -> Iterator[tuple[int, RunResu
     with ExitStack() as stack:
         for run in runs:
             stack.enter_context(folder_lock(run.path))
-        frames: list[dict[str, pd.DataFrame]] = [{} for _ in runs]
+        # the episodes finished so far, by name: their rows are read back from their chunks
+        # once the run is complete, so runs that go on together never hold each other's rows
+        done: list[set[str]] = [set() for _ in runs]
         jobs, left, bars, ready = [], [], [], []
         try:
             for i, run in enumerate(runs):
-                plan = _plan(run, progress, frames[i])
+                plan = _plan(run, progress, done[i])
                 if isinstance(plan, pd.DataFrame):  # complete already
                     if is_bar(progress):
                         episode_bar(progress, run.run_cfg, 0, read_back=episodes(run.run_cfg))
@@ -263,9 +266,9 @@ def _run_all(runs: list[_Run], workers, progress) -> Iterator[tuple[int, RunResu
                 jobs.append([(i, job) for job in plan])
                 left.append(len(plan))
                 bars.append(stack.enter_context(
-                    episode_bar(progress, run.run_cfg, sum(len(job[3]) for job in plan), read_back=len(frames[i]))))
+                    episode_bar(progress, run.run_cfg, sum(len(job[3]) for job in plan), read_back=len(done[i]))))
                 if not plan:  # every episode read back: nothing to run
-                    ready.append((i, _finished(run, frames[i])))
+                    ready.append((i, _finished(run)))
             for i, result in ready:
                 yield i, result
                 del unfinished[i]
@@ -274,12 +277,12 @@ def _run_all(runs: list[_Run], workers, progress) -> Iterator[tuple[int, RunResu
             jobs = [job for turn in itertools.zip_longest(*jobs) for job in turn if job is not None]
             workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
             for i, chain in _chains(jobs, workers):
-                for name, frame in chain:
-                    frames[i][name] = frame
+                for name in chain:
+                    done[i].add(name)
                     bars[i].update(1)
                 left[i] -= 1
                 if left[i] == 0:
-                    yield i, _finished(runs[i], frames[i])
+                    yield i, _finished(runs[i])
                     del unfinished[i]
         except KeyboardInterrupt:
             raise RunInterrupted(*unfinished.values()) from None
@@ -306,9 +309,10 @@ def _chains(jobs: list[tuple[int, tuple]], workers: int) -> Iterator[tuple[int, 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _finished(run: _Run, frames: dict[str, pd.DataFrame]) -> RunResult:
+def _finished(run: _Run) -> RunResult:
     # compact_parts through this module's name: a test stands in for a run killed before its end by replacing it
-    steps, summary = runfolder.finish(run.path, run.run_cfg, list(frames.values()), compact=compact_parts)
+    frames = runfolder.finished_rows(run.path, run.run_cfg)
+    steps, summary = runfolder.finish(run.path, run.run_cfg, frames, compact=compact_parts)
     return _result(run, steps, summary)
 
 
