@@ -75,9 +75,9 @@ def _run_chain(args) -> list[str]:
 
 
 def _jobs(cfg: ExperimentConfig, resolved: Resolved, path: Path, seeds: list[dict], loads, oracle,
-          done: set) -> list[tuple]:
+          read_back: set) -> list[tuple]:
     """The episodes still to run, grouped into chains (see :func:`_run_chain`); the
-    finished ones (verified) are added to ``done``. A shared replay reruns every run after
+    finished ones (verified) are added to ``read_back``. A shared replay reruns every run after
     the first unfinished one (each depends on the positions the previous left)."""
     shared = cfg.backend == "replay" and cfg.replay.index == "experiment"
     jobs = []
@@ -87,7 +87,7 @@ def _jobs(cfg: ExperimentConfig, resolved: Resolved, path: Path, seeds: list[dic
             part = runfolder.part(path, spec.display, run)
             kept = part.verified() if part.marked_done() and not chain else None
             if kept is not None:
-                done.add(part.name)
+                read_back.add(part.name)
                 if shared:
                     state = part.replay_index()
                 continue
@@ -214,9 +214,9 @@ def check_size(cfg: ExperimentConfig, resolved: Resolved) -> None:
                           "fewer runs, policies or steps")
 
 
-def _plan(run: _Run, progress, done: set) -> list[tuple] | pd.DataFrame:
+def _plan(run: _Run, progress, read_back: set) -> list[tuple] | pd.DataFrame:
     """The chains of episodes ``run`` still has to run (see :func:`_jobs`; the finished
-    ones added to ``done``), or, resuming a complete run, its steps."""
+    ones added to ``read_back``), or, resuming a complete run, its steps."""
     from tqdm.auto import tqdm
 
     cfg, resolved, path = run.run_cfg, run.resolved, run.path
@@ -236,7 +236,7 @@ def _plan(run: _Run, progress, done: set) -> list[tuple] | pd.DataFrame:
     finally:
         if shared and needs_oracle:
             progress.set_description(desc)
-    return _jobs(cfg, resolved, path, seeds, loads, oracle, done)
+    return _jobs(cfg, resolved, path, seeds, loads, oracle, read_back)
 
 
 def _run_all(runs: list[_Run], workers, progress) -> Iterator[tuple[int, RunResult]]:
@@ -249,13 +249,14 @@ def _run_all(runs: list[_Run], workers, progress) -> Iterator[tuple[int, RunResu
     with ExitStack() as stack:
         for run in runs:
             stack.enter_context(folder_lock(run.path))
-        # the episodes finished so far, by name: their rows are read back from their chunks
-        # once the run is complete, so runs that go on together never hold each other's rows
-        done: list[set[str]] = [set() for _ in runs]
+        # the episodes a resume found finished (for the bars); every episode's rows are read
+        # back from its chunks once its run is complete, so runs that go on together never
+        # hold each other's rows
+        read_back: list[set[str]] = [set() for _ in runs]
         jobs, left, bars, ready = [], [], [], []
         try:
             for i, run in enumerate(runs):
-                plan = _plan(run, progress, done[i])
+                plan = _plan(run, progress, read_back[i])
                 if isinstance(plan, pd.DataFrame):  # complete already
                     if is_bar(progress):
                         episode_bar(progress, run.run_cfg, 0, read_back=episodes(run.run_cfg))
@@ -266,7 +267,7 @@ def _run_all(runs: list[_Run], workers, progress) -> Iterator[tuple[int, RunResu
                 jobs.append([(i, job) for job in plan])
                 left.append(len(plan))
                 bars.append(stack.enter_context(
-                    episode_bar(progress, run.run_cfg, sum(len(job[3]) for job in plan), read_back=len(done[i]))))
+                    episode_bar(progress, run.run_cfg, sum(len(job[3]) for job in plan), read_back=len(read_back[i]))))
                 if not plan:  # every episode read back: nothing to run
                     ready.append((i, _finished(run)))
             for i, result in ready:
@@ -277,9 +278,7 @@ def _run_all(runs: list[_Run], workers, progress) -> Iterator[tuple[int, RunResu
             jobs = [job for turn in itertools.zip_longest(*jobs) for job in turn if job is not None]
             workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
             for i, chain in _chains(jobs, workers):
-                for name in chain:
-                    done[i].add(name)
-                    bars[i].update(1)
+                bars[i].update(len(chain))
                 left[i] -= 1
                 if left[i] == 0:
                     yield i, _finished(runs[i])

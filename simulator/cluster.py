@@ -221,8 +221,10 @@ class SimCluster:
 
     @property
     def desired_replicas(self) -> int:
-        """Replicas that are starting or ready (the Deployment's ``spec.replicas``); only
-        orders change it (a replica that becomes ready was starting)."""
+        """Replicas that are starting or ready (the Deployment's ``spec.replicas``); on the
+        service model only orders change it (a replica that becomes ready was starting);
+        the jobs model's one-shot runners also leave it as they finish (its ``run_to``
+        forgets the count)."""
         if self._desired is None:
             self._desired = int(E.count_state(self.ri, E.READY) + E.count_state(self.ri, E.STARTING))
         return self._desired
@@ -380,12 +382,12 @@ class SimCluster:
         """One scrape: CPU rate and working set of every live pod over the time it
         lived since the last scrape. Draining pods are left out of the means (the
         metrics API and the controllers skip terminating pods) but kept in ``pods``."""
-        live, state, cpu, mem, n, self._in_flight = E.sample_pods(self.rf, self.ri, *self._scrape_args)
+        live, state, cpu, mem, serving, self._in_flight = E.sample_pods(self.rf, self.ri, *self._scrape_args)
         self.last_scrape = (live, state, cpu, mem)
-        if n < live.shape[0]:  # draining pods: out of the means
-            serving = state != E.DRAINING
-            cpu, mem = cpu[serving], mem[serving]
-        req, lim, mreq, mlim = self._resources(n)
+        if serving < live.shape[0]:  # draining pods: out of the means
+            keep = state != E.DRAINING
+            cpu, mem = cpu[keep], mem[keep]
+        req, lim, mreq, mlim = self._resources(serving)
         return PodSamples(cpu_cores=cpu, memory_mib=mem, cpu_request=req, cpu_limit=lim,
                           memory_request_mib=mreq, memory_limit_mib=mlim)
 

@@ -36,10 +36,12 @@ import numpy as np
 from numba import njit
 
 #: How the event loop and its helpers are compiled: cached, and without numba's reference
-#: counting (``_nrt=False``). They allocate nothing; with counting on, every call between
-#: them took and dropped an atomic reference on each array it was passed, which was over
-#: half of an event's time (perf, 400 users x 40 replicas). The arithmetic is unchanged.
-hot = njit(cache=True, _nrt=False)
+#: counting (``_nrt=False``). A function compiled so must allocate nothing (no array made,
+#: sliced or sorted: the callers own every buffer); it may call a counted function that
+#: does. With counting on, every call between them took and dropped an atomic reference on
+#: each array it was passed, which was over half of an event's time (perf, 400 users x 40
+#: replicas). The arithmetic is unchanged.
+uncounted = njit(cache=True, _nrt=False)
 
 # replica float columns
 RF_V = 0  # attained service per request (virtual time), core-seconds
@@ -112,7 +114,7 @@ EPS = 1e-12
 INF = np.inf
 
 
-@hot
+@uncounted
 def _heap_less(ht, hs, i, j):
     return ht[i] < ht[j] or (ht[i] == ht[j] and hs[i] < hs[j])
 
@@ -123,7 +125,7 @@ def _heap_less(ht, hs, i, j):
 HEAP_ARITY = 4
 
 
-@hot
+@uncounted
 def heap_push(ht, hs, hu, hg, meta, t, user, gen):
     """Push a user event; the caller guarantees capacity (one event per user at most)."""
     i = meta[M_HSIZE]
@@ -145,7 +147,7 @@ def heap_push(ht, hs, hu, hg, meta, t, user, gen):
             break
 
 
-@hot
+@uncounted
 def heap_pop(ht, hs, hu, hg, meta):
     """Remove the top event (the caller has read it)."""
     n = meta[M_HSIZE] - 1
@@ -175,14 +177,14 @@ def heap_pop(ht, hs, hu, hg, meta):
             break
 
 
-@hot
+@uncounted
 def _share(c, n, params):
     """Useful work per second of each of ``n`` requests sharing ``c`` cores."""
     others = min(n - 1.0, params[P_CONTENTION_CAP])
     return c / (n * (1.0 + params[P_CONTENTION] * others))
 
 
-@hot
+@uncounted
 def advance_replica(rf, ri, r, t, params):
     """Bring replica ``r`` from its last update to ``t`` (no event of it lies between)."""
     dt = t - rf[r, RF_TUPD]
@@ -212,7 +214,7 @@ def advance_replica(rf, ri, r, t, params):
     rf[r, RF_TUPD] = t
 
 
-@hot
+@uncounted
 def schedule_replica(rf, ri, act, sf, r, params):
     """Compute the time of replica ``r``'s next event."""
     state = ri[r, RI_STATE]
@@ -248,7 +250,7 @@ def schedule_replica(rf, ri, act, sf, r, params):
 
 
 # -- segment trees over the replicas: the next event and the balancer's choice in O(log R)
-@hot
+@uncounted
 def tree_size(n):
     """Leaves of a segment tree over ``n`` items (a power of two >= n, at least 1)."""
     size = 1
@@ -257,7 +259,7 @@ def tree_size(n):
     return size
 
 
-@hot
+@uncounted
 def tree_set(tree, size, i, value):
     """Set leaf ``i`` to ``value`` and every ancestor to the minimum of its children."""
     j = i + size
@@ -269,7 +271,7 @@ def tree_set(tree, size, i, value):
         j >>= 1
 
 
-@hot
+@uncounted
 def tree_first(tree, size, lo, m):
     """The first leaf ``i >= lo`` whose value is ``<= m``; -1 if none."""
     if lo >= size:
@@ -289,13 +291,13 @@ def tree_first(tree, size, lo, m):
         j += 1
 
 
-@hot
+@uncounted
 def event_key(rf, ri, r):
     """Replica ``r``'s leaf in the event tree: its next event time, inf when free."""
     return INF if ri[r, RI_STATE] == FREE else rf[r, RF_NEXT]
 
 
-@hot
+@uncounted
 def balancer_key(ri, r, least):
     """Replica ``r``'s leaf in the balancer tree: 0 (round robin) or its requests (least
     requests) when ready, inf otherwise."""
@@ -310,23 +312,34 @@ def tree_arrays(nrep: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full(2 * size, INF), np.full(2 * size, INF)
 
 
-@hot
+@uncounted
+def fill_event_tree(rf, ri, ev):
+    """Set the event tree (from :func:`tree_arrays`) to the replicas' next events as they
+    are now; returns its number of leaves."""
+    nrep = ri.shape[0]
+    size = ev.shape[0] // 2
+    for r in range(size):
+        ev[size + r] = event_key(rf, ri, r) if r < nrep else INF
+    for j in range(size - 1, 0, -1):
+        ev[j] = min(ev[2 * j], ev[2 * j + 1])
+    return size
+
+
+@uncounted
 def fill_trees(rf, ri, meta, ev, bal):
     """Set the event and balancer trees (from :func:`tree_arrays`) to the replicas as they
     are now; returns their number of leaves."""
     nrep = ri.shape[0]
-    size = ev.shape[0] // 2
+    size = fill_event_tree(rf, ri, ev)
     least = meta[M_BALANCER] != 0
     for r in range(size):
-        ev[size + r] = event_key(rf, ri, r) if r < nrep else INF
         bal[size + r] = balancer_key(ri, r, least) if r < nrep else INF
     for j in range(size - 1, 0, -1):
-        ev[j] = min(ev[2 * j], ev[2 * j + 1])
         bal[j] = min(bal[2 * j], bal[2 * j + 1])
     return size
 
 
-@hot
+@uncounted
 def touch(rf, ri, meta, ev, bal, size, r):
     """Replica ``r`` changed (its next event, state or requests): update both trees
     (a leaf whose key did not change is left alone: round robin's rarely does)."""
@@ -338,7 +351,7 @@ def touch(rf, ri, meta, ev, bal, size, r):
         tree_set(bal, size, r, b)
 
 
-@hot
+@uncounted
 def pick_replica(bal, size, nrep, meta):
     """Pick a ready replica for a new request; -1 if none is ready. Round robin: the
     first ready replica from the round-robin pointer on; least requests: the first, in
@@ -354,7 +367,7 @@ def pick_replica(bal, size, nrep, meta):
     return best
 
 
-@hot
+@uncounted
 def run_until(
     t_end,
     rf,
@@ -561,7 +574,7 @@ def sample_pods(rf, ri, mem_base, mem_per_request, side_idle, side_s_per_request
     return live, state, cpu, mem, serving, in_flight
 
 
-@hot
+@uncounted
 def count_state(ri, state):
     n = 0
     for r in range(ri.shape[0]):

@@ -163,7 +163,7 @@ def assign(ri, rseq, owner, jm):
             owner[p] = members[p % n]
 
 
-@E.hot
+@E.uncounted
 def _oldest_partition(r, owner, pq, latest, taken, jf, any_partition):
     """The partition whose next waiting job is the oldest among ``r``'s partitions (all
     partitions when ``any_partition``); -1 if none waits."""
@@ -179,7 +179,7 @@ def _oldest_partition(r, owner, pq, latest, taken, jf, any_partition):
     return best
 
 
-@E.hot
+@E.uncounted
 def _start(r, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size):
     """Runner ``r`` takes the next job of partition ``p`` at ``t``."""
     cap = pq.shape[1]
@@ -200,7 +200,7 @@ def _start(r, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size):
     E.tree_set(ev, size, r, E.event_key(rf, ri, r))
 
 
-@E.hot
+@E.uncounted
 def _fill(r, t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size):
     """Runner ``r`` (a member of the consumer group) takes jobs while it has a free slot
     and its partitions hold any."""
@@ -213,7 +213,7 @@ def _fill(r, t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, s
         _start(r, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size)
 
 
-@E.hot
+@E.uncounted
 def _fill_shared(t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size):
     """Shared queue (share group, one-shot runners): while a job waits and a ready runner
     has a free slot, the runner holding the fewest jobs (the lowest first) takes the
@@ -234,7 +234,7 @@ def _fill_shared(t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, e
         _start(best, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size)
 
 
-@E.hot
+@njit(cache=True)  # allocates (the runners' order): numba's counting stays on
 def _dispatch_all(t, rf, ri, rseq, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size):
     if jm[J_PENDING] != 0:
         return
@@ -247,7 +247,7 @@ def _dispatch_all(t, rf, ri, rseq, act, jf, ji, jm, owner, pq, latest, taken, pa
         _fill(order[k], t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
 
 
-@E.hot
+@E.uncounted
 def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, latest, taken, committed, pbuf,
              ht, hs, hu, hg, u_gen, u_active, think_buf, demand_buf, open_arrivals, out_f, out_i, meta, params, ev,
              now):
@@ -264,11 +264,7 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
     oneshot = jm[J_ONESHOT] != 0
     shared = jm[J_ASSIGNOR] == SHARED or oneshot
     t = now
-    size = ev.shape[0] // 2
-    for r in range(size):
-        ev[size + r] = E.event_key(rf, ri, r) if r < nrep else E.INF
-    for j in range(size - 1, 0, -1):
-        ev[j] = min(ev[2 * j], ev[2 * j + 1])
+    size = E.fill_event_tree(rf, ri, ev)
     while True:
         trep = ev[1]
         rbest = E.tree_first(ev, size, 0, trep) if trep < E.INF else -1
@@ -435,7 +431,7 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
     return E.DONE, t_end
 
 
-@E.hot
+@E.uncounted
 def queue_state(ri, jf, pq, latest, taken, now):
     """``(waiting, in_progress, runners, runners_busy, oldest_wait_s)`` in one pass."""
     cap = pq.shape[1]
