@@ -26,7 +26,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from scalelab.experiments.report import plain_log_ticks
-from scalelab.simulator.calibration import CalibrationResult, SampleCalibration
+from scalelab.simulator.calibration import (CalibrationResult, MeasuredCpu, SampleCalibration, field_value,
+                                            fit_spread, sample_loss)
 from scalelab.simulator.models import AppProfile
 
 
@@ -109,28 +110,34 @@ def means_lines(res: CalibrationResult, min_steps: int) -> list[str]:
 
 @dataclass(frozen=True)
 class SampleTarget:
-    """Measured p95 samples to calibrate against: ``score(profile)`` runs the simulator
-    on their cells; ``app`` is the starting profile (on the replicas the samples were
-    measured on), ``label`` names the samples, ``slo_ms`` is the SLO of the fraction above."""
+    """Measured p95 samples to calibrate against: ``score(profile, seed=...)`` runs the
+    simulator on their cells (with the target's seed unless told); ``app`` is the
+    starting profile (on the replicas the samples were measured on), ``label`` names the
+    samples, ``slo_ms`` is the SLO of the fraction above, ``cpu`` the CPU per request
+    measured beside them (a live recording's; None for the paper's)."""
 
     app: AppProfile
-    score: Callable[[AppProfile], SampleCalibration]
+    score: Callable[..., SampleCalibration]
     label: str
     slo_ms: float
+    cpu: MeasuredCpu | None = None
 
 
 def paper_samples(app: AppProfile, steps: int, seed: int = 0) -> SampleTarget:
     """The paper's D1 samples (SLO 600 ms)."""
     from scalelab.simulator.calibration import calibrate_samples
 
-    return SampleTarget(app, lambda a: calibrate_samples(a, steps=steps, seed=seed), "the paper's D1 samples", 600.0)
+    def score(a: AppProfile, seed: int = seed) -> SampleCalibration:
+        return calibrate_samples(a, steps=steps, seed=seed)
+
+    return SampleTarget(app, score, "the paper's D1 samples", 600.0)
 
 
 def dataset_samples(app: AppProfile, dataset: str | Path, steps: int, seed: int = 0,
                     slo_ms: float | None = None) -> SampleTarget:
     """A recorded dataset (``scalelab dataset record``): its cells, think time, context
     and replicas (from its ``.meta.json``); the SLO is ``slo_ms`` or the dataset's."""
-    from scalelab.simulator.calibration import compare_cells, dataset_cells, dataset_utilization
+    from scalelab.simulator.calibration import compare_cells, dataset_cells, dataset_utilization, measured_cpu
     from scalelab.simulator.datasets import read_dataset_meta
     from scalelab.simulator.replay import load_dataset
 
@@ -141,11 +148,12 @@ def dataset_samples(app: AppProfile, dataset: str | Path, steps: int, seed: int 
     slo = slo_ms or meta.slo_ms
     cells, used = dataset_cells(frame), dataset_utilization(frame)
 
-    def score(a: AppProfile) -> SampleCalibration:
+    def score(a: AppProfile, seed: int = seed) -> SampleCalibration:
         return compare_cells(a, cells, meta.cluster_settings(), meta.context, steps=steps, seed=seed, slo_ms=slo,
                              utilization=used)
 
-    return SampleTarget(app, score, f"dataset {Path(dataset).name} ({meta.source or 'recorded'})", slo)
+    return SampleTarget(app, score, f"dataset {Path(dataset).name} ({meta.source or 'recorded'})", slo,
+                        measured_cpu(frame))
 
 
 def sample_lines(res: SampleCalibration, target: SampleTarget, before: SampleCalibration | None = None) -> list[str]:
@@ -163,6 +171,38 @@ def sample_lines(res: SampleCalibration, target: SampleTarget, before: SampleCal
                  f"fraction above {slo:g} ms| mean {res.mean_above_error:.3f}, worst {res.worst_above_error:.3f}")
     lines.append(f"against the means (the old criterion, same cells): median |error| {res.mean_error:.1%}")
     return lines
+
+
+def cpu_lines(target: SampleTarget, app: AppProfile) -> list[str]:
+    """The CPU per request measured beside the samples against the profile's."""
+    if target.cpu is None:
+        return []
+    c = target.cpu
+    inside = "within" if c.low_s <= app.demand.capped_mean_s <= c.high_s else "OUTSIDE"
+    return [f"CPU per request: measured {c.cpu_per_request_s * 1000:.0f} ms [{c.low_s * 1000:.0f}, "
+            f"{c.high_s * 1000:.0f}] (95 %, {len(c.cells)} cells; an idle replica burns {c.idle_cores:.3f} cores); "
+            f"profile {app.name!r} {app.demand.capped_mean_s * 1000:.0f} ms: {inside} the measured range"]
+
+
+def fit_lines(app: AppProfile, tried: list, tolerance: float) -> list[str]:
+    """The fitted profile's searched fields with their spread (:func:`fit_spread` over
+    the candidates whose loss is within ``tolerance`` of the best)."""
+    spread = fit_spread(tried, tolerance)
+    near = sum(loss <= min(x for x, _ in tried) + tolerance for loss, _ in tried)
+    scored = sum(np.isfinite(loss) for loss, _ in tried)
+    lines = [f"fit: {scored} of {len(tried)} candidates scored (the others outside the measured CPU); {near} within "
+             f"{tolerance:.3f} of the best loss (twice the loss's spread between simulator seeds):"]
+    for key, (low, high) in spread.items():
+        value = app.demand.capped_mean_s if key == "cpu_per_request_s" else field_value(app, key)
+        lines.append(f"  {key:18s} {value:9.4g}   [{low:.4g}, {high:.4g}]")
+    return lines
+
+
+def seed_tolerance(target: SampleTarget, app: AppProfile, seed: int, seeds: int = 4) -> float:
+    """Twice the standard deviation of ``app``'s loss over ``seeds`` + 1 simulator seeds
+    (the noise below which two candidates cannot be told apart)."""
+    losses = [sample_loss(target.score(app, seed=seed + k)) for k in range(seeds + 1)]
+    return 2.0 * float(np.std(losses, ddof=1))
 
 
 def _save(fig: Figure, table: pd.DataFrame, out: str | Path) -> tuple[Path, Path]:

@@ -9,6 +9,7 @@ step, and compares the mean p95 over the steps with the table.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from importlib import resources
 
@@ -151,6 +152,62 @@ def calibrate_samples(app: AppProfile = PAPER, steps: int = 80, seed: int = 0, m
     return compare_cells(app, cells, ClusterSettings(), PAPER_CONTEXT, steps, seed, slo_ms, progress=progress)
 
 
+@dataclass(frozen=True)
+class MeasuredCpu:
+    """The CPU a request cost the replicas, as measured beside the latency (a dataset
+    recorded live: the replicas' cgroups, ``replicas_cpu_cores``, and the request rate
+    ``rps`` of each sample): per cell, the mean CPU (cores) and rate (1/s); fitted over
+    the cells as ``cpu = idle_cores x replicas + cpu_per_request_s x rps`` (what an idle
+    replica burns -- its server, its health checks and scrapes -- and what each request
+    adds), with a 95 % bootstrap interval (samples resampled within cells)."""
+
+    cells: pd.DataFrame  # users, replicas, samples, cpu_cores, rps
+    cpu_per_request_s: float
+    low_s: float
+    high_s: float
+    idle_cores: float
+
+
+def _cpu_fit(cells: pd.DataFrame) -> tuple[float, float]:
+    """(CPU s per request, idle cores per replica): least squares without intercept."""
+    x = np.column_stack([cells.rps.to_numpy(float), cells.replicas.to_numpy(float)])
+    (per_request, idle), *_ = np.linalg.lstsq(x, cells.cpu_cores.to_numpy(float), rcond=None)
+    return float(per_request), float(idle)
+
+
+def measured_cpu(frame: pd.DataFrame, reps: int = 400, seed: int = 0, block: int = 6) -> MeasuredCpu | None:
+    """:class:`MeasuredCpu` of a recorded dataset; None when it has no CPU beside its
+    latency (recorded before the recorder measured it, or where cgroups cannot be read)
+    or too few cells to fit (fewer than 3, or one replica count). The bootstrap resamples
+    each cell's samples in blocks of ``block`` consecutive ones (a 30-s rate window over
+    5-s steps: neighbours share five sixths of it)."""
+    if "replicas_cpu_cores" not in frame:
+        return None
+    ok = frame[np.isfinite(frame.replicas_cpu_cores.astype(float)) & np.isfinite(frame.rps.astype(float))]
+    if ok.empty:
+        return None
+    groups = [(int(u), int(r), g.replicas_cpu_cores.to_numpy(float), g.rps.to_numpy(float))
+              for (u, r), g in ok.sort_values("sample").groupby(["users", "replicas"])]
+    if len({r for _, r, _, _ in groups}) < 2 or len(groups) < 3:
+        return None  # the idle and the per-request terms cannot be told apart
+
+    def table(pick) -> pd.DataFrame:
+        return pd.DataFrame([{"users": u, "replicas": r, "samples": len(c), "cpu_cores": c[i].mean(),
+                              "rps": q[i].mean()} for (u, r, c, q), i in zip(groups, pick(groups), strict=True)])
+
+    def blocks(n: int, rng: np.random.Generator) -> np.ndarray:
+        """Consecutive samples resampled in blocks of ``block`` (their rates share a window)."""
+        starts = rng.integers(0, max(n - block, 0) + 1, -(-n // block))
+        return np.concatenate([np.arange(s, min(s + block, n)) for s in starts])[:n]
+
+    cells = table(lambda gs: [np.arange(len(c)) for _, _, c, _ in gs])
+    per_request, idle = _cpu_fit(cells)
+    rng = np.random.default_rng(seed)
+    boot = [_cpu_fit(table(lambda gs: [blocks(len(c), rng) for _, _, c, _ in gs]))[0] for _ in range(reps)]
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return MeasuredCpu(cells, per_request, float(low), float(high), idle)
+
+
 #: The profile fields :func:`fit_profile` searches, per demand kind, with the relative
 #: spread of the search around the starting profile.
 FIT_FIELDS = {
@@ -182,29 +239,62 @@ def _perturbed(app: AppProfile, rng: np.random.Generator) -> AppProfile:
 
 
 def fit_profile(app: AppProfile, score, candidates: int = 40, seed: int = 0, progress=None,
-                against: str = "") -> tuple[AppProfile, SampleCalibration, list[tuple[float, AppProfile]]]:
+                against: str = "", cpu_range: tuple[float, float] | None = None,
+                ) -> tuple[AppProfile, SampleCalibration, list[tuple[float, AppProfile]]]:
     """Random search around ``app`` over :data:`FIT_FIELDS` of its demand kind, scored by
     :func:`sample_loss` of ``score(profile)`` (a :class:`SampleCalibration`); returns the
     best profile, its calibration and every candidate's loss (the starting one first).
-    A candidate better than ``app`` says in its provenance that the searched fields were
-    fitted, and ``against`` what data."""
+    ``cpu_range`` (s, low and high): a candidate whose CPU per request
+    (:attr:`~scalelab.simulator.models.DemandModel.capped_mean_s`) falls outside it is
+    not scored (loss ``inf``; the starting profile is scored, but any candidate inside
+    the range beats it when it lies outside): the fit may not buy latency with CPU the
+    replicas were not measured to spend. A candidate better than ``app`` says in its provenance that
+    the searched fields were fitted, and ``against`` what data."""
+    def held(a: AppProfile) -> bool:
+        return cpu_range is None or cpu_range[0] <= a.demand.capped_mean_s <= cpu_range[1]
+
     rng = np.random.default_rng(seed)
     best_app, best = app, score(app)
-    tried = [(sample_loss(best), app)]
+    best_loss = sample_loss(best) if held(app) else math.inf  # a start outside the range is beaten by any inside
+    tried = [(best_loss, app)]
     for _ in range(candidates):
         cand = _perturbed(app, rng)
-        res = score(cand)
-        tried.append((sample_loss(res), cand))
-        if sample_loss(res) < sample_loss(best):
-            best_app, best = cand, res
+        if not held(cand):
+            tried.append((math.inf, cand))
+        else:
+            res = score(cand)
+            tried.append((sample_loss(res), cand))
+            if sample_loss(res) < best_loss:
+                best_app, best, best_loss = cand, res, sample_loss(res)
         if progress is not None:
             progress(1)
     if best_app is not app:
+        bound = (f", CPU per request held within {cpu_range[0] * 1000:.0f}-{cpu_range[1] * 1000:.0f} ms as measured"
+                 if cpu_range is not None else "")
         source = (f"fitted: scalelab.simulator.calibration.fit_profile, {candidates} candidates around profile "
-                  f"{app.name!r}, seed {seed}" + (f", against {against}" if against else ""))
+                  f"{app.name!r}, seed {seed}" + (f", against {against}" if against else "") + bound)
         best_app = replace(best_app, provenance={**best_app.provenance,
                                                  **dict.fromkeys(FIT_FIELDS[app.demand.kind], source)})
     return best_app, best, tried
+
+
+def field_value(app: AppProfile, key: str) -> float:
+    """The value of a :data:`FIT_FIELDS` key (``demand.scale``, ``overhead_ms``) in ``app``."""
+    owner, name = (app.demand, key.split(".", 1)[1]) if key.startswith("demand.") else (app, key)
+    return float(getattr(owner, name))
+
+
+def fit_spread(tried: list[tuple[float, AppProfile]], tolerance: float) -> dict[str, tuple[float, float]]:
+    """The uncertainty of a fit: per searched field, the lowest and highest value among
+    the candidates whose loss is within ``tolerance`` of the best (the loss's own spread
+    between simulator seeds: those candidates fit the data equally well), and the CPU
+    per request (``cpu_per_request_s``) they imply."""
+    best = min(loss for loss, _ in tried)
+    near = [a for loss, a in tried if loss <= best + tolerance]
+    keys = list(FIT_FIELDS[near[0].demand.kind])
+    spread = {k: (min(field_value(a, k) for a in near), max(field_value(a, k) for a in near)) for k in keys}
+    cpu = [a.demand.capped_mean_s for a in near]
+    return {**spread, "cpu_per_request_s": (min(cpu), max(cpu))}
 
 
 def fit_to_samples(app: AppProfile = PAPER, candidates: int = 40, seed: int = 0, steps: int = 80,

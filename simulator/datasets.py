@@ -32,7 +32,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -60,7 +60,8 @@ BUILTIN = (*PAPER_DATASETS, *SIMULATED)
 
 def collect(backend: Backend, clock: Clock, users: Sequence[int], replicas: Sequence[int], samples: int,
             step_s: float = 5.0, warmup_steps: int = 2, source: str = "", rows_file: Path | None = None,
-            progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+            progress: Callable[[int], None] | None = None, meter: Callable[[], dict] | None = None,
+            recorded: Mapping[tuple[int, int], int] | None = None) -> pd.DataFrame:
     """Measure ``backend`` as the paper's ``dataset_collector`` measured its cluster:
     for each replica count (scaled to, then settled), users ascending then descending,
     ``samples`` context samples per (users, replicas) cell split between the two
@@ -71,28 +72,47 @@ def collect(backend: Backend, clock: Clock, users: Sequence[int], replicas: Sequ
     loop's own observations (startup delays, censored latencies of empty windows under
     load). One row per sample: ``users, replicas, sample``, the context fields,
     ``ready_replicas`` (the context's count, which a dead replica lowers), ``missing``,
-    ``client_p95_ms``, ``source``; appended to ``rows_file`` (JSON lines) as measured."""
+    ``client_p95_ms``, ``source``, and what ``meter`` (called at each level's start and
+    then at every step) measured over the step; appended to ``rows_file`` (JSON lines) as
+    measured. ``recorded`` (cell -> samples already taken, :func:`recorded_cells`)
+    resumes an interrupted recording: each pass takes only what its cell still lacks,
+    and a replica count whose cells are complete is not visited."""
     rows: list[dict] = []
     up = samples - samples // 2
+    recorded = recorded or {}
     out = open(rows_file, "a") if rows_file is not None else None
     try:
         for n in replicas:
+            have = {u: int(recorded.get((int(u), int(n)), 0)) for u in users}
+            plan = ([(u, max(0, up - have[u])) for u in users]
+                    + [(u, max(0, samples - max(have[u], up))) for u in reversed(users)])
+            if not any(take for _, take in plan):
+                if progress is not None:
+                    progress(len(plan))
+                continue
             backend.scale_to(int(n))
             backend.settle()
-            counts = dict.fromkeys(users, 0)
-            for level, take in [(u, up) for u in users] + [(u, samples - up) for u in reversed(users)]:
+            counts = dict(have)
+            for level, take in plan:
+                if take == 0:
+                    if progress is not None:
+                        progress(1)
+                    continue
                 backend.set_load(level)
+                if meter is not None:
+                    meter()
                 t = clock.now()
                 for k in range(warmup_steps + take):
                     t += step_s
                     clock.sleep_until(t)
                     obs = backend.observe()
+                    measured = meter() if meter is not None else {}
                     if k < warmup_steps:
                         continue
                     ctx = obs.context.to_dict()
                     row = {**ctx, "ready_replicas": ctx["replicas"], "users": int(level), "replicas": int(n),
                            "sample": counts[level], "missing": ",".join(obs.missing),
-                           "client_p95_ms": obs.client_p95_ms, "source": source}
+                           "client_p95_ms": obs.client_p95_ms, "source": source, **measured}
                     counts[level] += 1
                     rows.append(row)
                     if out is not None:
@@ -104,8 +124,32 @@ def collect(backend: Backend, clock: Clock, users: Sequence[int], replicas: Sequ
         if out is not None:
             out.close()
         backend.stop_load()
+    return sorted_samples(rows)
+
+
+def sorted_samples(rows: list[dict]) -> pd.DataFrame:
+    """Rows of samples as a frame in cell order (users, replicas, sample)."""
     frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
     return frame.sort_values(["users", "replicas", "sample"], kind="stable").reset_index(drop=True)
+
+
+def recorded_cells(rows_file: Path) -> tuple[list[dict], dict[tuple[int, int], int]]:
+    """The rows an interrupted recording left in ``rows_file`` (JSON lines; a last line
+    cut by the interruption is dropped) and the samples each (users, replicas) cell has."""
+    rows: list[dict] = []
+    if rows_file.is_file():
+        for line in rows_file.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break
+    counts: dict[tuple[int, int], int] = {}
+    for r in rows:
+        cell = (int(r["users"]), int(r["replicas"]))
+        counts[cell] = counts.get(cell, 0) + 1
+    return rows, counts
 
 
 def record_dataset(
@@ -252,13 +296,15 @@ class DatasetMeta:
     source: str = ""
     config: str = ""
     replica: dict | None = None  # the replicas' cpu_request, cpu_limit (cores), memory_*_mib as measured
+    grid: dict | None = None  # users, replicas, samples, warmup_steps asked of the collector
 
     def cluster_settings(self) -> ClusterSettings:
         return ClusterSettings(think_low_s=self.think_s[0], think_high_s=self.think_s[1])
 
     def to_dict(self) -> dict:
         return {"think_s": list(self.think_s), "context": asdict(self.context), "step_s": self.step_s,
-                "slo_ms": self.slo_ms, "source": self.source, "config": self.config, "replica": self.replica}
+                "slo_ms": self.slo_ms, "source": self.source, "config": self.config, "replica": self.replica,
+                "grid": self.grid}
 
 
 def meta_path(path: str | Path) -> Path:
@@ -267,6 +313,7 @@ def meta_path(path: str | Path) -> Path:
 
 def write_dataset_meta(path: str | Path, meta: DatasetMeta) -> Path:
     out = meta_path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(meta.to_dict(), indent=1) + "\n")
     return out
 
@@ -281,6 +328,6 @@ def read_dataset_meta(path: str | Path) -> DatasetMeta:
         d = json.loads(p.read_text())
         return DatasetMeta(think_s=tuple(float(x) for x in d["think_s"]), context=ContextSettings(**d["context"]),
                            step_s=float(d["step_s"]), slo_ms=float(d["slo_ms"]), source=str(d.get("source", "")),
-                           config=str(d.get("config", "")), replica=d.get("replica"))
+                           config=str(d.get("config", "")), replica=d.get("replica"), grid=d.get("grid"))
     except (ValueError, KeyError, TypeError) as exc:
         raise DatasetError(f"dataset meta {p}: malformed ({type(exc).__name__}: {exc})") from None

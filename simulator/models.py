@@ -61,9 +61,10 @@ class DemandModel:
         ``sigma`` (heavy tailed), cut at the sandbox's CPU-time limit ``timeout_ms``;
         ``corpus``: a submission of the corpus ``corpus`` (``v1``: the shipped one, or a
         file), drawn from its CPU times measured in the live sandbox (empirical, the
-        programs killed at the CPU limit included), times ``scale``, plus ``add_ms`` of
-        CPU (what calibration fits: the replica's own work around each run, and runs
-        slowed by each other); the limit is the corpus's.
+        programs killed at the CPU limit included), times ``scale`` and cut at the
+        corpus's CPU limit (the sandbox stops a program at the limit of its own CPU),
+        plus ``add_ms`` of CPU (what calibration fits: the replica's own work around each
+        run, and runs slowed by each other).
 
     ``kind`` and its parameters (:data:`DEMAND_PARAMETERS`) have no defaults, except the
     corpus kind's, which draw the shipped corpus as measured (``v1``, ``scale`` 1,
@@ -100,7 +101,7 @@ class DemandModel:
     def timeout_s(self) -> float:
         """CPU-time cap of one request, s (infinite except for ``sandbox`` and ``corpus``)."""
         if self.kind == "corpus":  # a run stopped at the limit, and the replica's work around it
-            return corpus_demand(self.corpus)[2] * self.scale + self.add_ms / 1000.0
+            return corpus_demand(self.corpus)[2] + self.add_ms / 1000.0
         return self.timeout_ms / 1000.0 if self.kind == "sandbox" else np.inf
 
     @property
@@ -111,9 +112,35 @@ class DemandModel:
         if self.kind == "exponential":
             return self.mean_ms / 1000.0
         if self.kind == "corpus":
-            values, probs, _ = corpus_demand(self.corpus)
-            return float((values * probs).sum()) * self.scale + self.add_ms / 1000.0
+            values, probs = self.corpus_cpu_s()
+            return float((values * probs).sum()) + self.add_ms / 1000.0
         return self.median_ms / 1000.0 * float(np.exp(self.sigma**2 / 2))
+
+    def corpus_cpu_s(self) -> tuple[np.ndarray, np.ndarray]:
+        """The corpus's runs as this model costs them (s of CPU, before ``add_ms``) and
+        their probabilities: each measured CPU time times ``scale``, cut at the corpus's
+        CPU limit; a run that was stopped at the limit when measured (within 10 % of it:
+        the never-ending programs) costs what it cost then, whatever the scale -- the
+        sandbox stops a program at the limit of its own CPU time (``RLIMIT_CPU``),
+        however fast or slowly it ran."""
+        values, probs, limit = corpus_demand(self.corpus)
+        return np.where(values >= 0.9 * limit, values, np.minimum(values * self.scale, limit)), probs
+
+    @property
+    def capped_mean_s(self) -> float:
+        """Mean CPU a request costs, s: the demand cut at its CPU-time cap
+        (:attr:`timeout_s`), what a replica's cgroup counts per request; exact for every
+        kind (the lognormal's partial expectation for ``sandbox``).
+
+        >>> DemandModel(kind="sandbox", median_ms=100.0, sigma=1e-9, timeout_ms=50.0).capped_mean_s
+        0.05"""
+        if self.kind != "sandbox":
+            return self.mean_s  # uncapped, or (corpus) capped at its largest value
+        from scipy.stats import norm
+
+        mu, s, cap = np.log(self.median_ms / 1000.0), self.sigma, self.timeout_s
+        below = np.exp(mu + s**2 / 2) * norm.cdf((np.log(cap) - mu - s**2) / s)
+        return float(below + cap * norm.sf((np.log(cap) - mu) / s))
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` demands in CPU seconds, shape ``(n,)``."""
@@ -126,8 +153,8 @@ class DemandModel:
         if self.kind == "exponential":
             return rng.exponential(self.mean_ms / 1000.0, n)
         if self.kind == "corpus":
-            values, probs, _ = corpus_demand(self.corpus)
-            return values[rng.choice(len(values), size=n, p=probs)] * self.scale + self.add_ms / 1000.0
+            values, probs = self.corpus_cpu_s()
+            return values[rng.choice(len(values), size=n, p=probs)] + self.add_ms / 1000.0
         return rng.lognormal(np.log(self.median_ms / 1000.0), self.sigma, n)
 
 

@@ -91,9 +91,17 @@ def test_the_demand_is_the_measured_distribution_with_its_timeout_mass():
     assert set(np.unique(draws)) <= set(values)
     assert draws.mean() == pytest.approx(demand.mean_s, rel=0.03)
     assert demand.mean_s == pytest.approx(summary(corpus)["mean_ms"] / 1000)
-    doubled = DemandModel(kind="corpus", scale=2.0)
-    assert doubled.mean_s == pytest.approx(2 * demand.mean_s)
-    assert np.array_equal(doubled.draw(np.random.default_rng(3), 50), 2 * demand.draw(np.random.default_rng(3), 50))
+    # scaled, a run is cut at the limit, and a run stopped there when measured stays as it was
+    scaled = DemandModel(kind="corpus", scale=4.0)
+    once = demand.draw(np.random.default_rng(3), 5000)
+    four = scaled.draw(np.random.default_rng(3), 5000)
+    stopped = once >= 0.9 * cap
+    assert stopped.any() and np.array_equal(four[stopped], once[stopped])
+    assert np.array_equal(four[~stopped], np.minimum(4 * once[~stopped], cap)) and four.max() <= cap
+    assert (four[~stopped] == cap).any()  # some long runs now reach the limit
+    assert scaled.mean_s == pytest.approx(float((scaled.corpus_cpu_s()[0] * probs).sum()))
+    halved = DemandModel(kind="corpus", scale=0.5).draw(np.random.default_rng(3), 5000)
+    assert np.array_equal(halved[stopped], once[stopped]) and np.array_equal(halved[~stopped], 0.5 * once[~stopped])
     added = DemandModel(kind="corpus", add_ms=150.0)
     assert added.mean_s == pytest.approx(demand.mean_s + 0.15)
     assert np.allclose(added.draw(np.random.default_rng(3), 50), demand.draw(np.random.default_rng(3), 50) + 0.15)

@@ -9,9 +9,11 @@ import re
 from dataclasses import MISSING, asdict, fields, replace
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from scalelab.simulator.calibration import FIT_FIELDS, SampleCalibration, fit_profile
+from scalelab.simulator.calibration import FIT_FIELDS, SampleCalibration, fit_profile, fit_spread, measured_cpu
 from scalelab.simulator.models import (
     DEMAND_KINDS,
     DEMAND_PARAMETERS,
@@ -181,6 +183,49 @@ def test_a_fit_marks_the_fields_it_searched():
     unchanged, _, _ = fit_profile(PAPER, lambda a: score(PAPER) if a is PAPER else replace(
         score(a), median_q_error=1.0), candidates=2, seed=1)
     assert unchanged is PAPER
+
+
+def test_a_fit_held_to_the_measured_cpu_scores_no_candidate_outside_it_and_reports_its_spread():
+    scored = []
+
+    def score(app):  # a made-up target that prefers cheap requests: 30 ms, outside the measured range
+        scored.append(app.demand.capped_mean_s)
+        return SampleCalibration(table=None, median_q_error=abs(app.demand.cpu_ms - 30.0) / 30.0,
+                                 mean_above_error=0.0, mean_error=0.0)
+
+    held = (0.040, 0.050)
+    best, _, tried = fit_profile(PAPER, score, candidates=30, seed=3, cpu_range=held)
+    assert scored[0] == PAPER.demand.capped_mean_s  # the starting profile is scored as it is
+    assert all(held[0] <= c <= held[1] for c in scored[1:]) and len(scored) < 31
+    assert held[0] <= best.demand.capped_mean_s <= held[1]
+    assert "within 40-50 ms as measured" in best.provenance["demand.cpu_ms"]
+    outside = [a for loss, a in tried if loss == float("inf")]
+    assert outside and all(not held[0] <= a.demand.capped_mean_s <= held[1] for a in outside)
+    free, _, _ = fit_profile(PAPER, score, candidates=30, seed=3)
+    assert free.demand.cpu_ms < best.demand.cpu_ms  # unheld, it buys the latency with less CPU
+    # a start outside the range is not kept, however well it scores
+    above, _, _ = fit_profile(PAPER, score, candidates=30, seed=3, cpu_range=(0.047, 0.060))
+    assert above is not PAPER and 0.047 <= above.demand.capped_mean_s <= 0.060
+
+    # the spread: the candidates whose loss is within the tolerance of the best
+    lo, mid, hi = (PAPER.with_overrides(demand={"cpu_ms": v}) for v in (40.0, 45.0, 60.0))
+    spread = fit_spread([(0.10, mid), (0.12, lo), (0.30, hi), (float("inf"), PAPER)], tolerance=0.05)
+    assert spread["demand.cpu_ms"] == (40.0, 45.0) and spread["cpu_per_request_s"] == (0.040, 0.045)
+
+
+def test_the_cpu_per_request_is_read_from_the_replicas_cgroups_beside_the_rate():
+    rng = np.random.default_rng(0)
+    rows = []
+    for users in (5, 10, 20):
+        for replicas in (1, 2, 3):
+            for k in range(40):
+                rps = users / 12.5 * rng.uniform(0.8, 1.2)
+                rows.append({"users": users, "replicas": replicas, "sample": k, "rps": rps,
+                             "replicas_cpu_cores": 0.02 * replicas + 0.37 * rps + rng.normal(0, 0.05)})
+    m = measured_cpu(pd.DataFrame(rows))
+    assert m.cpu_per_request_s == pytest.approx(0.37, abs=0.01) and m.idle_cores == pytest.approx(0.02, abs=0.01)
+    assert m.low_s < 0.37 < m.high_s and m.high_s - m.low_s < 0.03 and len(m.cells) == 9
+    assert measured_cpu(pd.DataFrame(rows).drop(columns="replicas_cpu_cores")) is None
 
 
 def test_a_wall_limit_is_stated_in_ms_or_removed_with_none():

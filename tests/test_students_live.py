@@ -150,5 +150,20 @@ def test_a_small_live_dataset_recording(tmp_path):
     assert set(data.source) == {"live:student"} or set(data.source) == {"live:student:no-cpu-quota"}
     meta = read_dataset_meta(out)
     assert meta.think_s == (1.0, 2.0) and meta.step_s == 2.0 and meta.source == "live"
-    rows = (tmp_path / "live.parquet.rows.jsonl").read_text().splitlines()
+    rows_file = tmp_path / "live.parquet.rows.jsonl"
+    rows = rows_file.read_text().splitlines()
     assert len(rows) == 4  # written as they were measured
+    # the CPU beside the latency: the replicas' (their cgroups), the rest of the host's
+    if data.source.iloc[0] == "live:student":
+        assert (data.replicas_cpu_cores > 0).all() and (data.replicas_cpu_cores <= 0.5 * 1.1).all()
+        assert (data.others_cpu_cores > 0).all()
+    # interrupted after its first sample, in the middle of writing the second: resumed
+    rows_file.write_text(rows[0] + "\n" + rows[1][:20])
+    out.unlink()
+    assert main(["dataset", "record", "--backend", "live", "--config", str(path), "--users", "2,4",
+                 "--replicas", "1", "--samples", "2", "--warmup-steps", "1", "--out", str(out), "--resume"]) == 0
+    resumed = load_dataset(out)
+    assert sorted(resumed.groupby(["users", "replicas"]).size().items()) == [((2, 1), 2), ((4, 1), 2)]
+    again = rows_file.read_text().splitlines()
+    assert len(again) == 4 and again[0] == rows[0]  # the first sample kept, the cut line dropped
+    assert sorted(resumed["sample"][resumed.users == 2]) == [0, 1]

@@ -14,7 +14,9 @@ from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
 from scalelab.simulator.backends import SimBackend
 from scalelab.simulator.calibration import compare_cells, dataset_cells, dataset_utilization, fit_profile
 from scalelab.simulator.cluster import ClusterSettings
-from scalelab.simulator.datasets import DatasetMeta, collect, read_dataset_meta, write_dataset_meta
+from scalelab.experiments.collector import HOST_CPU_COLUMNS, HostCpuMeter
+from scalelab.experiments.collector import TICKS as HOST_TICKS
+from scalelab.simulator.datasets import DatasetMeta, collect, read_dataset_meta, recorded_cells, write_dataset_meta
 from scalelab.simulator.models import PAPER, find_profile, save_profile
 
 
@@ -44,6 +46,89 @@ def test_the_collector_measures_every_cell_up_then_down_and_writes_rows_as_it_go
     # more users on one replica means a higher p95
     p95 = frame.groupby(["users", "replicas"]).p95_ms.median()
     assert p95[(15, 1)] > p95[(5, 1)]
+
+
+class _CountingScales:
+    """A backend that counts its scale orders."""
+
+    def __init__(self, backend):
+        self.backend, self.scaled = backend, []
+
+    def scale_to(self, n):
+        self.scaled.append(n)
+        return self.backend.scale_to(n)
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+
+def test_a_resumed_recording_takes_only_what_each_cell_lacks_and_skips_complete_replica_counts(tmp_path):
+    backend, clock = _sim_backend()
+    counting = _CountingScales(backend)
+    # interrupted: replicas 1 complete, (5, 2) has its first sample, (15, 2) nothing
+    recorded = {(5, 1): 4, (15, 1): 4, (5, 2): 1}
+    rows = tmp_path / "rows.jsonl"
+    frame = collect(counting, clock, users=(5, 15), replicas=(1, 2), samples=4, warmup_steps=1,
+                    rows_file=rows, recorded=recorded)
+    assert counting.scaled == [2]  # replicas 1 is not visited
+    written = [(r["users"], r["replicas"], r["sample"]) for r in map(json.loads, rows.read_text().splitlines())]
+    # up: 5 lacks one of its two, 15 takes two; down: 15 and 5 take their last two each
+    assert written == [(5, 2, 1), (15, 2, 0), (15, 2, 1), (15, 2, 2), (15, 2, 3), (5, 2, 2), (5, 2, 3)]
+    assert len(frame) == 7
+    complete = collect(counting, clock, users=(5, 15), replicas=(1, 2), samples=4, warmup_steps=1,
+                       recorded={(5, 1): 4, (15, 1): 4, (5, 2): 4, (15, 2): 4})
+    assert complete.empty and counting.scaled == [2]
+
+
+def test_the_rows_of_an_interrupted_recording_are_read_back_without_the_cut_line(tmp_path):
+    rows = tmp_path / "r.jsonl"
+    rows.write_text(json.dumps({"users": 5, "replicas": 1, "sample": 0}) + "\n"
+                    + json.dumps({"users": 5, "replicas": 1, "sample": 1}) + "\n" + '{"users": 5, "repl')
+    kept, counts = recorded_cells(rows)
+    assert len(kept) == 2 and counts == {(5, 1): 2}
+    assert recorded_cells(tmp_path / "none.jsonl") == ([], {})
+
+
+def test_the_host_meter_gives_the_replicas_cpu_the_rest_and_the_steal_over_each_step(tmp_path):
+    clock = VirtualClock()
+    groups = tmp_path / "cgroups"
+    stat = tmp_path / "stat"
+    ticks = HOST_TICKS
+
+    def host(busy_s, idle_s, steal_s):  # user nice system idle iowait irq softirq steal
+        stat.write_text(f"cpu  {int(busy_s * ticks)} 0 0 {int(idle_s * ticks)} 0 0 0 {int(steal_s * ticks)} 0 0\n"
+                        "cpu0 1 2 3\n")
+
+    def replica(name, cpu_s):
+        (groups / name).mkdir(parents=True, exist_ok=True)
+        (groups / name / "cpuacct.usage").write_text(str(int(cpu_s * 1e9)))
+
+    replica("key-sandbox-1", 10.0)
+    replica("other-sandbox-1", 99.0)  # another stack's replica: not counted
+    host(100.0, 50.0, 1.0)
+    meter = HostCpuMeter(clock, "key-", cgroups=groups, proc_stat=stat)
+    first = meter()
+    assert set(first) == set(HOST_CPU_COLUMNS) and all(np.isnan(v) for v in first.values())
+    clock.sleep_until(5.0)
+    replica("key-sandbox-1", 12.0)  # 2 s of CPU in 5 s
+    replica("key-sandbox-2", 0.5)  # started during the step: all of its CPU was spent in it
+    replica("other-sandbox-1", 200.0)
+    host(105.0, 52.0, 1.5)  # 5 s busy in 5 s
+    m = meter()
+    assert m["replicas_cpu_cores"] == pytest.approx(0.5)
+    assert m["host_cpu_cores"] == pytest.approx(1.0)
+    assert m["others_cpu_cores"] == pytest.approx(0.5)
+    assert m["steal_cores"] == pytest.approx(0.1)
+    clock.sleep_until(10.0)
+    replica("key-sandbox-2", 3.0)
+    host(107.5, 55.0, 1.5)
+    assert meter()["replicas_cpu_cores"] == pytest.approx(0.5)
+    clock.sleep_until(15.0)
+    (groups / "key-sandbox-2" / "cpuacct.usage").unlink()
+    (groups / "key-sandbox-2").rmdir()  # removed: its last CPU is unknown
+    host(110.0, 57.0, 1.5)
+    m = meter()
+    assert np.isnan(m["replicas_cpu_cores"]) and np.isnan(m["others_cpu_cores"]) and m["host_cpu_cores"] == 0.5
 
 
 def test_the_simulator_calibrated_against_its_own_recording_is_close_and_a_wrong_profile_is_not():
@@ -339,3 +424,23 @@ def test_the_runners_simulated_against_their_live_runs_shipped_with_scalelab(tmp
     assert "the same on the simulator and live" in md
     doc = (Path(__file__).parents[1] / "docs" / "evaluation-week.md").read_text()
     assert "| 0.49 [0.42, 0.58] | 0.25 [0.21, 0.46] |" in doc and "| 20 % | 23 % |" in doc and "| 75 % | 73 % |" in doc
+
+
+def test_dataset_record_resumes_only_a_live_recording_of_the_same_settings(tmp_path, capsys):
+    from scalelab.cli import main
+
+    out = tmp_path / "live.parquet"
+    args = ["dataset", "record", "--backend", "live", "--config", "live-evaluation-week", "--users", "5",
+            "--replicas", "1", "--out", str(out)]
+
+    def refused(argv):
+        code = main(argv)
+        return code != 0 and capsys.readouterr().err
+
+    assert "--resume continues a live recording" in refused([*args[:3], "sim", *args[4:], "--resume"])
+    assert "no interrupted recording" in refused([*args, "--resume"])
+    rows = tmp_path / "live.parquet.rows.jsonl"
+    rows.write_text(json.dumps({"users": 5, "replicas": 1, "sample": 0}) + "\n")
+    assert "live.parquet.rows.jsonl exists" in refused(args)  # an interrupted recording is not overwritten silently
+    write_dataset_meta(out, DatasetMeta(think_s=(0.0, 2.0), source="live"))
+    assert "does not record the settings asked for now" in refused([*args, "--resume"])

@@ -33,12 +33,16 @@ def cmd_calibrate(args) -> int:
                   else cr.paper_samples(app, args.steps, args.seed))
         app = target.app
         before = res = target.score(app)
+        fitted = []
         if args.fit:
+            cpu_range = None if target.cpu is None or args.free_cpu else (target.cpu.low_s, target.cpu.high_s)
             with tqdm(total=args.fit, desc="fit", unit="profile") as bar:
-                app, res, _ = fit_profile(app, target.score, candidates=args.fit, seed=args.seed, progress=bar.update)
+                app, res, tried = fit_profile(app, target.score, candidates=args.fit, seed=args.seed,
+                                              progress=bar.update, cpu_range=cpu_range)
             app = replace(app, name=args.save or f"{args.profile}-fitted")
+            fitted = cr.fit_lines(app, tried, cr.seed_tolerance(target, app, args.seed))
             print(f"fitted profile saved: {save_profile(app)} (use it as app: {{profile: {app.name}}})")
-        lines = cr.sample_lines(res, target, before if args.fit else None)
+        lines = cr.sample_lines(res, target, before if args.fit else None) + cr.cpu_lines(target, app) + fitted
         files = cr.write_samples(res, target, app.name, args.out)
     else:
         from scalelab.simulator.calibration import paper_table
@@ -59,6 +63,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--profile", default="paper", help="a built-in profile, a saved one or a .json (default: paper)")
     p.add_argument("--dataset", help="a recorded dataset (scalelab dataset record) instead of the paper's samples")
     p.add_argument("--fit", type=int, default=0, help="search this many profiles around --profile, save the best")
+    p.add_argument("--free-cpu", action="store_true",
+                   help="--fit with --dataset: let the CPU per request leave the range measured beside the samples "
+                        "(held inside it by default when the dataset measured it)")
     p.add_argument("--save", help="name of the fitted profile (default PROFILE-fitted), usable as app: {profile: NAME}")
     p.add_argument("--slo-ms", type=float, help="the SLO for the fraction above it (default: the dataset's)")
     p.add_argument("--min-steps", type=int, default=100, help="cells measured on at least this many steps")

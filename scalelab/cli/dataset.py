@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from scalelab.cli._common import config_path, int_list
+from scalelab.errors import UserError
 
 
 def cmd_dataset_record(args) -> int:
@@ -16,10 +17,15 @@ def cmd_dataset_record(args) -> int:
     from scalelab.cli._common import refuse_overwrite
     from scalelab.experiments.config import load_config
     from scalelab.experiments.episode import resolve
-    from scalelab.simulator.datasets import DatasetMeta, write_dataset_meta
+    from scalelab.simulator.datasets import DatasetMeta, read_dataset_meta, write_dataset_meta
 
     out = Path(args.out)
-    refuse_overwrite([out, out.with_name(out.name + ".meta.json")], args.force)
+    meta_file, rows_file = out.with_name(out.name + ".meta.json"), out.with_name(out.name + ".rows.jsonl")
+    if args.resume and args.backend != "live":
+        raise UserError("--resume continues a live recording (--backend live); the simulator's takes seconds")
+    if args.resume and not rows_file.is_file():
+        raise UserError(f"--resume: no interrupted recording at {rows_file}")
+    refuse_overwrite([out] if args.resume else [out, meta_file, rows_file], args.force)
     users = int_list(args.users, "--users")
     replicas = int_list(args.replicas, "--replicas")
     if args.config:
@@ -32,14 +38,21 @@ def cmd_dataset_record(args) -> int:
     replica = {k: getattr(r.app, k) for k in ("cpu_request", "cpu_limit", "memory_request_mib", "memory_limit_mib")}
     meta = DatasetMeta(think_s=(r.cluster.think_low_s, r.cluster.think_high_s), context=r.context,
                        step_s=float(cfg.step_seconds), slo_ms=float(cfg.slo_ms),
-                       source=args.backend, config=str(args.config or ""), replica=replica)
+                       source=args.backend, config=str(args.config or ""), replica=replica,
+                       grid={"users": users, "replicas": replicas, "samples": args.samples,
+                             "warmup_steps": args.warmup_steps})
+    if args.resume and (not meta_file.is_file() or read_dataset_meta(out) != meta):
+        raise UserError(f"--resume: {meta_file} does not record the settings asked for now "
+                        f"(another config, profile, context or grid of users, replicas, samples and warm-up); "
+                        f"record anew with --force")
+    write_dataset_meta(out, meta)  # before the first sample: a resumed recording must match it
     cells = 2 * len(users) * len(replicas)
     with tqdm(total=cells, desc=f"record ({args.backend})", unit="level") as bar:
         if args.backend == "live":
             from scalelab.experiments.collector import record_live
 
             data = record_live(cfg, users, replicas, args.samples, out, warmup_steps=args.warmup_steps,
-                               progress=bar.update)
+                               progress=bar.update, resume=args.resume)
         else:
             from scalelab.simulator.datasets import record_dataset
 
@@ -49,7 +62,6 @@ def cmd_dataset_record(args) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             data["source"] = "sim"
             data.to_parquet(out, index=False)
-    write_dataset_meta(out, meta)
     gaps = int((data.get("missing", "").fillna("") != "").sum()) if "missing" in data else 0
     print(f"{len(data)} samples ({data.users.nunique()} user levels x {data.replicas.nunique()} replica counts "
           f"x {args.samples}; {gaps} with missing signals) -> {out} (+ {out.name}.meta.json)")
@@ -103,6 +115,9 @@ def add_parsers(sub) -> None:
     d.add_argument("--warmup-steps", type=int, default=2, help="live: steps skipped after each level (default 2)")
     d.add_argument("--out", required=True, help="Parquet file to write (its settings go to FILE.meta.json)")
     d.add_argument("--force", action="store_true", help="replace the file and its settings if they exist")
+    d.add_argument("--resume", action="store_true",
+                   help="live: continue an interrupted recording (FILE.rows.jsonl) with the same settings, "
+                        "taking only the samples its cells still lack")
     d.set_defaults(func=cmd_dataset_record)
 
     p = sub.add_parser("corpus", help="the submission corpus: show it, or measure it on a live sandbox")
