@@ -22,9 +22,11 @@ DEMAND_PARAMETERS = {
     "fixed-cpu": ("cpu_ms", "cv"),
     "exponential": ("mean_ms",),
     "sandbox": ("median_ms", "sigma", "timeout_ms"),
-    "corpus": ("corpus", "scale", "add_ms"),
+    "corpus": ("corpus", "scale", "add_ms", "stopped"),
 }
 DEMAND_KINDS = tuple(DEMAND_PARAMETERS)
+#: How a corpus demand costs a run the measurement saw stopped at the CPU limit.
+STOPPED_COSTS = ("measured", "scaled")
 
 
 class _Unstated:
@@ -62,8 +64,9 @@ class DemandModel:
         ``corpus``: a submission of the corpus ``corpus`` (``v1``: the shipped one, or a
         file), drawn from its CPU times measured in the live sandbox (empirical, the
         programs killed at the CPU limit included), times ``scale`` and cut at the
-        corpus's CPU limit (the sandbox stops a program at the limit of its own CPU),
-        plus ``add_ms`` of CPU (what calibration fits: the replica's own work around each
+        corpus's CPU limit, a run stopped at the limit when measured costing what it cost
+        then (``stopped``: ``measured``, as the sandbox stops a program at the limit of
+        its own CPU; or ``scaled``, like the others), plus ``add_ms`` of CPU (what calibration fits: the replica's own work around each
         run, and runs slowed by each other).
 
     ``kind`` and its parameters (:data:`DEMAND_PARAMETERS`) have no defaults, except the
@@ -81,6 +84,7 @@ class DemandModel:
     corpus: str = "v1"
     scale: float = 1.0
     add_ms: float = 0.0
+    stopped: str = "measured"
 
     def __post_init__(self) -> None:
         if self.kind is UNSTATED:
@@ -94,6 +98,8 @@ class DemandModel:
         for name in ("cpu_ms", "mean_ms", "median_ms", "timeout_ms", "scale"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"demand.{name} must be > 0, got {getattr(self, name)}")
+        if self.stopped not in STOPPED_COSTS:
+            raise ValueError(f"demand.stopped={self.stopped!r} is not one of {STOPPED_COSTS}")
         if any(v is not None and v < 0 for v in (self.cv, self.sigma, self.add_ms)):
             raise ValueError("demand.cv, demand.sigma and demand.add_ms must be >= 0")
 
@@ -101,7 +107,8 @@ class DemandModel:
     def timeout_s(self) -> float:
         """CPU-time cap of one request, s (infinite except for ``sandbox`` and ``corpus``)."""
         if self.kind == "corpus":  # a run stopped at the limit, and the replica's work around it
-            return corpus_demand(self.corpus)[2] + self.add_ms / 1000.0
+            scale = self.scale if self.stopped == "scaled" else 1.0
+            return corpus_demand(self.corpus)[2] * scale + self.add_ms / 1000.0
         return self.timeout_ms / 1000.0 if self.kind == "sandbox" else np.inf
 
     @property
@@ -122,8 +129,11 @@ class DemandModel:
         CPU limit; a run that was stopped at the limit when measured (within 10 % of it:
         the never-ending programs) costs what it cost then, whatever the scale -- the
         sandbox stops a program at the limit of its own CPU time (``RLIMIT_CPU``),
-        however fast or slowly it ran."""
+        however fast or slowly it ran. ``stopped="scaled"`` scales every run, those at
+        the limit too, as profiles fitted before this was modelled did."""
         values, probs, limit = corpus_demand(self.corpus)
+        if self.stopped == "scaled":
+            return values * self.scale, probs
         return np.where(values >= 0.9 * limit, values, np.minimum(values * self.scale, limit)), probs
 
     @property
@@ -436,7 +446,7 @@ _SANDBOX_REPLICA = _SANDBOX_BY_HAND + "; the live stack's replicas are sized fro
 #: live week worse: 10 samples per cell do not pin the CPU down.
 SANDBOX = AppProfile(
     name="sandbox",
-    demand=DemandModel(kind="corpus", corpus="v1", scale=1.352, add_ms=178.1),
+    demand=DemandModel(kind="corpus", corpus="v1", scale=1.352, add_ms=178.1, stopped="scaled"),
     cpu_request=1.0,
     cpu_limit=1.0,
     memory_request_mib=512.0,
@@ -455,6 +465,8 @@ SANDBOX = AppProfile(
                          "(scalelab corpus measure; docs/evaluation-week.md)",
         "demand.scale": _SANDBOX_FIT,
         "demand.add_ms": _SANDBOX_FIT,
+        "demand.stopped": "as fitted in 4c040fc: the runs stopped at the CPU limit scaled like the others "
+                          "(2.9 s of CPU with this scale, where the sandbox stops a program at 2 s of its own)",
         "cpu_request": _SANDBOX_REPLICA,
         "cpu_limit": _SANDBOX_REPLICA,
         "memory_request_mib": _SANDBOX_REPLICA,
@@ -534,7 +546,10 @@ def profile_from_dict(data: dict) -> AppProfile:
     """An :class:`AppProfile` from :func:`profile_to_dict`'s mapping (``ValueError``
     naming a bad field)."""
     data = dict(data)
-    demand = DemandModel(**data.pop("demand", {}))
+    demand = dict(data.pop("demand", {}))
+    if demand.get("kind") == "corpus" and "stopped" not in demand:
+        demand["stopped"] = "scaled"  # saved before ``stopped`` was modelled: fitted so
+    demand = DemandModel(**demand)
     sidecar = data.pop("sidecar", None)
     return AppProfile(demand=demand, sidecar=Sidecar(**sidecar) if sidecar else None, **data)
 

@@ -22,7 +22,7 @@ from scalelab.injector.corpus import (
     summary,
 )
 from scalelab.injector.workloads import WorkloadError, make_workload
-from scalelab.simulator.models import SANDBOX, DemandModel
+from scalelab.simulator.models import SANDBOX, DemandModel, profile_from_dict, profile_to_dict
 
 
 def test_the_corpus_is_deterministic_and_its_mix_sums_to_one():
@@ -100,6 +100,14 @@ def test_the_demand_is_the_measured_distribution_with_its_timeout_mass():
     assert np.array_equal(four[~stopped], np.minimum(4 * once[~stopped], cap)) and four.max() <= cap
     assert (four[~stopped] == cap).any()  # some long runs now reach the limit
     assert scaled.mean_s == pytest.approx(float((scaled.corpus_cpu_s()[0] * probs).sum()))
+    # fitted before runs stopped at the limit were costed as measured: every run scaled
+    legacy = DemandModel(kind="corpus", scale=4.0, stopped="scaled")
+    assert np.array_equal(legacy.draw(np.random.default_rng(3), 5000), 4 * once)
+    assert legacy.timeout_s == 4 * cap and scaled.timeout_s == cap
+    saved = {"kind": "corpus", "corpus": "v1", "scale": 4.0, "add_ms": 0.0}
+    assert profile_from_dict({**profile_to_dict(SANDBOX), "demand": saved}).demand.stopped == "scaled"
+    with pytest.raises(ValueError, match="demand.stopped='cut' is not one of"):
+        DemandModel(kind="corpus", stopped="cut")
     halved = DemandModel(kind="corpus", scale=0.5).draw(np.random.default_rng(3), 5000)
     assert np.array_equal(halved[stopped], once[stopped]) and np.array_equal(halved[~stopped], 0.5 * once[~stopped])
     added = DemandModel(kind="corpus", add_ms=150.0)
