@@ -179,7 +179,13 @@ def cpu_lines(target: SampleTarget, app: AppProfile) -> list[str]:
         return []
     c = target.cpu
     inside = "within" if c.low_s <= app.demand.capped_mean_s <= c.high_s else "OUTSIDE"
-    return [f"CPU per request: measured {c.cpu_per_request_s * 1000:.0f} ms [{c.low_s * 1000:.0f}, "
+    lines = []
+    for r in c.cells.to_dict("records"):
+        host = (f"; beside them {r['others_cpu']:.2f} cores, host {r['host_cpu']:.2f} (q95 {r['host_cpu_q95']:.2f}), "
+                f"steal {r['steal']:.3f}" if "others_cpu" in r and "steal" in r else "")
+        lines.append(f"{r['users']:3d} users {r['replicas']:2d} replicas  replicas' CPU {r['cpu_cores']:.3f} cores at "
+                     f"{r['rps']:.2f} req/s ({r['cpu_cores'] / r['rps'] * 1000:.0f} ms each){host}")
+    return lines + [f"CPU per request: measured {c.cpu_per_request_s * 1000:.0f} ms [{c.low_s * 1000:.0f}, "
             f"{c.high_s * 1000:.0f}] (95 %, {len(c.cells)} cells; an idle replica burns {c.idle_cores:.3f} cores); "
             f"profile {app.name!r} {app.demand.capped_mean_s * 1000:.0f} ms: {inside} the measured range"]
 

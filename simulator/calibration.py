@@ -161,7 +161,7 @@ class MeasuredCpu:
     replica burns -- its server, its health checks and scrapes -- and what each request
     adds), with a 95 % bootstrap interval (samples resampled within cells)."""
 
-    cells: pd.DataFrame  # users, replicas, samples, cpu_cores, rps
+    cells: pd.DataFrame  # users, replicas, samples, cpu_cores, rps (+ others_cpu, host_cpu, host_cpu_q95, steal)
     cpu_per_request_s: float
     low_s: float
     high_s: float
@@ -201,6 +201,12 @@ def measured_cpu(frame: pd.DataFrame, reps: int = 400, seed: int = 0, block: int
         return np.concatenate([np.arange(s, min(s + block, n)) for s in starts])[:n]
 
     cells = table(lambda gs: [np.arange(len(c)) for _, _, c, _ in gs])
+    for name in ("others_cpu_cores", "host_cpu_cores", "steal_cores"):
+        if name in ok:
+            by_cell = ok.groupby(["users", "replicas"])[name]
+            cells[name.replace("_cores", "")] = by_cell.mean().to_numpy()
+            if name == "host_cpu_cores":
+                cells["host_cpu_q95"] = by_cell.quantile(0.95).to_numpy()
     per_request, idle = _cpu_fit(cells)
     rng = np.random.default_rng(seed)
     boot = [_cpu_fit(table(lambda gs: [blocks(len(c), rng) for _, _, c, _ in gs]))[0] for _ in range(reps)]

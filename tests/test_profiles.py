@@ -220,9 +220,13 @@ def test_the_cpu_per_request_is_read_from_the_replicas_cgroups_beside_the_rate()
         for replicas in (1, 2, 3):
             for k in range(40):
                 rps = users / 12.5 * rng.uniform(0.8, 1.2)
-                rows.append({"users": users, "replicas": replicas, "sample": k, "rps": rps,
-                             "replicas_cpu_cores": 0.02 * replicas + 0.37 * rps + rng.normal(0, 0.05)})
+                cpu = 0.02 * replicas + 0.37 * rps + rng.normal(0, 0.05)
+                rows.append({"users": users, "replicas": replicas, "sample": k, "rps": rps, "replicas_cpu_cores": cpu,
+                             "host_cpu_cores": cpu + 0.2 + 0.1 * (k % 2), "others_cpu_cores": 0.2 + 0.1 * (k % 2),
+                             "steal_cores": 0.01})
     m = measured_cpu(pd.DataFrame(rows))
+    assert m.cells.others_cpu.round(6).eq(0.25).all() and m.cells.steal.round(6).eq(0.01).all()
+    assert (m.cells.host_cpu_q95 > m.cells.host_cpu).all()
     assert m.cpu_per_request_s == pytest.approx(0.37, abs=0.01) and m.idle_cores == pytest.approx(0.02, abs=0.01)
     assert m.low_s < 0.37 < m.high_s and m.high_s - m.low_s < 0.03 and len(m.cells) == 9
     assert measured_cpu(pd.DataFrame(rows).drop(columns="replicas_cpu_cores")) is None
