@@ -121,6 +121,7 @@ class SampleTarget:
     label: str
     slo_ms: float
     cpu: MeasuredCpu | None = None
+    passes: tuple[float, float] | None = None  # the samples against themselves: pass_distance (median, worst)
 
 
 def paper_samples(app: AppProfile, steps: int, seed: int = 0) -> SampleTarget:
@@ -137,7 +138,8 @@ def dataset_samples(app: AppProfile, dataset: str | Path, steps: int, seed: int 
                     slo_ms: float | None = None) -> SampleTarget:
     """A recorded dataset (``scalelab dataset record``): its cells, think time, context
     and replicas (from its ``.meta.json``); the SLO is ``slo_ms`` or the dataset's."""
-    from scalelab.simulator.calibration import compare_cells, dataset_cells, dataset_utilization, measured_cpu
+    from scalelab.simulator.calibration import (compare_cells, dataset_cells, dataset_utilization, measured_cpu,
+                                                pass_distance)
     from scalelab.simulator.datasets import read_dataset_meta
     from scalelab.simulator.replay import load_dataset
 
@@ -153,7 +155,7 @@ def dataset_samples(app: AppProfile, dataset: str | Path, steps: int, seed: int 
                              utilization=used)
 
     return SampleTarget(app, score, f"dataset {Path(dataset).name} ({meta.source or 'recorded'})", slo,
-                        measured_cpu(frame))
+                        measured_cpu(frame), pass_distance(frame))
 
 
 def sample_lines(res: SampleCalibration, target: SampleTarget, before: SampleCalibration | None = None) -> list[str]:
@@ -169,6 +171,9 @@ def sample_lines(res: SampleCalibration, target: SampleTarget, before: SampleCal
     lines.append(f"against {target.label} ({int((~t.saturated).sum())} cells not saturated of {len(t)}): "
                  f"|quantile error| median {res.median_q_error:.1%}, worst {res.worst_q_error:.1%}; |error of the "
                  f"fraction above {slo:g} ms| mean {res.mean_above_error:.3f}, worst {res.worst_above_error:.3f}")
+    if target.passes is not None:
+        lines.append(f"the samples against themselves (each cell's second pass against its first): |quantile error| "
+                     f"median {target.passes[0]:.1%}, worst {target.passes[1]:.1%}")
     lines.append(f"against the means (the old criterion, same cells): median |error| {res.mean_error:.1%}")
     return lines
 
@@ -255,7 +260,7 @@ def write_samples(res: SampleCalibration, target: SampleTarget, profile: str, ou
     left.set_xticks(x, [f"{u}/{r}" for u, r in zip(t.users, t.replicas, strict=True)], rotation=90, fontsize=7)
     left.set_xlabel("users / replicas (grey: saturated)")
     left.set_ylabel("p95 per step (ms)")
-    left.legend(fontsize=8)
+    left.legend(fontsize=7, ncol=2, loc="upper left")
     right.plot([0, 1], [0, 1], color="grey", ls=":")
     right.scatter(t.data_above, t.sim_above, s=18)
     for r in t.itertuples():

@@ -95,6 +95,23 @@ def dataset_cells(frame: pd.DataFrame) -> dict[tuple[int, int], np.ndarray]:
             for (u, r), g in ok.groupby(["users", "replicas"])}
 
 
+def pass_distance(frame: pd.DataFrame, min_half: int = 5) -> tuple[float, float] | None:
+    """How far a recording is from itself: per cell, the relative error of the second
+    pass's q10, q50, q90 against the first's (the collector's ascending and descending
+    passes, the cell's samples split by ``sample`` index as :func:`~scalelab.simulator.
+    datasets.collect` takes them); the median and the worst over cells whose passes both
+    have ``min_half`` samples. A calibration cannot be read closer than this; None when no
+    cell has two such passes."""
+    errors = []
+    for samples in dataset_cells(frame).values():
+        up = len(samples) - len(samples) // 2
+        first, second = samples[:up], samples[up:]
+        if min(len(first), len(second)) < min_half:
+            continue
+        errors += [abs(np.quantile(second, q) / np.quantile(first, q) - 1) for q in QUANTILES]
+    return (float(np.median(errors)), float(np.max(errors))) if errors else None
+
+
 def dataset_utilization(frame: pd.DataFrame) -> dict[tuple[int, int], float]:
     """The replicas' measured CPU usage / limit per (users, replicas) cell (the mean of
     the context's ``cpu_limit_ratio``)."""

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalelab.simulator.calibration import FIT_FIELDS, SampleCalibration, fit_profile, fit_spread, measured_cpu
+from scalelab.simulator.calibration import (FIT_FIELDS, SampleCalibration, fit_profile, fit_spread, measured_cpu,
+                                            pass_distance)
 from scalelab.simulator.models import (
     DEMAND_KINDS,
     DEMAND_PARAMETERS,
@@ -246,3 +247,35 @@ def test_a_wall_limit_is_stated_in_ms_or_removed_with_none():
     assert resolve(load_config({**base, "app": {"profile": "sandbox", "wall_limit_ms": 5000}})).app.wall_limit_ms == 5000
     with pytest.raises(ConfigError, match=r"app.wall_limit_ms must be a number of ms > 0, or none .* got 'nope'"):
         resolve(load_config({**base, "app": {"profile": "sandbox", "wall_limit_ms": "nope"}}))
+
+
+def test_the_shipped_live_recording_and_the_profile_fitted_to_it_are_what_the_docs_say():
+    """The live recording (40 samples per cell, the replicas' CPU beside each) and
+    ``sandbox-live``: its CPU per request inside the measured interval, and the fit's
+    headline errors and the recording's distance to itself as docs/evaluation-week.md
+    quotes them."""
+    from scalelab.experiments.calibration_report import dataset_samples
+    from scalelab.simulator.models import SANDBOX_LIVE
+
+    shipped = Path(__file__).parents[1] / "simulator" / "data" / "live-sandbox-students.parquet"
+    frame = pd.read_parquet(shipped)
+    assert set(frame.groupby(["users", "replicas"]).size()) == {40} and len(frame) == 600
+    assert (frame.missing.fillna("") == "").all() and frame.replicas_cpu_cores.notna().all()
+    target = dataset_samples(find_profile("sandbox-live"), shipped, steps=150, seed=0)
+    assert target.cpu.low_s <= SANDBOX_LIVE.demand.capped_mean_s <= target.cpu.high_s
+    assert not target.cpu.low_s <= SANDBOX.demand.capped_mean_s <= target.cpu.high_s  # 35 % high
+    res = target.score(target.app)
+    doc = " ".join((Path(__file__).parents[1] / "docs" / "evaluation-week.md").read_text().split())
+    assert f"median quantile error 47.2 % -> {res.median_q_error * 100:.1f} %" in doc
+    assert f"worst 152 % -> {res.worst_q_error * 100:.0f} %" in doc
+    assert f"differ from each other by a median {target.passes[0] * 100:.1f} %" in doc
+    assert f"over the cells {target.cpu.cpu_per_request_s * 1000:.0f} ms, 95 % [{target.cpu.low_s * 1000:.0f}, " \
+           f"{target.cpu.high_s * 1000:.0f}]" in doc
+
+
+def test_a_recording_is_as_far_from_itself_as_its_two_passes_are():
+    rows = [{"users": 5, "replicas": 1, "sample": k, "p95_ms": 100.0 if k < 10 else 150.0} for k in range(20)]
+    rows += [{"users": 9, "replicas": 1, "sample": k, "p95_ms": 200.0} for k in range(20)]
+    rows += [{"users": 9, "replicas": 2, "sample": k, "p95_ms": 300.0} for k in range(6)]  # passes too short
+    assert pass_distance(pd.DataFrame(rows)) == (pytest.approx(0.25), pytest.approx(0.5))
+    assert pass_distance(pd.DataFrame(rows[-6:])) is None

@@ -390,10 +390,11 @@ def test_the_simulator_against_the_live_runs_shipped_with_scalelab(tmp_path, cap
     sim_runs = json.loads((folder / "twin" / "summary-sim.json").read_text())["runs"]
     assert len(sim_runs) == 3 * 2  # three policies, as many runs as the two live folders together
     # the figures docs/evaluation-week.md quotes from this report are the ones it prints
-    assert "sim-live 0.45 [0.43, 0.67], live-live 0.24 [0.23, 0.45]" in md
-    assert "sim 12% of minutes, live against live 24%" in md and "sim 68% of minutes, live against live 82%" in md
+    assert "sim-live 0.43 [0.41, 0.56], live-live 0.24 [0.24, 0.43]" in md
+    assert "sim 11% of minutes, live against live 24%" in md and "sim 70% of minutes, live against live 82%" in md
     doc = (Path(__file__).parents[1] / "docs" / "evaluation-week.md").read_text()
-    assert "| 0.45 [0.43, 0.67] | 0.24 [0.23, 0.45] |" in doc and "| 12 % | 24 % |" in doc and "| 68 % | 82 % |" in doc
+    assert "| 0.43 [0.41, 0.56] | 0.45 [0.43, 0.67] | 0.24 [0.24, 0.43] |" in doc
+    assert "| 11 % | 12 % | 24 % |" in doc and "| 70 % | 68 % | 82 % |" in doc
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**json.loads(a.read_text()), "config": {"name": "paper-coldstart"}}))
     capsys.readouterr()
