@@ -26,8 +26,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from scalelab.experiments.report import plain_log_ticks
-from scalelab.simulator.calibration import (CalibrationResult, MeasuredCpu, SampleCalibration, field_value,
-                                            fit_spread, sample_loss)
+from scalelab.simulator.calibration import (
+    CalibrationResult,
+    MeasuredCpu,
+    SampleCalibration,
+    field_value,
+    fit_spread,
+    sample_loss,
+)
 from scalelab.simulator.models import AppProfile
 
 
@@ -138,8 +144,13 @@ def dataset_samples(app: AppProfile, dataset: str | Path, steps: int, seed: int 
                     slo_ms: float | None = None) -> SampleTarget:
     """A recorded dataset (``scalelab dataset record``): its cells, think time, context
     and replicas (from its ``.meta.json``); the SLO is ``slo_ms`` or the dataset's."""
-    from scalelab.simulator.calibration import (compare_cells, dataset_cells, dataset_utilization, measured_cpu,
-                                                pass_distance)
+    from scalelab.simulator.calibration import (
+        compare_cells,
+        dataset_cells,
+        dataset_utilization,
+        measured_cpu,
+        pass_distance,
+    )
     from scalelab.simulator.datasets import read_dataset_meta
     from scalelab.simulator.replay import load_dataset
 
@@ -190,7 +201,7 @@ def cpu_lines(target: SampleTarget, app: AppProfile) -> list[str]:
                 f"steal {r['steal']:.3f}" if "others_cpu" in r and "steal" in r else "")
         lines.append(f"{r['users']:3d} users {r['replicas']:2d} replicas  replicas' CPU {r['cpu_cores']:.3f} cores at "
                      f"{r['rps']:.2f} req/s ({r['cpu_cores'] / r['rps'] * 1000:.0f} ms each){host}")
-    return lines + [f"CPU per request: measured {c.cpu_per_request_s * 1000:.0f} ms [{c.low_s * 1000:.0f}, "
+    return [*lines, f"CPU per request: measured {c.cpu_per_request_s * 1000:.0f} ms [{c.low_s * 1000:.0f}, "
             f"{c.high_s * 1000:.0f}] (95 %, {len(c.cells)} cells; an idle replica burns {c.idle_cores:.3f} cores); "
             f"profile {app.name!r} {app.demand.capped_mean_s * 1000:.0f} ms: {inside} the measured range"]
 

@@ -106,7 +106,7 @@ def test_the_demand_is_the_measured_distribution_with_its_timeout_mass():
     assert legacy.timeout_s == 4 * cap and scaled.timeout_s == cap
     saved = {"kind": "corpus", "corpus": "v1", "scale": 4.0, "add_ms": 0.0}
     assert profile_from_dict({**profile_to_dict(SANDBOX), "demand": saved}).demand.stopped == "scaled"
-    with pytest.raises(ValueError, match="demand.stopped='cut' is not one of"):
+    with pytest.raises(ValueError, match=r"demand\.stopped='cut' is not one of"):
         DemandModel(kind="corpus", stopped="cut")
     halved = DemandModel(kind="corpus", scale=0.5).draw(np.random.default_rng(3), 5000)
     assert np.array_equal(halved[stopped], once[stopped]) and np.array_equal(halved[~stopped], 0.5 * once[~stopped])

@@ -13,8 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalelab.simulator.calibration import (FIT_FIELDS, SampleCalibration, fit_profile, fit_spread, measured_cpu,
-                                            pass_distance)
+from scalelab.simulator.calibration import (
+    FIT_FIELDS,
+    SampleCalibration,
+    fit_profile,
+    fit_spread,
+    measured_cpu,
+    pass_distance,
+)
 from scalelab.simulator.models import (
     DEMAND_KINDS,
     DEMAND_PARAMETERS,

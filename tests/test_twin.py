@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scalelab.experiments.collector import HOST_CPU_COLUMNS, HostCpuMeter
+from scalelab.experiments.collector import TICKS as HOST_TICKS
 from scalelab.experiments.twin import config_differences, twin_table
 from scalelab.orchestrator.backend import VirtualClock
 from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
 from scalelab.simulator.backends import SimBackend
 from scalelab.simulator.calibration import compare_cells, dataset_cells, dataset_utilization, fit_profile
 from scalelab.simulator.cluster import ClusterSettings
-from scalelab.experiments.collector import HOST_CPU_COLUMNS, HostCpuMeter
-from scalelab.experiments.collector import TICKS as HOST_TICKS
 from scalelab.simulator.datasets import DatasetMeta, collect, read_dataset_meta, recorded_cells, write_dataset_meta
 from scalelab.simulator.models import PAPER, find_profile, save_profile
 
