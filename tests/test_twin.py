@@ -181,9 +181,10 @@ def test_a_fitted_profile_is_saved_and_found_by_name(tmp_path, monkeypatch):
 def test_dataset_meta_round_trips_and_defaults_to_the_paper(tmp_path):
     f = tmp_path / "d.parquet"
     assert read_dataset_meta(f) == DatasetMeta()
-    meta = DatasetMeta(think_s=(5.0, 20.0), step_s=5.0, slo_ms=3000.0, source="live", config="x.yaml")
+    meta = DatasetMeta(think_s=(5.0, 20.0), step_s=5.0, slo_ms=3000.0, source="live", config="x.yaml",
+                       grid={"users": [5, 10], "replicas": [1], "samples": 40, "warmup_steps": 6})
     write_dataset_meta(f, meta)
-    assert read_dataset_meta(f) == meta
+    assert read_dataset_meta(f) == meta  # a resumed recording compares them
     (tmp_path / "d.parquet.meta.json").write_text("{}")
     with pytest.raises(Exception, match="meta"):
         read_dataset_meta(f)

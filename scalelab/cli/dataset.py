@@ -39,7 +39,7 @@ def cmd_dataset_record(args) -> int:
     meta = DatasetMeta(think_s=(r.cluster.think_low_s, r.cluster.think_high_s), context=r.context,
                        step_s=float(cfg.step_seconds), slo_ms=float(cfg.slo_ms),
                        source=args.backend, config=str(args.config or ""), replica=replica,
-                       grid={"users": users, "replicas": replicas, "samples": args.samples,
+                       grid={"users": list(users), "replicas": list(replicas), "samples": args.samples,
                              "warmup_steps": args.warmup_steps})
     if args.resume and (not meta_file.is_file() or read_dataset_meta(out) != meta):
         raise UserError(f"--resume: {meta_file} does not record the settings asked for now "
