@@ -200,7 +200,7 @@ def cpu_lines(target: SampleTarget, app: AppProfile) -> list[str]:
         host = (f"; beside them {r['others_cpu']:.2f} cores, host {r['host_cpu']:.2f} (q95 {r['host_cpu_q95']:.2f}), "
                 f"steal {r['steal']:.3f}" if "others_cpu" in r and "steal" in r else "")
         lines.append(f"{r['users']:3d} users {r['replicas']:2d} replicas  replicas' CPU {r['cpu_cores']:.3f} cores at "
-                     f"{r['rps']:.2f} req/s ({r['cpu_cores'] / r['rps'] * 1000:.0f} ms each){host}")
+                     f"{r['rps']:.2f} req/s ({r['cpu_cores'] / max(r['rps'], 1e-9) * 1000:.0f} ms each){host}")
     return [*lines, f"CPU per request: measured {c.cpu_per_request_s * 1000:.0f} ms [{c.low_s * 1000:.0f}, "
             f"{c.high_s * 1000:.0f}] (95 %, {len(c.cells)} cells; an idle replica burns {c.idle_cores:.3f} cores); "
             f"profile {app.name!r} {app.demand.capped_mean_s * 1000:.0f} ms: {inside} the measured range"]
@@ -210,9 +210,11 @@ def fit_lines(app: AppProfile, tried: list, tolerance: float) -> list[str]:
     """The fitted profile's searched fields with their spread (:func:`fit_spread` over
     the candidates whose loss is within ``tolerance`` of the best)."""
     spread = fit_spread(tried, tolerance)
-    near = sum(loss <= min(x for x, _ in tried) + tolerance for loss, _ in tried)
-    scored = sum(np.isfinite(loss) for loss, _ in tried)
-    lines = [f"fit: {scored} of {len(tried)} candidates scored (the others outside the measured CPU); {near} within "
+    finite = [loss for loss, _ in tried if np.isfinite(loss)]
+    if not spread:
+        return [f"fit: none of {len(tried)} candidates scored (outside the measured CPU, or no finite loss)"]
+    near = sum(loss <= min(finite) + tolerance for loss in finite)
+    lines = [f"fit: {len(finite)} of {len(tried)} candidates scored (the others outside the measured CPU); {near} within "
              f"{tolerance:.3f} of the best loss (twice the loss's spread between simulator seeds):"]
     for key, (low, high) in spread.items():
         value = app.demand.capped_mean_s if key == "cpu_per_request_s" else field_value(app, key)
@@ -223,8 +225,9 @@ def fit_lines(app: AppProfile, tried: list, tolerance: float) -> list[str]:
 def seed_tolerance(target: SampleTarget, app: AppProfile, seed: int, seeds: int = 4) -> float:
     """Twice the standard deviation of ``app``'s loss over ``seeds`` + 1 simulator seeds
     (the noise below which two candidates cannot be told apart)."""
-    losses = [sample_loss(target.score(app, seed=seed + k)) for k in range(seeds + 1)]
-    return 2.0 * float(np.std(losses, ddof=1))
+    losses = np.array([sample_loss(target.score(app, seed=seed + k)) for k in range(seeds + 1)])
+    finite = losses[np.isfinite(losses)]
+    return 2.0 * float(np.std(finite, ddof=1)) if len(finite) >= 2 else 0.0
 
 
 def _save(fig: Figure, table: pd.DataFrame, out: str | Path) -> tuple[Path, Path]:

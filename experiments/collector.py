@@ -69,8 +69,8 @@ class HostCpuMeter:
         if last is None or now <= last[0]:
             return dict.fromkeys(HOST_CPU_COLUMNS, math.nan)
         dt = now - last[0]
-        if set(last[1]) - set(replicas):
-            used = math.nan  # a replica removed during the step took its last CPU with it
+        if not replicas or set(last[1]) - set(replicas):
+            used = math.nan  # no cgroup to read, or a replica removed during the step took its last CPU with it
         else:  # a replica started during the step spent all its CPU in it
             used = sum(v - last[1].get(k, 0.0) for k, v in replicas.items()) / dt
         host = (busy - last[2]) / dt

@@ -201,6 +201,8 @@ def measured_cpu(frame: pd.DataFrame, reps: int = 400, seed: int = 0, block: int
     if "replicas_cpu_cores" not in frame:
         return None
     ok = frame[np.isfinite(frame.replicas_cpu_cores.astype(float)) & np.isfinite(frame.rps.astype(float))]
+    if "source" in ok:  # replicas without a CPU quota: their CPU is not the service's
+        ok = ok[~ok.source.astype(str).str.endswith(":no-cpu-quota")]
     if ok.empty:
         return None
     groups = [(int(u), int(r), g.replicas_cpu_cores.to_numpy(float), g.rps.to_numpy(float))
@@ -311,9 +313,13 @@ def fit_spread(tried: list[tuple[float, AppProfile]], tolerance: float) -> dict[
     """The uncertainty of a fit: per searched field, the lowest and highest value among
     the candidates whose loss is within ``tolerance`` of the best (the loss's own spread
     between simulator seeds: those candidates fit the data equally well), and the CPU
-    per request (``cpu_per_request_s``) they imply."""
-    best = min(loss for loss, _ in tried)
-    near = [a for loss, a in tried if loss <= best + tolerance]
+    per request (``cpu_per_request_s``) they imply; ``{}`` when no candidate was scored
+    (a loss that is not finite: outside the CPU range, or every cell saturated)."""
+    scored = [(loss, a) for loss, a in tried if np.isfinite(loss)]
+    if not scored:
+        return {}
+    best = min(loss for loss, _ in scored)
+    near = [a for loss, a in scored if loss <= best + (tolerance if np.isfinite(tolerance) else 0.0)]
     keys = list(FIT_FIELDS[near[0].demand.kind])
     spread = {k: (min(field_value(a, k) for a in near), max(field_value(a, k) for a in near)) for k in keys}
     cpu = [a.demand.capped_mean_s for a in near]

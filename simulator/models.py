@@ -440,12 +440,11 @@ _SANDBOX_REPLICA = _SANDBOX_BY_HAND + "; the live stack's replicas are sized fro
 #: service with corpus students (users 8, 16, 24 x replicas 1, 2, 3 of half a core, 10
 #: samples per cell, ``scalelab dataset record --backend live``): a submission costs its
 #: replica about 0.37 s of CPU (the run's own 0.14 s, the sandbox's setup and the
-#: server), as the replicas' cgroups measured (0.43 s, benchmarks/bench_students.py), and
-#: this profile predicts the live evaluation week (docs/evaluation-week.md). A fit to the
-#: shipped recording (``simulator/data/live-sandbox-students.parquet``) alone reads its
-#: quantiles better (median error 19.5 % against this profile's 51 %) with 0.30 s of CPU, and predicts the
-#: live week worse: 10 samples per cell do not pin the CPU down. The recording that
-#: replaced it (40 samples per cell, the replicas' CPU beside each sample) measured
+#: server), as the replicas' cgroups measured at saturation (0.43 s, benchmarks/bench_students.py).
+#: A fit to that recording alone read its quantiles better (median error 19.5 % against
+#: this profile's 51 %) with 0.30 s of CPU and predicted the live week worse: 10 samples
+#: per cell do not pin the CPU down. The recording that replaced it in
+#: ``simulator/data/`` (40 samples per cell, the replicas' CPU beside each sample) measured
 #: 273 ms of CPU per request (95 %: 258-294): this profile's 369 ms are 35 % high, which
 #: made HPA hold 48 % more replica-hours in the twin than live; ``sandbox-live`` is the
 #: fit held to the measured CPU, on which the live week's twin runs.
@@ -502,11 +501,12 @@ PAPER_D2 = PAPER.with_overrides(
 PAPER_D2 = replace(PAPER_D2, name="paper-D2")
 
 _SANDBOX_LIVE_FIT = (
-    "fitted by scalelab calibrate --dataset simulator/data/live-sandbox-students.parquet --profile sandbox "
-    "(with demand.stopped: measured) --fit 400 --steps 150 (seed 0), the CPU per request held to the 258-294 ms "
-    "measured beside the samples by the replicas' cgroups: median |quantile error| 47.2 % -> 14.6 % (the recording's "
-    "two passes of each cell differ from each other by 25.0 %), worst 152 % -> 98 %; the fraction above 6 s within "
-    "0.036 on average")
+    "fitted by scalelab calibrate --dataset simulator/data/live-sandbox-students.parquet --profile START.json "
+    "--fit 400 --steps 150 (seed 0; START.json: the sandbox profile with demand.stopped measured, "
+    "save_profile(SANDBOX.with_overrides(demand={'stopped': 'measured'}))), the CPU per request held to the "
+    "258-294 ms measured beside the samples by the replicas' cgroups (the best lies at its lower bound): median "
+    "|quantile error| 47.2 % -> 14.6 % (the recording's two passes of each cell differ from each other by 25.0 %), "
+    "worst 152 % -> 98 %; the fraction above 6 s within 0.036 on average")
 
 #: The sandbox service as the live recording of 2026-12-07 measured it
 #: (``simulator/data/live-sandbox-students.parquet``: users 5-25 x replicas 1-3 of half a
@@ -575,7 +575,9 @@ def profile_to_dict(app: AppProfile) -> dict:
 
 def profile_from_dict(data: dict) -> AppProfile:
     """An :class:`AppProfile` from :func:`profile_to_dict`'s mapping (``ValueError``
-    naming a bad field)."""
+    naming a bad field). A corpus demand saved without ``stopped`` (before it was
+    modelled: saved profiles, run folders' snapshots) is read as ``scaled``, as it was
+    fitted and run; a demand written in a config states it or gets ``measured``."""
     data = dict(data)
     demand = dict(data.pop("demand", {}))
     if demand.get("kind") == "corpus" and "stopped" not in demand:

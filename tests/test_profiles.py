@@ -218,6 +218,9 @@ def test_a_fit_held_to_the_measured_cpu_scores_no_candidate_outside_it_and_repor
     lo, mid, hi = (PAPER.with_overrides(demand={"cpu_ms": v}) for v in (40.0, 45.0, 60.0))
     spread = fit_spread([(0.10, mid), (0.12, lo), (0.30, hi), (float("inf"), PAPER)], tolerance=0.05)
     assert spread["demand.cpu_ms"] == (40.0, 45.0) and spread["cpu_per_request_s"] == (0.040, 0.045)
+    # losses that are not finite are never "near the best", and an unknown tolerance is none
+    assert fit_spread([(float("nan"), lo), (0.10, mid)], tolerance=float("nan"))["demand.cpu_ms"] == (45.0, 45.0)
+    assert fit_spread([(float("inf"), lo), (float("nan"), mid)], tolerance=0.05) == {}
 
 
 def test_the_cpu_per_request_is_read_from_the_replicas_cgroups_beside_the_rate():

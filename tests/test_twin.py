@@ -129,6 +129,12 @@ def test_the_host_meter_gives_the_replicas_cpu_the_rest_and_the_steal_over_each_
     host(110.0, 57.0, 1.5)
     m = meter()
     assert np.isnan(m["replicas_cpu_cores"]) and np.isnan(m["others_cpu_cores"]) and m["host_cpu_cores"] == 0.5
+    # no cgroup of the stack to read (cgroup v2, no quota): unknown, never 0
+    blind = HostCpuMeter(clock, "nobody-", cgroups=groups, proc_stat=stat)
+    blind()
+    clock.sleep_until(20.0)
+    host(112.0, 59.0, 1.5)
+    assert np.isnan(blind()["replicas_cpu_cores"])
 
 
 def test_the_simulator_calibrated_against_its_own_recording_is_close_and_a_wrong_profile_is_not():
