@@ -256,9 +256,14 @@ def write_means(res: CalibrationResult, profile: str, out: str | Path) -> tuple[
 
 
 def write_samples(res: SampleCalibration, target: SampleTarget, profile: str, out: str | Path) -> tuple[Path, Path]:
+    """:func:`samples_figure` at ``out``, its table beside it (``.csv``); returns both paths."""
+    return _save(samples_figure(res, target, profile), res.table, out)
+
+
+def samples_figure(res: SampleCalibration, target: SampleTarget, profile: str) -> Figure:
     """Per cell: measured and simulated p95 quantiles (q10-q90 bars, q50 dots;
-    saturated cells shaded), and the fraction of samples above the SLO, measured against
-    simulated; at ``out``, its table beside it (``.csv``); returns both paths."""
+    saturated cells shaded; the legend in headroom above the highest bar, so it covers
+    none), and the fraction of samples above the SLO, measured against simulated."""
     t, slo = res.table, target.slo_ms
     fig = Figure(figsize=(12, 5))
     left, right = fig.subplots(1, 2)
@@ -274,6 +279,8 @@ def write_samples(res: SampleCalibration, target: SampleTarget, profile: str, ou
     left.set_xticks(x, [f"{u}/{r}" for u, r in zip(t.users, t.replicas, strict=True)], rotation=90, fontsize=7)
     left.set_xlabel("users / replicas (grey: saturated)")
     left.set_ylabel("p95 per step (ms)")
+    low, high = left.get_ylim()
+    left.set_ylim(low, high * 4)  # 0.6 of a decade more on the log scale: room for the legend
     left.legend(fontsize=7, ncol=2, loc="upper left")
     right.plot([0, 1], [0, 1], color="grey", ls=":")
     right.scatter(t.data_above, t.sim_above, s=18)
@@ -285,7 +292,7 @@ def write_samples(res: SampleCalibration, target: SampleTarget, profile: str, ou
     fig.suptitle(f"profile {profile} against {target.label}: |quantile error| median {res.median_q_error:.1%}, "
                  f"worst {res.worst_q_error:.1%}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, t, out)
+    return fig
 
 
 def write_fluid(t: pd.DataFrame, profile: str, out: str | Path, bands: Bands = FLUID_BANDS) -> tuple[Path, Path]:

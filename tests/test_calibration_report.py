@@ -3,6 +3,8 @@ the acceptance bands, the printed lines and the dataset's setup, on hand-made nu
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -156,6 +158,32 @@ def test_each_figure_is_written_with_its_table_beside_it(tmp_path, which):
     assert png == out and png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5_000
     assert csv == out.with_suffix(".csv")
     pd.testing.assert_frame_equal(pd.read_csv(csv), table.reset_index(drop=True), check_dtype=False)
+
+
+def test_the_samples_figures_legend_covers_no_bar():
+    """The legend sits in headroom above the highest bar: drawn, its box overlaps no
+    q10-q90 bar and no median dot of either side (read from the figure's own artists)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    n = 12  # the live recording's shape: the first cells' bars reach highest, where the legend goes
+    q10, q90 = np.full(n, 400.0), np.r_[[10_000.0, 9_000.0, 8_000.0], np.full(n - 3, 3_000.0)]
+    t = pd.DataFrame({"users": np.arange(n) + 1, "replicas": 1, "data_q10": q10, "sim_q10": q10 * 1.2,
+                      "data_q50": q10 * 2, "sim_q50": q10 * 2.2, "data_q90": q90, "sim_q90": q90 * 0.9,
+                      "data_above": 0.0, "sim_above": 0.0, "saturated": False})
+    res = replace(_samples(), table=t)
+    fig = cr.samples_figure(res, cr.SampleTarget(PAPER, None, "x", 600.0), "paper")
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    left = fig.axes[0]
+    box = left.get_legend().get_window_extent()
+    points = [seg for coll in left.collections for path in coll.get_segments() for seg in path]
+    points += [xy for line in left.lines if line.get_marker() == "o" for xy in line.get_xydata()]
+    assert len(points) >= 3 * len(res.table)
+    shown = left.transData.transform(np.array(points, dtype=float))
+    assert not any(box.contains(x, y) for x, y in shown)
+    # and the bars are all inside the axes
+    low, high = left.get_ylim()
+    assert low <= res.table.data_q10.min() and res.table.sim_q90.max() * 2 < high
 
 
 def test_the_fluid_figure_holds_every_cell_with_plain_log_ticks():
