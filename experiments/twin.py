@@ -13,15 +13,17 @@ runs), then :func:`twin_report` on the two run folders (also ``scalelab report A
   the policies on both;
 - whether the live replicas' CPU limit was a CFS quota (``stack.json``).
 
-Everything goes to ``twin.md``, ``twin.csv`` and ``twin.png`` in ``out``. With a second
-live run of the same config and seed, the noise floor (:func:`noise_floor`,
+Everything goes to ``twin.md``, ``twin.csv`` and ``twin.png`` in ``out``. With more live
+runs of the same config and seed, the noise floor (:func:`noise_floor`,
 :func:`floor_report`): the same comparisons of sim against live and of live against
 itself, on distributions (per cell, per minute, per run), not single steps.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,20 +183,31 @@ def read_summary(source: str | Path) -> dict:
 SHIPPED_TWIN = "twin"
 
 
-def shipped_live_summaries(config_name: str) -> tuple[Path, Path]:
-    """The two shipped summaries of live runs of the config ``config_name`` (the noise
-    floor's live sides, :func:`floor_report`); a ``UserError`` names the configs that have
-    them."""
+def shipped_live_summaries(config_name: str) -> list[Path]:
+    """The shipped summaries of live runs of the config ``config_name`` (the noise floor's
+    live sides, :func:`floor_report`), in their order (``summary-live-a.json``, ``-b``, ...);
+    a ``UserError`` names the configs that have at least two."""
     from importlib import resources
 
     from scalelab.errors import UserError
 
     root = Path(str(resources.files("scalelab.experiments.data"))) / SHIPPED_TWIN
-    pair = (root / config_name / "summary-live-a.json", root / config_name / "summary-live-b.json")
-    if not all(p.is_file() for p in pair):
+    sides = sorted((root / config_name).glob("summary-live-*.json"))
+    if len(sides) < 2:
         have = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         raise UserError(f"no shipped live summaries for {config_name!r} (shipped: {', '.join(have) or 'none'})")
-    return pair
+    return sides
+
+
+def side_name(i: int) -> str:
+    """The name of the ``i``-th live side of a floor: ``live-a``, ``live-b``, ..."""
+    return f"live-{chr(ord('a') + i)}"
+
+
+def live_pairs(n: int) -> list[tuple[int, int]]:
+    """The pairs of ``n`` live sides a floor compares, as ``(later, earlier)``: each
+    side against every one before it (``(1, 0)``, B against A, for two)."""
+    return [(j, i) for i, j in itertools.combinations(range(n), 2)]
 
 
 def check_same_experiment(config_name: str, *summaries: dict) -> None:
@@ -215,57 +228,65 @@ def _cell_distance(x: np.ndarray, ref: np.ndarray, slo_ms: float) -> float:
     return float(np.mean(np.abs(qx - qr) / qr)) + abs(float(np.mean(x > slo_ms)) - float(np.mean(ref > slo_ms)))
 
 
-def cell_floor(sim: dict, live_a: dict, live_b: dict, rng: np.random.Generator, reps: int = 400) -> dict:
-    """Per cell all three visit (each with :data:`CELL_MIN_STEPS` steps): the distance
-    sim-live (the mean of sim to each live side) and live-live (B to A); their medians
-    over cells, with 95 % bootstrap intervals (steps resampled within cells)."""
-    slo = live_a["slo_ms"]
-    keys = [k for k in live_a["cells"] if all(len(side["cells"].get(k, ())) >= CELL_MIN_STEPS
-                                                for side in (sim, live_a, live_b))]
-    out = {"cells": len(keys), "per_cell": {}}
+def cell_floor(sim: dict, lives: Sequence[dict], rng: np.random.Generator, reps: int = 400) -> dict:
+    """Per cell every side visits (each with :data:`CELL_MIN_STEPS` steps): the distance
+    sim-live (the mean of sim's to each live side) and live-live (the mean over the pairs
+    of live sides, :func:`live_pairs`: B to A for two; nan with one side); their medians
+    over cells, with 95 % bootstrap intervals (steps resampled within cells; none with
+    ``reps=0``)."""
+    slo = lives[0]["slo_ms"]
+    pairs = live_pairs(len(lives))
+    keys = [k for k in lives[0]["cells"] if all(len(side["cells"].get(k, ())) >= CELL_MIN_STEPS
+                                                 for side in (sim, *lives))]
+    out = {"cells": len(keys), "live_sides": len(lives), "per_cell": {}}
     if not keys:
         return {**out, "sim_live": float("nan"), "live_live": float("nan"), "sim_live_ci": (np.nan, np.nan),
                 "live_live_ci": (np.nan, np.nan)}
-    data = {k: tuple(np.asarray(side["cells"][k], float) for side in (sim, live_a, live_b)) for k in keys}
+    data = {k: tuple(np.asarray(side["cells"][k], float) for side in (sim, *lives)) for k in keys}
+
+    def cell(s: np.ndarray, *live: np.ndarray) -> tuple[float, float]:
+        between = [_cell_distance(live[j], live[i], slo) for j, i in pairs]
+        return (float(np.mean([_cell_distance(s, x, slo) for x in live])),
+                float(np.mean(between)) if between else float("nan"))
 
     def distances(pick) -> tuple[float, float]:
-        sl, ll = [], []
-        for k in keys:
-            s, a, b = (pick(v) for v in data[k])
-            sl.append((_cell_distance(s, a, slo) + _cell_distance(s, b, slo)) / 2)
-            ll.append(_cell_distance(b, a, slo))
+        sl, ll = zip(*(cell(*(pick(v) for v in data[k])) for k in keys), strict=True)
         return float(np.median(sl)), float(np.median(ll))
 
     for k in keys:
-        s, a, b = data[k]
-        out["per_cell"][k] = {"steps": (len(s), len(a), len(b)),
-                              "sim_live": (_cell_distance(s, a, slo) + _cell_distance(s, b, slo)) / 2,
-                              "live_live": _cell_distance(b, a, slo)}
+        sl, ll = cell(*data[k])
+        out["per_cell"][k] = {"steps": tuple(len(v) for v in data[k]), "sim_live": sl, "live_live": ll}
     out["sim_live"], out["live_live"] = distances(lambda v: v)
+    if reps == 0:
+        return {**out, "sim_live_ci": (np.nan, np.nan), "live_live_ci": (np.nan, np.nan)}
     boot = np.array([distances(lambda v: v[rng.integers(0, len(v), len(v))]) for _ in range(reps)])
     out["sim_live_ci"] = tuple(np.quantile(boot[:, 0], [0.025, 0.975]))
     out["live_live_ci"] = tuple(np.quantile(boot[:, 1], [0.025, 0.975]))
     return out
 
 
-def minute_floor(sim: dict, live_a: dict, live_b: dict) -> dict:
+def minute_floor(sim: dict, lives: Sequence[dict]) -> dict:
     """Per quantity (``p95_ms``, ``rps``): the share of (policy, run, minute) cells whose
-    value is within :data:`MINUTE_TOLERANCE` of live A's, for sim (against A and B,
-    averaged) and for live B (the floor)."""
-    frames = {name: pd.DataFrame(side["minutes"]) for name, side in (("sim", sim), ("a", live_a), ("b", live_b))}
+    value is within :data:`MINUTE_TOLERANCE` of a live side's, for sim (against each live
+    side, averaged) and for live against live (over the pairs, :func:`live_pairs`)."""
+    frames = [pd.DataFrame(side["minutes"]) for side in (sim, *lives)]
 
-    def share(quantity: str, x: str, ref: str) -> tuple[float, int]:
-        both = frames[x].merge(frames[ref], on=["policy", "run", "minute"], suffixes=("_x", "_r"))
+    def share(quantity: str, x: pd.DataFrame, ref: pd.DataFrame) -> tuple[float, int]:
+        both = x.merge(ref, on=["policy", "run", "minute"], suffixes=("_x", "_r"))
         both = both[both[f"{quantity}_r"] > 0]
         if both.empty:
             return float("nan"), 0
         gap = (both[f"{quantity}_x"] - both[f"{quantity}_r"]).abs() / both[f"{quantity}_r"]
         return float((gap <= MINUTE_TOLERANCE).mean()), len(both)
 
+    sim_frame, live_frames = frames[0], frames[1:]
     out = {}
     for quantity in ("p95_ms", "rps"):
-        (sa, n), (sb, _) = share(quantity, "sim", "a"), share(quantity, "sim", "b")
-        out[quantity] = {"sim_live": (sa + sb) / 2, "live_live": share(quantity, "b", "a")[0], "minutes": n}
+        against = [share(quantity, sim_frame, ref) for ref in live_frames]
+        between = [share(quantity, live_frames[j], live_frames[i])[0] for j, i in live_pairs(len(live_frames))]
+        out[quantity] = {"sim_live": float(np.mean([s for s, _ in against])),
+                         "live_live": float(np.mean(between)) if between else float("nan"),
+                         "minutes": against[0][1]}
     return out
 
 
@@ -289,23 +310,29 @@ def tost(x: np.ndarray, y: np.ndarray, margin: float) -> float:
     return float(max(p_low, p_high))
 
 
-def run_floor(sim: dict, live_a: dict, live_b: dict) -> pd.DataFrame:
-    """Per policy and metric (violations/run, replica-hours/run): sim's and live's (A and
-    B pooled) means with 95 % intervals, live A against B, the margin and the TOST
-    p-values of sim against live and of B against A; and the ranking of the policies by
-    (violations, replica-hours) on sim and on live."""
-    sim_runs, a_runs, b_runs = (pd.DataFrame(s["runs"]) for s in (sim, live_a, live_b))
-    live_runs = pd.concat([a_runs, b_runs])
+def run_floor(sim: dict, lives: Sequence[dict]) -> pd.DataFrame:
+    """Per policy and metric (violations/run, replica-hours/run): sim's and live's (every
+    live side pooled) means with 95 % intervals, each live side's mean (``live_sides``,
+    ``" / "``-joined), the margin and the TOST p-values of sim against live and of live
+    against itself (the runs of sides B, D, ... against those of A, C, ...: B against A
+    for two); and the ranking of the policies by (violations, replica-hours) on sim and
+    on live."""
+    sim_runs = pd.DataFrame(sim["runs"])
+    side_runs = [pd.DataFrame(s["runs"]) for s in lives]
+    live_runs = pd.concat(side_runs)
+    halves = [pd.concat(side_runs[0::2]), pd.concat(side_runs[1::2])]
     rows = []
-    for policy in [p for p in a_runs.policy.unique() if p in set(sim_runs.policy) and p in set(b_runs.policy)]:
+    for policy in [p for p in side_runs[0].policy.unique()
+                   if p in set(sim_runs.policy) and all(p in set(r.policy) for r in side_runs)]:
         for metric in ("violations", "replica_hours"):
             s, lv = sim_runs[sim_runs.policy == policy][metric], live_runs[live_runs.policy == policy][metric]
-            a, b = a_runs[a_runs.policy == policy][metric], b_runs[b_runs.policy == policy][metric]
+            first, second = (h[h.policy == policy][metric] for h in halves)
             margin = max(MARGIN_SHARE * abs(float(lv.mean())), MARGIN_FLOOR[metric])
             (sm, sc), (lm, lc) = _mean_ci(s), _mean_ci(lv)
+            sides = " / ".join(f"{float(r[r.policy == policy][metric].mean()):.3g}" for r in side_runs)
             rows.append({"policy": policy, "metric": metric, "sim": sm, "sim_ci95": sc, "live": lm, "live_ci95": lc,
-                         "live_a": float(a.mean()), "live_b": float(b.mean()), "margin": margin,
-                         "p_sim_live": tost(s, lv, margin), "p_live_live": tost(b, a, margin),
+                         "live_sides": sides, "margin": margin,
+                         "p_sim_live": tost(s, lv, margin), "p_live_live": tost(second, first, margin),
                          "sim_runs": len(s), "live_runs": len(lv)})
     t = pd.DataFrame(rows)
     if len(t):
@@ -317,12 +344,15 @@ def run_floor(sim: dict, live_a: dict, live_b: dict) -> pd.DataFrame:
     return t
 
 
-def noise_floor(sim: dict, live_a: dict, live_b: dict, seed: int = 0) -> dict:
+def noise_floor(sim: dict, lives: Sequence[dict], seed: int = 0) -> dict:
     """The three comparisons of the twin against its floor (:func:`cell_floor`,
-    :func:`minute_floor`, :func:`run_floor`) and one verdict per metric."""
-    cells = cell_floor(sim, live_a, live_b, np.random.default_rng(seed))
-    minutes = minute_floor(sim, live_a, live_b)
-    runs = run_floor(sim, live_a, live_b)
+    :func:`minute_floor`, :func:`run_floor`) over two or more live sides of the same
+    config and seed, and one verdict per metric."""
+    if len(lives) < 2:
+        raise ValueError(f"a noise floor needs at least two live sides, got {len(lives)}")
+    cells = cell_floor(sim, lives, np.random.default_rng(seed))
+    minutes = minute_floor(sim, lives)
+    runs = run_floor(sim, lives)
     verdicts = {
         "per-cell p95 quantiles": cells["sim_live"] <= FLOOR_FACTOR * cells["live_live"],
         "per-minute p95 within 10 %": minutes["p95_ms"]["sim_live"] >= min(
@@ -332,19 +362,62 @@ def noise_floor(sim: dict, live_a: dict, live_b: dict, seed: int = 0) -> dict:
         "per-run means equivalent (TOST)": bool(len(runs)) and bool((runs.p_sim_live < 0.05).all()),
         "ranking": bool(len(runs)) and bool((runs.sim_rank == runs.live_rank).all()),
     }
-    return {"cells": cells, "minutes": minutes, "runs": runs, "verdicts": verdicts}
+    return {"cells": cells, "minutes": minutes, "runs": runs, "verdicts": verdicts, "live_sides": len(lives)}
 
 
-def floor_report(sim: str | Path, live_a: str | Path, live_b: str | Path, out: str | Path) -> Path:
-    """The noise floor of three sides (run folders or summary files: :func:`read_summary`),
-    written to ``out``: ``floor.md``, ``floor.csv`` (the per-run table) and each side's
-    ``summary-*.json`` (what to ship instead of the live steps); returns ``floor.md``."""
+def run_summaries(folder: str | Path) -> list[dict]:
+    """The twin summary of each run of a run folder apart (its ``run`` relabelled 0, so
+    that two runs' minutes line up): other draws of the same students, for
+    :func:`draw_floor`."""
+    folder = Path(folder)
+    cfg, steps = _config(folder), read_steps(folder)
+    step_s, slo = float(cfg.get("step_seconds", 5.0)), float(cfg.get("slo_ms") or np.inf)
+    return [twin_summary(g.assign(run=0), step_s, slo) for _, g in steps.groupby("run")]
+
+
+def draw_floor(sim_runs: Sequence[dict], lives: Sequence[dict]) -> dict:
+    """How far two draws of the same students are from each other, beside how far the
+    simulator is from live, one run against one run on both sides. The live sides of a
+    floor share their seed and so their draws (each student's programs and think times
+    come from a generator seeded by the run's seed and the student's number, the same in
+    every live run), so live-live measures the execution's noise only; the simulator
+    draws its own students (its generators are not Locust's), so sim-live also holds
+    the draws' noise. Here: the per-cell distance and the per-minute p95 share within
+    ±10 %, medians over the pairs of simulated runs (``sim_sim``) and over the simulated
+    runs against each live side (``sim_live``); ``{}`` with fewer than two runs."""
+    if len(sim_runs) < 2:
+        return {}
+    rng = np.random.default_rng(0)
+    pairs = list(itertools.combinations(range(len(sim_runs)), 2))
+    relabelled = [{**side, "minutes": [{**m, "run": 0} for m in side["minutes"]]} for side in lives]
+
+    def cell(x: dict, refs: Sequence[dict]) -> float:
+        return cell_floor(x, refs, rng, reps=0)["sim_live"]
+
+    def minute(x: dict, refs: Sequence[dict]) -> float:
+        return minute_floor(x, refs)["p95_ms"]["sim_live"]
+
+    return {"runs": len(sim_runs), "pairs": len(pairs),
+            "cells_sim_sim": float(np.nanmedian([cell(sim_runs[i], [sim_runs[j]]) for i, j in pairs])),
+            "cells_sim_live": float(np.nanmedian([cell(x, relabelled) for x in sim_runs])),
+            "minutes_sim_sim": float(np.nanmedian([minute(sim_runs[i], [sim_runs[j]]) for i, j in pairs])),
+            "minutes_sim_live": float(np.nanmedian([minute(x, relabelled) for x in sim_runs]))}
+
+
+def floor_report(sim: str | Path, lives: Sequence[str | Path], out: str | Path) -> Path:
+    """The noise floor of the simulator against two or more live sides (run folders or
+    summary files: :func:`read_summary`), written to ``out``: ``floor.md``, ``floor.csv``
+    (the per-run table) and each side's ``summary-*.json`` (``summary-sim.json``,
+    ``summary-live-a.json``, ...: what to ship instead of the live steps); returns
+    ``floor.md``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sides = {name: read_summary(src) for name, src in (("sim", sim), ("live-a", live_a), ("live-b", live_b))}
+    sides = {"sim": read_summary(sim), **{side_name(i): read_summary(src) for i, src in enumerate(lives)}}
     for name, summary in sides.items():
         (out / f"summary-{name}.json").write_text(json.dumps(summary))
-    floor = noise_floor(sides["sim"], sides["live-a"], sides["live-b"])
+    floor = noise_floor(sides["sim"], [sides[side_name(i)] for i in range(len(lives))])
+    if Path(sim).is_dir():
+        floor["draws"] = draw_floor(run_summaries(sim), [sides[side_name(i)] for i in range(len(lives))])
     floor["runs"].to_csv(out / "floor.csv", index=False)
     (out / "floor.md").write_text("\n".join(floor_lines(floor)) + "\n")
     return out / "floor.md"
@@ -358,9 +431,12 @@ def floor_lines(floor: dict) -> list[str]:
     def yes(ok: bool) -> str:
         return "**as close as live to itself**" if ok else "**farther than live from itself**"
 
-    lines = ["## The noise floor: two live runs of the same config and seed", "",
+    n = floor["live_sides"]
+    names = " / ".join(chr(ord("A") + i) for i in range(n))
+    lines = [f"## The noise floor: {n} live runs of the same config and seed ({names})", "",
              f"- per-cell p95 quantiles (q10/q50/q90 and the share above the SLO; median over {c['cells']} "
-             f"(students, replicas) cells with >= {CELL_MIN_STEPS} measured steps on every side): sim-live "
+             f"(students, replicas) cells with >= {CELL_MIN_STEPS} measured steps on every side; sim against each live "
+             f"run, live against live over {len(live_pairs(n))} pair{'s' if n > 2 else ''} of runs): sim-live "
              f"{c['sim_live']:.2f} [{c['sim_live_ci'][0]:.2f}, {c['sim_live_ci'][1]:.2f}], live-live "
              f"{c['live_live']:.2f} [{c['live_live_ci'][0]:.2f}, {c['live_live_ci'][1]:.2f}] "
              f"(target sim-live <= {FLOOR_FACTOR} x live-live): {yes(v['per-cell p95 quantiles'])}"]
@@ -373,18 +449,30 @@ def floor_lines(floor: dict) -> list[str]:
     shown, floor_shown = int((runs.p_sim_live < 0.05).sum()), int((runs.p_live_live < 0.05).sum())
     lines.append(f"- per-run violations and replica-hours equivalent to live (two one-sided Welch tests at 5 %, "
                  f"margin {MARGIN_SHARE:.0%} of live's mean): shown for {shown} of {len(runs)} (policy, metric), "
-                 f"live B against A for {floor_shown}: "
+                 f"live against live ({' / '.join(chr(ord('A') + i) for i in range(1, n, 2))} against "
+                 f"{' / '.join(chr(ord('A') + i) for i in range(0, n, 2))}) for {floor_shown}: "
                  + ("**equivalent**" if v["per-run means equivalent (TOST)"] else "**not shown equivalent**"))
     lines.append(f"- ranking of the policies (violations, then replica-hours): "
                  f"{'the same' if v['ranking'] else 'DIFFERENT'} on the simulator and live")
-    lines += ["", "| policy | metric | sim | live (A and B) | live A / B | margin | TOST p sim-live | "
-              "TOST p live B-A | runs sim / live |", "|---|---|---|---|---|---|---|---|---|"]
+    d = floor.get("draws") or {}
+    if d:
+        close = (d["cells_sim_live"] <= FLOOR_FACTOR * d["cells_sim_sim"]
+                 and d["minutes_sim_live"] >= d["minutes_sim_sim"] / FLOOR_FACTOR)
+        lines.append(f"- other draws of the same students (the live runs share their seed, so each student's "
+                     f"programs and think times; the simulator draws its own): one simulated run against another "
+                     f"(median of {d['pairs']} pair{'s' if d['pairs'] != 1 else ''}) per-cell distance {d['cells_sim_sim']:.2f}, minutes whose p95 "
+                     f"is within ±{MINUTE_TOLERANCE:.0%} {d['minutes_sim_sim']:.0%}; one simulated run against live "
+                     f"(median of {d['runs']}) {d['cells_sim_live']:.2f} and {d['minutes_sim_live']:.0%}: "
+                     + ("**as close to live as to another draw of itself**" if close
+                        else "**farther from live than from another draw of itself**"))
+    lines += ["", f"| policy | metric | sim | live (all runs) | live {names} | margin | TOST p sim-live | "
+              "TOST p live-live | runs sim / live |", "|---|---|---|---|---|---|---|---|---|"]
     for r in runs.itertuples():
         lines.append(f"| {r.policy} | {r.metric} | {r.sim:.3g} ± {r.sim_ci95:.2g} | {r.live:.3g} ± {r.live_ci95:.2g} | "
-                     f"{r.live_a:.3g} / {r.live_b:.3g} | {r.margin:.3g} | {r.p_sim_live:.3f} | "
+                     f"{r.live_sides} | {r.margin:.3g} | {r.p_sim_live:.3f} | "
                      f"{r.p_live_live:.3f} | {r.sim_runs} / {r.live_runs} |")
     lines += ["", "A TOST p below 0.05 says the two means are within the margin; with few runs it stays "
-              "above even for identical systems (the live B-A column shows what the runs can resolve)."]
+              "above even for identical systems (the live-live column shows what the runs can resolve)."]
     return lines
 
 
@@ -401,11 +489,11 @@ def why_not_a_twin(sim: str | Path, live: str | Path) -> str:
 
 
 def twin_report(sim_dir: str | Path, live_dir: str | Path, out: str | Path | None = None,
-                live_again: str | Path | None = None) -> Path:
+                live_again: Sequence[str | Path] = ()) -> Path:
     """Compare two run folders of one config (any two backends; ``sim`` and ``live``
     in the usual case) and write ``twin.md``, ``twin.csv``, ``twin.png`` to ``out``
     (default: ``live_dir/twin``); returns the path of ``twin.md``. With ``live_again``
-    (a second live run folder of the same config and seed, or its summary file), also
+    (more live run folders of the same config and seed, or their summary files), also
     the noise floor (:func:`floor_report`)."""
     sim_dir, live_dir = Path(sim_dir), Path(live_dir)
     out = Path(out) if out else live_dir / "twin"
@@ -462,8 +550,8 @@ def twin_report(sim_dir: str | Path, live_dir: str | Path, out: str | Path | Non
     same = len(t) and (t.sim_rank == t.live_rank).all()
     lines += ["", f"Ranking (by violations, then replica-hours): {'the same' if same else 'DIFFERENT'} on both.",
               "Intervals are mean ± a 95 % Student-t interval over runs (nan with one run).", "", "![twin](twin.png)"]
-    if live_again is not None:
-        lines += ["", *floor_report(sim_dir, live_dir, live_again, out).read_text().splitlines()]
+    if live_again:
+        lines += ["", *floor_report(sim_dir, [live_dir, *live_again], out).read_text().splitlines()]
     (out / "twin.md").write_text("\n".join(lines) + "\n")
     return out / "twin.md"
 

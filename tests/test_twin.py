@@ -300,15 +300,59 @@ def test_cell_distances_by_hand():
     live = np.linspace(100.0, 1000.0, 20)
     a = _summary({"4,1": live, "9,2": live, "1,1": live[:3]})  # the last cell has too few steps: left out
     sim = _summary({"4,1": 1.5 * live, "9,2": 1.5 * live, "1,1": live[:3]})
-    out = cell_floor(sim, a, a, np.random.default_rng(0), reps=50)
+    out = cell_floor(sim, [a, a], np.random.default_rng(0), reps=50)
     assert out["cells"] == 2 and out["live_live"] == 0.0
     assert out["sim_live"] == pytest.approx(0.5)  # every quantile 50 % above live's
     assert out["sim_live_ci"][0] < 0.5 < out["sim_live_ci"][1]  # steps resampled on each side
     # the share above the SLO counts too: sim's 20 steps above 1000 ms against none
     slo = _summary({"4,1": live}, slo_ms=1000.0)
-    above = cell_floor(_summary({"4,1": live + 1000}, slo_ms=1000.0), slo, slo, np.random.default_rng(0), reps=10)
+    above = cell_floor(_summary({"4,1": live + 1000}, slo_ms=1000.0), [slo, slo], np.random.default_rng(0), reps=10)
     q = np.quantile(live, [0.1, 0.5, 0.9])
     assert above["sim_live"] == pytest.approx(np.mean(1000 / q) + 1.0)
+
+
+def test_a_floor_of_three_live_runs_averages_its_pairs_by_hand():
+    """Three live sides A, B = 2 A, C = A: live-live is the mean of B-A (every quantile
+    100 % above), C-A (0) and C-B (50 % below): 0.5; sim = A is 0, 0.5 and 0 from them:
+    1/6. Per minute and per run the same pairs and halves (B against A and C pooled)."""
+    from scalelab.experiments.twin import cell_floor, live_pairs, minute_floor, run_floor, tost
+
+    assert live_pairs(2) == [(1, 0)] and live_pairs(3) == [(1, 0), (2, 0), (2, 1)]
+    live = np.linspace(100.0, 1000.0, 20)
+    a, b = _summary({"4,1": live}), _summary({"4,1": 2 * live})
+    out = cell_floor(a, [a, b, a], np.random.default_rng(0), reps=10)
+    assert out["live_live"] == pytest.approx(0.5) and out["sim_live"] == pytest.approx(1 / 6)
+    assert out["per_cell"]["4,1"]["steps"] == (20, 20, 20, 20)
+    mins = [("p", 0, m, 100.0, 10.0) for m in range(4)]
+    off = [("p", 0, m, 100.0 if m < 2 else 200.0, 10.0) for m in range(4)]  # half its minutes within
+    m = minute_floor(_summary({}, mins), [_summary({}, mins), _summary({}, off), _summary({}, mins)])
+    assert m["p95_ms"]["live_live"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)
+    assert m["p95_ms"]["sim_live"] == pytest.approx((1.0 + 0.5 + 1.0) / 3) and m["p95_ms"]["minutes"] == 4
+    runs = [[("p", 0, v, 0.2 + v / 100)] for v in (1.0, 5.0, 3.0)] + [[("p", 0, 4.0, 0.24)]]
+    t = run_floor(_summary({}, runs=[("p", r, 3.0, 0.23) for r in range(4)]),
+                  [_summary({}, runs=r) for r in runs]).set_index("metric")
+    assert t.loc["violations", "live_sides"] == "1 / 5 / 3 / 4" and t.loc["violations", "live_runs"] == 4
+    assert t.loc["violations", "live"] == pytest.approx(3.25)
+    margin = t.loc["violations", "margin"]
+    assert t.loc["violations", "p_live_live"] == pytest.approx(tost(np.array([5.0, 4.0]), np.array([1.0, 3.0]), margin))
+
+
+def test_the_draws_floor_by_hand():
+    """Two simulated runs S and 2 S (every per-step p95 doubled, half the minutes off)
+    against live sides equal to S: one run against the other is 0.5 apart per cell (from
+    2 S's quantiles, |q - 2q| / 2q), and 0.5 against live in the median of its runs (0 and
+    1.0); per minute, the pair shares half its minutes, the runs against live 1.0 and 0.5."""
+    from scalelab.experiments.twin import draw_floor
+
+    live = np.linspace(100.0, 1000.0, 20)
+    mins = [("p", 0, m, 100.0, 10.0) for m in range(4)]
+    off = [("p", 0, m, 100.0 if m < 2 else 200.0, 10.0) for m in range(4)]
+    s1, s2 = _summary({"4,1": live}, mins), _summary({"4,1": 2 * live}, off)
+    d = draw_floor([s1, s2], [s1, s1])
+    assert (d["runs"], d["pairs"]) == (2, 1)
+    assert d["cells_sim_sim"] == pytest.approx(0.5) and d["cells_sim_live"] == pytest.approx(0.5)
+    assert d["minutes_sim_sim"] == pytest.approx(0.5) and d["minutes_sim_live"] == pytest.approx(0.75)
+    assert draw_floor([s1], [s1, s1]) == {}
 
 
 def test_minute_shares_and_the_ranking_by_hand():
@@ -317,19 +361,19 @@ def test_minute_shares_and_the_ranking_by_hand():
     mins_a = [("p", 0, m, 100.0, 10.0) for m in range(10)]
     mins_b = [("p", 0, m, 100.0 if m < 8 else 150.0, 10.0) for m in range(10)]  # live B: 8 of 10 within
     mins_s = [("p", 0, m, 105.0 if m < 5 else 200.0, 10.5) for m in range(10)]  # sim: 5 of 10
-    m = minute_floor(_summary({}, mins_s), _summary({}, mins_a), _summary({}, mins_b))
+    m = minute_floor(_summary({}, mins_s), [_summary({}, mins_a), _summary({}, mins_b)])
     assert m["p95_ms"]["live_live"] == 0.8 and m["p95_ms"]["minutes"] == 10
     # sim against A: 5 of 10 within; against B: minutes 0-4 (105 vs 100) and none after: 0.5; mean 0.5
     assert m["p95_ms"]["sim_live"] == 0.5 and m["rps"]["sim_live"] == 1.0 and m["rps"]["live_live"] == 1.0
     runs = [("good", r, 1.0 + r, 1.0) for r in range(3)] + [("bad", r, 20.0 + r, 0.5) for r in range(3)]
     sim_runs = [("good", r, 30.0 + r, 1.0) for r in range(3)] + [("bad", r, 20.0 + r, 0.5) for r in range(3)]
-    t = run_floor(_summary({}, runs=sim_runs), _summary({}, runs=runs), _summary({}, runs=runs)).set_index(
+    t = run_floor(_summary({}, runs=sim_runs), [_summary({}, runs=runs), _summary({}, runs=runs)]).set_index(
         ["policy", "metric"])
     assert t.loc[("good", "violations"), "live_rank"] == 1 and t.loc[("good", "violations"), "sim_rank"] == 2
     assert t.loc[("good", "violations"), "margin"] == 2.0  # 20 % of 2 violations is below the floor of 2
     assert t.loc[("bad", "violations"), "p_sim_live"] < 0.05  # the same runs: equivalent
     assert t.loc[("good", "violations"), "p_sim_live"] > 0.5
-    floor = noise_floor(_summary({}, mins_s, sim_runs), _summary({}, mins_a, runs), _summary({}, mins_b, runs))
+    floor = noise_floor(_summary({}, mins_s, sim_runs), [_summary({}, mins_a, runs), _summary({}, mins_b, runs)])
     assert floor["verdicts"]["ranking"] is False and floor["verdicts"]["per-minute throughput within 10 %"]
 
 
@@ -349,13 +393,14 @@ def test_the_noise_floor_report_of_run_folders_and_of_shipped_summaries(tmp_path
     sim = run_experiment(cfg, out=tmp_path, progress=False).path
     a = run_experiment({**cfg, "seed": 4}, out=tmp_path, progress=False).path
     b = run_experiment({**cfg, "seed": 5}, out=tmp_path, progress=False).path
-    md = floor_report(sim, a, b, tmp_path / "floor").read_text()
+    md = floor_report(sim, [a, b], tmp_path / "floor").read_text()
     for line in ("per-cell p95 quantiles", "per-minute p95 within", "per-minute throughput within",
-                 "per-run violations and replica-hours equivalent", "ranking of the policies"):
+                 "per-run violations and replica-hours equivalent", "ranking of the policies",
+                 "other draws of the same students"):
         assert sum(line in x for x in md.splitlines()) == 1, line
     summary = json.loads((tmp_path / "floor" / "summary-live-a.json").read_text())
     assert {r["policy"] for r in summary["runs"]} == {"hslinucb", "static"} and summary["cells"]
-    again = floor_report(sim, tmp_path / "floor" / "summary-live-a.json", tmp_path / "floor" / "summary-live-b.json",
+    again = floor_report(sim, [tmp_path / "floor" / "summary-live-a.json", tmp_path / "floor" / "summary-live-b.json"],
                          tmp_path / "again").read_text()
     assert again == md  # a shipped summary gives what its run folder gave
     # the CLI: the simulator against two shipped live summaries, no live run

@@ -1,5 +1,5 @@
 """``twin``: one config on the simulator and on the live stack, then the twin report with
-its noise floor (two live runs of the same config and seed)."""
+its noise floor (two or more live runs of the same config and seed)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from scalelab.cli._common import command, config_path
 def cmd_twin(args) -> int:
     from dataclasses import replace
 
+    from scalelab.errors import UserError
     from scalelab.experiments.config import load_config
     from scalelab.experiments.experiment import run_experiment, run_live
     from scalelab.experiments.twin import (
@@ -27,16 +28,15 @@ def cmd_twin(args) -> int:
     if args.shipped_live:
         args.live_summary = [str(p) for p in shipped_live_summaries(cfg.name)]
     if args.live_summary:  # shipped summaries of live runs: checked before any work
-        if len(args.live_summary) != 2:
-            print("scalelab: error: --live-summary needs two files (two live runs of the same config and seed)")
-            return 2
+        if len(args.live_summary) < 2:
+            raise UserError("--live-summary needs at least two files (live runs of the same config and seed)")
         check_same_experiment(cfg.name, *(read_summary(p) for p in args.live_summary))
     # the simulator as many times as live in all (its runs 0..runs-1 have live's seeds)
     sim_runs = cfg.runs * max(args.live_repeats, len(args.live or []), len(args.live_summary or []), 1)
     sim = run_experiment(replace(cfg, backend="sim", runs=sim_runs), out=args.out, command=command())
     print(f"simulated: {sim.path} ({sim.seconds:.1f} s)")
     if args.live_summary:  # the noise floor only (no live steps here)
-        md = floor_report(sim.path, *args.live_summary, out=sim.path / "twin")
+        md = floor_report(sim.path, args.live_summary, out=sim.path / "twin")
         print(md.read_text())
         print(f"noise floor: {md}")
         return 0
@@ -45,7 +45,7 @@ def cmd_twin(args) -> int:
         live = run_live(replace(cfg, backend="live"), out=args.out, command=command())
         print(f"live: {live.path} ({live.seconds:.1f} s)")
         live_paths.append(live.path)
-    md = twin_report(sim.path, live_paths[0], live_again=live_paths[1] if len(live_paths) > 1 else None)
+    md = twin_report(sim.path, live_paths[0], live_again=live_paths[1:])
     print(md.read_text())
     print(f"twin report: {md}")
     return 0
@@ -58,12 +58,13 @@ def add_parsers(sub) -> None:
                                             "the simulator runs as many as all live folders together")
     p.add_argument("--out", default="runs", help="parent folder of the run folders (default: runs)")
     p.add_argument("--live-repeats", type=int, default=2,
-                   help="live run folders of the same config and seed (default 2: the second is the noise floor)")
+                   help="live run folders of the same config and seed (default 2: live against live is the noise "
+                        "floor; more give it more runs)")
     p.add_argument("--live", metavar="FOLDER", action="append",
-                   help="a live run folder made before (twice: both sides of the floor) instead of running live")
+                   help="a live run folder made before (twice or more: the sides of the floor) instead of running live")
     p.add_argument("--live-summary", metavar="FILE", action="append",
-                   help="a shipped summary of a live run (twice): compare the simulator with it, no live run")
+                   help="a shipped summary of a live run (twice or more): compare the simulator with them, no live run")
     p.add_argument("--shipped-live", action="store_true",
-                   help="compare the simulator with the two live runs shipped with scalelab for this config "
+                   help="compare the simulator with the live runs shipped with scalelab for this config "
                         "(experiments/data/twin/<config>/), no live run")
     p.set_defaults(func=cmd_twin)
