@@ -116,7 +116,13 @@ def saved_state_path(load: str, label: str, run: int, load_run: int | str = "sam
         found = _saved_state(p, name, run, load_run)
         if found is not None:
             return found
-    held = sorted({f.name.split("--run")[0] for f in (p / "policies").glob("*--run*.json*")})
+    saved = [f.name.split(".")[0].rsplit("--run", 1) for f in (p / "policies").glob("*--run*.json*")]
+    held = sorted({name for name, _ in saved})
+    for name in (label, *other_labels):
+        runs = sorted(int(n) for held_name, n in saved if held_name == episode_name(name, 0).rsplit("--run", 1)[0])
+        if runs:  # the policy is there, not the run asked for
+            raise ConfigError(f"config: policies: load={load!r}: no saved state of run {load_run} for {label!r} "
+                              f"there (it holds {name!r}'s runs {', '.join(map(str, runs))})")
     raise ConfigError(f"config: policies: load={load!r}: no saved state for {label!r} there "
                       f"(expected a JSON file or a run folder with policies/{episode_name(label, run)}.json.gz; "
                       f"{'the folder holds ' + ', '.join(held) + ': set load_label' if held else 'it holds none'})")

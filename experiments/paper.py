@@ -89,6 +89,11 @@ CAUSES = {
         "as its violations (the sidecar's CPU in the rule's signal)",
     ("paper-real-week", "threshold-cpu", "p95_ms"):
         "as its violations (the sidecar's CPU in the rule's signal)",
+    ("paper-hotstart-unseen", "dqn", "violations_per_run"):
+        "which of the cold start's ten saved networks the hot start loads decides it (scripts/paper_factorial.py "
+        "--hot-networks, 5 runs each): 0.0 to 13.6 violations/run over the ten, 1.4 at 3.31 replicas from the "
+        "cold start's run 8 and 5.8 at 3.20 from its last, which the paper's hot start loads as ours does; the "
+        "paper's 0.0 at 3.25 is its own last network's, one draw of that spread",
 }
 CAUSES[("paper-hotstart-seen", "oracle", "replicas")] = CAUSES[("paper-coldstart", "oracle", "replicas")]
 UNSEEN_STANDIN = ("the paper's D2 is not public: this experiment ran on sim-D2, a recording of the calibrated "

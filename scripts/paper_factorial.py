@@ -1,9 +1,13 @@
 """Which part of the paper's loop moves its numbers: the cold start on the replay, one
 factor changed at a time from the paper's setup (``paper-coldstart``), 10 runs each;
-with ``--real-week``, the real week on the simulator (``paper-real-week``).
+with ``--real-week``, the real week on the simulator (``paper-real-week``); with
+``--hot-networks``, the unseen hot start (``paper-hotstart-unseen``, on paper-D2) from
+each of the cold start's saved learners in turn (``load_run`` 0-9; the paper's loads
+the last).
 
     python scripts/paper_factorial.py [--runs 10] [--policies hslinucb dqn q-learning]
     python scripts/paper_factorial.py --real-week [--policies hslinucb threshold-cpu]
+    python scripts/paper_factorial.py --hot-networks [--runs 3] [--policies dqn]
 
 Factors: the dataset (paper-D1 / the simulator's sim-D1), the loop (settle / period),
 the replay's positions (shared across runs / per run), the first step's double draw,
@@ -41,19 +45,33 @@ def real_week_settings(base):
     yield "loop period (fixed 5-s steps)", replace(base, loop="period")
 
 
+def hot_network_settings(base):
+    cold_runs = load_config(config_path("paper-coldstart")).runs
+    yield "the paper's setup (the last)", base
+    for k in range(cold_runs):
+        yield f"the cold start's run {k}", replace(base, policies=[replace(p, params={**p.params, "load_run": k})
+                                                                   for p in base.policies])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--policies", nargs="+")
     ap.add_argument("--real-week", action="store_true", help="the real week's factors instead")
+    ap.add_argument("--hot-networks", action="store_true",
+                    help="the unseen hot start from each of the cold start's saved learners instead")
     args = ap.parse_args()
-    name = "paper-real-week" if args.real_week else "paper-coldstart"
+    name, each = (("paper-real-week", real_week_settings) if args.real_week else
+                  ("paper-hotstart-unseen", hot_network_settings) if args.hot_networks else
+                  ("paper-coldstart", settings))
     chosen = args.policies or (["hslinucb", "threshold-cpu"] if args.real_week else ["hslinucb", "dqn", "q-learning"])
     base = load_config(config_path(name), runs=args.runs)
     base = replace(base, policies=[p for p in base.policies if p.name in chosen])
     print(f"{'setting':32s} {'policy':12s} {'violations/run':>18s} {'replicas':>14s}")
     with tempfile.TemporaryDirectory() as out:
-        for label, cfg in (real_week_settings if args.real_week else settings)(base):
+        if args.hot_networks:  # the cold start with its own runs (a hot start would run it with the hot runs)
+            run_simulated(load_config(config_path("paper-coldstart")), out=out, progress=False)
+        for label, cfg in each(base):
             res = run_simulated(cfg, out=out, progress=False)
             for r in res.summary.to_dict(orient="records"):
                 v, n = r["violations_per_run"], r["replicas"]

@@ -259,6 +259,10 @@ def test_hot_start_loads_the_saved_state_and_keeps_learning(tmp_path):
     with pytest.raises(ConfigError, match="no saved state"):
         run_experiment(load_config({**cold_cfg, "policies": [{"name": "hslinucb", "load": str(tmp_path)}]}),
                        out=tmp_path, progress=False)
+    # a run the folder does not hold: named, with the runs it does
+    with pytest.raises(ConfigError, match=r"no saved state of run 5 for 'hslinucb' there \(it holds 'hslinucb''s runs 0\)"):
+        run_experiment(load_config({**cold_cfg, "policies": [{"name": "hslinucb", "load": str(cold.path),
+                                                               "load_run": 5}]}), out=tmp_path, progress=False)
 
 
 def test_the_readmes_example_config_loads_and_resolves():
