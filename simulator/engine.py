@@ -313,6 +313,14 @@ def tree_arrays(nrep: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @uncounted
+def fill_minima(tree, size):
+    """Set every internal node of a tree of ``size`` leaves (already set) to the minimum
+    of its two children, from the bottom up."""
+    for j in range(size - 1, 0, -1):
+        tree[j] = min(tree[2 * j], tree[2 * j + 1])
+
+
+@uncounted
 def fill_event_tree(rf, ri, ev):
     """Set the event tree (from :func:`tree_arrays`) to the replicas' next events as they
     are now; returns its number of leaves."""
@@ -320,8 +328,7 @@ def fill_event_tree(rf, ri, ev):
     size = ev.shape[0] // 2
     for r in range(size):
         ev[size + r] = event_key(rf, ri, r) if r < nrep else INF
-    for j in range(size - 1, 0, -1):
-        ev[j] = min(ev[2 * j], ev[2 * j + 1])
+    fill_minima(ev, size)
     return size
 
 
@@ -334,8 +341,7 @@ def fill_trees(rf, ri, meta, ev, bal):
     least = meta[M_BALANCER] != 0
     for r in range(size):
         bal[size + r] = balancer_key(ri, r, least) if r < nrep else INF
-    for j in range(size - 1, 0, -1):
-        bal[j] = min(bal[2 * j], bal[2 * j + 1])
+    fill_minima(bal, size)
     return size
 
 
