@@ -253,11 +253,17 @@ def sample_loss(result: SampleCalibration) -> float:
 FIT_FLOOR = {"demand.add_ms": 50.0, "overhead_ms": 10.0}
 
 
+def _field(app: AppProfile, key: str) -> tuple[object, str]:
+    """Where a :data:`FIT_FIELDS` key lives: ``(app.demand, "scale")`` for
+    ``demand.scale``, ``(app, "overhead_ms")`` for ``overhead_ms``."""
+    return (app.demand, key.split(".", 1)[1]) if key.startswith("demand.") else (app, key)
+
+
 def _perturbed(app: AppProfile, rng: np.random.Generator) -> AppProfile:
     demand, top = {}, {}
     for key, spread in FIT_FIELDS[app.demand.kind].items():
         factor = float(np.exp(rng.uniform(-spread, spread)))
-        owner, name = (app.demand, key.split(".", 1)[1]) if key.startswith("demand.") else (app, key)
+        owner, name = _field(app, key)
         value = getattr(owner, name) or FIT_FLOOR.get(key, 0.0)
         (demand if owner is app.demand else top)[name] = value * factor
     return app.with_overrides(demand=demand, **top)
@@ -305,7 +311,7 @@ def fit_profile(app: AppProfile, score, candidates: int = 40, seed: int = 0, pro
 
 def field_value(app: AppProfile, key: str) -> float:
     """The value of a :data:`FIT_FIELDS` key (``demand.scale``, ``overhead_ms``) in ``app``."""
-    owner, name = (app.demand, key.split(".", 1)[1]) if key.startswith("demand.") else (app, key)
+    owner, name = _field(app, key)
     return float(getattr(owner, name))
 
 
