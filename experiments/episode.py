@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,13 +117,14 @@ def saved_state_path(load: str, label: str, run: int, load_run: int | str = "sam
         found = _saved_state(p, name, run, load_run)
         if found is not None:
             return found
-    saved = [f.name.split(".")[0].rsplit("--run", 1) for f in (p / "policies").glob("*--run*.json*")]
-    held = sorted({name for name, _ in saved})
+    saved = saved_states(p)
+    held = sorted({stem for stem, _ in saved})
     for name in (label, *other_labels):
-        runs = sorted(int(n) for held_name, n in saved if held_name == episode_name(name, 0).rsplit("--run", 1)[0])
+        runs = sorted(run for stem, run in saved if stem == episode_stem(name))
         if runs:  # the policy is there, not the run asked for
-            raise ConfigError(f"config: policies: load={load!r}: no saved state of run {load_run} for {label!r} "
-                              f"there (it holds {name!r}'s runs {', '.join(map(str, runs))})")
+            asked = run if load_run == "same" else load_run
+            raise ConfigError(f"config: policies: load={load!r}: no saved state of run {asked} for {label!r} "
+                              f"there (it holds runs {', '.join(map(str, runs))} of {name!r})")
     raise ConfigError(f"config: policies: load={load!r}: no saved state for {label!r} there "
                       f"(expected a JSON file or a run folder with policies/{episode_name(label, run)}.json.gz; "
                       f"{'the folder holds ' + ', '.join(held) + ': set load_label' if held else 'it holds none'})")
@@ -131,9 +133,8 @@ def saved_state_path(load: str, label: str, run: int, load_run: int | str = "sam
 def _saved_state(folder: Path, label: str, run: int, load_run: int | str) -> Path | None:
     """``label``'s state file in ``folder`` for :func:`saved_state_path`, or None."""
     if load_run == "last":
-        stem = episode_name(label, 0).rsplit("--run", 1)[0]
-        saved = sorted({f.name.split(".")[0] for f in (folder / "policies").glob(f"{stem}--run*.json*")})
-        names = saved[-1:]
+        runs = sorted(run for stem, run in saved_states(folder) if stem == episode_stem(label))
+        names = [episode_name(label, runs[-1])] if runs else []
     elif load_run == "same":
         names = [episode_name(label, run), episode_name(label, 0)]
     else:
@@ -145,10 +146,22 @@ def _saved_state(folder: Path, label: str, run: int, load_run: int | str) -> Pat
     return None
 
 
+def episode_stem(policy_label: str) -> str:
+    """The part of :func:`episode_name` that names the policy (a label made safe for a
+    file name)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in policy_label)
+
+
 def episode_name(policy_label: str, run: int) -> str:
     """Folder and file stem of one (policy, run) episode."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in policy_label)
-    return f"{safe}--run{run:03d}"
+    return f"{episode_stem(policy_label)}--run{run:03d}"
+
+
+def saved_states(folder: Path) -> list[tuple[str, int]]:
+    """The (policy stem, run) of every state file saved in a run folder's ``policies/``
+    (``hpa-0.7--run003.json.gz``: ``("hpa-0.7", 3)``)."""
+    found = (re.fullmatch(r"(.*)--run(\d+)\.json(?:\.gz)?", f.name) for f in (folder / "policies").glob("*--run*"))
+    return [(m[1], int(m[2])) for m in found if m]
 
 
 def run_timetable(cfg: ExperimentConfig, resolved: Resolved, seeds: dict) -> Workload | None:

@@ -163,6 +163,12 @@ def twin_summary(steps: pd.DataFrame, step_s: float, slo_ms: float) -> dict:
             "minutes": per_minute.round(4).to_dict(orient="records")}
 
 
+def _folder_settings(folder: Path) -> tuple[dict, float, float]:
+    """A run folder's config, its step (s) and its SLO (ms; inf without one)."""
+    cfg = _config(folder)
+    return cfg, float(cfg.get("step_seconds", 5.0)), float(cfg.get("slo_ms") or np.inf)
+
+
 def read_summary(source: str | Path) -> dict:
     """A twin summary: a run folder's (computed from its steps, with ``config``: the
     experiment's name, seed, runs and backend, and the folder's name) or a summary JSON
@@ -170,16 +176,26 @@ def read_summary(source: str | Path) -> dict:
     source = Path(source)
     if source.is_file():
         return json.loads(source.read_text())
-    cfg = _config(source)
-    summary = twin_summary(read_steps(source), float(cfg.get("step_seconds", 5.0)),
-                           float(cfg.get("slo_ms") or np.inf))
+    cfg, step_s, slo = _folder_settings(source)
+    summary = twin_summary(read_steps(source), step_s, slo)
     summary["config"] = {"name": cfg.get("name"), "seed": cfg.get("seed"), "runs": cfg.get("runs"),
                          "backend": cfg.get("backend", "sim"), "folder": source.name}
     return summary
 
 
-#: Where the live summaries shipped with scalelab live: ``<config name>/summary-live-{a,b}.json``
-#: and a ``README.md`` with the command, the commit and the machine that made them.
+def run_groups(folder: str | Path, per: int) -> list[dict]:
+    """Twin summaries of a run folder's runs in consecutive groups of ``per`` (the last
+    may be smaller), each group's runs renumbered from 0 so that its minutes line up with
+    a live side's of ``per`` runs: sides of the same size, for :func:`noise_floor`."""
+    folder = Path(folder)
+    _, step_s, slo = _folder_settings(folder)
+    steps = read_steps(folder)
+    first = steps.run - steps.run % per
+    return [twin_summary(g.assign(run=g.run - start), step_s, slo) for start, g in steps.groupby(first)]
+
+
+#: Where the live summaries shipped with scalelab live: ``<config name>/summary-live-a.json``,
+#: ``-b``, ... and a ``README.md`` with the commands, the commits and the machine that made them.
 SHIPPED_TWIN = "twin"
 
 
@@ -192,16 +208,26 @@ def shipped_live_summaries(config_name: str) -> list[Path]:
     from scalelab.errors import UserError
 
     root = Path(str(resources.files("scalelab.experiments.data"))) / SHIPPED_TWIN
-    sides = sorted((root / config_name).glob("summary-live-*.json"))
-    if len(sides) < 2:
-        have = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        raise UserError(f"no shipped live summaries for {config_name!r} (shipped: {', '.join(have) or 'none'})")
-    return sides
+
+    def sides(folder: Path) -> list[Path]:
+        return sorted(folder.glob("summary-live-[a-z].json"))
+
+    found = sides(root / config_name)
+    if len(found) < 2:
+        have = sorted(p.name for p in root.iterdir() if len(sides(p)) >= 2) if root.is_dir() else []
+        raise UserError(f"fewer than two shipped live summaries for {config_name!r} (configs with two or more: "
+                        f"{', '.join(have) or 'none'})")
+    return found
+
+
+def side_letter(i: int) -> str:
+    """The letter of the ``i``-th live side of a floor: ``A``, ``B``, ..."""
+    return chr(ord("A") + i)
 
 
 def side_name(i: int) -> str:
     """The name of the ``i``-th live side of a floor: ``live-a``, ``live-b``, ..."""
-    return f"live-{chr(ord('a') + i)}"
+    return f"live-{side_letter(i).lower()}"
 
 
 def live_pairs(n: int) -> list[tuple[int, int]]:
@@ -228,52 +254,56 @@ def _cell_distance(x: np.ndarray, ref: np.ndarray, slo_ms: float) -> float:
     return float(np.mean(np.abs(qx - qr) / qr)) + abs(float(np.mean(x > slo_ms)) - float(np.mean(ref > slo_ms)))
 
 
-def cell_floor(sim: dict, lives: Sequence[dict], rng: np.random.Generator, reps: int = 400) -> dict:
+def cell_floor(sims: Sequence[dict], lives: Sequence[dict], rng: np.random.Generator, reps: int = 400) -> dict:
     """Per cell every side visits (each with :data:`CELL_MIN_STEPS` steps): the distance
-    sim-live (the mean of sim's to each live side) and live-live (the mean over the pairs
-    of live sides, :func:`live_pairs`: B to A for two; nan with one side); their medians
-    over cells, with 95 % bootstrap intervals (steps resampled within cells, the interval
-    moved by the bootstrap's bias: a resampled cell is noisier, so farther from any
-    other; none with ``reps=0``)."""
+    sim-live (the mean over each simulated side against each live side: sides of the same
+    number of runs, :func:`run_groups`, so that neither is the less noisy for pooling more)
+    and live-live (the mean over the pairs of live sides, :func:`live_pairs`: B to A for
+    two; nan with one side); their medians over cells, with 95 % basic bootstrap intervals
+    (steps resampled within cells; none with ``reps=0``). A resampled cell is noisier, so
+    farther from any other: the basic interval ``2 d - q97.5, 2 d - q2.5`` takes that
+    bias out, and may lie below the estimate ``d``, which keeps it."""
     slo = lives[0]["slo_ms"]
     pairs = live_pairs(len(lives))
     keys = [k for k in lives[0]["cells"] if all(len(side["cells"].get(k, ())) >= CELL_MIN_STEPS
-                                                 for side in (sim, *lives))]
+                                                 for side in (*sims, *lives))]
     out = {"cells": len(keys), "live_sides": len(lives), "per_cell": {}}
     if not keys:
         return {**out, "sim_live": float("nan"), "live_live": float("nan"), "sim_live_ci": (np.nan, np.nan),
                 "live_live_ci": (np.nan, np.nan)}
-    data = {k: tuple(np.asarray(side["cells"][k], float) for side in (sim, *lives)) for k in keys}
+    data = {k: tuple(np.asarray(side["cells"][k], float) for side in (*sims, *lives)) for k in keys}
+    n_sim = len(sims)
 
-    def cell(s: np.ndarray, *live: np.ndarray) -> tuple[float, float]:
+    def cell(values: Sequence[np.ndarray]) -> tuple[float, float]:
+        sim, live = values[:n_sim], values[n_sim:]
         between = [_cell_distance(live[j], live[i], slo) for j, i in pairs]
-        return (float(np.mean([_cell_distance(s, x, slo) for x in live])),
+        return (float(np.mean([_cell_distance(x, y, slo) for x in sim for y in live])),
                 float(np.mean(between)) if between else float("nan"))
 
     def distances(pick) -> tuple[float, float]:
-        sl, ll = zip(*(cell(*(pick(v) for v in data[k])) for k in keys), strict=True)
+        sl, ll = zip(*(cell([pick(v) for v in data[k]]) for k in keys), strict=True)
         return float(np.median(sl)), float(np.median(ll))
 
     for k in keys:
-        sl, ll = cell(*data[k])
+        sl, ll = cell(data[k])
         out["per_cell"][k] = {"steps": tuple(len(v) for v in data[k]), "sim_live": sl, "live_live": ll}
     out["sim_live"], out["live_live"] = distances(lambda v: v)
     if reps == 0:
         return {**out, "sim_live_ci": (np.nan, np.nan), "live_live_ci": (np.nan, np.nan)}
-    # resampling steps adds noise of its own, which raises every distance: the interval is
-    # the bootstrap's 2.5-97.5 % range moved by that bias (centred on the estimate)
     boot = np.array([distances(lambda v: v[rng.integers(0, len(v), len(v))]) for _ in range(reps)])
     for i, key in enumerate(("sim_live", "live_live")):
-        shift = out[key] - float(np.mean(boot[:, i]))
-        out[f"{key}_ci"] = tuple(np.maximum(np.quantile(boot[:, i], [0.025, 0.975]) + shift, 0.0))
+        lo, hi = np.quantile(boot[:, i], [0.025, 0.975])
+        out[f"{key}_ci"] = (max(2 * out[key] - hi, 0.0), max(2 * out[key] - lo, 0.0))
     return out
 
 
-def minute_floor(sim: dict, lives: Sequence[dict]) -> dict:
+def minute_floor(sims: Sequence[dict], lives: Sequence[dict]) -> dict:
     """Per quantity (``p95_ms``, ``rps``): the share of (policy, run, minute) cells whose
-    value is within :data:`MINUTE_TOLERANCE` of a live side's, for sim (against each live
-    side, averaged) and for live against live (over the pairs, :func:`live_pairs`)."""
-    frames = [pd.DataFrame(side["minutes"]) for side in (sim, *lives)]
+    value is within :data:`MINUTE_TOLERANCE` of a live side's, for sim (each simulated
+    side against each live side, averaged) and for live against live (over the pairs,
+    :func:`live_pairs`)."""
+    sim_frames = [pd.DataFrame(side["minutes"]) for side in sims]
+    live_frames = [pd.DataFrame(side["minutes"]) for side in lives]
 
     def share(quantity: str, x: pd.DataFrame, ref: pd.DataFrame) -> tuple[float, int]:
         both = x.merge(ref, on=["policy", "run", "minute"], suffixes=("_x", "_r"))
@@ -283,15 +313,49 @@ def minute_floor(sim: dict, lives: Sequence[dict]) -> dict:
         gap = (both[f"{quantity}_x"] - both[f"{quantity}_r"]).abs() / both[f"{quantity}_r"]
         return float((gap <= MINUTE_TOLERANCE).mean()), len(both)
 
-    sim_frame, live_frames = frames[0], frames[1:]
     out = {}
     for quantity in ("p95_ms", "rps"):
-        against = [share(quantity, sim_frame, ref) for ref in live_frames]
+        against = [share(quantity, x, ref) for x in sim_frames for ref in live_frames]
         between = [share(quantity, live_frames[j], live_frames[i])[0] for j, i in live_pairs(len(live_frames))]
         out[quantity] = {"sim_live": float(np.mean([s for s, _ in against])),
                          "live_live": float(np.mean(between)) if between else float("nan"),
                          "minutes": against[0][1]}
     return out
+
+
+def draw_floor(sims: Sequence[dict]) -> dict:
+    """How far two draws of the same students are from each other: one simulated side
+    against another (:func:`run_groups`: the same number of runs as a live side, other
+    seeds), per cell and per minute, the quantities :func:`cell_floor` and
+    :func:`minute_floor` give sim against live (medians over the pairs of simulated
+    sides); ``{}`` with fewer than two. The live sides of a floor share their seed and so
+    their draws: each student's programs and think times come from a generator seeded by
+    the run's seed and the student's number, the same in every live run; so live-live
+    measures the execution's noise only. The simulator draws its own students (its
+    generators are not Locust's), so sim-live also holds the draws' noise, which this
+    measures."""
+    if len(sims) < 2:
+        return {}
+    pairs = list(itertools.combinations(range(len(sims)), 2))
+    cells, minutes = pair_distances(sims, sims, pairs)
+    return {"pairs": len(pairs), "cells_sim_sim": cells, "minutes_sim_sim": minutes}
+
+
+def pair_distances(xs: Sequence[dict], refs: Sequence[dict], pairs: Sequence[tuple[int, int]]) -> tuple[float, float]:
+    """For ``pairs`` of (index in ``xs``, index in ``refs``): the median per-cell distance
+    (:func:`cell_floor`) and the median share of minutes whose p95 is within
+    :data:`MINUTE_TOLERANCE` (:func:`minute_floor`), of ``x`` against ``ref``; the
+    pairs with nothing to compare left out (nan when none has)."""
+    rng = np.random.default_rng(0)  # unused: no bootstrap
+    cells = [cell_floor([xs[i]], [refs[j]], rng, reps=0)["sim_live"] for i, j in pairs]
+    minutes = [minute_floor([xs[i]], [refs[j]])["p95_ms"]["sim_live"] for i, j in pairs]
+    return _finite_median(cells), _finite_median(minutes)
+
+
+def _finite_median(values: Sequence[float]) -> float:
+    """The median of the finite ``values`` (nan when there is none)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.median(finite)) if finite else float("nan")
 
 
 def tost(x: np.ndarray, y: np.ndarray, margin: float) -> float:
@@ -316,8 +380,8 @@ def tost(x: np.ndarray, y: np.ndarray, margin: float) -> float:
 
 def run_floor(sim: dict, lives: Sequence[dict]) -> pd.DataFrame:
     """Per policy and metric (violations/run, replica-hours/run): sim's and live's (every
-    live side pooled) means with 95 % intervals, each live side's mean (``live_sides``,
-    ``" / "``-joined), the margin and the TOST p-values of sim against live and of live
+    live side pooled) means with 95 % intervals, each live side's mean (``live_a``,
+    ``live_b``, ...), the margin and the TOST p-values of sim against live and of live
     against itself (the runs of sides B, D, ... against those of A, C, ...: B against A
     for two); and the ranking of the policies by (violations, replica-hours) on sim and
     on live."""
@@ -333,9 +397,10 @@ def run_floor(sim: dict, lives: Sequence[dict]) -> pd.DataFrame:
             first, second = (h[h.policy == policy][metric] for h in halves)
             margin = max(MARGIN_SHARE * abs(float(lv.mean())), MARGIN_FLOOR[metric])
             (sm, sc), (lm, lc) = _mean_ci(s), _mean_ci(lv)
-            sides = " / ".join(f"{float(r[r.policy == policy][metric].mean()):.3g}" for r in side_runs)
+            sides = {f"live_{side_letter(i).lower()}": float(r[r.policy == policy][metric].mean())
+                     for i, r in enumerate(side_runs)}
             rows.append({"policy": policy, "metric": metric, "sim": sm, "sim_ci95": sc, "live": lm, "live_ci95": lc,
-                         "live_sides": sides, "margin": margin,
+                         **sides, "margin": margin,
                          "p_sim_live": tost(s, lv, margin), "p_live_live": tost(second, first, margin),
                          "sim_runs": len(s), "live_runs": len(lv)})
     t = pd.DataFrame(rows)
@@ -348,64 +413,40 @@ def run_floor(sim: dict, lives: Sequence[dict]) -> pd.DataFrame:
     return t
 
 
-def noise_floor(sim: dict, lives: Sequence[dict], seed: int = 0) -> dict:
-    """The three comparisons of the twin against its floor (:func:`cell_floor`,
-    :func:`minute_floor`, :func:`run_floor`) over two or more live sides of the same
-    config and seed, and one verdict per metric."""
+def noise_floor(sim: dict, lives: Sequence[dict], seed: int = 0, sims: Sequence[dict] = ()) -> dict:
+    """The comparisons of the twin against its floor over two or more live sides of the
+    same config and seed: per cell and per minute (:func:`cell_floor`,
+    :func:`minute_floor`) with the simulated sides ``sims`` (:func:`run_groups`: as many
+    runs each as a live side; default ``[sim]``), per run (:func:`run_floor`) with every
+    simulated run (``sim``), the draws' own distance when there are two simulated sides
+    or more (:func:`draw_floor`), and one verdict per metric (``None``: nothing to
+    compare)."""
     if len(lives) < 2:
         raise ValueError(f"a noise floor needs at least two live sides, got {len(lives)}")
-    cells = cell_floor(sim, lives, np.random.default_rng(seed))
-    minutes = minute_floor(sim, lives)
+    sims = list(sims) or [sim]
+    cells = cell_floor(sims, lives, np.random.default_rng(seed))
+    minutes = minute_floor(sims, lives)
     runs = run_floor(sim, lives)
+    draws = draw_floor(sims)
+
+    def at_most(x: float, bound: float) -> bool | None:
+        return bool(x <= bound) if np.isfinite(x) and np.isfinite(bound) else None
+
     verdicts = {
-        "per-cell p95 quantiles": cells["sim_live"] <= FLOOR_FACTOR * cells["live_live"],
-        "per-minute p95 within 10 %": minutes["p95_ms"]["sim_live"] >= min(
-            0.80, minutes["p95_ms"]["live_live"] / FLOOR_FACTOR),
-        "per-minute throughput within 10 %": minutes["rps"]["sim_live"] >= min(
-            0.80, minutes["rps"]["live_live"] / FLOOR_FACTOR),
+        "per-cell p95 quantiles": at_most(cells["sim_live"], FLOOR_FACTOR * cells["live_live"]),
+        "per-minute p95 within 10 %": at_most(-minutes["p95_ms"]["sim_live"], -min(
+            0.80, minutes["p95_ms"]["live_live"] / FLOOR_FACTOR)),
+        "per-minute throughput within 10 %": at_most(-minutes["rps"]["sim_live"], -min(
+            0.80, minutes["rps"]["live_live"] / FLOOR_FACTOR)),
         "per-run means equivalent (TOST)": bool(len(runs)) and bool((runs.p_sim_live < 0.05).all()),
         "ranking": bool(len(runs)) and bool((runs.sim_rank == runs.live_rank).all()),
     }
-    return {"cells": cells, "minutes": minutes, "runs": runs, "verdicts": verdicts, "live_sides": len(lives)}
-
-
-def run_summaries(folder: str | Path) -> list[dict]:
-    """The twin summary of each run of a run folder apart (its ``run`` relabelled 0, so
-    that two runs' minutes line up): other draws of the same students, for
-    :func:`draw_floor`."""
-    folder = Path(folder)
-    cfg, steps = _config(folder), read_steps(folder)
-    step_s, slo = float(cfg.get("step_seconds", 5.0)), float(cfg.get("slo_ms") or np.inf)
-    return [twin_summary(g.assign(run=0), step_s, slo) for _, g in steps.groupby("run")]
-
-
-def draw_floor(sim_runs: Sequence[dict], lives: Sequence[dict]) -> dict:
-    """How far two draws of the same students are from each other, beside how far the
-    simulator is from live, one run against one run on both sides. The live sides of a
-    floor share their seed and so their draws (each student's programs and think times
-    come from a generator seeded by the run's seed and the student's number, the same in
-    every live run), so live-live measures the execution's noise only; the simulator
-    draws its own students (its generators are not Locust's), so sim-live also holds
-    the draws' noise. Here: the per-cell distance and the per-minute p95 share within
-    ±10 %, medians over the pairs of simulated runs (``sim_sim``) and over the simulated
-    runs against each live side (``sim_live``); ``{}`` with fewer than two runs."""
-    if len(sim_runs) < 2:
-        return {}
-    rng = np.random.default_rng(0)
-    pairs = list(itertools.combinations(range(len(sim_runs)), 2))
-    relabelled = [{**side, "minutes": [{**m, "run": 0} for m in side["minutes"]]} for side in lives]
-
-    def cell(x: dict, refs: Sequence[dict]) -> float:
-        return cell_floor(x, refs, rng, reps=0)["sim_live"]
-
-    def minute(x: dict, refs: Sequence[dict]) -> float:
-        return minute_floor(x, refs)["p95_ms"]["sim_live"]
-
-    return {"runs": len(sim_runs), "pairs": len(pairs),
-            "cells_sim_sim": float(np.nanmedian([cell(sim_runs[i], [sim_runs[j]]) for i, j in pairs])),
-            "cells_sim_live": float(np.nanmedian([cell(x, relabelled) for x in sim_runs])),
-            "minutes_sim_sim": float(np.nanmedian([minute(sim_runs[i], [sim_runs[j]]) for i, j in pairs])),
-            "minutes_sim_live": float(np.nanmedian([minute(x, relabelled) for x in sim_runs]))}
+    if draws:
+        cell_ok = at_most(cells["sim_live"], FLOOR_FACTOR * draws["cells_sim_sim"])
+        minute_ok = at_most(-minutes["p95_ms"]["sim_live"], -draws["minutes_sim_sim"] / FLOOR_FACTOR)
+        verdicts["as close as another draw"] = None if None in (cell_ok, minute_ok) else cell_ok and minute_ok
+    return {"cells": cells, "minutes": minutes, "runs": runs, "draws": draws, "verdicts": verdicts,
+            "live_sides": len(lives)}
 
 
 def floor_report(sim: str | Path, lives: Sequence[str | Path], out: str | Path) -> Path:
@@ -413,15 +454,17 @@ def floor_report(sim: str | Path, lives: Sequence[str | Path], out: str | Path) 
     summary files: :func:`read_summary`), written to ``out``: ``floor.md``, ``floor.csv``
     (the per-run table) and each side's ``summary-*.json`` (``summary-sim.json``,
     ``summary-live-a.json``, ...: what to ship instead of the live steps); returns
-    ``floor.md``."""
+    ``floor.md``. A simulated run folder is also cut into sides of as many runs as the
+    first live side has (:func:`run_groups`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sides = {"sim": read_summary(sim), **{side_name(i): read_summary(src) for i, src in enumerate(lives)}}
     for name, summary in sides.items():
         (out / f"summary-{name}.json").write_text(json.dumps(summary))
-    floor = noise_floor(sides["sim"], [sides[side_name(i)] for i in range(len(lives))])
-    if Path(sim).is_dir():
-        floor["draws"] = draw_floor(run_summaries(sim), [sides[side_name(i)] for i in range(len(lives))])
+    live = [sides[side_name(i)] for i in range(len(lives))]
+    per = len({r["run"] for r in live[0]["runs"]}) or 1
+    sims = run_groups(sim, per) if Path(sim).is_dir() else []
+    floor = noise_floor(sides["sim"], live, sims=sims)
     floor["runs"].to_csv(out / "floor.csv", index=False)
     (out / "floor.md").write_text("\n".join(floor_lines(floor)) + "\n")
     return out / "floor.md"
@@ -430,17 +473,22 @@ def floor_report(sim: str | Path, lives: Sequence[str | Path], out: str | Path) 
 def floor_lines(floor: dict) -> list[str]:
     """The noise-floor section of ``twin.md``: one line per metric saying whether the
     simulator is as close to live as live is to itself, then the per-run table."""
-    c, m, runs, v = floor["cells"], floor["minutes"], floor["runs"], floor["verdicts"]
+    c, m, runs, v, d = floor["cells"], floor["minutes"], floor["runs"], floor["verdicts"], floor["draws"]
 
-    def yes(ok: bool) -> str:
-        return "**as close as live to itself**" if ok else "**farther than live from itself**"
+    def yes(ok: bool | None, close: str = "as close as live to itself",
+            far: str = "farther than live from itself") -> str:
+        return {True: f"**{close}**", False: f"**{far}**", None: "**undetermined** (nothing to compare)"}[ok]
+
+    def letters(indices) -> str:
+        return " / ".join(side_letter(i) for i in indices)
 
     n = floor["live_sides"]
-    names = " / ".join(chr(ord("A") + i) for i in range(n))
-    lines = [f"## The noise floor: {n} live runs of the same config and seed ({names})", "",
+    pairs = len(live_pairs(n))
+    lines = [f"## The noise floor: {n} live runs of the same config and seed ({letters(range(n))})", "",
              f"- per-cell p95 quantiles (q10/q50/q90 and the share above the SLO; median over {c['cells']} "
-             f"(students, replicas) cells with >= {CELL_MIN_STEPS} measured steps on every side; sim against each live "
-             f"run, live against live over {len(live_pairs(n))} pair{'s' if n > 2 else ''} of runs): sim-live "
+             f"(students, replicas) cells with >= {CELL_MIN_STEPS} measured steps on every side; each simulated "
+             f"side against each live run, live against live over {pairs} pair{'s' if pairs != 1 else ''} of runs; "
+             f"95 % basic bootstrap intervals): sim-live "
              f"{c['sim_live']:.2f} [{c['sim_live_ci'][0]:.2f}, {c['sim_live_ci'][1]:.2f}], live-live "
              f"{c['live_live']:.2f} [{c['live_live_ci'][0]:.2f}, {c['live_live_ci'][1]:.2f}] "
              f"(target sim-live <= {FLOOR_FACTOR} x live-live): {yes(v['per-cell p95 quantiles'])}"]
@@ -453,28 +501,27 @@ def floor_lines(floor: dict) -> list[str]:
     shown, floor_shown = int((runs.p_sim_live < 0.05).sum()), int((runs.p_live_live < 0.05).sum())
     lines.append(f"- per-run violations and replica-hours equivalent to live (two one-sided Welch tests at 5 %, "
                  f"margin {MARGIN_SHARE:.0%} of live's mean): shown for {shown} of {len(runs)} (policy, metric), "
-                 f"live against live ({' / '.join(chr(ord('A') + i) for i in range(1, n, 2))} against "
-                 f"{' / '.join(chr(ord('A') + i) for i in range(0, n, 2))}) for {floor_shown}: "
+                 f"live against live ({letters(range(1, n, 2))} against {letters(range(0, n, 2))}) for "
+                 f"{floor_shown}: "
                  + ("**equivalent**" if v["per-run means equivalent (TOST)"] else "**not shown equivalent**"))
     lines.append(f"- ranking of the policies (violations, then replica-hours): "
                  f"{'the same' if v['ranking'] else 'DIFFERENT'} on the simulator and live")
-    d = floor.get("draws") or {}
     if d:
-        close = (d["cells_sim_live"] <= FLOOR_FACTOR * d["cells_sim_sim"]
-                 and d["minutes_sim_live"] >= d["minutes_sim_sim"] / FLOOR_FACTOR)
-        lines.append(f"- other draws of the same students (the live runs share their seed, so each student's "
-                     f"programs and think times; the simulator draws its own): one simulated run against another "
-                     f"(median of {d['pairs']} pair{'s' if d['pairs'] != 1 else ''}) per-cell distance {d['cells_sim_sim']:.2f}, minutes whose p95 "
-                     f"is within ±{MINUTE_TOLERANCE:.0%} {d['minutes_sim_sim']:.0%}; one simulated run against live "
-                     f"(median of {d['runs']}) {d['cells_sim_live']:.2f} and {d['minutes_sim_live']:.0%}: "
-                     + ("**as close to live as to another draw of itself**" if close
-                        else "**farther from live than from another draw of itself**"))
-    lines += ["", f"| policy | metric | sim | live (all runs) | live {names} | margin | TOST p sim-live | "
+        lines.append(f"- other draws of the same students (the live runs share their seed, and so each student's "
+                     f"programs and think times; the simulator draws its own): one simulated side against another "
+                     f"(median of {d['pairs']} pair{'s' if d['pairs'] != 1 else ''}): per-cell distance "
+                     f"{d['cells_sim_sim']:.2f}, minutes whose p95 is within ±{MINUTE_TOLERANCE:.0%}: "
+                     f"{d['minutes_sim_sim']:.0%}; the simulator against live (above): {c['sim_live']:.2f} and "
+                     f"{m['p95_ms']['sim_live']:.0%}: "
+                     + yes(v["as close as another draw"], "as close to live as to another draw of itself",
+                           "farther from live than from another draw of itself"))
+    lines += ["", f"| policy | metric | sim | live (all runs) | live {letters(range(n))} | margin | TOST p sim-live | "
               "TOST p live-live | runs sim / live |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in runs.itertuples():
-        lines.append(f"| {r.policy} | {r.metric} | {r.sim:.3g} ± {r.sim_ci95:.2g} | {r.live:.3g} ± {r.live_ci95:.2g} | "
-                     f"{r.live_sides} | {r.margin:.3g} | {r.p_sim_live:.3f} | "
-                     f"{r.p_live_live:.3f} | {r.sim_runs} / {r.live_runs} |")
+    for r in runs.to_dict(orient="records"):
+        per_side = " / ".join(f"{r[f'live_{side_letter(i).lower()}']:.3g}" for i in range(n))
+        lines.append(f"| {r['policy']} | {r['metric']} | {r['sim']:.3g} ± {r['sim_ci95']:.2g} | "
+                     f"{r['live']:.3g} ± {r['live_ci95']:.2g} | {per_side} | {r['margin']:.3g} | "
+                     f"{r['p_sim_live']:.3f} | {r['p_live_live']:.3f} | {r['sim_runs']} / {r['live_runs']} |")
     lines += ["", "A TOST p below 0.05 says the two means are within the margin; with few runs it stays "
               "above even for identical systems (the live-live column shows what the runs can resolve)."]
     return lines
@@ -493,7 +540,7 @@ def why_not_a_twin(sim: str | Path, live: str | Path) -> str:
 
 
 def twin_report(sim_dir: str | Path, live_dir: str | Path, out: str | Path | None = None,
-                live_again: Sequence[str | Path] = ()) -> Path:
+                live_again: Sequence[str | Path] | str | Path = ()) -> Path:
     """Compare two run folders of one config (any two backends; ``sim`` and ``live``
     in the usual case) and write ``twin.md``, ``twin.csv``, ``twin.png`` to ``out``
     (default: ``live_dir/twin``); returns the path of ``twin.md``. With ``live_again``
@@ -554,6 +601,8 @@ def twin_report(sim_dir: str | Path, live_dir: str | Path, out: str | Path | Non
     same = len(t) and (t.sim_rank == t.live_rank).all()
     lines += ["", f"Ranking (by violations, then replica-hours): {'the same' if same else 'DIFFERENT'} on both.",
               "Intervals are mean ± a 95 % Student-t interval over runs (nan with one run).", "", "![twin](twin.png)"]
+    if isinstance(live_again, str | Path):
+        live_again = [live_again]
     if live_again:
         lines += ["", *floor_report(sim_dir, [live_dir, *live_again], out).read_text().splitlines()]
     (out / "twin.md").write_text("\n".join(lines) + "\n")

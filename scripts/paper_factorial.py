@@ -47,10 +47,9 @@ def real_week_settings(base):
 
 def hot_network_settings(base):
     cold_runs = load_config(config_path("paper-coldstart")).runs
-    yield "the paper's setup (the last)", base
-    for k in range(cold_runs):
-        yield f"the cold start's run {k}", replace(base, policies=[replace(p, params={**p.params, "load_run": k})
-                                                                   for p in base.policies])
+    for k in range(cold_runs):  # the last is the paper's setup (load_run: last)
+        label = f"the cold start's run {k}" + (" (the last)" if k == cold_runs - 1 else "")
+        yield label, replace(base, policies=[replace(p, params={**p.params, "load_run": k}) for p in base.policies])
 
 
 def main() -> None:

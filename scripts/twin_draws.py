@@ -21,25 +21,14 @@ import itertools
 import tempfile
 from dataclasses import replace
 
-import numpy as np
-
 from scalelab.experiments.config import config_path, load_config
 from scalelab.experiments.episode import resolve
 from scalelab.experiments.experiment import run_experiment
-from scalelab.experiments.twin import cell_floor, minute_floor, run_summaries
+from scalelab.experiments.twin import pair_distances, run_groups
 
 #: The service perturbed as little as a second live run perturbs it (ms of overhead per
 #: request, ms of CPU per request), each on its own.
 PERTURBATIONS = ({"overhead_ms": 1.0}, {"overhead_ms": 4.0}, {"add_ms": 5.0})
-
-
-def distances(x: list[dict], ref: list[dict], pairs) -> tuple[float, float]:
-    """Median per-cell distance and median share of minutes within ±10 % over ``pairs``
-    of (index in ``x``, index in ``ref``)."""
-    rng = np.random.default_rng(0)
-    cells = [cell_floor(x[i], [ref[j]], rng, reps=0)["sim_live"] for i, j in pairs]
-    minutes = [minute_floor(x[i], [ref[j]])["p95_ms"]["sim_live"] for i, j in pairs]
-    return float(np.nanmedian(cells)), float(np.nanmedian(minutes))
 
 
 def main() -> None:
@@ -50,11 +39,11 @@ def main() -> None:
     cfg = replace(load_config(config_path(args.config)), backend="sim", runs=args.runs)
     profile = resolve(cfg).app
     with tempfile.TemporaryDirectory() as out:
-        base = run_summaries(run_experiment(cfg, out=out, progress=False, report=False).path)
+        base = run_groups(run_experiment(cfg, out=out, progress=False, report=False).path, 1)
         same = [(i, i) for i in range(args.runs)]
         other = list(itertools.combinations(range(args.runs), 2))
         print(f"{'':44s} {'per-cell distance':>18s} {'minutes within 10 %':>20s}")
-        cell, minute = distances(base, base, other)
+        cell, minute = pair_distances(base, base, other)
         print(f"{'other draws (pairs of runs)':44s} {cell:18.2f} {minute:20.0%}")
         for change in PERTURBATIONS:
             key, delta = next(iter(change.items()))
@@ -62,8 +51,8 @@ def main() -> None:
                 changed = replace(cfg.app, demand={**(cfg.app.demand or {}), "add_ms": profile.demand.add_ms + delta})
             else:
                 changed = replace(cfg.app, overhead_ms=profile.overhead_ms + delta)
-            alt = run_summaries(run_experiment(replace(cfg, app=changed), out=out, progress=False, report=False).path)
-            cell, minute = distances(alt, base, same)
+            alt = run_groups(run_experiment(replace(cfg, app=changed), out=out, progress=False, report=False).path, 1)
+            cell, minute = pair_distances(alt, base, same)
             print(f"{f'same draws, {key} + {delta:g} ms':44s} {cell:18.2f} {minute:20.0%}")
 
 

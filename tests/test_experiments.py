@@ -260,9 +260,14 @@ def test_hot_start_loads_the_saved_state_and_keeps_learning(tmp_path):
         run_experiment(load_config({**cold_cfg, "policies": [{"name": "hslinucb", "load": str(tmp_path)}]}),
                        out=tmp_path, progress=False)
     # a run the folder does not hold: named, with the runs it does
-    with pytest.raises(ConfigError, match=r"no saved state of run 5 for 'hslinucb' there \(it holds 'hslinucb''s runs 0\)"):
+    with pytest.raises(ConfigError, match=r"no saved state of run 5 for 'hslinucb' there \(it holds runs 0 of 'hslinucb'\)"):
         run_experiment(load_config({**cold_cfg, "policies": [{"name": "hslinucb", "load": str(cold.path),
                                                                "load_run": 5}]}), out=tmp_path, progress=False)
+    # the folder's states by (policy, run), a label with a dot in it too
+    from scalelab.experiments.episode import saved_states
+
+    (cold.path / "policies" / "hpa-0.7--run012.json.gz").write_bytes(b"")
+    assert sorted(saved_states(cold.path)) == [("hpa-0.7", 12), ("hslinucb", 0)]
 
 
 def test_the_readmes_example_config_loads_and_resolves():
