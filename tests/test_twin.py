@@ -425,16 +425,21 @@ def test_the_noise_floor_report_of_run_folders_and_of_shipped_summaries(tmp_path
 
 
 def test_the_simulator_against_the_live_runs_shipped_with_scalelab(tmp_path, capsys):
-    """CI's short twin: ``live-evaluation-week`` simulated against the two live runs of it
-    shipped in ``experiments/data/twin/`` (same config and seed): the floor report has its
-    five verdicts; a summary of another experiment is refused, naming both."""
+    """CI's short twin: ``live-evaluation-week`` simulated against the four live runs of
+    it shipped in ``experiments/data/twin/`` (same config and seed): the floor report has
+    its verdicts, the figures docs/evaluation-week.md quotes (on ``sandbox-live`` and on
+    ``sandbox``); a summary of another experiment is refused, naming both."""
     import json
 
+    import yaml
+
     from scalelab.cli import main
+    from scalelab.experiments.config import config_path
     from scalelab.experiments.twin import shipped_live_summaries
 
-    a, b = shipped_live_summaries("live-evaluation-week")
-    for side in (a, b):
+    sides = shipped_live_summaries("live-evaluation-week")
+    assert [p.name for p in sides] == [f"summary-live-{x}.json" for x in "abcd"]
+    for side in sides:
         shipped = json.loads(side.read_text())
         assert shipped["config"]["name"] == "live-evaluation-week" and shipped["config"]["backend"] == "live"
         assert {r["policy"] for r in shipped["runs"]} == {"hslinucb", "hpa-default", "threshold-cpu"}
@@ -442,22 +447,38 @@ def test_the_simulator_against_the_live_runs_shipped_with_scalelab(tmp_path, cap
     (folder,) = [p for p in (tmp_path / "t").iterdir() if p.is_dir()]
     md = (folder / "twin" / "floor.md").read_text()
     for line in ("per-cell p95 quantiles", "per-minute p95 within", "per-minute throughput within",
-                 "per-run violations and replica-hours equivalent", "ranking of the policies"):
+                 "per-run violations and replica-hours equivalent", "ranking of the policies",
+                 "other draws of the same students"):
         assert sum(line in x for x in md.splitlines()) == 1, line
     sim_runs = json.loads((folder / "twin" / "summary-sim.json").read_text())["runs"]
-    assert len(sim_runs) == 3 * 2  # three policies, as many runs as the two live folders together
+    assert len(sim_runs) == 3 * 4  # three policies, as many runs as the four live folders together
     # the figures docs/evaluation-week.md quotes from this report are the ones it prints
-    assert "sim-live 0.43 [0.41, 0.56], live-live 0.24 [0.24, 0.43]" in md
-    assert "sim 11% of minutes, live against live 24%" in md and "sim 70% of minutes, live against live 82%" in md
+    assert "sim-live 0.51 [0.40, 0.53], live-live 0.22 [0.00, 0.14]" in md
+    assert "sim 12% of minutes, live against live 24%" in md and "sim 69% of minutes, live against live 85%" in md
+    assert "per-cell distance 0.45, minutes whose p95 is within ±10%: 11%" in md
+    assert "**as close to live as to another draw of itself**" in md and "live against live (B / D against A / C) for 3" in md
     doc = (Path(__file__).parents[1] / "docs" / "evaluation-week.md").read_text()
-    assert "| 0.43 [0.41, 0.56] | 0.45 [0.43, 0.67] | 0.24 [0.24, 0.43] |" in doc
-    assert "| 11 % | 12 % | 24 % |" in doc and "| 70 % | 68 % | 82 % |" in doc
+    assert "| 0.51 [0.40, 0.53] | 0.64 [0.40, 0.67] | 0.22 [0.00, 0.14] |" in doc
+    assert "| 12 % | 14 % | 24 % |" in doc and "| 69 % | 73 % | 85 % |" in doc and "| 0.45 per cell, 11 % of minutes | 0.43, 12 % |" in doc
+    # the same on the sandbox profile (the column beside it)
+    cfg = yaml.safe_load(config_path("live-evaluation-week").read_text())
+    cfg["app"]["profile"] = "sandbox"
+    (tmp_path / "sandbox.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["twin", str(tmp_path / "sandbox.yaml"), "--runs", "1", "--out", str(tmp_path / "s"),
+                 *[a for p in sides for a in ("--live-summary", str(p))]]) == 0
+    (folder,) = [p for p in (tmp_path / "s").iterdir() if p.is_dir()]
+    md = (folder / "twin" / "floor.md").read_text()
+    assert "sim-live 0.64 [0.40, 0.67]" in md and "sim 14% of minutes" in md and "sim 73% of minutes" in md
+    assert "per-cell distance 0.43, minutes whose p95 is within ±10%: 12%" in md
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({**json.loads(a.read_text()), "config": {"name": "paper-coldstart"}}))
+    other.write_text(json.dumps({**json.loads(sides[0].read_text()), "config": {"name": "paper-coldstart"}}))
     capsys.readouterr()
     assert main(["twin", "live-evaluation-week", "--runs", "1", "--out", str(tmp_path / "u"),
-                 "--live-summary", str(other), "--live-summary", str(b)]) == 2
+                 "--live-summary", str(other), "--live-summary", str(sides[1])]) == 2
     assert "'paper-coldstart', not 'live-evaluation-week'" in capsys.readouterr().err
+    assert main(["twin", "live-evaluation-week", "--runs", "1", "--out", str(tmp_path / "v"),
+                 "--live-summary", str(sides[1])]) == 2
+    assert "--live-summary needs at least two files" in capsys.readouterr().err
 
 
 def test_the_runners_simulated_against_their_live_runs_shipped_with_scalelab(tmp_path):
