@@ -32,6 +32,7 @@ from scalelab.simulator.calibration import (
     SampleCalibration,
     field_value,
     fit_spread,
+    near_best,
     sample_loss,
 )
 from scalelab.simulator.models import AppProfile
@@ -210,11 +211,11 @@ def fit_lines(app: AppProfile, tried: list, tolerance: float) -> list[str]:
     """The fitted profile's searched fields with their spread (:func:`fit_spread` over
     the candidates whose loss is within ``tolerance`` of the best)."""
     spread = fit_spread(tried, tolerance)
-    finite = [loss for loss, _ in tried if np.isfinite(loss)]
     if not spread:
         return [f"fit: none of {len(tried)} candidates scored (outside the measured CPU, or no finite loss)"]
-    near = sum(loss <= min(finite) + tolerance for loss in finite)
-    lines = [f"fit: {len(finite)} of {len(tried)} candidates scored (the others outside the measured CPU); {near} within "
+    scored = sum(np.isfinite(loss) for loss, _ in tried)
+    near = len(near_best(tried, tolerance))
+    lines = [f"fit: {scored} of {len(tried)} candidates scored (the others outside the measured CPU); {near} within "
              f"{tolerance:.3f} of the best loss (twice the loss's spread between simulator seeds):"]
     for key, (low, high) in spread.items():
         value = app.demand.capped_mean_s if key == "cpu_per_request_s" else field_value(app, key)

@@ -169,27 +169,28 @@ def _folder_settings(folder: Path) -> tuple[dict, float, float]:
     return cfg, float(cfg.get("step_seconds", 5.0)), float(cfg.get("slo_ms") or np.inf)
 
 
-def read_summary(source: str | Path) -> dict:
-    """A twin summary: a run folder's (computed from its steps, with ``config``: the
-    experiment's name, seed, runs and backend, and the folder's name) or a summary JSON
-    file."""
+def read_summary(source: str | Path, steps: pd.DataFrame | None = None) -> dict:
+    """A twin summary: a run folder's (computed from its steps, ``steps`` when already
+    read, with ``config``: the experiment's name, seed, runs and backend, and the folder's
+    name) or a summary JSON file."""
     source = Path(source)
     if source.is_file():
         return json.loads(source.read_text())
     cfg, step_s, slo = _folder_settings(source)
-    summary = twin_summary(read_steps(source), step_s, slo)
+    summary = twin_summary(read_steps(source) if steps is None else steps, step_s, slo)
     summary["config"] = {"name": cfg.get("name"), "seed": cfg.get("seed"), "runs": cfg.get("runs"),
                          "backend": cfg.get("backend", "sim"), "folder": source.name}
     return summary
 
 
-def run_groups(folder: str | Path, per: int) -> list[dict]:
-    """Twin summaries of a run folder's runs in consecutive groups of ``per`` (the last
-    may be smaller), each group's runs renumbered from 0 so that its minutes line up with
-    a live side's of ``per`` runs: sides of the same size, for :func:`noise_floor`."""
+def run_groups(folder: str | Path, per: int, steps: pd.DataFrame | None = None) -> list[dict]:
+    """Twin summaries of a run folder's runs (its ``steps`` when already read) in
+    consecutive groups of ``per`` (the last may be smaller), each group's runs renumbered
+    from 0 so that its minutes line up with a live side's of ``per`` runs: sides of the
+    same size, for :func:`noise_floor`."""
     folder = Path(folder)
     _, step_s, slo = _folder_settings(folder)
-    steps = read_steps(folder)
+    steps = read_steps(folder) if steps is None else steps
     first = steps.run - steps.run % per
     return [twin_summary(g.assign(run=g.run - start), step_s, slo) for start, g in steps.groupby(first)]
 
@@ -458,12 +459,13 @@ def floor_report(sim: str | Path, lives: Sequence[str | Path], out: str | Path) 
     first live side has (:func:`run_groups`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sides = {"sim": read_summary(sim), **{side_name(i): read_summary(src) for i, src in enumerate(lives)}}
+    sim_steps = read_steps(sim) if Path(sim).is_dir() else None  # read once: the summary and the sides
+    sides = {"sim": read_summary(sim, sim_steps), **{side_name(i): read_summary(src) for i, src in enumerate(lives)}}
     for name, summary in sides.items():
         (out / f"summary-{name}.json").write_text(json.dumps(summary))
     live = [sides[side_name(i)] for i in range(len(lives))]
     per = len({r["run"] for r in live[0]["runs"]}) or 1
-    sims = run_groups(sim, per) if Path(sim).is_dir() else []
+    sims = run_groups(sim, per, sim_steps) if sim_steps is not None else []
     floor = noise_floor(sides["sim"], live, sims=sims)
     floor["runs"].to_csv(out / "floor.csv", index=False)
     (out / "floor.md").write_text("\n".join(floor_lines(floor)) + "\n")

@@ -315,17 +315,25 @@ def field_value(app: AppProfile, key: str) -> float:
     return float(getattr(owner, name))
 
 
+def near_best(tried: list[tuple[float, AppProfile]], tolerance: float) -> list[AppProfile]:
+    """The candidates scored with a finite loss within ``tolerance`` of the best (none
+    when no loss is finite; a tolerance that is not finite counts as 0)."""
+    scored = [(loss, a) for loss, a in tried if np.isfinite(loss)]
+    if not scored:
+        return []
+    best = min(loss for loss, _ in scored)
+    return [a for loss, a in scored if loss <= best + (tolerance if np.isfinite(tolerance) else 0.0)]
+
+
 def fit_spread(tried: list[tuple[float, AppProfile]], tolerance: float) -> dict[str, tuple[float, float]]:
     """The uncertainty of a fit: per searched field, the lowest and highest value among
     the candidates whose loss is within ``tolerance`` of the best (the loss's own spread
     between simulator seeds: those candidates fit the data equally well), and the CPU
     per request (``cpu_per_request_s``) they imply; ``{}`` when no candidate was scored
     (a loss that is not finite: outside the CPU range, or every cell saturated)."""
-    scored = [(loss, a) for loss, a in tried if np.isfinite(loss)]
-    if not scored:
+    near = near_best(tried, tolerance)
+    if not near:
         return {}
-    best = min(loss for loss, _ in scored)
-    near = [a for loss, a in scored if loss <= best + (tolerance if np.isfinite(tolerance) else 0.0)]
     keys = list(FIT_FIELDS[near[0].demand.kind])
     spread = {k: (min(field_value(a, k) for a in near), max(field_value(a, k) for a in near)) for k in keys}
     cpu = [a.demand.capped_mean_s for a in near]
