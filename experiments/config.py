@@ -32,6 +32,7 @@ import yaml
 from scalelab.agent.loop import LOOP_MODES
 from scalelab.errors import UserError
 from scalelab.orchestrator import plugins
+from scalelab.simulator.students import STUDENT_DRAWS
 
 BACKENDS = ("sim", "replay", "live")
 
@@ -109,6 +110,7 @@ class ClusterConfig:
     startup_seconds: float = 5.0
     balancer: str = "round-robin"
     think_s: list[float] | None = None  # closed users' think time [low, high], s
+    students: str = "simulator"  # closed users' draws: the simulator's, or the live injector's (scalelab.simulator.students)
 
 
 @dataclass
@@ -226,6 +228,10 @@ class ExperimentConfig:
     policy and the regret column need it). ``false`` skips it (its cost grows with the
     replicas and the load levels on the discrete-event engine) and the summary says so.
     seed: root of every generator. runs: independent repetitions per policy.
+    seed_runs: run ``i`` takes the policy, calendar and student seeds of run ``i %
+    seed_runs`` and its own simulator noise, as live run folders of the same config and
+    seed (of ``seed_runs`` runs each) repeat each other's (``scalelab twin`` sets it);
+    none: every run its own.
     step_seconds: control period, s. slo_ms: p95 objective, ms.
     steps: steps per run (default: the workload's duration / step_seconds).
     engine: the simulator's engine (``backend: sim``): ``des`` (every request, the
@@ -247,6 +253,7 @@ class ExperimentConfig:
     loop: str = "period"
     seed: int = 0
     runs: int = 1
+    seed_runs: int | None = None
     step_seconds: float = 5.0
     slo_ms: float = 600.0
     steps: int | None = None
@@ -413,6 +420,8 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
          c.initial_replicas, f"must be within [{c.min_replicas}, {c.max_replicas}]")
     need(c.think_s is None or (len(c.think_s) == 2 and 0 <= c.think_s[0] <= c.think_s[1]),
          "cluster.think_s", c.think_s, "must be [low, high] with 0 <= low <= high")
+    need(c.students in STUDENT_DRAWS, "cluster.students", c.students, f"must be one of {list(STUDENT_DRAWS)}")
+    need(cfg.seed_runs is None or 1 <= cfg.seed_runs, "seed_runs", cfg.seed_runs, "must be >= 1")
     need(len(cfg.policies) >= 1, "policies", cfg.policies, "must list at least one policy")
     need(cfg.oracle or all(p.name != "oracle" for p in cfg.policies), "oracle", cfg.oracle,
          "cannot be false while the oracle policy is listed")

@@ -35,6 +35,7 @@ from scalelab.simulator.jobs import JobsSettings
 from scalelab.simulator.models import AppProfile, find_profile
 from scalelab.simulator.oracle import OracleTable
 from scalelab.simulator.replay import Replay
+from scalelab.simulator.students import InjectorDraws, first_student_number
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def resolve(cfg: ExperimentConfig) -> Resolved:
         cluster = ClusterSettings(
             min_replicas=c.min_replicas, max_replicas=c.max_replicas,
             initial_replicas=c.initial_replicas, startup_seconds=c.startup_seconds,
-            balancer=c.balancer, think_low_s=float(think[0]), think_high_s=float(think[1]),
+            balancer=c.balancer, think_low_s=float(think[0]), think_high_s=float(think[1]), students=c.students,
         )
     except ValueError as exc:
         raise ConfigError(f"config: {exc}") from None
@@ -226,11 +227,32 @@ def load_replay(cfg: ExperimentConfig) -> Replay:
     return Replay(resolve_dataset(cfg.dataset), c.min_replicas, c.max_replicas, c.initial_replicas)
 
 
+def injector_draws(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndarray,
+                   episode: tuple[int, int]) -> InjectorDraws:
+    """Which live injector students episode ``(run, policy index)`` replays
+    (``cluster.students: injector``): the policy's seed, which the live agent sends as the
+    injector's task seed, and the number of its first student in a live run folder of
+    ``cfg`` (of ``seed_runs`` runs when set), whose one injector plays the episodes in
+    order, each setting the warm-up load, if any, then the level of every step."""
+    if cfg.backend != "sim" or cfg.engine != "des" or cfg.architecture != "service":
+        raise ConfigError(f"config: cluster.students: injector runs on backend: sim, engine: des, architecture: "
+                          f"service (got {cfg.backend}, {cfg.engine}, {cfg.architecture})")
+    if r.app.demand.kind != "corpus" or r.workload.loop != "closed":
+        raise ConfigError("config: cluster.students: injector needs closed users submitting a corpus "
+                          f"(app.demand.kind: corpus; got {r.app.demand.kind!r}, a {r.workload.loop} workload)")
+    run, k = episode
+    levels = [*([cfg.warmup.load] if cfg.warmup.load is not None else []), *loads[: r.steps]]
+    first = first_student_number(levels, run % (cfg.seed_runs or cfg.runs), k, len(cfg.policies))
+    return InjectorDraws(seed=int(seeds["policy"]), first_number=first)
+
+
 def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndarray, clock: Clock,
-                 replay: Replay | None = None) -> Backend:
+                 replay: Replay | None = None, episode: tuple[int, int] = (0, 0)) -> Backend:
     """The backend ``cfg`` names, built from its resolved settings, on ``clock``. A
     replay serves from ``replay`` when given (its cells' positions carried over from
-    the previous run, ``replay.index: experiment``), else from a fresh one."""
+    the previous run, ``replay.index: experiment``), else from a fresh one. ``episode``:
+    (run, policy index), which the injector's students need (``cluster.students``)."""
+    students = injector_draws(cfg, r, seeds, loads, episode) if r.cluster.students == "injector" else None
     if cfg.backend == "replay":
         if replay is None:
             replay = load_replay(cfg)
@@ -248,7 +270,7 @@ def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndar
         noise = np.random.default_rng(seeds["demand"]) if cfg.engine == "fluid-stochastic" else None
         return FluidBackend(r.app, r.cluster, r.context, clock, closed=closed, rng=noise)
     return SimBackend(r.app, r.cluster, r.context, clock, seeds, closed=closed,
-                      max_users=int(max(np.max(loads), 1)) if closed else 64)
+                      max_users=int(max(np.max(loads), 1)) if closed else 64, students=students)
 
 
 def records_frame(records: list[StepRecord], run: int, policy: str, oracle: np.ndarray | None) -> pd.DataFrame:
@@ -275,7 +297,7 @@ def episode_records(cfg: ExperimentConfig, resolved: Resolved, policy_index: int
     see :func:`make_backend`."""
     spec = cfg.policies[policy_index]
     clock = VirtualClock()
-    backend = make_backend(cfg, resolved, seeds, loads, clock, replay)
+    backend = make_backend(cfg, resolved, seeds, loads, clock, replay, episode=(run, policy_index))
     table = run_timetable(cfg, resolved, seeds)
     policy = build_policy(spec, cfg, seeds["policy"], run, table)
     reward_fn = build_reward(cfg)
@@ -331,14 +353,17 @@ def run_episode(
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def episode_seeds(seed: int, runs: int, n_policies: int) -> list[dict]:
+def episode_seeds(seed: int, runs: int, n_policies: int, seed_runs: int | None = None) -> list[dict]:
     """Integer seeds per run: ``think``, ``demand``, ``arrivals``, ``policy`` (a list,
     one per policy) and ``calendar`` (the timetable's noise), all spawned from ``seed``.
 
     ``SeedSequence(seed)`` spawns one child per run; each run's child spawns the
     think-time, demand, arrival and policy streams; policies get one stream each. So
     every policy of run ``r`` faces the same users and the same demands (common random
-    numbers)."""
+    numbers). With ``seed_runs``, run ``i`` takes the ``policy`` and ``calendar`` seeds
+    of run ``i % seed_runs`` (and so, with ``cluster.students: injector``, its students)
+    and keeps its own simulator streams: live run folders of one config and seed
+    repeat each other so."""
     out = []
     for run_ss in np.random.SeedSequence(seed).spawn(runs):
         think, demand, arrivals, pol, calendar = run_ss.spawn(5)  # the first four as before the calendar
@@ -349,6 +374,9 @@ def episode_seeds(seed: int, runs: int, n_policies: int) -> list[dict]:
             "policy": [int(p.generate_state(1)[0]) for p in pol.spawn(n_policies)],
             "calendar": int(calendar.generate_state(1)[0]),
         })  # fmt: skip
+    if seed_runs:
+        out = [{**run, "policy": out[i % seed_runs]["policy"], "calendar": out[i % seed_runs]["calendar"]}
+               for i, run in enumerate(out)]
     return out
 
 

@@ -215,7 +215,7 @@ def versions() -> dict:
 def write_versions(path: Path, cfg: ExperimentConfig) -> list[dict]:
     """``versions.json`` (packages, commit, every episode's seeds); returns the seeds
     (:func:`scalelab.experiments.episode.episode_seeds`)."""
-    seeds = episode_seeds(cfg.seed, cfg.runs, len(cfg.policies))
+    seeds = episode_seeds(cfg.seed, cfg.runs, len(cfg.policies), cfg.seed_runs)
     (path / VERSIONS).write_text(json.dumps({**versions(), "seed": cfg.seed, "episodes": seeds}, indent=1))
     return seeds
 

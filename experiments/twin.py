@@ -179,7 +179,8 @@ def read_summary(source: str | Path, steps: pd.DataFrame | None = None) -> dict:
     cfg, step_s, slo = _folder_settings(source)
     summary = twin_summary(read_steps(source) if steps is None else steps, step_s, slo)
     summary["config"] = {"name": cfg.get("name"), "seed": cfg.get("seed"), "runs": cfg.get("runs"),
-                         "backend": cfg.get("backend", "sim"), "folder": source.name}
+                         "backend": cfg.get("backend", "sim"), "folder": source.name,
+                         "students": (cfg.get("cluster") or {}).get("students", "simulator")}
     return summary
 
 
@@ -447,7 +448,7 @@ def noise_floor(sim: dict, lives: Sequence[dict], seed: int = 0, sims: Sequence[
         minute_ok = at_most(-minutes["p95_ms"]["sim_live"], -draws["minutes_sim_sim"] / FLOOR_FACTOR)
         verdicts["as close as another draw"] = None if None in (cell_ok, minute_ok) else cell_ok and minute_ok
     return {"cells": cells, "minutes": minutes, "runs": runs, "draws": draws, "verdicts": verdicts,
-            "live_sides": len(lives)}
+            "live_sides": len(lives), "students": sim.get("config", {}).get("students", "simulator")}
 
 
 def floor_report(sim: str | Path, lives: Sequence[str | Path], out: str | Path) -> Path:
@@ -509,8 +510,11 @@ def floor_lines(floor: dict) -> list[str]:
     lines.append(f"- ranking of the policies (violations, then replica-hours): "
                  f"{'the same' if v['ranking'] else 'DIFFERENT'} on the simulator and live")
     if d:
+        whose = ("the simulator replays them (cluster.students: injector), its sides differing by its own noise: "
+                 "which measured run each program costs, who leaves on a fall" if floor.get("students") == "injector"
+                 else "the simulator draws its own")
         lines.append(f"- other draws of the same students (the live runs share their seed, and so each student's "
-                     f"programs and think times; the simulator draws its own): one simulated side against another "
+                     f"programs and think times; {whose}): one simulated side against another "
                      f"(median of {d['pairs']} pair{'s' if d['pairs'] != 1 else ''}): per-cell distance "
                      f"{d['cells_sim_sim']:.2f}, minutes whose p95 is within ±{MINUTE_TOLERANCE:.0%}: "
                      f"{d['minutes_sim_sim']:.0%}; the simulator against live (above): {c['sim_live']:.2f} and "

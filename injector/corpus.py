@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,6 +102,11 @@ class Corpus:
 
     def by_id(self) -> dict[str, Program]:
         return {p.id: p for p in self.programs}
+
+    def pick(self, rng: random.Random) -> int:
+        """The index of the program a student submits next, drawn by its weight with one
+        ``rng.random()`` (``random.choices``, as the injector's students draw it)."""
+        return rng.choices(range(len(self.programs)), weights=self.weights)[0]
 
     def to_dict(self) -> dict:
         return {"name": self.name, "language": "python", "limits": self.limits,
@@ -294,23 +300,50 @@ def save_corpus(corpus: Corpus, path: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- the demand
+def measured_cpu_s(corpus: Corpus) -> dict[str, np.ndarray]:
+    """Each measured program's CPU times (s), cut at the corpus's CPU limit (a program
+    killed at the limit counts at the limit), by program id."""
+    if not corpus.measured:
+        raise CorpusError(f"corpus {corpus.name}: not measured yet (scalelab corpus measure)")
+    cap = float(corpus.limits["cpu_seconds"])
+    return {pid: np.minimum(np.asarray(times, dtype=float) / 1000.0, cap)
+            for pid, times in corpus.measured["cpu_ms"].items() if times}
+
+
+def program_cpu_s(corpus: Corpus) -> list[np.ndarray]:
+    """:func:`measured_cpu_s` in the order of ``corpus.programs`` (the index
+    :meth:`Corpus.pick` draws); a program never measured is an error that names it."""
+    measured = measured_cpu_s(corpus)
+    missing = [p.id for p in corpus.programs if p.id not in measured]
+    if missing:
+        raise CorpusError(f"corpus {corpus.name}: programs never measured: {', '.join(missing[:5])} "
+                          f"(scalelab corpus measure)")
+    return [measured[p.id] for p in corpus.programs]
+
+
 def demand_samples(corpus: Corpus) -> tuple[np.ndarray, np.ndarray]:
     """The measured CPU demand as an empirical distribution: every measured CPU time
     (s) and its probability (the program's weight shared over its repeats). Programs
     killed at the CPU limit count at the limit: the distribution's timeout mass."""
-    if not corpus.measured:
-        raise CorpusError(f"corpus {corpus.name}: not measured yet (scalelab corpus measure)")
-    values, probs = [], []
-    cap = float(corpus.limits["cpu_seconds"])
     weights = dict(zip((p.id for p in corpus.programs), corpus.weights, strict=True))
-    for pid, times in corpus.measured["cpu_ms"].items():
-        if pid not in weights or not times:
-            continue
-        for ms in times:
-            values.append(min(ms / 1000.0, cap))
-            probs.append(weights[pid] / len(times))
+    values, probs = [], []
+    for pid, times in measured_cpu_s(corpus).items():  # in the measurement's order
+        if pid in weights:
+            values.extend(times)
+            probs.extend([weights[pid] / len(times)] * len(times))
     v, pr = np.array(values), np.array(probs)
     return v, pr / pr.sum()
+
+
+# ----------------------------------------------------------------------------- a student's draws
+def student_rng(seed: int, process: int, number: int) -> random.Random:
+    """The generator of one injector student: Locust user number ``number`` (counted
+    from 0 over the injector process's life) of injector process ``process`` (0: the
+    master or a lone process) under the task's ``seed``. A student draws, in order, its
+    first think time, then per submission a program (:meth:`Corpus.pick`) and a think
+    time (``rng.uniform(low, high)``); the simulator's injector students
+    (:mod:`scalelab.simulator.students`) draw the same."""
+    return random.Random(f"{seed}:{process}:{number}")
 
 
 def summary(corpus: Corpus) -> dict:

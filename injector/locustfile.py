@@ -35,7 +35,6 @@ import functools
 import itertools
 import json
 import os
-import random
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -43,7 +42,7 @@ from dataclasses import dataclass, replace
 from locust import HttpUser, User, task
 
 from scalelab.errors import UserError
-from scalelab.injector.corpus import Corpus, as_intended, load_corpus, outcome_of
+from scalelab.injector.corpus import Corpus, as_intended, load_corpus, outcome_of, student_rng
 
 TASKS = ("compute", "student", "job")
 #: How long a student waits for a job's result before counting it as failed, s.
@@ -109,7 +108,7 @@ class _SeededMixin:
 
     def __init__(self, environment) -> None:
         super().__init__(environment)
-        self.rng = random.Random(f"{CURRENT['task'].seed}:{PROCESS_INDEX}:{next(_user_numbers)}")
+        self.rng = student_rng(CURRENT["task"].seed, PROCESS_INDEX, next(_user_numbers))
 
     def wait_time(self) -> float:
         lo, hi = CURRENT["task"].think_s
@@ -142,7 +141,7 @@ class StudentUser(_Seeded):
     @task
     def submit(self) -> None:
         corpus = corpus_of(CURRENT["task"].corpus)
-        program = self.rng.choices(corpus.programs, weights=corpus.weights)[0]
+        program = corpus.programs[corpus.pick(self.rng)]
         body = {"code": program.code, "language": "python", "limits": corpus.limits}
         with self.client.post("/run", json=body, name="/run", catch_response=True) as resp:
             if resp.status_code != 200:
@@ -237,7 +236,7 @@ class JobStudentUser(_SeededMixin, User):
             raise UserError(f"the job task needs the injector's host to be kafka://BOOTSTRAP, got {host!r}")
         client = jobs_client(host.removeprefix("kafka://"))
         corpus = corpus_of(CURRENT["task"].corpus)
-        program = self.rng.choices(corpus.programs, weights=corpus.weights)[0]
+        program = corpus.programs[corpus.pick(self.rng)]
         t0, p0 = time.time(), time.perf_counter()
         exc: Exception | None = None
         job_id, waiter = client.submit({"code": program.code, "language": "python", "limits": corpus.limits})

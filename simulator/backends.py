@@ -19,6 +19,7 @@ from scalelab.simulator.fluid import FluidCluster
 from scalelab.simulator.jobs import JobsCluster, JobsSettings
 from scalelab.simulator.models import AppProfile
 from scalelab.simulator.replay import Replay
+from scalelab.simulator.students import InjectorDraws, InjectorStudents
 
 #: Prometheus' scrape interval in the paper and on the live stack, s: a settled step
 #: waits for one sample of the new replicas.
@@ -71,19 +72,27 @@ class SimBackend(_Deployment):
 
     seeds: integer seeds of the ``think``, ``demand`` and ``arrivals`` streams.
     closed: closed-loop users (load = users) or open arrivals (load = req/s).
+    students: the live injector's students to replay (``cluster.students: injector``);
+    the demand stream then draws which measured run each submission costs as, the think
+    stream which students leave when the level falls.
     scrape_seconds, rate_scrapes, samples_after: how :meth:`settle` waits for
     Prometheus (the paper's: 5 s, 2 samples for a rate, 1 sample after).
     """
 
     def __init__(self, app: AppProfile, cluster: ClusterSettings, context: ContextSettings, clock: Clock,
                  seeds: dict, closed: bool = True, max_users: int = 64,
-                 scrape_seconds: float = SCRAPE_SECONDS, rate_scrapes: int = 2, samples_after: int = 1) -> None:
+                 scrape_seconds: float = SCRAPE_SECONDS, rate_scrapes: int = 2, samples_after: int = 1,
+                 students: InjectorDraws | None = None) -> None:
         self.app, self.clock, self.closed, self.scrape_s = app, clock, closed, scrape_seconds
         self.rate_scrapes, self.samples_after = int(rate_scrapes), int(samples_after)
         self.min_replicas, self.max_replicas = cluster.min_replicas, cluster.max_replicas
-        self.deployment = SimCluster(
-            app, cluster, np.random.default_rng(seeds["think"]), np.random.default_rng(seeds["demand"]),
-            np.random.default_rng(seeds["arrivals"]), max_users=max_users if closed else 64)
+        rng_think, rng_demand = np.random.default_rng(seeds["think"]), np.random.default_rng(seeds["demand"])
+        injector = None
+        if students is not None:
+            injector = InjectorStudents(students, (cluster.think_low_s, cluster.think_high_s), app.demand.corpus,
+                                        app.demand.program_demands_s(), rng_cost=rng_demand, rng_leave=rng_think)
+        self.deployment = SimCluster(app, cluster, rng_think, rng_demand, np.random.default_rng(seeds["arrivals"]),
+                                     max_users=max_users if closed else 64, students=injector)
         self.builder = ContextBuilder(context)
         self.load = 0.0
 

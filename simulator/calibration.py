@@ -20,7 +20,7 @@ from scalelab.orchestrator.context import PAPER as PAPER_CONTEXT
 from scalelab.orchestrator.context import ContextSettings
 from scalelab.simulator.cluster import ClusterSettings
 from scalelab.simulator.models import PAPER, AppProfile
-from scalelab.simulator.oracle import steady_state_p95s
+from scalelab.simulator.oracle import steady_state_p95s, steady_state_steps
 
 
 def paper_table(min_steps: int = 0) -> pd.DataFrame:
@@ -77,7 +77,10 @@ class SampleCalibration:
     bound, so no steady-state profile matches it step for step). Headlines over the cells not saturated:
     ``median_q_error`` and ``worst_q_error`` (relative error of the quantiles),
     ``mean_above_error`` and ``worst_above_error`` (absolute error of the fraction above
-    the SLO), ``mean_error`` (the old criterion: median relative error of the mean)."""
+    the SLO), ``mean_error`` (the old criterion: median relative error of the mean).
+    ``cpu_per_request_s``: the CPU a request cost the simulated replicas over the cells
+    (columns ``sim_cpu_cores``, ``sim_rps``), fitted as :func:`measured_cpu` fits the
+    measured one (nan when the cells cannot tell it from the idle CPU)."""
 
     table: pd.DataFrame
     median_q_error: float
@@ -85,6 +88,7 @@ class SampleCalibration:
     mean_error: float
     worst_q_error: float = float("nan")
     worst_above_error: float = float("nan")
+    cpu_per_request_s: float = float("nan")
 
 
 def dataset_cells(frame: pd.DataFrame) -> dict[tuple[int, int], np.ndarray]:
@@ -128,10 +132,12 @@ def compare_cells(app: AppProfile, cells: dict[tuple[int, int], np.ndarray], set
     settings = settings or ClusterSettings()
     rows = []
     for (users, replicas), known in sorted(cells.items()):
-        sim = steady_state_p95s(app, settings, context, replicas, users=users, steps=steps, warmup=6, seed=seed)
+        measured = steady_state_steps(app, settings, context, replicas, users=users, steps=steps, warmup=6, seed=seed)
+        sim = measured.p95_ms
         row = {"users": users, "replicas": replicas, "known": len(known),
                "data_mean": known.mean(), "sim_mean": sim.mean(),
-               "data_above": float((known > slo_ms).mean()), "sim_above": float((sim > slo_ms).mean())}
+               "data_above": float((known > slo_ms).mean()), "sim_above": float((sim > slo_ms).mean()),
+               "sim_cpu_cores": float(measured.cpu_cores.mean()), "sim_rps": float(measured.rps.mean())}
         for q in QUANTILES:
             row[f"data_q{round(q * 100)}"] = float(np.quantile(known, q))
             row[f"sim_q{round(q * 100)}"] = float(np.quantile(sim, q))
@@ -149,10 +155,13 @@ def compare_cells(app: AppProfile, cells: dict[tuple[int, int], np.ndarray], set
     q_err = np.concatenate([ok[f"q{round(q * 100)}_error"].abs().to_numpy() for q in QUANTILES])
     if len(q_err) == 0:
         q_err = np.array([np.nan])
+    per_request = np.nan
+    if len(t) >= 3 and t.replicas.nunique() >= 2:
+        per_request = _cpu_fit(t.rename(columns={"sim_cpu_cores": "cpu_cores", "sim_rps": "rps"}))[0]
     return SampleCalibration(
         table=t, median_q_error=float(np.median(q_err)), worst_q_error=float(np.max(q_err)),
         mean_above_error=float(ok.above_error.abs().mean()), worst_above_error=float(ok.above_error.abs().max()),
-        mean_error=float(((ok.sim_mean - ok.data_mean) / ok.data_mean).abs().median()))
+        mean_error=float(((ok.sim_mean - ok.data_mean) / ok.data_mean).abs().median()), cpu_per_request_s=per_request)
 
 
 def calibrate_samples(app: AppProfile = PAPER, steps: int = 80, seed: int = 0, min_known: int = 10,

@@ -15,6 +15,7 @@ from scalelab.errors import UserError
 from scalelab.orchestrator.context import PodSamples, Spans
 from scalelab.simulator import engine as E
 from scalelab.simulator.models import AppProfile, think_times
+from scalelab.simulator.students import STUDENT_DRAWS, InjectorStudents
 
 BALANCERS = {"round-robin": 0, "least-requests": 1}
 
@@ -28,6 +29,9 @@ class ClusterSettings:
     startup_seconds: from a scale-up order to the new replica being ready.
     balancer: ``round-robin`` or ``least-requests``.
     think_low_s, think_high_s: closed users' think time, uniform (Locust's ``between``).
+    students: where closed users' think times and demands come from: ``simulator`` (its
+    own generators, shared by all users) or ``injector`` (each user draws what the live
+    injector's student of the same number draws: :mod:`scalelab.simulator.students`).
     """
 
     min_replicas: int = 1
@@ -37,6 +41,7 @@ class ClusterSettings:
     balancer: str = "round-robin"
     think_low_s: float = 0.0
     think_high_s: float = 2.0
+    students: str = "simulator"
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_replicas <= self.max_replicas:
@@ -55,6 +60,8 @@ class ClusterSettings:
             raise UserError(f"cluster.startup_seconds must be >= 0, got {self.startup_seconds}")
         if not 0 <= self.think_low_s <= self.think_high_s:
             raise UserError("cluster: need 0 <= think_low_s <= think_high_s")
+        if self.students not in STUDENT_DRAWS:
+            raise UserError(f"cluster.students={self.students!r} is not one of {list(STUDENT_DRAWS)}")
 
     def held_at(self, replicas: int) -> ClusterSettings:
         """The same cluster started at, and able to hold, ``replicas`` (steady-state
@@ -76,7 +83,10 @@ class SimCluster:
     """A simulated deployment; time advances only through :meth:`run_to`.
 
     ``rng_think``, ``rng_demand`` and ``rng_arrivals`` are the generators of the three
-    random models; the core itself is deterministic.
+    random models; the core itself is deterministic. With ``students``, closed users are
+    the injector's students (:mod:`scalelab.simulator.students`): each draws its own
+    stream, every new one takes a new user index, and a fall of the level stops students
+    drawn at random.
     """
 
     def __init__(
@@ -87,8 +97,10 @@ class SimCluster:
         rng_demand: np.random.Generator,
         rng_arrivals: np.random.Generator,
         max_users: int = 64,
+        students: InjectorStudents | None = None,
     ) -> None:
         self.app = app
+        self.students = students
         self.settings = settings
         self._rng_think = rng_think
         self._rng_demand = rng_demand
@@ -117,6 +129,11 @@ class SimCluster:
         self.params[E.P_WALL] = app.wall_limit_ms / 1000.0 if app.wall_limit_ms is not None else np.inf
         self.u_gen = np.zeros(0, dtype=np.int64)
         self.u_active = np.zeros(0, dtype=np.int64)
+        self.u_next = np.zeros(0, dtype=np.int64)  # the users' own streams (students only)
+        width = 16 if students is not None else 0
+        self.u_think = np.zeros((0, width))
+        self.u_demand = np.zeros((0, width))
+        self._joined = 0  # user indices taken so far (students only: never reused)
         self.ht = np.zeros(0)
         self.hs = np.zeros(0, dtype=np.int64)
         self.hu = np.zeros(0, dtype=np.int64)
@@ -151,6 +168,10 @@ class SimCluster:
             return
         self.u_gen = np.concatenate([self.u_gen, np.zeros(n - old, dtype=np.int64)])
         self.u_active = np.concatenate([self.u_active, np.zeros(n - old, dtype=np.int64)])
+        self.u_next = np.concatenate([self.u_next, np.zeros(n - old, dtype=np.int64)])
+        width = self.u_think.shape[1]
+        self.u_think = np.concatenate([self.u_think, np.zeros((n - old, width))])
+        self.u_demand = np.concatenate([self.u_demand, np.zeros((n - old, width))])
         size = self.meta[E.M_HSIZE]
         # the heap holds at most one live event per user plus stale ones of retired users
         cap = 2 * n + 16
@@ -210,7 +231,7 @@ class SimCluster:
     @property
     def requests_started(self) -> int:
         """Requests sent to a replica since t = 0."""
-        return self._demands_used + int(self.meta[E.M_DEMAND])
+        return self._demands_used + int(self.meta[E.M_DEMAND]) + int(self.meta[E.M_STREAMED])
 
     @property
     def ready_replicas(self) -> int:
@@ -264,6 +285,9 @@ class SimCluster:
             return
         if n < 0:
             raise UserError(f"users must be >= 0, got {n}")
+        if self.students is not None:
+            self._set_students(n)
+            return
         if n > self.u_gen.shape[0]:
             self._grow_users(max(n, 2 * self.u_gen.shape[0]))
         if n > self.users:
@@ -282,6 +306,43 @@ class SimCluster:
             if self.meta[E.M_HSIZE] > self.ht.shape[0] // 2:
                 self._compact_heap()
         self.users = n
+
+    def _set_students(self, n: int) -> None:
+        """:meth:`set_users` for injector students: new ones take fresh user indices and
+        their own streams; leaving ones are drawn among those working."""
+        st = self.students
+        if n > self.users:
+            need = self._joined + n - self.users
+            if need > self.u_gen.shape[0]:
+                self._grow_users(max(need, 2 * self.u_gen.shape[0]))
+            width = self.u_think.shape[1]
+            for u in range(self._joined, need):
+                t0 = self.now + st.join(u)
+                self.u_demand[u], self.u_think[u] = st.rows(u, width)
+                self.u_next[u] = 0
+                self.u_active[u] = 1
+                self.u_gen[u] += 1
+                if self.meta[E.M_HSIZE] >= self.ht.shape[0]:
+                    self._compact_heap()
+                E.heap_push(self.ht, self.hs, self.hu, self.hg, self.meta, t0, u, self.u_gen[u])
+            self._joined = need
+        else:
+            for u in st.leaving(np.flatnonzero(self.u_active[: self._joined] == 1), self.users - n):
+                self.u_active[u] = 0
+                st.leave(int(u))
+            if self.meta[E.M_HSIZE] > self.ht.shape[0] // 2:
+                self._compact_heap()
+        self.users = n
+
+    def _widen_streams(self) -> None:
+        """The engine's ``NEED_STREAM``: every working student's stream twice as long."""
+        width = self.u_think.shape[1]
+        grow = max(width, 16)
+        users = self.u_gen.shape[0]
+        self.u_think = np.concatenate([self.u_think, np.zeros((users, grow))], axis=1)
+        self.u_demand = np.concatenate([self.u_demand, np.zeros((users, grow))], axis=1)
+        for u in self.students.active_users:
+            self.u_demand[u, width:], self.u_think[u, width:] = self.students.rows(u, grow)
 
     def add_open_arrivals(self, rate_rps: float, t_end: float) -> None:
         """Poisson arrivals at ``rate_rps`` from now to ``t_end``."""
@@ -347,6 +408,7 @@ class SimCluster:
             code, t = E.run_until(
                 t_end, self.rf, self.ri, self.act, self.sf, self.si, self.free_stack,
                 self.ht, self.hs, self.hu, self.hg, self.u_gen, self.u_active,
+                self.u_next, self.u_think, self.u_demand,
                 self.think_buf, self.demand_buf, self.open_arrivals,
                 self.out_f, self.out_i, self.meta, self.params, self.ev, self.bal, self.now,
             )  # fmt: skip
@@ -359,6 +421,8 @@ class SimCluster:
                 self._refill("think")
             elif code == E.NEED_DEMAND:
                 self._refill("demand")
+            elif code == E.NEED_STREAM:
+                self._widen_streams()
             elif code == E.NEED_SLOTS:
                 self._grow_slots(2 * self.sf.shape[0])
                 if np.any(self.ri[:, E.RI_N] >= self.act.shape[1]):

@@ -15,7 +15,11 @@ Model (times in seconds, CPU in core-seconds):
   plus a fixed network/sidecar ``overhead``. Its CPU demand is capped at ``timeout_cpu``
   (the request is then flagged as timed out).
 * **Closed users** send, wait for the response, think, and send again. User events live
-  in one 4-ary heap keyed by ``(time, sequence)``, so ties run in insertion order.
+  in one 4-ary heap keyed by ``(time, sequence)``, so ties run in insertion order. Their
+  think times and demands come from the shared buffers in the order they are used, or,
+  when the caller gives each user its own stream (``u_think``, ``u_demand``: one row per
+  user), from the user's row: its ``k``-th request costs ``u_demand[u, k]`` and is
+  followed by the think time ``u_think[u, k]`` (``u_next[u]`` is ``k``).
 * A request still running ``wall`` seconds after it reached its replica is **killed** at
   that instant (the sandbox's wall limit): its response leaves then, flagged like a
   timed-out one, and the rest of its demand is never served. ``wall`` is infinite
@@ -89,7 +93,8 @@ M_RR = 6  # round-robin pointer
 M_BALANCER = 7  # 0 round robin, 1 least requests
 M_FREE_TOP = 8  # number of free slots on the free stack
 M_EVENTS = 9  # events processed (statistics)
-N_META = 10
+M_STREAMED = 10  # demands taken from the users' own streams (never reset)
+N_META = 11
 
 # float parameters
 P_OVERHEAD = 0
@@ -109,6 +114,7 @@ NEED_DEMAND = 2
 OUT_FULL = 3
 NEED_SLOTS = 4
 NO_REPLICA = 5
+NEED_STREAM = 6  # a user's own stream is used up: widen ``u_think`` and ``u_demand``
 
 EPS = 1e-12
 INF = np.inf
@@ -388,6 +394,9 @@ def run_until(
     hg,
     u_gen,
     u_active,
+    u_next,
+    u_think,
+    u_demand,
     think_buf,
     demand_buf,
     open_arrivals,
@@ -404,9 +413,12 @@ def run_until(
     Returns ``(code, t)``: ``code`` is DONE when every event up to ``t_end`` ran, or a
     request for more input (buffers, slots) or output space; ``t`` is the simulated time
     reached. The call is resumable: call again after refilling. ``ev`` and ``bal`` are the
-    trees' room (:func:`tree_arrays`), set afresh at every call.
+    trees' room (:func:`tree_arrays`), set afresh at every call. Users draw from their own
+    streams when ``u_demand`` has columns (``u_next``, ``u_think``, ``u_demand``: one row
+    per user), else from ``think_buf`` and ``demand_buf``.
     """
     nrep = ri.shape[0]
+    streams = u_demand.shape[1] > 0
     overhead = params[P_OVERHEAD]
     tcap = params[P_TIMEOUT_CPU]
     wall = params[P_WALL]
@@ -436,7 +448,7 @@ def run_until(
             # completions may need output space and think draws
             if meta[M_OUT] + n > out_f.shape[0]:
                 return OUT_FULL, t
-            if meta[M_THINK] + n > think_buf.shape[0]:
+            if not streams and meta[M_THINK] + n > think_buf.shape[0]:
                 return NEED_THINK, t
             advance_replica(rf, ri, r, t, params)
             v = rf[r, RF_V]
@@ -468,8 +480,12 @@ def run_until(
                     meta[M_OUT] = o + 1
                     u = si[slot, SI_USER]
                     if u >= 0 and u_active[u] == 1:
-                        th = think_buf[meta[M_THINK]]
-                        meta[M_THINK] += 1
+                        if streams:  # the think time after its request (whose demand was at this index)
+                            th = u_think[u, u_next[u]]
+                            u_next[u] += 1
+                        else:
+                            th = think_buf[meta[M_THINK]]
+                            meta[M_THINK] += 1
                         heap_push(ht, hs, hu, hg, meta, t + overhead + th, u, u_gen[u])
                     free_stack[meta[M_FREE_TOP]] = slot
                     meta[M_FREE_TOP] += 1
@@ -496,7 +512,11 @@ def run_until(
             if hg[0] != u_gen[u] or u_active[u] == 0:  # stale event of a retired user
                 heap_pop(ht, hs, hu, hg, meta)
                 continue
-        if meta[M_DEMAND] >= demand_buf.shape[0]:
+        own = from_user and streams
+        if own:
+            if u_next[hu[0]] >= u_demand.shape[1]:
+                return NEED_STREAM, t
+        elif meta[M_DEMAND] >= demand_buf.shape[0]:
             return NEED_DEMAND, t
         if meta[M_FREE_TOP] == 0:
             return NEED_SLOTS, t
@@ -513,8 +533,12 @@ def run_until(
             u = -1
             meta[M_OPEN] += 1
         advance_replica(rf, ri, r, t, params)
-        d = demand_buf[meta[M_DEMAND]]
-        meta[M_DEMAND] += 1
+        if own:
+            d = u_demand[u, u_next[u]]
+            meta[M_STREAMED] += 1
+        else:
+            d = demand_buf[meta[M_DEMAND]]
+            meta[M_DEMAND] += 1
         timeout = 0
         if d > tcap:
             d = tcap

@@ -132,9 +132,24 @@ class DemandModel:
         however fast or slowly it ran. ``stopped="scaled"`` scales every run, those at
         the limit too, as profiles fitted before this was modelled did."""
         values, probs, limit = corpus_demand(self.corpus)
+        return self._costed(values, limit), probs
+
+    def _costed(self, values: np.ndarray, limit: float) -> np.ndarray:
+        """Measured CPU times (s) as this model costs them (:meth:`corpus_cpu_s`)."""
         if self.stopped == "scaled":
-            return values * self.scale, probs
-        return np.where(values >= 0.9 * limit, values, np.minimum(values * self.scale, limit)), probs
+            return values * self.scale
+        return np.where(values >= 0.9 * limit, values, np.minimum(values * self.scale, limit))
+
+    def program_demands_s(self) -> list[np.ndarray]:
+        """Per program of the corpus (in its order: :meth:`Corpus.pick`'s index), the
+        demands its measured runs make as this model costs them, plus ``add_ms`` (s):
+        what one submission of that program costs is one of them."""
+        if self.kind != "corpus":
+            raise ValueError(f"demand.kind={self.kind!r} has no programs (only 'corpus' has)")
+        from scalelab.injector.corpus import load_corpus, program_cpu_s
+
+        limit = corpus_demand(self.corpus)[2]
+        return [self._costed(v, limit) + self.add_ms / 1000.0 for v in program_cpu_s(load_corpus(self.corpus))]
 
     @property
     def capped_mean_s(self) -> float:

@@ -28,6 +28,16 @@ from scalelab.simulator.jobs import JobsSettings
 from scalelab.simulator.models import AppProfile
 
 
+@dataclass(frozen=True)
+class SteadySteps:
+    """What each step of a steady-state run measured: the context's p95 (ms) and request
+    rate (1/s), and the replicas' CPU (cores, summed over the pods' last scrape)."""
+
+    p95_ms: np.ndarray
+    rps: np.ndarray
+    cpu_cores: np.ndarray
+
+
 def steady_state_p95s(
     app: AppProfile,
     settings: ClusterSettings,
@@ -49,6 +59,14 @@ def steady_state_p95s(
     ages, as the step loop scores it (an empty window is not a fast one). With ``jobs``,
     the jobs model's runners and their turnaround p95.
     """
+    return steady_state_steps(app, settings, context, replicas, users, rate_rps, steps, warmup, seed, step_s,
+                              jobs).p95_ms
+
+
+def steady_state_steps(app: AppProfile, settings: ClusterSettings, context: ContextSettings, replicas: int,
+                       users: int = 0, rate_rps: float | None = None, steps: int = 20, warmup: int = 6, seed: int = 0,
+                       step_s: float = 5.0, jobs: JobsSettings | None = None) -> SteadySteps:
+    """:func:`steady_state_p95s` with the request rate and the replicas' CPU of each step."""
     clock = VirtualClock()
     if jobs is None:
         backend = SimBackend(app, settings.held_at(replicas), context, clock, stream_seeds(seed),
@@ -57,7 +75,7 @@ def steady_state_p95s(
         backend = JobsBackend(app, settings.held_at(replicas), jobs, context, clock, stream_seeds(seed),
                               closed=rate_rps is None, max_users=max(users, 1))
     backend.set_load(users if rate_rps is None else rate_rps)
-    out = np.zeros(steps)
+    out, rps, cpu = np.zeros(steps), np.zeros(steps), np.zeros(steps)
     for k in range(warmup + steps):
         clock.sleep_until((k + 1) * step_s)
         obs = backend.observe()
@@ -66,7 +84,9 @@ def steady_state_p95s(
         # the p95 is censored where nothing completed under load, as the loop scores it
         if k >= warmup:
             out[k - warmup] = obs.context.p95_ms
-    return out
+            rps[k - warmup] = obs.context.rps
+            cpu[k - warmup] = sum(p.cpu_cores or 0.0 for p in obs.pods)
+    return SteadySteps(out, rps, cpu)
 
 
 @dataclass

@@ -453,13 +453,30 @@ def test_the_simulator_against_the_live_runs_shipped_with_scalelab(tmp_path, cap
     sim_runs = json.loads((folder / "twin" / "summary-sim.json").read_text())["runs"]
     assert len(sim_runs) == 3 * 4  # three policies, as many runs as the four live folders together
     # the figures docs/evaluation-week.md quotes from this report are the ones it prints
-    assert "sim-live 0.51 [0.40, 0.53], live-live 0.22 [0.00, 0.14]" in md
-    assert "sim 12% of minutes, live against live 24%" in md and "sim 69% of minutes, live against live 85%" in md
-    assert "per-cell distance 0.45, minutes whose p95 is within ±10%: 11%" in md
-    assert "**as close to live as to another draw of itself**" in md and "live against live (B / D against A / C) for 3" in md
+    assert "sim-live 0.31 [0.19, 0.29], live-live 0.22 [0.01, 0.16]" in md
+    assert "sim 15% of minutes, live against live 24%" in md and "sim 79% of minutes, live against live 85%" in md
+    assert "the simulator replays them (cluster.students: injector)" in md
+    assert "per-cell distance 0.14, minutes whose p95 is within ±10%: 44%" in md
+    assert "**farther from live than from another draw of itself**" in md and "live against live (B / D against A / C) for 3" in md
     doc = (Path(__file__).parents[1] / "docs" / "evaluation-week.md").read_text()
-    assert "| 0.51 [0.40, 0.53] | 0.64 [0.40, 0.67] | 0.22 [0.00, 0.14] |" in doc
-    assert "| 12 % | 14 % | 24 % |" in doc and "| 69 % | 73 % | 85 % |" in doc and "| 0.45 per cell, 11 % of minutes | 0.43, 12 % |" in doc
+    assert "| 0.31 [0.19, 0.29] | 0.44 [0.15, 0.40] | 0.22 [0.01, 0.16] |" in doc
+    assert "| 15 % | 20 % | 24 % |" in doc and "| 79 % | 80 % | 85 % |" in doc
+    assert "| 0.14 per cell, 44 % of minutes | 0.21, 45 % |" in doc
+    # where they differ, cell by cell (scripts/twin_cells.py): the figures the docs quote
+    import runpy
+    import sys
+    argv, sys.argv = sys.argv, ["twin_cells.py", str(folder)]
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "twin_cells.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    cells = capsys.readouterr().out
+    flat = " ".join(doc.split())
+    for band, ratio in (("0-8", "1.24"), ("9-19", "1.35"), ("20-99", "1.56")):
+        assert f"students per replica {band}: median q50 live / sim {ratio}" in cells
+    assert "1.24 x the simulator's with up to 8 students per replica, 1.35 x with 9-19, 1.56 x with 27" in flat
+    assert "sim 0.592" in cells and "0.592 of the limit simulated" in flat
     # the same on the sandbox profile (the column beside it)
     cfg = yaml.safe_load(config_path("live-evaluation-week").read_text())
     cfg["app"]["profile"] = "sandbox"
@@ -468,8 +485,8 @@ def test_the_simulator_against_the_live_runs_shipped_with_scalelab(tmp_path, cap
                  *[a for p in sides for a in ("--live-summary", str(p))]]) == 0
     (folder,) = [p for p in (tmp_path / "s").iterdir() if p.is_dir()]
     md = (folder / "twin" / "floor.md").read_text()
-    assert "sim-live 0.64 [0.40, 0.67]" in md and "sim 14% of minutes" in md and "sim 73% of minutes" in md
-    assert "per-cell distance 0.43, minutes whose p95 is within ±10%: 12%" in md
+    assert "sim-live 0.44 [0.15, 0.40]" in md and "sim 20% of minutes" in md and "sim 80% of minutes" in md
+    assert "per-cell distance 0.21, minutes whose p95 is within ±10%: 45%" in md
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**json.loads(sides[0].read_text()), "config": {"name": "paper-coldstart"}}))
     capsys.readouterr()

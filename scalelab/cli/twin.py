@@ -31,9 +31,11 @@ def cmd_twin(args) -> int:
         if len(args.live_summary) < 2:
             raise UserError("--live-summary needs at least two files (live runs of the same config and seed)")
         check_same_experiment(cfg.name, *(read_summary(p) for p in args.live_summary))
-    # the simulator as many times as live in all (its runs 0..runs-1 have live's seeds)
+    # the simulator as many times as live in all; like the live folders, each group of
+    # runs repeats the policy (and student) seeds of runs 0..runs-1, with its own noise
     sim_runs = cfg.runs * max(args.live_repeats, len(args.live or []), len(args.live_summary or []), 1)
-    sim = run_experiment(replace(cfg, backend="sim", runs=sim_runs), out=args.out, command=command())
+    sim = run_experiment(replace(cfg, backend="sim", runs=sim_runs, seed_runs=cfg.runs), out=args.out,
+                         command=command())
     print(f"simulated: {sim.path} ({sim.seconds:.1f} s)")
     if args.live_summary:  # the noise floor only (no live steps here)
         md = floor_report(sim.path, args.live_summary, out=sim.path / "twin")

@@ -1,0 +1,129 @@
+"""Simulated students that draw what the live injector's students draw
+(``cluster.students: injector``): the same generator per student, the same programs and
+think times, numbered across a live run folder's episodes as one injector numbers them."""
+
+import random
+
+import numpy as np
+import pytest
+
+from scalelab.experiments.config import ConfigError, config_path, load_config
+from scalelab.experiments.episode import episode_seeds, injector_draws, resolve
+from scalelab.injector.corpus import load_corpus, student_rng
+from scalelab.simulator.cluster import ClusterSettings, SimCluster
+from scalelab.simulator.models import SANDBOX_LIVE
+from scalelab.simulator.students import InjectorDraws, InjectorStudents, first_student_number, students_created
+
+
+def test_a_student_draws_as_the_injector_s_locust_user_drew_before_the_draws_had_one_home():
+    """The generator and the program pick are the locustfile's own of before: a
+    ``random.Random`` seeded ``"seed:process:number"``, a think time, then per submission
+    ``choices(programs, weights)`` and a think time."""
+    corpus = load_corpus("v1")
+    for number in range(50):
+        old, new = random.Random(f"7:0:{number}"), student_rng(7, 0, number)
+        assert old.uniform(5, 20) == new.uniform(5, 20)
+        for _ in range(30):
+            assert old.choices(corpus.programs, weights=corpus.weights)[0] is corpus.programs[corpus.pick(new)]
+            assert old.uniform(5, 20) == new.uniform(5, 20)
+
+
+def test_students_are_numbered_across_a_live_folder_s_episodes_as_one_injector_numbers_them():
+    # levels 3, 5, 2, 4 from none: Locust creates 3, then 2, then (a fall stops 3) 2 more
+    assert students_created([3, 5, 5, 2, 4]) == 7
+    assert students_created([0, 0]) == 0 and students_created([]) == 0
+    # run 1, third policy of three: five episodes of 7 students before it
+    assert first_student_number([3, 5, 5, 2, 4], run_in_folder=1, policy_index=2, policies=3) == 35
+
+
+def _student_cluster(draws: InjectorDraws, think=(1.0, 3.0)):
+    """One replica of a whole core, no overhead, no contention: a lone student's request
+    takes exactly its demand."""
+    app = SANDBOX_LIVE.with_overrides(overhead_ms=0.0, cpu_limit=1.0, cpu_request=1.0, burst_cores=1.0,
+                                      wall_limit_ms=None)
+    settings = ClusterSettings(min_replicas=1, max_replicas=1, initial_replicas=1, startup_seconds=0.0,
+                               think_low_s=think[0], think_high_s=think[1], students="injector")
+    rng_think, rng_demand = np.random.default_rng(1), np.random.default_rng(2)
+    students = InjectorStudents(draws, think, "v1", app.demand.program_demands_s(), rng_demand, rng_think)
+    return SimCluster(app, settings, rng_think, rng_demand, np.random.default_rng(3), students=students), app
+
+
+def test_a_lone_simulated_student_submits_the_injector_student_s_programs_after_its_think_times():
+    """Known answer: student 12 of seed 5 submits, one after the other, the programs its
+    injector generator picks, each costing one of that program's measured runs, and
+    sends again its next think time after each answer (more submissions than the
+    stream's first width, so the stream grows)."""
+    cluster, app = _student_cluster(InjectorDraws(seed=5, first_number=12))
+    cluster.set_users(1)
+    spans = cluster.run_to(300.0).spans
+    assert len(spans.start_s) > 40  # past the first 16 of the stream
+    corpus, demands = load_corpus("v1"), app.demand.program_demands_s()
+    rng = random.Random("5:0:12")
+    t = rng.uniform(1.0, 3.0)
+    for start, ms in zip(spans.start_s, spans.duration_ms, strict=True):
+        costs = demands[corpus.pick(rng)]
+        assert start == pytest.approx(t, abs=1e-9)
+        assert np.min(np.abs(costs * 1000.0 - ms)) < 1e-6  # one of the program's measured runs
+        t = start + ms / 1000.0 + rng.uniform(1.0, 3.0)
+
+
+def test_a_fall_of_the_level_stops_students_and_a_rise_brings_new_numbers():
+    cluster, _ = _student_cluster(InjectorDraws(seed=5), think=(0.5, 1.0))
+    cluster.set_users(4)
+    cluster.run_to(10.0)
+    cluster.set_users(2)
+    assert int(cluster.u_active.sum()) == 2 and cluster.students.created == 4
+    cluster.set_users(5)
+    assert int(cluster.u_active.sum()) == 5 and cluster.students.created == 7  # three new students, numbers 4-6
+    assert list(np.flatnonzero(cluster.u_active)[-3:]) == [4, 5, 6]
+    before = cluster.requests_started
+    cluster.run_to(40.0)
+    assert cluster.requests_started > before
+
+
+def _week(**over):
+    cfg = load_config(config_path("live-evaluation-week"), backend="sim", runs=2, **over)
+    return cfg, resolve(cfg)
+
+
+def test_an_episode_replays_the_students_of_its_place_in_the_live_folder():
+    cfg, r = _week()
+    loads = np.array([r.workload.users_at(k * cfg.step_seconds) for k in range(r.steps)])
+    seeds = episode_seeds(cfg.seed, cfg.runs, len(cfg.policies))
+    per_episode = students_created([int(x) for x in loads])
+    draws = injector_draws(cfg, r, dict(seeds[1], policy=seeds[1]["policy"][2]), loads, (1, 2))
+    assert draws == InjectorDraws(seed=seeds[1]["policy"][2], first_number=5 * per_episode)
+    # runs repeating live folders of one run: run 1 is run 0 again, its own noise aside
+    cfg1, _ = _week(seed_runs=1)
+    again = episode_seeds(cfg1.seed, 2, 3, seed_runs=1)
+    assert again[1]["policy"] == again[0]["policy"] and again[1]["calendar"] == again[0]["calendar"]
+    assert again[1]["demand"] == seeds[1]["demand"] != again[0]["demand"]
+    assert injector_draws(cfg1, r, dict(again[1], policy=again[1]["policy"][2]), loads, (1, 2)).first_number \
+        == 2 * per_episode
+
+
+def test_injector_students_need_a_corpus_closed_workload_on_the_event_engine():
+    with pytest.raises(ConfigError, match=r"cluster\.students"):
+        load_config(config_path("live-evaluation-week"), cluster={"students": "locust"})
+    cfg, r = _week(engine="fluid")
+    with pytest.raises(ConfigError, match="engine: des"):
+        injector_draws(cfg, r, {"policy": 1}, np.ones(3), (0, 0))
+    cfg = load_config({"workload": {"kind": "paper-sim-v1"}, "cluster": {"students": "injector"}})
+    with pytest.raises(ConfigError, match="corpus"):
+        injector_draws(cfg, resolve(cfg), {"policy": 1}, np.ones(3), (0, 0))
+
+
+def test_the_same_seed_gives_the_same_students_and_the_run_s_noise_its_own_costs(tmp_path):
+    from scalelab.experiments.experiment import run_experiment
+    from scalelab.experiments.runfolder import read_steps
+
+    def steps(seed_runs, out):
+        cfg = load_config(config_path("live-evaluation-week"), backend="sim", runs=2, steps=60, seed_runs=seed_runs)
+        cfg.policies = cfg.policies[1:2]
+        return read_steps(run_experiment(cfg, out=out, progress=False, report=False).path)
+
+    a, b = steps(1, tmp_path / "a"), steps(1, tmp_path / "b")
+    assert a.equals(b)
+    r0, r1 = a[a.run == 0], a[a.run == 1]
+    # the same students: the submissions per step nearly equal; their costs differ a little
+    assert np.corrcoef(r0.spans, r1.spans)[0, 1] > 0.9 and not np.array_equal(r0.p95_ms, r1.p95_ms)
