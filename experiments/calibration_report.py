@@ -34,6 +34,7 @@ from scalelab.simulator.calibration import (
     fit_spread,
     near_best,
     sample_loss,
+    simulated_cpu_s,
 )
 from scalelab.simulator.models import AppProfile
 
@@ -190,12 +191,14 @@ def sample_lines(res: SampleCalibration, target: SampleTarget, before: SampleCal
     return lines
 
 
-def cpu_lines(target: SampleTarget, app: AppProfile) -> list[str]:
-    """The CPU per request measured beside the samples against the profile's."""
+def cpu_lines(target: SampleTarget, app: AppProfile, res: SampleCalibration) -> list[str]:
+    """The CPU per request measured beside the samples against what the profile's
+    simulated replicas spent over the same cells (``res``), through one estimator."""
     if target.cpu is None:
         return []
     c = target.cpu
-    inside = "within" if c.low_s <= app.demand.capped_mean_s <= c.high_s else "OUTSIDE"
+    spent = simulated_cpu_s(app, res)
+    inside = "within" if c.low_s <= spent <= c.high_s else "OUTSIDE"
     lines = []
     for r in c.cells.to_dict("records"):
         host = (f"; beside them {r['others_cpu']:.2f} cores, host {r['host_cpu']:.2f} (q95 {r['host_cpu_q95']:.2f}), "
@@ -204,21 +207,22 @@ def cpu_lines(target: SampleTarget, app: AppProfile) -> list[str]:
                      f"{r['rps']:.2f} req/s ({r['cpu_cores'] / max(r['rps'], 1e-9) * 1000:.0f} ms each){host}")
     return [*lines, f"CPU per request: measured {c.cpu_per_request_s * 1000:.0f} ms [{c.low_s * 1000:.0f}, "
             f"{c.high_s * 1000:.0f}] (95 %, {len(c.cells)} cells; an idle replica burns {c.idle_cores:.3f} cores); "
-            f"profile {app.name!r} {app.demand.capped_mean_s * 1000:.0f} ms: {inside} the measured range"]
+            f"profile {app.name!r}: its simulated replicas {spent * 1000:.0f} ms over the same cells "
+            f"({app.demand.capped_mean_s * 1000:.0f} ms as its demand states it): {inside} the measured range"]
 
 
-def fit_lines(app: AppProfile, tried: list, tolerance: float) -> list[str]:
-    """The fitted profile's searched fields with their spread (:func:`fit_spread` over
-    the candidates whose loss is within ``tolerance`` of the best)."""
+def fit_lines(app: AppProfile, res: SampleCalibration, tried: list, tolerance: float) -> list[str]:
+    """The fitted profile's searched fields (its calibration ``res``) with their spread
+    (:func:`fit_spread` over the candidates whose loss is within ``tolerance`` of the best)."""
     spread = fit_spread(tried, tolerance)
     if not spread:
         return [f"fit: none of {len(tried)} candidates scored (outside the measured CPU, or no finite loss)"]
-    scored = sum(np.isfinite(loss) for loss, _ in tried)
+    scored = sum(np.isfinite(c.loss) for c in tried)
     near = len(near_best(tried, tolerance))
     lines = [f"fit: {scored} of {len(tried)} candidates scored (the others outside the measured CPU); {near} within "
              f"{tolerance:.3f} of the best loss (twice the loss's spread between simulator seeds):"]
     for key, (low, high) in spread.items():
-        value = app.demand.capped_mean_s if key == "cpu_per_request_s" else field_value(app, key)
+        value = simulated_cpu_s(app, res) if key == "cpu_per_request_s" else field_value(app, key)
         lines.append(f"  {key:18s} {value:9.4g}   [{low:.4g}, {high:.4g}]")
     return lines
 

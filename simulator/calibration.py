@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from importlib import resources
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -278,34 +279,50 @@ def _perturbed(app: AppProfile, rng: np.random.Generator) -> AppProfile:
     return app.with_overrides(demand=demand, **top)
 
 
+class Candidate(NamedTuple):
+    """A profile :func:`fit_profile` tried: its loss (``inf``: outside the CPU measured,
+    or not finite) and the CPU a request cost its simulated replicas (s)."""
+
+    loss: float
+    app: AppProfile
+    cpu_per_request_s: float
+
+
+def simulated_cpu_s(app: AppProfile, result: SampleCalibration) -> float:
+    """The CPU a request of ``app`` costs, s: as its simulated replicas spent it over the
+    cells (:attr:`SampleCalibration.cpu_per_request_s`, the estimator the measured CPU
+    goes through), else as its demand states it (the mean capped at the CPU limit)."""
+    cpu = result.cpu_per_request_s
+    return float(cpu) if np.isfinite(cpu) else app.demand.capped_mean_s
+
+
 def fit_profile(app: AppProfile, score, candidates: int = 40, seed: int = 0, progress=None,
                 against: str = "", cpu_range: tuple[float, float] | None = None,
-                ) -> tuple[AppProfile, SampleCalibration, list[tuple[float, AppProfile]]]:
+                ) -> tuple[AppProfile, SampleCalibration, list[Candidate]]:
     """Random search around ``app`` over :data:`FIT_FIELDS` of its demand kind, scored by
     :func:`sample_loss` of ``score(profile)`` (a :class:`SampleCalibration`); returns the
-    best profile, its calibration and every candidate's loss (the starting one first).
-    ``cpu_range`` (s, low and high): a candidate whose CPU per request
-    (:attr:`~scalelab.simulator.models.DemandModel.capped_mean_s`) falls outside it is
-    not scored (loss ``inf``; the starting profile is scored, but any candidate inside
-    the range beats it when it lies outside): the fit may not buy latency with CPU the
-    replicas were not measured to spend. A candidate better than ``app`` says in its provenance that
-    the searched fields were fitted, and ``against`` what data."""
-    def held(a: AppProfile) -> bool:
-        return cpu_range is None or cpu_range[0] <= a.demand.capped_mean_s <= cpu_range[1]
+    best profile, its calibration and every :class:`Candidate` (the starting one first).
+    ``cpu_range`` (s, low and high): a candidate whose simulated replicas spend a CPU per
+    request (:func:`simulated_cpu_s`) outside it loses (loss ``inf``; so does the
+    starting profile, which any candidate inside the range then beats): the fit may not
+    buy latency with CPU the replicas were not measured to spend. A candidate better than
+    ``app`` says in its provenance that the searched fields were fitted, and ``against``
+    what data."""
+    def tried_one(a: AppProfile) -> tuple[Candidate, SampleCalibration]:
+        res = score(a)
+        cpu = simulated_cpu_s(a, res)
+        held = cpu_range is None or cpu_range[0] <= cpu <= cpu_range[1]
+        return Candidate(sample_loss(res) if held else math.inf, a, cpu), res
 
     rng = np.random.default_rng(seed)
-    best_app, best = app, score(app)
-    best_loss = sample_loss(best) if held(app) else math.inf  # a start outside the range is beaten by any inside
-    tried = [(best_loss, app)]
+    first, best = tried_one(app)
+    best_app, best_loss = app, first.loss
+    tried = [first]
     for _ in range(candidates):
-        cand = _perturbed(app, rng)
-        if not held(cand):
-            tried.append((math.inf, cand))
-        else:
-            res = score(cand)
-            tried.append((sample_loss(res), cand))
-            if sample_loss(res) < best_loss:
-                best_app, best, best_loss = cand, res, sample_loss(res)
+        cand, res = tried_one(_perturbed(app, rng))
+        tried.append(cand)
+        if cand.loss < best_loss:
+            best_app, best, best_loss = cand.app, res, cand.loss
         if progress is not None:
             progress(1)
     if best_app is not app:
@@ -324,28 +341,29 @@ def field_value(app: AppProfile, key: str) -> float:
     return float(getattr(owner, name))
 
 
-def near_best(tried: list[tuple[float, AppProfile]], tolerance: float) -> list[AppProfile]:
+def near_best(tried: list[Candidate], tolerance: float) -> list[Candidate]:
     """The candidates scored with a finite loss within ``tolerance`` of the best (none
     when no loss is finite; a tolerance that is not finite counts as 0)."""
-    scored = [(loss, a) for loss, a in tried if np.isfinite(loss)]
+    scored = [c for c in tried if np.isfinite(c.loss)]
     if not scored:
         return []
-    best = min(loss for loss, _ in scored)
-    return [a for loss, a in scored if loss <= best + (tolerance if np.isfinite(tolerance) else 0.0)]
+    best = min(c.loss for c in scored)
+    return [c for c in scored if c.loss <= best + (tolerance if np.isfinite(tolerance) else 0.0)]
 
 
-def fit_spread(tried: list[tuple[float, AppProfile]], tolerance: float) -> dict[str, tuple[float, float]]:
+def fit_spread(tried: list[Candidate], tolerance: float) -> dict[str, tuple[float, float]]:
     """The uncertainty of a fit: per searched field, the lowest and highest value among
     the candidates whose loss is within ``tolerance`` of the best (the loss's own spread
     between simulator seeds: those candidates fit the data equally well), and the CPU
-    per request (``cpu_per_request_s``) they imply; ``{}`` when no candidate was scored
-    (a loss that is not finite: outside the CPU range, or every cell saturated)."""
+    per request their simulated replicas spent (``cpu_per_request_s``); ``{}`` when no
+    candidate was scored (a loss that is not finite: outside the CPU range, or every
+    cell saturated)."""
     near = near_best(tried, tolerance)
     if not near:
         return {}
-    keys = list(FIT_FIELDS[near[0].demand.kind])
-    spread = {k: (min(field_value(a, k) for a in near), max(field_value(a, k) for a in near)) for k in keys}
-    cpu = [a.demand.capped_mean_s for a in near]
+    keys = list(FIT_FIELDS[near[0].app.demand.kind])
+    spread = {k: (min(field_value(c.app, k) for c in near), max(field_value(c.app, k) for c in near)) for k in keys}
+    cpu = [c.cpu_per_request_s for c in near]
     return {**spread, "cpu_per_request_s": (min(cpu), max(cpu))}
 
 

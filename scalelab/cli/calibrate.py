@@ -43,15 +43,15 @@ def cmd_calibrate(args) -> int:
             with tqdm(total=args.fit, desc="fit", unit="profile") as bar:
                 app, res, tried = fit_profile(app, target.score, candidates=args.fit, seed=args.seed,
                                               progress=bar.update, cpu_range=cpu_range)
-            if not any(np.isfinite(loss) and a is app for loss, a in tried):
+            if not any(np.isfinite(c.loss) for c in tried):
                 raise UserError(f"--fit: none of the {args.fit} candidates lies in the CPU per request measured "
                                 f"beside the samples ({cpu_range[0] * 1000:.0f}-{cpu_range[1] * 1000:.0f} ms) or "
                                 f"has a finite loss: search more (--fit), start nearer, or lift the bound (--free-cpu)"
                                 if cpu_range else f"--fit: no candidate of the {args.fit} has a finite loss")
             app = replace(app, name=args.save or f"{args.profile}-fitted")
-            fitted = cr.fit_lines(app, tried, cr.seed_tolerance(target, app, args.seed))
+            fitted = cr.fit_lines(app, res, tried, cr.seed_tolerance(target, app, args.seed))
             print(f"fitted profile saved: {save_profile(app)} (use it as app: {{profile: {app.name}}})")
-        lines = cr.sample_lines(res, target, before if args.fit else None) + cr.cpu_lines(target, app) + fitted
+        lines = cr.sample_lines(res, target, before if args.fit else None) + cr.cpu_lines(target, app, res) + fitted
         files = cr.write_samples(res, target, app.name, args.out)
     else:
         from scalelab.simulator.calibration import paper_table
