@@ -234,9 +234,9 @@ def injector_draws(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.nd
     injector's task seed, and the number of its first student in a live run folder of
     ``cfg`` (of ``seed_runs`` runs when set), whose one injector plays the episodes in
     order, each setting the warm-up load, if any, then the level of every step."""
-    if cfg.backend != "sim" or cfg.engine != "des" or cfg.architecture != "service":
-        raise ConfigError(f"config: cluster.students: injector runs on backend: sim, engine: des, architecture: "
-                          f"service (got {cfg.backend}, {cfg.engine}, {cfg.architecture})")
+    if cfg.backend != "sim" or cfg.engine != "des":
+        raise ConfigError(f"config: cluster.students: injector runs on backend: sim, engine: des "
+                          f"(got {cfg.backend}, {cfg.engine})")
     if r.app.demand.kind != "corpus" or r.workload.loop != "closed":
         raise ConfigError("config: cluster.students: injector needs closed users submitting a corpus "
                           f"(app.demand.kind: corpus; got {r.app.demand.kind!r}, a {r.workload.loop} workload)")
@@ -265,7 +265,7 @@ def make_backend(cfg: ExperimentConfig, r: Resolved, seeds: dict, loads: np.ndar
             raise ConfigError(f"config: architecture='jobs' runs on backend: sim, engine: des only "
                               f"(got backend={cfg.backend!r}, engine={cfg.engine!r})")
         return JobsBackend(r.app, r.cluster, r.jobs, r.context, clock, seeds, closed=closed,
-                           max_users=int(max(np.max(loads), 1)) if closed else 64)
+                           max_users=int(max(np.max(loads), 1)) if closed else 64, students=students)
     if cfg.engine.startswith("fluid"):
         noise = np.random.default_rng(seeds["demand"]) if cfg.engine == "fluid-stochastic" else None
         return FluidBackend(r.app, r.cluster, r.context, clock, closed=closed, rng=noise)

@@ -87,12 +87,9 @@ class SimBackend(_Deployment):
         self.rate_scrapes, self.samples_after = int(rate_scrapes), int(samples_after)
         self.min_replicas, self.max_replicas = cluster.min_replicas, cluster.max_replicas
         rng_think, rng_demand = np.random.default_rng(seeds["think"]), np.random.default_rng(seeds["demand"])
-        injector = None
-        if students is not None:
-            injector = InjectorStudents(students, (cluster.think_low_s, cluster.think_high_s), app.demand.corpus,
-                                        app.demand.program_demands_s(), rng_cost=rng_demand, rng_leave=rng_think)
         self.deployment = SimCluster(app, cluster, rng_think, rng_demand, np.random.default_rng(seeds["arrivals"]),
-                                     max_users=max_users if closed else 64, students=injector)
+                                     max_users=max_users if closed else 64,
+                                     students=injector_students(app, cluster, students, rng_think, rng_demand))
         self.builder = ContextBuilder(context)
         self.load = 0.0
 
@@ -141,6 +138,17 @@ class SimBackend(_Deployment):
         return self.observe()
 
 
+def injector_students(app: AppProfile, cluster: ClusterSettings, draws: InjectorDraws | None,
+                      rng_think: np.random.Generator, rng_demand: np.random.Generator) -> InjectorStudents | None:
+    """The live injector's students ``draws`` names (None: the simulator's own users), on
+    the episode's generators: the demand stream draws which measured run a submission
+    costs as, the think stream which students leave when the level falls."""
+    if draws is None:
+        return None
+    return InjectorStudents(draws, (cluster.think_low_s, cluster.think_high_s), app.demand.corpus,
+                            app.demand.program_demands_s(), rng_cost=rng_demand, rng_leave=rng_think)
+
+
 class JobsBackend(SimBackend):
     """The jobs model on the discrete-event engine (:mod:`scalelab.simulator.jobs`):
     submissions are jobs on a partitioned topic, runners (the replicas) pull them.
@@ -154,19 +162,23 @@ class JobsBackend(SimBackend):
     turnaround (submission to result) over the context's window, censored by the ages of
     the jobs waiting or running when none finished in it; ``rps`` is completions per
     second; the CPU and memory ratios are the runners'. ``queue`` carries the topic's
-    signals over the step's window (since the previous observation).
+    signals over the step's window (since the previous observation). ``students`` as
+    :class:`SimBackend`'s.
     """
 
     def __init__(self, app: AppProfile, cluster: ClusterSettings, jobs: JobsSettings, context: ContextSettings,
                  clock: Clock, seeds: dict, closed: bool = True, max_users: int = 64,
-                 scrape_seconds: float = SCRAPE_SECONDS, rate_scrapes: int = 2, samples_after: int = 1) -> None:
+                 scrape_seconds: float = SCRAPE_SECONDS, rate_scrapes: int = 2, samples_after: int = 1,
+                 students: InjectorDraws | None = None) -> None:
         self.app, self.clock, self.closed, self.scrape_s = app, clock, closed, scrape_seconds
         self.rate_scrapes, self.samples_after = int(rate_scrapes), int(samples_after)
         self.min_replicas, self.max_replicas = cluster.min_replicas, cluster.max_replicas
         rng_arrivals = np.random.default_rng(seeds["arrivals"])
+        rng_think, rng_demand = np.random.default_rng(seeds["think"]), np.random.default_rng(seeds["demand"])
         self.deployment = JobsCluster(
-            app, cluster, jobs, np.random.default_rng(seeds["think"]), np.random.default_rng(seeds["demand"]),
-            rng_arrivals, rng_arrivals.spawn(1)[0], max_users=max_users if closed else 64)
+            app, cluster, jobs, rng_think, rng_demand, rng_arrivals, rng_arrivals.spawn(1)[0],
+            max_users=max_users if closed else 64,
+            students=injector_students(app, cluster, students, rng_think, rng_demand))
         self.builder = ContextBuilder(context)
         self.load = 0.0
         self._window_start = self.deployment.now  # the step's window: since the previous observation

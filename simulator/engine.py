@@ -379,6 +379,49 @@ def pick_replica(bal, size, nrep, meta):
     return best
 
 
+# -- the users' draws: their own streams, or the shared buffers (both event loops use these)
+@uncounted
+def think_room(n, u_demand, think_buf, meta):
+    """Whether ``n`` completions can each take a think time: always with the users' own
+    streams (a request's think time sits beside its demand), else if the shared buffer
+    holds ``n`` more."""
+    return u_demand.shape[1] > 0 or meta[M_THINK] + n <= think_buf.shape[0]
+
+
+@uncounted
+def think_after(u, u_next, u_think, u_demand, think_buf, meta):
+    """The think time (s) of user ``u`` after its answer: the one after its current
+    request in its own stream (which moves on), else the shared buffer's next."""
+    if u_demand.shape[1] > 0:
+        th = u_think[u, u_next[u]]
+        u_next[u] += 1
+        return th
+    th = think_buf[meta[M_THINK]]
+    meta[M_THINK] += 1
+    return th
+
+
+@uncounted
+def demand_missing(u, u_next, u_demand, demand_buf, meta):
+    """What a send by user ``u`` (``-1``: an open arrival) lacks: NEED_STREAM when its own
+    stream is used up, NEED_DEMAND when the shared buffer is, else DONE."""
+    if u >= 0 and u_demand.shape[1] > 0:
+        return NEED_STREAM if u_next[u] >= u_demand.shape[1] else DONE
+    return NEED_DEMAND if meta[M_DEMAND] >= demand_buf.shape[0] else DONE
+
+
+@uncounted
+def take_demand(u, u_next, u_demand, demand_buf, meta):
+    """The CPU demand (core-seconds) of a send by user ``u`` (``-1``: an open arrival):
+    its current request's in its own stream, else the shared buffer's next."""
+    if u >= 0 and u_demand.shape[1] > 0:
+        meta[M_STREAMED] += 1
+        return u_demand[u, u_next[u]]
+    d = demand_buf[meta[M_DEMAND]]
+    meta[M_DEMAND] += 1
+    return d
+
+
 @uncounted
 def run_until(
     t_end,
@@ -418,7 +461,6 @@ def run_until(
     per user), else from ``think_buf`` and ``demand_buf``.
     """
     nrep = ri.shape[0]
-    streams = u_demand.shape[1] > 0
     overhead = params[P_OVERHEAD]
     tcap = params[P_TIMEOUT_CPU]
     wall = params[P_WALL]
@@ -448,7 +490,7 @@ def run_until(
             # completions may need output space and think draws
             if meta[M_OUT] + n > out_f.shape[0]:
                 return OUT_FULL, t
-            if not streams and meta[M_THINK] + n > think_buf.shape[0]:
+            if not think_room(n, u_demand, think_buf, meta):
                 return NEED_THINK, t
             advance_replica(rf, ri, r, t, params)
             v = rf[r, RF_V]
@@ -480,12 +522,7 @@ def run_until(
                     meta[M_OUT] = o + 1
                     u = si[slot, SI_USER]
                     if u >= 0 and u_active[u] == 1:
-                        if streams:  # the think time after its request (whose demand was at this index)
-                            th = u_think[u, u_next[u]]
-                            u_next[u] += 1
-                        else:
-                            th = think_buf[meta[M_THINK]]
-                            meta[M_THINK] += 1
+                        th = think_after(u, u_next, u_think, u_demand, think_buf, meta)
                         heap_push(ht, hs, hu, hg, meta, t + overhead + th, u, u_gen[u])
                     free_stack[meta[M_FREE_TOP]] = slot
                     meta[M_FREE_TOP] += 1
@@ -512,12 +549,9 @@ def run_until(
             if hg[0] != u_gen[u] or u_active[u] == 0:  # stale event of a retired user
                 heap_pop(ht, hs, hu, hg, meta)
                 continue
-        own = from_user and streams
-        if own:
-            if u_next[hu[0]] >= u_demand.shape[1]:
-                return NEED_STREAM, t
-        elif meta[M_DEMAND] >= demand_buf.shape[0]:
-            return NEED_DEMAND, t
+        missing = demand_missing(hu[0] if from_user else -1, u_next, u_demand, demand_buf, meta)
+        if missing != DONE:
+            return missing, t
         if meta[M_FREE_TOP] == 0:
             return NEED_SLOTS, t
         r = pick_replica(bal, size, nrep, meta)
@@ -533,12 +567,7 @@ def run_until(
             u = -1
             meta[M_OPEN] += 1
         advance_replica(rf, ri, r, t, params)
-        if own:
-            d = u_demand[u, u_next[u]]
-            meta[M_STREAMED] += 1
-        else:
-            d = demand_buf[meta[M_DEMAND]]
-            meta[M_DEMAND] += 1
+        d = take_demand(u, u_next, u_demand, demand_buf, meta)
         timeout = 0
         if d > tcap:
             d = tcap

@@ -57,6 +57,7 @@ from scalelab.orchestrator.backend import INVALID_OFFSET, PartitionOffsets
 from scalelab.simulator import engine as E
 from scalelab.simulator.cluster import ClusterSettings, SimCluster
 from scalelab.simulator.models import AppProfile
+from scalelab.simulator.students import InjectorStudents
 
 RUNNER_MODES = ("deployment", "job")
 ASSIGNORS = {"range": 0, "round-robin": 1, "shared": 2}
@@ -91,8 +92,8 @@ G_REBALANCE = 1
 N_G = 2
 
 # return codes beyond the service engine's
-NEED_RING = 6
-NEED_PART = 7
+NEED_RING = E.NEED_STREAM + 1
+NEED_PART = E.NEED_STREAM + 2
 
 
 @dataclass(frozen=True)
@@ -249,11 +250,12 @@ def _dispatch_all(t, rf, ri, rseq, act, jf, ji, jm, owner, pq, latest, taken, pa
 
 @E.uncounted
 def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, latest, taken, committed, pbuf,
-             ht, hs, hu, hg, u_gen, u_active, think_buf, demand_buf, open_arrivals, out_f, out_i, meta, params, ev,
-             now):
+             ht, hs, hu, hg, u_gen, u_active, u_next, u_think, u_demand, think_buf, demand_buf, open_arrivals, out_f,
+             out_i, meta, params, ev, now):
     """Process the jobs model's events up to and including ``t_end``; resumable as
     :func:`scalelab.simulator.engine.run_until` (same return codes, plus NEED_RING and
-    NEED_PART). At equal times: the group's rebalance, then runner events (the lowest
+    NEED_PART); users draw from their own streams as there (``u_next``, ``u_think``,
+    ``u_demand``). At equal times: the group's rebalance, then runner events (the lowest
     runner first), then submissions. ``ev`` is the event tree's room
     (:func:`scalelab.simulator.engine.tree_arrays`), set afresh at every call."""
     nrep = ri.shape[0]
@@ -306,7 +308,7 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
             n = ri[r, E.RI_N]
             if meta[E.M_OUT] + n > out_f.shape[0]:
                 return E.OUT_FULL, t
-            if meta[E.M_THINK] + n > think_buf.shape[0]:
+            if not E.think_room(n, u_demand, think_buf, meta):
                 return E.NEED_THINK, t
             E.advance_replica(rf, ri, r, t, params)
             v = rf[r, E.RF_V]
@@ -340,8 +342,7 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
                     meta[E.M_OUT] = o + 1
                     u = ji[slot, JI_USER]
                     if u >= 0 and u_active[u] == 1:
-                        th = think_buf[meta[E.M_THINK]]
-                        meta[E.M_THINK] += 1
+                        th = E.think_after(u, u_next, u_think, u_demand, think_buf, meta)
                         E.heap_push(ht, hs, hu, hg, meta, t + overhead + th, u, u_gen[u])
                     # commit: the first offset of the partition not yet finished
                     p = ji[slot, JI_PART]
@@ -380,8 +381,9 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
             if hg[0] != u_gen[u] or u_active[u] == 0:  # stale event of a retired user
                 E.heap_pop(ht, hs, hu, hg, meta)
                 continue
-        if meta[E.M_DEMAND] >= demand_buf.shape[0]:
-            return E.NEED_DEMAND, t
+        missing = E.demand_missing(hu[0] if from_user else -1, u_next, u_demand, demand_buf, meta)
+        if missing != E.DONE:
+            return missing, t
         if jm[J_PBUF] >= pbuf.shape[0]:
             return NEED_PART, t
         if jm[J_FREE_TOP] == 0:
@@ -397,8 +399,7 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
             u = -1
             meta[E.M_OPEN] += 1
         jm[J_PBUF] += 1
-        d = demand_buf[meta[E.M_DEMAND]]
-        meta[E.M_DEMAND] += 1
+        d = E.take_demand(u, u_next, u_demand, demand_buf, meta)
         timeout = 0
         if d > tcap:
             d = tcap
@@ -482,7 +483,8 @@ class JobsCluster(SimCluster):
 
     def __init__(self, app: AppProfile, settings: ClusterSettings, jobs: JobsSettings,
                  rng_think: np.random.Generator, rng_demand: np.random.Generator,
-                 rng_arrivals: np.random.Generator, rng_partition: np.random.Generator, max_users: int = 64) -> None:
+                 rng_arrivals: np.random.Generator, rng_partition: np.random.Generator, max_users: int = 64,
+                 students: InjectorStudents | None = None) -> None:
         self.jobs = jobs
         nrep = 2 * settings.max_replicas + 4
         self.rseq = np.zeros(nrep, dtype=np.int64)
@@ -492,7 +494,7 @@ class JobsCluster(SimCluster):
         self.jm[J_MAXC] = jobs.max_concurrent_jobs
         self.gf = np.zeros(N_G)
         self.gf[G_REBALANCE] = jobs.rebalance_seconds
-        super().__init__(app, settings, rng_think, rng_demand, rng_arrivals, max_users=max_users)
+        super().__init__(app, settings, rng_think, rng_demand, rng_arrivals, max_users=max_users, students=students)
         self._rng_part = rng_partition
         maxc = 1 if self.oneshot else jobs.max_concurrent_jobs
         self.act = np.zeros((nrep, maxc), dtype=np.int64)
@@ -603,8 +605,9 @@ class JobsCluster(SimCluster):
             code, t = run_jobs(
                 t_end, self.rf, self.ri, self.rseq, self.act, self.jf, self.ji, self.jfree, self.jm, self.gf,
                 self.owner, self.pq, self.pdone, self.latest, self.taken, self.committed, self.pbuf,
-                self.ht, self.hs, self.hu, self.hg, self.u_gen, self.u_active, self.think_buf, self.demand_buf,
-                self.open_arrivals, self.out_f, self.out_i, self.meta, self.params, self.ev, self.now)  # fmt: skip
+                self.ht, self.hs, self.hu, self.hg, self.u_gen, self.u_active, self.u_next, self.u_think,
+                self.u_demand, self.think_buf, self.demand_buf, self.open_arrivals, self.out_f, self.out_i,
+                self.meta, self.params, self.ev, self.now)  # fmt: skip
             self.now = t
             if code == E.DONE:
                 break
@@ -614,6 +617,8 @@ class JobsCluster(SimCluster):
                 self._refill("think")
             elif code == E.NEED_DEMAND:
                 self._refill("demand")
+            elif code == E.NEED_STREAM:
+                self._widen_streams()
             elif code == NEED_PART:
                 rest = self.pbuf[self.jm[J_PBUF]:]
                 more = self._rng_part.integers(0, self.jobs.partitions, 4096)

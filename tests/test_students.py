@@ -127,3 +127,27 @@ def test_the_same_seed_gives_the_same_students_and_the_run_s_noise_its_own_costs
     r0, r1 = a[a.run == 0], a[a.run == 1]
     # the same students: the submissions per step nearly equal; their costs differ a little
     assert np.corrcoef(r0.spans, r1.spans)[0, 1] > 0.9 and not np.array_equal(r0.p95_ms, r1.p95_ms)
+
+
+def test_the_runners_students_draw_from_their_own_streams_too():
+    """On the jobs engine the same students submit their programs as jobs: every
+    submission's demand comes from its student's stream, none from the shared buffer."""
+    from scalelab.experiments.episode import make_backend
+    from scalelab.orchestrator.backend import VirtualClock
+
+    cfg = load_config(config_path("live-evaluation-week-jobs"), backend="sim", runs=1)
+    r = resolve(cfg)
+    loads = np.array([r.workload.users_at(k * cfg.step_seconds) for k in range(r.steps)])
+    seeds = dict(episode_seeds(cfg.seed, 1, len(cfg.policies))[0])
+    seeds["policy"] = seeds["policy"][0]
+    clock = VirtualClock()
+    backend = make_backend(cfg, r, seeds, loads, clock, episode=(0, 0))
+    backend.set_load(12)
+    clock.sleep_until(120.0)
+    backend.observe()
+    cluster = backend.deployment
+    assert cluster.students is not None and cluster.students.created == 12
+    from scalelab.simulator import engine as E
+
+    assert cluster.meta[E.M_STREAMED] > 12 and cluster.meta[E.M_DEMAND] == 0
+    assert cluster.requests_started == cluster.meta[E.M_STREAMED]
