@@ -228,10 +228,10 @@ class ExperimentConfig:
     policy and the regret column need it). ``false`` skips it (its cost grows with the
     replicas and the load levels on the discrete-event engine) and the summary says so.
     seed: root of every generator. runs: independent repetitions per policy.
-    seed_runs: run ``i`` takes the policy, calendar and student seeds of run ``i %
-    seed_runs`` and its own simulator noise, as live run folders of the same config and
-    seed (of ``seed_runs`` runs each) repeat each other's (``scalelab twin`` sets it);
-    none: every run its own.
+    seed_runs: run ``i`` takes the policy and calendar seeds of run ``i % seed_runs`` (and,
+    with ``cluster.students: injector``, its students, numbered as in a live folder of
+    ``seed_runs`` runs) and its own simulator noise, as live run folders of the same
+    config and seed repeat each other's (``scalelab twin`` sets it); none: every run its own.
     step_seconds: control period, s. slo_ms: p95 objective, ms.
     steps: steps per run (default: the workload's duration / step_seconds).
     engine: the simulator's engine (``backend: sim``): ``des`` (every request, the
@@ -421,6 +421,9 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(c.think_s is None or (len(c.think_s) == 2 and 0 <= c.think_s[0] <= c.think_s[1]),
          "cluster.think_s", c.think_s, "must be [low, high] with 0 <= low <= high")
     need(c.students in STUDENT_DRAWS, "cluster.students", c.students, f"must be one of {list(STUDENT_DRAWS)}")
+    need(c.students == "simulator" or (cfg.backend in ("sim", "live") and cfg.engine == "des"), "cluster.students",
+         c.students, f"replays the injector's students on backend: sim, engine: des only (not {cfg.backend}, "
+                     f"{cfg.engine})")
     need(cfg.seed_runs is None or 1 <= cfg.seed_runs, "seed_runs", cfg.seed_runs, "must be >= 1")
     need(len(cfg.policies) >= 1, "policies", cfg.policies, "must list at least one policy")
     need(cfg.oracle or all(p.name != "oracle" for p in cfg.policies), "oracle", cfg.oracle,

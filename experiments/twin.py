@@ -180,8 +180,22 @@ def read_summary(source: str | Path, steps: pd.DataFrame | None = None) -> dict:
     summary = twin_summary(read_steps(source) if steps is None else steps, step_s, slo)
     summary["config"] = {"name": cfg.get("name"), "seed": cfg.get("seed"), "runs": cfg.get("runs"),
                          "backend": cfg.get("backend", "sim"), "folder": source.name,
-                         "students": (cfg.get("cluster") or {}).get("students", "simulator")}
+                         "students": (cfg.get("cluster") or {}).get("students", "simulator"),
+                         **injector_breaks(source)}
     return summary
+
+
+def injector_breaks(folder: Path) -> dict:
+    """What breaks a live folder's student numbering (which ``cluster.students:
+    injector`` replays: one injector process playing every episode in order): the
+    injector restarts its supervisor counted (``services.json``) and the episodes that
+    failed (their users run on into the next); ``{}`` for a simulated folder."""
+    services = folder / "services.json"
+    if not services.is_file():
+        return {}
+    restarts = int(json.loads(services.read_text()).get("restarts", {}).get("injector", 0))
+    failed = sum(json.loads(f.read_text()).get("status") == "failed" for f in folder.glob("parts/*/status.json"))
+    return {"injector_restarts": restarts, "failed_episodes": failed}
 
 
 def run_groups(folder: str | Path, per: int, steps: pd.DataFrame | None = None) -> list[dict]:
@@ -326,16 +340,17 @@ def minute_floor(sims: Sequence[dict], lives: Sequence[dict]) -> dict:
 
 
 def draw_floor(sims: Sequence[dict]) -> dict:
-    """How far two draws of the same students are from each other: one simulated side
-    against another (:func:`run_groups`: the same number of runs as a live side, other
-    seeds), per cell and per minute, the quantities :func:`cell_floor` and
+    """How far one simulated side is from another (:func:`run_groups`: the same number of
+    runs as a live side), per cell and per minute, the quantities :func:`cell_floor` and
     :func:`minute_floor` give sim against live (medians over the pairs of simulated
     sides); ``{}`` with fewer than two. The live sides of a floor share their seed and so
     their draws: each student's programs and think times come from a generator seeded by
     the run's seed and the student's number, the same in every live run; so live-live
-    measures the execution's noise only. The simulator draws its own students (its
-    generators are not Locust's), so sim-live also holds the draws' noise, which this
-    measures."""
+    measures the execution's noise only. A simulator that draws its own students
+    (``cluster.students: simulator``) has sides of other draws, and this measures the
+    draws' noise that sim-live also holds; one that replays the injector's
+    (``injector``, with ``seed_runs``) has sides of the same students, and this measures
+    its own execution noise."""
     if len(sims) < 2:
         return {}
     pairs = list(itertools.combinations(range(len(sims)), 2))
@@ -447,8 +462,11 @@ def noise_floor(sim: dict, lives: Sequence[dict], seed: int = 0, sims: Sequence[
         cell_ok = at_most(cells["sim_live"], FLOOR_FACTOR * draws["cells_sim_sim"])
         minute_ok = at_most(-minutes["p95_ms"]["sim_live"], -draws["minutes_sim_sim"] / FLOOR_FACTOR)
         verdicts["as close as another draw"] = None if None in (cell_ok, minute_ok) else cell_ok and minute_ok
+    broken = [side_letter(i) for i, side in enumerate(lives)
+              if side.get("config", {}).get("injector_restarts") or side.get("config", {}).get("failed_episodes")]
     return {"cells": cells, "minutes": minutes, "runs": runs, "draws": draws, "verdicts": verdicts,
-            "live_sides": len(lives), "students": sim.get("config", {}).get("students", "simulator")}
+            "live_sides": len(lives), "students": sim.get("config", {}).get("students", "simulator"),
+            "broken_numbering": broken}
 
 
 def floor_report(sim: str | Path, lives: Sequence[str | Path], out: str | Path) -> Path:
@@ -509,18 +527,26 @@ def floor_lines(floor: dict) -> list[str]:
                  + ("**equivalent**" if v["per-run means equivalent (TOST)"] else "**not shown equivalent**"))
     lines.append(f"- ranking of the policies (violations, then replica-hours): "
                  f"{'the same' if v['ranking'] else 'DIFFERENT'} on the simulator and live")
+    if floor.get("students") == "injector" and floor.get("broken_numbering"):
+        lines.append(f"- WARNING: live {', '.join(floor['broken_numbering'])}: the injector restarted or an "
+                     "episode failed, so its students are not numbered as the simulator replays them")
     if d:
-        whose = ("the simulator replays them (cluster.students: injector), its sides differing by its own noise: "
-                 "which measured run each program costs, who leaves on a fall" if floor.get("students") == "injector"
-                 else "the simulator draws its own")
-        lines.append(f"- other draws of the same students (the live runs share their seed, and so each student's "
-                     f"programs and think times; {whose}): one simulated side against another "
-                     f"(median of {d['pairs']} pair{'s' if d['pairs'] != 1 else ''}): per-cell distance "
-                     f"{d['cells_sim_sim']:.2f}, minutes whose p95 is within ±{MINUTE_TOLERANCE:.0%}: "
-                     f"{d['minutes_sim_sim']:.0%}; the simulator against live (above): {c['sim_live']:.2f} and "
-                     f"{m['p95_ms']['sim_live']:.0%}: "
-                     + yes(v["as close as another draw"], "as close to live as to another draw of itself",
-                           "farther from live than from another draw of itself"))
+        pairs_text = f"median of {d['pairs']} pair{'s' if d['pairs'] != 1 else ''}"
+        against = (f"one simulated side against another ({pairs_text}): per-cell distance {d['cells_sim_sim']:.2f}, "
+                   f"minutes whose p95 is within ±{MINUTE_TOLERANCE:.0%}: {d['minutes_sim_sim']:.0%}; the simulator "
+                   f"against live (above): {c['sim_live']:.2f} and {m['p95_ms']['sim_live']:.0%}: ")
+        if floor.get("students") == "injector":
+            lines.append("- the simulator against itself (it replays the live students, cluster.students: injector; "
+                         "its sides differ by its own noise: which measured run each program costs, who leaves on a "
+                         "fall): " + against
+                         + yes(v["as close as another draw"], "as close to live as to another run of itself",
+                               "farther from live than from another run of itself")
+                         + " (a simulator less noisy than live reads farther here: set it beside live against live)")
+        else:
+            lines.append("- other draws of the same students (the live runs share their seed, and so each student's "
+                         "programs and think times; the simulator draws its own): " + against
+                         + yes(v["as close as another draw"], "as close to live as to another draw of itself",
+                               "farther from live than from another draw of itself"))
     lines += ["", f"| policy | metric | sim | live (all runs) | live {letters(range(n))} | margin | TOST p sim-live | "
               "TOST p live-live | runs sim / live |", "|---|---|---|---|---|---|---|---|---|"]
     for r in runs.to_dict(orient="records"):

@@ -1,7 +1,8 @@
 """Where the simulator and live differ, cell by cell: for each (students, replicas) cell
 of the twin's floor, the q10/q50/q90 of the per-step p95 (ms) of every simulated run and
-of every shipped live run pooled, their ratio live / sim at q50, and the replicas' CPU
-(share of their limit) on both sides; then the median q50 ratio by load.
+of every shipped live run pooled and their ratio live / sim at q50; then the median q50
+ratio by load, and the simulated replicas' CPU (share of their limit) under load (the
+shipped live summaries hold no CPU: compare it with a live folder's steps).
 
     python scripts/twin_cells.py SIM_FOLDER [--config live-evaluation-week]
 

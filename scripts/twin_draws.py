@@ -9,9 +9,11 @@ floor (``scalelab.experiments.twin``).
     python scripts/twin_draws.py [--runs 4] [--config live-evaluation-week]
 
 The live runs of a twin share their seed, and so their draws (the injector seeds each
-student's generator with the run's seed and the student's number); the simulator draws
-its own. If (a) is small and (b) is about the simulator's distance to live, that
-distance is the draws', not the model's.
+student's generator with the run's seed and the student's number). With the config's
+``cluster.students: injector`` the simulator draws them as the injector does, so (b)'s
+other seeds are other students drawn so; with ``simulator`` it draws its own. If (a) is
+small and (b) is about the simulator's distance to live, that distance is the draws',
+not the model's.
 """
 
 from __future__ import annotations

@@ -296,16 +296,20 @@ class SimCluster:
                 self._rng_think, new.shape[0], self.settings.think_low_s, self.settings.think_high_s
             )
             for u, t0 in zip(new, starts, strict=True):
-                self.u_active[u] = 1
-                self.u_gen[u] += 1
-                if self.meta[E.M_HSIZE] >= self.ht.shape[0]:
-                    self._compact_heap()
-                E.heap_push(self.ht, self.hs, self.hu, self.hg, self.meta, t0, u, self.u_gen[u])
+                self._join(u, t0)
         elif n < self.users:
             self.u_active[n : self.users] = 0
             if self.meta[E.M_HSIZE] > self.ht.shape[0] // 2:
                 self._compact_heap()
         self.users = n
+
+    def _join(self, u: int, t0: float) -> None:
+        """User ``u`` starts working: a new generation of it sends first at ``t0`` (s)."""
+        self.u_active[u] = 1
+        self.u_gen[u] += 1
+        if self.meta[E.M_HSIZE] >= self.ht.shape[0]:
+            self._compact_heap()
+        E.heap_push(self.ht, self.hs, self.hu, self.hg, self.meta, t0, u, self.u_gen[u])
 
     def _set_students(self, n: int) -> None:
         """:meth:`set_users` for injector students: new ones take fresh user indices and
@@ -320,11 +324,7 @@ class SimCluster:
                 t0 = self.now + st.join(u)
                 self.u_demand[u], self.u_think[u] = st.rows(u, width)
                 self.u_next[u] = 0
-                self.u_active[u] = 1
-                self.u_gen[u] += 1
-                if self.meta[E.M_HSIZE] >= self.ht.shape[0]:
-                    self._compact_heap()
-                E.heap_push(self.ht, self.hs, self.hu, self.hg, self.meta, t0, u, self.u_gen[u])
+                self._join(u, t0)
             self._joined = need
         else:
             for u in st.leaving(np.flatnonzero(self.u_active[: self._joined] == 1), self.users - n):

@@ -18,7 +18,10 @@ profile (:meth:`~scalelab.simulator.models.DemandModel.program_demands_s`), the 
 from the simulator's own demand generator. What the simulator cannot replay: which
 students Locust stops when the level falls (the first its set of user greenlets yields,
 an order set by memory addresses) -- the leaving students are drawn at random here -- and
-the times, which follow the simulated service.
+the times, which follow the simulated service. The numbering assumes one injector process
+played the folder's episodes in order, each once: an injector restarted by the
+supervisor, a failed episode (its users run on into the next) or a resumed folder numbers
+otherwise (:func:`scalelab.experiments.twin.injector_breaks` finds the first two).
 """
 
 from __future__ import annotations

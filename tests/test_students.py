@@ -67,6 +67,45 @@ def test_a_lone_simulated_student_submits_the_injector_student_s_programs_after_
         t = start + ms / 1000.0 + rng.uniform(1.0, 3.0)
 
 
+def test_many_students_through_rises_and_falls_submit_their_own_streams_and_nothing_else():
+    """Four students, then the level rising and falling through 0 with requests in flight,
+    on replicas enough that every request runs alone (its span lasts its demand): each
+    student's stream is the programs its injector generator picks, costed from that
+    program's measured runs, and the spans are exactly the submissions the streams say
+    were made (a stopped student's last request still ends; it sends nothing after)."""
+    app = SANDBOX_LIVE.with_overrides(overhead_ms=0.0, cpu_limit=1.0, cpu_request=1.0, burst_cores=1.0,
+                                      wall_limit_ms=None)
+    settings = ClusterSettings(min_replicas=1, max_replicas=12, initial_replicas=12, startup_seconds=0.0,
+                               balancer="least-requests", think_low_s=0.2, think_high_s=1.0, students="injector")
+    rng_think, rng_demand = np.random.default_rng(1), np.random.default_rng(2)
+    demands = app.demand.program_demands_s()
+    students = InjectorStudents(InjectorDraws(seed=9, first_number=3), (0.2, 1.0), "v1", demands, rng_demand, rng_think)
+    cluster = SimCluster(app, settings, rng_think, rng_demand, np.random.default_rng(3), students=students)
+    durations = []
+    for t, level in ((0, 4), (20, 2), (35, 0), (50, 5), (80, 1), (100, 6), (130, 6)):
+        cluster.set_users(level)
+        durations.append(cluster.run_to(t + 15.0).spans.duration_ms)
+    durations = np.sort(np.concatenate(durations))
+    corpus = load_corpus("v1")
+    made, answered, stopped = [], 0, 0
+    for u in range(cluster.students.created):
+        rng = random.Random(f"9:0:{3 + u}")  # student number first_number + u took user index u
+        rng.uniform(0.2, 1.0)
+        # answers it read (each moved its stream on), and, once stopped, one request that may have been running
+        sent = int(cluster.u_next[u]) + (0 if cluster.u_active[u] else 1)
+        for k in range(sent):
+            costs = demands[corpus.pick(rng)]
+            assert np.min(np.abs(costs - cluster.u_demand[u, k])) == 0.0, (u, k)  # its own program's run
+            assert cluster.u_think[u, k] == rng.uniform(0.2, 1.0)
+        made += list(cluster.u_demand[u, :sent] * 1000.0)
+        answered += int(cluster.u_next[u])
+        stopped += 0 if cluster.u_active[u] else 1
+    assert cluster.students.created == students_created([4, 2, 0, 5, 1, 6, 6]) == 4 + 5 + 5 and stopped == 14 - 6
+    # the spans: every answer a working student read, plus the last requests of stopped ones that were running
+    assert answered <= len(durations) <= answered + stopped and len(durations) > 100
+    assert np.isin(np.round(durations, 6), np.round(np.array(made), 6)).all()  # each one a submission made
+
+
 def test_a_fall_of_the_level_stops_students_and_a_rise_brings_new_numbers():
     cluster, _ = _student_cluster(InjectorDraws(seed=5), think=(0.5, 1.0))
     cluster.set_users(4)
@@ -105,9 +144,10 @@ def test_an_episode_replays_the_students_of_its_place_in_the_live_folder():
 def test_injector_students_need_a_corpus_closed_workload_on_the_event_engine():
     with pytest.raises(ConfigError, match=r"cluster\.students"):
         load_config(config_path("live-evaluation-week"), cluster={"students": "locust"})
-    cfg, r = _week(engine="fluid")
-    with pytest.raises(ConfigError, match="engine: des"):
-        injector_draws(cfg, r, {"policy": 1}, np.ones(3), (0, 0))
+    with pytest.raises(ConfigError, match="engine: des only"):
+        load_config(config_path("live-evaluation-week"), engine="fluid")
+    with pytest.raises(ConfigError, match=r"not replay, des"):
+        load_config(config_path("live-evaluation-week"), backend="replay")
     cfg = load_config({"workload": {"kind": "paper-sim-v1"}, "cluster": {"students": "injector"}})
     with pytest.raises(ConfigError, match="corpus"):
         injector_draws(cfg, resolve(cfg), {"policy": 1}, np.ones(3), (0, 0))
@@ -151,3 +191,30 @@ def test_the_runners_students_draw_from_their_own_streams_too():
 
     assert cluster.meta[E.M_STREAMED] > 12 and cluster.meta[E.M_DEMAND] == 0
     assert cluster.requests_started == cluster.meta[E.M_STREAMED]
+
+
+def test_the_floor_warns_when_a_live_folder_numbered_its_students_otherwise(tmp_path):
+    """A live folder whose injector restarted, or with a failed episode, numbers its
+    students otherwise than the simulator replays them: the floor says so."""
+    import json
+
+    from scalelab.experiments.twin import floor_lines, injector_breaks
+
+    folder = tmp_path / "live"
+    (folder / "parts" / "hpa--run000").mkdir(parents=True)
+    (folder / "services.json").write_text(json.dumps({"restarts": {"injector": 1, "orchestrator": 0}}))
+    (folder / "parts" / "hpa--run000" / "status.json").write_text(json.dumps({"status": "failed"}))
+    assert injector_breaks(folder) == {"injector_restarts": 1, "failed_episodes": 1}
+    assert injector_breaks(tmp_path) == {}  # a simulated folder: nothing to say
+    import pandas as pd
+
+    runs = pd.DataFrame(columns=["policy", "metric", "p_sim_live", "p_live_live"])
+    floor = {"cells": {"cells": 0, "sim_live": np.nan, "live_live": np.nan, "sim_live_ci": (np.nan, np.nan),
+                       "live_live_ci": (np.nan, np.nan)},
+             "minutes": {q: {"sim_live": np.nan, "live_live": np.nan, "minutes": 0} for q in ("p95_ms", "rps")},
+             "runs": runs, "draws": {}, "live_sides": 2, "students": "injector", "broken_numbering": ["B"],
+             "verdicts": {"per-cell p95 quantiles": None, "per-minute p95 within 10 %": None,
+                          "per-minute throughput within 10 %": None, "per-run means equivalent (TOST)": False,
+                          "ranking": False}}
+    assert any(line.startswith("- WARNING: live B: the injector restarted") for line in floor_lines(floor))
+    assert not any("WARNING" in line for line in floor_lines({**floor, "broken_numbering": []}))

@@ -448,7 +448,7 @@ def test_the_simulator_against_the_live_runs_shipped_with_scalelab(tmp_path, cap
     md = (folder / "twin" / "floor.md").read_text()
     for line in ("per-cell p95 quantiles", "per-minute p95 within", "per-minute throughput within",
                  "per-run violations and replica-hours equivalent", "ranking of the policies",
-                 "other draws of the same students"):
+                 "the simulator against itself (it replays the live students"):
         assert sum(line in x for x in md.splitlines()) == 1, line
     sim_runs = json.loads((folder / "twin" / "summary-sim.json").read_text())["runs"]
     assert len(sim_runs) == 3 * 4  # three policies, as many runs as the four live folders together
@@ -456,7 +456,7 @@ def test_the_simulator_against_the_live_runs_shipped_with_scalelab(tmp_path, cap
     assert "sim-live 0.23 [0.07, 0.17], live-live 0.22 [0.00, 0.16]" in md
     assert "sim 22% of minutes, live against live 24%" in md and "sim 83% of minutes, live against live 85%" in md
     assert md.count("**as close as live to itself**") == 3 and "shown for 3 of 6 (policy, metric)" in md
-    assert "the simulator replays them (cluster.students: injector)" in md
+    assert "**farther from live than from another run of itself** (a simulator less noisy than live" in md
     assert "per-cell distance 0.13, minutes whose p95 is within ±10%: 44%" in md
     assert "live against live (B / D against A / C) for 3" in md
     doc = (Path(__file__).parents[1] / "docs" / "evaluation-week.md").read_text()
@@ -519,7 +519,7 @@ def test_the_runners_simulated_against_their_live_runs_shipped_with_scalelab(tmp
     md = (folder / "twin" / "floor.md").read_text()
     assert "sim-live 0.35 [0.13, 0.34], live-live 0.25 [0.05, 0.27]" in md
     assert "sim 12% of minutes, live against live 23%" in md and "sim 72% of minutes, live against live 73%" in md
-    assert "the same on the simulator and live" in md and "the simulator replays them" in md
+    assert "the same on the simulator and live" in md and "it replays the live students" in md
     assert "per-cell distance 0.27, minutes whose p95 is within ±10%: 50%" in md
     doc = (Path(__file__).parents[1] / "docs" / "evaluation-week.md").read_text()
     assert "| 0.35 [0.13, 0.34] | 0.25 [0.05, 0.27] |" in doc and "| 12 % | 23 % |" in doc and "| 72 % | 73 % |" in doc
