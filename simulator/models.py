@@ -529,8 +529,9 @@ _SANDBOX_LIVE_FIT = (
 #: core, 40 samples per cell, the replicas' CPU from their cgroups beside each sample):
 #: ``demand.scale``, ``demand.add_ms`` and ``overhead_ms`` fitted with the CPU per request
 #: the simulated replicas spent held within the interval measured (273 ms, 95 % 258-294;
-#: a profile stating 258 ms per request spent 240: runs killed at the wall limit never
-#: finish their work), a run stopped at the CPU
+#: a profile stating 258 ms per request spent 240 over the recording's cells: runs killed
+#: at the wall limit never finish their work, and the estimator reads below the stated
+#: mean), a run stopped at the CPU
 #: limit costing the 2 s it cost when measured (``stopped: measured``: the live sandbox
 #: ends such a run after 4.1-4.5 s on an idle half-core replica, 5.7 s beside four
 #: others). The live evaluation week's twin runs on it; the simulated weeks keep
