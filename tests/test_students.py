@@ -218,3 +218,32 @@ def test_the_floor_warns_when_a_live_folder_numbered_its_students_otherwise(tmp_
                           "ranking": False}}
     assert any(line.startswith("- WARNING: live B: the injector restarted") for line in floor_lines(floor))
     assert not any("WARNING" in line for line in floor_lines({**floor, "broken_numbering": []}))
+
+
+def test_the_docs_figures_of_the_simulator_against_itself_and_of_the_spent_cpu_over_seeds(capsys):
+    """docs/evaluation-week.md quotes ``scripts/twin_draws.py`` (the simulated week against
+    itself) and the CPU per request ``sandbox-live``'s replicas spend over simulator seeds
+    0-5 on the recording's cells: both recomputed here."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from scalelab.experiments.calibration_report import dataset_samples
+
+    root = Path(__file__).parents[1]
+    doc = " ".join((root / "docs" / "evaluation-week.md").read_text().split())
+    argv, sys.argv = sys.argv, ["twin_draws.py"]
+    try:
+        runpy.run_path(str(root / "scripts" / "twin_draws.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    rows = {" ".join(line.split()[:-2]): line.split()[-2:] for line in capsys.readouterr().out.splitlines()[1:]}
+    for label, doc_label in (("other draws (pairs of runs)", "other draws (another run's seeds)"),
+                             ("same draws, overhead_ms + 1 ms", "the same draws, 1 ms more overhead per request"),
+                             ("same draws, overhead_ms + 4 ms", "the same draws, 4 ms more overhead"),
+                             ("same draws, add_ms + 5 ms", "the same draws, 5 ms more CPU per request")):
+        cell, minutes = rows[label]
+        assert f"| {doc_label} | {cell} | {minutes.rstrip('%')} % |" in doc, label
+    target = dataset_samples(SANDBOX_LIVE, root / "simulator" / "data" / "live-sandbox-students.parquet", steps=150)
+    spent = [target.score(target.app, seed=s).cpu_per_request_s * 1000 for s in range(6)]
+    assert f"{min(spent):.0f}-{max(spent):.0f} ms over seeds 0-5, median {np.median(spent):.0f}" in doc
