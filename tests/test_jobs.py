@@ -137,6 +137,28 @@ def test_the_queue_signals_from_the_topics_and_the_offsets():
     assert q.turnaround_p95_ms == pytest.approx(30000.0) and q.censored == 0  # j2: 102 to 132
 
 
+def test_a_finished_job_delivered_again_is_in_progress_until_its_second_run_ends():
+    """After a rebalance whose commit was refused, a finished job runs again on its
+    partition's next owner: the runner is busy and the offset lags, so the step says so;
+    the student got the first result, so the turnaround and the spans keep that one."""
+    c, builder = _collector()
+    c.ingest_job(b"j0", json.dumps({"id": "j0", "submitted": 100.0, "request": {}}).encode(), 100.0)
+    c.ingest_result(_result("started", "j0", "r1", started=100.5))
+    c.ingest_result(_result("finished", "j0", "r1", started=100.5, finished=102.0))
+    q = c.signals(103.0, 10.0, runners=2)
+    assert (q.waiting, q.in_progress, q.runners_busy, q.completion_rate) == (0, 0, 0, pytest.approx(1 / 10))
+    c.ingest_result(_result("started", "j0", "r2", started=104.0))  # delivered again, to r2
+    q = c.signals(105.0, 10.0, runners=2)
+    assert (q.waiting, q.in_progress, q.runners_busy, q.completion_rate) == (0, 1, 1, 0)
+    c.ingest_result(_result("started", "j0", "r1", started=106.0))  # and again (r2 let it go): one run, r1's
+    q = c.signals(107.0, 10.0, runners=2)
+    assert (q.in_progress, q.runners_busy) == (1, 1)
+    c.ingest_result(_result("finished", "j0", "r1", started=106.0, finished=108.0))
+    q = c.signals(109.0, 10.0, runners=2)
+    assert (q.in_progress, q.runners_busy, q.completion_rate, q.turnaround_p95_ms) == (0, 0, 0, 0)
+    assert builder.build(109.0, 2).spans == 1  # the first finish only: 2 s, its student's
+
+
 def test_the_config_names_the_architecture_and_the_jobs_section():
     cfg = load_config("experiments/configs/live-evaluation-week-jobs.yaml")
     assert cfg.architecture == "jobs" and cfg.backend == "live"

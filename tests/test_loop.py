@@ -16,6 +16,7 @@ from scalelab.agent.base import Decision
 from scalelab.agent.loop import ROW_COLUMNS, LoopSettings, StepLoop, takes_violation
 from scalelab.agent.process import AgentSpec, records_of, run_agent
 from scalelab.agent.rewards import make_reward
+from scalelab.errors import UserError
 from scalelab.experiments.config import load_config
 from scalelab.experiments.env import SandboxScalingEnv
 from scalelab.experiments.episode import COLUMNS, episode_records, episode_seeds, make_backend, resolve
@@ -66,6 +67,12 @@ def test_runner_env_and_agent_process_give_identical_records(tmp_path, loop):
     env.reset(seed=0, options={"episode_seeds": seeds})
     via_env = [env.step(rec.decision.action)[4]["record"] for rec in runner]
     assert [without_propensity(x) for x in via_env] == [without_propensity(x) for x in runner]
+    # the backend's seeds alone are enough: the policy's and the calendar's come from the env's seed
+    env.reset(seed=0, options={"episode_seeds": {k: seeds[k] for k in ("think", "demand", "arrivals")}})
+    again = [env.step(rec.decision.action)[4]["record"] for rec in runner]
+    assert [without_propensity(x) for x in again] == [without_propensity(x) for x in runner]
+    with pytest.raises(UserError, match=r"unknown keys \['demnd'\]; it takes \['arrivals', 'calendar'"):
+        env.reset(seed=0, options={"episode_seeds": {"demnd": 1}})
 
     # the agent process, against an in-process simulator on a virtual clock
     clock = VirtualClock()

@@ -12,8 +12,10 @@ Two sources, both Kafka (so the same code runs on the local stack and on a clust
   group (nothing committed, nothing joined): each job's id and submission instant from
   the jobs topic, each ``started`` and ``finished`` event from the results topic
   (:mod:`scalelab.sandbox.job_runner`). From them: the jobs waiting (submitted, not
-  started), in progress (started, not finished), and each finished job's turnaround
-  (finish - submit).
+  started), in progress (started, not finished; a finished job delivered again, as after
+  a rebalance whose commit was refused, counts while its second run lasts: its runner is
+  busy and its offset still lags), and each finished job's turnaround (finish - submit,
+  the first finish: the one its student got).
 
 Each finished job goes into the context's span buffer as a span that starts at its
 submission and lasts its turnaround, so the context's p95, mean and rate are the jobs'
@@ -45,6 +47,9 @@ class JobsCollector:
         self.jobs_topic, self.results_topic, self.group, self.keep_s = jobs_topic, results_topic, group, keep_s
         self.submitted: dict[str, float] = {}  # unfinished jobs: id -> submitted_s
         self.started: dict[str, tuple[str, float]] = {}  # unfinished jobs taken: id -> (runner, started_s)
+        #: finished jobs running again (delivered a second time after a rebalance whose commit
+        #: was refused): id -> (runner, started_s) of that run
+        self.again: dict[str, tuple[str, float]] = {}
         self.finished_ids: set[str] = set()
         self.seen_ids: set[str] = set()
         self.arrivals: deque[float] = deque()  # submission instants
@@ -101,11 +106,12 @@ class JobsCollector:
             return
         with self._state:
             self.results_seen += 1
-            if event == "started":
-                if job_id not in self.finished_ids:
-                    self.started[job_id] = (str(msg.get("runner", "")), started)
+            if event == "started":  # a job is held by one runner at a time: a new run replaces the last
+                (self.again if job_id in self.finished_ids else self.started)[job_id] = (
+                    str(msg.get("runner", "")), started)
                 return
-            if job_id in self.finished_ids:  # read again after a reconnection
+            if job_id in self.finished_ids:  # a second run ended, or read again after a reconnection
+                self.again.pop(job_id, None)
                 return
             self.finished_ids.add(job_id)
             self.submitted.pop(job_id, None)
@@ -158,11 +164,11 @@ class JobsCollector:
             while self.finished and self.finished[0][0] < now_s - self.keep_s:
                 self.finished.popleft()
             waiting = [s for j, s in self.submitted.items() if j not in self.started]
-            busy = {runner for runner, _ in self.started.values()}
+            busy = {runner for runner, _ in (*self.started.values(), *self.again.values())}
             arrived = sum(lo < a <= now_s for a in self.arrivals)
             done = np.array([ms for t, ms in self.finished if lo < t <= now_s])
             ages = np.maximum(now_s - np.fromiter(self.submitted.values(), float, len(self.submitted)), 0.0) * 1000.0
-            in_progress = len(self.started)
+            in_progress = len(self.started) + len(self.again)
         p95, censored = censored_p95(done, ages)
         return QueueSignals(partitions=parts, lag=sum(p.lag for p in parts), waiting=len(waiting),
                             oldest_wait_s=max(now_s - min(waiting), 0.0) if waiting else 0.0,
