@@ -26,6 +26,16 @@ broker; per partition the runner commits the offset after the longest run of don
 from the last commit (in order: a job finished early waits for those before it), so a
 runner that dies re-delivers its unfinished jobs (at least once), never loses one.
 
+Answered jobs. A job can come again after its result went out: its runner died before
+committing, or the broker refused the commit (librdkafka's mock cluster refuses every
+commit while the group rebalances, so an eager rebalance sends the jobs a runner held
+then to their partitions' next owners). Each runner follows the results topic (no group,
+from its beginning) and keeps the ids with a finished result; a job whose id is among them
+is not run again: its offset is done at once, and it counts in
+``scalelab_runner_jobs_skipped_total``. On each assignment the runner first reads the
+results up to their end (the previous owner published its results before it let the
+partitions go), so what it skips is what was answered before the partitions came to it.
+
 Draining. On SIGTERM the runner stops taking jobs (its partitions paused), finishes those it
 holds, commits, and closes its consumer, which leaves the group (the others rebalance).
 On a rebalance that takes partitions away, it finishes their jobs and commits before it
@@ -156,6 +166,7 @@ class RunnerApp(App):
         self.jobs_in_progress = 0
         self.jobs_finished = 0
         self.jobs_malformed = 0
+        self.jobs_skipped = 0  # delivered again after their result went out: not run again
 
     def healthz(self):
         if self.draining:
@@ -173,6 +184,8 @@ class RunnerApp(App):
             f"scalelab_runner_jobs_finished_total{{{lbl}}} {self.jobs_finished}",
             "# TYPE scalelab_runner_jobs_malformed_total counter",
             f"scalelab_runner_jobs_malformed_total{{{lbl}}} {self.jobs_malformed}",
+            "# TYPE scalelab_runner_jobs_skipped_total counter",
+            f"scalelab_runner_jobs_skipped_total{{{lbl}}} {self.jobs_skipped}",
         ]) + "\n"
 
 
@@ -182,6 +195,10 @@ class JobRunner:
 
     #: seconds an asynchronous commit may go unanswered before the same offsets are sent again
     commit_answer_s = 2.0
+    #: seconds an answered job's id is kept (a job comes again within seconds of a rebalance)
+    answered_keep_s = 3600.0
+    #: seconds an assignment waits for the results topic to be read to its end
+    catch_up_s = 10.0
 
     def __init__(self, bootstrap: str, jobs_topic: str = JOBS_TOPIC, results_topic: str = RESULTS_TOPIC,
                  group: str = GROUP, max_concurrent_jobs: int = MAX_CONCURRENT_JOBS, app: RunnerApp | None = None,
@@ -201,7 +218,8 @@ class JobRunner:
         self._paused: bool | None = None  # None: apply to the assignment whatever it was
         self._sent: dict[int, int] | None = None  # the asynchronous commit awaiting its answer
         self._sent_at = 0.0  # when it was sent (time.monotonic(), s)
-        self.consumer = self.producer = None
+        self.consumer = self.producer = self.answers = None
+        self.answered: dict[str, float] = {}  # job id -> when its finished result was read (time.monotonic())
         self.errors: list[str] = []
 
     def _error(self, message: str) -> None:
@@ -211,7 +229,7 @@ class JobRunner:
 
     # -- Kafka
     def _connect(self) -> None:
-        from confluent_kafka import Consumer, Producer
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
         self.producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "acks": "all",
                                   "client.id": self.name})
@@ -221,8 +239,48 @@ class JobRunner:
             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "max.poll.interval.ms": 600000,
             "topic.metadata.refresh.interval.ms": 5000, "on_commit": self._committed,
         })  # fmt: skip
+        self.answers = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.group}-answers",
+                                 "client.id": f"{self.name}-answers", "enable.auto.commit": False})
+        md = self.answers.list_topics(self.results_topic, timeout=10)
+        self.answers.assign([TopicPartition(self.results_topic, p, OFFSET_BEGINNING)
+                             for p in md.topics[self.results_topic].partitions])
         self.consumer.subscribe([self.jobs_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
+
+    def _read_answers(self, timeout_s: float = 0.0) -> int:
+        """Read what the results topic holds now (up to 1000 messages): the ids of finished
+        jobs. Returns the messages read."""
+        msgs = self.answers.consume(num_messages=1000, timeout=timeout_s)
+        now = time.monotonic()
+        for m in msgs:
+            if m.error() is not None or not m.key():
+                continue
+            try:
+                finished = json.loads(m.value()).get("event") == "finished"
+            except (ValueError, TypeError, AttributeError):
+                continue  # not a result of ours: nothing to skip for it
+            if finished:
+                self.answered[m.key().decode("utf-8", "replace")] = now
+        if len(self.answered) > 10_000 and msgs:
+            old = now - self.answered_keep_s
+            self.answered = {j: t for j, t in self.answered.items() if t >= old}
+        return len(msgs)
+
+    def _catch_up(self) -> None:
+        """Read the results topic to its end as it is now (at most ``catch_up_s``)."""
+        from confluent_kafka import TopicPartition
+
+        parts = self.answers.assignment()
+        ends = {tp.partition: self.answers.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                                  timeout=5, cached=False)[1] for tp in parts}
+        end = time.monotonic() + self.catch_up_s
+        while time.monotonic() < end:
+            self._read_answers(0.1)
+            at = {tp.partition: tp.offset for tp in self.answers.position(parts)}
+            if all(ends[p] <= 0 or at.get(p, -1) >= ends[p] for p in ends):
+                return
+        self._error(f"the results topic was not read to its end in {self.catch_up_s:.0f} s: "
+                    "a job answered meanwhile may run again")
 
     def _on_lost(self, consumer, partitions) -> None:
         """Partitions lost (the group went on without this runner): their jobs are
@@ -233,6 +291,7 @@ class JobRunner:
 
     def _on_assign(self, consumer, partitions) -> None:
         print(f"runner {self.name}: assigned {[p.partition for p in partitions]}", file=sys.stderr, flush=True)
+        self._catch_up()  # what the partitions' previous owner answered is known before their jobs are taken
         # a partition paused before a rebalance stays paused when it comes back: the next
         # round pauses or resumes the whole new assignment, whatever it was
         self._paused = None
@@ -348,6 +407,12 @@ class JobRunner:
         ts = msg.timestamp()[1] / 1000.0 if msg.timestamp()[1] > 0 else time.time()
         job = parse_job(msg.key(), msg.value(), msg.partition(), msg.offset(), ts)
         self.offsets.take(job.partition, job.offset)
+        if job.id in self.answered:  # its result went out before: done, not run again
+            self.app.jobs_skipped += 1
+            print(f"runner {self.name}: job {job.id} (partition {job.partition}, offset {job.offset}) was answered "
+                  "already: not run again", file=sys.stderr, flush=True)
+            self._delivered.put((job.partition, job.offset))
+            return
         self.app.jobs_in_progress = self.offsets.in_progress()
         self._pool.submit(self._run_safely, job)
 
@@ -366,6 +431,7 @@ class JobRunner:
         try:
             while not self.stopping.is_set():
                 self._flow()
+                self._read_answers()
                 msg = self.consumer.poll(0.1)
                 if msg is not None:
                     if msg.error() is None:
@@ -388,6 +454,7 @@ class JobRunner:
         self._commit(asynchronous=False)
         self.producer.flush(10)
         self.consumer.close()  # leaves the group: the others rebalance
+        self.answers.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
@@ -429,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"runner {runner.name}: ready, up to {runner.max} jobs at once", flush=True)
     runner.run()
-    print(f"runner {runner.name}: drained ({app.jobs_finished} jobs, {len(runner.errors)} errors)", flush=True)
+    print(f"runner {runner.name}: drained ({app.jobs_finished} jobs, {app.jobs_skipped} answered before and not run "
+          f"again, {len(runner.errors)} errors)", flush=True)
     for e in runner.errors[-10:]:
         print(f"runner {runner.name}: {e}", file=sys.stderr, flush=True)
     return 0

@@ -91,6 +91,64 @@ def test_an_unanswered_asynchronous_commit_is_sent_again_and_a_synchronous_one_n
     r._pool.shutdown()
 
 
+class _Msg:
+    """A Kafka message as confluent-kafka gives it."""
+
+    def __init__(self, key, value, partition=0, offset=0, topic="jobs"):
+        self._k, self._v, self._p, self._o, self._t = key, value, partition, offset, topic
+
+    def key(self):
+        return self._k
+
+    def value(self):
+        return self._v
+
+    def partition(self):
+        return self._p
+
+    def offset(self):
+        return self._o
+
+    def topic(self):
+        return self._t
+
+    def timestamp(self):
+        return (1, 1_000_000)
+
+    def error(self):
+        return None
+
+
+def test_a_runner_does_not_run_again_a_job_whose_result_went_out():
+    """A job delivered again after its finished result (a refused commit, a runner that
+    died before committing) is done at once: its offset is committed, nothing is run or
+    published; a job only started, or never seen, runs."""
+    from scalelab.sandbox.job_runner import JobRunner
+
+    class Answers:
+        def __init__(self, msgs):
+            self.msgs = msgs
+
+        def consume(self, num_messages, timeout):
+            out, self.msgs = self.msgs[:num_messages], self.msgs[num_messages:]
+            return out
+
+    r = JobRunner("127.0.0.1:1")
+    ran = []
+    r._pool.submit = lambda fn, job: ran.append(job.id)
+    r.answers = Answers([_Msg(b"j1", _result("finished", "j1", finished=102.0), topic="results"),
+                         _Msg(b"j2", _result("started", "j2"), topic="results"),
+                         _Msg(b"junk", b"{nope", topic="results")])
+    assert r._read_answers() == 3 and set(r.answered) == {"j1"}
+    for off, job in enumerate(("j1", "j2", "j3")):
+        r._take(_Msg(job.encode(), json.dumps({"id": job, "request": {"code": "print(1)"}}).encode(), 0, off))
+    assert ran == ["j2", "j3"] and r.app.jobs_skipped == 1
+    r.offsets.finish(*r._delivered.get_nowait())  # what _serve does with it (no producer here)
+    assert r.offsets.in_progress() == 2 and r.offsets.next == {0: 1}  # j1's offset is done, ahead of the others
+    assert "scalelab_runner_jobs_skipped_total" in r.app.metrics() and r._delivered.empty()
+    r._pool.shutdown()
+
+
 def _collector():
     builder = ContextBuilder(ContextSettings(window_s=10.0))
     c = JobsCollector("127.0.0.1:1", builder, threading.Lock())

@@ -111,16 +111,14 @@ def test_runners_run_jobs_in_the_sandbox_commit_in_order_and_drain_on_sigterm():
         wait_for(lambda: len(results.finished()) >= 4, 120, "the first results")
         runners[0].send_signal(signal.SIGTERM)
         out, _ = runners[0].communicate(timeout=120)
-        assert runners[0].returncode == 0 and "drained" in out
+        assert runners[0].returncode == 0 and "drained" in out and "answered before and not run again" in out
         runners.append(_runner(addr, "runner-c", 2))  # a runner joins while runner-b is full and paused
         wait_for(lambda: len(results.finished()) == 27, 180, "a result of every job")
         done = results.finished()
-        # at least once: a job finished while the group rebalanced may run again on its partition's
-        # next owner (the mock broker refuses commits during a rebalance); both answers agree
+        # a job finished while the group rebalanced comes again to its partition's next owner (the mock
+        # broker refuses commits during a rebalance), which reads the results first and does not run it
         again = {k: v for k, v in done.items() if len(v) > 1}
-        assert len(again) <= 6, again
-        for v in again.values():
-            assert len({(m["status"], (m["verdict"] or {}).get("stdout"), m["error"]) for m in v}) == 1
+        assert not again, again
         for job_id, stdout in sent.items():
             r = done[job_id][0]
             assert r["_key"] == job_id and r["status"] == 200 and r["verdict"]["stdout"] == stdout, r
@@ -233,7 +231,11 @@ def test_the_short_evaluation_week_on_runners_end_to_end(tmp_path):
         assert (g.replicas == g.target_replicas).mean() >= 0.75, policy
         assert g.queue_runners.iloc[-1] == g.target_replicas.iloc[-1]
         last = g.sort_values("step").iloc[-1]
-        assert last.users == 0 and last.queue_lag == 0 and last.queue_waiting == 0, policy  # the load is over
+        assert last.users == 0 and last.queue_waiting == 0, policy  # the load is over
+        # and so is the queue, unless a job runs again: the mock broker refuses the commits a runner makes
+        # while the group rebalances, so the jobs it held then go to the partitions' next owners (at least
+        # once); such a run counts in progress, and a lag with nothing running would be a lost commit
+        assert last.queue_lag == 0 or last.queue_in_progress > 0, policy
     assert (steps[steps.policy == "static"].replicas == 1).all()
     injector = json.loads((res.path / "injector.json").read_text())
     print("injector:", injector)
