@@ -30,8 +30,8 @@ Answered jobs. A job can come again after its result went out: its runner died b
 committing, or the broker refused the commit (librdkafka's mock cluster refuses every
 commit while the group rebalances, so an eager rebalance sends the jobs a runner held
 then to their partitions' next owners). Each runner follows the results topic (no group,
-from its beginning) and keeps the ids with a finished result; a job whose id is among them
-is not run again: its offset is done at once, and it counts in
+from its beginning) and keeps the ids with a finished result produced in the last hour; a
+job whose id is among them is not run again: its offset is done at once, and it counts in
 ``scalelab_runner_jobs_skipped_total``. On each assignment the runner first reads the
 results up to their end (the previous owner published its results before it let the
 partitions go), so what it skips is what was answered before the partitions came to it.
@@ -219,7 +219,7 @@ class JobRunner:
         self._sent: dict[int, int] | None = None  # the asynchronous commit awaiting its answer
         self._sent_at = 0.0  # when it was sent (time.monotonic(), s)
         self.consumer = self.producer = self.answers = None
-        self.answered: dict[str, float] = {}  # job id -> when its finished result was read (time.monotonic())
+        self.answered: dict[str, float] = {}  # job id -> when its finished result was produced (epoch s)
         self.errors: list[str] = []
 
     def _error(self, message: str) -> None:
@@ -251,18 +251,22 @@ class JobRunner:
         """Read what the results topic holds now (up to 1000 messages): the ids of finished
         jobs. Returns the messages read."""
         msgs = self.answers.consume(num_messages=1000, timeout=timeout_s)
-        now = time.monotonic()
+        now = time.time()
+        old = now - self.answered_keep_s
         for m in msgs:
             if m.error() is not None or not m.key():
                 continue
+            kind, ms = m.timestamp()
+            at = ms / 1000.0 if kind and ms > 0 else now  # when the result was produced
+            if at < old:
+                continue  # too old to come again
             try:
                 finished = json.loads(m.value()).get("event") == "finished"
             except (ValueError, TypeError, AttributeError):
                 continue  # not a result of ours: nothing to skip for it
             if finished:
-                self.answered[m.key().decode("utf-8", "replace")] = now
+                self.answered[m.key().decode("utf-8", "replace")] = at
         if len(self.answered) > 10_000 and msgs:
-            old = now - self.answered_keep_s
             self.answered = {j: t for j, t in self.answered.items() if t >= old}
         return len(msgs)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -94,8 +95,9 @@ def test_an_unanswered_asynchronous_commit_is_sent_again_and_a_synchronous_one_n
 class _Msg:
     """A Kafka message as confluent-kafka gives it."""
 
-    def __init__(self, key, value, partition=0, offset=0, topic="jobs"):
+    def __init__(self, key, value, partition=0, offset=0, topic="jobs", at=None):
         self._k, self._v, self._p, self._o, self._t = key, value, partition, offset, topic
+        self._at = time.time() if at is None else at  # when it was produced, epoch s
 
     def key(self):
         return self._k
@@ -113,7 +115,7 @@ class _Msg:
         return self._t
 
     def timestamp(self):
-        return (1, 1_000_000)
+        return (1, int(self._at * 1000))
 
     def error(self):
         return None
@@ -138,8 +140,9 @@ def test_a_runner_does_not_run_again_a_job_whose_result_went_out():
     r._pool.submit = lambda fn, job: ran.append(job.id)
     r.answers = Answers([_Msg(b"j1", _result("finished", "j1", finished=102.0), topic="results"),
                          _Msg(b"j2", _result("started", "j2"), topic="results"),
-                         _Msg(b"junk", b"{nope", topic="results")])
-    assert r._read_answers() == 3 and set(r.answered) == {"j1"}
+                         _Msg(b"junk", b"{nope", topic="results"),
+                         _Msg(b"j0", _result("finished", "j0", finished=1.0), topic="results", at=1.0)])
+    assert r._read_answers() == 4 and set(r.answered) == {"j1"}  # j0's result is too old to come again
     for off, job in enumerate(("j1", "j2", "j3")):
         r._take(_Msg(job.encode(), json.dumps({"id": job, "request": {"code": "print(1)"}}).encode(), 0, off))
     assert ran == ["j2", "j3"] and r.app.jobs_skipped == 1
