@@ -96,3 +96,25 @@ def test_the_readmes_architectures_table_is_the_shipped_run():
         assert len(row) == 1, (arch, policy)
         assert float(violations) == round(float(row.violations_per_run_mean.iloc[0]), 1), (arch, policy)
         assert float(hours) == round(float(row.replica_hours_mean.iloc[0]), 1), (arch, policy)
+
+
+def test_the_readmes_ppo_figures_are_the_shipped_transfer_run():
+    """The README's PPO trained on the discrete-event and the stochastic fluid engines,
+    each run on the discrete-event staircase: ranges, medians and the seeds within the
+    script's targets, read from the shipped summary."""
+    s = pd.read_csv("docs/data/ppo-transfer/summary.csv").set_index("policy")
+    o = s.loc["oracle"]
+    text = " ".join(Path("README.md").read_text().split())
+    for engine, within in (("des", "5 of 6 seeds within those targets"), ("fluid-stochastic", "6 of 6")):
+        r = s[s.index.str.startswith(f"ppo-{engine}-s")]
+        v, n, c = r.violations_per_run_mean, r.replicas_mean, r.scale_changes_per_run_mean
+        ok = (v <= 2 * o.violations_per_run_mean) & ((n / o.replicas_mean - 1).abs() <= 0.2) & (
+            c <= 5 * o.scale_changes_per_run_mean)
+        said = f"{v.min():.1f}-{v.max():.1f} violations (median {v.median():.1f})" if engine == "des" else (
+            f"{v.min():.1f}-{v.max():.1f} (median {v.median():.1f}) at {n.min():.2f}-{n.max():.2f}")
+        assert said in text, said
+        assert within.startswith(f"{int(ok.sum())} of {len(r)}"), (engine, int(ok.sum()))
+        assert within in text
+    d = s[s.index.str.startswith("ppo-des-s")].replicas_mean
+    assert f"at {d.min():.2f}-{d.max():.2f} replicas" in text
+    assert f"(the oracle: {o.violations_per_run_mean:.1f} at {o.replicas_mean:.2f})" in text
