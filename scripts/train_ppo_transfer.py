@@ -22,7 +22,7 @@ from scalelab import load_config, run_experiment
 from scalelab.experiments.env import SCENARIOS
 from scalelab.experiments.rl import export_onnx, train_ppo
 
-ENGINES = ("fluid", "fluid-stochastic")
+ENGINES = ("des", "fluid", "fluid-stochastic")
 
 
 def main() -> None:
