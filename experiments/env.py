@@ -236,6 +236,11 @@ class SandboxScalingEnv(gym.Env):
         """Start an episode. ``options={"episode_seeds": {...}}`` runs the backend on a
         runner episode's seeds (``think``, ``demand``, ``arrivals``; ``policy`` and
         ``calendar`` too, else those of ``seed``), to replay it."""
+        given = dict((options or {}).get("episode_seeds") or {})
+        unknown = sorted(set(given) - {"think", "demand", "arrivals", "policy", "calendar"})
+        if unknown:
+            raise UserError(f"options['episode_seeds'] has unknown keys {unknown}; it takes "
+                            "['arrivals', 'calendar', 'demand', 'policy', 'think']")
         if seed is None and not self._seeded_once:
             seed = int(self.cfg.seed)  # the config's seed starts the first episode
         super().reset(seed=seed)
@@ -243,12 +248,7 @@ class SandboxScalingEnv(gym.Env):
         root = int(seed) if seed is not None else int(self.np_random.integers(0, 2**63 - 1))
         seeds = episode_seeds(root, 1, 1)[0]  # the runner's run 0 of a config with seed: root
         seeds["policy"] = seeds["policy"][0]
-        if options and "episode_seeds" in options:  # what it leaves out comes from the episode's own seed
-            given = dict(options["episode_seeds"])
-            unknown = sorted(set(given) - set(seeds))
-            if unknown:
-                raise UserError(f"options['episode_seeds'] has unknown keys {unknown}; it takes {sorted(seeds)}")
-            seeds.update(given)
+        seeds.update(given)  # what episode_seeds leaves out comes from the episode's own seed
         if self._want_oracle and self._oracle is None and self.cfg.backend in ("sim", "replay"):
             self._oracle = oracle_levels(self.cfg, self.resolved, None)[1]
         clock = VirtualClock()

@@ -30,8 +30,9 @@ Answered jobs. A job can come again after its result went out: its runner died b
 committing, or the broker refused the commit (librdkafka's mock cluster refuses every
 commit while the group rebalances, so an eager rebalance sends the jobs a runner held
 then to their partitions' next owners). Each runner follows the results topic (no group,
-from its beginning) and keeps the ids with a finished result produced in the last hour; a
-job whose id is among them is not run again: its offset is done at once, and it counts in
+from its beginning) and keeps the ids (and places: partition, offset) of the jobs with a
+finished result produced in the last hour; a job found there, at the same place, is not run
+again: its offset is done at once, and it counts in
 ``scalelab_runner_jobs_skipped_total``. On each assignment the runner first reads the
 results up to their end (the previous owner published its results before it let the
 partitions go), so what it skips is what was answered before the partitions came to it.
@@ -219,7 +220,9 @@ class JobRunner:
         self._sent: dict[int, int] | None = None  # the asynchronous commit awaiting its answer
         self._sent_at = 0.0  # when it was sent (time.monotonic(), s)
         self.consumer = self.producer = self.answers = None
-        self.answered: dict[str, float] = {}  # job id -> when its finished result was produced (epoch s)
+        #: job id -> (partition, offset, when its finished result was produced, epoch s)
+        self.answered: dict[str, tuple[int, int, float]] = {}
+        self._pruned_at = 0.0  # when ``answered`` was last pruned (time.time())
         self.errors: list[str] = []
 
     def _error(self, message: str) -> None:
@@ -229,7 +232,7 @@ class JobRunner:
 
     # -- Kafka
     def _connect(self) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+        from confluent_kafka import Consumer, Producer
 
         self.producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "acks": "all",
                                   "client.id": self.name})
@@ -241,11 +244,28 @@ class JobRunner:
         })  # fmt: skip
         self.answers = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.group}-answers",
                                  "client.id": f"{self.name}-answers", "enable.auto.commit": False})
-        md = self.answers.list_topics(self.results_topic, timeout=10)
-        self.answers.assign([TopicPartition(self.results_topic, p, OFFSET_BEGINNING)
-                             for p in md.topics[self.results_topic].partitions])
+        self._follow_results()
         self.consumer.subscribe([self.jobs_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
+
+    def _follow_results(self) -> bool:
+        """Assign the results topic's partitions, from their beginning, to the answers'
+        consumer; False (logged) while the topic has none (not made yet, or the broker
+        did not answer): :meth:`_catch_up` tries again."""
+        from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+
+        try:
+            md = self.answers.list_topics(self.results_topic, timeout=5)
+            parts = md.topics[self.results_topic].partitions if self.results_topic in md.topics else {}
+        except KafkaException as exc:
+            parts, why = {}, str(exc)
+        else:
+            why = "it has no partitions"
+        if not parts:
+            self._error(f"cannot follow topic {self.results_topic!r} ({why}): answered jobs may run again")
+            return False
+        self.answers.assign([TopicPartition(self.results_topic, p, OFFSET_BEGINNING) for p in parts])
+        return True
 
     def _read_answers(self, timeout_s: float = 0.0) -> int:
         """Read what the results topic holds now (up to 1000 messages): the ids of finished
@@ -261,28 +281,45 @@ class JobRunner:
             if at < old:
                 continue  # too old to come again
             try:
-                finished = json.loads(m.value()).get("event") == "finished"
-            except (ValueError, TypeError, AttributeError):
+                msg = json.loads(m.value())
+                if msg.get("event") != "finished":
+                    continue
+                where = (int(msg["partition"]), int(msg["offset"]))
+            except (ValueError, TypeError, KeyError, AttributeError):
                 continue  # not a result of ours: nothing to skip for it
-            if finished:
-                self.answered[m.key().decode("utf-8", "replace")] = at
-        if len(self.answered) > 10_000 and msgs:
-            self.answered = {j: t for j, t in self.answered.items() if t >= old}
+            self.answered[m.key().decode("utf-8", "replace")] = (*where, at)
+        if now - self._pruned_at > 60.0:  # a minute's results at most beyond the hour
+            self._pruned_at = now
+            self.answered = {j: a for j, a in self.answered.items() if a[2] >= old}
         return len(msgs)
+
+    def _was_answered(self, job: Job) -> bool:
+        """The job's finished result went out before: the same id at the same place (a
+        job sent anew under a used id is another job)."""
+        a = self.answered.get(job.id)
+        return a is not None and (a[0], a[1]) == (job.partition, job.offset)
 
     def _catch_up(self) -> None:
         """Read the results topic to its end as it is now (at most ``catch_up_s``)."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
-        parts = self.answers.assignment()
-        ends = {tp.partition: self.answers.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
-                                                                  timeout=5, cached=False)[1] for tp in parts}
         end = time.monotonic() + self.catch_up_s
-        while time.monotonic() < end:
-            self._read_answers(0.1)
-            at = {tp.partition: tp.offset for tp in self.answers.position(parts)}
-            if all(ends[p] <= 0 or at.get(p, -1) >= ends[p] for p in ends):
+        try:
+            parts = self.answers.assignment()
+            if not parts and not self._follow_results():
                 return
+            parts = self.answers.assignment()
+            marks = {tp.partition: self.answers.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                                       timeout=2, cached=False) for tp in parts}
+            while time.monotonic() < end:
+                self._read_answers(0.1)
+                at = {tp.partition: tp.offset for tp in self.answers.position(parts)}
+                # read: at the end, or nothing there to read (empty, or all of it past retention)
+                if all(high <= low or at.get(p, -1) >= high for p, (low, high) in marks.items()):
+                    return
+        except KafkaException as exc:
+            self._error(f"reading topic {self.results_topic!r} to its end: {exc}: a job answered meanwhile may run again")
+            return
         self._error(f"the results topic was not read to its end in {self.catch_up_s:.0f} s: "
                     "a job answered meanwhile may run again")
 
@@ -411,7 +448,7 @@ class JobRunner:
         ts = msg.timestamp()[1] / 1000.0 if msg.timestamp()[1] > 0 else time.time()
         job = parse_job(msg.key(), msg.value(), msg.partition(), msg.offset(), ts)
         self.offsets.take(job.partition, job.offset)
-        if job.id in self.answered:  # its result went out before: done, not run again
+        if self._was_answered(job):  # its result went out before: done, not run again
             self.app.jobs_skipped += 1
             print(f"runner {self.name}: job {job.id} (partition {job.partition}, offset {job.offset}) was answered "
                   "already: not run again", file=sys.stderr, flush=True)

@@ -102,9 +102,9 @@ def test_the_readmes_ppo_figures_are_the_shipped_transfer_run():
     """The README's PPO trained on the discrete-event and the stochastic fluid engines,
     each run on the discrete-event staircase: ranges, medians and the seeds within the
     script's targets, read from the shipped summary."""
-    s = pd.read_csv("docs/data/ppo-transfer/summary.csv").set_index("policy")
+    s = pd.read_csv(ROOT / "docs/data/ppo-transfer/summary.csv").set_index("policy")
     o = s.loc["oracle"]
-    text = " ".join(Path("README.md").read_text().split())
+    text = " ".join((ROOT / "README.md").read_text().split())
     for engine, within in (("des", "5 of 6 seeds within those targets"), ("fluid-stochastic", "6 of 6")):
         r = s[s.index.str.startswith(f"ppo-{engine}-s")]
         v, n, c = r.violations_per_run_mean, r.replicas_mean, r.scale_changes_per_run_mean

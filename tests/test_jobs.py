@@ -124,7 +124,8 @@ class _Msg:
 def test_a_runner_does_not_run_again_a_job_whose_result_went_out():
     """A job delivered again after its finished result (a refused commit, a runner that
     died before committing) is done at once: its offset is committed, nothing is run or
-    published; a job only started, or never seen, runs."""
+    published; a job only started, never seen, or sent anew under a used id (another
+    place), runs."""
     from scalelab.sandbox.job_runner import JobRunner
 
     class Answers:
@@ -135,19 +136,24 @@ def test_a_runner_does_not_run_again_a_job_whose_result_went_out():
             out, self.msgs = self.msgs[:num_messages], self.msgs[num_messages:]
             return out
 
+    def result(event, job, offset, at=None):
+        msg = json.loads(_result(event, job, finished=102.0 if event == "finished" else None))
+        return _Msg(job.encode(), json.dumps({**msg, "partition": 0, "offset": offset}).encode(), topic="results",
+                    at=at)
+
     r = JobRunner("127.0.0.1:1")
     ran = []
     r._pool.submit = lambda fn, job: ran.append(job.id)
-    r.answers = Answers([_Msg(b"j1", _result("finished", "j1", finished=102.0), topic="results"),
-                         _Msg(b"j2", _result("started", "j2"), topic="results"),
+    r.answers = Answers([result("finished", "j1", 0), result("started", "j2", 1),
                          _Msg(b"junk", b"{nope", topic="results"),
-                         _Msg(b"j0", _result("finished", "j0", finished=1.0), topic="results", at=1.0)])
-    assert r._read_answers() == 4 and set(r.answered) == {"j1"}  # j0's result is too old to come again
-    for off, job in enumerate(("j1", "j2", "j3")):
+                         result("finished", "j0", 7, at=1.0),  # too old to come again
+                         result("finished", "j4", 2)])  # answered at offset 2: a job sent anew under its id
+    assert r._read_answers() == 5 and set(r.answered) == {"j1", "j4"} and r.answered["j4"][:2] == (0, 2)
+    for off, job in enumerate(("j1", "j2", "j3", "j4")):
         r._take(_Msg(job.encode(), json.dumps({"id": job, "request": {"code": "print(1)"}}).encode(), 0, off))
-    assert ran == ["j2", "j3"] and r.app.jobs_skipped == 1
+    assert ran == ["j2", "j3", "j4"] and r.app.jobs_skipped == 1  # j4 at offset 3 is another job: it runs
     r.offsets.finish(*r._delivered.get_nowait())  # what _serve does with it (no producer here)
-    assert r.offsets.in_progress() == 2 and r.offsets.next == {0: 1}  # j1's offset is done, ahead of the others
+    assert r.offsets.in_progress() == 3 and r.offsets.next == {0: 1}  # j1's offset is done, ahead of the others
     assert "scalelab_runner_jobs_skipped_total" in r.app.metrics() and r._delivered.empty()
     r._pool.shutdown()
 
@@ -208,16 +214,24 @@ def test_a_finished_job_delivered_again_is_in_progress_until_its_second_run_ends
     c.ingest_result(_result("finished", "j0", "r1", started=100.5, finished=102.0))
     q = c.signals(103.0, 10.0, runners=2)
     assert (q.waiting, q.in_progress, q.runners_busy, q.completion_rate) == (0, 0, 0, pytest.approx(1 / 10))
-    c.ingest_result(_result("started", "j0", "r2", started=104.0))  # delivered again, to r2
+    def again(runner, started, partition=1, offset=0):  # partition 1: nothing committed yet (_collector)
+        return json.dumps({**json.loads(_result("started", "j0", runner, started=started)), "partition": partition,
+                           "offset": offset}).encode()
+
+    c.ingest_result(again("r2", 104.0))  # delivered again, to r2
     q = c.signals(105.0, 10.0, runners=2)
     assert (q.waiting, q.in_progress, q.runners_busy, q.completion_rate) == (0, 1, 1, 0)
-    c.ingest_result(_result("started", "j0", "r1", started=106.0))  # and again (r2 let it go): one run, r1's
+    c.ingest_result(again("r1", 106.0))  # and again (r2 let it go): one run, r1's
     q = c.signals(107.0, 10.0, runners=2)
     assert (q.in_progress, q.runners_busy) == (1, 1)
     c.ingest_result(_result("finished", "j0", "r1", started=106.0, finished=108.0))
     q = c.signals(109.0, 10.0, runners=2)
     assert (q.in_progress, q.runners_busy, q.completion_rate, q.turnaround_p95_ms) == (0, 0, 0, 0)
     assert builder.build(109.0, 2).spans == 1  # the first finish only: 2 s, its student's
+    # a second run whose runner died, skipped by the next owner (no result): over once the offset is committed
+    c.ingest_result(again("r2", 110.0, partition=0, offset=1))  # partition 0 is committed up to offset 2
+    q = c.signals(111.0, 10.0, runners=2)
+    assert (q.in_progress, q.runners_busy) == (0, 0) and c.again == {}
 
 
 def test_the_config_names_the_architecture_and_the_jobs_section():

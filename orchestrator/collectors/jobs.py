@@ -48,8 +48,9 @@ class JobsCollector:
         self.submitted: dict[str, float] = {}  # unfinished jobs: id -> submitted_s
         self.started: dict[str, tuple[str, float]] = {}  # unfinished jobs taken: id -> (runner, started_s)
         #: finished jobs running again (delivered a second time after a rebalance whose commit
-        #: was refused): id -> (runner, started_s) of that run
-        self.again: dict[str, tuple[str, float]] = {}
+        #: was refused): id -> (runner, partition, offset) of that run; over once it finishes or
+        #: the runners' committed offset passes it (its runner died and the next one skipped it)
+        self.again: dict[str, tuple[str, int, int]] = {}
         self.finished_ids: set[str] = set()
         self.seen_ids: set[str] = set()
         self.arrivals: deque[float] = deque()  # submission instants
@@ -107,8 +108,11 @@ class JobsCollector:
         with self._state:
             self.results_seen += 1
             if event == "started":  # a job is held by one runner at a time: a new run replaces the last
-                (self.again if job_id in self.finished_ids else self.started)[job_id] = (
-                    str(msg.get("runner", "")), started)
+                runner = str(msg.get("runner", ""))
+                if job_id not in self.finished_ids:
+                    self.started[job_id] = (runner, started)
+                elif isinstance(msg.get("partition"), int) and isinstance(msg.get("offset"), int):
+                    self.again[job_id] = (runner, msg["partition"], msg["offset"])
                 return
             if job_id in self.finished_ids:  # a second run ended, or read again after a reconnection
                 self.again.pop(job_id, None)
@@ -164,7 +168,9 @@ class JobsCollector:
             while self.finished and self.finished[0][0] < now_s - self.keep_s:
                 self.finished.popleft()
             waiting = [s for j, s in self.submitted.items() if j not in self.started]
-            busy = {runner for runner, _ in (*self.started.values(), *self.again.values())}
+            committed = {p.partition: p.committed for p in parts}
+            self.again = {j: a for j, a in self.again.items() if a[2] >= committed.get(a[1], INVALID_OFFSET)}
+            busy = {runner for runner, _ in self.started.values()} | {a[0] for a in self.again.values()}
             arrived = sum(lo < a <= now_s for a in self.arrivals)
             done = np.array([ms for t, ms in self.finished if lo < t <= now_s])
             ages = np.maximum(now_s - np.fromiter(self.submitted.values(), float, len(self.submitted)), 0.0) * 1000.0
