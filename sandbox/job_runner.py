@@ -242,8 +242,11 @@ class JobRunner:
             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "max.poll.interval.ms": 600000,
             "topic.metadata.refresh.interval.ms": 5000, "on_commit": self._committed,
         })  # fmt: skip
+        # fetch.wait.max.ms: a request for the topic's end waits behind the fetch in flight (librdkafka's
+        # default, 500 ms, held each assignment up by as much)
         self.answers = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.group}-answers",
-                                 "client.id": f"{self.name}-answers", "enable.auto.commit": False})
+                                 "client.id": f"{self.name}-answers", "enable.auto.commit": False,
+                                 "fetch.wait.max.ms": 50})
         self._follow_results()
         self.consumer.subscribe([self.jobs_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
@@ -299,6 +302,14 @@ class JobRunner:
         a = self.answered.get(job.id)
         return a is not None and (a[0], a[1]) == (job.partition, job.offset)
 
+    def _emptied(self, partition: int, high: int) -> bool:
+        """The partition holds nothing below ``high`` any more (retention removed it): its
+        low watermark, as the last fetch reported it, has reached ``high``."""
+        from confluent_kafka import TopicPartition
+
+        low, _ = self.answers.get_watermark_offsets(TopicPartition(self.results_topic, partition), cached=True)
+        return low >= high
+
     def _catch_up(self) -> None:
         """Read the results topic to its end as it is now (at most ``catch_up_s``)."""
         from confluent_kafka import KafkaException, TopicPartition
@@ -309,13 +320,16 @@ class JobRunner:
             if not parts and not self._follow_results():
                 return
             parts = self.answers.assignment()
-            marks = {tp.partition: self.answers.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
-                                                                       timeout=2, cached=False) for tp in parts}
+            # every partition's end in one request (a timestamp of -1: the latest offset); asked one
+            # partition at a time (get_watermark_offsets), the mock broker took up to 0.5 s each
+            ends = {tp.partition: tp.offset for tp in self.answers.offsets_for_times(
+                [TopicPartition(tp.topic, tp.partition, -1) for tp in parts], timeout=5)}
             while time.monotonic() < end:
                 self._read_answers(0.1)
                 at = {tp.partition: tp.offset for tp in self.answers.position(parts)}
-                # read: at the end, or nothing there to read (empty, or all of it past retention)
-                if all(high <= low or at.get(p, -1) >= high for p, (low, high) in marks.items()):
+                # read: at the end, or nothing there to read (an empty partition; one emptied by
+                # retention reads its low watermark from the next fetch, as the cached marks say)
+                if all(high <= 0 or at.get(p, -1) >= high or self._emptied(p, high) for p, high in ends.items()):
                     return
         except KafkaException as exc:
             self._error(f"reading topic {self.results_topic!r} to its end: {exc}: a job answered meanwhile may run again")
