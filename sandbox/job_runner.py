@@ -307,8 +307,8 @@ class JobRunner:
         low watermark, as the last fetch reported it, has reached ``high``."""
         from confluent_kafka import TopicPartition
 
-        low, _ = self.answers.get_watermark_offsets(TopicPartition(self.results_topic, partition), cached=True)
-        return low >= high
+        marks = self.answers.get_watermark_offsets(TopicPartition(self.results_topic, partition), cached=True)
+        return marks is not None and marks[0] >= high  # None, or (-1001, -1001): nothing fetched yet
 
     def _catch_up(self) -> None:
         """Read the results topic to its end as it is now (at most ``catch_up_s``)."""

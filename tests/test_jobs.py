@@ -158,6 +158,55 @@ def test_a_runner_does_not_run_again_a_job_whose_result_went_out():
     r._pool.shutdown()
 
 
+def test_a_runner_reads_the_results_to_their_end_before_taking_jobs():
+    """The catch-up: every partition's end asked in one request, read until each position
+    reaches it; a partition emptied by retention counts as read; a broker that does not
+    answer is logged, not raised (the rebalance goes on; answered jobs may then run again)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    from scalelab.sandbox.job_runner import JobRunner
+
+    class Answers:
+        def __init__(self):
+            self.pos = {0: -1001, 1: -1001, 2: -1001}  # nothing fetched yet
+            self.ends = {0: 2, 1: 0, 2: 5}  # partition 1 empty, 2 emptied by retention
+            self.asked = []
+            self.fail = False
+
+        def assignment(self):
+            return [TopicPartition("results", p) for p in self.pos]
+
+        def offsets_for_times(self, tps, timeout):
+            self.asked.append([(tp.partition, tp.offset) for tp in tps])
+            if self.fail:
+                raise KafkaException("the broker did not answer")
+            return [TopicPartition("results", tp.partition, self.ends[tp.partition]) for tp in tps]
+
+        def consume(self, num_messages, timeout):
+            if self.pos[0] < 2:  # partition 0's two results come in one by one
+                self.pos[0] = max(self.pos[0], 0) + 1
+                return [_Msg(f"j{self.pos[0]}".encode(), json.dumps(
+                    {"id": f"j{self.pos[0]}", "event": "finished", "partition": 3, "offset": self.pos[0]}).encode(),
+                    topic="results")]
+            return []
+
+        def position(self, tps):
+            return [TopicPartition("results", tp.partition, self.pos[tp.partition]) for tp in tps]
+
+        def get_watermark_offsets(self, tp, cached=False):
+            return (5, 5) if tp.partition == 2 else (-1001, -1001)
+
+    r = JobRunner("127.0.0.1:1")
+    r.answers = Answers()
+    r._catch_up()
+    assert r.answers.asked == [[(0, -1), (1, -1), (2, -1)]]  # one request, -1: each partition's end
+    assert set(r.answered) == {"j1", "j2"} and r.answers.pos[0] == 2 and not r.errors
+    r.answers.fail = True
+    r._catch_up()
+    assert "did not answer" in r.errors[-1] and "may run again" in r.errors[-1]
+    r._pool.shutdown()
+
+
 def _collector():
     builder = ContextBuilder(ContextSettings(window_s=10.0))
     c = JobsCollector("127.0.0.1:1", builder, threading.Lock())
