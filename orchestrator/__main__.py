@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    svc.ready.wait(30)
+    if not svc.ready.wait(120):  # its order consumer has not joined: say so, and go on (it may yet)
+        print(f"orchestrator: no assignment on topic 'action' after 120 s ({svc.kafka_error or 'no error'})",
+              file=sys.stderr, flush=True)
     print("orchestrator ready", flush=True)
     stop.wait()
     svc.stop()

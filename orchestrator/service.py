@@ -331,7 +331,11 @@ class OrchestratorService:
                                              metadata_max_age_ms=5000, fetch_max_wait_ms=self.fetch_wait_ms, **kw)
                     producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=0, **kw)
                 batches = consumer.poll(timeout_ms=200, max_records=100)
-                if consumer.assignment():
+                if not self.ready.is_set() and consumer.assignment():
+                    # ready once every partition's position is known: a fresh group starts at the latest
+                    # offset, and an order sent before that reset resolved would be skipped
+                    for tp in consumer.assignment():
+                        consumer.position(tp)
                     self.ready.set()
                 replied = False
                 for tp, records in batches.items():
