@@ -18,6 +18,7 @@ from scalelab.simulator.fluid import (
     _erlang_levels,
     _mva,
     _relaxation_s,
+    _replica_sojourns,
     _steady_closed,
     effective_spans,
     expected_order_statistic,
@@ -94,6 +95,55 @@ def test_open_loop_is_m_m_1_processor_sharing():
         st = model.open(lam, 1)
         assert st.rps == pytest.approx(lam)
         assert st.mean_s == pytest.approx(s / (1 - lam * s), rel=0.01)  # E[T] = S / (1 - rho)
+
+
+def test_a_followed_replica_is_processor_sharing_as_queueing_theory_has_it():
+    """:func:`_replica_sojourns` against closed forms. M/G/1-PS (Poisson arrivals, one
+    phase) with two-point demand, load 0.6: the mean sojourn is E[D] / (1 - ρ) whatever
+    the demand's distribution, and an arrival finds the geometric count of M/M/1
+    (insensitivity): P(0) = 1 - ρ, mean ρ / (1 - ρ). E4/M/1 (Erlang-4 arrivals, load
+    0.7): an arrival finds ``k`` with probability (1 - σ) σ^k, σ the root of
+    σ = (4λ / (4λ + μ(1 - σ)))^4, and stays 1 / (μ (1 - σ)) on average. A run killed at
+    the wall limit stays exactly that long. The same seed gives the same times."""
+    top = 400
+    progress = np.r_[0.0, 1.0 / np.arange(1, top + 1)]  # one core shared by n
+    rho = 0.6
+    points = np.r_[np.full(204, 0.2), np.full(52, 1.8)]  # mean 0.525 s, squared CV 1.85
+    births = np.full(top + 1, rho / points.mean())
+    t, k = _replica_sojourns(births, progress, 1, points, np.inf, 200_000, 3)
+    assert t.mean() == pytest.approx(points.mean() / (1 - rho), rel=0.03)
+    assert np.mean(k == 0) == pytest.approx(1 - rho, abs=0.01)
+    assert k.mean() == pytest.approx(rho / (1 - rho), rel=0.04)
+    again, _ = _replica_sojourns(births, progress, 1, points, np.inf, 200_000, 3)
+    np.testing.assert_array_equal(t, again)
+
+    mu, lam = 2.0, 1.4
+    points = -np.log(1 - (np.arange(256) + 0.5) / 256) / mu  # exponential quantiles, mean 1 / mu
+    sigma = 0.5
+    for _ in range(200):
+        sigma = (4 * lam / (4 * lam + mu * (1 - sigma))) ** 4
+    t, k = _replica_sojourns(np.full(top + 1, lam), progress, 4, points, np.inf, 200_000, 4)
+    for j in range(4):
+        assert np.mean(k == j) == pytest.approx((1 - sigma) * sigma**j, abs=0.005)
+    assert t.mean() == pytest.approx(1 / (mu * (1 - sigma)), rel=0.02)
+
+    t, _ = _replica_sojourns(np.full(top + 1, lam), progress, 4, points, 1.0, 20_000, 5)
+    assert t.max() == 1.0 and np.mean(t == 1.0) > 0.1
+
+
+def test_killed_runs_free_the_replicas():
+    """A run killed at the wall limit leaves then, so a replica completes more requests
+    than its mean demand allows: the station's mean stay is E[min(wall(D, n), limit)]."""
+    app = AppProfile(demand=DemandModel(kind="exponential", mean_ms=1000.0), cpu_request=1.0, cpu_limit=1.0,
+                     burst_cores=1.0, contention=0.0, overhead_ms=0.0, memory_request_mib=512.0,
+                     memory_limit_mib=512.0, wall_limit_ms=2000.0)
+    model = FluidModel(app, ClusterSettings())
+    for n in (1, 3):
+        walls = model.points * n  # one core shared by n
+        assert model.mean_stays(np.array([n]), 0.0)[0] == pytest.approx(np.minimum(walls, 2.0).mean(), rel=1e-12)
+    # E[min(D, 2)] = 1 - exp(-2) of an exponential of mean 1 s
+    assert model.mean_stays(np.array([1]), 0.0)[0] == pytest.approx(1 - np.exp(-2.0), rel=0.01)
+    assert model.capacity(1) > 1.0 / model.mean_demand * 1.1
 
 
 def test_the_queues_relaxation_time_is_the_chains_spectral_gap():
@@ -187,11 +237,13 @@ def _grid_errors(kind: str, utilisations: tuple[float, ...], steps: int) -> list
 
 
 def test_the_fluid_engine_meets_its_target_with_exponential_demand_from_4_to_400_replicas():
-    """Round-robin replicas queue apart (one replica's chain, Erlang arrivals): p95 within
-    15 % and RPS within 5 % from 0.2 to 0.7 utilisation at 4, 16, 64 and 400 replicas
-    (measured: p95 -3 % to +9 %, RPS within 1 %; the pooled station read the p95 22-53 %
-    low at 0.5-0.7)."""
-    for cell, p95_err, rps_err in _grid_errors("exponential", (0.2, 0.5, 0.7), 60):
+    """Round-robin replicas queue apart (one replica's chain, Erlang arrivals, its
+    requests followed through it): p95 within 15 % and RPS within 5 % from 0.2 to 0.9
+    utilisation at 4, 16, 64 and 400 replicas, over 200 steps a cell (measured: p95
+    -13.4 % to +6.2 %, RPS -1.9 % to +2.8 %; a request held to the queue it found read
+    the 0.9 cells up to 17 % low and 0.2's up to 14 % high; the pooled station read the
+    p95 22-53 % low at 0.5-0.7)."""
+    for cell, p95_err, rps_err in _grid_errors("exponential", GRID_UTILISATIONS, 200):
         assert abs(p95_err) <= P95_TOL, (cell, p95_err)
         assert abs(rps_err) <= RPS_TOL, (cell, rps_err)
 
@@ -199,9 +251,11 @@ def test_the_fluid_engine_meets_its_target_with_exponential_demand_from_4_to_400
 def test_the_fluid_engine_meets_its_target_on_the_measured_corpus():
     """The target exponential demand meets (above), on the sandbox profile's own demand
     (3.5 % of its mass at the 2 s CPU limit, runs killed at the 10 s wall limit in both
-    engines): p95 within 15 % and RPS within 5 % on every acceptance cell below 0.9
-    utilisation (measured: p95 -13 % to +6 %, RPS within 3 %; without the wall limit the
-    engine read the p95 up to 21 % low, and the pooled quasi-static model 13-57 % low)."""
+    engines): p95 within 15 % and RPS within 5 % on every acceptance cell, 0.2 to 0.9
+    utilisation (measured: p95 -10.0 % to +9.0 %, RPS -1.2 % to +2.7 %; before killed runs
+    freed the station and requests were followed through a replica, the 0.9 cells read
+    the rate up to 13 % low and the p95 up to 16 % low; without the wall limit the engine
+    read the p95 up to 21 % low, and the pooled quasi-static model 13-57 % low)."""
     for cell, p95_err, rps_err in _grid_errors("corpus", GRID_UTILISATIONS, 200):
         assert abs(p95_err) <= P95_TOL, (cell, p95_err)
         assert abs(rps_err) <= RPS_TOL, (cell, rps_err)
