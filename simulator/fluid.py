@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
-from scipy.linalg import eigh_tridiagonal
+from scipy.linalg import eigh_tridiagonal, solve_banded
 from scipy.special import betainc
 
 from scalelab.orchestrator.context import Context, ContextSettings
@@ -167,49 +167,42 @@ ROUND_ROBIN_PHASES = 8
 REGULAR_DEMAND_SCV = 0.5
 
 
-@njit(cache=True)
 def _erlang_levels(births: np.ndarray, deaths: np.ndarray, phases: int) -> np.ndarray:
     """The stationary distribution over (``j``, phase) of :func:`_erlang_birth_death`'s
-    chain, shape ``(len(births), phases)``, by linear level reduction: a
-    level-dependent quasi-birth-death process, ``π_{j+1} = π_j R_j`` with
-    ``R_j = U_j (-(A_{j+1} + R_{j+1} D_{j+2}))^{-1}`` from the top level down (``U``: a
-    birth, from the last phase to the first of the next level; ``D``: a death, the
-    phase kept; ``A``: within the level), then ``π_0 (A_0 + R_0 D_1) = 0``. O(levels ·
-    phases³)."""
+    chain, shape ``(len(births), phases)``: ``π Q = 0`` as a banded linear system. With the
+    states numbered ``j * phases + i``, every birth phase (and a birth, from the last phase
+    to the first of the next level) moves one state up and every death ``phases`` states
+    down, so ``Q``'s transpose has one band below the diagonal and ``phases`` above; one
+    state of the level the plain chain holds most likely is pinned to 1 (its equation
+    replaced: ``Q`` has rank one less than its size), so nothing overflows however steep
+    the chain, and the system is solved by banded LU with partial pivoting, O(levels ·
+    phases²). (A linear level reduction, ``π_{j+1} = π_j R_j`` from the top down, lost
+    chains that pile up at the top: 36 in service read as 1.5.)"""
     n, k = births.shape[0], phases
-    rs = np.zeros((n, k, k))
-    for j in range(n - 2, -1, -1):
-        a = np.zeros((k, k))  # A_{j+1} + R_{j+1} D_{j+2}
-        rate = k * births[j + 1] if j + 1 < n - 1 else 0.0
-        for i in range(k):
-            a[i, i] = -(k * births[j + 1] if i < k - 1 else rate) - deaths[j + 1]
-            if i < k - 1:
-                a[i, i + 1] = k * births[j + 1]
-        if j + 1 < n - 1:
-            for i in range(k):
-                for c in range(k):
-                    a[i, c] += rs[j + 1, i, c] * deaths[j + 2]
-        inv = np.linalg.inv(-a)
-        for c in range(k):  # U_j: only its last row, k * births[j] into phase 0
-            rs[j, k - 1, c] = k * births[j] * inv[0, c]
-    a0 = np.zeros((k, k))
-    for i in range(k):
-        a0[i, i] = -(k * births[0] if (i < k - 1 or n > 1) else 0.0)
-        if i < k - 1:
-            a0[i, i + 1] = k * births[0]
-    if n > 1:
-        for i in range(k):
-            for c in range(k):
-                a0[i, c] += rs[0, i, c] * deaths[1]
-    m = a0.T.copy()  # π_0 a0 = 0: a0^T π_0^T = 0, its first equation replaced by sum = 1
-    m[0, :] = 1.0
-    rhs = np.zeros(k)
-    rhs[0] = 1.0
-    pi = np.zeros((n, k))
-    pi[0] = np.linalg.solve(m, rhs)
-    for j in range(n - 1):
-        pi[j + 1] = pi[j] @ rs[j]
-    return np.maximum(pi, 0.0)
+    if n == 1:  # the phases run to the last and stay there
+        out = np.zeros((1, k))
+        out[0, k - 1] = 1.0
+        return out
+    size = n * k
+    up = np.repeat(k * births, k)  # rate out of each state to the next one
+    up[-1] = 0.0  # the top level's last phase: no birth
+    down = np.repeat(deaths, k)  # rate out of each state to the same phase a level below
+    down[:k] = 0.0
+    band = np.zeros((k + 2, size))  # solve_banded's layout, (l, u) = (1, k): band[k + r - c, c] = A[r, c]
+    band[k, :] = -(up + down)  # the diagonal
+    band[k + 1, :-1] = up[:-1]  # A[s + 1, s]: into s + 1 from s
+    band[0, k:] = down[k:]  # A[s - k, s]: into s - k from s
+    logw = np.zeros(n)  # the plain chain's level weights, for the state to pin
+    logw[1:] = np.cumsum(np.log(np.maximum(births[:-1], 1e-300)) - np.log(np.maximum(deaths[1:], 1e-300)))
+    pin = int(np.argmax(logw)) * k
+    for c in range(max(pin - 1, 0), min(pin + k + 1, size)):  # its equation becomes π[pin] = 1
+        band[k + pin - c, c] = 0.0
+    band[k, pin] = 1.0
+    rhs = np.zeros(size)
+    rhs[pin] = 1.0
+    pi = solve_banded((1, k), band, rhs)
+    pi = np.maximum(pi, 0.0)
+    return (pi / pi.sum()).reshape(n, k)
 
 
 def _erlang_birth_death(births: np.ndarray, deaths: np.ndarray, phases: int) -> tuple[np.ndarray, np.ndarray]:
