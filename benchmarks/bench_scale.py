@@ -16,8 +16,8 @@
    (``--week-des`` adds the discrete-event engine, minutes).
 
 3. **The fluid engine against the discrete-event one at scale** (:func:`scalelab.simulator.validation.validate`,
-   sandbox profile with exponential demand, where the fluid model is validated, and with
-   its own heavy-tailed demand, where it is not; 6 and 18 (exponential), 3 and 6
+   sandbox profile with exponential demand and with its own heavy-tailed demand (the
+   measured corpus), both validated on the acceptance grid; 6 and 18 (exponential), 3 and 6
    (heavy-tailed) students per replica at 4, 40, 400 and 1,000 replicas): p95 and
    request rate, each cell's utilisation.
 
