@@ -431,21 +431,23 @@ class FluidModel:
 
     def mean_stays(self, n: np.ndarray, u: float) -> np.ndarray:
         """The mean stay, s, of a request on a replica with ``n`` in service (each count
-        >= 1), its run killed at the wall limit: ``E[min(wall(D, n), wall limit)]`` over
-        the demand quantiles (:meth:`mean_walls` when nothing is killed). A killed run
-        frees its share of the replica early, so the replicas complete more requests
-        than their mean demand allows."""
+        >= 1), its run killed at the wall limit: :meth:`mean_walls` (the wall of the mean
+        demand) less the mean of ``max(wall(D, n) - wall limit, 0)`` over the demand
+        quantiles, the wall a killed run does not stay. So a killed run frees its share of
+        the replica early, and the replicas complete more requests than their mean demand
+        allows; with no run killed (or no wall limit) it is :meth:`mean_walls`."""
         n = np.asarray(n, dtype=float)
+        stays = self.mean_walls(n, u)
         if math.isinf(self.wall_limit):
-            return self.mean_walls(n, u)
+            return stays
         q = self.points.shape[0]
-        if not self.throttles:  # wall(D, n) = D s(n): E[min(D s, L)] = s E[min(D, L / s)], from the sorted quantiles
+        if not self.throttles:  # wall(D, n) = D s(n): E[(D s - L)+] = s E[(D - L / s)+], from the sorted quantiles
             stretch = n / self.rate(n)
             cut = self.wall_limit / stretch
             below = np.searchsorted(self.points, cut)
-            return stretch * (self._cumulative[below] + cut * (q - below)) / q
+            return stays - stretch * (self._cumulative[-1] - self._cumulative[below] - cut * (q - below)) / q
         walls = self.walls(np.tile(self.points, n.shape[0]), np.repeat(n, q), u).reshape(n.shape[0], q)
-        return np.minimum(walls, self.wall_limit).mean(axis=1)
+        return stays - np.maximum(walls - self.wall_limit, 0.0).mean(axis=1)
 
     def _station(self, jmax: int, replicas: int, u: float) -> np.ndarray:
         """``mu[j]``, requests/s the replicas complete with ``j`` in the system, spread as
@@ -487,12 +489,13 @@ class FluidModel:
         progress = np.zeros(births.shape[0])
         progress[1:] = self.mean_demand / self.mean_walls(n, u)  # CPU-s per s, each of n in service
         t, k = _replica_sojourns(births, progress, phases, self.points, self.wall_limit, REPLICA_ARRIVALS, 20211205)
+        order = np.lexsort((t, k))  # by the count found, then the time
+        t, k = t[order] + self.overhead, k[order]
+        _, first, count = np.unique(k, return_index=True, return_counts=True)
         states = []
-        for j in np.unique(k):  # each state's latencies, at most QUANTILES of them
-            lat = np.sort(t[k == j]) + self.overhead
-            if lat.shape[0] > QUANTILES:
-                lat = lat[((np.arange(QUANTILES) + 0.5) / QUANTILES * lat.shape[0]).astype(np.int64)]
-            states.append((float(np.mean(k == j)), lat))
+        for a, c in zip(first, count, strict=True):  # each state's latencies, at most QUANTILES of them
+            pick = a + ((np.arange(min(c, QUANTILES)) + 0.5) / min(c, QUANTILES) * c).astype(np.int64)
+            states.append((c / t.shape[0], t[pick]))
         return _mixture(states)
 
     # -- the cluster
@@ -773,7 +776,7 @@ class FluidCluster:
         spans = st.rps * window
         kept = min(spans, c.span_buffer) if c.span_buffer else spans
         if c.rps_mode == "paper" and kept > 1:
-            base = min(window, kept / st.rps) if st.rps > 0 else window
+            base = window if kept >= spans or st.rps <= 0 else kept / st.rps  # (spans / rps: 11.999... s)
             rps = kept / max(1.0, math.floor(base) - 1.0) if base >= 2 else kept
         else:
             rps = st.rps
