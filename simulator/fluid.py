@@ -35,8 +35,9 @@ the discrete-event engine (:mod:`scalelab.simulator.engine`), in steady state pe
 * **Replicas**: ready ``startup_seconds`` after a scale-up order; removed at once on a
   scale-down.
 
-Deterministic: the same config gives the same numbers (the demand quantiles come from a
-fixed seed). **Stochastic** (``engine: fluid-stochastic``, a ``rng`` given): each step
+Deterministic: the same config gives the same numbers (the demand quantiles and the
+simulated replica come from fixed seeds: they are part of the model, not of a run's
+draws). **Stochastic** (``engine: fluid-stochastic``, a ``rng`` given): each step
 draws what a window of spans would show around that steady state:
 
 * the span count ``N``: open arrivals ``Poisson(rps · window)``; closed users a renewal
