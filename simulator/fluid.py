@@ -159,6 +159,12 @@ def _relaxation_s(births: np.ndarray, deaths: np.ndarray, p: np.ndarray) -> floa
 #: or 32).
 ROUND_ROBIN_PHASES = 8
 
+#: The phases of the replica :func:`_replica_sojourns` simulates for the latency, up to
+#: this many (``min(R, REPLICA_PHASES)``): its cost does not grow with them, and Erlang-R
+#: arrivals closer to round robin's own took the acceptance grid's highest p95 errors from
+#: +8.4 % to +3.4 % (exponential) and +11.7 % to +6.8 % (corpus); 1,000 gave the same.
+REPLICA_PHASES = 64
+
 #: Below this squared coefficient of variation of the demand, round robin spreads the
 #: work about as evenly as least-requests (regular arrivals, regular service: little
 #: queueing anywhere), and the pooled station models it better than one replica's chain,
@@ -599,7 +605,7 @@ class FluidModel:
         (p, mu, mean), u = self._settle(solve, replicas)
         x = replicas * float(np.dot(p, mu))
         relaxation = _relaxation_s(births(mean), mu, p)
-        values, cdf, share = self._replica_distribution(births(mean), phases, u)
+        values, cdf, share = self._replica_distribution(births(mean), min(replicas, REPLICA_PHASES), u)
         return Steady(x, replicas * mean / x + self.overhead if x > 0 else 0.0, values, cdf, mean,
                       state_share=share, relaxation_s=relaxation)
 
