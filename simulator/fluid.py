@@ -25,7 +25,7 @@ the discrete-event engine (:mod:`scalelab.simulator.engine`), in steady state pe
   overhead, a mixture over what arrivals see and 256 quantiles of the demand (from a
   seeded sample; :meth:`FluidModel._distribution`). Round robin: one replica of its
   chain is simulated in steady state (:func:`_replica_sojourns`, 100,000 requests, a
-  fixed seed), each request followed through the queue's swings and the long runs that
+  fixed seed, every R-th arrival: up to ``REPLICA_PHASES`` Erlang phases), each request followed through the queue's swings and the long runs that
   linger (:meth:`FluidModel._replica_distribution`). Either way a run is killed at the
   wall limit, and the station's rate counts the stay a killed run has. The context's
   p95 is the **expected sample p95** of the spans in the window (the exact
