@@ -17,14 +17,20 @@ demand drawn as the service draws a request's (the app profile's demand model, t
 The group:
 
 * a runner starts ``startup_seconds`` after the order; when it becomes ready it joins the
-  group, and a runner removed on scale-down leaves it at once: it takes no new job,
-  finishes the jobs it holds (their offsets are committed), then exits. Either change
-  is a **rebalance**: for ``rebalance_seconds`` no runner of the group takes a new job
-  (Kafka's eager protocol revokes every partition and stops the world; jobs in progress
-  keep running and are committed as they finish), then the
-  partitions are assigned anew to the ready runners. Changes during a pause extend it.
-  A partition that moves keeps its position: its new owner takes the next job not yet
-  taken (no job is delivered twice).
+  group. A runner removed on scale-down takes no new job and finishes the jobs it holds,
+  keeping its partitions meanwhile (their waiting jobs wait: the runner has paused them),
+  then leaves the group and exits. Either change (the join, the leave) is a
+  **rebalance**, Kafka's eager protocol as the runners (:mod:`scalelab.sandbox.job_runner`)
+  run it: every partition is revoked and no runner of the group takes a new job until
+  the join window closes, ``rebalance_seconds`` later (a change meanwhile extends it);
+  then the partitions are assigned anew to the ready runners. A member rejoins only once
+  it has finished the jobs it held (the runners' revoke callback waits for them; a
+  draining runner rejoins only by leaving): one that misses the window is waited for, and
+  another window follows from its return. (librdkafka's mock broker, the live stack's,
+  holds a join window of ``session.timeout.ms`` - 1 s, 5 s for the runners; a real
+  broker closes it once every member is back, which a ``rebalance_seconds`` of the sync's
+  round trips approximates.) A partition that moves keeps its
+  position: its new owner takes the next job not yet taken (no job is delivered twice).
 * ``assignor: shared`` is a share group (KIP-932; an SQS-like queue such as
   PrairieLearn's grader queue): no partition is owned, every ready runner with a free
   slot takes the oldest waiting job of any partition, the one holding the fewest jobs
@@ -85,7 +91,8 @@ J_ONESHOT = 4  # runner_mode job
 J_MAXC = 5  # max concurrent jobs per runner
 J_SUBMITTED = 6  # jobs submitted since the last reset
 J_SEQ = 7  # runners created (member ids)
-N_J = 8
+J_REVOKING = 8  # 1 while a rebalance whose join window closed waits for a member's jobs
+N_J = 9
 # group floats
 G_PAUSE_UNTIL = 0
 G_REBALANCE = 1
@@ -103,11 +110,13 @@ class JobsSettings:
     partitions: partitions of the jobs topic. max_concurrent_jobs: jobs a runner holds
     at once (PrairieLearn's grader: 5). runner_mode: ``deployment`` (long-lived runners,
     one consumer group) or ``job`` (one job per runner, KEDA's ScaledJob).
-    rebalance_seconds: the group's pause when a runner joins or leaves, s (3 s: Kafka's
-    ``heartbeat.interval.ms`` default, the time a member needs to hear of a rebalance;
-    the same as ``group.initial.rebalance.delay.ms``). assignor: ``range`` (Kafka's
-    default), ``round-robin``, or ``shared`` (a share group: any runner takes any
-    partition's oldest job).
+    rebalance_seconds: the join window, s: the group's pause when a runner joins or
+    leaves, if every member is back by then (3 s: Kafka's ``heartbeat.interval.ms``
+    default, the time a member needs to hear of a rebalance; on librdkafka's mock broker,
+    whose window is ``session.timeout.ms`` - 1 s, the runners measured 5.4-6.0 s:
+    ``scripts/measure_rebalance.py``). assignor: ``range`` (Kafka's default),
+    ``round-robin``, or ``shared`` (a share group: any runner takes any partition's
+    oldest job).
     """
 
     partitions: int = 12
@@ -162,6 +171,31 @@ def assign(ri, rseq, owner, jm):
     else:
         for p in range(nparts):
             owner[p] = members[p % n]
+
+
+@njit(cache=True)
+def group_changed(t, ri, jm, gf, owner):
+    """A member joined or left at ``t`` (s): the eager protocol revokes every partition;
+    the group takes no new job until the join window closes, ``rebalance_seconds`` on
+    (a change under way is extended), and its members are back (:func:`members_back`)."""
+    for p in range(owner.shape[0]):
+        owner[p] = -1
+    pause = t + gf[G_REBALANCE]
+    if jm[J_PENDING] == 0 or pause > gf[G_PAUSE_UNTIL]:
+        gf[G_PAUSE_UNTIL] = pause
+    jm[J_PENDING] = 1
+
+
+@njit(cache=True)
+def members_back(ri):
+    """Whether every member (a ready or draining runner) holds no job: the runners' revoke
+    callback finishes the jobs a member holds before it rejoins, and a draining runner
+    rejoins only by leaving."""
+    for r in range(ri.shape[0]):
+        state = ri[r, E.RI_STATE]
+        if (state == E.READY or state == E.DRAINING) and ri[r, E.RI_N] > 0:
+            return False
+    return True
 
 
 @E.uncounted
@@ -273,13 +307,18 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
         tuser = ht[0] if meta[E.M_HSIZE] > 0 else E.INF
         topen = open_arrivals[meta[E.M_OPEN]] if meta[E.M_OPEN] < open_arrivals.shape[0] else E.INF
         tarr = tuser if tuser < topen else topen
-        tg = gf[G_PAUSE_UNTIL] if jm[J_PENDING] != 0 else E.INF
+        tg = gf[G_PAUSE_UNTIL] if jm[J_PENDING] != 0 and jm[J_REVOKING] == 0 else E.INF
         if tg <= trep and tg <= tarr:
             if tg > t_end:
                 break
-            # ---- the rebalance: new assignment, then the runners take what waits
+            # ---- the join window closes
             if tg > t:
                 t = tg
+            if not members_back(ri):  # a member missed it: another window once it is back
+                jm[J_REVOKING] = 1
+                meta[E.M_EVENTS] += 1
+                continue
+            # ---- the rebalance: new assignment, then the runners take what waits
             jm[J_PENDING] = 0
             assign(ri, rseq, owner, jm)
             _dispatch_all(t, rf, ri, rseq, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
@@ -298,11 +337,7 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
                 if shared:
                     _fill_shared(t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
                 else:
-                    pause = t + gf[G_REBALANCE]
-                    if jm[J_PENDING] == 0 or pause > gf[G_PAUSE_UNTIL]:
-                        gf[G_PAUSE_UNTIL] = pause
-                    jm[J_PENDING] = 1
-                    owner[:] = -1  # eager: every partition revoked until the new assignment
+                    group_changed(t, ri, jm, gf, owner)
                 meta[E.M_EVENTS] += 1
                 continue
             n = ri[r, E.RI_N]
@@ -363,11 +398,16 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
             state = ri[r, E.RI_STATE]
             if ri[r, E.RI_N] == 0 and (state == E.DRAINING or (oneshot and finished > 0)):
                 ri[r, E.RI_STATE] = E.FREE  # drained, or a one-shot runner done: it exits
+                if state == E.DRAINING and not shared:
+                    group_changed(t, ri, jm, gf, owner)  # it leaves the group
             elif finished > 0 and state == E.READY and not oneshot:
                 if shared:
                     _fill_shared(t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
                 else:
                     _fill(r, t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
+            if finished > 0 and jm[J_REVOKING] != 0 and members_back(ri):
+                jm[J_REVOKING] = 0  # the last member is back: another join window
+                gf[G_PAUSE_UNTIL] = t + gf[G_REBALANCE]
             E.schedule_replica(rf, ri, act, jf, r, params)
             E.tree_set(ev, size, r, E.event_key(rf, ri, r))
             meta[E.M_EVENTS] += 1
@@ -556,11 +596,7 @@ class JobsCluster(SimCluster):
         in a consumer group; a shared queue does not pause)."""
         if self.oneshot or self.jm[J_ASSIGNOR] == SHARED:
             return
-        pause = self.now + self.jobs.rebalance_seconds
-        if not self.jm[J_PENDING] or pause > self.gf[G_PAUSE_UNTIL]:
-            self.gf[G_PAUSE_UNTIL] = pause
-        self.jm[J_PENDING] = 1
-        self.owner[:] = -1  # eager: every partition revoked until the new assignment
+        group_changed(self.now, self.ri, self.jm, self.gf, self.owner)
 
     def scale_to(self, n: int) -> None:
         """Deployment runners: start new runners, or drain the surplus (starting ones
@@ -582,12 +618,11 @@ class JobsCluster(SimCluster):
         ready = ready[np.argsort(-self.rseq[ready], kind="stable")]
         left = False
         for r in np.concatenate([starting, ready])[: current - n]:
-            if self.ri[r, E.RI_STATE] == E.READY:
-                left = True
             if self.ri[r, E.RI_STATE] == E.STARTING or self.ri[r, E.RI_N] == 0:
+                left = left or self.ri[r, E.RI_STATE] == E.READY  # an idle member leaves now
                 self.ri[r, E.RI_STATE] = E.FREE
                 self.rf[r, E.RF_NEXT] = np.inf
-            else:
+            else:  # it leaves once drained (run_jobs)
                 self.ri[r, E.RI_STATE] = E.DRAINING
         if left:
             self._group_changed()

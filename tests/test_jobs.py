@@ -287,7 +287,7 @@ def test_the_config_names_the_architecture_and_the_jobs_section():
     cfg = load_config("experiments/configs/live-evaluation-week-jobs.yaml")
     assert cfg.architecture == "jobs" and cfg.backend == "live"
     assert (cfg.jobs.partitions, cfg.jobs.max_concurrent_jobs, cfg.jobs.runner_mode, cfg.jobs.rebalance_seconds) == (
-        12, 5, "deployment", 3.0)
+        12, 5, "deployment", 5.5)
     assert load_config({"name": "x"}).architecture == "service"
     with pytest.raises(ConfigError, match="architecture='queue' must be one of"):
         load_config({"name": "x", "architecture": "queue"})
