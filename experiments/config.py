@@ -171,15 +171,19 @@ class JobsConfig:
     ``max_concurrent_jobs`` jobs each (PrairieLearn's grader: 5). ``runner_mode``:
     ``deployment`` (long-lived runners in one consumer group) or ``job`` (KEDA's
     ScaledJob: a runner takes one job and exits; scaling only adds runners).
-    ``rebalance_seconds``: the group's pause when a runner joins or leaves, s.
+    ``rebalance_seconds``: the join window when a runner joins or leaves, s (the group's
+    pause if every member is back by then; a member finishes the jobs it holds first).
     ``assignor``: ``range`` (Kafka's default), ``round-robin``, or ``shared`` (a share
-    group / a plain queue: any runner takes any partition's oldest job)."""
+    group / a plain queue: any runner takes any partition's oldest job).
+    ``fetch_wait_seconds``: the runners' fetch cycle, s (0: a real broker, which hands a
+    job over as it comes; librdkafka's mock broker answers a fetch after 0.5 s)."""
 
     partitions: int = 12
     max_concurrent_jobs: int = 5
     runner_mode: str = "deployment"
     rebalance_seconds: float = 3.0
     assignor: str = "range"
+    fetch_wait_seconds: float = 0.0
 
 
 @dataclass
@@ -395,6 +399,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(j.rebalance_seconds >= 0, "jobs.rebalance_seconds", j.rebalance_seconds, "must be >= 0")
     need(j.assignor in ("range", "round-robin", "shared"), "jobs.assignor", j.assignor,
          "must be one of ['range', 'round-robin', 'shared']")
+    need(0 <= j.fetch_wait_seconds <= 60, "jobs.fetch_wait_seconds", j.fetch_wait_seconds, "must be within [0, 60]")
     need(1 <= cfg.runs <= MAX_RUNS, "runs", cfg.runs, f"must be within [1, {MAX_RUNS}]")
     need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     need(cfg.step_seconds > 0, "step_seconds", cfg.step_seconds, "must be > 0")

@@ -96,7 +96,9 @@ N_J = 9
 # group floats
 G_PAUSE_UNTIL = 0
 G_REBALANCE = 1
-N_G = 2
+G_FETCH_WAIT = 2  # the runners' fetch cycle, s (0: a job is seen as it is produced)
+G_FETCH_NEXT = 3  # the next cycle's end at which produced jobs become visible (inf: none waits for one)
+N_G = 4
 
 # return codes beyond the service engine's
 NEED_RING = E.NEED_STREAM + 1
@@ -116,7 +118,11 @@ class JobsSettings:
     whose window is ``session.timeout.ms`` - 1 s, the runners measured 5.4-6.0 s:
     ``scripts/measure_rebalance.py``). assignor: ``range`` (Kafka's default),
     ``round-robin``, or ``shared`` (a share group: any runner takes any partition's
-    oldest job).
+    oldest job). fetch_wait_seconds: the runners' fetch cycle, s: a job produced is seen
+    at the end of the cycle it was produced in (cycles of that length from t = 0), as
+    librdkafka's mock broker answers a fetch only once ``fetch.wait.max.ms`` (500 ms by
+    default) has passed; 0 (the default) for a real broker, which answers as soon as a
+    job comes. The jobs waiting for a cycle's end count in the lag.
     """
 
     partitions: int = 12
@@ -124,6 +130,7 @@ class JobsSettings:
     runner_mode: str = "deployment"
     rebalance_seconds: float = 3.0
     assignor: str = "range"
+    fetch_wait_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
@@ -136,6 +143,8 @@ class JobsSettings:
             raise UserError(f"jobs.rebalance_seconds={self.rebalance_seconds!r} must be >= 0")
         if self.assignor not in ASSIGNORS:
             raise UserError(f"jobs.assignor={self.assignor!r} is not one of {list(ASSIGNORS)}")
+        if not 0 <= self.fetch_wait_seconds <= 60:
+            raise UserError(f"jobs.fetch_wait_seconds={self.fetch_wait_seconds!r} must be within [0, 60]")
 
 
 # ---------------------------------------------------------------------- the event core
@@ -198,17 +207,41 @@ def members_back(ri):
     return True
 
 
+@njit(cache=True)
+def fetched_until(t, gf):
+    """The latest submission a runner has seen at ``t`` (s): with a fetch cycle of ``W``
+    s, the jobs produced up to the last cycle's end, ``floor(t / W) W`` (librdkafka's mock
+    broker answers a fetch only when ``fetch.wait.max.ms`` has passed, even when a job
+    came meanwhile); without one, every job produced."""
+    w = gf[G_FETCH_WAIT]
+    if w <= 0.0:
+        return t
+    return np.floor(t / w + 1e-9) * w + 1e-9 * w
+
+
+@njit(cache=True)
+def fetch_due(t, gf):
+    """A job produced at ``t`` (s): the cycle's end at which the runners see it becomes
+    due (the earliest of those pending)."""
+    w = gf[G_FETCH_WAIT]
+    if w > 0.0 and fetched_until(t, gf) < t:
+        due = np.ceil(t / w - 1e-9) * w
+        if not gf[G_FETCH_NEXT] > t or due < gf[G_FETCH_NEXT]:
+            gf[G_FETCH_NEXT] = due
+
+
 @E.uncounted
-def _oldest_partition(r, owner, pq, latest, taken, jf, any_partition):
+def _oldest_partition(r, owner, pq, latest, taken, jf, any_partition, seen_until):
     """The partition whose next waiting job is the oldest among ``r``'s partitions (all
-    partitions when ``any_partition``); -1 if none waits."""
+    partitions when ``any_partition``) of those submitted by ``seen_until`` (s: what the
+    runners' fetches have brought); -1 if none waits."""
     cap = pq.shape[1]
     best = -1
     best_t = np.inf
     for p in range(owner.shape[0]):
         if taken[p] < latest[p] and (any_partition or owner[p] == r):
             s = pq[p, taken[p] % cap]
-            if jf[s, JF_SUBMIT] < best_t:
+            if jf[s, JF_SUBMIT] < best_t and jf[s, JF_SUBMIT] <= seen_until:
                 best_t = jf[s, JF_SUBMIT]
                 best = p
     return best
@@ -236,20 +269,20 @@ def _start(r, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size):
 
 
 @E.uncounted
-def _fill(r, t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size):
+def _fill(r, t, rf, ri, act, jf, ji, jm, gf, owner, pq, latest, taken, params, ev, size):
     """Runner ``r`` (a member of the consumer group) takes jobs while it has a free slot
     and its partitions hold any."""
     if ri[r, E.RI_STATE] != E.READY or jm[J_PENDING] != 0:
         return
     while ri[r, E.RI_N] < jm[J_MAXC]:
-        p = _oldest_partition(r, owner, pq, latest, taken, jf, False)
+        p = _oldest_partition(r, owner, pq, latest, taken, jf, False, fetched_until(t, gf))
         if p < 0:
             return
         _start(r, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size)
 
 
 @E.uncounted
-def _fill_shared(t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size):
+def _fill_shared(t, rf, ri, act, jf, ji, jm, gf, owner, pq, latest, taken, params, ev, size):
     """Shared queue (share group, one-shot runners): while a job waits and a ready runner
     has a free slot, the runner holding the fewest jobs (the lowest first) takes the
     oldest waiting job."""
@@ -263,23 +296,23 @@ def _fill_shared(t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, e
                     best = r
         if best < 0:
             return
-        p = _oldest_partition(best, owner, pq, latest, taken, jf, True)
+        p = _oldest_partition(best, owner, pq, latest, taken, jf, True, fetched_until(t, gf))
         if p < 0:
             return
         _start(best, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size)
 
 
 @njit(cache=True)  # allocates (the runners' order): numba's counting stays on
-def _dispatch_all(t, rf, ri, rseq, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size):
+def _dispatch_all(t, rf, ri, rseq, act, jf, ji, jm, gf, owner, pq, latest, taken, params, ev, size):
     if jm[J_PENDING] != 0:
         return
     if jm[J_ASSIGNOR] == SHARED or jm[J_ONESHOT] != 0:
-        _fill_shared(t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
+        _fill_shared(t, rf, ri, act, jf, ji, jm, gf, owner, pq, latest, taken, params, ev, size)
         return
     nrep = ri.shape[0]
     order = np.argsort(rseq, kind="mergesort")
     for k in range(nrep):
-        _fill(order[k], t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
+        _fill(order[k], t, rf, ri, act, jf, ji, jm, gf, owner, pq, latest, taken, params, ev, size)
 
 
 @E.uncounted
@@ -308,7 +341,8 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
         topen = open_arrivals[meta[E.M_OPEN]] if meta[E.M_OPEN] < open_arrivals.shape[0] else E.INF
         tarr = tuser if tuser < topen else topen
         tg = gf[G_PAUSE_UNTIL] if jm[J_PENDING] != 0 and jm[J_REVOKING] == 0 else E.INF
-        if tg <= trep and tg <= tarr:
+        tf = gf[G_FETCH_NEXT]
+        if tg <= trep and tg <= tarr and tg <= tf:
             if tg > t_end:
                 break
             # ---- the join window closes
@@ -321,7 +355,17 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
             # ---- the rebalance: new assignment, then the runners take what waits
             jm[J_PENDING] = 0
             assign(ri, rseq, owner, jm)
-            _dispatch_all(t, rf, ri, rseq, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
+            _dispatch_all(t, rf, ri, rseq, act, jf, ji, jm, gf, owner, pq, latest, taken, params, ev, size)
+            meta[E.M_EVENTS] += 1
+            continue
+        if tf <= trep and tf <= tarr:
+            if tf > t_end:
+                break
+            # ---- a fetch cycle ends: the runners see what was produced during it
+            if tf > t:
+                t = tf
+            gf[G_FETCH_NEXT] = E.INF
+            _dispatch_all(t, rf, ri, rseq, act, jf, ji, jm, gf, owner, pq, latest, taken, params, ev, size)
             meta[E.M_EVENTS] += 1
             continue
         if trep <= tarr:
@@ -335,7 +379,7 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
                 E.schedule_replica(rf, ri, act, jf, r, params)
                 E.tree_set(ev, size, r, E.event_key(rf, ri, r))
                 if shared:
-                    _fill_shared(t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
+                    _fill_shared(t, rf, ri, act, jf, ji, jm, gf, owner, pq, latest, taken, params, ev, size)
                 else:
                     group_changed(t, ri, jm, gf, owner)
                 meta[E.M_EVENTS] += 1
@@ -402,9 +446,9 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
                     group_changed(t, ri, jm, gf, owner)  # it leaves the group
             elif finished > 0 and state == E.READY and not oneshot:
                 if shared:
-                    _fill_shared(t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
+                    _fill_shared(t, rf, ri, act, jf, ji, jm, gf, owner, pq, latest, taken, params, ev, size)
                 else:
-                    _fill(r, t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
+                    _fill(r, t, rf, ri, act, jf, ji, jm, gf, owner, pq, latest, taken, params, ev, size)
             if finished > 0 and jm[J_REVOKING] != 0 and members_back(ri):
                 jm[J_REVOKING] = 0  # the last member is back: another join window
                 gf[G_PAUSE_UNTIL] = t + gf[G_REBALANCE]
@@ -457,13 +501,14 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
         pdone[p, latest[p] % cap] = 0
         latest[p] += 1
         jm[J_SUBMITTED] += 1
+        fetch_due(t, gf)
         if jm[J_PENDING] == 0:
             if shared:
-                _fill_shared(t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
+                _fill_shared(t, rf, ri, act, jf, ji, jm, gf, owner, pq, latest, taken, params, ev, size)
             else:
                 r = owner[p]
                 if r >= 0:
-                    _fill(r, t, rf, ri, act, jf, ji, jm, owner, pq, latest, taken, params, ev, size)
+                    _fill(r, t, rf, ri, act, jf, ji, jm, gf, owner, pq, latest, taken, params, ev, size)
         meta[E.M_EVENTS] += 1
     for r in range(nrep):
         if ri[r, E.RI_STATE] != E.FREE:
@@ -534,6 +579,8 @@ class JobsCluster(SimCluster):
         self.jm[J_MAXC] = jobs.max_concurrent_jobs
         self.gf = np.zeros(N_G)
         self.gf[G_REBALANCE] = jobs.rebalance_seconds
+        self.gf[G_FETCH_WAIT] = jobs.fetch_wait_seconds
+        self.gf[G_FETCH_NEXT] = np.inf
         super().__init__(app, settings, rng_think, rng_demand, rng_arrivals, max_users=max_users, students=students)
         self._rng_part = rng_partition
         maxc = 1 if self.oneshot else jobs.max_concurrent_jobs

@@ -342,3 +342,28 @@ def test_run_experiment_on_the_jobs_model(tmp_path):
 def test_bad_jobs_configs_name_the_key(change, message):
     with pytest.raises(ConfigError, match=message):
         load_config({**JOBS, **change})
+
+
+@pytest.mark.parametrize("cycle_s", [0.0, 0.5])
+def test_a_job_is_seen_at_the_end_of_the_fetch_cycle_it_was_produced_in(cycle_s):
+    """``fetch_wait_seconds``: the runners see a job at the end of the fetch cycle it was
+    produced in (cycles of that length from t = 0, as the mock broker answers a fetch only
+    when ``fetch.wait.max.ms`` has passed: measured on the live runners, an idle runner
+    started jobs 0.007-0.497 s after they were sent, median 0.263 s). One runner with 5
+    slots and Poisson jobs at 0.2/s: almost never full, so a job starts at its cycle's
+    end, ``ceil(submit / W) W`` (at once without cycles), and none sooner; the mean wait
+    is W / 2."""
+    cluster = _cluster(EXP_APP, 1, JobsSettings(partitions=4, max_concurrent_jobs=5, fetch_wait_seconds=cycle_s))
+    submit, wait = [], []
+    for k in range(20):
+        cluster.add_open_arrivals(0.2, (k + 1) * 100.0)
+        s = cluster.run_to((k + 1) * 100.0)
+        submit.append(s.submit_s)
+        wait.append(s.wait_s)
+    submit, wait = np.concatenate(submit), np.concatenate(wait)
+    start = submit + wait
+    due = np.ceil(submit / cycle_s) * cycle_s if cycle_s else submit
+    assert submit.size > 300
+    assert np.all(start >= due - 1e-9)
+    assert np.mean(np.isclose(start, due, atol=1e-9)) > 0.99
+    assert np.mean(wait) == pytest.approx(cycle_s / 2, abs=0.03)
