@@ -335,6 +335,8 @@ def test_run_experiment_on_the_jobs_model(tmp_path):
     ({"jobs": {"runner_mode": "pod"}}, r"jobs.runner_mode='pod' must be one of"),
     ({"jobs": {"rebalance_seconds": -1}}, r"jobs.rebalance_seconds=-1.0 must be >= 0"),
     ({"jobs": {"assignor": "sticky"}}, r"jobs.assignor='sticky' must be one of"),
+    ({"jobs": {"fetch_wait_seconds": -0.5}}, r"jobs.fetch_wait_seconds=-0.5 must be within \[0, 60\]"),
+    ({"jobs": {"fetch_wait_seconds": 600}}, r"jobs.fetch_wait_seconds=600.0 must be within \[0, 60\]"),
     ({"jobs": {"partition": 3}}, r"unknown key 'jobs.partition' \(value 3\); did you mean 'partitions'"),
     ({"architecture": "queue"}, r"architecture='queue' must be one of \['service', 'jobs'\]"),
     ({"architecture": "service", "jobs": {"partitions": 3}}, r"config: jobs=.* is read only with architecture: jobs"),

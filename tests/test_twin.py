@@ -517,13 +517,13 @@ def test_the_runners_simulated_against_their_live_runs_shipped_with_scalelab(tmp
     assert main(["twin", "live-evaluation-week-jobs", "--runs", "1", "--shipped-live", "--out", str(tmp_path)]) == 0
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     md = (folder / "twin" / "floor.md").read_text()
-    assert "sim-live 0.42 [0.25, 0.44], live-live 0.38 [0.14, 0.49]" in md
-    assert "sim 18% of minutes, live against live 27%" in md and "sim 83% of minutes, live against live 86%" in md
+    assert "sim-live 0.22 [0.00, 0.20], live-live 0.36 [0.08, 0.51]" in md
+    assert "sim 32% of minutes, live against live 27%" in md and "sim 88% of minutes, live against live 86%" in md
     assert "the same on the simulator and live" in md and "it replays the live students" in md
-    assert "per-cell distance 0.27, minutes whose p95 is within ±10%: 50%" in md
+    assert "per-cell distance 0.22, minutes whose p95 is within ±10%: 32%" in md
     doc = (Path(__file__).parents[1] / "docs" / "evaluation-week.md").read_text()
-    assert "| 0.42 [0.25, 0.44] | 0.38 [0.14, 0.49] |" in doc and "| 18 % | 27 % |" in doc and "| 83 % | 86 % |" in doc
-    assert "| 0.27 per cell, 50 % of minutes |" in doc
+    assert "| 0.22 [0.00, 0.20] | 0.36 [0.08, 0.51] |" in doc and "| 32 % | 27 % |" in doc and "| 88 % | 86 % |" in doc
+    assert "| 0.22 per cell, 32 % of minutes |" in doc
 
 
 def test_dataset_record_resumes_only_a_live_recording_of_the_same_settings(tmp_path, capsys):
