@@ -232,17 +232,19 @@ def test_job_mode_runs_one_job_per_runner_and_never_removes_one():
     partitions=st.integers(1, 5),
     maxc=st.integers(1, 3),
     rebalance=st.sampled_from([0.0, 2.0]),
+    fetch=st.sampled_from([0.0, 0.5]),
     plan=st.lists(st.tuples(st.integers(0, 30), st.integers(1, 4), st.floats(0.5, 20.0)), min_size=1, max_size=12),
     seed=st.integers(0, 3),
 )
-def test_offsets_invariants(assignor, mode, partitions, maxc, rebalance, plan, seed):
+def test_offsets_invariants(assignor, mode, partitions, maxc, rebalance, fetch, plan, seed):
     """After every step, per partition: 0 <= committed <= taken <= latest, the reported
     committed offset is the internal one (INVALID before the first commit); lag =
     Σ(latest - committed) >= waiting + in_progress; waiting = Σ(latest - taken); every
     job submitted is waiting, in progress or finished; a runner holds at most its slots
-    (one in job mode); busy runners <= runners."""
+    (one in job mode); busy runners <= runners. Then, with no more submissions and two
+    runners ordered, every job finishes and is committed (no rebalance waits forever)."""
     jobs = JobsSettings(partitions=partitions, max_concurrent_jobs=maxc, runner_mode=mode,
-                        rebalance_seconds=rebalance, assignor=assignor)
+                        rebalance_seconds=rebalance, assignor=assignor, fetch_wait_seconds=fetch)
     b, clock = _backend(jobs, seed=seed, startup_s=3.0, max_replicas=4)
     c = b.deployment
     finished = 0
@@ -264,6 +266,13 @@ def test_offsets_invariants(assignor, mode, partitions, maxc, rebalance, plan, s
         assert 0 <= q.runners_busy <= q.runners
     assert c.submitted == int(c.latest.sum())
     assert round(finished) + q.waiting + q.in_progress == c.submitted
+    b.set_load(0)
+    for _ in range(120):
+        b.scale_to(2)
+        clock.sleep_until(clock.now() + 5.0)
+        b._advance()
+        q = b.observe().queue
+    assert q.waiting == q.in_progress == q.lag == 0
 
 
 def _trace(seed: int) -> list[dict]:
