@@ -502,28 +502,29 @@ def test_the_simulator_against_the_live_runs_shipped_with_scalelab(tmp_path, cap
 
 def test_the_runners_simulated_against_their_live_runs_shipped_with_scalelab(tmp_path):
     """The jobs architecture's short twin: ``live-evaluation-week-jobs`` simulated against
-    its two shipped live runs (runner processes pulling jobs from the embedded broker); the
+    its four shipped live runs (runner processes pulling jobs from the embedded broker); the
     floor's verdicts are the ones docs/evaluation-week.md quotes."""
     import json
 
     from scalelab.cli import main
     from scalelab.experiments.twin import shipped_live_summaries
 
-    a, b = shipped_live_summaries("live-evaluation-week-jobs")
-    for side in (a, b):
+    sides = shipped_live_summaries("live-evaluation-week-jobs")
+    assert len(sides) == 4
+    for side in sides:
         shipped = json.loads(side.read_text())
         assert shipped["config"]["name"] == "live-evaluation-week-jobs" and shipped["config"]["backend"] == "live"
         assert {r["policy"] for r in shipped["runs"]} == {"keda-kafka-5", "hslinucb"}
     assert main(["twin", "live-evaluation-week-jobs", "--runs", "1", "--shipped-live", "--out", str(tmp_path)]) == 0
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     md = (folder / "twin" / "floor.md").read_text()
-    assert "sim-live 0.22 [0.00, 0.20], live-live 0.36 [0.08, 0.51]" in md
-    assert "sim 32% of minutes, live against live 27%" in md and "sim 88% of minutes, live against live 86%" in md
+    assert "sim-live 0.20 [0.00, 0.13], live-live 0.21 [0.00, 0.16]" in md
+    assert "sim 25% of minutes, live against live 26%" in md and "sim 79% of minutes, live against live 75%" in md
     assert "the same on the simulator and live" in md and "it replays the live students" in md
-    assert "per-cell distance 0.22, minutes whose p95 is within ±10%: 32%" in md
+    assert "per-cell distance 0.19, minutes whose p95 is within ±10%: 41%" in md
     doc = (Path(__file__).parents[1] / "docs" / "evaluation-week.md").read_text()
-    assert "| 0.22 [0.00, 0.20] | 0.36 [0.08, 0.51] |" in doc and "| 32 % | 27 % |" in doc and "| 88 % | 86 % |" in doc
-    assert "| 0.22 per cell, 32 % of minutes |" in doc
+    assert "| 0.20 [0.00, 0.13] | 0.21 [0.00, 0.16] |" in doc and "| 25 % | 26 % |" in doc and "| 79 % | 75 % |" in doc
+    assert "| 0.19 per cell, 41 % of minutes |" in doc
 
 
 def test_dataset_record_resumes_only_a_live_recording_of_the_same_settings(tmp_path, capsys):
