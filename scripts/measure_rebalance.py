@@ -33,6 +33,7 @@ done 4.2 s in (the model: 5.5 s); ``--hold 1`` (2 repeats): 5.40-6.00 s (the mod
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -66,7 +67,7 @@ def _changes(jobs: dict[str, dict], at: float, kind: str) -> dict:
     before = max((s for s in starts if s <= at), default=at)
     # the gap: the longest interval between starts within 30 s after the change
     after = [s for s in starts if s > before and s <= at + 30]
-    gaps = [(b - a, a, b) for a, b in zip([before, *after], after)]
+    gaps = [(b - a, a, b) for a, b in itertools.pairwise([before, *after])]
     _, gap_from, gap_to = max(gaps) if gaps else (0.0, before, before)
     held = [j["finished"] for j in jobs.values() if "finished" in j and j["started"] <= gap_from + 1e-6
             and j["finished"] > gap_from]
