@@ -115,7 +115,7 @@ class JobsSettings:
     rebalance_seconds: the join window, s: the group's pause when a runner joins or
     leaves, if every member is back by then (3 s: Kafka's ``heartbeat.interval.ms``
     default, the time a member needs to hear of a rebalance; on librdkafka's mock broker,
-    whose window is ``session.timeout.ms`` - 1 s, the runners measured 5.4-6.0 s:
+    whose window is ``session.timeout.ms`` - 1 s, the runners measured 5.3-6.4 s:
     ``scripts/measure_rebalance.py``). assignor: ``range`` (Kafka's default),
     ``round-robin``, or ``shared`` (a share group: any runner takes any partition's
     oldest job). fetch_wait_seconds: the runners' fetch cycle, s: a job produced is seen
@@ -182,7 +182,7 @@ def assign(ri, rseq, owner, jm):
             owner[p] = members[p % n]
 
 
-@njit(cache=True)
+@E.uncounted
 def group_changed(t, ri, jm, gf, owner):
     """A member joined or left at ``t`` (s): the eager protocol revokes every partition;
     the group takes no new job until the join window closes, ``rebalance_seconds`` on
@@ -195,7 +195,7 @@ def group_changed(t, ri, jm, gf, owner):
     jm[J_PENDING] = 1
 
 
-@njit(cache=True)
+@E.uncounted
 def members_back(ri):
     """Whether every member (a ready or draining runner) holds no job: the runners' revoke
     callback finishes the jobs a member holds before it rejoins, and a draining runner
@@ -207,41 +207,38 @@ def members_back(ri):
     return True
 
 
-@njit(cache=True)
-def fetched_until(t, gf):
-    """The latest submission a runner has seen at ``t`` (s): with a fetch cycle of ``W``
-    s, the jobs produced up to the last cycle's end, ``floor(t / W) W`` (librdkafka's mock
-    broker answers a fetch only when ``fetch.wait.max.ms`` has passed, even when a job
-    came meanwhile); without one, every job produced."""
-    w = gf[G_FETCH_WAIT]
-    if w <= 0.0:
-        return t
-    return np.floor(t / w + 1e-9) * w + 1e-9 * w
+@E.uncounted
+def cycle_end(t, w):
+    """The end of the fetch cycle of ``w`` s that ``t`` (s) falls in: ``ceil(t / w) w``,
+    one expression for the event's time and for the jobs it shows (``w > 0``)."""
+    return np.ceil(t / w) * w
 
 
-@njit(cache=True)
+@E.uncounted
 def fetch_due(t, gf):
-    """A job produced at ``t`` (s): the cycle's end at which the runners see it becomes
-    due (the earliest of those pending)."""
+    """A job produced at ``t`` (s): the end of its fetch cycle becomes due (the earliest
+    of those pending)."""
     w = gf[G_FETCH_WAIT]
-    if w > 0.0 and fetched_until(t, gf) < t:
-        due = np.ceil(t / w - 1e-9) * w
-        if not gf[G_FETCH_NEXT] > t or due < gf[G_FETCH_NEXT]:
+    if w > 0.0:
+        due = cycle_end(t, w)
+        if due > t and (not gf[G_FETCH_NEXT] > t or due < gf[G_FETCH_NEXT]):
             gf[G_FETCH_NEXT] = due
 
 
 @E.uncounted
-def _oldest_partition(r, owner, pq, latest, taken, jf, any_partition, seen_until):
+def _oldest_partition(r, owner, pq, latest, taken, jf, any_partition, t, w):
     """The partition whose next waiting job is the oldest among ``r``'s partitions (all
-    partitions when ``any_partition``) of those submitted by ``seen_until`` (s: what the
-    runners' fetches have brought); -1 if none waits."""
+    partitions when ``any_partition``) of those the runners' fetches have brought by
+    ``t`` (s; with a fetch cycle of ``w`` s, a job is seen at its cycle's end); -1 if none
+    waits."""
     cap = pq.shape[1]
     best = -1
     best_t = np.inf
     for p in range(owner.shape[0]):
         if taken[p] < latest[p] and (any_partition or owner[p] == r):
             s = pq[p, taken[p] % cap]
-            if jf[s, JF_SUBMIT] < best_t and jf[s, JF_SUBMIT] <= seen_until:
+            sub = jf[s, JF_SUBMIT]
+            if sub < best_t and (w <= 0.0 or cycle_end(sub, w) <= t):
                 best_t = jf[s, JF_SUBMIT]
                 best = p
     return best
@@ -275,7 +272,7 @@ def _fill(r, t, rf, ri, act, jf, ji, jm, gf, owner, pq, latest, taken, params, e
     if ri[r, E.RI_STATE] != E.READY or jm[J_PENDING] != 0:
         return
     while ri[r, E.RI_N] < jm[J_MAXC]:
-        p = _oldest_partition(r, owner, pq, latest, taken, jf, False, fetched_until(t, gf))
+        p = _oldest_partition(r, owner, pq, latest, taken, jf, False, t, gf[G_FETCH_WAIT])
         if p < 0:
             return
         _start(r, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size)
@@ -296,7 +293,7 @@ def _fill_shared(t, rf, ri, act, jf, ji, jm, gf, owner, pq, latest, taken, param
                     best = r
         if best < 0:
             return
-        p = _oldest_partition(best, owner, pq, latest, taken, jf, True, fetched_until(t, gf))
+        p = _oldest_partition(best, owner, pq, latest, taken, jf, True, t, gf[G_FETCH_WAIT])
         if p < 0:
             return
         _start(best, p, t, rf, ri, act, jf, ji, pq, taken, params, ev, size)
@@ -322,8 +319,8 @@ def run_jobs(t_end, rf, ri, rseq, act, jf, ji, jfree, jm, gf, owner, pq, pdone, 
     """Process the jobs model's events up to and including ``t_end``; resumable as
     :func:`scalelab.simulator.engine.run_until` (same return codes, plus NEED_RING and
     NEED_PART); users draw from their own streams as there (``u_next``, ``u_think``,
-    ``u_demand``). At equal times: the group's rebalance, then runner events (the lowest
-    runner first), then submissions. ``ev`` is the event tree's room
+    ``u_demand``). At equal times: the group's rebalance, then a fetch cycle's end, then
+    runner events (the lowest runner first), then submissions. ``ev`` is the event tree's room
     (:func:`scalelab.simulator.engine.tree_arrays`), set afresh at every call."""
     nrep = ri.shape[0]
     cap = pq.shape[1]
@@ -648,7 +645,8 @@ class JobsCluster(SimCluster):
     def scale_to(self, n: int) -> None:
         """Deployment runners: start new runners, or drain the surplus (starting ones
         first, then the newest ready: a ReplicaSet's order); a ready runner removed
-        leaves the group (a rebalance). Job mode: add runners up to ``n`` (a one-shot
+        leaves the group (a rebalance) once it has finished its jobs; a runner ready at
+        once (no startup) joins at once. Job mode: add runners up to ``n`` (a one-shot
         runner is never removed). ``n`` is already clamped."""
         st = self.settings
         if not st.min_replicas <= n <= st.max_replicas:
@@ -656,6 +654,8 @@ class JobsCluster(SimCluster):
         current = self.desired_replicas
         for _ in range(n - current):
             self._start_replica(ready_at=self.now + st.startup_seconds)
+        if n > current and st.startup_seconds <= 0:
+            self._group_changed()  # ready now: it joins now (run_jobs sees no start)
         if n >= current or self.oneshot:
             return
         self._replicas_changed()
@@ -786,7 +786,8 @@ class JobsCluster(SimCluster):
 
     def held_partitions(self) -> dict[str, list[int]]:
         """The current assignment: pod name -> its partitions (ready runners; empty for
-        a runner beyond the partitions; empty for all with a shared queue)."""
+        a runner beyond the partitions; empty for all with a shared queue; a draining
+        runner's partitions, kept until it leaves, are not listed)."""
         out = {self.pod_name[r]: [] for r in np.flatnonzero(self.ri[:, E.RI_STATE] == E.READY)}
         for p, r in enumerate(self.owner):
             if r >= 0 and self.pod_name[r] in out:
