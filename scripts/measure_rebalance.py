@@ -77,17 +77,36 @@ def _changes(jobs: dict[str, dict], at: float, kind: str) -> dict:
             "protocol_s": gap_to - last_held, "waiting_at_end": waiting}
 
 
+def _broker() -> tuple[subprocess.Popen, str]:
+    """The embedded broker with ``jobs`` and ``results`` (12 partitions each), and its address."""
+    kafka = subprocess.Popen([sys.executable, "-m", "scalelab.orchestrator.kafka_embedded", "--topic", "jobs:12",
+                              "--topic", "results:12"], stdout=subprocess.PIPE, text=True)
+    return kafka, kafka.stdout.readline().strip()
+
+
+def _stop(runners: list[subprocess.Popen], kafka: subprocess.Popen) -> None:
+    """SIGTERM the runners still running (they drain), wait for them, stop the broker."""
+    for r in runners:
+        if r.poll() is None:
+            r.send_signal(signal.SIGTERM)
+    for r in runners:
+        try:
+            r.wait(30)
+        except subprocess.TimeoutExpired:
+            r.kill()
+    kafka.terminate()
+    kafka.wait(10)
+
+
 def fetch_delays(n: int) -> list[float]:
     """Seconds from sending each of ``n`` small jobs (1.3 s apart) to its start on one idle
     runner, on a fresh broker, once a first job has run (the group formed)."""
     from confluent_kafka import Consumer, Producer
 
-    kafka = subprocess.Popen([sys.executable, "-m", "scalelab.orchestrator.kafka_embedded", "--topic", "jobs:12",
-                              "--topic", "results:12"], stdout=subprocess.PIPE, text=True)
-    runner = None
+    kafka, addr = _broker()
+    runners: list[subprocess.Popen] = []
     try:
-        addr = kafka.stdout.readline().strip()
-        runner = _runner(addr, "runner-a")
+        runners.append(_runner(addr, "runner-a"))
         results = Consumer({"bootstrap.servers": addr, "group.id": "measure", "auto.offset.reset": "earliest",
                             "fetch.wait.max.ms": 10})
         results.subscribe(["results"])
@@ -124,26 +143,17 @@ def fetch_delays(n: int) -> list[float]:
         results.close()
         return [started[j] - sent[j] for j in sent if j in started]
     finally:
-        if runner is not None:
-            runner.send_signal(signal.SIGTERM)
-            try:
-                runner.wait(30)
-            except subprocess.TimeoutExpired:
-                runner.kill()
-        kafka.terminate()
-        kafka.wait(10)
+        _stop(runners, kafka)
 
 
 def one(hold: float, every: float) -> list[dict]:
     from confluent_kafka import Consumer, Producer
 
-    kafka = subprocess.Popen([sys.executable, "-m", "scalelab.orchestrator.kafka_embedded", "--topic", "jobs:12",
-                              "--topic", "results:12"], stdout=subprocess.PIPE, text=True)
+    kafka, addr = _broker()
     runners: list[subprocess.Popen] = []
     stop = threading.Event()
     jobs: dict[str, dict] = {}
     try:
-        addr = kafka.stdout.readline().strip()
         runners += [_runner(addr, "runner-a"), _runner(addr, "runner-b")]
         results = Consumer({"bootstrap.servers": addr, "group.id": "measure", "auto.offset.reset": "earliest"})
         results.subscribe(["results"])
@@ -194,16 +204,7 @@ def one(hold: float, every: float) -> list[dict]:
         return [_changes(jobs, at, kind) for at, kind in events]
     finally:
         stop.set()
-        for r in runners:
-            if r.poll() is None:
-                r.send_signal(signal.SIGTERM)
-        for r in runners:
-            try:
-                r.wait(30)
-            except subprocess.TimeoutExpired:
-                r.kill()
-        kafka.terminate()
-        kafka.wait(10)
+        _stop(runners, kafka)
 
 
 def main() -> None:
