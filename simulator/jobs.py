@@ -239,7 +239,7 @@ def _oldest_partition(r, owner, pq, latest, taken, jf, any_partition, t, w):
             s = pq[p, taken[p] % cap]
             sub = jf[s, JF_SUBMIT]
             if sub < best_t and (w <= 0.0 or cycle_end(sub, w) <= t):
-                best_t = jf[s, JF_SUBMIT]
+                best_t = sub
                 best = p
     return best
 
